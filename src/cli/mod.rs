@@ -1,0 +1,1 @@
+//! Command-line client subcommands (to be written).

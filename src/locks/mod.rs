@@ -1,0 +1,1 @@
+//! The lock table (to be written).

@@ -1,0 +1,169 @@
+//! Decoding errors of the wire protocol and the error codes carried by ERROR frames.
+
+use std::fmt;
+
+/// Error codes carried in an ERROR response (PROTOCOL.md §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u16)]
+pub enum ErrorCode {
+    /// A field is missing, too short, or followed by trailing bytes.
+    Malformed = 1,
+    /// The opcode byte names no request.
+    UnknownOpcode = 2,
+    /// A name is empty, too long, not UTF-8, or contains control characters.
+    BadName = 3,
+    /// A reserved flags field is not zero.
+    UnsupportedFlags = 4,
+    /// The first frame is not a valid HELLO, or HELLO came twice. Fatal.
+    BadHandshake = 5,
+    /// The client asked for a protocol version the server does not speak. Fatal.
+    UnsupportedVersion = 6,
+    /// The length prefix is below the header size or above the limit. Fatal.
+    BadFrameLength = 7,
+    /// Authentication is required before this request.
+    AuthRequired = 8,
+    /// The secret did not match. Fatal.
+    AuthFailed = 9,
+    /// A per-connection or per-lock limit would be exceeded.
+    LimitExceeded = 10,
+    /// The server is shutting down.
+    ShuttingDown = 11,
+    /// A code this version does not know (decoding only).
+    Unknown = 0xFFFF,
+}
+
+impl ErrorCode {
+    pub fn from_u16(code: u16) -> ErrorCode {
+        match code {
+            1 => ErrorCode::Malformed,
+            2 => ErrorCode::UnknownOpcode,
+            3 => ErrorCode::BadName,
+            4 => ErrorCode::UnsupportedFlags,
+            5 => ErrorCode::BadHandshake,
+            6 => ErrorCode::UnsupportedVersion,
+            7 => ErrorCode::BadFrameLength,
+            8 => ErrorCode::AuthRequired,
+            9 => ErrorCode::AuthFailed,
+            10 => ErrorCode::LimitExceeded,
+            11 => ErrorCode::ShuttingDown,
+            _ => ErrorCode::Unknown,
+        }
+    }
+
+    /// A stable snake_case name for logs and JSON output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Malformed => "malformed",
+            ErrorCode::UnknownOpcode => "unknown_opcode",
+            ErrorCode::BadName => "bad_name",
+            ErrorCode::UnsupportedFlags => "unsupported_flags",
+            ErrorCode::BadHandshake => "bad_handshake",
+            ErrorCode::UnsupportedVersion => "unsupported_version",
+            ErrorCode::BadFrameLength => "bad_frame_length",
+            ErrorCode::AuthRequired => "auth_required",
+            ErrorCode::AuthFailed => "auth_failed",
+            ErrorCode::LimitExceeded => "limit_exceeded",
+            ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::Unknown => "unknown",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a byte sequence is not a valid frame or message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    /// The length prefix is smaller than opcode + request id.
+    FrameTooShort(u32),
+    /// The length prefix exceeds the negotiated maximum.
+    FrameTooLarge {
+        len: u32,
+        max: u32,
+    },
+    UnknownOpcode(u8),
+    /// The payload ended before a fixed field of `opcode` was complete.
+    Truncated {
+        opcode: u8,
+    },
+    /// Bytes were left in the frame after the last field of `opcode`.
+    TrailingBytes {
+        opcode: u8,
+    },
+    EmptyName,
+    NameTooLong {
+        len: usize,
+        max: u32,
+    },
+    NameNotUtf8,
+    NameHasControl,
+    /// A text field other than a name (an error message, a label) is not UTF-8.
+    TextNotUtf8,
+    NonZeroFlags(u16),
+    BadMagic,
+    UnsupportedVersion(u16),
+}
+
+impl DecodeError {
+    /// The code an ERROR response carries for this error.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            DecodeError::FrameTooShort(_) | DecodeError::FrameTooLarge { .. } => ErrorCode::BadFrameLength,
+            DecodeError::UnknownOpcode(_) => ErrorCode::UnknownOpcode,
+            DecodeError::Truncated { .. } | DecodeError::TrailingBytes { .. } | DecodeError::TextNotUtf8 => {
+                ErrorCode::Malformed
+            }
+            DecodeError::EmptyName
+            | DecodeError::NameTooLong { .. }
+            | DecodeError::NameNotUtf8
+            | DecodeError::NameHasControl => ErrorCode::BadName,
+            DecodeError::NonZeroFlags(_) => ErrorCode::UnsupportedFlags,
+            DecodeError::BadMagic => ErrorCode::BadHandshake,
+            DecodeError::UnsupportedVersion(_) => ErrorCode::UnsupportedVersion,
+        }
+    }
+
+    /// True when the frame boundary is lost (or the peer is not speaking this protocol),
+    /// so the connection must be closed rather than answered and continued.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            DecodeError::FrameTooShort(_)
+                | DecodeError::FrameTooLarge { .. }
+                | DecodeError::BadMagic
+                | DecodeError::UnsupportedVersion(_)
+        )
+    }
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::FrameTooShort(len) => write!(f, "frame length {len} is below the 5-byte header"),
+            DecodeError::FrameTooLarge { len, max } => {
+                write!(f, "frame length {len} exceeds the limit of {max}")
+            }
+            DecodeError::UnknownOpcode(op) => write!(f, "unknown opcode 0x{op:02x}"),
+            DecodeError::Truncated { opcode } => write!(f, "payload of opcode 0x{opcode:02x} is truncated"),
+            DecodeError::TrailingBytes { opcode } => {
+                write!(f, "trailing bytes after opcode 0x{opcode:02x} payload")
+            }
+            DecodeError::EmptyName => f.write_str("lock name is empty"),
+            DecodeError::NameTooLong { len, max } => {
+                write!(f, "lock name is {len} bytes, the limit is {max}")
+            }
+            DecodeError::NameNotUtf8 => f.write_str("lock name is not valid UTF-8"),
+            DecodeError::NameHasControl => f.write_str("lock name contains control characters"),
+            DecodeError::TextNotUtf8 => f.write_str("text field is not valid UTF-8"),
+            DecodeError::NonZeroFlags(flags) => write!(f, "reserved flags 0x{flags:04x} must be zero"),
+            DecodeError::BadMagic => f.write_str("first frame is not an officer HELLO"),
+            DecodeError::UnsupportedVersion(v) => write!(f, "protocol version {v} is not supported"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}

@@ -1,0 +1,80 @@
+//! The binary wire protocol: frame header, opcodes, requests, responses and error codes.
+//!
+//! This module is a pure codec over byte slices. It never touches sockets or clocks: decoding
+//! returns `Ok(None)` when more bytes are needed and `Err` when the bytes are wrong; encoding
+//! appends to a caller-owned `Vec<u8>`. Every message documents its layout and names its section
+//! in `PROTOCOL.md`, which is the normative description.
+
+mod error;
+mod frame;
+mod request;
+mod response;
+mod wire;
+
+pub use error::{DecodeError, ErrorCode};
+pub use frame::{split_frame, Frame, FRAME_HEADER_LEN, LENGTH_PREFIX_LEN, MIN_FRAME_LEN};
+pub use request::{Hello, ListRequest, LockRequest, Request};
+pub use response::{ConnectionInfo, HelloOk, LockInfo, Response, SHUTDOWN_REQUEST_ID};
+
+/// The four magic bytes that open the handshake payload: `OFCR`.
+pub const MAGIC: [u8; 4] = *b"OFCR";
+/// The protocol version this crate speaks.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// Default largest frame (the value of the length prefix) a server accepts.
+pub const DEFAULT_MAX_FRAME: u32 = 64 * 1024;
+/// Default longest lock name in bytes.
+pub const DEFAULT_MAX_NAME: u32 = 1024;
+/// Hard ceiling on the name limit: names travel with a `u16` length inside listings.
+pub const MAX_NAME_CEILING: u32 = u16::MAX as u32;
+/// `timeout_ms` value in LOCK meaning "wait forever".
+pub const TIMEOUT_FOREVER: u32 = u32::MAX;
+
+/// Request opcodes (PROTOCOL.md §3). The high bit is clear on every request.
+pub mod op {
+    pub const HELLO: u8 = 0x01;
+    pub const PING: u8 = 0x02;
+    pub const LOCK: u8 = 0x03;
+    pub const UNLOCK: u8 = 0x04;
+    pub const RESET: u8 = 0x05;
+    pub const LOCKS: u8 = 0x06;
+    pub const CONNECTIONS: u8 = 0x07;
+    pub const MY_LOCKS: u8 = 0x08;
+    pub const STATS: u8 = 0x09;
+    pub const AUTH: u8 = 0x0A;
+
+    /// Response opcodes (PROTOCOL.md §4). The high bit is set on every response.
+    pub const HELLO_OK: u8 = 0x81;
+    pub const PONG: u8 = 0x82;
+    pub const ACQUIRED: u8 = 0x83;
+    pub const ALREADY_ACQUIRED: u8 = 0x84;
+    pub const ALREADY_WAITING: u8 = 0x85;
+    pub const TIMED_OUT: u8 = 0x86;
+    pub const QUEUE_MAXED: u8 = 0x87;
+    pub const CANCELLED: u8 = 0x88;
+    pub const RELEASED: u8 = 0x89;
+    pub const RELEASE_FAILED: u8 = 0x8A;
+    pub const RESET_OK: u8 = 0x8B;
+    pub const LOCKS_LIST: u8 = 0x8C;
+    pub const CONNECTIONS_LIST: u8 = 0x8D;
+    pub const MY_LOCKS_LIST: u8 = 0x8E;
+    pub const STATS_LIST: u8 = 0x8F;
+    pub const AUTH_OK: u8 = 0x90;
+    pub const SHUTDOWN: u8 = 0x91;
+    pub const ERROR: u8 = 0xFF;
+}
+
+/// Checks a lock name (or listing prefix when `allow_empty`) against the rules of
+/// PROTOCOL.md §2.3: UTF-8, no ASCII control characters, at most `max_name` bytes.
+pub fn validate_name(bytes: &[u8], max_name: u32, allow_empty: bool) -> Result<&str, DecodeError> {
+    if bytes.is_empty() && !allow_empty {
+        return Err(DecodeError::EmptyName);
+    }
+    if bytes.len() > max_name as usize {
+        return Err(DecodeError::NameTooLong { len: bytes.len(), max: max_name });
+    }
+    let name = std::str::from_utf8(bytes).map_err(|_| DecodeError::NameNotUtf8)?;
+    if name.bytes().any(|b| b < 0x20 || b == 0x7F) {
+        return Err(DecodeError::NameHasControl);
+    }
+    Ok(name)
+}

@@ -1,0 +1,143 @@
+//! Requests, client to server (PROTOCOL.md §3). Decoded requests borrow names from the frame,
+//! so the server copies a name only when it creates a lock.
+
+use super::wire::{begin_frame, end_frame, put_u16, put_u32, Reader};
+use super::{op, validate_name, DecodeError, Frame, MAGIC, TIMEOUT_FOREVER};
+
+/// HELLO payload (§3.1): magic `OFCR`, version `u16`, flags `u16` (zero).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hello {
+    pub version: u16,
+}
+
+/// LOCK payload (§3.3): flags `u16` (zero), timeout_ms `u32`, queue_max `u32`, name (rest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockRequest<'a> {
+    pub name: &'a str,
+    /// `None` waits forever; `Some(0)` tries once.
+    pub timeout_ms: Option<u32>,
+    /// `None` queues without limit; `Some(n)` refuses when holder + waiters >= n.
+    pub queue_max: Option<u32>,
+}
+
+/// LOCKS and CONNECTIONS payload (§3.6): max entries `u32` (0 = server default), prefix (rest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListRequest<'a> {
+    pub prefix: &'a str,
+    pub max: u32,
+}
+
+/// A decoded request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request<'a> {
+    Hello(Hello),
+    /// The payload is opaque padding, ignored by the server.
+    Ping(&'a [u8]),
+    Lock(LockRequest<'a>),
+    Unlock(&'a str),
+    Reset,
+    Locks(ListRequest<'a>),
+    Connections(ListRequest<'a>),
+    MyLocks,
+    Stats,
+    Auth(&'a [u8]),
+}
+
+impl<'a> Request<'a> {
+    /// Decodes the payload of one frame. Names are checked against `max_name`.
+    pub fn decode(frame: &Frame<'a>, max_name: u32) -> Result<Request<'a>, DecodeError> {
+        let mut r = Reader::new(frame.payload, frame.opcode);
+        let req = match frame.opcode {
+            op::HELLO => {
+                if r.remaining() < 4 || r.rest_peek4() != MAGIC {
+                    return Err(DecodeError::BadMagic);
+                }
+                let _ = r.u32()?;
+                let version = r.u16()?;
+                let flags = r.u16()?;
+                r.finish()?;
+                if flags != 0 {
+                    return Err(DecodeError::NonZeroFlags(flags));
+                }
+                Request::Hello(Hello { version })
+            }
+            op::PING => Request::Ping(r.rest()),
+            op::LOCK => {
+                let flags = r.u16()?;
+                let timeout = r.u32()?;
+                let queue_max = r.u32()?;
+                if flags != 0 {
+                    return Err(DecodeError::NonZeroFlags(flags));
+                }
+                let name = validate_name(r.rest(), max_name, false)?;
+                Request::Lock(LockRequest {
+                    name,
+                    timeout_ms: (timeout != TIMEOUT_FOREVER).then_some(timeout),
+                    queue_max: (queue_max != 0).then_some(queue_max),
+                })
+            }
+            op::UNLOCK => Request::Unlock(validate_name(r.rest(), max_name, false)?),
+            op::RESET => empty(r, Request::Reset)?,
+            op::LOCKS => Request::Locks(list(&mut r, max_name)?),
+            op::CONNECTIONS => Request::Connections(list(&mut r, max_name)?),
+            op::MY_LOCKS => empty(r, Request::MyLocks)?,
+            op::STATS => empty(r, Request::Stats)?,
+            op::AUTH => Request::Auth(r.rest()),
+            other => return Err(DecodeError::UnknownOpcode(other)),
+        };
+        Ok(req)
+    }
+
+    /// The opcode this request travels under.
+    pub fn opcode(&self) -> u8 {
+        match self {
+            Request::Hello(_) => op::HELLO,
+            Request::Ping(_) => op::PING,
+            Request::Lock(_) => op::LOCK,
+            Request::Unlock(_) => op::UNLOCK,
+            Request::Reset => op::RESET,
+            Request::Locks(_) => op::LOCKS,
+            Request::Connections(_) => op::CONNECTIONS,
+            Request::MyLocks => op::MY_LOCKS,
+            Request::Stats => op::STATS,
+            Request::Auth(_) => op::AUTH,
+        }
+    }
+
+    /// Appends this request as one frame to `out`.
+    pub fn encode(&self, request_id: u32, out: &mut Vec<u8>) {
+        let start = begin_frame(out, self.opcode(), request_id);
+        match self {
+            Request::Hello(h) => {
+                out.extend_from_slice(&MAGIC);
+                put_u16(out, h.version);
+                put_u16(out, 0);
+            }
+            Request::Ping(pad) | Request::Auth(pad) => out.extend_from_slice(pad),
+            Request::Lock(l) => {
+                put_u16(out, 0);
+                put_u32(out, l.timeout_ms.unwrap_or(TIMEOUT_FOREVER));
+                put_u32(out, l.queue_max.unwrap_or(0));
+                out.extend_from_slice(l.name.as_bytes());
+            }
+            Request::Unlock(name) => out.extend_from_slice(name.as_bytes()),
+            Request::Locks(l) | Request::Connections(l) => {
+                put_u32(out, l.max);
+                out.extend_from_slice(l.prefix.as_bytes());
+            }
+            Request::Reset | Request::MyLocks | Request::Stats => {}
+        }
+        end_frame(out, start);
+    }
+}
+
+fn empty<'a>(r: Reader<'_>, req: Request<'a>) -> Result<Request<'a>, DecodeError> {
+    r.finish()?;
+    Ok(req)
+}
+
+fn list<'a>(r: &mut Reader<'a>, max_name: u32) -> Result<ListRequest<'a>, DecodeError> {
+    let max = r.u32()?;
+    let prefix = validate_name(r.rest(), max_name, true)?;
+    Ok(ListRequest { prefix, max })
+}

@@ -1,0 +1,245 @@
+//! Responses, server to client (PROTOCOL.md §4). Responses own their data: the server builds
+//! them rarely with strings (listings, queues) and the client keeps them.
+
+use super::wire::{begin_frame, end_frame, put_str16, put_str_list, put_u16, put_u32, put_u64, Reader};
+use super::{op, DecodeError, ErrorCode, Frame};
+
+/// Request id of frames the server sends on its own (SHUTDOWN); clients never use it.
+pub const SHUTDOWN_REQUEST_ID: u32 = 0;
+
+/// HELLO_OK payload (§4.1): the limits a client must respect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HelloOk {
+    pub version: u16,
+    /// The client must send AUTH before anything but PING.
+    pub auth_required: bool,
+    /// The server's id for this connection, as shown in logs.
+    pub connection_id: u64,
+    pub max_frame: u32,
+    pub max_name: u32,
+    /// The server closes a connection silent for this long; 0 = never.
+    pub idle_timeout_ms: u32,
+}
+
+/// One lock in a LOCKS listing: its queue holds the holder first, then waiters in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockInfo {
+    pub name: String,
+    pub queue: Vec<String>,
+}
+
+/// One connection in a CONNECTIONS listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionInfo {
+    /// `ip:port` for TCP peers, `unix:<id>` for UNIX-socket peers.
+    pub label: String,
+    pub held: Vec<String>,
+    pub waiting: Vec<String>,
+}
+
+/// A decoded or to-be-encoded response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Response {
+    HelloOk(HelloOk),
+    Pong,
+    Acquired {
+        token: u64,
+    },
+    AlreadyAcquired {
+        token: u64,
+    },
+    /// A LOCK for a name this connection already waits for: the first request keeps waiting.
+    AlreadyWaiting,
+    TimedOut {
+        queue: Vec<String>,
+    },
+    QueueMaxed {
+        queue: Vec<String>,
+    },
+    /// A waiting LOCK ended by UNLOCK or RESET of the same connection.
+    Cancelled,
+    Released,
+    ReleaseFailed,
+    ResetOk,
+    Locks {
+        locks: Vec<LockInfo>,
+        truncated: bool,
+    },
+    Connections {
+        connections: Vec<ConnectionInfo>,
+        truncated: bool,
+    },
+    MyLocks {
+        held: Vec<String>,
+        waiting: Vec<String>,
+    },
+    Stats(Vec<(String, u64)>),
+    AuthOk,
+    Shutdown {
+        message: String,
+    },
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+impl Response {
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Response {
+        Response::Error { code, message: message.into() }
+    }
+
+    pub fn opcode(&self) -> u8 {
+        match self {
+            Response::HelloOk(_) => op::HELLO_OK,
+            Response::Pong => op::PONG,
+            Response::Acquired { .. } => op::ACQUIRED,
+            Response::AlreadyAcquired { .. } => op::ALREADY_ACQUIRED,
+            Response::AlreadyWaiting => op::ALREADY_WAITING,
+            Response::TimedOut { .. } => op::TIMED_OUT,
+            Response::QueueMaxed { .. } => op::QUEUE_MAXED,
+            Response::Cancelled => op::CANCELLED,
+            Response::Released => op::RELEASED,
+            Response::ReleaseFailed => op::RELEASE_FAILED,
+            Response::ResetOk => op::RESET_OK,
+            Response::Locks { .. } => op::LOCKS_LIST,
+            Response::Connections { .. } => op::CONNECTIONS_LIST,
+            Response::MyLocks { .. } => op::MY_LOCKS_LIST,
+            Response::Stats(_) => op::STATS_LIST,
+            Response::AuthOk => op::AUTH_OK,
+            Response::Shutdown { .. } => op::SHUTDOWN,
+            Response::Error { .. } => op::ERROR,
+        }
+    }
+
+    /// Appends this response as one frame to `out`.
+    pub fn encode(&self, request_id: u32, out: &mut Vec<u8>) {
+        let start = begin_frame(out, self.opcode(), request_id);
+        match self {
+            Response::HelloOk(h) => {
+                put_u16(out, h.version);
+                put_u16(out, h.auth_required as u16);
+                put_u64(out, h.connection_id);
+                put_u32(out, h.max_frame);
+                put_u32(out, h.max_name);
+                put_u32(out, h.idle_timeout_ms);
+            }
+            Response::Acquired { token } | Response::AlreadyAcquired { token } => put_u64(out, *token),
+            Response::TimedOut { queue } | Response::QueueMaxed { queue } => put_str_list(out, queue),
+            Response::Locks { locks, truncated } => {
+                out.push(*truncated as u8);
+                put_u32(out, locks.len() as u32);
+                for lock in locks {
+                    put_str16(out, &lock.name);
+                    put_str_list(out, &lock.queue);
+                }
+            }
+            Response::Connections { connections, truncated } => {
+                out.push(*truncated as u8);
+                put_u32(out, connections.len() as u32);
+                for conn in connections {
+                    put_str16(out, &conn.label);
+                    put_str_list(out, &conn.held);
+                    put_str_list(out, &conn.waiting);
+                }
+            }
+            Response::MyLocks { held, waiting } => {
+                put_str_list(out, held);
+                put_str_list(out, waiting);
+            }
+            Response::Stats(entries) => {
+                put_u32(out, entries.len() as u32);
+                for (key, value) in entries {
+                    put_str16(out, key);
+                    put_u64(out, *value);
+                }
+            }
+            Response::Shutdown { message } => out.extend_from_slice(message.as_bytes()),
+            Response::Error { code, message } => {
+                put_u16(out, *code as u16);
+                out.extend_from_slice(message.as_bytes());
+            }
+            Response::Pong
+            | Response::AlreadyWaiting
+            | Response::Cancelled
+            | Response::Released
+            | Response::ReleaseFailed
+            | Response::ResetOk
+            | Response::AuthOk => {}
+        }
+        end_frame(out, start);
+    }
+
+    /// Decodes the payload of one response frame.
+    pub fn decode(frame: &Frame<'_>) -> Result<Response, DecodeError> {
+        let mut r = Reader::new(frame.payload, frame.opcode);
+        let resp = match frame.opcode {
+            op::HELLO_OK => {
+                let version = r.u16()?;
+                let flags = r.u16()?;
+                Response::HelloOk(HelloOk {
+                    version,
+                    auth_required: flags & 1 != 0,
+                    connection_id: r.u64()?,
+                    max_frame: r.u32()?,
+                    max_name: r.u32()?,
+                    idle_timeout_ms: r.u32()?,
+                })
+            }
+            op::PONG => Response::Pong,
+            op::ACQUIRED => Response::Acquired { token: r.u64()? },
+            op::ALREADY_ACQUIRED => Response::AlreadyAcquired { token: r.u64()? },
+            op::ALREADY_WAITING => Response::AlreadyWaiting,
+            op::TIMED_OUT => Response::TimedOut { queue: r.str_list()? },
+            op::QUEUE_MAXED => Response::QueueMaxed { queue: r.str_list()? },
+            op::CANCELLED => Response::Cancelled,
+            op::RELEASED => Response::Released,
+            op::RELEASE_FAILED => Response::ReleaseFailed,
+            op::RESET_OK => Response::ResetOk,
+            op::LOCKS_LIST => {
+                let truncated = r.u8()? != 0;
+                let count = r.u32()?;
+                let mut locks = Vec::new();
+                for _ in 0..count {
+                    locks.push(LockInfo { name: r.str16()?, queue: r.str_list()? });
+                }
+                Response::Locks { locks, truncated }
+            }
+            op::CONNECTIONS_LIST => {
+                let truncated = r.u8()? != 0;
+                let count = r.u32()?;
+                let mut connections = Vec::new();
+                for _ in 0..count {
+                    connections.push(ConnectionInfo {
+                        label: r.str16()?,
+                        held: r.str_list()?,
+                        waiting: r.str_list()?,
+                    });
+                }
+                Response::Connections { connections, truncated }
+            }
+            op::MY_LOCKS_LIST => Response::MyLocks { held: r.str_list()?, waiting: r.str_list()? },
+            op::STATS_LIST => {
+                let count = r.u32()?;
+                let mut entries = Vec::new();
+                for _ in 0..count {
+                    entries.push((r.str16()?, r.u64()?));
+                }
+                Response::Stats(entries)
+            }
+            op::AUTH_OK => Response::AuthOk,
+            op::SHUTDOWN => Response::Shutdown { message: text(r.rest())? },
+            op::ERROR => {
+                let code = ErrorCode::from_u16(r.u16()?);
+                Response::Error { code, message: text(r.rest())? }
+            }
+            other => return Err(DecodeError::UnknownOpcode(other)),
+        };
+        r.finish()?;
+        Ok(resp)
+    }
+}
+
+fn text(bytes: &[u8]) -> Result<String, DecodeError> {
+    std::str::from_utf8(bytes).map(str::to_owned).map_err(|_| DecodeError::TextNotUtf8)
+}

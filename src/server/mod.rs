@@ -1,0 +1,1 @@
+//! The mio event loop (to be written).

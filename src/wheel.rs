@@ -1,0 +1,1 @@
+//! Hierarchical timer wheel over integer millisecond ticks (to be written).
