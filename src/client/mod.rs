@@ -1,1 +1,473 @@
-//! The blocking client (to be written).
+//! The blocking client: [`Client`], built on `std::net` and [`crate::protocol`].
+//!
+//! - `builder`: [`ClientBuilder`], where to connect and the connection's options.
+//! - `conn`: one connection, multiplexed by request id with a reader and a keep-alive thread.
+//! - `guard`: [`LockGuard`] and [`Client::with_lock`].
+//! - `error`: [`Error`] and [`ErrorKind`].
+//! - `types`: [`LockOptions`], [`Acquired`], [`Listing`], [`MyLocks`], [`Stats`].
+//!
+//! Locks belong to the connection, as in the original officer: every thread sharing a `Client`
+//! shares its locks (a second `lock` of a held name answers "already acquired" at once). For
+//! exclusion between threads of one process, give each its own `Client`.
+//!
+//! ```no_run
+//! use officer::client::{Client, LockOptions};
+//! use std::time::Duration;
+//!
+//! let client = Client::builder().host("localhost").port(11500).namespace("billing").connect()?;
+//! client.with_lock("invoice-run", LockOptions::with_timeout(Duration::from_secs(30)), || {
+//!     // only one process in the fleet runs this at a time
+//! })?;
+//! # Ok::<(), officer::client::Error>(())
+//! ```
+
+mod builder;
+mod conn;
+mod error;
+mod guard;
+mod stream;
+#[cfg(test)]
+mod tests;
+mod types;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+pub use crate::protocol::{ConnectionInfo, HelloOk, LockInfo};
+pub use builder::{ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HOST, DEFAULT_PORT};
+pub use error::{Error, ErrorKind, Result};
+pub use guard::LockGuard;
+pub use types::{Acquired, Listing, LockOptions, MyLocks, Stats};
+
+use crate::protocol::{validate_name, ListRequest, LockRequest, Request, Response};
+use builder::Config;
+use conn::{unexpected, Conn, Track};
+
+/// A connection to an officer server, shareable between threads (`Send + Sync`).
+///
+/// Calls block the calling thread only: a thread waiting for a lock does not delay other
+/// threads' calls. When the connection breaks, the server releases its locks; calls then fail
+/// with [`ErrorKind::ConnectionLost`] until [`Client::reconnect`] (a connection that held no
+/// locks is replaced on the next call, see [`ClientBuilder::auto_reconnect`]). Dropping the
+/// client closes the connection.
+///
+/// ```no_run
+/// use officer::client::{Client, LockOptions};
+///
+/// let client = Client::connect("localhost", 11500)?;
+/// let lock = client.lock("reindex", LockOptions::new())?;
+/// println!("token {}", lock.token());
+/// client.unlock("reindex")?;
+/// # Ok::<(), officer::client::Error>(())
+/// ```
+pub struct Client {
+    config: Config,
+    conn: Mutex<Arc<Conn>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("target", &self.config.target)
+            .field("prefix", &self.config.prefix)
+            .finish()
+    }
+}
+
+impl Client {
+    /// A builder for options beyond host and port.
+    ///
+    /// ```no_run
+    /// let client = officer::client::Client::builder().namespace("app").connect()?;
+    /// # Ok::<(), officer::client::Error>(())
+    /// ```
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::new()
+    }
+
+    /// Connects over TCP with default options.
+    ///
+    /// ```no_run
+    /// let client = officer::client::Client::connect("localhost", 11500)?;
+    /// # Ok::<(), officer::client::Error>(())
+    /// ```
+    pub fn connect(host: &str, port: u16) -> Result<Client> {
+        ClientBuilder::new().host(host).port(port).connect()
+    }
+
+    /// Connects to a UNIX socket with default options.
+    ///
+    /// ```no_run
+    /// let client = officer::client::Client::connect_unix("/tmp/officer.sock")?;
+    /// # Ok::<(), officer::client::Error>(())
+    /// ```
+    pub fn connect_unix(path: impl AsRef<Path>) -> Result<Client> {
+        ClientBuilder::new().unix_socket(path).connect()
+    }
+
+    pub(crate) fn from_config(config: Config) -> Result<Client> {
+        let conn = Conn::open(&config)?;
+        Ok(Client { config, conn: Mutex::new(conn) })
+    }
+
+    fn slot(&self) -> MutexGuard<'_, Arc<Conn>> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The connection to use, replacing a broken one that held no locks when allowed.
+    fn current(&self) -> Result<Arc<Conn>> {
+        let mut slot = self.slot();
+        if self.config.auto_reconnect {
+            if let Some(lost) = slot.lost() {
+                if lost.released.is_empty() && !lost.by_client {
+                    log::debug!("officer reconnecting after a lock-free loss reason={}", lost.reason);
+                    *slot = Conn::open(&self.config)?;
+                }
+            }
+        }
+        Ok(Arc::clone(&slot))
+    }
+
+    /// Sends `req` on `conn`; an ERROR answer becomes `Err`, and names in errors lose the
+    /// namespace.
+    fn call(&self, conn: &Conn, req: &Request<'_>, track: Track) -> Result<Response> {
+        match conn.call(req, track) {
+            Ok(Response::Error { code, message }) => Err(Error::server(code, message)),
+            Ok(resp) => Ok(resp),
+            Err(e) => Err(e.map_names(|n| self.config.display_name(n))),
+        }
+    }
+
+    /// The full name of `name`, checked against the server's naming rules before sending,
+    /// because an oversized name would make the server drop the whole connection.
+    fn full_name(&self, conn: &Conn, name: &str, allow_empty: bool) -> Result<String> {
+        let full = self.config.full_name(name);
+        validate_name(full.as_bytes(), conn.hello().max_name, allow_empty)
+            .map_err(|why| Error::invalid_name(name, why))?;
+        Ok(full)
+    }
+
+    /// Locks on the current connection and returns it with the full name, for guards.
+    pub(crate) fn lock_on(&self, name: &str, opts: LockOptions) -> Result<(Arc<Conn>, String, Acquired)> {
+        let conn = self.current()?;
+        let full = self.full_name(&conn, name, false)?;
+        let req = Request::Lock(LockRequest {
+            name: &full,
+            timeout_ms: opts.timeout_ms(),
+            queue_max: opts.queue_max_wire(),
+        });
+        let acquired = |token, already| Acquired { name: name.to_owned(), token, already };
+        let result = match self.call(&conn, &req, Track::Lock(full.clone()))? {
+            Response::Acquired { token } => acquired(token, false),
+            Response::AlreadyAcquired { token } => acquired(token, true),
+            Response::TimedOut { queue } => return Err(Error::lock_timeout(name, queue)),
+            Response::QueueMaxed { queue } => return Err(Error::queue_maxed(name, queue)),
+            Response::AlreadyWaiting => return Err(Error::already_waiting(name)),
+            Response::Cancelled => return Err(Error::cancelled(name)),
+            other => return Err(unexpected(&other, "LOCK")),
+        };
+        Ok((conn, full, result))
+    }
+
+    /// Acquires `name`, waiting as `opts` says. A timeout or full queue is an error carrying
+    /// the lock's queue ([`Error::queue`]); a lock this connection already holds is granted at
+    /// once with [`Acquired::already_acquired`] set.
+    ///
+    /// ```no_run
+    /// use officer::client::{Client, LockOptions};
+    /// use std::time::Duration;
+    ///
+    /// let client = Client::connect("localhost", 11500)?;
+    /// let opts = LockOptions::with_timeout(Duration::from_secs(5)).queue_max(10);
+    /// match client.lock("rebuild-cache", opts) {
+    ///     Ok(lock) => println!("acquired, token {}", lock.token()),
+    ///     Err(e) if e.is_timeout() || e.is_queue_maxed() => println!("{e}"),
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok::<(), officer::client::Error>(())
+    /// ```
+    pub fn lock(&self, name: &str, opts: LockOptions) -> Result<Acquired> {
+        self.lock_on(name, opts).map(|(_, _, acquired)| acquired)
+    }
+
+    /// Acquires `name` only if it is free (or already held by this connection); otherwise
+    /// fails at once with [`ErrorKind::LockTimeout`].
+    ///
+    /// ```no_run
+    /// # let client = officer::client::Client::connect("localhost", 11500)?;
+    /// match client.try_lock("cron:cleanup") {
+    ///     Ok(_) => { /* run it */ client.unlock("cron:cleanup")?; }
+    ///     Err(e) if e.is_timeout() => println!("another host runs it"),
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok::<(), officer::client::Error>(())
+    /// ```
+    pub fn try_lock(&self, name: &str) -> Result<Acquired> {
+        self.lock(name, LockOptions::try_once())
+    }
+
+    /// Releases `name`. Unlocking a name this connection waits for cancels that wait.
+    /// Fails with [`ErrorKind::NotHeld`] when the connection neither holds nor waits for it.
+    ///
+    /// ```no_run
+    /// # let client = officer::client::Client::connect("localhost", 11500)?;
+    /// client.try_lock("a")?;
+    /// client.unlock("a")?;
+    /// assert!(client.unlock("a").unwrap_err().is_not_held());
+    /// # Ok::<(), officer::client::Error>(())
+    /// ```
+    pub fn unlock(&self, name: &str) -> Result<()> {
+        let conn = self.current()?;
+        let full = self.full_name(&conn, name, false)?;
+        match self.call(&conn, &Request::Unlock(&full), Track::Unlock(full.clone()))? {
+            Response::Released => Ok(()),
+            Response::ReleaseFailed => Err(Error::not_held(name)),
+            other => Err(unexpected(&other, "UNLOCK")),
+        }
+    }
+
+    /// Releases every lock of this connection and cancels its waits.
+    ///
+    /// ```no_run
+    /// # let client = officer::client::Client::connect("localhost", 11500)?;
+    /// client.try_lock("a")?;
+    /// client.try_lock("b")?;
+    /// client.reset()?;
+    /// assert!(client.my_locks()?.held.is_empty());
+    /// # Ok::<(), officer::client::Error>(())
+    /// ```
+    pub fn reset(&self) -> Result<()> {
+        let conn = self.current()?;
+        match self.call(&conn, &Request::Reset, Track::Reset)? {
+            Response::ResetOk => Ok(()),
+            other => Err(unexpected(&other, "RESET")),
+        }
+    }
+
+    /// Closes the connection (the server releases all its locks) and opens a new one. Waiting
+    /// calls fail with [`ErrorKind::ConnectionLost`]. In a child process after `fork`, the
+    /// inherited connection is left untouched for the parent and the child gets its own.
+    ///
+    /// ```no_run
+    /// # let client = officer::client::Client::connect("localhost", 11500)?;
+    /// client.try_lock("a")?;
+    /// client.reconnect()?;
+    /// assert!(client.my_locks()?.held.is_empty());
+    /// # Ok::<(), officer::client::Error>(())
+    /// ```
+    pub fn reconnect(&self) -> Result<()> {
+        let mut slot = self.slot();
+        // Closed before connecting anew: the caller asked for the locks to go even if the
+        // new connection cannot be opened.
+        slot.close("closed by reconnect()");
+        *slot = Conn::open(&self.config)?;
+        Ok(())
+    }
+
+    /// Closes the connection; the server releases its locks. Later calls fail with
+    /// [`ErrorKind::ConnectionLost`] until [`Client::reconnect`].
+    ///
+    /// ```no_run
+    /// # let client = officer::client::Client::connect("localhost", 11500)?;
+    /// client.disconnect();
+    /// assert!(!client.is_connected());
+    /// # Ok::<(), officer::client::Error>(())
+    /// ```
+    pub fn disconnect(&self) {
+        self.slot().close("closed by disconnect()");
+    }
+
+    /// True while the connection is up. A `false` means every lock it held is gone.
+    ///
+    /// ```no_run
+    /// # let client = officer::client::Client::connect("localhost", 11500)?;
+    /// assert!(client.is_connected());
+    /// # Ok::<(), officer::client::Error>(())
+    /// ```
+    pub fn is_connected(&self) -> bool {
+        self.slot().lost().is_none()
+    }
+
+    /// Blocks until the current connection is lost or closed, at most `timeout` (`None`:
+    /// forever). Returns true when it is gone: a watchdog for work done under a lock.
+    ///
+    /// ```no_run
+    /// # let client = officer::client::Client::connect("localhost", 11500)?;
+    /// use std::time::Duration;
+    /// if client.wait_disconnected(Some(Duration::from_millis(10))) {
+    ///     eprintln!("lost the server; stop writing");
+    /// }
+    /// # Ok::<(), officer::client::Error>(())
+    /// ```
+    pub fn wait_disconnected(&self, timeout: Option<Duration>) -> bool {
+        let conn = Arc::clone(&self.slot());
+        conn.wait_lost(timeout)
+    }
+
+    /// Every lock on the server (within this client's namespace), holder first in each queue.
+    ///
+    /// ```no_run
+    /// # let client = officer::client::Client::connect("localhost", 11500)?;
+    /// for lock in client.locks()?.iter() {
+    ///     println!("{} held by {:?}", lock.name, lock.queue.first());
+    /// }
+    /// # Ok::<(), officer::client::Error>(())
+    /// ```
+    pub fn locks(&self) -> Result<Listing<LockInfo>> {
+        self.locks_matching("", 0)
+    }
+
+    /// Locks whose names start with `prefix`, at most `max` of them (0: the server's default).
+    ///
+    /// ```no_run
+    /// # let client = officer::client::Client::connect("localhost", 11500)?;
+    /// let jobs = client.locks_matching("jobs/", 100)?;
+    /// println!("{} job locks{}", jobs.len(), if jobs.truncated { " (truncated)" } else { "" });
+    /// # Ok::<(), officer::client::Error>(())
+    /// ```
+    pub fn locks_matching(&self, prefix: &str, max: u32) -> Result<Listing<LockInfo>> {
+        let conn = self.current()?;
+        let full = self.full_name(&conn, prefix, true)?;
+        match self.call(&conn, &Request::Locks(ListRequest { prefix: &full, max }), Track::None)? {
+            Response::Locks { locks, truncated } => {
+                let items = locks
+                    .into_iter()
+                    .filter_map(|l| {
+                        Some(LockInfo { name: self.config.short_name(&l.name)?.to_owned(), queue: l.queue })
+                    })
+                    .collect();
+                Ok(Listing { items, truncated })
+            }
+            other => Err(unexpected(&other, "LOCKS")),
+        }
+    }
+
+    /// Every connection on the server with the locks it holds and waits for. With a
+    /// namespace, only names inside it are shown (without the prefix).
+    ///
+    /// ```no_run
+    /// # let client = officer::client::Client::connect("localhost", 11500)?;
+    /// for conn in client.connections()?.iter() {
+    ///     println!("{} holds {:?}, waits for {:?}", conn.label, conn.held, conn.waiting);
+    /// }
+    /// # Ok::<(), officer::client::Error>(())
+    /// ```
+    pub fn connections(&self) -> Result<Listing<ConnectionInfo>> {
+        self.connections_matching("", 0)
+    }
+
+    /// Connections whose label (`ip:port` or `unix:<id>`) starts with `prefix`, at most
+    /// `max` of them (0: the server's default).
+    ///
+    /// ```no_run
+    /// # let client = officer::client::Client::connect("localhost", 11500)?;
+    /// let local = client.connections_matching("127.0.0.1:", 0)?;
+    /// # Ok::<(), officer::client::Error>(())
+    /// ```
+    pub fn connections_matching(&self, prefix: &str, max: u32) -> Result<Listing<ConnectionInfo>> {
+        let conn = self.current()?;
+        validate_name(prefix.as_bytes(), conn.hello().max_name, true)
+            .map_err(|why| Error::invalid_name(prefix, why))?;
+        match self.call(&conn, &Request::Connections(ListRequest { prefix, max }), Track::None)? {
+            Response::Connections { connections, truncated } => {
+                let items = connections
+                    .into_iter()
+                    .map(|c| ConnectionInfo {
+                        label: c.label,
+                        held: self.strip_all(c.held),
+                        waiting: self.strip_all(c.waiting),
+                    })
+                    .collect();
+                Ok(Listing { items, truncated })
+            }
+            other => Err(unexpected(&other, "CONNECTIONS")),
+        }
+    }
+
+    /// The locks this connection holds and waits for.
+    ///
+    /// ```no_run
+    /// # let client = officer::client::Client::connect("localhost", 11500)?;
+    /// let mine = client.my_locks()?;
+    /// println!("holding {:?}, waiting for {:?}", mine.held, mine.waiting);
+    /// # Ok::<(), officer::client::Error>(())
+    /// ```
+    pub fn my_locks(&self) -> Result<MyLocks> {
+        let conn = self.current()?;
+        match self.call(&conn, &Request::MyLocks, Track::None)? {
+            Response::MyLocks { held, waiting } => {
+                Ok(MyLocks { held: self.strip_all(held), waiting: self.strip_all(waiting) })
+            }
+            other => Err(unexpected(&other, "MY_LOCKS")),
+        }
+    }
+
+    /// The server's counters.
+    ///
+    /// ```no_run
+    /// # let client = officer::client::Client::connect("localhost", 11500)?;
+    /// for (key, value) in client.stats()?.iter() {
+    ///     println!("{key}: {value}");
+    /// }
+    /// # Ok::<(), officer::client::Error>(())
+    /// ```
+    pub fn stats(&self) -> Result<Stats> {
+        let conn = self.current()?;
+        match self.call(&conn, &Request::Stats, Track::None)? {
+            Response::Stats(entries) => Ok(Stats { entries }),
+            other => Err(unexpected(&other, "STATS")),
+        }
+    }
+
+    /// Round trip to the server; returns how long it took.
+    ///
+    /// ```no_run
+    /// # let client = officer::client::Client::connect("localhost", 11500)?;
+    /// println!("server answered in {:?}", client.ping()?);
+    /// # Ok::<(), officer::client::Error>(())
+    /// ```
+    pub fn ping(&self) -> Result<Duration> {
+        let conn = self.current()?;
+        let start = Instant::now();
+        match self.call(&conn, &Request::Ping(&[]), Track::None)? {
+            Response::Pong => Ok(start.elapsed()),
+            other => Err(unexpected(&other, "PING")),
+        }
+    }
+
+    /// What the server said in the handshake of the current connection: its connection id
+    /// for this client, limits, and idle timeout.
+    ///
+    /// ```no_run
+    /// # let client = officer::client::Client::connect("localhost", 11500)?;
+    /// let info = client.server_info();
+    /// println!("connection {} (idle timeout {} ms)", info.connection_id, info.idle_timeout_ms);
+    /// # Ok::<(), officer::client::Error>(())
+    /// ```
+    pub fn server_info(&self) -> HelloOk {
+        self.slot().hello().clone()
+    }
+
+    /// The namespace given to the builder, if any.
+    ///
+    /// ```no_run
+    /// let client = officer::client::Client::builder().namespace("ns").connect()?;
+    /// assert_eq!(client.namespace(), Some("ns"));
+    /// # Ok::<(), officer::client::Error>(())
+    /// ```
+    pub fn namespace(&self) -> Option<&str> {
+        self.config.prefix.strip_suffix(':')
+    }
+
+    /// Names inside the namespace, without it.
+    fn strip_all(&self, names: Vec<String>) -> Vec<String> {
+        names.iter().filter_map(|n| self.config.short_name(n)).map(str::to_owned).collect()
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.slot().close("the client was dropped");
+    }
+}

@@ -1,0 +1,273 @@
+//! [`ClientBuilder`]: where to connect and how the connection behaves.
+//!
+//! The builder's settings are kept by the client after `connect`, because `reconnect` (and an
+//! automatic reconnect after a lock-free loss) opens the next connection the same way.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::{Client, Result};
+
+/// The default server port, as in the original officer.
+pub const DEFAULT_PORT: u16 = 11500;
+/// The default server host.
+pub const DEFAULT_HOST: &str = "localhost";
+/// How long `connect` waits for the TCP connection and the handshake by default.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where the server listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Target {
+    Tcp { host: String, port: u16 },
+    Unix(PathBuf),
+}
+
+/// When the client pings on its own to keep an otherwise silent connection open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeepAlive {
+    /// A third of the server's idle timeout from the handshake; none if the server has none.
+    Auto,
+    Every(Duration),
+    Off,
+}
+
+/// Everything `connect` needs, kept for reconnects.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) target: Target,
+    /// The full prefix including the `:` separator, or empty.
+    pub(crate) prefix: String,
+    pub(crate) keep_alive: KeepAlive,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) auto_reconnect: bool,
+    pub(crate) secret: Option<Vec<u8>>,
+}
+
+impl Config {
+    /// The interval to ping at, given the server's idle timeout in milliseconds (0 = none).
+    pub(crate) fn keep_alive_interval(&self, idle_timeout_ms: u32) -> Option<Duration> {
+        match self.keep_alive {
+            KeepAlive::Off => None,
+            KeepAlive::Every(d) => Some(d.max(Duration::from_millis(1))),
+            KeepAlive::Auto if idle_timeout_ms == 0 => None,
+            // A third leaves room for one lost or delayed ping before the server gives up.
+            KeepAlive::Auto => {
+                Some(Duration::from_millis(u64::from(idle_timeout_ms) / 3).max(Duration::from_millis(1)))
+            }
+        }
+    }
+
+    /// The name as the server knows it.
+    pub(crate) fn full_name(&self, name: &str) -> String {
+        format!("{}{}", self.prefix, name)
+    }
+
+    /// The name as the caller knows it, or `None` for a name outside the namespace.
+    pub(crate) fn short_name<'a>(&self, full: &'a str) -> Option<&'a str> {
+        full.strip_prefix(self.prefix.as_str())
+    }
+
+    /// Like `short_name`, but keeps names outside the namespace whole (for error messages).
+    pub(crate) fn display_name(&self, full: &str) -> String {
+        self.short_name(full).unwrap_or(full).to_owned()
+    }
+}
+
+/// Builds a [`Client`] with non-default options.
+///
+/// ```no_run
+/// use officer::client::Client;
+/// use std::time::Duration;
+///
+/// let client = Client::builder()
+///     .host("locks.internal")
+///     .port(11500)
+///     .namespace("billing")
+///     .connect_timeout(Duration::from_secs(2))
+///     .connect()?;
+/// # Ok::<(), officer::client::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    config: Config,
+}
+
+impl Default for ClientBuilder {
+    fn default() -> Self {
+        ClientBuilder::new()
+    }
+}
+
+impl ClientBuilder {
+    /// TCP to `localhost:11500`, no namespace, automatic keep-alive, 5 s connect timeout,
+    /// automatic reconnect only after losing a connection that held no locks.
+    ///
+    /// ```
+    /// let builder = officer::client::ClientBuilder::new();
+    /// ```
+    pub fn new() -> ClientBuilder {
+        ClientBuilder {
+            config: Config {
+                target: Target::Tcp { host: DEFAULT_HOST.to_owned(), port: DEFAULT_PORT },
+                prefix: String::new(),
+                keep_alive: KeepAlive::Auto,
+                connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+                auto_reconnect: true,
+                secret: None,
+            },
+        }
+    }
+
+    /// Connects over TCP to `host` (a name or an IP address); keeps the port already set.
+    ///
+    /// ```
+    /// let builder = officer::client::Client::builder().host("10.0.0.5");
+    /// ```
+    pub fn host(mut self, host: impl Into<String>) -> ClientBuilder {
+        let port = match &self.config.target {
+            Target::Tcp { port, .. } => *port,
+            Target::Unix(_) => DEFAULT_PORT,
+        };
+        self.config.target = Target::Tcp { host: host.into(), port };
+        self
+    }
+
+    /// Connects over TCP to `port`; keeps the host already set.
+    ///
+    /// ```
+    /// let builder = officer::client::Client::builder().port(9999);
+    /// ```
+    pub fn port(mut self, port: u16) -> ClientBuilder {
+        let host = match &self.config.target {
+            Target::Tcp { host, .. } => host.clone(),
+            Target::Unix(_) => DEFAULT_HOST.to_owned(),
+        };
+        self.config.target = Target::Tcp { host, port };
+        self
+    }
+
+    /// Connects to a UNIX socket instead of TCP.
+    ///
+    /// ```
+    /// let builder = officer::client::Client::builder().unix_socket("/tmp/officer.sock");
+    /// ```
+    pub fn unix_socket(mut self, path: impl AsRef<Path>) -> ClientBuilder {
+        self.config.target = Target::Unix(path.as_ref().to_owned());
+        self
+    }
+
+    /// Prefixes every lock name with `namespace:` and strips it from names in results, so
+    /// services sharing a server cannot collide. An empty namespace means none.
+    ///
+    /// ```
+    /// let builder = officer::client::Client::builder().namespace("reports");
+    /// ```
+    pub fn namespace(mut self, namespace: impl AsRef<str>) -> ClientBuilder {
+        let ns = namespace.as_ref();
+        self.config.prefix = if ns.is_empty() { String::new() } else { format!("{ns}:") };
+        self
+    }
+
+    /// Pings whenever the client has sent nothing for `interval`, instead of the automatic
+    /// interval (a third of the server's idle timeout).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let builder = officer::client::Client::builder().keep_alive(Duration::from_secs(10));
+    /// ```
+    pub fn keep_alive(mut self, interval: Duration) -> ClientBuilder {
+        self.config.keep_alive = KeepAlive::Every(interval);
+        self
+    }
+
+    /// Never pings on its own: a connection silent for longer than the server's idle timeout
+    /// is closed by the server, releasing its locks.
+    ///
+    /// ```
+    /// let builder = officer::client::Client::builder().no_keep_alive();
+    /// ```
+    pub fn no_keep_alive(mut self) -> ClientBuilder {
+        self.config.keep_alive = KeepAlive::Off;
+        self
+    }
+
+    /// Limits how long connecting and the handshake may take.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let builder = officer::client::Client::builder().connect_timeout(Duration::from_millis(500));
+    /// ```
+    pub fn connect_timeout(mut self, timeout: Duration) -> ClientBuilder {
+        self.config.connect_timeout = timeout;
+        self
+    }
+
+    /// Whether a call on a broken connection that held no locks (and waited for none) opens
+    /// a new connection instead of failing (default: true). A connection that held locks is
+    /// never replaced silently: calls fail until [`Client::reconnect`].
+    ///
+    /// ```
+    /// let builder = officer::client::Client::builder().auto_reconnect(false);
+    /// ```
+    pub fn auto_reconnect(mut self, enabled: bool) -> ClientBuilder {
+        self.config.auto_reconnect = enabled;
+        self
+    }
+
+    /// The shared secret sent in AUTH when the server asks for authentication.
+    ///
+    /// ```
+    /// let builder = officer::client::Client::builder().auth("s3cret");
+    /// ```
+    pub fn auth(mut self, secret: impl Into<Vec<u8>>) -> ClientBuilder {
+        self.config.secret = Some(secret.into());
+        self
+    }
+
+    /// Connects and performs the handshake.
+    ///
+    /// ```no_run
+    /// let client = officer::client::Client::builder().unix_socket("/tmp/officer.sock").connect()?;
+    /// # Ok::<(), officer::client::Error>(())
+    /// ```
+    pub fn connect(self) -> Result<Client> {
+        Client::from_config(self.config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_and_port_combine_and_unix_replaces_them() {
+        let b = ClientBuilder::new().port(1).host("h");
+        assert_eq!(b.config.target, Target::Tcp { host: "h".into(), port: 1 });
+        let b = b.unix_socket("/s");
+        assert_eq!(b.config.target, Target::Unix("/s".into()));
+        let b = b.port(7);
+        assert_eq!(b.config.target, Target::Tcp { host: DEFAULT_HOST.into(), port: 7 });
+    }
+
+    #[test]
+    fn namespace_adds_and_strips_the_prefix() {
+        let cfg = ClientBuilder::new().namespace("ns").config;
+        assert_eq!(cfg.full_name("a"), "ns:a");
+        assert_eq!(cfg.short_name("ns:a"), Some("a"));
+        assert_eq!(cfg.short_name("other:a"), None);
+        assert_eq!(cfg.display_name("other:a"), "other:a");
+        let cfg = ClientBuilder::new().namespace("").config;
+        assert_eq!(cfg.full_name("a"), "a");
+    }
+
+    #[test]
+    fn keep_alive_interval_follows_the_server_idle_timeout() {
+        let cfg = ClientBuilder::new().config;
+        assert_eq!(cfg.keep_alive_interval(0), None);
+        assert_eq!(cfg.keep_alive_interval(3000), Some(Duration::from_secs(1)));
+        let cfg = ClientBuilder::new().keep_alive(Duration::from_secs(9)).config;
+        assert_eq!(cfg.keep_alive_interval(0), Some(Duration::from_secs(9)));
+        let cfg = ClientBuilder::new().no_keep_alive().config;
+        assert_eq!(cfg.keep_alive_interval(3000), None);
+    }
+}

@@ -1,0 +1,364 @@
+//! The client's one error type: [`Error`], classified by [`ErrorKind`].
+//!
+//! The kinds mirror what a caller can do about a failure: retry later (timeout, queue full),
+//! start over with a new connection (connection lost: every lock it held is gone), fix the call
+//! (invalid name, lock not held) or report a bug (protocol). Lock refusals carry the lock's
+//! queue, holder first, like the Ruby client's `LockTimeoutError` and `LockQueuedMaxError`.
+
+use std::fmt;
+use std::io;
+
+use crate::protocol::{DecodeError, ErrorCode};
+
+/// A shorthand for results of client calls.
+///
+/// ```
+/// fn holder(client: &officer::client::Client) -> officer::client::Result<()> {
+///     client.ping()?;
+///     Ok(())
+/// }
+/// ```
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong, without the details; see [`Error::kind`].
+///
+/// ```
+/// use officer::client::ErrorKind;
+/// use officer::protocol::ErrorCode;
+///
+/// let kind = ErrorKind::Server(ErrorCode::LimitExceeded);
+/// assert_ne!(kind, ErrorKind::LockTimeout);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// Connecting or talking to the server failed at the socket level.
+    Io,
+    /// The connection broke or was closed; every lock it held was released by the server.
+    ConnectionLost,
+    /// The server sent something this client does not understand.
+    Protocol,
+    /// The server answered with an ERROR frame carrying this code.
+    Server(ErrorCode),
+    /// The lock was not granted within the timeout (or at once, for a try-lock).
+    LockTimeout,
+    /// The lock's queue was at or above `queue_max`, so the request did not wait.
+    QueueMaxed,
+    /// `unlock` of a lock this connection does not hold.
+    NotHeld,
+    /// A lock name (after the namespace is added) breaks the server's naming rules.
+    InvalidName,
+    /// This connection already waits for the lock (another thread's `lock` call).
+    AlreadyWaiting,
+    /// The wait was ended by an `unlock` or `reset` from another thread on this connection.
+    Cancelled,
+}
+
+/// An error of a client call; see [`ErrorKind`] for the classification.
+///
+/// ```no_run
+/// use officer::client::{Client, LockOptions};
+/// use std::time::Duration;
+///
+/// let client = Client::connect("localhost", 11500)?;
+/// match client.lock("report", LockOptions::with_timeout(Duration::from_secs(1))) {
+///     Ok(lock) => println!("got it, token {}", lock.token()),
+///     Err(e) if e.is_timeout() => println!("busy, holder: {:?}", e.queue().and_then(|q| q.first())),
+///     Err(e) => return Err(e),
+/// }
+/// # Ok::<(), officer::client::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Error {
+    repr: Repr,
+}
+
+#[derive(Debug)]
+enum Repr {
+    Io(io::Error),
+    ConnectionLost { reason: String, released: Vec<String> },
+    Protocol(String),
+    Server { code: ErrorCode, message: String },
+    LockTimeout { name: String, queue: Vec<String> },
+    QueueMaxed { name: String, queue: Vec<String> },
+    NotHeld { name: String },
+    InvalidName { name: String, why: DecodeError },
+    AlreadyWaiting { name: String },
+    Cancelled { name: String },
+}
+
+impl Error {
+    pub(crate) fn io(err: io::Error) -> Error {
+        Error { repr: Repr::Io(err) }
+    }
+
+    pub(crate) fn connection_lost(reason: impl Into<String>, released: Vec<String>) -> Error {
+        Error { repr: Repr::ConnectionLost { reason: reason.into(), released } }
+    }
+
+    pub(crate) fn protocol(what: impl Into<String>) -> Error {
+        Error { repr: Repr::Protocol(what.into()) }
+    }
+
+    pub(crate) fn server(code: ErrorCode, message: impl Into<String>) -> Error {
+        Error { repr: Repr::Server { code, message: message.into() } }
+    }
+
+    pub(crate) fn lock_timeout(name: &str, queue: Vec<String>) -> Error {
+        Error { repr: Repr::LockTimeout { name: name.to_owned(), queue } }
+    }
+
+    pub(crate) fn queue_maxed(name: &str, queue: Vec<String>) -> Error {
+        Error { repr: Repr::QueueMaxed { name: name.to_owned(), queue } }
+    }
+
+    pub(crate) fn not_held(name: &str) -> Error {
+        Error { repr: Repr::NotHeld { name: name.to_owned() } }
+    }
+
+    pub(crate) fn invalid_name(name: &str, why: DecodeError) -> Error {
+        Error { repr: Repr::InvalidName { name: name.to_owned(), why } }
+    }
+
+    pub(crate) fn already_waiting(name: &str) -> Error {
+        Error { repr: Repr::AlreadyWaiting { name: name.to_owned() } }
+    }
+
+    pub(crate) fn cancelled(name: &str) -> Error {
+        Error { repr: Repr::Cancelled { name: name.to_owned() } }
+    }
+
+    /// The classification of this error.
+    ///
+    /// ```no_run
+    /// # let client = officer::client::Client::connect("localhost", 11500)?;
+    /// use officer::client::ErrorKind;
+    /// let err = client.unlock("never-locked").unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::NotHeld);
+    /// # Ok::<(), officer::client::Error>(())
+    /// ```
+    pub fn kind(&self) -> ErrorKind {
+        match &self.repr {
+            Repr::Io(_) => ErrorKind::Io,
+            Repr::ConnectionLost { .. } => ErrorKind::ConnectionLost,
+            Repr::Protocol(_) => ErrorKind::Protocol,
+            Repr::Server { code, .. } => ErrorKind::Server(*code),
+            Repr::LockTimeout { .. } => ErrorKind::LockTimeout,
+            Repr::QueueMaxed { .. } => ErrorKind::QueueMaxed,
+            Repr::NotHeld { .. } => ErrorKind::NotHeld,
+            Repr::InvalidName { .. } => ErrorKind::InvalidName,
+            Repr::AlreadyWaiting { .. } => ErrorKind::AlreadyWaiting,
+            Repr::Cancelled { .. } => ErrorKind::Cancelled,
+        }
+    }
+
+    /// True when the lock was not granted in time (including a failed try-lock).
+    ///
+    /// ```no_run
+    /// # let client = officer::client::Client::connect("localhost", 11500)?;
+    /// if let Err(e) = client.try_lock("nightly") {
+    ///     assert!(e.is_timeout() || e.is_connection_lost() || e.is_io());
+    /// }
+    /// # Ok::<(), officer::client::Error>(())
+    /// ```
+    pub fn is_timeout(&self) -> bool {
+        self.kind() == ErrorKind::LockTimeout
+    }
+
+    /// True when the lock's queue was full, so the request was refused without waiting.
+    ///
+    /// ```no_run
+    /// # let client = officer::client::Client::connect("localhost", 11500)?;
+    /// use officer::client::LockOptions;
+    /// if let Err(e) = client.lock("popular", LockOptions::new().queue_max(3)) {
+    ///     if e.is_queue_maxed() { println!("too many waiters: {:?}", e.queue()); }
+    /// }
+    /// # Ok::<(), officer::client::Error>(())
+    /// ```
+    pub fn is_queue_maxed(&self) -> bool {
+        self.kind() == ErrorKind::QueueMaxed
+    }
+
+    /// True when the connection is gone, and with it every lock it held.
+    ///
+    /// ```no_run
+    /// # let client = officer::client::Client::connect("localhost", 11500)?;
+    /// if let Err(e) = client.ping() {
+    ///     if e.is_connection_lost() { client.reconnect()?; }
+    /// }
+    /// # Ok::<(), officer::client::Error>(())
+    /// ```
+    pub fn is_connection_lost(&self) -> bool {
+        self.kind() == ErrorKind::ConnectionLost
+    }
+
+    /// True for socket-level failures, such as a refused connection.
+    ///
+    /// ```
+    /// let err = officer::client::Client::connect_unix("/nonexistent/officer.sock").unwrap_err();
+    /// assert!(err.is_io());
+    /// ```
+    pub fn is_io(&self) -> bool {
+        self.kind() == ErrorKind::Io
+    }
+
+    /// True when `unlock` named a lock this connection does not hold.
+    ///
+    /// ```no_run
+    /// # let client = officer::client::Client::connect("localhost", 11500)?;
+    /// assert!(client.unlock("not-mine").unwrap_err().is_not_held());
+    /// # Ok::<(), officer::client::Error>(())
+    /// ```
+    pub fn is_not_held(&self) -> bool {
+        self.kind() == ErrorKind::NotHeld
+    }
+
+    /// The ERROR code when the server refused the request.
+    ///
+    /// ```no_run
+    /// # let client = officer::client::Client::connect("localhost", 11500)?;
+    /// use officer::protocol::ErrorCode;
+    /// if let Err(e) = client.ping() {
+    ///     if e.server_code() == Some(ErrorCode::AuthRequired) { eprintln!("set a secret"); }
+    /// }
+    /// # Ok::<(), officer::client::Error>(())
+    /// ```
+    pub fn server_code(&self) -> Option<ErrorCode> {
+        match &self.repr {
+            Repr::Server { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    /// The lock's queue for a timeout or full queue: connection labels, holder first.
+    ///
+    /// ```no_run
+    /// # let client = officer::client::Client::connect("localhost", 11500)?;
+    /// if let Err(e) = client.try_lock("deploy") {
+    ///     if let Some(holder) = e.queue().and_then(|q| q.first()) {
+    ///         println!("deploy is held by {holder}");
+    ///     }
+    /// }
+    /// # Ok::<(), officer::client::Error>(())
+    /// ```
+    pub fn queue(&self) -> Option<&[String]> {
+        match &self.repr {
+            Repr::LockTimeout { queue, .. } | Repr::QueueMaxed { queue, .. } => Some(queue),
+            _ => None,
+        }
+    }
+
+    /// The lock name the error is about (without the client's namespace), when there is one.
+    ///
+    /// ```no_run
+    /// # let client = officer::client::Client::connect("localhost", 11500)?;
+    /// let err = client.unlock("a").unwrap_err();
+    /// assert_eq!(err.lock_name(), Some("a"));
+    /// # Ok::<(), officer::client::Error>(())
+    /// ```
+    pub fn lock_name(&self) -> Option<&str> {
+        match &self.repr {
+            Repr::LockTimeout { name, .. }
+            | Repr::QueueMaxed { name, .. }
+            | Repr::NotHeld { name }
+            | Repr::InvalidName { name, .. }
+            | Repr::AlreadyWaiting { name }
+            | Repr::Cancelled { name } => Some(name),
+            _ => None,
+        }
+    }
+
+    /// For a lost connection: the locks it held, which the server has released.
+    ///
+    /// ```no_run
+    /// # let client = officer::client::Client::connect("localhost", 11500)?;
+    /// if let Err(e) = client.ping() {
+    ///     for name in e.released_locks() { eprintln!("lost lock {name}"); }
+    /// }
+    /// # Ok::<(), officer::client::Error>(())
+    /// ```
+    pub fn released_locks(&self) -> &[String] {
+        match &self.repr {
+            Repr::ConnectionLost { released, .. } => released,
+            _ => &[],
+        }
+    }
+
+    /// Rewrites lock names in this error: the connection layer knows full names, the caller
+    /// wants them without the namespace.
+    pub(crate) fn map_names(mut self, f: impl Fn(&str) -> String) -> Error {
+        match &mut self.repr {
+            Repr::ConnectionLost { released, .. } => {
+                for name in released.iter_mut() {
+                    *name = f(name);
+                }
+            }
+            Repr::LockTimeout { name, .. }
+            | Repr::QueueMaxed { name, .. }
+            | Repr::NotHeld { name }
+            | Repr::InvalidName { name, .. }
+            | Repr::AlreadyWaiting { name }
+            | Repr::Cancelled { name } => *name = f(name),
+            _ => {}
+        }
+        self
+    }
+}
+
+/// Formats a queue for messages: "holder (and 2 waiting)".
+fn describe_queue(queue: &[String]) -> String {
+    match queue.split_first() {
+        None => "the lock is free now".to_owned(),
+        Some((holder, [])) => format!("held by {holder}"),
+        Some((holder, waiting)) => format!("held by {holder}, {} waiting", waiting.len()),
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.repr {
+            Repr::Io(e) => write!(f, "cannot talk to the officer server: {e}"),
+            Repr::ConnectionLost { reason, released } if released.is_empty() => {
+                write!(f, "connection to the officer server lost ({reason}); it held no locks")
+            }
+            Repr::ConnectionLost { reason, released } => write!(
+                f,
+                "connection to the officer server lost ({reason}); its locks were released: {}",
+                released.join(", ")
+            ),
+            Repr::Protocol(what) => write!(f, "officer protocol error: {what}"),
+            Repr::Server { code, message } if message.is_empty() => write!(f, "server error {code}"),
+            Repr::Server { code, message } => write!(f, "server error {code}: {message}"),
+            Repr::LockTimeout { name, queue } => {
+                write!(f, "timed out waiting for lock {name:?} ({})", describe_queue(queue))
+            }
+            Repr::QueueMaxed { name, queue } => {
+                write!(f, "queue of lock {name:?} is full ({})", describe_queue(queue))
+            }
+            Repr::NotHeld { name } => write!(f, "cannot unlock {name:?}: this connection does not hold it"),
+            Repr::InvalidName { name, why } => write!(f, "invalid lock name {name:?}: {why}"),
+            Repr::AlreadyWaiting { name } => {
+                write!(f, "this connection already waits for lock {name:?}")
+            }
+            Repr::Cancelled { name } => {
+                write!(f, "the wait for lock {name:?} was cancelled by unlock or reset")
+            }
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.repr {
+            Repr::Io(e) => Some(e),
+            Repr::InvalidName { why, .. } => Some(why),
+            _ => None,
+        }
+    }
+}
+
+impl From<io::Error> for Error {
+    fn from(err: io::Error) -> Error {
+        Error::io(err)
+    }
+}

@@ -1,0 +1,156 @@
+//! Scoped locking: [`LockGuard`] (unlock on drop) and [`Client::with_lock`] built on it.
+//!
+//! A guard unlocks on the connection that granted the lock. After a reconnect the old
+//! connection is gone and so is the lock; unlocking a same-named lock on the new connection
+//! would release somebody else's critical section, so the guard never does.
+
+use std::sync::Arc;
+
+use super::conn::{unexpected, Conn, Track};
+use super::{Acquired, Client, Error, LockOptions, Result};
+use crate::protocol::Response;
+
+/// A held lock that is released when the guard is dropped, also while unwinding a panic.
+///
+/// When the connection already held the lock (a nested lock), the guard releases nothing:
+/// the outermost holder does.
+///
+/// ```no_run
+/// use officer::client::{Client, LockOptions};
+///
+/// let client = Client::connect("localhost", 11500)?;
+/// {
+///     let guard = client.lock_guard("invoices", LockOptions::new())?;
+///     println!("writing with fencing token {}", guard.token());
+/// } // unlocked here
+/// # Ok::<(), officer::client::Error>(())
+/// ```
+#[must_use = "the lock is released as soon as the guard is dropped"]
+#[derive(Debug)]
+pub struct LockGuard {
+    conn: Arc<Conn>,
+    /// The name as the server knows it (with the namespace).
+    full_name: String,
+    acquired: Acquired,
+    /// Cleared once released, so drop does not unlock twice.
+    armed: bool,
+}
+
+impl LockGuard {
+    /// The lock name, without the client's namespace.
+    ///
+    /// ```no_run
+    /// # let client = officer::client::Client::connect("localhost", 11500)?;
+    /// let guard = client.lock_guard("a", Default::default())?;
+    /// assert_eq!(guard.name(), "a");
+    /// # Ok::<(), officer::client::Error>(())
+    /// ```
+    pub fn name(&self) -> &str {
+        self.acquired.name()
+    }
+
+    /// The fencing token of the grant.
+    ///
+    /// ```no_run
+    /// # let client = officer::client::Client::connect("localhost", 11500)?;
+    /// let guard = client.lock_guard("a", Default::default())?;
+    /// println!("token {}", guard.token());
+    /// # Ok::<(), officer::client::Error>(())
+    /// ```
+    pub fn token(&self) -> u64 {
+        self.acquired.token()
+    }
+
+    /// True when the connection already held the lock, so this guard will not release it.
+    ///
+    /// ```no_run
+    /// # let client = officer::client::Client::connect("localhost", 11500)?;
+    /// let outer = client.lock_guard("a", Default::default())?;
+    /// let inner = client.lock_guard("a", Default::default())?;
+    /// assert!(inner.already_acquired() && !outer.already_acquired());
+    /// # Ok::<(), officer::client::Error>(())
+    /// ```
+    pub fn already_acquired(&self) -> bool {
+        self.acquired.already_acquired()
+    }
+
+    /// Releases the lock now and reports failures that drop would swallow: a connection lost
+    /// while the guard was held means the critical section may not have been exclusive.
+    ///
+    /// ```no_run
+    /// # let client = officer::client::Client::connect("localhost", 11500)?;
+    /// let guard = client.lock_guard("a", Default::default())?;
+    /// guard.unlock()?;
+    /// # Ok::<(), officer::client::Error>(())
+    /// ```
+    pub fn unlock(mut self) -> Result<()> {
+        self.release()
+    }
+
+    fn release(&mut self) -> Result<()> {
+        if !std::mem::replace(&mut self.armed, false) || self.acquired.already {
+            return Ok(());
+        }
+        let track = Track::Unlock(self.full_name.clone());
+        match self.conn.call(&crate::protocol::Request::Unlock(&self.full_name), track) {
+            Ok(Response::Released) => Ok(()),
+            Ok(Response::ReleaseFailed) => Err(Error::not_held(self.acquired.name())),
+            Ok(Response::Error { code, message }) => Err(Error::server(code, message)),
+            Ok(other) => Err(unexpected(&other, "UNLOCK")),
+            Err(e) => Err(e.map_names(|_| self.acquired.name().to_owned())),
+        }
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        // Errors cannot be returned from drop; a lost connection released the lock anyway.
+        if let Err(e) = self.release() {
+            log::debug!("officer guard unlock failed name={} error={e}", self.acquired.name());
+        }
+    }
+}
+
+impl Client {
+    /// Acquires `name` and returns a guard that releases it when dropped.
+    ///
+    /// ```no_run
+    /// use officer::client::{Client, LockOptions};
+    /// use std::time::Duration;
+    ///
+    /// let client = Client::connect("localhost", 11500)?;
+    /// let guard = client.lock_guard("daily-report", LockOptions::with_timeout(Duration::from_secs(10)))?;
+    /// // ... produce the report, passing guard.token() to the storage layer ...
+    /// drop(guard);
+    /// # Ok::<(), officer::client::Error>(())
+    /// ```
+    pub fn lock_guard(&self, name: &str, opts: LockOptions) -> Result<LockGuard> {
+        let (conn, full_name, acquired) = self.lock_on(name, opts)?;
+        Ok(LockGuard { conn, full_name, acquired, armed: true })
+    }
+
+    /// Runs `f` while holding `name` and releases the lock afterwards, also when `f` panics
+    /// (the panic then continues). Nested calls for the same name on this client run `f`
+    /// without waiting and release only at the outermost level.
+    ///
+    /// Returns `f`'s value, or the error of locking, or of unlocking: a failed unlock (such as
+    /// a lost connection) means `f` may have run partly without the lock.
+    ///
+    /// ```no_run
+    /// use officer::client::{Client, LockOptions};
+    ///
+    /// let client = Client::connect("localhost", 11500)?;
+    /// let total = client.with_lock("ledger", LockOptions::new(), || {
+    ///     // exclusive across every process using this lock name
+    ///     40 + 2
+    /// })?;
+    /// assert_eq!(total, 42);
+    /// # Ok::<(), officer::client::Error>(())
+    /// ```
+    pub fn with_lock<T>(&self, name: &str, opts: LockOptions, f: impl FnOnce() -> T) -> Result<T> {
+        let guard = self.lock_guard(name, opts)?;
+        let value = f();
+        guard.unlock()?;
+        Ok(value)
+    }
+}
