@@ -1,0 +1,157 @@
+//! `officer lock NAME -- COMMAND`: waits for the lock, runs the command holding it, releases it
+//! when the command ends, and exits with the command's status.
+//!
+//! While the command runs, two threads report to the main one: one waits for the child, one
+//! waits for the connection to end. Whichever comes first decides: a lost connection means the
+//! lock is gone, which the user hears about at once (and the command is sent SIGTERM with
+//! `--kill-on-loss`), and the exit status says so once the command has ended.
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Child, Command, ExitStatus};
+use std::sync::mpsc;
+use std::thread;
+
+use super::{LockArgs, EXIT_CANNOT_EXECUTE, EXIT_LOCK_LOST, EXIT_NOT_FOUND, EXIT_UNAVAILABLE};
+use crate::client::{Error, LockGuard, LockOptions};
+
+/// What the main thread waits for while the command runs.
+enum Event {
+    Exited(std::io::Result<ExitStatus>),
+    Lost,
+}
+
+pub(super) fn run(args: LockArgs) -> i32 {
+    let client = match args.connect.connect_or_exit() {
+        Ok(client) => client,
+        Err(code) => return code,
+    };
+    let timeout = if args.nonblock { Some(std::time::Duration::ZERO) } else { args.timeout };
+    let opts = LockOptions { timeout, queue_max: args.queue_max };
+    let guard = match client.lock_guard(&args.name, opts) {
+        Ok(guard) => guard,
+        Err(e) if e.is_timeout() || e.is_queue_maxed() => {
+            eprintln!("officer: {}", conflict_message(&args, &e));
+            return args.conflict_exit_code;
+        }
+        Err(e) => {
+            eprintln!("officer: cannot lock {:?}: {e}", args.name);
+            return EXIT_UNAVAILABLE;
+        }
+    };
+    let child = match spawn(&args, &guard) {
+        Ok(child) => child,
+        Err(code) => return code,
+    };
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    let lost_tx = tx.clone();
+    thread::scope(|s| {
+        s.spawn(move || {
+            let mut child = child;
+            let _ = tx.send(Event::Exited(child.wait()));
+        });
+        // Ends when the command is done too: `disconnect` below counts as the end.
+        s.spawn(|| {
+            if client.wait_disconnected(None) {
+                let _ = lost_tx.send(Event::Lost);
+            }
+        });
+        let mut lost = false;
+        let status = loop {
+            match rx.recv() {
+                Ok(Event::Exited(status)) => break status,
+                Ok(Event::Lost) if !lost => {
+                    lost = true;
+                    report_loss(&args);
+                    if args.kill_on_loss {
+                        terminate(pid);
+                    }
+                }
+                Ok(Event::Lost) => {}
+                // Both senders gone without an exit: cannot happen, as the waiter always sends.
+                Err(_) => break Err(std::io::Error::other("lost track of the command")),
+            }
+        };
+        // Lost while the command ended: the unlock fails, and the lock was not held throughout.
+        if let Err(e) = guard.unlock() {
+            if !lost {
+                lost = true;
+                if e.is_connection_lost() {
+                    report_loss(&args);
+                } else {
+                    eprintln!("officer: releasing lock {:?} failed: {e}", args.name);
+                }
+            }
+        }
+        client.disconnect();
+        match status {
+            Err(e) => {
+                eprintln!("officer: waiting for the command failed: {e}");
+                EXIT_UNAVAILABLE
+            }
+            Ok(_) if lost => EXIT_LOCK_LOST,
+            Ok(status) => exit_code(status),
+        }
+    })
+}
+
+fn spawn(args: &LockArgs, guard: &LockGuard) -> Result<Child, i32> {
+    let (program, rest) = match args.command.split_first() {
+        Some(split) => split,
+        None => return Err(EXIT_CANNOT_EXECUTE),
+    };
+    Command::new(program)
+        .args(rest)
+        .env("OFFICER_LOCK_NAME", &args.name)
+        .env("OFFICER_FENCING_TOKEN", guard.token().to_string())
+        .spawn()
+        .map_err(|e| {
+            eprintln!("officer: cannot run {}: {e}", program.to_string_lossy());
+            if e.kind() == std::io::ErrorKind::NotFound {
+                EXIT_NOT_FOUND
+            } else {
+                EXIT_CANNOT_EXECUTE
+            }
+        })
+}
+
+fn report_loss(args: &LockArgs) {
+    eprintln!(
+        "officer: lost the connection to the server at {}; lock {:?} is no longer held{}",
+        args.connect.describe(),
+        args.name,
+        if args.kill_on_loss { ", stopping the command" } else { "" }
+    );
+}
+
+/// Asks the command to stop. The pid cannot have been reused: the child is reaped only by the
+/// waiter thread, and a stale pid would only mean the command has already ended.
+fn terminate(pid: u32) {
+    // SAFETY: kill has no memory-safety preconditions; a bad pid only makes it fail.
+    let _ = unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+}
+
+/// The command's exit status, or 128 + the signal that killed it, as shells report it.
+fn exit_code(status: ExitStatus) -> i32 {
+    status.code().or_else(|| status.signal().map(|sig| 128 + sig)).unwrap_or(EXIT_UNAVAILABLE)
+}
+
+/// "lock "x" is busy: held by 10.0.0.5:41234, 2 waiting".
+fn conflict_message(args: &LockArgs, e: &Error) -> String {
+    let queue = e.queue().unwrap_or(&[]);
+    let who = match queue.split_first() {
+        None => "it was released just now".to_owned(),
+        Some((holder, [])) => format!("held by {holder}"),
+        Some((holder, waiting)) => format!("held by {holder}, {} waiting", waiting.len()),
+    };
+    let name = &args.name;
+    if e.is_queue_maxed() {
+        let max = args.queue_max.unwrap_or(0);
+        format!("lock {name:?} has {} in its queue (--queue-max {max}): {who}", queue.len())
+    } else if args.nonblock || args.timeout.is_some_and(|t| t.is_zero()) {
+        format!("lock {name:?} is busy: {who}")
+    } else {
+        let secs = args.timeout.map_or(0.0, |t| t.as_secs_f64());
+        format!("timed out after {secs}s waiting for lock {name:?}: {who}")
+    }
+}

@@ -1,0 +1,182 @@
+//! `officer locks`, `connections`, `stats` and `ping`: one request each, printed as an aligned
+//! table for people or as one JSON document for scripts (`--json`).
+
+use std::io::Write;
+
+use serde_json::{json, Map, Value};
+
+use super::{ConnectionsArgs, LocksArgs, PingArgs, StatsArgs, EXIT_UNAVAILABLE};
+use crate::client::{Client, ConnectionInfo, Listing, LockInfo, Result, Stats};
+
+pub(super) fn locks(args: LocksArgs) -> i32 {
+    query(
+        &args.connect,
+        |client| client.locks_matching(&args.prefix, args.max),
+        |listing| {
+            if args.json {
+                return json_listing("locks", &listing, lock_json);
+            }
+            let rows = listing.iter().map(|l| {
+                let (holder, waiters) = l.queue.split_first().map_or(("", &[][..]), |(h, w)| (h.as_str(), w));
+                vec![l.name.clone(), holder.to_owned(), waiters.join(", ")]
+            });
+            table(&["NAME", "HOLDER", "WAITING"], rows, "no locks", listing.truncated)
+        },
+    )
+}
+
+pub(super) fn connections(args: ConnectionsArgs) -> i32 {
+    query(
+        &args.connect,
+        |client| client.connections_matching(&args.prefix, args.max),
+        |listing| {
+            if args.json {
+                return json_listing("connections", &listing, connection_json);
+            }
+            let rows = listing.iter().map(|c| vec![c.label.clone(), c.held.join(", "), c.waiting.join(", ")]);
+            table(&["CONNECTION", "HOLDS", "WAITS FOR"], rows, "no connections", listing.truncated)
+        },
+    )
+}
+
+pub(super) fn stats(args: StatsArgs) -> i32 {
+    query(&args.connect, Client::stats, |stats: Stats| {
+        let entries = stats.iter().filter(|(k, _)| k.starts_with(&args.prefix));
+        if args.json {
+            let map: Map<String, Value> = entries.map(|(k, v)| (k.to_owned(), json!(v))).collect();
+            return Value::Object(map).to_string() + "\n";
+        }
+        let rows = entries.map(|(k, v)| vec![k.to_owned(), v.to_string()]);
+        table(&["KEY", "VALUE"], rows, "no counters", false)
+    })
+}
+
+pub(super) fn ping(args: PingArgs) -> i32 {
+    let target = args.connect.describe();
+    query(
+        &args.connect,
+        |client| {
+            let mut rtts = Vec::new();
+            for _ in 0..args.count {
+                rtts.push(client.ping()?.as_secs_f64() * 1000.0);
+            }
+            Ok((client.server_info().connection_id, rtts))
+        },
+        |(connection_id, rtts)| {
+            if args.json {
+                let doc = json!({ "server": target, "connection_id": connection_id, "rtt_ms": rtts });
+                return doc.to_string() + "\n";
+            }
+            rtts.iter()
+                .map(|ms| format!("pong from {target} (connection {connection_id}): {ms:.3} ms\n"))
+                .collect()
+        },
+    )
+}
+
+/// Connects, runs `ask`, prints `render`'s text; errors go to stderr with a non-zero status.
+fn query<T>(
+    connect: &super::ConnectArgs,
+    ask: impl FnOnce(&Client) -> Result<T>,
+    render: impl FnOnce(T) -> String,
+) -> i32 {
+    let client = match connect.connect_or_exit() {
+        Ok(client) => client,
+        Err(code) => return code,
+    };
+    match ask(&client) {
+        Ok(value) => {
+            let text = render(value);
+            // A closed pipe (`officer locks | head`) is not worth a panic or an error status.
+            let _ = std::io::stdout().lock().write_all(text.as_bytes());
+            0
+        }
+        Err(e) => {
+            eprintln!("officer: {e}");
+            EXIT_UNAVAILABLE
+        }
+    }
+}
+
+fn lock_json(lock: &LockInfo) -> Value {
+    let (holder, waiters) = lock.queue.split_first().map_or((None, &[][..]), |(h, w)| (Some(h), w));
+    json!({ "name": lock.name, "holder": holder, "waiters": waiters })
+}
+
+fn connection_json(conn: &ConnectionInfo) -> Value {
+    json!({ "label": conn.label, "held": conn.held, "waiting": conn.waiting })
+}
+
+fn json_listing<T>(key: &str, listing: &Listing<T>, item: fn(&T) -> Value) -> String {
+    let items: Vec<Value> = listing.iter().map(item).collect();
+    let mut doc = Map::new();
+    doc.insert(key.to_owned(), Value::Array(items));
+    doc.insert("truncated".to_owned(), json!(listing.truncated));
+    Value::Object(doc).to_string() + "\n"
+}
+
+/// Left-aligned columns two spaces apart; the last column is not padded.
+fn table(headers: &[&str], rows: impl Iterator<Item = Vec<String>>, empty: &str, truncated: bool) -> String {
+    let rows: Vec<Vec<String>> = rows.collect();
+    if rows.is_empty() {
+        return format!("{empty}\n");
+    }
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let header: Vec<String> = headers.iter().map(|h| h.to_string()).collect();
+    for row in std::iter::once(&header).chain(&rows) {
+        let last = row.len().saturating_sub(1);
+        for (i, (cell, w)) in row.iter().zip(&widths).enumerate() {
+            if i == last {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        out.truncate(out.trim_end().len());
+        out.push('\n');
+    }
+    if truncated {
+        out.push_str("(truncated: the server lists only so many; narrow with a prefix or raise --max)\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_aligns_columns_and_trims_trailing_space() {
+        let rows = vec![
+            vec!["a".into(), "127.0.0.1:1".into(), "".into()],
+            vec!["long-name".into(), "x".into(), "y, z".into()],
+        ];
+        let out = table(&["NAME", "HOLDER", "WAITING"], rows.into_iter(), "none", false);
+        assert_eq!(
+            out,
+            "NAME       HOLDER       WAITING\n\
+             a          127.0.0.1:1\n\
+             long-name  x            y, z\n"
+        );
+        assert_eq!(table(&["A"], std::iter::empty(), "none", false), "none\n");
+    }
+
+    #[test]
+    fn json_listing_has_items_and_truncated() {
+        let listing = Listing {
+            items: vec![LockInfo { name: "a".into(), queue: vec!["h".into(), "w".into()] }],
+            truncated: true,
+        };
+        let doc: Value = serde_json::from_str(&json_listing("locks", &listing, lock_json)).expect("json");
+        assert_eq!(
+            doc,
+            json!({ "locks": [{ "name": "a", "holder": "h", "waiters": ["w"] }], "truncated": true })
+        );
+    }
+}

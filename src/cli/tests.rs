@@ -1,0 +1,120 @@
+//! Argument parsing of the client subcommands, inside a top level shaped like the binary's
+//! (help flag off, a global `--help`), so clash of `-h` and help would show up here.
+
+use clap::{CommandFactory, Parser, Subcommand};
+use std::time::Duration;
+
+use super::*;
+
+#[derive(Parser, Debug)]
+#[command(name = "officer", disable_help_flag = true, disable_help_subcommand = true)]
+struct Cli {
+    #[arg(long, action = clap::ArgAction::Help, global = true, help = "Print help")]
+    help: Option<bool>,
+    #[command(subcommand)]
+    command: Top,
+}
+
+#[derive(Subcommand, Debug)]
+enum Top {
+    #[command(flatten)]
+    Client(ClientCommand),
+}
+
+fn parse(args: &[&str]) -> ClientCommand {
+    let Top::Client(cmd) = Cli::try_parse_from(args).expect("parses").command;
+    cmd
+}
+
+#[test]
+fn the_command_definition_is_consistent() {
+    Cli::command().debug_assert();
+}
+
+#[test]
+fn lock_takes_flock_style_options_and_the_command() {
+    let ClientCommand::Lock(args) = parse(&[
+        "officer",
+        "lock",
+        "deploy",
+        "-w",
+        "1.5",
+        "-E",
+        "9",
+        "--queue-max",
+        "3",
+        "--",
+        "sh",
+        "-c",
+        "exit 3",
+    ]) else {
+        panic!("not lock");
+    };
+    assert_eq!(args.name, "deploy");
+    assert_eq!(args.timeout, Some(Duration::from_millis(1500)));
+    assert_eq!((args.conflict_exit_code, args.queue_max), (9, Some(3)));
+    assert_eq!(args.command, ["sh", "-c", "exit 3"]);
+    assert!(!args.nonblock && !args.kill_on_loss);
+}
+
+#[test]
+fn lock_command_may_follow_without_double_dash() {
+    let ClientCommand::Lock(args) = parse(&["officer", "lock", "-n", "x", "ls", "-l"]) else {
+        panic!("not lock")
+    };
+    assert!(args.nonblock);
+    assert_eq!(args.command, ["ls", "-l"]);
+}
+
+#[test]
+fn lock_refuses_bad_values() {
+    for bad in [
+        &["officer", "lock", "x"][..],
+        &["officer", "lock", "x", "-n", "-w", "1", "--", "true"],
+        &["officer", "lock", "x", "-w", "-1", "--", "true"],
+        &["officer", "lock", "x", "-E", "256", "--", "true"],
+    ] {
+        assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn connection_flags_match_the_server() {
+    let ClientCommand::Locks(args) = parse(&[
+        "officer",
+        "locks",
+        "jobs/",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        "9",
+        "-o",
+        "unix",
+        "-f",
+        "/s",
+        "--json",
+    ]) else {
+        panic!("not locks");
+    };
+    assert_eq!(args.prefix, "jobs/");
+    assert!(args.json);
+    let c = &args.connect;
+    assert_eq!((c.host.as_str(), c.port, c.socket_type), ("127.0.0.1", 9, SocketType::Unix));
+    assert_eq!(c.describe(), "/s");
+}
+
+#[test]
+fn defaults_point_at_localhost() {
+    let ClientCommand::Ping(args) = parse(&["officer", "ping"]) else { panic!("not ping") };
+    assert_eq!(args.connect.describe(), "localhost:11500");
+    assert_eq!(args.connect.connect_timeout, Duration::from_secs(5));
+    assert_eq!(args.count, 1);
+}
+
+#[test]
+fn long_help_is_available_and_short_h_is_host() {
+    let err = Cli::try_parse_from(["officer", "stats", "--help"]).unwrap_err();
+    assert_eq!(err.kind(), clap::error::ErrorKind::DisplayHelp);
+    let ClientCommand::Stats(args) = parse(&["officer", "stats", "-h", "db1"]) else { panic!("not stats") };
+    assert_eq!(args.connect.host, "db1");
+}
