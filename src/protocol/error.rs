@@ -1,6 +1,11 @@
 //! Decoding errors of the wire protocol and the error codes carried by ERROR frames.
+//!
+//! Whether an error is fatal (the server closes the connection after the ERROR) is a property of
+//! its code, so `DecodeError::is_fatal` and `ErrorCode::is_fatal` always agree (PROTOCOL.md §5).
 
 use std::fmt;
+
+use super::op;
 
 /// Error codes carried in an ERROR response (PROTOCOL.md §5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -28,11 +33,23 @@ pub enum ErrorCode {
     LimitExceeded = 10,
     /// The server is shutting down.
     ShuttingDown = 11,
-    /// A code this version does not know (decoding only).
+    /// A code this version does not know (decoding only; never sent).
     Unknown = 0xFFFF,
 }
 
 impl ErrorCode {
+    /// True for the codes after which the server closes the connection (PROTOCOL.md §5).
+    /// `Unknown` is not fatal: a client learns of a closed connection from the socket anyway.
+    pub fn is_fatal(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::BadHandshake
+                | ErrorCode::UnsupportedVersion
+                | ErrorCode::BadFrameLength
+                | ErrorCode::AuthFailed
+        )
+    }
+
     pub fn from_u16(code: u16) -> ErrorCode {
         match code {
             1 => ErrorCode::Malformed,
@@ -103,40 +120,55 @@ pub enum DecodeError {
     NameHasControl,
     /// A text field other than a name (an error message, a label) is not UTF-8.
     TextNotUtf8,
-    NonZeroFlags(u16),
+    /// A reserved flags field of `opcode` is not zero.
+    NonZeroFlags {
+        opcode: u8,
+        flags: u16,
+    },
+    /// A request used request id 0, which is reserved for frames the server sends on its own.
+    ZeroRequestId {
+        opcode: u8,
+    },
+    /// The HELLO payload does not start with `OFCR`.
     BadMagic,
+    /// HELLO asked for a version below the lowest this codec speaks.
     UnsupportedVersion(u16),
 }
 
 impl DecodeError {
-    /// The code an ERROR response carries for this error.
+    /// The code an ERROR response carries for this error. Every malformed HELLO is a
+    /// `BadHandshake`: HELLO is valid only as the first frame, so any error in it ends the
+    /// handshake (PROTOCOL.md §5.1).
     pub fn code(&self) -> ErrorCode {
         match self {
             DecodeError::FrameTooShort(_) | DecodeError::FrameTooLarge { .. } => ErrorCode::BadFrameLength,
-            DecodeError::UnknownOpcode(_) => ErrorCode::UnknownOpcode,
-            DecodeError::Truncated { .. } | DecodeError::TrailingBytes { .. } | DecodeError::TextNotUtf8 => {
-                ErrorCode::Malformed
+            DecodeError::BadMagic => ErrorCode::BadHandshake,
+            DecodeError::UnsupportedVersion(_) => ErrorCode::UnsupportedVersion,
+            DecodeError::Truncated { opcode }
+            | DecodeError::TrailingBytes { opcode }
+            | DecodeError::NonZeroFlags { opcode, .. }
+            | DecodeError::ZeroRequestId { opcode }
+                if *opcode == op::HELLO =>
+            {
+                ErrorCode::BadHandshake
             }
+            DecodeError::UnknownOpcode(_) => ErrorCode::UnknownOpcode,
+            DecodeError::Truncated { .. }
+            | DecodeError::TrailingBytes { .. }
+            | DecodeError::TextNotUtf8
+            | DecodeError::ZeroRequestId { .. } => ErrorCode::Malformed,
             DecodeError::EmptyName
             | DecodeError::NameTooLong { .. }
             | DecodeError::NameNotUtf8
             | DecodeError::NameHasControl => ErrorCode::BadName,
-            DecodeError::NonZeroFlags(_) => ErrorCode::UnsupportedFlags,
-            DecodeError::BadMagic => ErrorCode::BadHandshake,
-            DecodeError::UnsupportedVersion(_) => ErrorCode::UnsupportedVersion,
+            DecodeError::NonZeroFlags { .. } => ErrorCode::UnsupportedFlags,
         }
     }
 
-    /// True when the frame boundary is lost (or the peer is not speaking this protocol),
-    /// so the connection must be closed rather than answered and continued.
+    /// True when the connection must be closed after the ERROR rather than continued: the frame
+    /// boundary is lost, or the peer failed the handshake. Same as `self.code().is_fatal()`.
     pub fn is_fatal(&self) -> bool {
-        matches!(
-            self,
-            DecodeError::FrameTooShort(_)
-                | DecodeError::FrameTooLarge { .. }
-                | DecodeError::BadMagic
-                | DecodeError::UnsupportedVersion(_)
-        )
+        self.code().is_fatal()
     }
 }
 
@@ -159,8 +191,13 @@ impl fmt::Display for DecodeError {
             DecodeError::NameNotUtf8 => f.write_str("lock name is not valid UTF-8"),
             DecodeError::NameHasControl => f.write_str("lock name contains control characters"),
             DecodeError::TextNotUtf8 => f.write_str("text field is not valid UTF-8"),
-            DecodeError::NonZeroFlags(flags) => write!(f, "reserved flags 0x{flags:04x} must be zero"),
-            DecodeError::BadMagic => f.write_str("first frame is not an officer HELLO"),
+            DecodeError::NonZeroFlags { opcode, flags } => {
+                write!(f, "reserved flags 0x{flags:04x} of opcode 0x{opcode:02x} must be zero")
+            }
+            DecodeError::ZeroRequestId { opcode } => {
+                write!(f, "request id 0 (opcode 0x{opcode:02x}) is reserved for the server")
+            }
+            DecodeError::BadMagic => f.write_str("HELLO does not start with the magic OFCR"),
             DecodeError::UnsupportedVersion(v) => write!(f, "protocol version {v} is not supported"),
         }
     }

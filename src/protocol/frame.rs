@@ -2,7 +2,7 @@
 
 use byteorder::{BigEndian, ByteOrder};
 
-use super::DecodeError;
+use super::{DecodeError, MAX_FRAME_CEILING};
 
 /// Bytes of the length prefix itself.
 pub const LENGTH_PREFIX_LEN: usize = 4;
@@ -15,19 +15,24 @@ pub const MIN_FRAME_LEN: u32 = 5;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Frame<'a> {
     pub opcode: u8,
+    /// Chosen by the client and echoed in the response; 0 only on frames the server sends
+    /// on its own (PROTOCOL.md §2.4).
     pub request_id: u32,
+    /// The bytes after the request id: length prefix minus 5.
     pub payload: &'a [u8],
 }
 
 /// Splits the first frame off `buf`.
 ///
 /// Returns `Ok(None)` while the frame is incomplete and `Ok(Some((frame, consumed)))` once it
-/// is whole. The length is checked against `max_frame` as soon as its four bytes arrive, so a
-/// peer cannot make the server buffer an oversized body.
+/// is whole. The length is checked against `max_frame` (capped at `MAX_FRAME_CEILING`) as soon
+/// as its four bytes arrive, so a peer cannot make the server buffer an oversized body, and
+/// HTTP or TLS bytes fail at once (PROTOCOL.md §2.6).
 pub fn split_frame(buf: &[u8], max_frame: u32) -> Result<Option<(Frame<'_>, usize)>, DecodeError> {
     if buf.len() < LENGTH_PREFIX_LEN {
         return Ok(None);
     }
+    let max_frame = max_frame.min(MAX_FRAME_CEILING);
     let len = BigEndian::read_u32(&buf[..LENGTH_PREFIX_LEN]);
     if len < MIN_FRAME_LEN {
         return Err(DecodeError::FrameTooShort(len));

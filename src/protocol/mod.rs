@@ -18,10 +18,16 @@ pub use response::{ConnectionInfo, HelloOk, LockInfo, Response, SHUTDOWN_REQUEST
 
 /// The four magic bytes that open the handshake payload: `OFCR`.
 pub const MAGIC: [u8; 4] = *b"OFCR";
-/// The protocol version this crate speaks.
+/// The highest protocol version this crate speaks; a server answers HELLO with the lower of
+/// this and the client's version (PROTOCOL.md §2.5).
 pub const PROTOCOL_VERSION: u16 = 1;
+/// The lowest protocol version this crate speaks; a HELLO below it is refused.
+pub const MIN_PROTOCOL_VERSION: u16 = 1;
 /// Default largest frame (the value of the length prefix) a server accepts.
 pub const DEFAULT_MAX_FRAME: u32 = 64 * 1024;
+/// Hard ceiling on the frame limit: below 2^24, so the first byte of every frame is 0x00, which
+/// tells a binary session from a JSON one (`{`) and from HTTP or TLS (PROTOCOL.md §2.1).
+pub const MAX_FRAME_CEILING: u32 = 0x00FF_FFFF;
 /// Default longest lock name in bytes.
 pub const DEFAULT_MAX_NAME: u32 = 1024;
 /// Hard ceiling on the name limit: names travel with a `u16` length inside listings.
@@ -29,7 +35,8 @@ pub const MAX_NAME_CEILING: u32 = u16::MAX as u32;
 /// `timeout_ms` value in LOCK meaning "wait forever".
 pub const TIMEOUT_FOREVER: u32 = u32::MAX;
 
-/// Request opcodes (PROTOCOL.md §3). The high bit is clear on every request.
+/// Opcodes, the one table of them. Requests (PROTOCOL.md §3) have the high bit clear;
+/// responses (PROTOCOL.md §4) have it set.
 pub mod op {
     pub const HELLO: u8 = 0x01;
     pub const PING: u8 = 0x02;
@@ -42,7 +49,6 @@ pub mod op {
     pub const STATS: u8 = 0x09;
     pub const AUTH: u8 = 0x0A;
 
-    /// Response opcodes (PROTOCOL.md §4). The high bit is set on every response.
     pub const HELLO_OK: u8 = 0x81;
     pub const PONG: u8 = 0x82;
     pub const ACQUIRED: u8 = 0x83;
@@ -65,7 +71,9 @@ pub mod op {
 
 /// Checks a lock name (or listing prefix when `allow_empty`) against the rules of
 /// PROTOCOL.md §2.3: UTF-8, no ASCII control characters, at most `max_name` bytes.
+/// `max_name` is capped at `MAX_NAME_CEILING`, since listings carry names with a `u16` length.
 pub fn validate_name(bytes: &[u8], max_name: u32, allow_empty: bool) -> Result<&str, DecodeError> {
+    let max_name = max_name.min(MAX_NAME_CEILING);
     if bytes.is_empty() && !allow_empty {
         return Err(DecodeError::EmptyName);
     }

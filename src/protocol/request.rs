@@ -2,15 +2,28 @@
 //! so the server copies a name only when it creates a lock.
 
 use super::wire::{begin_frame, end_frame, put_u16, put_u32, Reader};
-use super::{op, validate_name, DecodeError, Frame, MAGIC, TIMEOUT_FOREVER};
+use super::{
+    op, validate_name, DecodeError, Frame, MAGIC, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, TIMEOUT_FOREVER,
+};
 
-/// HELLO payload (§3.1): magic `OFCR`, version `u16`, flags `u16` (zero).
+/// HELLO payload (§3.1), exactly 8 bytes: magic `OFCR`, version `u16`, flags `u16` (zero).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hello {
+    /// The highest version the client speaks.
     pub version: u16,
 }
 
+impl Hello {
+    /// The version the session uses and HELLO_OK carries: the lower of the client's and ours.
+    pub fn negotiated_version(&self) -> u16 {
+        self.version.min(PROTOCOL_VERSION)
+    }
+}
+
 /// LOCK payload (§3.3): flags `u16` (zero), timeout_ms `u32`, queue_max `u32`, name (rest).
+///
+/// The wire keeps one sentinel per field, so decoding yields `None` for them:
+/// `Some(TIMEOUT_FOREVER)` encodes like `None`, and `queue_max: Some(0)` like `None`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LockRequest<'a> {
     pub name: &'a str,
@@ -45,29 +58,21 @@ pub enum Request<'a> {
 
 impl<'a> Request<'a> {
     /// Decodes the payload of one frame. Names are checked against `max_name`.
+    /// Request id 0 is refused: it marks frames the server sends on its own (§2.4).
     pub fn decode(frame: &Frame<'a>, max_name: u32) -> Result<Request<'a>, DecodeError> {
+        if frame.request_id == 0 {
+            return Err(DecodeError::ZeroRequestId { opcode: frame.opcode });
+        }
         let mut r = Reader::new(frame.payload, frame.opcode);
         let req = match frame.opcode {
-            op::HELLO => {
-                if r.remaining() < 4 || r.rest_peek4() != MAGIC {
-                    return Err(DecodeError::BadMagic);
-                }
-                let _ = r.u32()?;
-                let version = r.u16()?;
-                let flags = r.u16()?;
-                r.finish()?;
-                if flags != 0 {
-                    return Err(DecodeError::NonZeroFlags(flags));
-                }
-                Request::Hello(Hello { version })
-            }
+            op::HELLO => Request::Hello(hello(r)?),
             op::PING => Request::Ping(r.rest()),
             op::LOCK => {
                 let flags = r.u16()?;
                 let timeout = r.u32()?;
                 let queue_max = r.u32()?;
                 if flags != 0 {
-                    return Err(DecodeError::NonZeroFlags(flags));
+                    return Err(DecodeError::NonZeroFlags { opcode: op::LOCK, flags });
                 }
                 let name = validate_name(r.rest(), max_name, false)?;
                 Request::Lock(LockRequest {
@@ -129,6 +134,24 @@ impl<'a> Request<'a> {
         }
         end_frame(out, start);
     }
+}
+
+/// HELLO is checked field by field so that a peer speaking something else fails on the magic.
+fn hello(mut r: Reader<'_>) -> Result<Hello, DecodeError> {
+    let magic = r.u32().map_err(|_| DecodeError::BadMagic)?;
+    if magic.to_be_bytes() != MAGIC {
+        return Err(DecodeError::BadMagic);
+    }
+    let version = r.u16()?;
+    let flags = r.u16()?;
+    r.finish()?;
+    if version < MIN_PROTOCOL_VERSION {
+        return Err(DecodeError::UnsupportedVersion(version));
+    }
+    if flags != 0 {
+        return Err(DecodeError::NonZeroFlags { opcode: op::HELLO, flags });
+    }
+    Ok(Hello { version })
 }
 
 fn empty<'a>(r: Reader<'_>, req: Request<'a>) -> Result<Request<'a>, DecodeError> {

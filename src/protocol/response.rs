@@ -4,10 +4,12 @@
 use super::wire::{begin_frame, end_frame, put_str16, put_str_list, put_u16, put_u32, put_u64, Reader};
 use super::{op, DecodeError, ErrorCode, Frame};
 
-/// Request id of frames the server sends on its own (SHUTDOWN); clients never use it.
+/// Request id of frames the server sends on its own (SHUTDOWN, and an ERROR that answers no
+/// readable request); clients never use it (§2.4).
 pub const SHUTDOWN_REQUEST_ID: u32 = 0;
 
-/// HELLO_OK payload (§4.1): the limits a client must respect.
+/// HELLO_OK payload (§4.1), 24 bytes: version `u16`, flags `u16` (bit 0 = auth required),
+/// connection id `u64`, max frame `u32`, max name `u32`, idle timeout ms `u32`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HelloOk {
     pub version: u16,
@@ -21,14 +23,15 @@ pub struct HelloOk {
     pub idle_timeout_ms: u32,
 }
 
-/// One lock in a LOCKS listing: its queue holds the holder first, then waiters in order.
+/// One lock in a LOCKS listing (§4.12): name `str16`, queue `list`; the queue holds connection
+/// labels, the holder first, then waiters in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LockInfo {
     pub name: String,
     pub queue: Vec<String>,
 }
 
-/// One connection in a CONNECTIONS listing.
+/// One connection in a CONNECTIONS listing (§4.13): label `str16`, held `list`, waiting `list`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectionInfo {
     /// `ip:port` for TCP peers, `unix:<id>` for UNIX-socket peers.
@@ -37,47 +40,63 @@ pub struct ConnectionInfo {
     pub waiting: Vec<String>,
 }
 
-/// A decoded or to-be-encoded response.
+/// A decoded or to-be-encoded response. `str16` is a `u16` length then UTF-8 bytes; `list` is a
+/// `u32` count then that many `str16` (§2.2). Variants without fields have an empty payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Response {
     HelloOk(HelloOk),
+    /// §4.2.
     Pong,
+    /// §4.3: token `u64`, the fencing token of this hold.
     Acquired {
         token: u64,
     },
+    /// §4.4: token `u64` of the hold this connection already has.
     AlreadyAcquired {
         token: u64,
     },
-    /// A LOCK for a name this connection already waits for: the first request keeps waiting.
+    /// §4.5: a LOCK for a name this connection already waits for; the first request keeps waiting.
     AlreadyWaiting,
+    /// §4.6: queue `list` of connection labels, holder first.
     TimedOut {
         queue: Vec<String>,
     },
+    /// §4.7: queue `list` of connection labels, holder first.
     QueueMaxed {
         queue: Vec<String>,
     },
-    /// A waiting LOCK ended by UNLOCK or RESET of the same connection.
+    /// §4.8: a waiting LOCK ended by UNLOCK or RESET of the same connection.
     Cancelled,
+    /// §4.9.
     Released,
+    /// §4.10.
     ReleaseFailed,
+    /// §4.11.
     ResetOk,
+    /// §4.12: truncated `u8`, count `u32`, then each `LockInfo`.
     Locks {
         locks: Vec<LockInfo>,
         truncated: bool,
     },
+    /// §4.13: truncated `u8`, count `u32`, then each `ConnectionInfo`.
     Connections {
         connections: Vec<ConnectionInfo>,
         truncated: bool,
     },
+    /// §4.14: held `list`, waiting `list` of lock names.
     MyLocks {
         held: Vec<String>,
         waiting: Vec<String>,
     },
+    /// §4.15: count `u32`, then each key `str16` and value `u64`.
     Stats(Vec<(String, u64)>),
+    /// §4.16.
     AuthOk,
+    /// §4.17: message, UTF-8 to the end of the frame; sent with request id 0.
     Shutdown {
         message: String,
     },
+    /// §4.18: code `u16`, message, UTF-8 to the end of the frame.
     Error {
         code: ErrorCode,
         message: String,
@@ -170,7 +189,8 @@ impl Response {
         end_frame(out, start);
     }
 
-    /// Decodes the payload of one response frame.
+    /// Decodes the payload of one response frame. HELLO_OK flag bits other than bit 0 are
+    /// ignored, so a later server may define them (§8).
     pub fn decode(frame: &Frame<'_>) -> Result<Response, DecodeError> {
         let mut r = Reader::new(frame.payload, frame.opcode);
         let resp = match frame.opcode {

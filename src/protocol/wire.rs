@@ -63,19 +63,6 @@ impl<'a> Reader<'a> {
         std::mem::take(&mut self.buf)
     }
 
-    /// The next four bytes without consuming them (zeros when fewer remain).
-    pub(crate) fn rest_peek4(&self) -> [u8; 4] {
-        let mut out = [0; 4];
-        if self.buf.len() >= 4 {
-            out.copy_from_slice(&self.buf[..4]);
-        }
-        out
-    }
-
-    pub(crate) fn remaining(&self) -> usize {
-        self.buf.len()
-    }
-
     /// Fails when bytes are left over after the last field.
     pub(crate) fn finish(self) -> Result<(), DecodeError> {
         if self.buf.is_empty() {
