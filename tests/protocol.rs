@@ -1,0 +1,1058 @@
+//! Tests of the wire codec (`src/protocol`, PROTOCOL.md) at the byte level: the golden examples
+//! read from PROTOCOL.md, per-message assertions, round trips of every request and response,
+//! decoding a stream cut at every byte, and every way a frame can be malformed.
+
+use officer::protocol::{
+    op, split_frame, validate_name, ConnectionInfo, DecodeError, ErrorCode, Frame, Hello, HelloOk,
+    ListRequest, LockInfo, LockRequest, Request, Response, DEFAULT_MAX_FRAME, DEFAULT_MAX_NAME, MAGIC,
+    MAX_FRAME_CEILING, MAX_NAME_CEILING, MIN_FRAME_LEN, PROTOCOL_VERSION, SHUTDOWN_REQUEST_ID,
+    TIMEOUT_FOREVER,
+};
+use proptest::prelude::*;
+
+const MAX_FRAME: u32 = DEFAULT_MAX_FRAME;
+const MAX_NAME: u32 = DEFAULT_MAX_NAME;
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+/// Parses hex in the format of PROTOCOL.md Appendix A: byte pairs, `#` comments.
+fn hex(text: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let bytes = line.split('#').next().unwrap_or("");
+        for token in bytes.split_whitespace() {
+            assert_eq!(token.len(), 2, "hex token {token:?} is not two digits");
+            out.push(u8::from_str_radix(token, 16).unwrap_or_else(|_| panic!("bad hex token {token:?}")));
+        }
+    }
+    out
+}
+
+/// Splits exactly one whole frame off `bytes` and checks nothing is left.
+fn one_frame(bytes: &[u8]) -> Result<Frame<'_>, DecodeError> {
+    let (frame, used) = split_frame(bytes, MAX_FRAME)?.expect("frame is complete");
+    assert_eq!(used, bytes.len(), "bytes left after the frame");
+    Ok(frame)
+}
+
+/// Decodes bytes holding one request frame: the request id and the request.
+fn decode_request(bytes: &[u8]) -> Result<(u32, Request<'_>), DecodeError> {
+    let frame = one_frame(bytes)?;
+    Ok((frame.request_id, Request::decode(&frame, MAX_NAME)?))
+}
+
+fn decode_response(bytes: &[u8]) -> Result<(u32, Response), DecodeError> {
+    let frame = one_frame(bytes)?;
+    Ok((frame.request_id, Response::decode(&frame)?))
+}
+
+fn encode_request(req: &Request<'_>, id: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    req.encode(id, &mut out);
+    out
+}
+
+fn encode_response(resp: &Response, id: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    resp.encode(id, &mut out);
+    out
+}
+
+/// A frame built by hand: length prefix computed from the parts.
+fn raw_frame(opcode: u8, id: u32, payload: &[u8]) -> Vec<u8> {
+    let mut out = ((payload.len() + 5) as u32).to_be_bytes().to_vec();
+    out.push(opcode);
+    out.extend_from_slice(&id.to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+fn request_err(bytes: &[u8]) -> DecodeError {
+    decode_request(bytes).expect_err("request must be refused")
+}
+
+fn response_err(bytes: &[u8]) -> DecodeError {
+    decode_response(bytes).expect_err("response must be refused")
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Golden examples from PROTOCOL.md
+
+const DOC: &str = include_str!("../PROTOCOL.md");
+
+struct Example {
+    kind: String,
+    name: String,
+    bytes: Vec<u8>,
+}
+
+/// Every ```hex block of PROTOCOL.md (Appendix A).
+fn doc_examples() -> Vec<Example> {
+    let mut out = Vec::new();
+    let mut lines = DOC.lines();
+    while let Some(line) = lines.next() {
+        let Some(info) = line.strip_prefix("```hex") else { continue };
+        let words: Vec<&str> = info.split_whitespace().collect();
+        assert_eq!(words.len(), 2, "hex block needs a kind and a name: {line:?}");
+        let body: Vec<&str> = lines.by_ref().take_while(|l| !l.starts_with("```")).collect();
+        out.push(Example { kind: words[0].into(), name: words[1].into(), bytes: hex(&body.join("\n")) });
+    }
+    out
+}
+
+fn doc_block(kind: &str, name: &str) -> Vec<u8> {
+    let mut found = doc_examples().into_iter().filter(|e| e.kind == kind && e.name == name);
+    let example = found.next().unwrap_or_else(|| panic!("PROTOCOL.md has no `hex {kind} {name}` block"));
+    assert!(found.next().is_none(), "two `hex {kind} {name}` blocks");
+    example.bytes
+}
+
+enum Expected {
+    Request(u32, Request<'static>),
+    Response(u32, Response),
+    /// The error and whether it is fatal.
+    Reject(DecodeError, bool),
+}
+
+const NIGHTLY: &str = "jobs/nightly";
+const TOKEN: u64 = 0x0000_0001_0000_002A;
+
+fn lock(name: &'static str, timeout_ms: Option<u32>, queue_max: Option<u32>) -> Request<'static> {
+    Request::Lock(LockRequest { name, timeout_ms, queue_max })
+}
+
+/// What each example of PROTOCOL.md decodes to, by kind and name.
+fn expected_examples() -> Vec<(&'static str, &'static str, Expected)> {
+    use Expected::{Reject, Request as Req, Response as Resp};
+    vec![
+        ("request", "hello", Req(1, Request::Hello(Hello { version: 1 }))),
+        ("request", "ping", Req(2, Request::Ping(&[]))),
+        ("request", "lock_wait", Req(3, lock(NIGHTLY, Some(5000), None))),
+        ("request", "lock_try", Req(4, lock(NIGHTLY, Some(0), Some(1)))),
+        ("request", "lock_forever", Req(5, lock("cafébabe", None, Some(3)))),
+        ("request", "unlock", Req(6, Request::Unlock(NIGHTLY))),
+        ("request", "reset", Req(7, Request::Reset)),
+        ("request", "locks", Req(8, Request::Locks(ListRequest { prefix: "jobs/", max: 100 }))),
+        ("request", "connections", Req(9, Request::Connections(ListRequest { prefix: "", max: 0 }))),
+        ("request", "my_locks", Req(10, Request::MyLocks)),
+        ("request", "stats", Req(11, Request::Stats)),
+        ("request", "auth", Req(12, Request::Auth(b"s3cret"))),
+        (
+            "response",
+            "hello_ok",
+            Resp(
+                1,
+                Response::HelloOk(HelloOk {
+                    version: 1,
+                    auth_required: true,
+                    connection_id: 42,
+                    max_frame: 65536,
+                    max_name: 1024,
+                    idle_timeout_ms: 300_000,
+                }),
+            ),
+        ),
+        ("response", "pong", Resp(2, Response::Pong)),
+        ("response", "acquired", Resp(3, Response::Acquired { token: TOKEN })),
+        ("response", "already_acquired", Resp(13, Response::AlreadyAcquired { token: TOKEN })),
+        ("response", "already_waiting", Resp(14, Response::AlreadyWaiting)),
+        ("response", "timed_out", Resp(4, Response::TimedOut { queue: strings(&["127.0.0.1:40112"]) })),
+        (
+            "response",
+            "queue_maxed",
+            Resp(5, Response::QueueMaxed { queue: strings(&["127.0.0.1:40112", "unix:7", "unix:9"]) }),
+        ),
+        ("response", "cancelled", Resp(15, Response::Cancelled)),
+        ("response", "released", Resp(6, Response::Released)),
+        ("response", "release_failed", Resp(16, Response::ReleaseFailed)),
+        ("response", "reset_ok", Resp(7, Response::ResetOk)),
+        (
+            "response",
+            "locks_list",
+            Resp(
+                8,
+                Response::Locks {
+                    locks: vec![LockInfo {
+                        name: NIGHTLY.into(),
+                        queue: strings(&["127.0.0.1:40112", "unix:7"]),
+                    }],
+                    truncated: false,
+                },
+            ),
+        ),
+        (
+            "response",
+            "connections_list",
+            Resp(
+                9,
+                Response::Connections {
+                    connections: vec![ConnectionInfo {
+                        label: "unix:7".into(),
+                        held: vec![],
+                        waiting: strings(&[NIGHTLY]),
+                    }],
+                    truncated: true,
+                },
+            ),
+        ),
+        (
+            "response",
+            "my_locks_list",
+            Resp(10, Response::MyLocks { held: strings(&[NIGHTLY]), waiting: vec![] }),
+        ),
+        (
+            "response",
+            "stats_list",
+            Resp(11, Response::Stats(vec![("connections".into(), 2), ("locks".into(), 1)])),
+        ),
+        ("response", "auth_ok", Resp(12, Response::AuthOk)),
+        ("response", "shutdown", Resp(0, Response::Shutdown { message: "server is shutting down".into() })),
+        ("response", "error", Resp(17, Response::error(ErrorCode::BadName, "lock name is empty"))),
+        ("reject", "http_get", Reject(DecodeError::FrameTooLarge { len: 0x4745_5420, max: MAX_FRAME }, true)),
+        (
+            "reject",
+            "tls_client_hello",
+            Reject(DecodeError::FrameTooLarge { len: 0x1603_0102, max: MAX_FRAME }, true),
+        ),
+        ("reject", "length_zero", Reject(DecodeError::FrameTooShort(0), true)),
+        ("reject", "length_four", Reject(DecodeError::FrameTooShort(4), true)),
+        ("reject", "bad_magic", Reject(DecodeError::BadMagic, true)),
+        ("reject", "hello_flags", Reject(DecodeError::NonZeroFlags { opcode: op::HELLO, flags: 1 }, true)),
+        ("reject", "hello_version_zero", Reject(DecodeError::UnsupportedVersion(0), true)),
+        (
+            "reject",
+            "lock_flags",
+            Reject(DecodeError::NonZeroFlags { opcode: op::LOCK, flags: 0x8000 }, false),
+        ),
+        ("reject", "zero_request_id", Reject(DecodeError::ZeroRequestId { opcode: op::PING }, false)),
+        ("reject", "unknown_opcode", Reject(DecodeError::UnknownOpcode(0x42), false)),
+        ("reject", "reset_trailing", Reject(DecodeError::TrailingBytes { opcode: op::RESET }, false)),
+    ]
+}
+
+#[test]
+fn every_doc_example_decodes_to_its_value_and_reencodes_to_its_bytes() {
+    let examples = doc_examples();
+    let expected = expected_examples();
+    for example in &examples {
+        let (kind, name) = (example.kind.as_str(), example.name.as_str());
+        let (_, _, want) = expected
+            .iter()
+            .find(|(k, n, _)| *k == kind && *n == name)
+            .unwrap_or_else(|| panic!("PROTOCOL.md block `hex {kind} {name}` has no expected value"));
+        let bytes = &example.bytes;
+        match want {
+            Expected::Request(id, req) => {
+                assert_eq!(decode_request(bytes), Ok((*id, *req)), "{name}");
+                assert_eq!(&encode_request(req, *id), bytes, "{name} re-encodes");
+            }
+            Expected::Response(id, resp) => {
+                assert_eq!(decode_response(bytes), Ok((*id, resp.clone())), "{name}");
+                assert_eq!(&encode_response(resp, *id), bytes, "{name} re-encodes");
+            }
+            Expected::Reject(err, fatal) => {
+                let got = match split_frame(bytes, MAX_FRAME) {
+                    Err(e) => e,
+                    Ok(Some((frame, _))) => Request::decode(&frame, MAX_NAME).expect_err(name),
+                    Ok(None) => panic!("{name}: reject example is incomplete"),
+                };
+                assert_eq!(&got, err, "{name}");
+                assert_eq!(got.is_fatal(), *fatal, "{name} fatality");
+            }
+        }
+    }
+    for (kind, name, _) in &expected {
+        let count = examples.iter().filter(|e| e.kind == *kind && e.name == *name).count();
+        assert_eq!(count, 1, "PROTOCOL.md must have exactly one `hex {kind} {name}` block");
+    }
+}
+
+#[test]
+fn doc_covers_every_opcode() {
+    let examples = doc_examples();
+    let opcodes: Vec<u8> = examples.iter().filter(|e| e.kind != "reject").map(|e| e.bytes[4]).collect();
+    let all = [
+        op::HELLO,
+        op::PING,
+        op::LOCK,
+        op::UNLOCK,
+        op::RESET,
+        op::LOCKS,
+        op::CONNECTIONS,
+        op::MY_LOCKS,
+        op::STATS,
+        op::AUTH,
+        op::HELLO_OK,
+        op::PONG,
+        op::ACQUIRED,
+        op::ALREADY_ACQUIRED,
+        op::ALREADY_WAITING,
+        op::TIMED_OUT,
+        op::QUEUE_MAXED,
+        op::CANCELLED,
+        op::RELEASED,
+        op::RELEASE_FAILED,
+        op::RESET_OK,
+        op::LOCKS_LIST,
+        op::CONNECTIONS_LIST,
+        op::MY_LOCKS_LIST,
+        op::STATS_LIST,
+        op::AUTH_OK,
+        op::SHUTDOWN,
+        op::ERROR,
+    ];
+    for code in all {
+        assert!(opcodes.contains(&code), "PROTOCOL.md has no example of opcode 0x{code:02x}");
+        assert_eq!(code & 0x80 != 0, code >= op::HELLO_OK, "high bit marks responses");
+    }
+}
+
+#[test]
+fn doc_sections_cited_by_the_code_exist() {
+    for section in ["### 2.1 Framing", "### 2.3 Names", "### 3.1 HELLO", "### 3.3 LOCK", "### 3.6 LOCKS"] {
+        assert!(DOC.contains(section), "PROTOCOL.md lacks {section}");
+    }
+    for heading in
+        ["## 5. Error codes", "## 7. JSON compatibility mode", "### 4.1 HELLO_OK", "### 4.18 ERROR"]
+    {
+        assert!(DOC.contains(heading), "PROTOCOL.md lacks {heading}");
+    }
+}
+
+// Per-message assertions: the literal bytes of each doc example, field by field.
+
+#[test]
+fn golden_hello() {
+    let b = doc_block("request", "hello");
+    assert_eq!(b, hex("00 00 00 0d 01 00 00 00 01 4f 46 43 52 00 01 00 00"));
+    assert_eq!(&b[9..13], &MAGIC);
+    let Ok((1, Request::Hello(h))) = decode_request(&b) else { panic!("not a HELLO") };
+    assert_eq!(h.version, PROTOCOL_VERSION);
+    assert_eq!(h.negotiated_version(), 1);
+}
+
+#[test]
+fn golden_ping_and_pong() {
+    assert_eq!(doc_block("request", "ping"), hex("00 00 00 05 02 00 00 00 02"));
+    assert_eq!(doc_block("response", "pong"), hex("00 00 00 05 82 00 00 00 02"));
+}
+
+#[test]
+fn golden_locks() {
+    let wait = doc_block("request", "lock_wait");
+    assert_eq!(&wait[..19], &hex("00 00 00 1b 03 00 00 00 03 00 00 00 00 13 88 00 00 00 00"));
+    assert_eq!(&wait[19..], NIGHTLY.as_bytes());
+    let Ok((3, Request::Lock(l))) = decode_request(&wait) else { panic!("not a LOCK") };
+    assert_eq!((l.name, l.timeout_ms, l.queue_max), (NIGHTLY, Some(5000), None));
+
+    let try_once = doc_block("request", "lock_try");
+    assert_eq!(&try_once[13..19], &hex("00 00 00 00 00 01")[..6]);
+    let Ok((4, Request::Lock(l))) = decode_request(&try_once) else { panic!("not a LOCK") };
+    assert_eq!((l.timeout_ms, l.queue_max), (Some(0), Some(1)));
+
+    let forever = doc_block("request", "lock_forever");
+    assert_eq!(&forever[11..15], &TIMEOUT_FOREVER.to_be_bytes());
+    assert_eq!(&forever[19..], "cafébabe".as_bytes());
+    let Ok((5, Request::Lock(l))) = decode_request(&forever) else { panic!("not a LOCK") };
+    assert_eq!((l.name, l.timeout_ms, l.queue_max), ("cafébabe", None, Some(3)));
+}
+
+#[test]
+fn golden_unlock_reset_listings_auth() {
+    let unlock = doc_block("request", "unlock");
+    assert_eq!(&unlock[..9], &hex("00 00 00 11 04 00 00 00 06"));
+    assert_eq!(decode_request(&unlock), Ok((6, Request::Unlock(NIGHTLY))));
+    assert_eq!(doc_block("request", "reset"), hex("00 00 00 05 05 00 00 00 07"));
+    assert_eq!(doc_block("request", "my_locks"), hex("00 00 00 05 08 00 00 00 0a"));
+    assert_eq!(doc_block("request", "stats"), hex("00 00 00 05 09 00 00 00 0b"));
+    assert_eq!(doc_block("request", "locks"), hex("00 00 00 0e 06 00 00 00 08 00 00 00 64 6a 6f 62 73 2f"));
+    assert_eq!(doc_block("request", "connections"), hex("00 00 00 09 07 00 00 00 09 00 00 00 00"));
+    assert_eq!(doc_block("request", "auth"), hex("00 00 00 0b 0a 00 00 00 0c 73 33 63 72 65 74"));
+}
+
+#[test]
+fn golden_hello_ok() {
+    let b = doc_block("response", "hello_ok");
+    assert_eq!(b.len(), 4 + 5 + 24);
+    assert_eq!(
+        b,
+        hex("00 00 00 1d 81 00 00 00 01  00 01 00 01  00 00 00 00 00 00 00 2a
+             00 01 00 00  00 00 04 00  00 04 93 e0")
+    );
+    let Ok((1, Response::HelloOk(h))) = decode_response(&b) else { panic!("not HELLO_OK") };
+    assert!(h.auth_required);
+    assert_eq!((h.connection_id, h.max_frame, h.max_name, h.idle_timeout_ms), (42, 65536, 1024, 300_000));
+}
+
+#[test]
+fn golden_lock_outcomes() {
+    let acquired = hex("00 00 00 0d 83 00 00 00 03 00 00 00 01 00 00 00 2a");
+    assert_eq!(doc_block("response", "acquired"), acquired);
+    assert_eq!(decode_response(&acquired), Ok((3, Response::Acquired { token: 4_294_967_338 })));
+    assert_eq!(doc_block("response", "already_acquired")[4], op::ALREADY_ACQUIRED);
+    for (name, opcode, id) in [
+        ("already_waiting", op::ALREADY_WAITING, 14u8),
+        ("cancelled", op::CANCELLED, 15),
+        ("released", op::RELEASED, 6),
+        ("release_failed", op::RELEASE_FAILED, 16),
+        ("reset_ok", op::RESET_OK, 7),
+        ("auth_ok", op::AUTH_OK, 12),
+    ] {
+        assert_eq!(doc_block("response", name), [0, 0, 0, 5, opcode, 0, 0, 0, id], "{name}");
+    }
+    let timed_out = doc_block("response", "timed_out");
+    assert_eq!(&timed_out[..15], &hex("00 00 00 1a 86 00 00 00 04 00 00 00 01 00 0f"));
+    assert_eq!(&timed_out[15..], b"127.0.0.1:40112");
+    let Ok((5, Response::QueueMaxed { queue })) = decode_response(&doc_block("response", "queue_maxed"))
+    else {
+        panic!("not QUEUE_MAXED")
+    };
+    assert_eq!(queue, ["127.0.0.1:40112", "unix:7", "unix:9"]);
+}
+
+#[test]
+fn golden_listings() {
+    let locks = doc_block("response", "locks_list");
+    assert_eq!(&locks[9..16], &hex("00 00 00 00 01 00 0c"), "truncated 0, count 1, name length 12");
+    let connections = doc_block("response", "connections_list");
+    assert_eq!(&connections[9..16], &hex("01 00 00 00 01 00 06"), "truncated 1, count 1, label length 6");
+    let mine = doc_block("response", "my_locks_list");
+    assert_eq!(&mine[9..15], &hex("00 00 00 01 00 0c"));
+    assert_eq!(&mine[mine.len() - 4..], &[0, 0, 0, 0], "empty waiting list");
+    let stats = doc_block("response", "stats_list");
+    let Ok((11, Response::Stats(entries))) = decode_response(&stats) else { panic!("not STATS_LIST") };
+    assert_eq!(entries, [("connections".to_string(), 2), ("locks".to_string(), 1)]);
+}
+
+#[test]
+fn golden_shutdown_and_error() {
+    let shutdown = doc_block("response", "shutdown");
+    assert_eq!(&shutdown[..9], &hex("00 00 00 1c 91 00 00 00 00"));
+    assert_eq!(u32::from_be_bytes([shutdown[5], shutdown[6], shutdown[7], shutdown[8]]), SHUTDOWN_REQUEST_ID);
+    let error = doc_block("response", "error");
+    assert_eq!(&error[..11], &hex("00 00 00 19 ff 00 00 00 11 00 03"));
+    assert_eq!(&error[11..], DecodeError::EmptyName.to_string().as_bytes(), "the server's own message");
+    let Ok((17, Response::Error { code, .. })) = decode_response(&error) else { panic!("not ERROR") };
+    assert_eq!(code, DecodeError::EmptyName.code());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Round trips
+
+/// A request that owns its data, so proptest can generate it.
+#[derive(Debug, Clone)]
+enum OwnedRequest {
+    Hello(u16),
+    Ping(Vec<u8>),
+    Lock(String, Option<u32>, Option<u32>),
+    Unlock(String),
+    Reset,
+    Locks(String, u32),
+    Connections(String, u32),
+    MyLocks,
+    Stats,
+    Auth(Vec<u8>),
+}
+
+impl OwnedRequest {
+    fn as_request(&self) -> Request<'_> {
+        match self {
+            OwnedRequest::Hello(version) => Request::Hello(Hello { version: *version }),
+            OwnedRequest::Ping(pad) => Request::Ping(pad),
+            OwnedRequest::Lock(name, timeout_ms, queue_max) => {
+                Request::Lock(LockRequest { name, timeout_ms: *timeout_ms, queue_max: *queue_max })
+            }
+            OwnedRequest::Unlock(name) => Request::Unlock(name),
+            OwnedRequest::Reset => Request::Reset,
+            OwnedRequest::Locks(prefix, max) => Request::Locks(ListRequest { prefix, max: *max }),
+            OwnedRequest::Connections(prefix, max) => Request::Connections(ListRequest { prefix, max: *max }),
+            OwnedRequest::MyLocks => Request::MyLocks,
+            OwnedRequest::Stats => Request::Stats,
+            OwnedRequest::Auth(secret) => Request::Auth(secret),
+        }
+    }
+}
+
+/// Valid names: any characters but ASCII controls, 1 to 60 of them (at most 240 bytes).
+fn name() -> impl Strategy<Value = String> {
+    "[^\\x00-\\x1f\\x7f]{1,60}"
+}
+
+fn prefix() -> impl Strategy<Value = String> {
+    "[^\\x00-\\x1f\\x7f]{0,60}"
+}
+
+fn bytes() -> impl Strategy<Value = Vec<u8>> {
+    proptest::collection::vec(any::<u8>(), 0..64)
+}
+
+/// The sentinels decode to `None`, so `Some(sentinel)` is left out of the round trip.
+fn timeout() -> impl Strategy<Value = Option<u32>> {
+    prop_oneof![Just(None), (0..TIMEOUT_FOREVER).prop_map(Some)]
+}
+
+fn queue_max() -> impl Strategy<Value = Option<u32>> {
+    prop_oneof![Just(None), (1..=u32::MAX).prop_map(Some)]
+}
+
+fn request() -> impl Strategy<Value = OwnedRequest> {
+    prop_oneof![
+        (1..=u16::MAX).prop_map(OwnedRequest::Hello),
+        bytes().prop_map(OwnedRequest::Ping),
+        (name(), timeout(), queue_max()).prop_map(|(n, t, q)| OwnedRequest::Lock(n, t, q)),
+        name().prop_map(OwnedRequest::Unlock),
+        Just(OwnedRequest::Reset),
+        (prefix(), any::<u32>()).prop_map(|(p, m)| OwnedRequest::Locks(p, m)),
+        (prefix(), any::<u32>()).prop_map(|(p, m)| OwnedRequest::Connections(p, m)),
+        Just(OwnedRequest::MyLocks),
+        Just(OwnedRequest::Stats),
+        bytes().prop_map(OwnedRequest::Auth),
+    ]
+}
+
+fn text() -> impl Strategy<Value = String> {
+    any::<String>()
+}
+
+fn texts() -> impl Strategy<Value = Vec<String>> {
+    proptest::collection::vec(text(), 0..5)
+}
+
+fn error_code() -> impl Strategy<Value = ErrorCode> {
+    (0u16..=12).prop_map(|c| ErrorCode::from_u16(if c == 0 { 0xFFFF } else { c }))
+}
+
+fn response() -> impl Strategy<Value = Response> {
+    let hello_ok = (any::<u16>(), any::<bool>(), any::<u64>(), any::<u32>(), any::<u32>(), any::<u32>())
+        .prop_map(|(version, auth_required, connection_id, max_frame, max_name, idle_timeout_ms)| {
+            Response::HelloOk(HelloOk {
+                version,
+                auth_required,
+                connection_id,
+                max_frame,
+                max_name,
+                idle_timeout_ms,
+            })
+        });
+    let lock_info = (text(), texts()).prop_map(|(name, queue)| LockInfo { name, queue });
+    let conn_info =
+        (text(), texts(), texts()).prop_map(|(label, held, waiting)| ConnectionInfo { label, held, waiting });
+    prop_oneof![
+        hello_ok,
+        Just(Response::Pong),
+        any::<u64>().prop_map(|token| Response::Acquired { token }),
+        any::<u64>().prop_map(|token| Response::AlreadyAcquired { token }),
+        Just(Response::AlreadyWaiting),
+        texts().prop_map(|queue| Response::TimedOut { queue }),
+        texts().prop_map(|queue| Response::QueueMaxed { queue }),
+        Just(Response::Cancelled),
+        Just(Response::Released),
+        Just(Response::ReleaseFailed),
+        Just(Response::ResetOk),
+        (proptest::collection::vec(lock_info, 0..4), any::<bool>())
+            .prop_map(|(locks, truncated)| Response::Locks { locks, truncated }),
+        (proptest::collection::vec(conn_info, 0..4), any::<bool>())
+            .prop_map(|(connections, truncated)| Response::Connections { connections, truncated }),
+        (texts(), texts()).prop_map(|(held, waiting)| Response::MyLocks { held, waiting }),
+        proptest::collection::vec((text(), any::<u64>()), 0..5).prop_map(Response::Stats),
+        Just(Response::AuthOk),
+        text().prop_map(|message| Response::Shutdown { message }),
+        (error_code(), text()).prop_map(|(code, message)| Response::Error { code, message }),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn every_request_round_trips(req in request(), id in 1..=u32::MAX) {
+        let req = req.as_request();
+        let bytes = encode_request(&req, id);
+        prop_assert_eq!(u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize, bytes.len() - 4);
+        prop_assert_eq!(bytes[4], req.opcode());
+        prop_assert_eq!(decode_request(&bytes), Ok((id, req)));
+    }
+
+    #[test]
+    fn every_response_round_trips(resp in response(), id in any::<u32>()) {
+        let bytes = encode_response(&resp, id);
+        prop_assert_eq!(bytes[4], resp.opcode());
+        prop_assert_eq!(decode_response(&bytes), Ok((id, resp)));
+    }
+
+    #[test]
+    fn frames_cut_anywhere_decode_the_same(
+        reqs in proptest::collection::vec(request(), 1..8),
+        cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..6),
+    ) {
+        let mut stream = Vec::new();
+        for (i, req) in reqs.iter().enumerate() {
+            req.as_request().encode(i as u32 + 1, &mut stream);
+        }
+        let mut cuts: Vec<usize> = cuts.iter().map(|c| c.index(stream.len() + 1)).collect();
+        cuts.push(stream.len());
+        cuts.sort_unstable();
+        // Feed the stream in chunks, decoding whatever is complete after each one.
+        let (mut buf, mut fed, mut decoded) = (Vec::new(), 0, Vec::new());
+        for cut in cuts {
+            buf.extend_from_slice(&stream[fed..cut]);
+            fed = cut;
+            while let Some((frame, used)) = split_frame(&buf, MAX_FRAME).expect("valid stream") {
+                let id = frame.request_id;
+                let req = Request::decode(&frame, MAX_NAME).expect("valid request");
+                decoded.push(encode_request(&req, id));
+                buf.drain(..used);
+            }
+        }
+        prop_assert!(buf.is_empty());
+        let originals: Vec<Vec<u8>> =
+            reqs.iter().enumerate().map(|(i, r)| encode_request(&r.as_request(), i as u32 + 1)).collect();
+        prop_assert_eq!(decoded, originals);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..128), max in any::<u32>()) {
+        if let Ok(Some((frame, used))) = split_frame(&data, max) {
+            prop_assert!(used <= data.len() && used >= 9);
+            let _ = Request::decode(&frame, max);
+            let _ = Response::decode(&frame);
+        }
+    }
+
+    #[test]
+    fn validate_name_matches_the_rules(raw in proptest::collection::vec(any::<u8>(), 0..40), max in 0u32..48) {
+        let ok = !raw.is_empty()
+            && raw.len() <= max as usize
+            && std::str::from_utf8(&raw).is_ok()
+            && !raw.iter().any(|&b| b < 0x20 || b == 0x7F);
+        prop_assert_eq!(validate_name(&raw, max, false).is_ok(), ok);
+        if let Ok(name) = validate_name(&raw, max, false) {
+            prop_assert_eq!(name.as_bytes(), &raw[..]);
+        }
+    }
+}
+
+#[test]
+fn lock_sentinels_decode_to_none() {
+    let forever = lock("a", Some(TIMEOUT_FOREVER), Some(0));
+    let bytes = encode_request(&forever, 9);
+    assert_eq!(decode_request(&bytes), Ok((9, lock("a", None, None))));
+}
+
+#[test]
+fn hello_negotiates_down_to_our_version() {
+    let bytes = raw_frame(op::HELLO, 1, &hex("4f 46 43 52 00 07 00 00"));
+    assert_eq!(decode_request(&bytes), Ok((1, Request::Hello(Hello { version: 7 }))));
+    assert_eq!(Hello { version: 7 }.negotiated_version(), PROTOCOL_VERSION);
+    assert_eq!(Hello { version: 1 }.negotiated_version(), 1);
+}
+
+#[test]
+fn long_texts_are_cut_at_a_char_boundary() {
+    // A label longer than a str16 can hold is cut, not corrupted (names never get here: §2.3).
+    let label = "é".repeat(40_000); // 80000 bytes
+    let resp = Response::TimedOut { queue: vec![label] };
+    let bytes = encode_response(&resp, 1);
+    let frame = split_frame(&bytes, MAX_FRAME_CEILING).expect("valid").expect("complete").0;
+    let Ok(Response::TimedOut { queue }) = Response::decode(&frame) else { panic!("not TIMED_OUT") };
+    assert_eq!(queue[0].len(), 65534);
+    assert!(queue[0].chars().all(|c| c == 'é'));
+}
+
+// ---------------------------------------------------------------------------------------------
+// A stream split at every byte
+
+/// Several requests and responses of PROTOCOL.md back to back.
+fn doc_stream() -> (Vec<u8>, usize) {
+    let examples: Vec<Example> = doc_examples().into_iter().filter(|e| e.kind != "reject").collect();
+    (examples.iter().flat_map(|e| e.bytes.clone()).collect(), examples.len())
+}
+
+fn collect_frames(buf: &[u8]) -> (Vec<(u8, u32, Vec<u8>)>, usize) {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while let Some((frame, used)) = split_frame(&buf[at..], MAX_FRAME).expect("valid stream") {
+        out.push((frame.opcode, frame.request_id, frame.payload.to_vec()));
+        at += used;
+    }
+    (out, at)
+}
+
+#[test]
+fn stream_split_at_every_byte_decodes_the_same_frames() {
+    let (stream, count) = doc_stream();
+    let (whole, used) = collect_frames(&stream);
+    assert_eq!((whole.len(), used), (count, stream.len()));
+    for cut in 0..=stream.len() {
+        let (mut frames, used) = collect_frames(&stream[..cut]);
+        let mut rest = stream[used..cut].to_vec();
+        rest.extend_from_slice(&stream[cut..]);
+        let (tail, tail_used) = collect_frames(&rest);
+        assert_eq!(tail_used, rest.len(), "cut at {cut}");
+        frames.extend(tail);
+        assert_eq!(frames, whole, "cut at {cut}");
+    }
+}
+
+#[test]
+fn each_frame_is_incomplete_until_its_last_byte() {
+    let (stream, _) = doc_stream();
+    let mut at = 0;
+    while at < stream.len() {
+        let mut end = at;
+        loop {
+            end += 1;
+            match split_frame(&stream[at..end], MAX_FRAME).expect("valid stream") {
+                None => continue,
+                Some((_, used)) => {
+                    assert_eq!(used, end - at, "complete exactly at its last byte");
+                    break;
+                }
+            }
+        }
+        at = end;
+    }
+}
+
+#[test]
+fn responses_decode_when_fed_byte_by_byte() {
+    let (stream, _) = doc_stream();
+    let mut buf = Vec::new();
+    let mut decoded = 0;
+    for &byte in &stream {
+        buf.push(byte);
+        if let Some((frame, used)) = split_frame(&buf, MAX_FRAME).expect("valid") {
+            if frame.opcode & 0x80 != 0 {
+                Response::decode(&frame).expect("valid response");
+            } else {
+                Request::decode(&frame, MAX_NAME).expect("valid request");
+            }
+            decoded += 1;
+            buf.drain(..used);
+        }
+    }
+    assert!(buf.is_empty());
+    assert_eq!(decoded, doc_stream().1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Malformed frames
+
+#[test]
+fn short_input_is_incomplete_not_an_error() {
+    for len in 0..4 {
+        assert_eq!(split_frame(&[0, 0, 0, 9][..len], MAX_FRAME), Ok(None));
+    }
+    let ping = raw_frame(op::PING, 1, b"pad");
+    for len in 4..ping.len() {
+        assert_eq!(split_frame(&ping[..len], MAX_FRAME), Ok(None), "{len} bytes");
+    }
+}
+
+#[test]
+fn length_below_the_header_is_fatal() {
+    for len in 0..MIN_FRAME_LEN {
+        let mut bytes = len.to_be_bytes().to_vec();
+        bytes.extend_from_slice(&[1, 0, 0, 0, 1]);
+        let err = split_frame(&bytes, MAX_FRAME).expect_err("too short");
+        assert_eq!(err, DecodeError::FrameTooShort(len));
+        assert!(err.is_fatal());
+        assert_eq!(err.code(), ErrorCode::BadFrameLength);
+    }
+    // Length 5: opcode and request id, nothing else. Valid.
+    assert!(split_frame(&hex("00 00 00 05 02 00 00 00 01"), MAX_FRAME).expect("valid").is_some());
+}
+
+#[test]
+fn length_above_the_limit_is_fatal_before_the_body_arrives() {
+    for len in [MAX_FRAME + 1, 0x0100_0000, u32::MAX] {
+        let err = split_frame(&len.to_be_bytes(), MAX_FRAME).expect_err("too large");
+        assert_eq!(err, DecodeError::FrameTooLarge { len, max: MAX_FRAME });
+        assert!(err.is_fatal());
+        assert_eq!(err.code(), ErrorCode::BadFrameLength);
+    }
+    // Exactly the limit is fine.
+    let ping = raw_frame(op::PING, 1, &vec![0xAB; MAX_FRAME as usize - 5]);
+    let (frame, used) = split_frame(&ping, MAX_FRAME).expect("valid").expect("complete");
+    assert_eq!((used, frame.payload.len()), (ping.len(), MAX_FRAME as usize - 5));
+    // A limit above the ceiling is capped, so the first byte of a frame is always 0x00.
+    let err = split_frame(&[1, 0, 0, 0], u32::MAX).expect_err("above the ceiling");
+    assert_eq!(err, DecodeError::FrameTooLarge { len: 0x0100_0000, max: MAX_FRAME_CEILING });
+}
+
+#[test]
+fn http_tls_and_json_first_bytes_fail_on_the_length() {
+    let cases: [(&[u8], u32); 5] = [
+        (b"GET / HTTP/1.1\r\n", 0x4745_5420),
+        (b"POST /lock HTTP/1.1\r\n", 0x504F_5354),
+        (&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03], 0x1603_0102),
+        (&[0x16, 0x03, 0x03, 0x00, 0x7a, 0x02], 0x1603_0300),
+        // JSON is told apart by the server before framing (§2.6); the codec alone refuses it.
+        (b"{\"command\":\"lock\"}\n", 0x7B22_636F),
+    ];
+    for (bytes, len) in cases {
+        for take in 4..=bytes.len() {
+            let err = split_frame(&bytes[..take], MAX_FRAME).expect_err("not officer");
+            assert_eq!(err, DecodeError::FrameTooLarge { len, max: MAX_FRAME });
+            assert!(err.is_fatal());
+        }
+    }
+}
+
+#[test]
+fn unknown_opcodes_are_refused_without_closing() {
+    for code in [0x00, 0x0B, 0x42, 0x7F, 0x80, op::HELLO_OK, op::ERROR] {
+        let err = request_err(&raw_frame(code, 1, b""));
+        assert_eq!(err, DecodeError::UnknownOpcode(code));
+        assert!(!err.is_fatal());
+        assert_eq!(err.code(), ErrorCode::UnknownOpcode);
+    }
+    for code in [0x00, op::HELLO, op::AUTH, 0x7F, 0x92, 0xFE] {
+        assert_eq!(response_err(&raw_frame(code, 1, b"")), DecodeError::UnknownOpcode(code));
+    }
+}
+
+#[test]
+fn request_id_zero_is_reserved() {
+    let err = request_err(&raw_frame(op::STATS, 0, b""));
+    assert_eq!(err, DecodeError::ZeroRequestId { opcode: op::STATS });
+    assert_eq!((err.code(), err.is_fatal()), (ErrorCode::Malformed, false));
+    let hello = raw_frame(op::HELLO, 0, &hex("4f 46 43 52 00 01 00 00"));
+    let err = request_err(&hello);
+    assert_eq!((err.code(), err.is_fatal()), (ErrorCode::BadHandshake, true));
+    // Responses may use 0: SHUTDOWN does.
+    assert!(decode_response(&raw_frame(op::SHUTDOWN, 0, b"bye")).is_ok());
+}
+
+#[test]
+fn nonzero_flags_are_refused() {
+    let lock_payload = |flags: u16| {
+        let mut p = flags.to_be_bytes().to_vec();
+        p.extend_from_slice(&hex("00 00 00 00 00 00 00 00 61"));
+        p
+    };
+    for flags in [1, 0x0100, 0x8000, u16::MAX] {
+        let err = request_err(&raw_frame(op::LOCK, 3, &lock_payload(flags)));
+        assert_eq!(err, DecodeError::NonZeroFlags { opcode: op::LOCK, flags });
+        assert_eq!((err.code(), err.is_fatal()), (ErrorCode::UnsupportedFlags, false));
+
+        let mut hello = MAGIC.to_vec();
+        hello.extend_from_slice(&[0, 1]);
+        hello.extend_from_slice(&flags.to_be_bytes());
+        let err = request_err(&raw_frame(op::HELLO, 1, &hello));
+        assert_eq!(err, DecodeError::NonZeroFlags { opcode: op::HELLO, flags });
+        assert_eq!((err.code(), err.is_fatal()), (ErrorCode::BadHandshake, true));
+    }
+    assert!(decode_request(&raw_frame(op::LOCK, 3, &lock_payload(0))).is_ok());
+}
+
+#[test]
+fn bad_magic_and_versions_end_the_handshake() {
+    for payload in [
+        "",
+        "4f",
+        "4f 46 43",
+        "00 00 00 00 00 01 00 00",
+        "6f 66 63 72 00 01 00 00",
+        "4f 46 43 53 00 01 00 00",
+    ] {
+        let err = request_err(&raw_frame(op::HELLO, 1, &hex(payload)));
+        assert_eq!(err, DecodeError::BadMagic, "payload {payload:?}");
+        assert_eq!((err.code(), err.is_fatal()), (ErrorCode::BadHandshake, true));
+    }
+    let err = request_err(&raw_frame(op::HELLO, 1, &hex("4f 46 43 52 00 00 00 00")));
+    assert_eq!(err, DecodeError::UnsupportedVersion(0));
+    assert_eq!((err.code(), err.is_fatal()), (ErrorCode::UnsupportedVersion, true));
+}
+
+#[test]
+fn truncated_fixed_fields_are_refused() {
+    // HELLO: the magic is there, the rest is not. Fatal, since HELLO opens the session.
+    for len in 4..8 {
+        let payload = &hex("4f 46 43 52 00 01 00 00")[..len];
+        let err = request_err(&raw_frame(op::HELLO, 1, payload));
+        assert_eq!(err, DecodeError::Truncated { opcode: op::HELLO });
+        assert_eq!((err.code(), err.is_fatal()), (ErrorCode::BadHandshake, true));
+    }
+    // LOCK needs 10 bytes of fixed fields before the name.
+    for len in 0..10 {
+        let err = request_err(&raw_frame(op::LOCK, 1, &vec![0; len]));
+        assert_eq!(err, DecodeError::Truncated { opcode: op::LOCK }, "{len} bytes");
+        assert_eq!((err.code(), err.is_fatal()), (ErrorCode::Malformed, false));
+    }
+    for opcode in [op::LOCKS, op::CONNECTIONS] {
+        for len in 0..4 {
+            assert_eq!(request_err(&raw_frame(opcode, 1, &vec![0; len])), DecodeError::Truncated { opcode });
+        }
+    }
+    // Responses with fixed fields, and lists whose count promises more than the frame holds.
+    let cases: [(u8, &str); 9] = [
+        (op::HELLO_OK, "00 01 00 00 00 00 00 00 00 00 00 2a 00 01 00 00 00 00 04 00 00 04 93"),
+        (op::ACQUIRED, "00 00 00 00 00 00 00"),
+        (op::ALREADY_ACQUIRED, ""),
+        (op::TIMED_OUT, "00 00 00"),
+        (op::QUEUE_MAXED, "ff ff ff ff 00 01 61"),
+        (op::LOCKS_LIST, "00 00 00 00 01 00 05 61"),
+        (op::CONNECTIONS_LIST, "00 ff ff ff ff"),
+        (op::STATS_LIST, "00 00 00 01 00 01 61 00 00 00 00 00 00 00"),
+        (op::ERROR, "00"),
+    ];
+    for (opcode, payload) in cases {
+        assert_eq!(response_err(&raw_frame(opcode, 1, &hex(payload))), DecodeError::Truncated { opcode });
+    }
+}
+
+#[test]
+fn trailing_bytes_are_refused() {
+    for opcode in [op::RESET, op::MY_LOCKS, op::STATS] {
+        let err = request_err(&raw_frame(opcode, 1, &[0]));
+        assert_eq!(err, DecodeError::TrailingBytes { opcode });
+        assert_eq!((err.code(), err.is_fatal()), (ErrorCode::Malformed, false));
+    }
+    let err = request_err(&raw_frame(op::HELLO, 1, &hex("4f 46 43 52 00 01 00 00 00")));
+    assert_eq!(err, DecodeError::TrailingBytes { opcode: op::HELLO });
+    assert_eq!((err.code(), err.is_fatal()), (ErrorCode::BadHandshake, true));
+    for (opcode, payload) in [
+        (op::PONG, "00"),
+        (op::ACQUIRED, "00 00 00 00 00 00 00 01 00"),
+        (op::TIMED_OUT, "00 00 00 00 00"),
+        (op::MY_LOCKS_LIST, "00 00 00 00 00 00 00 00 00"),
+        (op::AUTH_OK, "00"),
+    ] {
+        assert_eq!(response_err(&raw_frame(opcode, 1, &hex(payload))), DecodeError::TrailingBytes { opcode });
+    }
+}
+
+/// A LOCK frame for `name`, waiting forever.
+fn lock_frame(name: &[u8]) -> Vec<u8> {
+    let mut payload = hex("00 00 ff ff ff ff 00 00 00 00");
+    payload.extend_from_slice(name);
+    raw_frame(op::LOCK, 1, &payload)
+}
+
+#[test]
+fn names_are_checked() {
+    let cases: Vec<(Vec<u8>, DecodeError)> = vec![
+        (vec![], DecodeError::EmptyName),
+        (
+            vec![b'a'; MAX_NAME as usize + 1],
+            DecodeError::NameTooLong { len: MAX_NAME as usize + 1, max: MAX_NAME },
+        ),
+        (hex("ff fe"), DecodeError::NameNotUtf8),
+        (hex("c0 80"), DecodeError::NameNotUtf8),
+        (hex("61 c3"), DecodeError::NameNotUtf8),
+        (hex("ed a0 80"), DecodeError::NameNotUtf8),
+        (b"a\0b".to_vec(), DecodeError::NameHasControl),
+        (b"line\n".to_vec(), DecodeError::NameHasControl),
+        (b"\x1f".to_vec(), DecodeError::NameHasControl),
+        (b"del\x7f".to_vec(), DecodeError::NameHasControl),
+    ];
+    for (name, want) in cases {
+        for frame in [lock_frame(&name), raw_frame(op::UNLOCK, 1, &name)] {
+            let err = request_err(&frame);
+            assert_eq!(err, want, "name {name:?}");
+            assert_eq!((err.code(), err.is_fatal()), (ErrorCode::BadName, false));
+        }
+    }
+    // At the limit, spaces, punctuation and non-ASCII are fine.
+    let at_limit = vec![b'z'; MAX_NAME as usize];
+    let frame = lock_frame(&at_limit);
+    let Ok((1, Request::Lock(l))) = decode_request(&frame) else { panic!("refused") };
+    assert_eq!(l.name.len(), MAX_NAME as usize);
+    for ok in ["a", " ", "jobs/nightly #3", "ключ", "🔒", "~"] {
+        assert_eq!(decode_request(&raw_frame(op::UNLOCK, 1, ok.as_bytes())), Ok((1, Request::Unlock(ok))));
+    }
+    // A prefix may be empty but follows the other rules.
+    assert!(decode_request(&raw_frame(op::LOCKS, 1, &[0, 0, 0, 0])).is_ok());
+    let err = request_err(&raw_frame(op::CONNECTIONS, 1, &hex("00 00 00 00 09")));
+    assert_eq!(err, DecodeError::NameHasControl);
+}
+
+#[test]
+fn the_name_limit_is_capped_at_the_ceiling() {
+    let long = vec![b'a'; MAX_NAME_CEILING as usize + 1];
+    assert_eq!(
+        validate_name(&long, u32::MAX, false),
+        Err(DecodeError::NameTooLong { len: long.len(), max: MAX_NAME_CEILING })
+    );
+    assert!(validate_name(&long[1..], u32::MAX, false).is_ok());
+}
+
+#[test]
+fn response_text_must_be_utf8() {
+    let cases: [(u8, &str); 5] = [
+        (op::ERROR, "00 01 ff"),
+        (op::SHUTDOWN, "c3 28"),
+        (op::TIMED_OUT, "00 00 00 01 00 01 ff"),
+        (op::LOCKS_LIST, "00 00 00 00 01 00 01 80 00 00 00 00"),
+        (op::STATS_LIST, "00 00 00 01 00 01 fe 00 00 00 00 00 00 00 01"),
+    ];
+    for (opcode, payload) in cases {
+        let err = response_err(&raw_frame(opcode, 1, &hex(payload)));
+        assert_eq!(err, DecodeError::TextNotUtf8);
+        assert_eq!(err.code(), ErrorCode::Malformed);
+    }
+}
+
+#[test]
+fn unknown_error_codes_decode_as_unknown() {
+    for code in [0u16, 12, 0x1234, 0xFFFE, 0xFFFF] {
+        let mut payload = code.to_be_bytes().to_vec();
+        payload.extend_from_slice(b"later");
+        let (_, resp) = decode_response(&raw_frame(op::ERROR, 4, &payload)).expect("valid");
+        assert_eq!(resp, Response::error(ErrorCode::Unknown, "later"));
+    }
+    assert!(!ErrorCode::Unknown.is_fatal());
+}
+
+#[test]
+fn error_codes_match_the_table() {
+    let table = [
+        (1, ErrorCode::Malformed, "malformed", false),
+        (2, ErrorCode::UnknownOpcode, "unknown_opcode", false),
+        (3, ErrorCode::BadName, "bad_name", false),
+        (4, ErrorCode::UnsupportedFlags, "unsupported_flags", false),
+        (5, ErrorCode::BadHandshake, "bad_handshake", true),
+        (6, ErrorCode::UnsupportedVersion, "unsupported_version", true),
+        (7, ErrorCode::BadFrameLength, "bad_frame_length", true),
+        (8, ErrorCode::AuthRequired, "auth_required", false),
+        (9, ErrorCode::AuthFailed, "auth_failed", true),
+        (10, ErrorCode::LimitExceeded, "limit_exceeded", false),
+        (11, ErrorCode::ShuttingDown, "shutting_down", false),
+    ];
+    for (number, code, name, fatal) in table {
+        assert_eq!(ErrorCode::from_u16(number), code);
+        assert_eq!(code as u16, number);
+        assert_eq!(code.to_string(), name);
+        assert_eq!(code.is_fatal(), fatal, "{name}");
+        let row = format!("| {number:<4} | `{name}`");
+        assert!(DOC.contains(&row), "PROTOCOL.md §5 lacks the row {row:?}");
+    }
+}
+
+#[test]
+fn every_decode_error_has_a_message_and_a_consistent_fatality() {
+    let all = [
+        DecodeError::FrameTooShort(3),
+        DecodeError::FrameTooLarge { len: 70000, max: MAX_FRAME },
+        DecodeError::UnknownOpcode(0x42),
+        DecodeError::Truncated { opcode: op::LOCK },
+        DecodeError::TrailingBytes { opcode: op::RESET },
+        DecodeError::EmptyName,
+        DecodeError::NameTooLong { len: 2000, max: MAX_NAME },
+        DecodeError::NameNotUtf8,
+        DecodeError::NameHasControl,
+        DecodeError::TextNotUtf8,
+        DecodeError::NonZeroFlags { opcode: op::LOCK, flags: 2 },
+        DecodeError::ZeroRequestId { opcode: op::PING },
+        DecodeError::BadMagic,
+        DecodeError::UnsupportedVersion(0),
+    ];
+    for err in all {
+        assert!(!err.to_string().is_empty());
+        assert_eq!(err.is_fatal(), err.code().is_fatal(), "{err}");
+    }
+}
