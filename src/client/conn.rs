@@ -25,7 +25,8 @@ use super::builder::Config;
 use super::stream::Stream;
 use super::{Error, Result};
 use crate::protocol::{
-    split_frame, ErrorCode, Hello, HelloOk, Request, Response, PROTOCOL_VERSION, SHUTDOWN_REQUEST_ID,
+    split_frame, ErrorCode, Hello, HelloOk, Request, Response, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
+    SHUTDOWN_REQUEST_ID,
 };
 
 /// Largest response frame accepted. Listings of a big server can be large, but a length
@@ -361,10 +362,12 @@ fn handshake(stream: &mut Stream, config: &Config) -> Result<(HelloOk, Vec<u8>)>
         Response::Error { code, message } => return Err(Error::server(code, message)),
         other => return Err(unexpected(&other, "HELLO")),
     };
-    if hello.version != PROTOCOL_VERSION {
+    // The server picks the lower of its version and ours; anything outside what this crate
+    // speaks means the session cannot go on (PROTOCOL.md §2.5).
+    if !(MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&hello.version) {
         let v = hello.version;
         return Err(Error::protocol(format!(
-            "server answered with protocol version {v}, expected {PROTOCOL_VERSION}"
+            "server chose protocol version {v}, this client speaks {MIN_PROTOCOL_VERSION} to {PROTOCOL_VERSION}"
         )));
     }
     if hello.auth_required {
