@@ -97,7 +97,11 @@ impl LockGuard {
             Ok(Response::ReleaseFailed) => Err(Error::not_held(self.acquired.name())),
             Ok(Response::Error { code, message }) => Err(Error::server(code, message)),
             Ok(other) => Err(unexpected(&other, "UNLOCK")),
-            Err(e) => Err(e.map_names(|_| self.acquired.name().to_owned())),
+            Err(e) => {
+                // The full name ends with the caller's name; what precedes it is the namespace.
+                let prefix = &self.full_name[..self.full_name.len() - self.acquired.name().len()];
+                Err(e.map_names(|n| n.strip_prefix(prefix).unwrap_or(n).to_owned()))
+            }
         }
     }
 }
