@@ -5,6 +5,9 @@
 //! waits for the connection to end. Whichever comes first decides: a lost connection means the
 //! lock is gone, which the user hears about at once (and the command is sent SIGTERM with
 //! `--kill-on-loss`), and the exit status says so once the command has ended.
+//!
+//! Signals that would kill officer are caught while the command runs (see `SignalRelay`):
+//! officer must outlive the command, or the lock would go while the command still works.
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command, ExitStatus};
@@ -43,6 +46,14 @@ pub(super) fn run(args: LockArgs) -> i32 {
         Err(code) => return code,
     };
     let pid = child.id();
+    // Held until the command has ended, so the lock outlives the command's own cleanup.
+    let signals = match SignalRelay::start(pid) {
+        Ok(relay) => Some(relay),
+        Err(e) => {
+            eprintln!("officer: cannot relay signals to the command: {e}");
+            None
+        }
+    };
     let (tx, rx) = mpsc::channel();
     let lost_tx = tx.clone();
     thread::scope(|s| {
@@ -72,6 +83,7 @@ pub(super) fn run(args: LockArgs) -> i32 {
                 Err(_) => break Err(std::io::Error::other("lost track of the command")),
             }
         };
+        drop(signals);
         // Lost while the command ended: the unlock fails, and the lock was not held throughout.
         if let Err(e) = guard.unlock() {
             if !lost {
@@ -93,6 +105,40 @@ pub(super) fn run(args: LockArgs) -> i32 {
             Ok(status) => exit_code(status),
         }
     })
+}
+
+/// Catches the signals that would end officer while the command runs. A signal that kills
+/// officer would close the connection and release the lock while the command still runs.
+/// SIGTERM and SIGHUP (aimed at officer, by a supervisor) are passed on to the command;
+/// SIGINT and SIGQUIT come from the terminal, which already sent them to the command too.
+struct SignalRelay {
+    handle: signal_hook::iterator::Handle,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl SignalRelay {
+    fn start(pid: u32) -> std::io::Result<SignalRelay> {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
+        let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGHUP, SIGINT, SIGQUIT])?;
+        let handle = signals.handle();
+        let thread = thread::Builder::new().name("officer-signals".into()).spawn(move || {
+            for sig in signals.forever() {
+                if sig == SIGTERM || sig == SIGHUP {
+                    signal(pid, sig);
+                }
+            }
+        })?;
+        Ok(SignalRelay { handle, thread: Some(thread) })
+    }
+}
+
+impl Drop for SignalRelay {
+    fn drop(&mut self) {
+        self.handle.close();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 fn spawn(args: &LockArgs, guard: &LockGuard) -> Result<Child, i32> {
@@ -127,8 +173,12 @@ fn report_loss(args: &LockArgs) {
 /// Asks the command to stop. The pid cannot have been reused: the child is reaped only by the
 /// waiter thread, and a stale pid would only mean the command has already ended.
 fn terminate(pid: u32) {
+    signal(pid, libc::SIGTERM);
+}
+
+fn signal(pid: u32, sig: i32) {
     // SAFETY: kill has no memory-safety preconditions; a bad pid only makes it fail.
-    let _ = unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+    let _ = unsafe { libc::kill(pid as libc::pid_t, sig) };
 }
 
 /// The command's exit status, or 128 + the signal that killed it, as shells report it.
