@@ -18,13 +18,31 @@ use std::time::Duration;
 use crate::client::{Client, ClientBuilder, DEFAULT_HOST, DEFAULT_PORT};
 
 /// Exit status when the server cannot be reached or answers with an error (EX_UNAVAILABLE).
+///
+/// ```
+/// // `officer ping` in a health check: anything but 0 is unhealthy, 69 means unreachable.
+/// assert_eq!(officer::cli::EXIT_UNAVAILABLE, 69);
+/// ```
 pub const EXIT_UNAVAILABLE: i32 = 69;
 /// Exit status of `officer lock` when the connection, and with it the lock, was lost while the
 /// command ran (EX_TEMPFAIL).
+///
+/// ```
+/// // A wrapper script retries a job whose lock was lost: `[ $? -eq 75 ] && retry`.
+/// assert_eq!(officer::cli::EXIT_LOCK_LOST, 75);
+/// ```
 pub const EXIT_LOCK_LOST: i32 = 75;
 /// Exit status of `officer lock` when the command exists but cannot be run (as in shells).
+///
+/// ```
+/// assert_eq!(officer::cli::EXIT_CANNOT_EXECUTE, 126);
+/// ```
 pub const EXIT_CANNOT_EXECUTE: i32 = 126;
 /// Exit status of `officer lock` when the command is not found (as in shells).
+///
+/// ```
+/// assert_eq!(officer::cli::EXIT_NOT_FOUND, 127);
+/// ```
 pub const EXIT_NOT_FOUND: i32 = 127;
 
 /// The client subcommands, flattened into the binary's top level.
@@ -161,6 +179,15 @@ impl ConnectArgs {
 }
 
 /// `officer lock NAME [OPTIONS] -- COMMAND [ARGS...]`.
+///
+/// ```
+/// # use clap::Parser;
+/// # #[derive(Parser)] #[command(disable_help_flag = true)]
+/// # struct Cli { #[command(subcommand)] command: officer::cli::ClientCommand }
+/// use officer::cli::ClientCommand;
+/// let Cli { command: ClientCommand::Lock(args) } = Cli::parse_from(["officer", "lock", "-w", "2.5", "deploy", "--", "./deploy.sh"]) else { panic!() };
+/// assert_eq!((args.name.as_str(), args.command.len()), ("deploy", 1));
+/// ```
 #[derive(clap::Args, Debug)]
 pub struct LockArgs {
     /// The lock to hold while COMMAND runs.
@@ -191,6 +218,15 @@ pub struct LockArgs {
 }
 
 /// `officer locks [PREFIX]`.
+///
+/// ```
+/// # use clap::Parser;
+/// # #[derive(Parser)] #[command(disable_help_flag = true)]
+/// # struct Cli { #[command(subcommand)] command: officer::cli::ClientCommand }
+/// use officer::cli::ClientCommand;
+/// let Cli { command: ClientCommand::Locks(args) } = Cli::parse_from(["officer", "locks", "jobs/", "--json"]) else { panic!() };
+/// assert!(args.json && args.prefix == "jobs/");
+/// ```
 #[derive(clap::Args, Debug)]
 pub struct LocksArgs {
     /// Only locks whose name starts with PREFIX.
@@ -209,6 +245,15 @@ pub struct LocksArgs {
 }
 
 /// `officer connections [PREFIX]`.
+///
+/// ```
+/// # use clap::Parser;
+/// # #[derive(Parser)] #[command(disable_help_flag = true)]
+/// # struct Cli { #[command(subcommand)] command: officer::cli::ClientCommand }
+/// use officer::cli::ClientCommand;
+/// let Cli { command: ClientCommand::Connections(args) } = Cli::parse_from(["officer", "connections", "10.0.0.7:"]) else { panic!() };
+/// assert_eq!(args.prefix, "10.0.0.7:");
+/// ```
 #[derive(clap::Args, Debug)]
 pub struct ConnectionsArgs {
     /// Only connections whose label (ip:port, unix:ID) starts with PREFIX.
@@ -227,6 +272,15 @@ pub struct ConnectionsArgs {
 }
 
 /// `officer stats [PREFIX]`.
+///
+/// ```
+/// # use clap::Parser;
+/// # #[derive(Parser)] #[command(disable_help_flag = true)]
+/// # struct Cli { #[command(subcommand)] command: officer::cli::ClientCommand }
+/// use officer::cli::ClientCommand;
+/// let Cli { command: ClientCommand::Stats(args) } = Cli::parse_from(["officer", "stats", "--json"]) else { panic!() };
+/// assert!(args.json);
+/// ```
 #[derive(clap::Args, Debug)]
 pub struct StatsArgs {
     /// Only counters whose key starts with PREFIX.
@@ -242,6 +296,15 @@ pub struct StatsArgs {
 }
 
 /// `officer ping`.
+///
+/// ```
+/// # use clap::Parser;
+/// # #[derive(Parser)] #[command(disable_help_flag = true)]
+/// # struct Cli { #[command(subcommand)] command: officer::cli::ClientCommand }
+/// use officer::cli::ClientCommand;
+/// let Cli { command: ClientCommand::Ping(args) } = Cli::parse_from(["officer", "ping", "-c", "3"]) else { panic!() };
+/// assert_eq!(args.count, 3);
+/// ```
 #[derive(clap::Args, Debug)]
 pub struct PingArgs {
     /// Number of pings to send.

@@ -9,10 +9,23 @@ use std::time::Duration;
 use super::{Client, Result};
 
 /// The default server port, as in the original officer.
+///
+/// ```
+/// let client = officer::client::Client::builder().port(officer::client::DEFAULT_PORT);
+/// ```
 pub const DEFAULT_PORT: u16 = 11500;
 /// The default server host.
+///
+/// ```
+/// let client = officer::client::Client::builder().host(officer::client::DEFAULT_HOST);
+/// ```
 pub const DEFAULT_HOST: &str = "localhost";
 /// How long `connect` waits for the TCP connection and the handshake by default.
+///
+/// ```
+/// use officer::client::{Client, DEFAULT_CONNECT_TIMEOUT};
+/// let patient = Client::builder().connect_timeout(DEFAULT_CONNECT_TIMEOUT * 4);
+/// ```
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where the server listens.
