@@ -7,6 +7,7 @@
 //! - `server`: the mio event loop, the only code that touches sockets, signals and the clock.
 //! - `client`: a blocking client over `std::net` built on `protocol`.
 
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod locks;

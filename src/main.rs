@@ -1,1 +1,378 @@
-fn main() {}
+//! The `officer` binary: parses arguments, sets up logging, and calls the library.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use officer::server::{daemon, Config, Listen, Server};
+
+#[derive(Parser)]
+#[command(name = "officer", version, about = "A fast, fair, observable distributed lock server")]
+#[command(disable_help_flag = true, disable_help_subcommand = true)]
+struct Cli {
+    #[arg(long, action = clap::ArgAction::Help, global = true, help = "Print help")]
+    help: Option<bool>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server in the foreground (as under systemd).
+    #[command(disable_help_flag = true)]
+    Run(RunArgs),
+    /// Start the server in the background (pid file, output file).
+    #[command(disable_help_flag = true)]
+    Start(StartArgs),
+    /// Stop a background server: SIGTERM, then SIGKILL after --timeout.
+    #[command(disable_help_flag = true)]
+    Stop(DaemonArgs),
+    /// Stop, then start a background server.
+    #[command(disable_help_flag = true)]
+    Restart(StartArgs),
+    /// Say whether a background server runs (exit 0 running, 1 stale pid file, 3 stopped).
+    #[command(disable_help_flag = true)]
+    Status(DaemonArgs),
+    /// Load generator: lock/unlock cycles (or pings) from many connections on one event loop.
+    #[command(disable_help_flag = true)]
+    Bench(BenchArgs),
+    #[command(flatten)]
+    Client(officer::cli::ClientCommand),
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum BenchMode {
+    /// lock/unlock (or ping/ping with --ping) cycles
+    Cycle,
+    /// hold --count locks from one connection and report server memory per lock
+    Hold,
+    /// open --count idle connections and report server memory per connection
+    Idle,
+}
+
+#[derive(clap::Args, Debug)]
+struct BenchArgs {
+    #[command(flatten)]
+    connect: officer::cli::ConnectArgs,
+    /// Connections.
+    #[arg(short = 'c', long, default_value_t = 50)]
+    connections: usize,
+    /// Distinct lock names (large = uncontended, small = contended).
+    #[arg(short = 'k', long, default_value_t = 1_000_000)]
+    names: u64,
+    /// Cycles in flight per connection.
+    #[arg(short = 'P', long, default_value_t = 1)]
+    pipeline: usize,
+    /// Seconds to measure (after the warm-up).
+    #[arg(short = 'd', long, default_value_t = 10.0)]
+    duration: f64,
+    /// Stop after this many measured cycles instead.
+    #[arg(short = 'n', long)]
+    cycles: Option<u64>,
+    /// Seconds of warm-up before measuring.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// PING frames of the same sizes instead of lock/unlock: the floor for the server.
+    #[arg(long)]
+    ping: bool,
+    /// Report the server's CPU time per cycle (cycle mode) and its memory (hold/idle modes).
+    #[arg(long)]
+    server_pid: Option<u32>,
+    #[arg(long, value_enum, default_value = "cycle")]
+    mode: BenchMode,
+    /// Locks (hold mode) or connections (idle mode).
+    #[arg(long, default_value_t = 100_000)]
+    count: u64,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+#[value(rename_all = "UPPER")]
+enum SocketType {
+    #[value(alias = "tcp")]
+    Tcp,
+    #[value(alias = "unix")]
+    Unix,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// Address to listen on.
+    #[arg(short = 'h', long, default_value = "0.0.0.0")]
+    host: IpAddr,
+    /// TCP port to listen on (0 picks a free port).
+    #[arg(short, long, default_value_t = 11500)]
+    port: u16,
+    /// Listen on TCP or on a UNIX socket.
+    #[arg(short = 'o', long, value_enum, default_value = "TCP", ignore_case = true)]
+    socket_type: SocketType,
+    /// UNIX socket path (a stale file is replaced, the file is removed on clean exit).
+    #[arg(short = 'f', long, default_value = "/tmp/officer.sock")]
+    socket_file: PathBuf,
+    /// Log level.
+    #[arg(short, long, value_enum, default_value = "error")]
+    log_level: LogLevel,
+    /// Log lock state and rates every 5 seconds (at info level).
+    #[arg(short, long)]
+    stats: bool,
+    /// Write officer.pid into this directory.
+    #[arg(short = 'd', long)]
+    pid_dir: Option<PathBuf>,
+    /// Close connections that sent nothing for this many seconds (0 = never).
+    #[arg(short, long, default_value_t = 60)]
+    max_idle: u64,
+    /// Fencing-token state file [default: /var/lib/officer/officer.state as root,
+    /// else $XDG_STATE_HOME/officer/officer.state].
+    #[arg(long)]
+    state_file: Option<PathBuf>,
+    /// Most simultaneous connections (clamped to the open-file limit).
+    #[arg(long, default_value_t = 100_000)]
+    max_connections: usize,
+    /// Largest frame in bytes.
+    #[arg(long, default_value_t = officer::protocol::DEFAULT_MAX_FRAME)]
+    max_frame: u32,
+    /// Longest lock name in bytes (at most 65535).
+    #[arg(long, default_value_t = officer::protocol::DEFAULT_MAX_NAME,
+          value_parser = clap::value_parser!(u32).range(1..=officer::protocol::MAX_NAME_CEILING as i64))]
+    max_name: u32,
+    /// Pending output bytes after which a client that does not read is closed.
+    #[arg(long, default_value_t = 4 * 1024 * 1024)]
+    max_output: usize,
+    /// Most locks held plus awaited by one connection (0 = unlimited).
+    #[arg(long, default_value_t = 0)]
+    max_locks_per_conn: u32,
+    /// Most waiters queued on one lock (0 = unlimited).
+    #[arg(long, default_value_t = 0)]
+    max_waiters: u32,
+    /// Do not serve clients of the original JSON-lines protocol.
+    #[arg(long)]
+    no_compat: bool,
+}
+
+/// Background-mode options beside the server flags.
+#[derive(clap::Args, Debug)]
+struct StartArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// Name of this server: its files are <name>.pid, <name>.addr and <name>.output.
+    #[arg(long, default_value = "officer")]
+    name: String,
+    /// Directory of <name>.output [default: /var/log as root, else the pid directory].
+    #[arg(long)]
+    log_dir: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+struct DaemonArgs {
+    /// Directory of the pid file [default: /run as root, else $XDG_RUNTIME_DIR].
+    #[arg(short = 'd', long)]
+    pid_dir: Option<PathBuf>,
+    #[arg(long, default_value = "officer")]
+    name: String,
+    /// Seconds `stop` waits after SIGTERM before SIGKILL.
+    #[arg(long, default_value_t = 10)]
+    timeout: u64,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse_from(original_style_args(std::env::args_os().collect()));
+    let code = match cli.command {
+        Command::Run(args) => return run(args),
+        Command::Start(args) => start(args),
+        Command::Stop(args) => daemon::stop(&daemon_paths(&args), Duration::from_secs(args.timeout)),
+        Command::Status(args) => daemon::status(&daemon_paths(&args)),
+        Command::Restart(args) => {
+            let paths = start_paths(&args);
+            match daemon::stop(&paths, Duration::from_secs(10)) {
+                0 => start(args),
+                code => code,
+            }
+        }
+        Command::Bench(args) => bench(args),
+        Command::Client(cmd) => officer::cli::run(cmd),
+    };
+    ExitCode::from(code.clamp(0, 255) as u8)
+}
+
+/// The original took server flags after `--` (`officer start -- -p 9999`); accept that form
+/// by dropping the separator for the server subcommands, where it carries no meaning.
+fn original_style_args(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let is_server =
+        args.get(1).and_then(|a| a.to_str()).is_some_and(|a| ["run", "start", "restart"].contains(&a));
+    if is_server {
+        if let Some(pos) = args.iter().position(|a| a == "--") {
+            args.remove(pos);
+        }
+    }
+    args
+}
+
+fn start(args: StartArgs) -> i32 {
+    let paths = start_paths(&args);
+    let mut config = config_from(&args.run);
+    absolutize(&mut config);
+    let level = args.run.log_level;
+    daemon::start(config, &paths, move || init_logging(level))
+}
+
+fn start_paths(args: &StartArgs) -> daemon::DaemonPaths {
+    let pid_dir = args.run.pid_dir.clone().unwrap_or_else(daemon::default_pid_dir);
+    let log_dir = args.log_dir.clone().unwrap_or_else(|| daemon::default_log_dir(&pid_dir));
+    daemon::DaemonPaths::new(&args.name, &absolute(&pid_dir), &absolute(&log_dir))
+}
+
+fn daemon_paths(args: &DaemonArgs) -> daemon::DaemonPaths {
+    let pid_dir = args.pid_dir.clone().unwrap_or_else(daemon::default_pid_dir);
+    let log_dir = daemon::default_log_dir(&pid_dir);
+    daemon::DaemonPaths::new(&args.name, &absolute(&pid_dir), &absolute(&log_dir))
+}
+
+/// The detached server must not depend on the shell's working directory for its files.
+fn absolutize(config: &mut Config) {
+    if let Some(p) = &mut config.state_file {
+        *p = absolute(p);
+    }
+    if let Listen::Unix(p) = &mut config.listen {
+        *p = absolute(p);
+    }
+}
+
+fn absolute(path: &std::path::Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    init_logging(args.log_level);
+    let config = config_from(&args);
+    let server = match Server::bind(config) {
+        Ok(server) => server,
+        Err(e) => {
+            log::error!("officer failed to start: {e}");
+            eprintln!("officer: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("officer listening on {}", server.local_addr());
+    match server.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("officer: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn config_from(args: &RunArgs) -> Config {
+    let mut config = Config {
+        listen: match args.socket_type {
+            SocketType::Tcp => Listen::Tcp(SocketAddr::new(args.host, args.port)),
+            SocketType::Unix => Listen::Unix(args.socket_file.clone()),
+        },
+        max_idle: (args.max_idle > 0).then(|| Duration::from_secs(args.max_idle)),
+        max_connections: args.max_connections,
+        max_frame: args.max_frame,
+        max_name: args.max_name,
+        max_output: args.max_output,
+        state_file: Some(args.state_file.clone().unwrap_or_else(default_state_file)),
+        pid_file: args.pid_dir.as_ref().map(|d| d.join("officer.pid")),
+        stats_interval: args.stats.then(|| Duration::from_secs(5)),
+        handle_signals: true,
+        compat: !args.no_compat,
+        ..Config::default()
+    };
+    config.table.max_locks_per_conn = args.max_locks_per_conn;
+    config.table.max_waiters_per_lock = args.max_waiters;
+    config
+}
+
+fn default_state_file() -> PathBuf {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return PathBuf::from("/var/lib/officer/officer.state");
+    }
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("officer/officer.state")
+}
+
+fn init_logging(level: LogLevel) {
+    use simplelog::{ConfigBuilder, LevelFilter, WriteLogger};
+    let filter = match level {
+        LogLevel::Error => LevelFilter::Error,
+        LogLevel::Warn => LevelFilter::Warn,
+        LogLevel::Info => LevelFilter::Info,
+        LogLevel::Debug => LevelFilter::Debug,
+        LogLevel::Trace => LevelFilter::Trace,
+    };
+    let config =
+        ConfigBuilder::new().set_target_level(LevelFilter::Off).set_thread_level(LevelFilter::Off).build();
+    let _ = WriteLogger::init(filter, config, std::io::stderr());
+}
+
+fn bench(args: BenchArgs) -> i32 {
+    use officer::bench::{self, Target};
+    let target = match args.connect.socket_type {
+        officer::cli::SocketType::Unix => Target::Unix(args.connect.socket_file.clone()),
+        officer::cli::SocketType::Tcp => {
+            use std::net::ToSocketAddrs;
+            match (args.connect.host.as_str(), args.connect.port).to_socket_addrs().map(|mut a| a.next()) {
+                Ok(Some(addr)) => Target::Tcp(addr),
+                _ => {
+                    eprintln!("officer bench: cannot resolve {}:{}", args.connect.host, args.connect.port);
+                    return 2;
+                }
+            }
+        }
+    };
+    officer::server::raise_fd_limit();
+    let needs_pid =
+        || args.server_pid.ok_or_else(|| std::io::Error::other("--server-pid is required for this mode"));
+    let result = match args.mode {
+        BenchMode::Cycle => {
+            let config = bench::CycleConfig {
+                target,
+                connections: args.connections,
+                names: args.names,
+                pipeline: args.pipeline,
+                duration: args.cycles.is_none().then(|| Duration::from_secs_f64(args.duration)),
+                cycles: args.cycles,
+                warmup: Duration::from_secs_f64(args.warmup),
+                mode: if args.ping { bench::Mode::Ping } else { bench::Mode::Lock },
+                server_pid: args.server_pid,
+                seed: 0x9E37_79B9_7F4A_7C15,
+            };
+            bench::run_cycles(&config).map(|r| if args.json { r.json().to_string() } else { r.human() })
+        }
+        BenchMode::Hold => needs_pid()
+            .and_then(|pid| bench::measure_hold(&target, pid, args.count))
+            .map(|r| if args.json { r.json().to_string() } else { r.human() }),
+        BenchMode::Idle => needs_pid()
+            .and_then(|pid| bench::measure_idle(&target, pid, args.count as usize))
+            .map(|r| if args.json { r.json().to_string() } else { r.human() }),
+    };
+    match result {
+        Ok(line) => {
+            println!("{line}");
+            0
+        }
+        Err(e) => {
+            eprintln!("officer bench: {e}");
+            1
+        }
+    }
+}

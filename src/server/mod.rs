@@ -1,1 +1,190 @@
-//! The mio event loop (to be written).
+//! The server: a single-threaded mio event loop, the only code that touches sockets, signals,
+//! files and the clock.
+//!
+//! One wake-up: accept (bounded), read every ready connection (connections that hung up
+//! first, so a waiter that disconnected in the same wake-up as a release is never granted),
+//! decode frames and drive the lock table, run expired timers, then flush every connection
+//! that got output with one write each.
+
+mod config;
+mod conn;
+pub mod daemon;
+mod dispatch;
+mod event_loop;
+mod fit;
+mod io;
+mod json;
+mod net;
+pub mod pidfile;
+mod state_file;
+mod stats;
+mod sys;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use mio::{Poll, Token, Waker};
+use slab::Slab;
+
+use crate::locks::{LockTable, Output};
+use crate::wheel::{Tick, Wheel};
+
+pub use config::{Config, Listen};
+pub use net::BoundAddr;
+pub use sys::raise_fd_limit;
+
+use conn::Conn;
+use net::Listener;
+use state_file::StateFile;
+use stats::ServerStats;
+
+const LISTENER: Token = Token(usize::MAX - 1);
+const WAKER: Token = Token(usize::MAX - 2);
+const SIGNALS: Token = Token(usize::MAX - 3);
+
+/// Errors that stop the server from starting or running.
+#[derive(Debug)]
+pub enum ServerError {
+    /// The listener could not be bound.
+    Bind(std::io::Error),
+    /// The state file is unreadable, corrupt or cannot be written.
+    State(String),
+    /// The pid file is held by another server or cannot be written.
+    PidFile(std::io::Error),
+    /// Any other I/O failure of the server itself (poll, signals).
+    Io(std::io::Error),
+}
+
+impl std::fmt::Display for ServerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServerError::Bind(e) => write!(f, "cannot listen: {e}"),
+            ServerError::State(msg) => f.write_str(msg),
+            ServerError::PidFile(e) => write!(f, "pid file: {e}"),
+            ServerError::Io(e) => write!(f, "server I/O error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ServerError {}
+
+impl From<std::io::Error> for ServerError {
+    fn from(e: std::io::Error) -> Self {
+        ServerError::Io(e)
+    }
+}
+
+/// Asks a running server to shut down gracefully from another thread.
+#[derive(Clone)]
+pub struct ShutdownHandle {
+    flag: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+}
+
+impl ShutdownHandle {
+    pub fn shutdown(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        let _ = self.waker.wake();
+    }
+}
+
+/// A bound server, ready to `run`.
+pub struct Server {
+    poll: Poll,
+    listener: Option<Listener>,
+    local: BoundAddr,
+    conns: Slab<Conn>,
+    table: LockTable,
+    outputs: Vec<Output>,
+    idle: Wheel<crate::locks::ConnId>,
+    scratch: Vec<u8>,
+    dirty: Vec<usize>,
+    backlog: Vec<usize>,
+    closing: Vec<usize>,
+    config: Config,
+    start: Instant,
+    next_generation: u32,
+    next_serial: u64,
+    state: Option<StateFile>,
+    stats: ServerStats,
+    shutdown_flag: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+    signals: Option<signal_hook_mio::v1_0::Signals>,
+    accept_pending: bool,
+    accept_resume_at: Option<Tick>,
+    next_housekeeping: Tick,
+    next_stats_log: Option<Tick>,
+    pid_file: Option<pidfile::PidFile>,
+    /// systemd watchdog: ping interval and next ping, when WATCHDOG_USEC asks for it.
+    watchdog: Option<(Tick, Tick)>,
+}
+
+impl Server {
+    /// Binds the listener and reserves fencing tokens; the server accepts nothing until `run`.
+    pub fn bind(mut config: Config) -> Result<Server, ServerError> {
+        config.max_connections = sys::clamp_connections(config.max_connections);
+        // The pid file first: a second server on the same file must not even bind the port.
+        let pid_file = config.pid_file.as_deref().map(pidfile::PidFile::acquire).transpose();
+        let pid_file = pid_file.map_err(ServerError::PidFile)?;
+        let (state, first_token) = match &config.state_file {
+            Some(path) => {
+                let (state, first) = StateFile::open(path).map_err(ServerError::State)?;
+                (Some(state), first)
+            }
+            None => (None, 1),
+        };
+        let mut listener = Listener::bind(&config.listen).map_err(ServerError::Bind)?;
+        let local = listener.local_addr().map_err(ServerError::Bind)?;
+        let poll = Poll::new()?;
+        listener.register(poll.registry(), LISTENER)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let signals = if config.handle_signals { Some(sys::register_signals(&poll, SIGNALS)?) } else { None };
+        Ok(Server {
+            poll,
+            listener: Some(listener),
+            local,
+            conns: Slab::new(),
+            table: LockTable::new(first_token, config.table),
+            outputs: Vec::new(),
+            idle: Wheel::new(),
+            scratch: vec![0; 64 * 1024],
+            dirty: Vec::new(),
+            backlog: Vec::new(),
+            closing: Vec::new(),
+            start: Instant::now(),
+            next_generation: 1,
+            next_serial: 1,
+            state,
+            stats: ServerStats::default(),
+            shutdown_flag: Arc::new(AtomicBool::new(false)),
+            waker,
+            signals,
+            accept_pending: false,
+            accept_resume_at: None,
+            next_housekeeping: 1000,
+            next_stats_log: config.stats_interval.map(|d| d.as_millis() as Tick),
+            pid_file,
+            watchdog: sys::watchdog_interval().map(|every| (every, every)),
+            config,
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> &BoundAddr {
+        &self.local
+    }
+
+    /// The effective configuration (limits after clamping).
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle { flag: self.shutdown_flag.clone(), waker: self.waker.clone() }
+    }
+
+    fn now(&self) -> Tick {
+        self.start.elapsed().as_millis() as Tick
+    }
+}

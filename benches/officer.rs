@@ -1,0 +1,232 @@
+//! `cargo bench`: the codec, the lock table in-process, the timer wheel, and end-to-end round
+//! trips over loopback with the bundled client. Throughput is in elements so reports read as
+//! operations per second.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use officer::locks::{ConnId, LockTable, Output, TableLimits};
+use officer::protocol::{split_frame, LockRequest, Request, Response};
+use officer::wheel::Wheel;
+
+const LIMITS: TableLimits =
+    TableLimits { max_locks_per_conn: 0, max_waiters_per_lock: 0, list_max_default: 10_000 };
+
+fn lock_req(name: &str) -> LockRequest<'_> {
+    LockRequest { name, timeout_ms: None, queue_max: None }
+}
+
+fn codec(c: &mut Criterion) {
+    let mut g = c.benchmark_group("codec");
+    g.throughput(Throughput::Elements(1));
+    let request =
+        Request::Lock(LockRequest { name: "bench:0000012345", timeout_ms: Some(5000), queue_max: None });
+    let mut buf = Vec::with_capacity(64);
+    g.bench_function("encode_lock_request", |b| {
+        b.iter(|| {
+            buf.clear();
+            black_box(&request).encode(7, &mut buf);
+        })
+    });
+    let mut encoded = Vec::new();
+    request.encode(7, &mut encoded);
+    g.bench_function("decode_lock_request", |b| {
+        b.iter(|| {
+            let (frame, _) = split_frame(black_box(&encoded), 65536).unwrap().unwrap();
+            black_box(Request::decode(&frame, 1024).unwrap());
+        })
+    });
+    let response = Response::Acquired { token: 123_456_789 };
+    g.bench_function("encode_acquired", |b| {
+        b.iter(|| {
+            buf.clear();
+            black_box(&response).encode(7, &mut buf);
+        })
+    });
+    let mut encoded = Vec::new();
+    response.encode(7, &mut encoded);
+    g.bench_function("decode_acquired", |b| {
+        b.iter(|| {
+            let (frame, _) = split_frame(black_box(&encoded), 65536).unwrap().unwrap();
+            black_box(Response::decode(&frame).unwrap());
+        })
+    });
+    g.finish();
+}
+
+fn conn(slot: u32) -> ConnId {
+    ConnId { slot, generation: 1 }
+}
+
+fn lock_table(c: &mut Criterion) {
+    let mut g = c.benchmark_group("lock_table");
+    g.throughput(Throughput::Elements(1));
+    let mut out: Vec<Output> = Vec::with_capacity(16);
+
+    g.bench_function("uncontended_acquire_release", |b| {
+        let mut table = LockTable::new(1, LIMITS);
+        table.connect(conn(0), "127.0.0.1:1".into());
+        b.iter(|| {
+            table.lock(0, conn(0), 1, &lock_req("bench:0000000001"), &mut out);
+            table.unlock(0, conn(0), 2, "bench:0000000001", &mut out);
+            out.clear();
+        })
+    });
+
+    g.bench_function("contended_handoff", |b| {
+        // Two connections pass one lock back and forth: every release grants the waiter.
+        let mut table = LockTable::new(1, LIMITS);
+        table.connect(conn(0), "127.0.0.1:1".into());
+        table.connect(conn(1), "127.0.0.1:2".into());
+        table.lock(0, conn(0), 1, &lock_req("hot"), &mut out);
+        let mut holder = 0;
+        b.iter(|| {
+            let other = 1 - holder;
+            table.lock(0, conn(other), 3, &lock_req("hot"), &mut out);
+            table.unlock(0, conn(holder), 4, "hot", &mut out);
+            holder = other;
+            out.clear();
+        })
+    });
+
+    g.bench_function("wait_with_timeout_then_cancel", |b| {
+        let mut table = LockTable::new(1, LIMITS);
+        table.connect(conn(0), "127.0.0.1:1".into());
+        table.connect(conn(1), "127.0.0.1:2".into());
+        table.lock(0, conn(0), 1, &lock_req("held"), &mut out);
+        let waiting = LockRequest { name: "held", timeout_ms: Some(60_000), queue_max: None };
+        b.iter(|| {
+            table.lock(0, conn(1), 5, &waiting, &mut out);
+            table.unlock(0, conn(1), 6, "held", &mut out);
+            out.clear();
+        })
+    });
+
+    g.bench_function("acquire_release_among_1m_held", |b| {
+        let mut table = LockTable::new(1, LIMITS);
+        table.connect(conn(0), "127.0.0.1:1".into());
+        table.connect(conn(1), "127.0.0.1:2".into());
+        for i in 0..1_000_000u64 {
+            table.lock(0, conn(0), 1, &lock_req(&format!("bench:{i:010}")), &mut out);
+            out.clear();
+        }
+        let names: Vec<String> = (0..4096u64).map(|i| format!("free:{:011}", i * 7919)).collect();
+        let mut i = 0;
+        b.iter(|| {
+            let name = &names[i & 4095];
+            i += 1;
+            table.lock(0, conn(1), 1, &lock_req(name), &mut out);
+            table.unlock(0, conn(1), 2, name, &mut out);
+            out.clear();
+        })
+    });
+    g.finish();
+}
+
+fn wheel(c: &mut Criterion) {
+    let mut g = c.benchmark_group("wheel");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("insert_cancel", |b| {
+        let mut wheel: Wheel<u64> = Wheel::new();
+        let mut t = 0u64;
+        b.iter(|| {
+            t += 1;
+            let h = wheel.insert(t + 5_000, t);
+            black_box(wheel.cancel(h));
+        })
+    });
+    g.throughput(Throughput::Elements(10_000));
+    g.bench_function("expire_10k", |b| {
+        b.iter_batched(
+            || {
+                let mut wheel: Wheel<u64> = Wheel::new();
+                for i in 0..10_000u64 {
+                    wheel.insert(1 + i % 3000, i);
+                }
+                wheel
+            },
+            |mut wheel| {
+                let mut fired = Vec::with_capacity(10_000);
+                wheel.poll(3000, &mut fired);
+                black_box(fired.len())
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+fn end_to_end(c: &mut Criterion) {
+    use officer::server::{Config, Listen, Server};
+    let server =
+        Server::bind(Config { listen: Listen::Tcp("127.0.0.1:0".parse().unwrap()), ..Config::default() })
+            .expect("bind bench server");
+    let addr = match server.local_addr() {
+        officer::server::BoundAddr::Tcp(a) => *a,
+        officer::server::BoundAddr::Unix(_) => unreachable!(),
+    };
+    let handle = server.shutdown_handle();
+    let thread = std::thread::spawn(move || server.run());
+
+    let mut g = c.benchmark_group("end_to_end");
+    g.measurement_time(Duration::from_secs(5));
+    g.throughput(Throughput::Elements(1));
+    let client = officer::client::Client::connect(&addr.ip().to_string(), addr.port()).unwrap();
+    g.bench_function("lock_unlock_round_trip", |b| {
+        b.iter(|| {
+            client.lock("e2e", officer::client::LockOptions::new()).unwrap();
+            client.unlock("e2e").unwrap();
+        })
+    });
+
+    // Pipelined: a batch of lock/unlock pairs written at once over a raw connection.
+    let batch = 256u32;
+    g.throughput(Throughput::Elements(batch as u64));
+    let mut raw = std::net::TcpStream::connect(addr).unwrap();
+    raw.set_nodelay(true).unwrap();
+    let mut frames = Vec::new();
+    Request::Hello(officer::protocol::Hello { version: 1 }).encode(1, &mut frames);
+    std::io::Write::write_all(&mut raw, &frames).unwrap();
+    let mut inbuf = Vec::new();
+    read_frames(&mut raw, &mut inbuf, 1);
+    frames.clear();
+    for i in 0..batch {
+        let name = format!("pipe:{i}");
+        Request::Lock(lock_req(&name)).encode(2 * i + 1, &mut frames);
+        Request::Unlock(&name).encode(2 * i + 2, &mut frames);
+    }
+    g.bench_function("pipelined_lock_unlock", |b| {
+        b.iter(|| {
+            std::io::Write::write_all(&mut raw, &frames).unwrap();
+            read_frames(&mut raw, &mut inbuf, 2 * batch as usize);
+        })
+    });
+    g.finish();
+    drop(client);
+    handle.shutdown();
+    let _ = thread.join();
+}
+
+/// Reads until `n` whole frames arrived (and drops them).
+fn read_frames(stream: &mut std::net::TcpStream, buf: &mut Vec<u8>, n: usize) {
+    let mut seen = 0;
+    let mut chunk = [0u8; 65536];
+    while seen < n {
+        let mut pos = 0;
+        while let Some((_, used)) = split_frame(&buf[pos..], u32::MAX).unwrap() {
+            pos += used;
+            seen += 1;
+        }
+        buf.drain(..pos);
+        if seen >= n {
+            break;
+        }
+        let got = std::io::Read::read(stream, &mut chunk).unwrap();
+        assert!(got > 0, "server closed");
+        buf.extend_from_slice(&chunk[..got]);
+    }
+}
+
+criterion_group!(benches, codec, lock_table, wheel, end_to_end);
+criterion_main!(benches);

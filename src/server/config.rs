@@ -1,0 +1,70 @@
+//! Server configuration: where to listen and every limit, with the defaults README documents.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::locks::TableLimits;
+use crate::protocol::{DEFAULT_MAX_FRAME, DEFAULT_MAX_NAME};
+
+/// Where the server listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    Tcp(SocketAddr),
+    /// A UNIX stream socket; a stale file at the path is replaced, and removed on clean exit.
+    Unix(PathBuf),
+}
+
+/// Everything `officer run` can set. `Config::default()` listens on 0.0.0.0:11500.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: Listen,
+    /// Close a connection that sent nothing for this long (its locks are released).
+    pub max_idle: Option<Duration>,
+    /// Clamped at start to the open-file limit minus a reserve.
+    pub max_connections: usize,
+    /// Largest frame (length prefix value) accepted after the handshake.
+    pub max_frame: u32,
+    pub max_name: u32,
+    /// Bytes of pending output after which a connection that does not read is closed.
+    pub max_output: usize,
+    pub table: TableLimits,
+    /// Fencing-token reservations survive restarts here; `None` starts tokens at 1.
+    pub state_file: Option<PathBuf>,
+    /// Written after the listener is bound, removed on clean exit.
+    pub pid_file: Option<PathBuf>,
+    /// Log lock state and rates at info level this often.
+    pub stats_interval: Option<Duration>,
+    /// Install SIGTERM/SIGINT handlers (the binary does; embedded servers and tests do not).
+    pub handle_signals: bool,
+    /// Serve clients of the original JSON-lines protocol on the same port.
+    pub compat: bool,
+    /// Accepts per wake-up, so a connection storm cannot starve connected clients.
+    pub accepts_per_wakeup: usize,
+    /// Requests served per connection per wake-up, so one busy client cannot starve the rest.
+    pub requests_per_wakeup: usize,
+    /// How long a graceful shutdown waits for output to drain.
+    pub drain_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: Listen::Tcp(SocketAddr::from(([0, 0, 0, 0], 11500))),
+            max_idle: Some(Duration::from_secs(60)),
+            max_connections: 100_000,
+            max_frame: DEFAULT_MAX_FRAME,
+            max_name: DEFAULT_MAX_NAME,
+            max_output: 4 * 1024 * 1024,
+            table: TableLimits { max_locks_per_conn: 0, max_waiters_per_lock: 0, list_max_default: 10_000 },
+            state_file: None,
+            pid_file: None,
+            stats_interval: None,
+            handle_signals: false,
+            compat: true,
+            accepts_per_wakeup: 256,
+            requests_per_wakeup: 4096,
+            drain_timeout: Duration::from_secs(2),
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! One client connection: its socket, buffers, protocol phase and idle bookkeeping.
+
+use crate::locks::ConnId;
+use crate::wheel::{Tick, TimerHandle};
+
+use super::net::Stream;
+
+/// Which protocol the connection speaks, decided by its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Nothing valid received yet: only HELLO (or, with compat, a `{` line) is accepted.
+    AwaitHello,
+    Binary,
+    /// The original officer's JSON lines (PROTOCOL.md §7).
+    Json,
+}
+
+/// Why a connection was closed; counted in stats and logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CloseReason {
+    Eof,
+    Error,
+    Idle,
+    Protocol,
+    OutputOverflow,
+    Shutdown,
+}
+
+impl CloseReason {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::Eof => "eof",
+            CloseReason::Error => "error",
+            CloseReason::Idle => "idle",
+            CloseReason::Protocol => "protocol",
+            CloseReason::OutputOverflow => "output_overflow",
+            CloseReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+pub(crate) struct Conn {
+    pub stream: Stream,
+    pub id: ConnId,
+    /// Never reused: shown in HELLO_OK and logs.
+    pub serial: u64,
+    pub label: String,
+    pub phase: Phase,
+    /// Bytes of an incomplete frame (or frames left over by the per-wake-up budget).
+    pub inbuf: Vec<u8>,
+    pub outbuf: Vec<u8>,
+    /// Bytes of `outbuf` already written.
+    pub out_pos: usize,
+    pub last_active: Tick,
+    pub idle_timer: Option<TimerHandle>,
+    /// Whether WRITABLE is part of the registered interest.
+    pub want_write: bool,
+    /// Queued in the dirty list for a flush this wake-up.
+    pub dirty: bool,
+    /// Queued in the backlog: input is left that no readiness event will announce again.
+    pub backlogged: bool,
+    pub closing: Option<CloseReason>,
+    pub json: Option<super::json::JsonSession>,
+}
+
+impl Conn {
+    pub(crate) fn new(stream: Stream, id: ConnId, serial: u64, label: String, now: Tick) -> Conn {
+        Conn {
+            stream,
+            id,
+            serial,
+            label,
+            phase: Phase::AwaitHello,
+            inbuf: Vec::new(),
+            outbuf: Vec::new(),
+            out_pos: 0,
+            last_active: now,
+            idle_timer: None,
+            want_write: false,
+            dirty: false,
+            backlogged: false,
+            closing: None,
+            json: None,
+        }
+    }
+
+    pub(crate) fn pending_output(&self) -> usize {
+        self.outbuf.len() - self.out_pos
+    }
+}

@@ -1,0 +1,139 @@
+//! From bytes to the lock table: split frames, decode requests, route each one.
+
+use log::{debug, warn};
+
+use super::conn::{CloseReason, Phase};
+use super::Server;
+use crate::protocol::{split_frame, DecodeError, ErrorCode, Frame, HelloOk, Request, Response};
+use crate::wheel::Tick;
+
+/// Before HELLO only a frame of exactly HELLO's size is plausible; anything larger is not an
+/// officer client, and refusing it early keeps a stranger from making us buffer a body.
+const HELLO_FRAME_LEN: u32 = 13;
+
+impl Server {
+    /// Serves the complete frames (or JSON lines) at the front of `data`, within `budget`
+    /// requests. Returns how many bytes were consumed; the rest is an incomplete frame or
+    /// frames left for the next wake-up.
+    pub(super) fn process(&mut self, key: usize, data: &[u8], now: Tick, budget: &mut usize) -> usize {
+        let Some(conn) = self.conns.get(key) else { return data.len() };
+        match conn.phase {
+            Phase::AwaitHello if self.config.compat && data.first() == Some(&b'{') => {
+                if let Some(conn) = self.conns.get_mut(key) {
+                    conn.phase = Phase::Json;
+                    conn.json = Some(super::json::JsonSession::default());
+                }
+                self.process_json(key, data, now, budget)
+            }
+            Phase::Json => self.process_json(key, data, now, budget),
+            Phase::AwaitHello | Phase::Binary => self.process_frames(key, data, now, budget),
+        }
+    }
+
+    fn process_frames(&mut self, key: usize, data: &[u8], now: Tick, budget: &mut usize) -> usize {
+        let mut pos = 0;
+        while *budget > 0 {
+            let Some(conn) = self.conns.get(key).filter(|c| c.closing.is_none()) else { return data.len() };
+            let max_frame =
+                if conn.phase == Phase::AwaitHello { HELLO_FRAME_LEN } else { self.config.max_frame };
+            match split_frame(&data[pos..], max_frame) {
+                Ok(None) => break,
+                Ok(Some((frame, used))) => {
+                    pos += used;
+                    *budget -= 1;
+                    self.stats.requests += 1;
+                    self.dispatch(key, &frame, now);
+                }
+                Err(e) => {
+                    let e = match (conn.phase, e) {
+                        (Phase::AwaitHello, DecodeError::FrameTooLarge { .. })
+                        | (Phase::AwaitHello, DecodeError::FrameTooShort(_)) => DecodeError::BadMagic,
+                        (_, e) => e,
+                    };
+                    self.fail(key, &e, now);
+                    return data.len();
+                }
+            }
+        }
+        pos
+    }
+
+    fn dispatch(&mut self, key: usize, frame: &Frame<'_>, now: Tick) {
+        let Some(conn) = self.conns.get(key) else { return };
+        let rid = frame.request_id;
+        let phase = conn.phase;
+        let request = match Request::decode(frame, self.config.max_name) {
+            Ok(request) => request,
+            Err(e) if e.is_fatal() || phase == Phase::AwaitHello => return self.fail(key, &e, now),
+            Err(e) => {
+                warn!("bad request conn={} request_id={rid} error={e}", conn.serial);
+                self.stats.bad_requests += 1;
+                return self.send(key, rid, &Response::error(e.code(), e.to_string()));
+            }
+        };
+        debug!("request conn={} request_id={rid} op=0x{:02x}", conn.serial, frame.opcode);
+        match (phase, request) {
+            (Phase::AwaitHello, Request::Hello(hello)) => self.greet(key, rid, hello.negotiated_version()),
+            (Phase::AwaitHello, _) => self.fail(key, &DecodeError::BadMagic, now),
+            (_, request) => self.execute(key, rid, request, now),
+        }
+    }
+
+    /// Runs one request of a greeted connection (binary or JSON).
+    pub(super) fn execute(&mut self, key: usize, rid: u32, request: Request<'_>, now: Tick) {
+        let Some(conn) = self.conns.get(key) else { return };
+        let id = conn.id;
+        match request {
+            Request::Hello(_) => {
+                let response = Response::error(ErrorCode::BadHandshake, "HELLO was already received");
+                self.send(key, rid, &response);
+                self.close(key, CloseReason::Protocol, now);
+            }
+            Request::Ping(_) => self.send(key, rid, &Response::Pong),
+            Request::Lock(lock) => {
+                self.table.lock(now, id, rid, &lock, &mut self.outputs);
+                self.deliver_outputs();
+            }
+            Request::Unlock(name) => {
+                self.table.unlock(now, id, rid, name, &mut self.outputs);
+                self.deliver_outputs();
+            }
+            Request::Reset => {
+                self.table.reset(now, id, rid, &mut self.outputs);
+                self.deliver_outputs();
+            }
+            Request::Locks(list) => {
+                let response = self.table.locks(list.prefix, list.max);
+                self.send(key, rid, &response);
+            }
+            Request::Connections(list) => {
+                let response = self.table.connections(list.prefix, list.max);
+                self.send(key, rid, &response);
+            }
+            Request::MyLocks => {
+                let response = self.table.my_locks(id);
+                self.send(key, rid, &response);
+            }
+            Request::Stats => {
+                let response = Response::Stats(self.stats_entries(now));
+                self.send(key, rid, &response);
+            }
+            // Without a configured secret there is nothing to check (PROTOCOL.md §2.5).
+            Request::Auth(_) => self.send(key, rid, &Response::AuthOk),
+        }
+    }
+
+    fn greet(&mut self, key: usize, rid: u32, version: u16) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        conn.phase = Phase::Binary;
+        let hello = HelloOk {
+            version,
+            auth_required: false,
+            connection_id: conn.serial,
+            max_frame: self.config.max_frame,
+            max_name: self.config.max_name,
+            idle_timeout_ms: self.config.max_idle.map_or(0, |d| d.as_millis().min(u32::MAX as u128) as u32),
+        };
+        self.send(key, rid, &Response::HelloOk(hello));
+    }
+}

@@ -1,0 +1,153 @@
+//! `Server::run`: the poll loop and the order of work within one wake-up.
+
+use std::io::ErrorKind;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use log::{error, info};
+use mio::{Events, Token};
+
+use super::conn::CloseReason;
+use super::{Server, ServerError, LISTENER, SIGNALS, WAKER};
+use crate::wheel::Tick;
+
+impl Server {
+    /// Serves until SIGTERM/SIGINT (when handled) or a `ShutdownHandle`, then drains and exits.
+    pub fn run(mut self) -> Result<(), ServerError> {
+        info!("officer listening addr={} max_connections={}", self.local, self.config.max_connections);
+        // Bound, state file written: only now may systemd consider the service started.
+        super::sys::notify(sd_notify::NotifyState::Ready);
+        let mut events = Events::with_capacity(1024);
+        let mut hung_up = Vec::new();
+        let mut ready = Vec::new();
+        loop {
+            let timeout = self.poll_timeout();
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == ErrorKind::Interrupted {
+                    continue;
+                }
+                error!("poll failed error={e}");
+                return Err(e.into());
+            }
+            let now = self.now();
+            let mut shutdown = false;
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept_pending = true,
+                    WAKER => shutdown |= self.shutdown_flag.load(Ordering::SeqCst),
+                    SIGNALS => shutdown |= self.take_signals(),
+                    Token(key) => {
+                        if event.is_writable() {
+                            self.mark_dirty(key);
+                        }
+                        if event.is_read_closed() || event.is_error() {
+                            hung_up.push(key);
+                        } else if event.is_readable() {
+                            ready.push(key);
+                        }
+                    }
+                }
+            }
+            if shutdown {
+                return self.shut_down();
+            }
+            self.accept_ready(now);
+            // Peers that hung up go first: their requests are served, then their locks and
+            // waits are dropped before any release in this wake-up can grant to them.
+            for key in hung_up.drain(..) {
+                self.serve_conn(key, now);
+            }
+            for key in ready.drain(..) {
+                self.serve_conn(key, now);
+            }
+            self.serve_backlog(now);
+            self.run_timers(now);
+            self.flush_dirty();
+            self.reap_closed();
+        }
+    }
+
+    /// Sleep until the earliest deadline; not at all while work is left over.
+    fn poll_timeout(&self) -> Option<Duration> {
+        if !self.backlog.is_empty() || (self.accept_pending && self.accept_resume_at.is_none()) {
+            return Some(Duration::ZERO);
+        }
+        let deadlines = [
+            self.table.next_deadline(),
+            self.idle.next_deadline(),
+            Some(self.next_housekeeping),
+            self.next_stats_log,
+            self.accept_resume_at,
+            self.watchdog.map(|(_, next)| next),
+        ];
+        let next = deadlines.into_iter().flatten().min()?;
+        let now = self.now();
+        Some(Duration::from_millis(next.saturating_sub(now)))
+    }
+
+    fn run_timers(&mut self, now: Tick) {
+        self.table.expire(now, &mut self.outputs);
+        self.deliver_outputs();
+        self.expire_idle(now);
+        if self.accept_resume_at.is_some_and(|t| t <= now) {
+            self.accept_resume_at = None;
+            self.accept_pending = true;
+            self.accept_ready(now);
+        }
+        if let Some((every, next)) = self.watchdog.filter(|(_, next)| *next <= now) {
+            super::sys::notify(sd_notify::NotifyState::Watchdog);
+            self.watchdog = Some((every, next.max(now) + every));
+        }
+        if now >= self.next_housekeeping {
+            self.next_housekeeping = now + 1000;
+            self.housekeeping(now);
+        }
+        if let Some(due) = self.next_stats_log.filter(|t| *t <= now) {
+            let every = self.config.stats_interval.map_or(5000, |d| d.as_millis() as Tick);
+            self.next_stats_log = Some(due.max(now) + every.max(1));
+            self.log_stats(now);
+        }
+    }
+
+    fn expire_idle(&mut self, now: Tick) {
+        let Some(max_idle) = self.config.max_idle.map(|d| d.as_millis() as Tick) else { return };
+        let mut expired = Vec::new();
+        self.idle.poll(now, &mut expired);
+        for id in expired {
+            let key = id.slot as usize;
+            let Some(conn) = self.conns.get_mut(key).filter(|c| c.id == id) else { continue };
+            conn.idle_timer = None;
+            if conn.closing.is_some() {
+                continue;
+            }
+            let deadline = conn.last_active + max_idle;
+            if deadline <= now {
+                info!("closing idle connection conn={} peer={}", conn.serial, conn.label);
+                self.close(key, CloseReason::Idle, now);
+            } else {
+                conn.idle_timer = Some(self.idle.insert(deadline, id));
+            }
+        }
+    }
+
+    /// Writes the state-file reservation ahead of token use and samples the acquire rate.
+    fn housekeeping(&mut self, now: Tick) {
+        let acquired = self.table.stats().acquired;
+        self.stats.sample_rate(now, acquired);
+        if let Some(state) = &mut self.state {
+            if let Err(msg) = state.maybe_extend(self.table.last_token()) {
+                error!("cannot extend fencing-token reservation error={msg}");
+            }
+        }
+    }
+
+    fn take_signals(&mut self) -> bool {
+        let Some(signals) = &mut self.signals else { return false };
+        let mut any = false;
+        for sig in signals.pending() {
+            info!("shutting down signal={sig}");
+            any = true;
+        }
+        any
+    }
+}

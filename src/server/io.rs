@@ -1,0 +1,320 @@
+//! Accepting, reading, writing and closing connections.
+//!
+//! Reads go into one shared scratch buffer and frames are decoded straight from it; only the
+//! tail of an incomplete frame is copied into the connection's own buffer, so an idle
+//! connection owns no buffer memory at all.
+
+use std::io::{ErrorKind, Read, Write};
+
+use log::{debug, info, warn};
+use mio::{Interest, Token};
+
+use super::conn::{CloseReason, Conn};
+use super::Server;
+use crate::locks::ConnId;
+use crate::wheel::Tick;
+
+/// Retry accepting this long after running out of file descriptors.
+const EMFILE_BACKOFF_MS: Tick = 100;
+/// Output buffers larger than this are freed once drained, so a burst does not pin memory.
+const KEEP_OUTBUF_CAPACITY: usize = 64 * 1024;
+
+impl Server {
+    pub(super) fn accept_ready(&mut self, now: Tick) {
+        if !self.accept_pending || self.accept_resume_at.is_some() {
+            return;
+        }
+        for _ in 0..self.config.accepts_per_wakeup {
+            let Some(listener) = &self.listener else { return };
+            match listener.accept() {
+                Ok(accepted) => self.admit(accepted, now),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    self.accept_pending = false;
+                    return;
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)) => {
+                    // Leaving the connection in the backlog and retrying later keeps the loop
+                    // from spinning on a listener that stays readable.
+                    warn!("out of file descriptors, pausing accepts ms={EMFILE_BACKOFF_MS} error={e}");
+                    self.stats.accept_errors += 1;
+                    self.accept_resume_at = Some(now + EMFILE_BACKOFF_MS);
+                    return;
+                }
+                Err(e) => {
+                    debug!("accept failed error={e}");
+                    self.stats.accept_errors += 1;
+                }
+            }
+        }
+        // Budget spent with connections possibly still queued: poll again without sleeping.
+    }
+
+    fn admit(&mut self, accepted: super::net::Accepted, now: Tick) {
+        let mut stream = accepted.stream;
+        if self.conns.len() >= self.config.max_connections {
+            self.stats.refused += 1;
+            warn!("refusing connection: limit reached max_connections={}", self.config.max_connections);
+            let mut frame = Vec::new();
+            crate::protocol::Response::error(
+                crate::protocol::ErrorCode::LimitExceeded,
+                "too many connections",
+            )
+            .encode(crate::protocol::SHUTDOWN_REQUEST_ID, &mut frame);
+            let _ = stream.write(&frame);
+            return;
+        }
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        let id = ConnId { slot: key as u32, generation: self.next_generation };
+        self.next_generation = self.next_generation.wrapping_add(1);
+        let serial = self.next_serial;
+        self.next_serial += 1;
+        let label = match accepted.peer {
+            Some(addr) => addr.to_string(),
+            None => format!("unix:{serial}"),
+        };
+        if let Err(e) = self.poll.registry().register(&mut stream, Token(key), Interest::READABLE) {
+            warn!("cannot register connection error={e}");
+            return;
+        }
+        info!("connection accepted conn={serial} peer={label}");
+        let mut conn = Conn::new(stream, id, serial, label.clone(), now);
+        if let Some(max_idle) = self.config.max_idle {
+            conn.idle_timer = Some(self.idle.insert(now + max_idle.as_millis() as Tick, id));
+        }
+        entry.insert(conn);
+        self.table.connect(id, label);
+        self.stats.accepted += 1;
+    }
+
+    /// Serves buffered input, then reads until `WouldBlock`, the request budget, or close.
+    pub(super) fn serve_conn(&mut self, key: usize, now: Tick) {
+        let mut budget = self.config.requests_per_wakeup;
+        if !self.serve_buffered(key, now, &mut budget) {
+            return;
+        }
+        let mut scratch = std::mem::take(&mut self.scratch);
+        while let Some(conn) = self.conns.get_mut(key).filter(|c| c.closing.is_none()) {
+            if budget == 0 {
+                self.push_backlog(key);
+                break;
+            }
+            match conn.stream.read(&mut scratch) {
+                Ok(0) => {
+                    self.close(key, CloseReason::Eof, now);
+                    break;
+                }
+                Ok(n) => {
+                    conn.last_active = now;
+                    self.stats.bytes_in += n as u64;
+                    if conn.inbuf.is_empty() {
+                        let used = self.process(key, &scratch[..n], now, &mut budget);
+                        if let Some(conn) = self.conns.get_mut(key).filter(|c| c.closing.is_none()) {
+                            conn.inbuf.extend_from_slice(&scratch[used..n]);
+                        }
+                    } else {
+                        conn.inbuf.extend_from_slice(&scratch[..n]);
+                        if !self.serve_buffered(key, now, &mut budget) {
+                            break;
+                        }
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    debug!("read failed conn={} error={e}", conn.serial);
+                    self.close(key, CloseReason::Error, now);
+                    break;
+                }
+            }
+        }
+        self.scratch = scratch;
+    }
+
+    /// Decodes what the connection has buffered. Returns false when it must not read more.
+    fn serve_buffered(&mut self, key: usize, now: Tick, budget: &mut usize) -> bool {
+        let Some(conn) = self.conns.get_mut(key).filter(|c| c.closing.is_none()) else { return false };
+        if conn.inbuf.is_empty() {
+            return true;
+        }
+        let buf = std::mem::take(&mut conn.inbuf);
+        let used = self.process(key, &buf, now, budget);
+        let Some(conn) = self.conns.get_mut(key).filter(|c| c.closing.is_none()) else { return false };
+        let mut buf = buf;
+        buf.drain(..used);
+        conn.inbuf = buf;
+        if *budget == 0 {
+            self.push_backlog(key);
+            return false;
+        }
+        true
+    }
+
+    fn push_backlog(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            if !conn.backlogged {
+                conn.backlogged = true;
+                self.backlog.push(key);
+            }
+        }
+    }
+
+    /// Gives each connection left over from the previous wake-up another budget.
+    pub(super) fn serve_backlog(&mut self, now: Tick) {
+        if self.backlog.is_empty() {
+            return;
+        }
+        let keys = std::mem::take(&mut self.backlog);
+        for key in keys {
+            if let Some(conn) = self.conns.get_mut(key) {
+                conn.backlogged = false;
+                self.serve_conn(key, now);
+            }
+        }
+    }
+
+    pub(super) fn mark_dirty(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            if !conn.dirty {
+                conn.dirty = true;
+                self.dirty.push(key);
+            }
+        }
+    }
+
+    /// Appends one response frame to a connection's output.
+    pub(super) fn send(&mut self, key: usize, request_id: u32, response: &crate::protocol::Response) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        if conn.phase == super::conn::Phase::Json {
+            super::json::encode_reply(conn, request_id, response);
+        } else {
+            super::fit::encode_within(response, request_id, self.config.max_frame, &mut conn.outbuf);
+        }
+        self.stats.responses += 1;
+        self.mark_dirty(key);
+    }
+
+    /// Routes the lock table's outputs to their connections; stale ids are dropped.
+    pub(super) fn deliver_outputs(&mut self) {
+        if self.outputs.is_empty() {
+            return;
+        }
+        let mut outputs = std::mem::take(&mut self.outputs);
+        for out in outputs.drain(..) {
+            let key = out.conn.slot as usize;
+            let live = self.conns.get(key).is_some_and(|c| c.id == out.conn && c.closing.is_none());
+            if live {
+                self.send(key, out.request_id, &out.response);
+            }
+        }
+        self.outputs = outputs;
+    }
+
+    /// One write per connection that got output; WRITABLE interest only while some is left.
+    pub(super) fn flush_dirty(&mut self) {
+        let keys = std::mem::take(&mut self.dirty);
+        for &key in &keys {
+            self.flush(key);
+        }
+        let mut keys = keys;
+        keys.clear();
+        if self.dirty.is_empty() {
+            self.dirty = keys;
+        }
+    }
+
+    fn flush(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        conn.dirty = false;
+        while conn.pending_output() > 0 {
+            match conn.stream.write(&conn.outbuf[conn.out_pos..]) {
+                Ok(0) => break,
+                Ok(n) => {
+                    conn.out_pos += n;
+                    self.stats.bytes_out += n as u64;
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    debug!("write failed conn={} error={e}", conn.serial);
+                    conn.outbuf.clear();
+                    conn.out_pos = 0;
+                    if conn.closing.is_none() {
+                        let now = self.now();
+                        self.close(key, CloseReason::Error, now);
+                    }
+                    return;
+                }
+            }
+        }
+        let pending = conn.pending_output();
+        if pending == 0 {
+            conn.outbuf.clear();
+            conn.out_pos = 0;
+            if conn.outbuf.capacity() > KEEP_OUTBUF_CAPACITY {
+                conn.outbuf = Vec::new();
+            }
+        } else if pending > self.config.max_output && conn.closing.is_none() {
+            warn!("closing connection that does not read conn={} pending_bytes={pending}", conn.serial);
+            let now = self.now();
+            self.close(key, CloseReason::OutputOverflow, now);
+            return;
+        }
+        self.update_interest(key);
+    }
+
+    /// The one place that decides a socket's interest.
+    fn update_interest(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let want_write = conn.pending_output() > 0;
+        if want_write != conn.want_write {
+            conn.want_write = want_write;
+            let interest =
+                if want_write { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
+            let _ = self.poll.registry().reregister(&mut conn.stream, Token(key), interest);
+        }
+    }
+
+    /// Releases the connection's locks and waits at once; the socket goes at `reap_closed`.
+    pub(super) fn close(&mut self, key: usize, reason: CloseReason, now: Tick) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        if conn.closing.is_some() {
+            return;
+        }
+        conn.closing = Some(reason);
+        let id = conn.id;
+        info!("connection closed conn={} peer={} reason={}", conn.serial, conn.label, reason.as_str());
+        self.stats.count_close(reason);
+        self.table.disconnect(now, id, &mut self.outputs);
+        self.closing.push(key);
+        self.deliver_outputs();
+    }
+
+    /// Removes closed connections: a last best-effort write (an ERROR frame), then the socket.
+    pub(super) fn reap_closed(&mut self) {
+        for key in std::mem::take(&mut self.closing) {
+            if !self.conns.contains(key) {
+                continue;
+            }
+            let mut conn = self.conns.remove(key);
+            if conn.pending_output() > 0 {
+                let _ = conn.stream.write(&conn.outbuf[conn.out_pos..]);
+            }
+            if let Some(handle) = conn.idle_timer.take() {
+                self.idle.cancel(handle);
+            }
+            let _ = self.poll.registry().deregister(&mut conn.stream);
+            conn.stream.shutdown();
+        }
+    }
+
+    /// A protocol violation: answer with an ERROR frame (id 0) and close the connection.
+    pub(super) fn fail(&mut self, key: usize, error: &crate::protocol::DecodeError, now: Tick) {
+        let serial = self.conns.get(key).map_or(0, |c| c.serial);
+        warn!("closing connection after protocol error conn={serial} error={error}");
+        let response = crate::protocol::Response::error(error.code(), error.to_string());
+        self.send(key, crate::protocol::SHUTDOWN_REQUEST_ID, &response);
+        self.close(key, CloseReason::Protocol, now);
+    }
+}

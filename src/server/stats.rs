@@ -1,0 +1,117 @@
+//! Server-level counters, the STATS response and the periodic `--stats` log line.
+
+use log::info;
+
+use super::conn::CloseReason;
+use super::Server;
+use crate::wheel::Tick;
+
+/// Samples kept for the acquire rate: one per housekeeping second.
+const RATE_WINDOW: usize = 10;
+
+#[derive(Debug, Default)]
+pub(crate) struct ServerStats {
+    pub accepted: u64,
+    pub refused: u64,
+    pub accept_errors: u64,
+    pub requests: u64,
+    pub responses: u64,
+    pub bad_requests: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub closed_eof: u64,
+    pub closed_error: u64,
+    pub closed_idle: u64,
+    pub closed_protocol: u64,
+    pub closed_output_overflow: u64,
+    pub closed_shutdown: u64,
+    /// (tick, acquired counter) samples, oldest first.
+    rate_samples: std::collections::VecDeque<(Tick, u64)>,
+}
+
+impl ServerStats {
+    pub(crate) fn count_close(&mut self, reason: CloseReason) {
+        let counter = match reason {
+            CloseReason::Eof => &mut self.closed_eof,
+            CloseReason::Error => &mut self.closed_error,
+            CloseReason::Idle => &mut self.closed_idle,
+            CloseReason::Protocol => &mut self.closed_protocol,
+            CloseReason::OutputOverflow => &mut self.closed_output_overflow,
+            CloseReason::Shutdown => &mut self.closed_shutdown,
+        };
+        *counter += 1;
+    }
+
+    pub(crate) fn sample_rate(&mut self, now: Tick, acquired: u64) {
+        if self.rate_samples.len() == RATE_WINDOW {
+            self.rate_samples.pop_front();
+        }
+        self.rate_samples.push_back((now, acquired));
+    }
+
+    /// Grants per second over the last few seconds.
+    pub(crate) fn acquire_rate(&self, now: Tick, acquired: u64) -> u64 {
+        match self.rate_samples.front() {
+            Some(&(t, a)) if now > t => (acquired - a) * 1000 / (now - t),
+            _ => 0,
+        }
+    }
+}
+
+impl Server {
+    /// Every number STATS reports, as stable snake_case keys (clients ignore unknown keys).
+    pub(super) fn stats_entries(&self, now: Tick) -> Vec<(String, u64)> {
+        let t = self.table.stats();
+        let s = &self.stats;
+        let entries: [(&str, u64); 33] = [
+            ("uptime_ms", now),
+            ("connections", self.conns.len() as u64),
+            ("connections_accepted", s.accepted),
+            ("connections_refused", s.refused),
+            ("connections_closed_eof", s.closed_eof),
+            ("connections_closed_error", s.closed_error),
+            ("connections_closed_idle", s.closed_idle),
+            ("connections_closed_protocol", s.closed_protocol),
+            ("connections_closed_output_overflow", s.closed_output_overflow),
+            ("connections_closed_shutdown", s.closed_shutdown),
+            ("max_connections", self.config.max_connections as u64),
+            ("locks_held", t.locks_held as u64),
+            ("waiters", t.waiters as u64),
+            ("acquired", t.acquired),
+            ("already_acquired", t.already_acquired),
+            ("already_waiting", t.already_waiting),
+            ("timed_out", t.timed_out),
+            ("queue_maxed", t.queue_maxed),
+            ("released", t.released),
+            ("release_failed", t.release_failed),
+            ("cancelled", t.cancelled),
+            ("limit_refused", t.limit_refused),
+            ("grants_after_wait", t.grants_after_wait),
+            ("wait_time_total_ms", t.wait_time_total_ms),
+            ("acquire_rate_per_sec", self.stats.acquire_rate(now, t.acquired)),
+            ("last_token", t.last_token),
+            ("requests", s.requests),
+            ("responses", s.responses),
+            ("bad_requests", s.bad_requests),
+            ("bytes_in", s.bytes_in),
+            ("bytes_out", s.bytes_out),
+            ("accept_errors", s.accept_errors),
+            ("table_connections", t.connections as u64),
+        ];
+        entries.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+    }
+
+    pub(super) fn log_stats(&self, now: Tick) {
+        let t = self.table.stats();
+        info!(
+            "stats connections={} locks_held={} waiters={} acquired={} timed_out={} acquire_rate_per_sec={} deepest_queues={:?}",
+            self.conns.len(),
+            t.locks_held,
+            t.waiters,
+            t.acquired,
+            t.timed_out,
+            self.stats.acquire_rate(now, t.acquired),
+            self.table.deepest_queues(3),
+        );
+    }
+}
