@@ -1,0 +1,272 @@
+//! The command-line client, run as the real `officer` binary against a server on
+//! 127.0.0.1:0: `officer lock` (like flock(1)) and the listing subcommands.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use officer::client::{Client, LockOptions};
+use serde_json::Value;
+use support::{TestServer, WAIT};
+
+const OFFICER: &str = env!("CARGO_BIN_EXE_officer");
+
+/// `officer SUBCOMMAND -h 127.0.0.1 -p PORT ARGS...` as a command, not yet started.
+fn officer(server_port: u16, subcommand: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new(OFFICER);
+    cmd.arg(subcommand).args(["-h", "127.0.0.1", "-p", &server_port.to_string()]).args(args);
+    cmd
+}
+
+/// Runs to completion, killing the child if it outlives `WAIT`.
+fn run(mut cmd: Command) -> Output {
+    let child =
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    finish(child)
+}
+
+fn finish(child: Child) -> Output {
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(WAIT) {
+        Ok(output) => output.expect("wait"),
+        Err(_) => {
+            // SAFETY: signalling our own child; a stale pid only makes kill fail.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            panic!("officer did not finish within {WAIT:?}");
+        }
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn client(server: &TestServer) -> Client {
+    Client::connect("127.0.0.1", server.addr().port()).expect("connect")
+}
+
+#[test]
+fn lock_runs_the_command_once_holding_the_lock_and_passes_its_status() {
+    let server = TestServer::start();
+    let port = server.addr().port().to_string();
+    // The command checks the lock is held by listing it, and prints its environment.
+    let script = format!(
+        "echo run >> \"$COUNT\"; echo \"$OFFICER_LOCK_NAME $OFFICER_FENCING_TOKEN\"; \
+         {OFFICER} locks -h 127.0.0.1 -p {port} --json; exit 3"
+    );
+    let dir = support::temp_dir();
+    let count = dir.path().join("count");
+    let mut cmd = officer(server.addr().port(), "lock", &["job", "--", "sh", "-c", &script]);
+    cmd.env("COUNT", &count);
+    let out = run(cmd);
+    assert_eq!(out.status.code(), Some(3), "stderr: {}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let mut lines = stdout.lines();
+    let env_line = lines.next().expect("env line");
+    let (name, token) = env_line.split_once(' ').expect("name and token");
+    assert_eq!(name, "job");
+    assert!(token.parse::<u64>().expect("numeric token") > 0);
+    let listing: Value = serde_json::from_str(lines.next().expect("json line")).expect("json");
+    assert_eq!(listing["locks"][0]["name"], "job");
+    assert_eq!(std::fs::read_to_string(&count).expect("count"), "run\n", "ran exactly once");
+    client(&server).try_lock("job").expect("released after the command ended");
+}
+
+#[test]
+fn nonblock_conflict_exits_with_the_conflict_code_and_names_the_holder() {
+    let server = TestServer::start();
+    let holder = client(&server);
+    holder.try_lock("busy").expect("lock");
+    let label =
+        holder.connections().expect("conns").iter().find(|c| c.held == ["busy"]).expect("me").label.clone();
+    let dir = support::temp_dir();
+    let marker = dir.path().join("ran");
+    let touch = format!("touch {}", marker.display());
+    let out = run(officer(server.addr().port(), "lock", &["-n", "busy", "--", "sh", "-c", &touch]));
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("busy") && stderr.contains(&label), "{stderr}");
+    assert!(!marker.exists(), "the command must not run without the lock");
+
+    let out = run(officer(server.addr().port(), "lock", &["-n", "-E", "7", "busy", "--", "true"]));
+    assert_eq!(out.status.code(), Some(7));
+}
+
+#[test]
+fn timeout_gives_up_after_the_wait() {
+    let server = TestServer::start();
+    let holder = client(&server);
+    holder.try_lock("slow").expect("lock");
+    let start = Instant::now();
+    let out = run(officer(server.addr().port(), "lock", &["-w", "0.2", "slow", "--", "true"]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(start.elapsed() >= Duration::from_millis(200));
+    assert!(text(&out.stderr).contains("timed out"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn queue_max_refuses_a_long_queue() {
+    let server = TestServer::start();
+    let holder = client(&server);
+    holder.try_lock("q").expect("lock");
+    let out = run(officer(server.addr().port(), "lock", &["--queue-max", "1", "-E", "4", "q", "--", "true"]));
+    assert_eq!(out.status.code(), Some(4));
+    assert!(text(&out.stderr).contains("queue"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn a_waiting_lock_runs_once_the_holder_releases() {
+    let server = TestServer::start();
+    let holder = client(&server);
+    holder.try_lock("w").expect("lock");
+    let child = officer(server.addr().port(), "lock", &["-w", "20", "w", "--", "sh", "-c", "exit 0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + WAIT;
+    while holder.locks().expect("locks").iter().all(|l| l.queue.len() < 2) {
+        assert!(Instant::now() < deadline, "officer lock never queued");
+        thread::sleep(Duration::from_millis(5));
+    }
+    holder.unlock("w").expect("unlock");
+    let out = finish(child);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+#[test]
+fn command_errors_and_signals_map_to_shell_statuses() {
+    let server = TestServer::start();
+    let port = server.addr().port();
+    let out = run(officer(port, "lock", &["x", "--", "/nonexistent/command"]));
+    assert_eq!(out.status.code(), Some(127));
+    let out = run(officer(port, "lock", &["x", "--", "sh", "-c", "kill -TERM $$"]));
+    assert_eq!(out.status.code(), Some(128 + libc::SIGTERM));
+}
+
+#[test]
+fn unreachable_server_is_exit_69() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    drop(listener);
+    for sub in ["lock", "ping", "locks"] {
+        let args: &[&str] = if sub == "lock" { &["x", "--", "true"] } else { &[] };
+        let out = run(officer(port, sub, args));
+        assert_eq!(out.status.code(), Some(69), "{sub}");
+        assert!(text(&out.stderr).contains("cannot connect"), "{}", text(&out.stderr));
+    }
+}
+
+/// Starts `officer lock` with a command that prints `started` and then waits; returns the
+/// child once the command runs (so the lock is held).
+fn start_holding(port: u16, extra: &[&str], command: &str) -> Child {
+    let mut args = extra.to_vec();
+    args.extend(["lost", "--", "sh", "-c", command]);
+    let mut child = officer(port, "lock", &args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut line = String::new();
+    let stdout = child.stdout.as_mut().expect("stdout");
+    BufReader::new(stdout).read_line(&mut line).expect("read");
+    assert_eq!(line.trim(), "started");
+    child
+}
+
+#[test]
+fn losing_the_server_while_the_command_runs_is_reported_and_exit_75() {
+    let server = TestServer::start();
+    // The command ends when its stdin closes, after the loss.
+    let mut child = start_holding(server.addr().port(), &[], "echo started; read line; exit 0");
+    server.stop();
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    stderr.read_line(&mut line).expect("read");
+    assert!(line.contains("lost the connection") && line.contains("no longer held"), "{line}");
+    drop(child.stdin.take()); // let the command finish
+    let out = finish(child);
+    assert_eq!(out.status.code(), Some(officer::cli::EXIT_LOCK_LOST));
+}
+
+#[test]
+fn kill_on_loss_stops_the_command() {
+    let (mut server, addr) = support::spawn_officer(&[]);
+    let child = start_holding(addr.port(), &["--kill-on-loss"], "echo started; exec sleep 600");
+    server.kill().expect("kill server");
+    let _ = server.wait();
+    let out = finish(child);
+    assert_eq!(out.status.code(), Some(officer::cli::EXIT_LOCK_LOST));
+    assert!(text(&out.stderr).contains("stopping the command"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn listings_as_tables_and_json_with_prefix_and_namespace() {
+    let server = TestServer::start();
+    let port = server.addr().port();
+    let holder = Client::builder().host("127.0.0.1").port(port).namespace("ns").connect().expect("connect");
+    holder.try_lock("jobs/1").expect("lock");
+    let waiter = client(&server);
+    thread::scope(|s| {
+        s.spawn(|| waiter.lock("ns:jobs/1", LockOptions::with_timeout(WAIT)));
+        let deadline = Instant::now() + WAIT;
+        while holder.locks().expect("locks").iter().all(|l| l.queue.len() < 2) {
+            assert!(Instant::now() < deadline, "never queued");
+            thread::sleep(Duration::from_millis(5));
+        }
+
+        let table = text(&run(officer(port, "locks", &[])).stdout);
+        assert!(table.starts_with("NAME") && table.contains("ns:jobs/1"), "{table}");
+        let doc: Value = serde_json::from_slice(
+            &run(officer(port, "locks", &["--namespace", "ns", "jobs/", "--json"])).stdout,
+        )
+        .expect("json");
+        assert_eq!(doc["locks"][0]["name"], "jobs/1");
+        assert_eq!(doc["locks"][0]["waiters"].as_array().map(Vec::len), Some(1));
+        assert_eq!(doc["truncated"], false);
+        let none = text(&run(officer(port, "locks", &["nothing-here"])).stdout);
+        assert_eq!(none, "no locks\n");
+
+        let doc: Value =
+            serde_json::from_slice(&run(officer(port, "connections", &["--json"])).stdout).expect("json");
+        let conns = doc["connections"].as_array().expect("array");
+        assert!(conns.iter().any(|c| c["held"][0] == "ns:jobs/1"));
+        assert!(conns.iter().any(|c| c["waiting"][0] == "ns:jobs/1"));
+        let table = text(&run(officer(port, "connections", &[])).stdout);
+        assert!(table.starts_with("CONNECTION"), "{table}");
+
+        holder.unlock("jobs/1").expect("unlock");
+    });
+
+    let stats = run(officer(port, "stats", &["--json"]));
+    let doc: Value = serde_json::from_slice(&stats.stdout).expect("json");
+    assert!(doc.as_object().is_some_and(|m| !m.is_empty()), "{doc}");
+    assert!(text(&run(officer(port, "stats", &[])).stdout).starts_with("KEY"));
+
+    let ping = run(officer(port, "ping", &["-c", "2"]));
+    assert_eq!(ping.status.code(), Some(0));
+    assert_eq!(text(&ping.stdout).lines().filter(|l| l.starts_with("pong from")).count(), 2);
+    let doc: Value = serde_json::from_slice(&run(officer(port, "ping", &["--json"])).stdout).expect("json");
+    assert_eq!(doc["rtt_ms"].as_array().map(Vec::len), Some(1));
+}
+
+#[test]
+fn sigterm_to_officer_is_passed_to_the_command_which_keeps_the_lock_until_it_ends() {
+    let server = TestServer::start();
+    let command = "trap 'exit 5' TERM; echo started; while :; do sleep 0.05; done";
+    let child = start_holding(server.addr().port(), &[], command);
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let out = finish(child);
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    client(&server).try_lock("lost").expect("released after the command ended");
+}
