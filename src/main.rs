@@ -90,7 +90,7 @@ struct BenchArgs {
     json: bool,
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 #[value(rename_all = "UPPER")]
 enum SocketType {
     #[value(alias = "tcp")]
@@ -160,6 +160,10 @@ struct RunArgs {
     /// Do not serve clients of the original JSON-lines protocol.
     #[arg(long)]
     no_compat: bool,
+    /// Require clients to authenticate with the secret in this file (at least 32 bytes;
+    /// a trailing newline is ignored). Never pass secrets in argv.
+    #[arg(long)]
+    auth_file: Option<PathBuf>,
 }
 
 /// Background-mode options beside the server flags.
@@ -222,7 +226,13 @@ fn original_style_args(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsStr
 
 fn start(args: StartArgs) -> i32 {
     let paths = start_paths(&args);
-    let mut config = config_from(&args.run);
+    let mut config = match config_from(&args.run) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("officer: {e}");
+            return 1;
+        }
+    };
     absolutize(&mut config);
     let level = args.run.log_level;
     daemon::start(config, &paths, move || init_logging(level))
@@ -256,7 +266,13 @@ fn absolute(path: &std::path::Path) -> PathBuf {
 
 fn run(args: RunArgs) -> ExitCode {
     init_logging(args.log_level);
-    let config = config_from(&args);
+    let config = match config_from(&args) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("officer: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let server = match Server::bind(config) {
         Ok(server) => server,
         Err(e) => {
@@ -275,7 +291,16 @@ fn run(args: RunArgs) -> ExitCode {
     }
 }
 
-fn config_from(args: &RunArgs) -> Config {
+fn config_from(args: &RunArgs) -> Result<Config, String> {
+    let auth_secret = args.auth_file.as_deref().map(read_secret).transpose()?;
+    if auth_secret.is_none() && args.socket_type == SocketType::Tcp && !args.host.is_loopback() {
+        let msg = format!(
+            "WARNING: listening on {} without authentication: anyone who can reach this port can take and release locks; use --auth-file or a loopback/UNIX address",
+            args.host
+        );
+        log::warn!("{msg}");
+        eprintln!("officer: {msg}");
+    }
     let mut config = Config {
         listen: match args.socket_type {
             SocketType::Tcp => Listen::Tcp(SocketAddr::new(args.host, args.port)),
@@ -291,11 +316,33 @@ fn config_from(args: &RunArgs) -> Config {
         stats_interval: args.stats.then(|| Duration::from_secs(5)),
         handle_signals: true,
         compat: !args.no_compat,
+        auth_secret,
         ..Config::default()
     };
     config.table.max_locks_per_conn = args.max_locks_per_conn;
     config.table.max_waiters_per_lock = args.max_waiters;
-    config
+    Ok(config)
+}
+
+/// Reads a shared secret from a file; one trailing newline is not part of it.
+fn read_secret(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    let mut secret =
+        std::fs::read(path).map_err(|e| format!("cannot read auth file {}: {e}", path.display()))?;
+    if secret.last() == Some(&b'\n') {
+        secret.pop();
+        if secret.last() == Some(&b'\r') {
+            secret.pop();
+        }
+    }
+    if secret.len() < Config::MIN_SECRET_LEN {
+        return Err(format!(
+            "auth file {} holds {} bytes; the secret must be at least {} bytes",
+            path.display(),
+            secret.len(),
+            Config::MIN_SECRET_LEN
+        ));
+    }
+    Ok(secret)
 }
 
 fn default_state_file() -> PathBuf {

@@ -503,3 +503,84 @@ fn fragmented_and_batched_input() {
         assert_eq!(a.recv(), (i + 1, Response::Pong));
     }
 }
+
+const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef-secret";
+
+fn auth_server() -> TestServer {
+    TestServer::start_with(|c| {
+        c.auth_secret = Some(SECRET.to_vec());
+        c.auth_timeout = Duration::from_secs(1);
+    })
+}
+
+#[test]
+fn auth_required_before_anything_but_ping() {
+    let server = auth_server();
+    let mut raw = Raw::connect_no_hello(server.addr());
+    let id = raw.send(&Request::Hello(officer::protocol::Hello { version: 1 }));
+    match raw.recv() {
+        (rid, Response::HelloOk(h)) => {
+            assert_eq!(rid, id);
+            assert!(h.auth_required);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(raw.call(&Request::Ping(b"")), Response::Pong);
+    match raw.call(&lock("x")) {
+        Response::Error { code, .. } => assert_eq!(code, ErrorCode::AuthRequired),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(raw.call(&Request::Auth(SECRET)), Response::AuthOk);
+    token_of(raw.call(&lock("x")));
+}
+
+#[test]
+fn one_auth_failure_closes_the_connection() {
+    let server = auth_server();
+    let mut bystander = Raw::connect(server.addr());
+    assert_eq!(bystander.call(&Request::Auth(SECRET)), Response::AuthOk);
+    let token = token_of(bystander.call(&lock("held")));
+    let mut raw = Raw::connect(server.addr());
+    match raw.call(&Request::Auth(b"0123456789abcdef0123456789abcdef-wrong!")) {
+        Response::Error { code, .. } => assert_eq!(code, ErrorCode::AuthFailed),
+        other => panic!("{other:?}"),
+    }
+    assert!(raw.wait_closed().is_empty(), "closed after the failure");
+    assert_eq!(bystander.call(&lock("held")), Response::AlreadyAcquired { token });
+}
+
+#[test]
+fn unauthenticated_connections_are_closed_after_the_deadline() {
+    let server = auth_server();
+    let mut raw = Raw::connect(server.addr());
+    let started = Instant::now();
+    // Pings are activity, but they do not extend the authentication deadline.
+    let closed = loop {
+        assert!(started.elapsed() < WAIT, "never closed");
+        let id = raw.send(&Request::Ping(b""));
+        match raw.try_recv() {
+            Some((rid, Response::Pong)) if rid == id => std::thread::sleep(Duration::from_millis(100)),
+            None => break started.elapsed(),
+            Some(other) => panic!("{other:?}"),
+        }
+    };
+    assert!(closed >= Duration::from_millis(900), "closed too early: {closed:?}");
+}
+
+#[test]
+fn pre_auth_frames_are_small_and_json_mode_is_off() {
+    let server = auth_server();
+    let mut raw = Raw::connect(server.addr());
+    let big = vec![b'x'; 4096];
+    raw.send(&Request::Auth(&big));
+    match raw.wait_closed().first() {
+        Some(Response::Error { code, .. }) => assert_eq!(*code, ErrorCode::BadFrameLength),
+        other => panic!("{other:?}"),
+    }
+    let mut json = Raw::connect_no_hello(server.addr());
+    json.send_bytes(b"{\"command\":\"lock\",\"name\":\"x\"}\n");
+    match json.wait_closed().first() {
+        Some(Response::Error { code, .. }) => assert_eq!(*code, ErrorCode::BadHandshake),
+        other => panic!("{other:?}"),
+    }
+}

@@ -45,6 +45,17 @@ pub struct Config {
     pub requests_per_wakeup: usize,
     /// How long a graceful shutdown waits for output to drain.
     pub drain_timeout: Duration,
+    /// Shared secret clients must present (AUTH) right after the handshake; `None` = open.
+    pub auth_secret: Option<Vec<u8>>,
+    /// A connection not authenticated this long after it was accepted is closed.
+    pub auth_timeout: Duration,
+    /// Largest frame accepted before authentication (HELLO and AUTH are small).
+    pub pre_auth_max_frame: u32,
+}
+
+impl Config {
+    /// Shortest secret `--auth-file` accepts.
+    pub const MIN_SECRET_LEN: usize = 32;
 }
 
 impl Default for Config {
@@ -65,6 +76,9 @@ impl Default for Config {
             accepts_per_wakeup: 256,
             requests_per_wakeup: 4096,
             drain_timeout: Duration::from_secs(2),
+            auth_secret: None,
+            auth_timeout: Duration::from_secs(5),
+            pre_auth_max_frame: 512,
         }
     }
 }

@@ -10,6 +10,8 @@ use super::net::Stream;
 pub(crate) enum Phase {
     /// Nothing valid received yet: only HELLO (or, with compat, a `{` line) is accepted.
     AwaitHello,
+    /// Greeted, but the server requires AUTH before anything but PING.
+    AwaitAuth,
     Binary,
     /// The original officer's JSON lines (PROTOCOL.md §7).
     Json,
@@ -23,6 +25,7 @@ pub(crate) enum CloseReason {
     Idle,
     Protocol,
     OutputOverflow,
+    Auth,
     Shutdown,
 }
 
@@ -34,6 +37,7 @@ impl CloseReason {
             CloseReason::Idle => "idle",
             CloseReason::Protocol => "protocol",
             CloseReason::OutputOverflow => "output_overflow",
+            CloseReason::Auth => "auth",
             CloseReason::Shutdown => "shutdown",
         }
     }
@@ -52,6 +56,8 @@ pub(crate) struct Conn {
     /// Bytes of `outbuf` already written.
     pub out_pos: usize,
     pub last_active: Tick,
+    /// Close the connection at this tick unless it has authenticated by then.
+    pub auth_deadline: Option<Tick>,
     pub idle_timer: Option<TimerHandle>,
     /// Whether WRITABLE is part of the registered interest.
     pub want_write: bool,
@@ -75,6 +81,7 @@ impl Conn {
             outbuf: Vec::new(),
             out_pos: 0,
             last_active: now,
+            auth_deadline: None,
             idle_timer: None,
             want_write: false,
             dirty: false,

@@ -18,7 +18,10 @@ impl Server {
     pub(super) fn process(&mut self, key: usize, data: &[u8], now: Tick, budget: &mut usize) -> usize {
         let Some(conn) = self.conns.get(key) else { return data.len() };
         match conn.phase {
-            Phase::AwaitHello if self.config.compat && data.first() == Some(&b'{') => {
+            // The original protocol has no authentication, so it is off when a secret is set.
+            Phase::AwaitHello
+                if self.config.compat && self.config.auth_secret.is_none() && data.first() == Some(&b'{') =>
+            {
                 if let Some(conn) = self.conns.get_mut(key) {
                     conn.phase = Phase::Json;
                     conn.json = Some(super::json::JsonSession::default());
@@ -26,7 +29,9 @@ impl Server {
                 self.process_json(key, data, now, budget)
             }
             Phase::Json => self.process_json(key, data, now, budget),
-            Phase::AwaitHello | Phase::Binary => self.process_frames(key, data, now, budget),
+            Phase::AwaitHello | Phase::AwaitAuth | Phase::Binary => {
+                self.process_frames(key, data, now, budget)
+            }
         }
     }
 
@@ -34,8 +39,11 @@ impl Server {
         let mut pos = 0;
         while *budget > 0 {
             let Some(conn) = self.conns.get(key).filter(|c| c.closing.is_none()) else { return data.len() };
-            let max_frame =
-                if conn.phase == Phase::AwaitHello { HELLO_FRAME_LEN } else { self.config.max_frame };
+            let max_frame = match conn.phase {
+                Phase::AwaitHello => HELLO_FRAME_LEN,
+                Phase::AwaitAuth => self.config.pre_auth_max_frame,
+                Phase::Binary | Phase::Json => self.config.max_frame,
+            };
             match split_frame(&data[pos..], max_frame) {
                 Ok(None) => break,
                 Ok(Some((frame, used))) => {
@@ -75,6 +83,13 @@ impl Server {
         match (phase, request) {
             (Phase::AwaitHello, Request::Hello(hello)) => self.greet(key, rid, hello.negotiated_version()),
             (Phase::AwaitHello, _) => self.fail(key, &DecodeError::BadMagic, now),
+            (Phase::AwaitAuth, Request::Auth(secret)) => self.authenticate(key, rid, secret, now),
+            (Phase::AwaitAuth, Request::Ping(_)) => self.send(key, rid, &Response::Pong),
+            (Phase::AwaitAuth, Request::Hello(_)) => self.execute(key, rid, request, now),
+            (Phase::AwaitAuth, _) => {
+                let response = Response::error(ErrorCode::AuthRequired, "authenticate with AUTH first");
+                self.send(key, rid, &response);
+            }
             (_, request) => self.execute(key, rid, request, now),
         }
     }
@@ -124,16 +139,59 @@ impl Server {
     }
 
     fn greet(&mut self, key: usize, rid: u32, version: u16) {
+        let auth_required = self.config.auth_secret.is_some();
         let Some(conn) = self.conns.get_mut(key) else { return };
-        conn.phase = Phase::Binary;
+        conn.phase = if auth_required { Phase::AwaitAuth } else { Phase::Binary };
         let hello = HelloOk {
             version,
-            auth_required: false,
+            auth_required,
             connection_id: conn.serial,
             max_frame: self.config.max_frame,
             max_name: self.config.max_name,
             idle_timeout_ms: self.config.max_idle.map_or(0, |d| d.as_millis().min(u32::MAX as u128) as u32),
         };
         self.send(key, rid, &Response::HelloOk(hello));
+    }
+}
+
+impl Server {
+    /// Checks an AUTH secret in constant time; one failure closes the connection.
+    fn authenticate(&mut self, key: usize, rid: u32, secret: &[u8], now: Tick) {
+        let expected = self.config.auth_secret.as_deref().unwrap_or_default();
+        if constant_time_eq(secret, expected) {
+            if let Some(conn) = self.conns.get_mut(key) {
+                conn.phase = Phase::Binary;
+                conn.auth_deadline = None;
+            }
+            self.send(key, rid, &Response::AuthOk);
+            return;
+        }
+        let (serial, peer) = self.conns.get(key).map_or((0, String::new()), |c| (c.serial, c.label.clone()));
+        warn!("authentication failed conn={serial} peer={peer}");
+        self.send(key, rid, &Response::error(ErrorCode::AuthFailed, "authentication failed"));
+        self.close(key, CloseReason::Auth, now);
+    }
+}
+
+/// Compares without an early exit, so the time taken does not reveal how much matched.
+fn constant_time_eq(given: &[u8], expected: &[u8]) -> bool {
+    let mut diff = (given.len() != expected.len()) as u8;
+    for (i, e) in expected.iter().enumerate() {
+        diff |= e ^ given.get(i).copied().unwrap_or(!e);
+    }
+    diff == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn constant_time_eq_matches_only_equal_secrets() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secreT", b"secret"));
+        assert!(!constant_time_eq(b"secret!", b"secret"));
+        assert!(!constant_time_eq(b"secre", b"secret"));
+        assert!(!constant_time_eq(b"", b"secret"));
     }
 }

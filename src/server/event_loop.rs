@@ -4,7 +4,7 @@ use std::io::ErrorKind;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use log::{error, info};
+use log::{error, info, warn};
 use mio::{Events, Token};
 
 use super::conn::CloseReason;
@@ -109,8 +109,10 @@ impl Server {
         }
     }
 
+    /// Idle and authentication deadlines share one timer per connection. Activity does not
+    /// touch the timer (no churn per request); a timer that fires early is re-armed.
     fn expire_idle(&mut self, now: Tick) {
-        let Some(max_idle) = self.config.max_idle.map(|d| d.as_millis() as Tick) else { return };
+        let max_idle = self.config.max_idle.map(|d| d.as_millis() as Tick);
         let mut expired = Vec::new();
         self.idle.poll(now, &mut expired);
         for id in expired {
@@ -120,12 +122,22 @@ impl Server {
             if conn.closing.is_some() {
                 continue;
             }
-            let deadline = conn.last_active + max_idle;
-            if deadline <= now {
+            if conn.auth_deadline.is_some_and(|t| t <= now) {
+                warn!(
+                    "closing connection that did not authenticate conn={} peer={}",
+                    conn.serial, conn.label
+                );
+                self.close(key, CloseReason::Auth, now);
+                continue;
+            }
+            let idle_deadline = max_idle.map(|m| conn.last_active + m);
+            if idle_deadline.is_some_and(|t| t <= now) {
                 info!("closing idle connection conn={} peer={}", conn.serial, conn.label);
                 self.close(key, CloseReason::Idle, now);
-            } else {
-                conn.idle_timer = Some(self.idle.insert(deadline, id));
+                continue;
+            }
+            if let Some(next) = [idle_deadline, conn.auth_deadline].into_iter().flatten().min() {
+                conn.idle_timer = Some(self.idle.insert(next, id));
             }
         }
     }

@@ -80,8 +80,12 @@ impl Server {
         }
         info!("connection accepted conn={serial} peer={label}");
         let mut conn = Conn::new(stream, id, serial, label.clone(), now);
-        if let Some(max_idle) = self.config.max_idle {
-            conn.idle_timer = Some(self.idle.insert(now + max_idle.as_millis() as Tick, id));
+        if self.config.auth_secret.is_some() {
+            conn.auth_deadline = Some(now + self.config.auth_timeout.as_millis() as Tick);
+        }
+        let idle_deadline = self.config.max_idle.map(|d| now + d.as_millis() as Tick);
+        if let Some(deadline) = [idle_deadline, conn.auth_deadline].into_iter().flatten().min() {
+            conn.idle_timer = Some(self.idle.insert(deadline, id));
         }
         entry.insert(conn);
         self.table.connect(id, label);

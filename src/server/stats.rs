@@ -24,6 +24,7 @@ pub(crate) struct ServerStats {
     pub closed_idle: u64,
     pub closed_protocol: u64,
     pub closed_output_overflow: u64,
+    pub closed_auth: u64,
     pub closed_shutdown: u64,
     /// (tick, acquired counter) samples, oldest first.
     rate_samples: std::collections::VecDeque<(Tick, u64)>,
@@ -37,6 +38,7 @@ impl ServerStats {
             CloseReason::Idle => &mut self.closed_idle,
             CloseReason::Protocol => &mut self.closed_protocol,
             CloseReason::OutputOverflow => &mut self.closed_output_overflow,
+            CloseReason::Auth => &mut self.closed_auth,
             CloseReason::Shutdown => &mut self.closed_shutdown,
         };
         *counter += 1;
@@ -63,7 +65,7 @@ impl Server {
     pub(super) fn stats_entries(&self, now: Tick) -> Vec<(String, u64)> {
         let t = self.table.stats();
         let s = &self.stats;
-        let entries: [(&str, u64); 33] = [
+        let entries: [(&str, u64); 34] = [
             ("uptime_ms", now),
             ("connections", self.conns.len() as u64),
             ("connections_accepted", s.accepted),
@@ -73,6 +75,7 @@ impl Server {
             ("connections_closed_idle", s.closed_idle),
             ("connections_closed_protocol", s.closed_protocol),
             ("connections_closed_output_overflow", s.closed_output_overflow),
+            ("connections_closed_auth", s.closed_auth),
             ("connections_closed_shutdown", s.closed_shutdown),
             ("max_connections", self.config.max_connections as u64),
             ("locks_held", t.locks_held as u64),
