@@ -1,1 +1,94 @@
-//! The lock table (to be written).
+//! The lock table: named locks, their FIFO wait queues, per-connection holdings and lock-wait
+//! timeouts, as a deterministic state machine.
+//!
+//! The table is handed `now` (milliseconds since server start, see [`crate::wheel::Tick`]) and
+//! never reads a clock, does I/O, logs or fails: every refusal is a [`Response`], pushed with the
+//! connection and request id it answers into a caller-owned `Vec<Output>`. The server calls
+//! [`LockTable::expire`] when [`LockTable::next_deadline`] has passed.
+//!
+//! Guarantees:
+//! - every LOCK, UNLOCK and RESET gets exactly one response, possibly later (a wait ends in
+//!   `Acquired`, `TimedOut` or `Cancelled`), except requests of a disconnected connection;
+//! - waiters are granted in strict arrival order;
+//! - tokens are strictly increasing over the life of the table;
+//! - a lock with no holder is removed at once (a lock with waiters always has a holder).
+//!
+//! Layout: [`store`] keeps each lock (and its name) once; [`conn`] keeps per-connection state;
+//! `table` holds the transitions; `listing` the read-only views and metrics.
+
+mod conn;
+mod listing;
+mod store;
+mod table;
+#[cfg(test)]
+mod tests;
+
+pub use crate::wheel::Tick;
+pub use table::LockTable;
+
+use crate::protocol::Response;
+
+/// Identifies a connection; slab slots are reused, so it carries a generation and a stale id
+/// never matches a later connection in the same slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId {
+    pub slot: u32,
+    pub generation: u32,
+}
+
+/// One response to deliver: to `conn`, answering its request `request_id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    pub conn: ConnId,
+    pub request_id: u32,
+    pub response: Response,
+}
+
+/// Limits enforced by the table; refusals are `Error { code: LimitExceeded }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableLimits {
+    /// Most locks one connection may hold plus await; 0 = unlimited.
+    pub max_locks_per_conn: u32,
+    /// Most waiters one lock may queue (the holder not counted); 0 = unlimited.
+    pub max_waiters_per_lock: u32,
+    /// Default and ceiling of entries in LOCKS and CONNECTIONS listings; 0 = no ceiling.
+    pub list_max_default: u32,
+}
+
+impl Default for TableLimits {
+    fn default() -> Self {
+        TableLimits { max_locks_per_conn: 0, max_waiters_per_lock: 0, list_max_default: 10_000 }
+    }
+}
+
+/// A snapshot of the table's gauges and monotone counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TableStats {
+    /// Connections known to the table.
+    pub connections: usize,
+    /// Locks currently held (equal to the locks in the table).
+    pub locks_held: usize,
+    /// Lock requests currently waiting.
+    pub waiters: usize,
+    /// `Acquired` responses, immediate or after a wait.
+    pub acquired: u64,
+    pub already_acquired: u64,
+    pub already_waiting: u64,
+    /// Lock requests that joined a wait queue.
+    pub queued: u64,
+    /// `TimedOut` responses, immediate (timeout 0) or when a wait's timer fired.
+    pub timed_out: u64,
+    pub queue_maxed: u64,
+    /// Holds ended by UNLOCK, RESET or disconnect.
+    pub released: u64,
+    pub release_failed: u64,
+    /// Waits ended by UNLOCK or RESET (answered `Cancelled`) or by disconnect (unanswered).
+    pub cancelled: u64,
+    /// `LimitExceeded` refusals.
+    pub limit_refused: u64,
+    /// Grants to a waiter, and the sum of their waits in milliseconds.
+    pub grants_after_wait: u64,
+    pub wait_time_total_ms: u64,
+    /// The highest token issued so far (`first_token - 1` if none).
+    pub last_token: u64,
+}

@@ -1,0 +1,129 @@
+//! Lock storage: every lock lives once in a slab, found by name through a hash index that holds
+//! only slab keys, so each name is stored exactly once (in the lock itself).
+
+use std::collections::VecDeque;
+use std::hash::BuildHasher;
+
+use hashbrown::{DefaultHashBuilder, HashTable};
+use slab::Slab;
+
+use super::ConnId;
+use crate::wheel::{Tick, TimerHandle};
+
+/// A lock request waiting in a queue.
+#[derive(Debug)]
+pub(super) struct Waiter {
+    pub conn: ConnId,
+    /// The LOCK request to answer when the wait ends.
+    pub request_id: u32,
+    /// When the wait started, for wait-time metrics.
+    pub since: Tick,
+    /// `None` waits forever: such waits never touch the timer wheel.
+    pub timer: Option<TimerHandle>,
+}
+
+/// A held lock. A lock without a holder is removed, so `holder` is always valid.
+#[derive(Debug)]
+pub(super) struct Lock {
+    pub name: Box<str>,
+    pub holder: ConnId,
+    pub token: u64,
+    /// When the current holder acquired it.
+    pub since: Tick,
+    /// Waiting requests in arrival order; `VecDeque::new` does not allocate, so an uncontended
+    /// lock costs no allocation beyond its name.
+    pub waiters: VecDeque<Waiter>,
+}
+
+/// Below this slab capacity, vacant slots are not worth a shrinking scan.
+const MIN_SHRINK_CAPACITY: usize = 4096;
+
+/// The locks, keyed by a `u32` slab key (4 bytes per index entry and per holding).
+pub(super) struct Store {
+    locks: Slab<Lock>,
+    index: HashTable<u32>,
+    hasher: DefaultHashBuilder,
+    /// `(locks, capacity)` after the last shrink attempt, to bound how often one is tried.
+    last_shrink: Option<(usize, usize)>,
+}
+
+impl Store {
+    pub fn new() -> Self {
+        Store {
+            locks: Slab::new(),
+            index: HashTable::new(),
+            hasher: DefaultHashBuilder::default(),
+            last_shrink: None,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.locks.len()
+    }
+
+    pub fn find(&self, name: &str) -> Option<u32> {
+        let hash = self.hasher.hash_one(name);
+        let locks = &self.locks;
+        self.index.find(hash, |&key| locks.get(key as usize).is_some_and(|l| &*l.name == name)).copied()
+    }
+
+    /// Adds a lock the caller has checked is absent; `None` once keys no longer fit a `u32`
+    /// (four billion locks), which the caller reports as a limit.
+    pub fn insert(&mut self, lock: Lock) -> Option<u32> {
+        let key = u32::try_from(self.locks.vacant_key()).ok()?;
+        let hash = self.hasher.hash_one(&*lock.name);
+        self.locks.insert(lock);
+        let (locks, hasher) = (&self.locks, &self.hasher);
+        self.index.insert_unique(hash, key, |&k| rehash(locks, hasher, k));
+        Some(key)
+    }
+
+    pub fn remove(&mut self, key: u32) -> Option<Lock> {
+        let lock = self.locks.try_remove(key as usize)?;
+        let hash = self.hasher.hash_one(&*lock.name);
+        if let Ok(entry) = self.index.find_entry(hash, |&k| k == key) {
+            entry.remove();
+        }
+        Some(lock)
+    }
+
+    /// Returns memory once a bulk release (RESET, disconnect) left the slab at most a quarter
+    /// full. The slab cannot move live keys, so a shrink may achieve little and costs a scan of
+    /// the whole slab: it is retried only once the slab grew or the lock count halved again.
+    pub fn shrink_if_sparse(&mut self) {
+        let (len, capacity) = (self.locks.len(), self.locks.capacity());
+        let retry = match self.last_shrink {
+            None => true,
+            Some((last_len, last_capacity)) => capacity != last_capacity || len * 2 < last_len,
+        };
+        if capacity < MIN_SHRINK_CAPACITY || len * 4 > capacity || !retry {
+            return;
+        }
+        self.locks.shrink_to_fit();
+        let (locks, hasher) = (&self.locks, &self.hasher);
+        self.index.shrink_to(len, |&k| rehash(locks, hasher, k));
+        self.last_shrink = Some((len, self.locks.capacity()));
+    }
+
+    #[cfg(test)]
+    pub fn capacity(&self) -> usize {
+        self.locks.capacity()
+    }
+
+    pub fn get(&self, key: u32) -> Option<&Lock> {
+        self.locks.get(key as usize)
+    }
+
+    pub fn get_mut(&mut self, key: u32) -> Option<&mut Lock> {
+        self.locks.get_mut(key as usize)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Lock> {
+        self.locks.iter().map(|(_, lock)| lock)
+    }
+}
+
+/// The hash of lock `key`'s name, for the index to rehash when it resizes.
+fn rehash(locks: &Slab<Lock>, hasher: &DefaultHashBuilder, key: u32) -> u64 {
+    locks.get(key as usize).map_or(0, |lock| hasher.hash_one(&*lock.name))
+}

@@ -1,0 +1,323 @@
+//! The transitions of the lock table: LOCK, UNLOCK, RESET, disconnect and wait timeouts.
+//! Each one pushes the responses it causes, in causal order, to the caller's output list.
+
+use std::collections::VecDeque;
+use std::mem;
+
+use hashbrown::HashMap;
+
+use super::conn::ConnState;
+use super::store::{Lock, Store, Waiter};
+use super::{ConnId, Output, TableLimits, TableStats};
+use crate::protocol::{ErrorCode, LockRequest, Response};
+use crate::wheel::{Tick, Wheel};
+
+/// What a wait timer carries to find its waiter again. It is looked up, not trusted: every path
+/// that ends a wait cancels its timer, and a timer that still outlived its waiter is ignored.
+#[derive(Debug, Clone, Copy)]
+struct WaitTimer {
+    lock: u32,
+    conn: ConnId,
+    request_id: u32,
+}
+
+/// Named locks with FIFO wait queues; see the module documentation for the guarantees.
+pub struct LockTable {
+    pub(super) store: Store,
+    pub(super) conns: HashMap<ConnId, ConnState>,
+    timers: Wheel<WaitTimer>,
+    /// Reused buffer for fired timers, so `expire` does not allocate in steady state.
+    fired: Vec<WaitTimer>,
+    next_token: u64,
+    pub(super) limits: TableLimits,
+    /// The monotone counters; the gauges are filled in by `stats()`.
+    pub(super) counters: TableStats,
+    pub(super) waiters: usize,
+}
+
+fn reply(out: &mut Vec<Output>, conn: ConnId, request_id: u32, response: Response) {
+    out.push(Output { conn, request_id, response });
+}
+
+impl LockTable {
+    /// An empty table whose first token is `first_token`.
+    pub fn new(first_token: u64, limits: TableLimits) -> Self {
+        LockTable {
+            store: Store::new(),
+            conns: HashMap::new(),
+            timers: Wheel::new(),
+            fired: Vec::new(),
+            next_token: first_token,
+            limits,
+            counters: TableStats::default(),
+            waiters: 0,
+        }
+    }
+
+    /// Registers a connection under its listing label (`ip:port` or `unix:N`), or relabels it.
+    pub fn connect(&mut self, conn: ConnId, label: String) {
+        match self.conns.get_mut(&conn) {
+            Some(state) => state.label = label.into_boxed_str(),
+            None => {
+                self.conns.insert(conn, ConnState::new(label.into_boxed_str()));
+            }
+        }
+    }
+
+    /// LOCK: acquire, report an existing hold or wait, refuse, or join the queue.
+    pub fn lock(
+        &mut self,
+        now: Tick,
+        conn: ConnId,
+        request_id: u32,
+        req: &LockRequest<'_>,
+        out: &mut Vec<Output>,
+    ) {
+        // A connection the server did not register still gets consistent bookkeeping.
+        self.conns.entry(conn).or_insert_with(|| ConnState::new(Box::from("")));
+        match self.store.find(req.name) {
+            None => self.acquire_free(now, conn, request_id, req.name, out),
+            Some(key) => self.contend(now, conn, request_id, key, req, out),
+        }
+    }
+
+    fn acquire_free(&mut self, now: Tick, conn: ConnId, request_id: u32, name: &str, out: &mut Vec<Output>) {
+        if let Some(message) = self.limit_refusal(conn, None) {
+            return self.refuse(conn, request_id, message, out);
+        }
+        let token = self.next_token;
+        let lock = Lock { name: name.into(), holder: conn, token, since: now, waiters: VecDeque::new() };
+        let Some(key) = self.store.insert(lock) else {
+            return self.refuse(conn, request_id, "the lock table is full".to_owned(), out);
+        };
+        self.next_token = token.saturating_add(1);
+        if let Some(state) = self.conns.get_mut(&conn) {
+            state.held.insert(key);
+        }
+        self.counters.acquired += 1;
+        reply(out, conn, request_id, Response::Acquired { token });
+    }
+
+    /// LOCK of a held lock, in the order of precedence the protocol defines.
+    fn contend(
+        &mut self,
+        now: Tick,
+        conn: ConnId,
+        request_id: u32,
+        key: u32,
+        req: &LockRequest<'_>,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(lock) = self.store.get(key) else { return };
+        let response = if lock.holder == conn {
+            self.counters.already_acquired += 1;
+            Response::AlreadyAcquired { token: lock.token }
+        } else if self.conns.get(&conn).is_some_and(|state| state.waits_on(key)) {
+            // The first request keeps waiting with its own timer; this one is answered now.
+            self.counters.already_waiting += 1;
+            Response::AlreadyWaiting
+        } else if req.queue_max.is_some_and(|q| 1 + lock.waiters.len() >= q as usize) {
+            self.counters.queue_maxed += 1;
+            Response::QueueMaxed { queue: self.queue_labels(lock) }
+        } else if req.timeout_ms == Some(0) {
+            self.counters.timed_out += 1;
+            Response::TimedOut { queue: self.queue_labels(lock) }
+        } else if let Some(message) = self.limit_refusal(conn, Some(lock.waiters.len())) {
+            return self.refuse(conn, request_id, message, out);
+        } else {
+            return self.enqueue(now, conn, request_id, key, req.timeout_ms);
+        };
+        reply(out, conn, request_id, response);
+    }
+
+    /// Joins the queue of lock `key`; only a finite timeout puts a timer in the wheel.
+    fn enqueue(&mut self, now: Tick, conn: ConnId, request_id: u32, key: u32, timeout_ms: Option<u32>) {
+        let timer = timeout_ms.map(|ms| {
+            let deadline = now.saturating_add(u64::from(ms));
+            self.timers.insert(deadline, WaitTimer { lock: key, conn, request_id })
+        });
+        if let Some(lock) = self.store.get_mut(key) {
+            lock.waiters.push_back(Waiter { conn, request_id, since: now, timer });
+        }
+        if let Some(state) = self.conns.get_mut(&conn) {
+            state.waiting.push(key);
+        }
+        self.waiters += 1;
+        self.counters.queued += 1;
+    }
+
+    /// Why a new hold or wait by `conn` (on a lock with `lock_waiters` waiters) is refused.
+    fn limit_refusal(&self, conn: ConnId, lock_waiters: Option<usize>) -> Option<String> {
+        let per_conn = self.limits.max_locks_per_conn as usize;
+        let count = self.conns.get(&conn).map_or(0, ConnState::count);
+        if per_conn != 0 && count >= per_conn {
+            return Some(format!("connection holds or awaits {count} locks, the limit is {per_conn}"));
+        }
+        let per_lock = self.limits.max_waiters_per_lock as usize;
+        match lock_waiters {
+            Some(n) if per_lock != 0 && n >= per_lock => {
+                Some(format!("lock has {n} waiters, the limit is {per_lock}"))
+            }
+            _ => None,
+        }
+    }
+
+    fn refuse(&mut self, conn: ConnId, request_id: u32, message: String, out: &mut Vec<Output>) {
+        self.counters.limit_refused += 1;
+        reply(out, conn, request_id, Response::error(ErrorCode::LimitExceeded, message));
+    }
+
+    /// UNLOCK: the holder releases (and the next waiter is granted); a waiter abandons its wait.
+    ///
+    /// A waiter's UNLOCK pushes `Cancelled` for its pending LOCK first, then `Released` for the
+    /// UNLOCK, so the client sees the wait end before the request that ended it is answered.
+    pub fn unlock(&mut self, now: Tick, conn: ConnId, request_id: u32, name: &str, out: &mut Vec<Output>) {
+        let key = self.store.find(name);
+        let holder = key.and_then(|k| self.store.get(k)).map(|lock| lock.holder);
+        match key {
+            Some(key) if holder == Some(conn) => {
+                if let Some(state) = self.conns.get_mut(&conn) {
+                    state.held.remove(&key);
+                }
+                self.counters.released += 1;
+                reply(out, conn, request_id, Response::Released);
+                self.hand_over(now, key, out);
+            }
+            Some(key) if self.conns.get(&conn).is_some_and(|state| state.waits_on(key)) => {
+                if let Some(waiter) = self.remove_waiter(key, conn) {
+                    self.counters.cancelled += 1;
+                    reply(out, conn, waiter.request_id, Response::Cancelled);
+                }
+                reply(out, conn, request_id, Response::Released);
+            }
+            _ => {
+                self.counters.release_failed += 1;
+                reply(out, conn, request_id, Response::ReleaseFailed);
+            }
+        }
+    }
+
+    /// RESET: releases every hold and cancels every wait of `conn`, then answers `ResetOk`.
+    pub fn reset(&mut self, now: Tick, conn: ConnId, request_id: u32, out: &mut Vec<Output>) {
+        self.drop_all(now, conn, true, out);
+        reply(out, conn, request_id, Response::ResetOk);
+    }
+
+    /// The connection is gone: like RESET without a word to it, then it is forgotten.
+    pub fn disconnect(&mut self, now: Tick, conn: ConnId, out: &mut Vec<Output>) {
+        self.drop_all(now, conn, false, out);
+        self.conns.remove(&conn);
+    }
+
+    /// Ends the waits of `conn` (answering `Cancelled` when `notify`), then releases its holds
+    /// in acquisition order so grants, and their tokens, never depend on hash order.
+    fn drop_all(&mut self, now: Tick, conn: ConnId, notify: bool, out: &mut Vec<Output>) {
+        let Some(state) = self.conns.get_mut(&conn) else { return };
+        let waiting = mem::take(&mut state.waiting);
+        let held = mem::take(&mut state.held);
+        for key in waiting {
+            if let Some(waiter) = self.remove_waiter(key, conn) {
+                self.counters.cancelled += 1;
+                if notify {
+                    reply(out, conn, waiter.request_id, Response::Cancelled);
+                }
+            }
+        }
+        let mut held: Vec<(u64, u32)> =
+            held.into_iter().filter_map(|key| self.store.get(key).map(|lock| (lock.token, key))).collect();
+        held.sort_unstable();
+        for (_, key) in held {
+            self.counters.released += 1;
+            self.hand_over(now, key, out);
+        }
+        self.store.shrink_if_sparse();
+    }
+
+    /// Takes the wait of `conn` out of lock `key`'s queue, cancelling its timer.
+    fn remove_waiter(&mut self, key: u32, conn: ConnId) -> Option<Waiter> {
+        let lock = self.store.get_mut(key)?;
+        let pos = lock.waiters.iter().position(|w| w.conn == conn)?;
+        let waiter = lock.waiters.remove(pos)?;
+        if let Some(timer) = waiter.timer {
+            self.timers.cancel(timer);
+        }
+        if let Some(state) = self.conns.get_mut(&conn) {
+            state.stop_waiting(key);
+        }
+        self.waiters -= 1;
+        Some(waiter)
+    }
+
+    /// The holder of lock `key` let go: grant it to the first waiter, or remove the lock.
+    fn hand_over(&mut self, now: Tick, key: u32, out: &mut Vec<Output>) {
+        while let Some(lock) = self.store.get_mut(key) {
+            let Some(waiter) = lock.waiters.pop_front() else {
+                self.store.remove(key);
+                return;
+            };
+            self.waiters -= 1;
+            if let Some(timer) = waiter.timer {
+                self.timers.cancel(timer);
+            }
+            // Disconnect drops a connection's waits first; this guard only keeps a waiter whose
+            // connection is unknown from ever being granted.
+            let Some(state) = self.conns.get_mut(&waiter.conn) else { continue };
+            state.stop_waiting(key);
+            state.held.insert(key);
+            let token = self.next_token;
+            self.next_token = token.saturating_add(1);
+            (lock.holder, lock.token, lock.since) = (waiter.conn, token, now);
+            self.counters.acquired += 1;
+            self.counters.grants_after_wait += 1;
+            self.counters.wait_time_total_ms += now.saturating_sub(waiter.since);
+            reply(out, waiter.conn, waiter.request_id, Response::Acquired { token });
+            return;
+        }
+    }
+
+    /// Answers `TimedOut` to every wait whose deadline is at or before `now`, in deadline order.
+    pub fn expire(&mut self, now: Tick, out: &mut Vec<Output>) {
+        let mut fired = mem::take(&mut self.fired);
+        self.timers.poll(now, &mut fired);
+        for timer in fired.drain(..) {
+            self.time_out(timer, out);
+        }
+        self.fired = fired;
+    }
+
+    /// Ends one timed-out wait; the queue reported is the holder and the remaining waiters.
+    fn time_out(&mut self, timer: WaitTimer, out: &mut Vec<Output>) {
+        let Some(lock) = self.store.get_mut(timer.lock) else { return };
+        let matches =
+            |w: &Waiter| w.conn == timer.conn && w.request_id == timer.request_id && w.timer.is_some();
+        let Some(pos) = lock.waiters.iter().position(matches) else { return };
+        lock.waiters.remove(pos);
+        if let Some(state) = self.conns.get_mut(&timer.conn) {
+            state.stop_waiting(timer.lock);
+        }
+        self.waiters -= 1;
+        self.counters.timed_out += 1;
+        let queue = self.store.get(timer.lock).map(|lock| self.queue_labels(lock)).unwrap_or_default();
+        reply(out, timer.conn, timer.request_id, Response::TimedOut { queue });
+    }
+
+    /// A tick at or before the earliest wait deadline; `None` when no wait can time out.
+    pub fn next_deadline(&self) -> Option<Tick> {
+        self.timers.next_deadline()
+    }
+
+    /// The highest token issued so far (`first_token - 1` if none, saturating at 0).
+    pub fn last_token(&self) -> u64 {
+        self.next_token.saturating_sub(1)
+    }
+
+    pub(super) fn label(&self, conn: ConnId) -> &str {
+        self.conns.get(&conn).map_or("", |state| &state.label)
+    }
+
+    /// Labels of the holder, then of the waiters in order.
+    pub(super) fn queue_labels(&self, lock: &Lock) -> Vec<String> {
+        let conns = std::iter::once(lock.holder).chain(lock.waiters.iter().map(|w| w.conn));
+        conns.map(|conn| self.label(conn).to_owned()).collect()
+    }
+}

@@ -1,0 +1,436 @@
+//! Lock table tests with literal ticks: each drives the table through a scenario and checks
+//! every response, in order.
+
+use super::*;
+use crate::protocol::{ConnectionInfo, ErrorCode, LockInfo, LockRequest, Response};
+
+/// `(connection slot, request id, response)`: outputs with the generation left out.
+type Out = Vec<(u32, u32, Response)>;
+
+const FOREVER: Option<u32> = None;
+
+fn id(slot: u32) -> ConnId {
+    ConnId { slot, generation: 1 }
+}
+
+fn label(slot: u32) -> String {
+    format!("10.0.0.1:{}", 4000 + slot)
+}
+
+fn labels(slots: &[u32]) -> Vec<String> {
+    slots.iter().map(|&s| label(s)).collect()
+}
+
+fn acquired(token: u64) -> Response {
+    Response::Acquired { token }
+}
+
+/// A table with connections 0..25 (labels sort in slot order) and first token 100.
+struct Harness {
+    table: LockTable,
+    out: Vec<Output>,
+}
+
+impl Harness {
+    fn new() -> Self {
+        Self::with_limits(TableLimits::default())
+    }
+
+    fn with_limits(limits: TableLimits) -> Self {
+        let mut table = LockTable::new(100, limits);
+        for slot in 0..25 {
+            table.connect(id(slot), label(slot));
+        }
+        Harness { table, out: Vec::new() }
+    }
+
+    fn take(&mut self) -> Out {
+        self.out.drain(..).map(|o| (o.conn.slot, o.request_id, o.response)).collect()
+    }
+
+    fn lock_with(
+        &mut self,
+        now: Tick,
+        slot: u32,
+        rid: u32,
+        name: &str,
+        timeout_ms: Option<u32>,
+        queue_max: Option<u32>,
+    ) -> Out {
+        let req = LockRequest { name, timeout_ms, queue_max };
+        self.table.lock(now, id(slot), rid, &req, &mut self.out);
+        self.take()
+    }
+
+    fn lock(&mut self, now: Tick, slot: u32, rid: u32, name: &str, timeout_ms: Option<u32>) -> Out {
+        self.lock_with(now, slot, rid, name, timeout_ms, None)
+    }
+
+    fn unlock(&mut self, now: Tick, slot: u32, rid: u32, name: &str) -> Out {
+        self.table.unlock(now, id(slot), rid, name, &mut self.out);
+        self.take()
+    }
+
+    fn reset(&mut self, now: Tick, slot: u32, rid: u32) -> Out {
+        self.table.reset(now, id(slot), rid, &mut self.out);
+        self.take()
+    }
+
+    fn disconnect(&mut self, now: Tick, slot: u32) -> Out {
+        self.table.disconnect(now, id(slot), &mut self.out);
+        self.take()
+    }
+
+    fn expire(&mut self, now: Tick) -> Out {
+        self.table.expire(now, &mut self.out);
+        self.take()
+    }
+
+    fn queue(&self, name: &str) -> Vec<String> {
+        match self.table.locks(name, 0) {
+            Response::Locks { locks, .. } => {
+                locks.into_iter().find(|l| l.name == name).map(|l| l.queue).unwrap_or_default()
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    fn waiting(&self, slot: u32) -> Vec<String> {
+        match self.table.my_locks(id(slot)) {
+            Response::MyLocks { waiting, .. } => waiting,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn grants_twenty_waiters_in_arrival_order() {
+    let mut h = Harness::new();
+    assert_eq!(h.lock(0, 0, 1, "a", FOREVER), vec![(0, 1, acquired(100))]);
+    for slot in 1..=20 {
+        assert_eq!(h.lock(slot as Tick, slot, 1, "a", FOREVER), vec![]);
+    }
+    assert_eq!(h.queue("a"), labels(&(0..=20).collect::<Vec<_>>()));
+    let mut holder = 0;
+    for slot in 1..=20 {
+        let expected = vec![(holder, 2, Response::Released), (slot, 1, acquired(100 + slot as u64))];
+        assert_eq!(h.unlock(100 + slot as Tick, holder, 2, "a"), expected);
+        holder = slot;
+    }
+    assert_eq!(h.unlock(200, 20, 2, "a"), vec![(20, 2, Response::Released)]);
+    assert_eq!(h.table.stats().locks_held, 0);
+}
+
+#[test]
+fn waits_time_out_at_their_exact_tick() {
+    let mut h = Harness::new();
+    h.lock(0, 0, 1, "a", FOREVER);
+    assert_eq!(h.lock(10, 1, 7, "a", Some(50)), vec![]);
+    assert_eq!(h.lock(20, 2, 8, "a", Some(30)), vec![]);
+    assert_eq!(h.lock(25, 3, 9, "a", FOREVER), vec![]);
+    assert!(h.table.next_deadline().is_some_and(|d| d <= 50));
+    assert_eq!(h.expire(49), vec![]);
+    // The reported queue is the holder and the waiters left, without the one timing out.
+    assert_eq!(h.expire(50), vec![(2, 8, Response::TimedOut { queue: labels(&[0, 1, 3]) })]);
+    assert_eq!(h.expire(59), vec![]);
+    assert_eq!(h.expire(60), vec![(1, 7, Response::TimedOut { queue: labels(&[0, 3]) })]);
+    assert_eq!(h.expire(100_000), vec![]);
+    assert_eq!(h.waiting(1), Vec::<String>::new());
+    assert_eq!(h.queue("a"), labels(&[0, 3]));
+    let stats = h.table.stats();
+    assert_eq!((stats.timed_out, stats.waiters), (2, 1));
+}
+
+#[test]
+fn timeout_zero_answers_at_once_without_waiting() {
+    let mut h = Harness::new();
+    assert_eq!(h.lock(0, 0, 1, "a", Some(0)), vec![(0, 1, acquired(100))], "a free lock is granted");
+    h.lock(1, 1, 1, "a", FOREVER);
+    assert_eq!(h.lock(2, 2, 5, "a", Some(0)), vec![(2, 5, Response::TimedOut { queue: labels(&[0, 1]) })]);
+    assert_eq!(h.waiting(2), Vec::<String>::new());
+    assert_eq!(h.table.next_deadline(), None, "waits without a timeout put nothing in the wheel");
+}
+
+#[test]
+fn queue_max_counts_holder_and_waiters() {
+    let mut h = Harness::new();
+    assert_eq!(h.lock_with(0, 0, 1, "a", FOREVER, Some(1)), vec![(0, 1, acquired(100))]);
+    assert_eq!(
+        h.lock_with(1, 1, 1, "a", FOREVER, Some(1)),
+        vec![(1, 1, Response::QueueMaxed { queue: labels(&[0]) })]
+    );
+    assert_eq!(h.lock_with(2, 1, 2, "a", FOREVER, Some(2)), vec![]);
+    let maxed = Response::QueueMaxed { queue: labels(&[0, 1]) };
+    assert_eq!(h.lock_with(3, 2, 1, "a", FOREVER, Some(2)), vec![(2, 1, maxed.clone())]);
+    // queue_max is checked before timeout 0.
+    assert_eq!(h.lock_with(4, 2, 2, "a", Some(0), Some(2)), vec![(2, 2, maxed)]);
+    let timed_out = Response::TimedOut { queue: labels(&[0, 1]) };
+    assert_eq!(h.lock_with(5, 2, 3, "a", Some(0), Some(3)), vec![(2, 3, timed_out)]);
+    assert_eq!(h.table.stats().queue_maxed, 3);
+}
+
+#[test]
+fn already_acquired_reports_the_holders_token() {
+    let mut h = Harness::new();
+    h.lock(0, 0, 1, "a", FOREVER);
+    h.lock(0, 0, 2, "b", FOREVER);
+    assert_eq!(h.lock(1, 0, 3, "a", Some(10)), vec![(0, 3, Response::AlreadyAcquired { token: 100 })]);
+    assert_eq!(h.lock(1, 0, 4, "b", Some(0)), vec![(0, 4, Response::AlreadyAcquired { token: 101 })]);
+    assert_eq!(h.table.next_deadline(), None);
+}
+
+#[test]
+fn already_waiting_keeps_the_first_timer() {
+    let mut h = Harness::new();
+    h.lock(0, 0, 1, "a", FOREVER);
+    assert_eq!(h.lock(0, 1, 1, "a", Some(100)), vec![]);
+    assert_eq!(h.lock(50, 1, 2, "a", Some(100)), vec![(1, 2, Response::AlreadyWaiting)]);
+    assert_eq!(h.lock(60, 1, 3, "a", Some(0)), vec![(1, 3, Response::AlreadyWaiting)]);
+    assert_eq!(h.expire(99), vec![]);
+    assert_eq!(h.expire(100), vec![(1, 1, Response::TimedOut { queue: labels(&[0]) })]);
+    assert_eq!(h.expire(150), vec![]);
+    assert_eq!(h.table.stats().already_waiting, 2);
+}
+
+#[test]
+fn unlock_by_a_waiter_cancels_then_releases() {
+    let mut h = Harness::new();
+    h.lock(0, 0, 1, "a", FOREVER);
+    h.lock(1, 1, 1, "a", Some(100));
+    h.lock(2, 2, 1, "a", FOREVER);
+    assert_eq!(h.unlock(5, 1, 2, "a"), vec![(1, 1, Response::Cancelled), (1, 2, Response::Released)]);
+    assert_eq!(h.table.next_deadline(), None, "the wait's timer is cancelled");
+    assert_eq!(h.expire(1_000), vec![]);
+    assert_eq!(h.queue("a"), labels(&[0, 2]));
+    assert_eq!(h.unlock(6, 3, 1, "a"), vec![(3, 1, Response::ReleaseFailed)]);
+    assert_eq!(h.unlock(6, 3, 2, "nope"), vec![(3, 2, Response::ReleaseFailed)]);
+    assert_eq!(h.unlock(6, 1, 3, "a"), vec![(1, 3, Response::ReleaseFailed)], "no longer waiting");
+}
+
+#[test]
+fn granted_waiter_timer_never_fires() {
+    let mut h = Harness::new();
+    h.lock(0, 0, 1, "a", FOREVER);
+    h.lock(0, 1, 1, "a", Some(100));
+    assert_eq!(h.unlock(40, 0, 2, "a"), vec![(0, 2, Response::Released), (1, 1, acquired(101))]);
+    assert_eq!(h.expire(100), vec![]);
+    assert_eq!(h.queue("a"), labels(&[1]));
+}
+
+#[test]
+fn reset_cancels_waits_then_releases_holds() {
+    let mut h = Harness::new();
+    h.lock(0, 0, 1, "a", FOREVER);
+    h.lock(0, 0, 2, "b", FOREVER);
+    h.lock(0, 1, 1, "c", FOREVER);
+    h.lock(1, 0, 3, "c", Some(50));
+    h.lock(2, 2, 1, "b", FOREVER);
+    h.lock(3, 3, 1, "a", FOREVER);
+    let expected = vec![
+        (0, 3, Response::Cancelled),
+        (3, 1, acquired(103)), // "a" was acquired first, so it is released first
+        (2, 1, acquired(104)),
+        (0, 9, Response::ResetOk),
+    ];
+    assert_eq!(h.reset(10, 0, 9), expected);
+    assert_eq!(h.table.my_locks(id(0)), Response::MyLocks { held: vec![], waiting: vec![] });
+    assert_eq!(h.expire(100), vec![]);
+    assert_eq!(h.reset(11, 0, 10), vec![(0, 10, Response::ResetOk)], "reset with nothing is fine");
+    let stats = h.table.stats();
+    assert_eq!((stats.released, stats.cancelled, stats.connections), (2, 1, 25));
+}
+
+#[test]
+fn disconnect_hands_over_to_the_next_waiter() {
+    let mut h = Harness::new();
+    h.lock(0, 0, 1, "a", FOREVER);
+    h.lock(0, 1, 1, "b", FOREVER);
+    h.lock(1, 0, 2, "b", Some(30));
+    h.lock(2, 2, 1, "a", FOREVER);
+    h.lock(3, 0, 3, "x", FOREVER);
+    assert_eq!(h.disconnect(10, 0), vec![(2, 1, acquired(103))]);
+    assert_eq!(h.expire(100), vec![]);
+    assert_eq!(h.queue("b"), labels(&[1]));
+    assert_eq!(
+        h.table.locks("x", 0),
+        Response::Locks { locks: vec![], truncated: false },
+        "freed lock removed"
+    );
+    assert_eq!(h.table.stats().connections, 24);
+}
+
+#[test]
+fn departed_waiter_is_skipped() {
+    let mut h = Harness::new();
+    h.lock(0, 0, 1, "a", FOREVER);
+    h.lock(1, 1, 1, "a", Some(500));
+    h.lock(2, 2, 1, "a", FOREVER);
+    assert_eq!(h.disconnect(3, 1), vec![]);
+    assert_eq!(h.unlock(4, 0, 2, "a"), vec![(0, 2, Response::Released), (2, 1, acquired(101))]);
+    assert_eq!(h.expire(600), vec![]);
+}
+
+#[test]
+fn stale_conn_id_of_a_reused_slot_is_never_granted() {
+    let mut h = Harness::new();
+    let old = ConnId { slot: 30, generation: 1 };
+    let new = ConnId { slot: 30, generation: 2 };
+    h.table.connect(old, "unix:1".to_owned());
+    h.lock(0, 0, 1, "a", FOREVER);
+    h.table.lock(1, old, 1, &LockRequest { name: "a", timeout_ms: Some(50), queue_max: None }, &mut h.out);
+    h.table.disconnect(2, old, &mut h.out);
+    h.table.connect(new, "unix:2".to_owned());
+    assert_eq!(h.unlock(3, 0, 2, "a"), vec![(0, 2, Response::Released)]);
+    assert_eq!(h.expire(100), vec![]);
+    assert_eq!(h.table.stats().locks_held, 0);
+    h.table.unlock(4, new, 1, "a", &mut h.out);
+    assert_eq!(h.out, vec![Output { conn: new, request_id: 1, response: Response::ReleaseFailed }]);
+}
+
+#[test]
+fn tokens_strictly_increase() {
+    let mut h = Harness::new();
+    assert_eq!(h.table.last_token(), 99);
+    let mut tokens = Vec::new();
+    let mut collect = |out: Out| {
+        tokens.extend(out.into_iter().filter_map(|(_, _, r)| match r {
+            Response::Acquired { token } => Some(token),
+            _ => None,
+        }))
+    };
+    for round in 0..5u32 {
+        collect(h.lock(0, 0, round, "a", FOREVER));
+        collect(h.lock(0, 1, round, "a", FOREVER));
+        collect(h.lock(0, 2, round, "b", FOREVER));
+        collect(h.unlock(1, 0, 100 + round, "a"));
+        collect(h.reset(2, 1, 200 + round));
+        collect(h.unlock(2, 2, 300 + round, "b"));
+    }
+    assert_eq!(tokens.len(), 15);
+    assert!(tokens.windows(2).all(|w| w[0] < w[1]), "{tokens:?}");
+    assert_eq!(h.table.last_token(), 114);
+    assert_eq!(h.table.stats().last_token, 114);
+}
+
+#[test]
+fn limits_refuse_new_holds_and_waits() {
+    let limits = TableLimits { max_locks_per_conn: 2, max_waiters_per_lock: 1, list_max_default: 10 };
+    let mut h = Harness::with_limits(limits);
+    let refused =
+        |out: &Out| matches!(out[..], [(_, _, Response::Error { code: ErrorCode::LimitExceeded, .. })]);
+    h.lock(0, 0, 1, "a", FOREVER);
+    h.lock(0, 0, 2, "b", FOREVER);
+    assert!(refused(&h.lock(0, 0, 3, "c", FOREVER)));
+    assert_eq!(h.lock(0, 0, 4, "a", FOREVER), vec![(0, 4, Response::AlreadyAcquired { token: 100 })]);
+    assert_eq!(h.lock(0, 1, 1, "a", FOREVER), vec![], "first waiter fits");
+    assert!(refused(&h.lock(0, 2, 1, "a", FOREVER)), "second waiter exceeds the per-lock limit");
+    let timed_out = Response::TimedOut { queue: labels(&[0, 1]) };
+    assert_eq!(h.lock(0, 2, 2, "a", Some(0)), vec![(2, 2, timed_out)], "no wait, no limit");
+    h.lock(0, 3, 1, "d", FOREVER);
+    assert!(refused(&h.lock(0, 0, 5, "d", FOREVER)), "a wait counts towards the connection's limit");
+    h.unlock(1, 0, 6, "b");
+    assert_eq!(h.lock(1, 0, 7, "c", FOREVER), vec![(0, 7, acquired(103))]);
+    assert_eq!(h.table.stats().limit_refused, 3);
+}
+
+#[test]
+fn listings_filter_sort_and_truncate() {
+    let limits = TableLimits { list_max_default: 3, ..TableLimits::default() };
+    let mut h = Harness::with_limits(limits);
+    for (rid, name) in ["job/3", "job/1", "other", "job/2", "job/4"].into_iter().enumerate() {
+        h.lock(0, 0, rid as u32, name, FOREVER);
+    }
+    h.lock(0, 1, 9, "job/2", FOREVER);
+    let info = |name: &str, slots: &[u32]| LockInfo { name: name.to_owned(), queue: labels(slots) };
+    let first_three = vec![info("job/1", &[0]), info("job/2", &[0, 1]), info("job/3", &[0])];
+    assert_eq!(h.table.locks("job/", 0), Response::Locks { locks: first_three.clone(), truncated: true });
+    assert_eq!(h.table.locks("job/", 10), Response::Locks { locks: first_three, truncated: true });
+    let first_two = vec![info("job/1", &[0]), info("job/2", &[0, 1])];
+    assert_eq!(h.table.locks("job/", 2), Response::Locks { locks: first_two, truncated: true });
+    assert_eq!(
+        h.table.locks("oth", 0),
+        Response::Locks { locks: vec![info("other", &[0])], truncated: false }
+    );
+    assert_eq!(h.table.locks("zzz", 0), Response::Locks { locks: vec![], truncated: false });
+
+    let waiter = ConnectionInfo { label: label(1), held: vec![], waiting: vec!["job/2".to_owned()] };
+    assert_eq!(
+        h.table.connections(&label(1), 0),
+        Response::Connections { connections: vec![waiter], truncated: false }
+    );
+    match h.table.connections("", 2) {
+        Response::Connections { connections, truncated } => {
+            assert!(truncated);
+            assert_eq!(connections.iter().map(|c| c.label.clone()).collect::<Vec<_>>(), labels(&[0, 1]));
+            assert_eq!(connections[0].held, ["job/1", "job/2", "job/3", "job/4", "other"]);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let mine = Response::MyLocks { held: vec![], waiting: vec!["job/2".to_owned()] };
+    assert_eq!(h.table.my_locks(id(1)), mine);
+    let unknown = ConnId { slot: 99, generation: 9 };
+    assert_eq!(h.table.my_locks(unknown), Response::MyLocks { held: vec![], waiting: vec![] });
+}
+
+#[test]
+fn a_lock_is_removed_as_soon_as_it_is_free() {
+    let mut h = Harness::new();
+    h.lock(0, 0, 1, "a", FOREVER);
+    h.lock(0, 1, 1, "a", Some(5));
+    h.expire(5);
+    assert_eq!(h.table.stats().locks_held, 1);
+    h.unlock(6, 0, 2, "a");
+    assert_eq!(h.table.stats().locks_held, 0);
+    assert_eq!(h.table.locks("", 0), Response::Locks { locks: vec![], truncated: false });
+    h.lock(7, 2, 1, "b", FOREVER);
+    h.disconnect(8, 2);
+    let stats = h.table.stats();
+    assert_eq!((stats.locks_held, stats.waiters, stats.connections), (0, 0, 24));
+    // A freed name can be taken again, with a fresh token.
+    assert_eq!(h.lock(9, 3, 1, "a", FOREVER), vec![(3, 1, acquired(102))]);
+}
+
+#[test]
+fn monitoring_reports_holds_queues_and_wait_times() {
+    let mut h = Harness::new();
+    h.lock(10, 0, 1, "a", FOREVER);
+    h.lock(5, 1, 1, "b", FOREVER);
+    h.lock(20, 2, 1, "c", FOREVER);
+    h.lock(30, 3, 1, "a", FOREVER);
+    h.lock(30, 4, 1, "a", FOREVER);
+    h.lock(40, 5, 1, "b", Some(1_000));
+    assert_eq!(h.table.longest_holds(2), vec![("b".to_owned(), 5), ("a".to_owned(), 10)]);
+    assert_eq!(h.table.deepest_queues(5), vec![("a".to_owned(), 2), ("b".to_owned(), 1)]);
+    h.unlock(100, 0, 2, "a");
+    h.unlock(140, 1, 2, "b");
+    let stats = h.table.stats();
+    assert_eq!((stats.grants_after_wait, stats.wait_time_total_ms), (2, 170));
+    let holds = vec![("c".to_owned(), 20), ("a".to_owned(), 100), ("b".to_owned(), 140)];
+    assert_eq!(h.table.longest_holds(10), holds);
+    assert_eq!(h.table.deepest_queues(5), vec![("a".to_owned(), 1)]);
+}
+
+#[test]
+fn unregistered_connection_is_tracked_on_first_lock() {
+    let mut h = Harness::new();
+    let stranger = ConnId { slot: 77, generation: 3 };
+    h.table.lock(0, stranger, 1, &LockRequest { name: "a", timeout_ms: None, queue_max: None }, &mut h.out);
+    assert_eq!(h.take(), vec![(77, 1, acquired(100))]);
+    h.table.disconnect(1, stranger, &mut h.out);
+    assert_eq!(h.table.stats().locks_held, 0);
+}
+
+#[test]
+fn bulk_release_returns_slab_memory() {
+    let mut h = Harness::new();
+    h.lock(0, 1, 0, "survivor", FOREVER);
+    for i in 0..10_000u32 {
+        h.lock(0, 0, i, &format!("n{i}"), FOREVER);
+    }
+    assert!(h.table.store.capacity() >= 10_001);
+    h.reset(1, 0, 1);
+    // The survivor has the lowest key, so the vacant tail can be dropped.
+    assert!(h.table.store.capacity() < 4096, "capacity {}", h.table.store.capacity());
+    assert_eq!(h.unlock(2, 1, 1, "survivor"), vec![(1, 1, Response::Released)]);
+    assert_eq!(h.lock(3, 2, 1, "n5", FOREVER), vec![(2, 1, acquired(10_101))]);
+}
