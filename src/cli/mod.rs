@@ -61,6 +61,9 @@ pub const EXIT_NOT_FOUND: i32 = 127;
 /// assert!(matches!(cli.command, ClientCommand::Lock(_)));
 /// ```
 #[derive(clap::Subcommand, Debug)]
+// Without this, clap would show this doc comment as the about text of the binary that
+// flattens the enum.
+#[command(about = None, long_about = None)]
 pub enum ClientCommand {
     /// Run a command while holding a lock (like flock(1), across hosts).
     #[command(disable_help_flag = true)]

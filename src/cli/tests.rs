@@ -118,3 +118,9 @@ fn long_help_is_available_and_short_h_is_host() {
     let ClientCommand::Stats(args) = parse(&["officer", "stats", "-h", "db1"]) else { panic!("not stats") };
     assert_eq!(args.connect.host, "db1");
 }
+
+#[test]
+fn flattening_does_not_leak_the_enum_docs_into_the_binary_help() {
+    let help = Cli::command().render_help().to_string();
+    assert!(!help.contains("flattened") && !help.contains("```"), "{help}");
+}
