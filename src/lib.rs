@@ -11,6 +11,7 @@ pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod locks;
+pub mod procfs;
 pub mod protocol;
 pub mod server;
 pub mod wheel;

@@ -160,6 +160,9 @@ struct RunArgs {
     /// Do not serve clients of the original JSON-lines protocol.
     #[arg(long)]
     no_compat: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9150).
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics_addr: Option<SocketAddr>,
     /// Require clients to authenticate with the secret in this file (at least 32 bytes;
     /// a trailing newline is ignored). Never pass secrets in argv.
     #[arg(long)]
@@ -282,6 +285,9 @@ fn run(args: RunArgs) -> ExitCode {
         }
     };
     println!("officer listening on {}", server.local_addr());
+    if let Some(addr) = server.metrics_addr() {
+        println!("officer metrics on http://{addr}/metrics");
+    }
     match server.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -317,6 +323,7 @@ fn config_from(args: &RunArgs) -> Result<Config, String> {
         handle_signals: true,
         compat: !args.no_compat,
         auth_secret,
+        metrics_addr: args.metrics_addr,
         ..Config::default()
     };
     config.table.max_locks_per_conn = args.max_locks_per_conn;

@@ -142,6 +142,7 @@ fn expected_examples() -> Vec<(&'static str, &'static str, Expected)> {
         ("request", "my_locks", Req(10, Request::MyLocks)),
         ("request", "stats", Req(11, Request::Stats)),
         ("request", "auth", Req(12, Request::Auth(b"s3cret"))),
+        ("request", "top", Req(18, Request::Top(5))),
         (
             "response",
             "hello_ok",
@@ -211,6 +212,27 @@ fn expected_examples() -> Vec<(&'static str, &'static str, Expected)> {
             Resp(11, Response::Stats(vec![("connections".into(), 2), ("locks".into(), 1)])),
         ),
         ("response", "auth_ok", Resp(12, Response::AuthOk)),
+        (
+            "response",
+            "top_list",
+            Resp(
+                18,
+                Response::Top {
+                    longest_held: vec![officer::protocol::TopEntry {
+                        name: "db".into(),
+                        holder: "unix:7".into(),
+                        held_ms: 1500,
+                        waiters: 2,
+                    }],
+                    deepest_queues: vec![officer::protocol::TopEntry {
+                        name: "db".into(),
+                        holder: "unix:7".into(),
+                        held_ms: 1500,
+                        waiters: 2,
+                    }],
+                },
+            ),
+        ),
         ("response", "shutdown", Resp(0, Response::Shutdown { message: "server is shutting down".into() })),
         ("response", "error", Resp(17, Response::error(ErrorCode::BadName, "lock name is empty"))),
         ("reject", "http_get", Reject(DecodeError::FrameTooLarge { len: 0x4745_5420, max: MAX_FRAME }, true)),
@@ -287,6 +309,7 @@ fn doc_covers_every_opcode() {
         op::MY_LOCKS,
         op::STATS,
         op::AUTH,
+        op::TOP,
         op::HELLO_OK,
         op::PONG,
         op::ACQUIRED,
@@ -304,6 +327,7 @@ fn doc_covers_every_opcode() {
         op::STATS_LIST,
         op::AUTH_OK,
         op::SHUTDOWN,
+        op::TOP_LIST,
         op::ERROR,
     ];
     for code in all {
@@ -804,13 +828,13 @@ fn http_tls_and_json_first_bytes_fail_on_the_length() {
 
 #[test]
 fn unknown_opcodes_are_refused_without_closing() {
-    for code in [0x00, 0x0B, 0x42, 0x7F, 0x80, op::HELLO_OK, op::ERROR] {
+    for code in [0x00, 0x0C, 0x42, 0x7F, 0x80, op::HELLO_OK, op::ERROR] {
         let err = request_err(&raw_frame(code, 1, b""));
         assert_eq!(err, DecodeError::UnknownOpcode(code));
         assert!(!err.is_fatal());
         assert_eq!(err.code(), ErrorCode::UnknownOpcode);
     }
-    for code in [0x00, op::HELLO, op::AUTH, 0x7F, 0x92, 0xFE] {
+    for code in [0x00, op::HELLO, op::AUTH, 0x7F, 0x93, 0xFE] {
         assert_eq!(response_err(&raw_frame(code, 1, b"")), DecodeError::UnknownOpcode(code));
     }
 }

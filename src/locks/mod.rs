@@ -17,13 +17,16 @@
 //! `table` holds the transitions; `listing` the read-only views and metrics.
 
 mod conn;
+mod histogram;
 mod listing;
 mod store;
 mod table;
 #[cfg(test)]
 mod tests;
+mod top;
 
 pub use crate::wheel::Tick;
+pub use histogram::{Histogram, BOUNDS_MS};
 pub use table::LockTable;
 
 use crate::protocol::Response;
@@ -91,4 +94,8 @@ pub struct TableStats {
     pub wait_time_total_ms: u64,
     /// The highest token issued so far (`first_token - 1` if none).
     pub last_token: u64,
+    /// How long granted waiters waited, in milliseconds.
+    pub wait_ms: Histogram,
+    /// How long holds lasted until UNLOCK, RESET or disconnect, in milliseconds.
+    pub hold_ms: Histogram,
 }

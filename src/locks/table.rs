@@ -250,6 +250,9 @@ impl LockTable {
 
     /// The holder of lock `key` let go: grant it to the first waiter, or remove the lock.
     fn hand_over(&mut self, now: Tick, key: u32, out: &mut Vec<Output>) {
+        if let Some(lock) = self.store.get(key) {
+            self.counters.hold_ms.record(now.saturating_sub(lock.since));
+        }
         while let Some(lock) = self.store.get_mut(key) {
             let Some(waiter) = lock.waiters.pop_front() else {
                 self.store.remove(key);
@@ -270,6 +273,7 @@ impl LockTable {
             self.counters.acquired += 1;
             self.counters.grants_after_wait += 1;
             self.counters.wait_time_total_ms += now.saturating_sub(waiter.since);
+            self.counters.wait_ms.record(now.saturating_sub(waiter.since));
             reply(out, waiter.conn, waiter.request_id, Response::Acquired { token });
             return;
         }

@@ -14,7 +14,7 @@ mod wire;
 pub use error::{DecodeError, ErrorCode};
 pub use frame::{split_frame, Frame, FRAME_HEADER_LEN, LENGTH_PREFIX_LEN, MIN_FRAME_LEN};
 pub use request::{Hello, ListRequest, LockRequest, Request};
-pub use response::{ConnectionInfo, HelloOk, LockInfo, Response, SHUTDOWN_REQUEST_ID};
+pub use response::{ConnectionInfo, HelloOk, LockInfo, Response, TopEntry, SHUTDOWN_REQUEST_ID};
 
 /// The four magic bytes that open the handshake payload: `OFCR`.
 pub const MAGIC: [u8; 4] = *b"OFCR";
@@ -48,6 +48,7 @@ pub mod op {
     pub const MY_LOCKS: u8 = 0x08;
     pub const STATS: u8 = 0x09;
     pub const AUTH: u8 = 0x0A;
+    pub const TOP: u8 = 0x0B;
 
     pub const HELLO_OK: u8 = 0x81;
     pub const PONG: u8 = 0x82;
@@ -66,6 +67,7 @@ pub mod op {
     pub const STATS_LIST: u8 = 0x8F;
     pub const AUTH_OK: u8 = 0x90;
     pub const SHUTDOWN: u8 = 0x91;
+    pub const TOP_LIST: u8 = 0x92;
     pub const ERROR: u8 = 0xFF;
 }
 

@@ -54,6 +54,8 @@ pub enum Request<'a> {
     MyLocks,
     Stats,
     Auth(&'a [u8]),
+    /// §3.10: the busiest locks, at most this many per list (0 = server default).
+    Top(u32),
 }
 
 impl<'a> Request<'a> {
@@ -88,6 +90,11 @@ impl<'a> Request<'a> {
             op::MY_LOCKS => empty(r, Request::MyLocks)?,
             op::STATS => empty(r, Request::Stats)?,
             op::AUTH => Request::Auth(r.rest()),
+            op::TOP => {
+                let max = r.u32()?;
+                r.finish()?;
+                Request::Top(max)
+            }
             other => return Err(DecodeError::UnknownOpcode(other)),
         };
         Ok(req)
@@ -106,6 +113,7 @@ impl<'a> Request<'a> {
             Request::MyLocks => op::MY_LOCKS,
             Request::Stats => op::STATS,
             Request::Auth(_) => op::AUTH,
+            Request::Top(_) => op::TOP,
         }
     }
 
@@ -119,6 +127,7 @@ impl<'a> Request<'a> {
                 put_u16(out, 0);
             }
             Request::Ping(pad) | Request::Auth(pad) => out.extend_from_slice(pad),
+            Request::Top(max) => put_u32(out, *max),
             Request::Lock(l) => {
                 put_u16(out, 0);
                 put_u32(out, l.timeout_ms.unwrap_or(TIMEOUT_FOREVER));

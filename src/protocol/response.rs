@@ -92,6 +92,11 @@ pub enum Response {
     Stats(Vec<(String, u64)>),
     /// §4.16.
     AuthOk,
+    /// §4.19: the locks held longest and the locks with the most waiters.
+    Top {
+        longest_held: Vec<TopEntry>,
+        deepest_queues: Vec<TopEntry>,
+    },
     /// §4.17: message, UTF-8 to the end of the frame; sent with request id 0.
     Shutdown {
         message: String,
@@ -126,6 +131,7 @@ impl Response {
             Response::MyLocks { .. } => op::MY_LOCKS_LIST,
             Response::Stats(_) => op::STATS_LIST,
             Response::AuthOk => op::AUTH_OK,
+            Response::Top { .. } => op::TOP_LIST,
             Response::Shutdown { .. } => op::SHUTDOWN,
             Response::Error { .. } => op::ERROR,
         }
@@ -172,6 +178,10 @@ impl Response {
                     put_str16(out, key);
                     put_u64(out, *value);
                 }
+            }
+            Response::Top { longest_held, deepest_queues } => {
+                put_top_list(out, longest_held);
+                put_top_list(out, deepest_queues);
             }
             Response::Shutdown { message } => out.extend_from_slice(message.as_bytes()),
             Response::Error { code, message } => {
@@ -248,6 +258,9 @@ impl Response {
                 Response::Stats(entries)
             }
             op::AUTH_OK => Response::AuthOk,
+            op::TOP_LIST => {
+                Response::Top { longest_held: top_list(&mut r)?, deepest_queues: top_list(&mut r)? }
+            }
             op::SHUTDOWN => Response::Shutdown { message: text(r.rest())? },
             op::ERROR => {
                 let code = ErrorCode::from_u16(r.u16()?);
@@ -258,6 +271,37 @@ impl Response {
         r.finish()?;
         Ok(resp)
     }
+}
+
+/// One lock in a TOP_LIST (§4.19).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopEntry {
+    pub name: String,
+    /// The holder's label (`ip:port` or `unix:N`).
+    pub holder: String,
+    /// How long the holder has held it, in milliseconds.
+    pub held_ms: u64,
+    /// Connections waiting behind the holder.
+    pub waiters: u32,
+}
+
+fn put_top_list(out: &mut Vec<u8>, entries: &[TopEntry]) {
+    put_u32(out, entries.len() as u32);
+    for e in entries {
+        put_str16(out, &e.name);
+        put_str16(out, &e.holder);
+        put_u64(out, e.held_ms);
+        put_u32(out, e.waiters);
+    }
+}
+
+fn top_list(r: &mut Reader<'_>) -> Result<Vec<TopEntry>, DecodeError> {
+    let count = r.u32()?;
+    let mut entries = Vec::new();
+    for _ in 0..count {
+        entries.push(TopEntry { name: r.str16()?, holder: r.str16()?, held_ms: r.u64()?, waiters: r.u32()? });
+    }
+    Ok(entries)
 }
 
 fn text(bytes: &[u8]) -> Result<String, DecodeError> {

@@ -45,6 +45,8 @@ pub struct Config {
     pub requests_per_wakeup: usize,
     /// How long a graceful shutdown waits for output to drain.
     pub drain_timeout: Duration,
+    /// Serve Prometheus metrics at `http://ADDR/metrics`; `None` = off.
+    pub metrics_addr: Option<SocketAddr>,
     /// Shared secret clients must present (AUTH) right after the handshake; `None` = open.
     pub auth_secret: Option<Vec<u8>>,
     /// A connection not authenticated this long after it was accepted is closed.
@@ -76,6 +78,7 @@ impl Default for Config {
             accepts_per_wakeup: 256,
             requests_per_wakeup: 4096,
             drain_timeout: Duration::from_secs(2),
+            metrics_addr: None,
             auth_secret: None,
             auth_timeout: Duration::from_secs(5),
             pre_auth_max_frame: 512,

@@ -133,6 +133,10 @@ impl Server {
                 let response = Response::Stats(self.stats_entries(now));
                 self.send(key, rid, &response);
             }
+            Request::Top(max) => {
+                let response = self.table.top(now, max);
+                self.send(key, rid, &response);
+            }
             // Without a configured secret there is nothing to check (PROTOCOL.md §2.5).
             Request::Auth(_) => self.send(key, rid, &Response::AuthOk),
         }

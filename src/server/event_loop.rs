@@ -8,7 +8,8 @@ use log::{error, info, warn};
 use mio::{Events, Token};
 
 use super::conn::CloseReason;
-use super::{Server, ServerError, LISTENER, SIGNALS, WAKER};
+use super::metrics::METRICS_BASE;
+use super::{Server, ServerError, LISTENER, METRICS_LISTENER, SIGNALS, WAKER};
 use crate::wheel::Tick;
 
 impl Server {
@@ -36,6 +37,8 @@ impl Server {
                     LISTENER => self.accept_pending = true,
                     WAKER => shutdown |= self.shutdown_flag.load(Ordering::SeqCst),
                     SIGNALS => shutdown |= self.take_signals(),
+                    METRICS_LISTENER => self.metrics_accept(),
+                    Token(key) if key >= METRICS_BASE => self.metrics_event(key - METRICS_BASE, now),
                     Token(key) => {
                         if event.is_writable() {
                             self.mark_dirty(key);

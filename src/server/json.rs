@@ -176,7 +176,11 @@ pub(super) fn encode_reply(conn: &mut Conn, request_id: u32, response: &Response
         }
         // The original answered neither a duplicate wait nor a wait ended by its own unlock.
         Response::AlreadyWaiting | Response::Cancelled => return,
-        Response::HelloOk(_) | Response::Pong | Response::Stats(_) | Response::AuthOk => return,
+        Response::HelloOk(_)
+        | Response::Pong
+        | Response::Stats(_)
+        | Response::AuthOk
+        | Response::Top { .. } => return,
     };
     if serde_json::to_writer(&mut conn.outbuf, &value).is_ok() {
         conn.outbuf.push(b'\n');

@@ -14,6 +14,7 @@ mod event_loop;
 mod fit;
 mod io;
 mod json;
+mod metrics;
 mod net;
 pub mod pidfile;
 mod state_file;
@@ -42,6 +43,7 @@ use stats::ServerStats;
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
 const SIGNALS: Token = Token(usize::MAX - 3);
+const METRICS_LISTENER: Token = Token(usize::MAX - 4);
 
 /// Errors that stop the server from starting or running.
 #[derive(Debug)]
@@ -116,6 +118,8 @@ pub struct Server {
     next_housekeeping: Tick,
     next_stats_log: Option<Tick>,
     pid_file: Option<pidfile::PidFile>,
+    metrics: Option<metrics::Metrics>,
+    metrics_addr: Option<std::net::SocketAddr>,
     /// systemd watchdog: ping interval and next ping, when WATCHDOG_USEC asks for it.
     watchdog: Option<(Tick, Tick)>,
 }
@@ -139,6 +143,15 @@ impl Server {
         let poll = Poll::new()?;
         listener.register(poll.registry(), LISTENER)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let metrics = match config.metrics_addr {
+            Some(addr) => {
+                let mut listener = mio::net::TcpListener::bind(addr).map_err(ServerError::Bind)?;
+                poll.registry().register(&mut listener, METRICS_LISTENER, mio::Interest::READABLE)?;
+                Some(metrics::Metrics { listener, scrapes: Slab::new(), served: 0 })
+            }
+            None => None,
+        };
+        let metrics_addr = metrics.as_ref().and_then(|m| m.listener.local_addr().ok());
         let signals = if config.handle_signals { Some(sys::register_signals(&poll, SIGNALS)?) } else { None };
         Ok(Server {
             poll,
@@ -165,6 +178,8 @@ impl Server {
             next_housekeeping: 1000,
             next_stats_log: config.stats_interval.map(|d| d.as_millis() as Tick),
             pid_file,
+            metrics,
+            metrics_addr,
             watchdog: sys::watchdog_interval().map(|every| (every, every)),
             config,
         })
@@ -178,6 +193,11 @@ impl Server {
     /// The effective configuration (limits after clamping).
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Where `/metrics` is served, when enabled (port 0 resolved).
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_addr
     }
 
     pub fn shutdown_handle(&self) -> ShutdownHandle {

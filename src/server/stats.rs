@@ -101,20 +101,32 @@ impl Server {
             ("accept_errors", s.accept_errors),
             ("table_connections", t.connections as u64),
         ];
-        entries.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+        let mut entries: Vec<(String, u64)> = entries.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        for (name, h) in [("wait_ms", &t.wait_ms), ("hold_ms", &t.hold_ms)] {
+            entries.push((format!("{name}_count"), h.count));
+            entries.push((format!("{name}_sum"), h.sum_ms));
+            for (bound, count) in h.cumulative() {
+                let le = bound.map_or_else(|| "inf".to_string(), |b| b.to_string());
+                entries.push((format!("{name}_le_{le}"), count));
+            }
+        }
+        if let Some(fds) = crate::procfs::open_fds() {
+            entries.push(("open_fds".into(), fds));
+        }
+        if let Some(rss) = crate::procfs::process_rss(std::process::id()) {
+            entries.push(("resident_memory_bytes".into(), rss));
+        }
+        entries
     }
 
+    /// The `--stats` log line: the numbers STATS and /metrics report, plus the deepest queues.
     pub(super) fn log_stats(&self, now: Tick) {
-        let t = self.table.stats();
-        info!(
-            "stats connections={} locks_held={} waiters={} acquired={} timed_out={} acquire_rate_per_sec={} deepest_queues={:?}",
-            self.conns.len(),
-            t.locks_held,
-            t.waiters,
-            t.acquired,
-            t.timed_out,
-            self.stats.acquire_rate(now, t.acquired),
-            self.table.deepest_queues(3),
-        );
+        let mut line = String::from("stats");
+        for (key, value) in self.stats_entries(now) {
+            if !key.contains("_le_") {
+                line.push_str(&format!(" {key}={value}"));
+            }
+        }
+        info!("{line} deepest_queues={:?}", self.table.deepest_queues(3));
     }
 }

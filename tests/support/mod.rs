@@ -18,6 +18,7 @@ pub const WAIT: Duration = Duration::from_secs(20);
 /// A server running on its own thread in this process.
 pub struct TestServer {
     addr: BoundAddr,
+    metrics: Option<SocketAddr>,
     handle: ShutdownHandle,
     thread: Option<JoinHandle<()>>,
 }
@@ -33,9 +34,10 @@ impl TestServer {
         configure(&mut config);
         let server = Server::bind(config).expect("bind test server");
         let addr = server.local_addr().clone();
+        let metrics = server.metrics_addr();
         let handle = server.shutdown_handle();
         let thread = std::thread::spawn(move || server.run().expect("server run"));
-        TestServer { addr, handle, thread: Some(thread) }
+        TestServer { addr, metrics, handle, thread: Some(thread) }
     }
 
     /// The TCP address (panics for a UNIX-socket server).
@@ -44,6 +46,11 @@ impl TestServer {
             BoundAddr::Tcp(a) => *a,
             BoundAddr::Unix(p) => panic!("server listens on {}", p.display()),
         }
+    }
+
+    /// Where `/metrics` is served (when the config enabled it).
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics.expect("metrics not enabled")
     }
 
     pub fn bound(&self) -> &BoundAddr {
