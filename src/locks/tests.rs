@@ -213,6 +213,7 @@ fn granted_waiter_timer_never_fires() {
     h.lock(0, 0, 1, "a", FOREVER);
     h.lock(0, 1, 1, "a", Some(100));
     assert_eq!(h.unlock(40, 0, 2, "a"), vec![(0, 2, Response::Released), (1, 1, acquired(101))]);
+    assert_eq!(h.table.next_deadline(), None, "the grant cancels the wait's timer");
     assert_eq!(h.expire(100), vec![]);
     assert_eq!(h.queue("a"), labels(&[1]));
 }
