@@ -270,3 +270,20 @@ fn sigterm_to_officer_is_passed_to_the_command_which_keeps_the_lock_until_it_end
     assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
     client(&server).try_lock("lost").expect("released after the command ended");
 }
+
+#[test]
+fn auth_file_authenticates_the_cli() {
+    let secret = "0123456789abcdef0123456789abcdef";
+    let server = TestServer::start_with(move |cfg| cfg.auth_secret = Some(secret.as_bytes().to_vec()));
+    let dir = support::temp_dir();
+    let file = dir.path().join("secret");
+    std::fs::write(&file, format!("{secret}\n")).expect("write secret");
+    let file = file.to_str().expect("utf-8 path");
+    let port = server.addr().port();
+    assert_eq!(run(officer(port, "ping", &["--auth-file", file])).status.code(), Some(0));
+    let out = run(officer(port, "lock", &["--auth-file", file, "x", "--", "true"]));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = run(officer(port, "ping", &[]));
+    assert_eq!(out.status.code(), Some(69));
+    assert!(text(&out.stderr).contains("auth"), "{}", text(&out.stderr));
+}

@@ -447,3 +447,17 @@ fn guard_unlock_after_a_loss_reports_it_with_short_names() {
     assert!(err.is_connection_lost(), "{err}");
     assert_eq!(err.released_locks(), ["a".to_string(), "b".to_string()]);
 }
+
+#[test]
+fn authentication_with_the_builder_secret() {
+    let secret = b"0123456789abcdef0123456789abcdef".to_vec();
+    let configured = secret.clone();
+    let server = TestServer::start_with(move |cfg| cfg.auth_secret = Some(configured));
+    let builder = || Client::builder().host("127.0.0.1").port(server.addr().port());
+    let c = builder().auth(secret).connect().expect("right secret");
+    c.try_lock("a").expect("lock after AUTH");
+    let wrong = builder().auth("not the secret").connect().unwrap_err();
+    assert_eq!(wrong.server_code(), Some(officer::protocol::ErrorCode::AuthFailed), "{wrong}");
+    let none = builder().connect().unwrap_err();
+    assert_eq!(none.server_code(), Some(officer::protocol::ErrorCode::AuthRequired), "{none}");
+}

@@ -117,6 +117,9 @@ pub struct ConnectArgs {
     /// Seconds to wait for the connection and handshake.
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs)]
     pub connect_timeout: Duration,
+    /// Authenticate with the secret in this file (as given to `officer run --auth-file`).
+    #[arg(long, value_name = "PATH")]
+    pub auth_file: Option<PathBuf>,
 }
 
 /// The transport of [`ConnectArgs`].
@@ -141,18 +144,24 @@ impl ConnectArgs {
     /// # #[derive(Parser)] #[command(disable_help_flag = true)]
     /// # struct Args { #[command(flatten)] connect: officer::cli::ConnectArgs }
     /// let args = Args::parse_from(["x", "--namespace", "ci"]);
-    /// let builder = args.connect.builder().auto_reconnect(false);
+    /// let builder = args.connect.builder()?.auto_reconnect(false);
+    /// # Ok::<(), String>(())
     /// ```
-    pub fn builder(&self) -> ClientBuilder {
-        let builder = match self.socket_type {
+    ///
+    /// Fails only when the `--auth-file` cannot be read.
+    pub fn builder(&self) -> Result<ClientBuilder, String> {
+        let mut builder = match self.socket_type {
             SocketType::Tcp => Client::builder().host(&self.host).port(self.port),
             SocketType::Unix => Client::builder().unix_socket(&self.socket_file),
         };
-        let builder = builder.connect_timeout(self.connect_timeout);
-        match &self.namespace {
-            Some(ns) => builder.namespace(ns),
-            None => builder,
+        builder = builder.connect_timeout(self.connect_timeout);
+        if let Some(ns) = &self.namespace {
+            builder = builder.namespace(ns);
         }
+        if let Some(path) = &self.auth_file {
+            builder = builder.auth(read_secret(path)?);
+        }
+        Ok(builder)
     }
 
     /// Where these flags point, for messages: `host:port` or the socket path.
@@ -173,8 +182,12 @@ impl ConnectArgs {
 
     /// Connects with these flags, or prints why not and returns the exit status to use.
     fn connect_or_exit(&self) -> Result<Client, i32> {
+        let builder = self.builder().map_err(|e| {
+            eprintln!("officer: {e}");
+            EXIT_UNAVAILABLE
+        })?;
         // A command-line run is one session: a broken connection is reported, never replaced.
-        self.builder().auto_reconnect(false).connect().map_err(|e| {
+        builder.auto_reconnect(false).connect().map_err(|e| {
             eprintln!("officer: cannot connect to {}: {e}", self.describe());
             EXIT_UNAVAILABLE
         })
@@ -340,6 +353,19 @@ pub fn run(cmd: ClientCommand) -> i32 {
         ClientCommand::Stats(args) => show::stats(args),
         ClientCommand::Ping(args) => show::ping(args),
     }
+}
+
+/// The secret in `path`, without one trailing newline (as `officer run --auth-file` reads it).
+fn read_secret(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    let mut secret =
+        std::fs::read(path).map_err(|e| format!("cannot read auth file {}: {e}", path.display()))?;
+    if secret.last() == Some(&b'\n') {
+        secret.pop();
+        if secret.last() == Some(&b'\r') {
+            secret.pop();
+        }
+    }
+    Ok(secret)
 }
 
 /// Seconds as a decimal number (`0.5`, `10`), not negative.
