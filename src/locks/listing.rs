@@ -110,7 +110,7 @@ impl LockTable {
 
 /// Keeps the `cap` smallest items, sorted; returns whether any were cut. Selection first, so a
 /// small listing of a large table costs O(n), not O(n log n).
-fn keep_smallest<T>(items: &mut Vec<T>, cap: usize, cmp: impl Fn(&T, &T) -> Ordering) -> bool {
+pub(super) fn keep_smallest<T>(items: &mut Vec<T>, cap: usize, cmp: impl Fn(&T, &T) -> Ordering) -> bool {
     let truncated = items.len() > cap;
     if truncated {
         if cap > 0 {

@@ -3,6 +3,7 @@
 
 use std::cmp::Reverse;
 
+use super::listing::keep_smallest;
 use super::store::Lock;
 use super::LockTable;
 use crate::protocol::{Response, TopEntry};
@@ -16,12 +17,13 @@ impl LockTable {
     /// Response::Top with at most `n` entries per list (0 = default), as of `now`.
     pub fn top(&self, now: Tick, n: u32) -> Response {
         let n = if n == 0 { TOP_DEFAULT } else { n.min(TOP_MAX) } as usize;
+        // Selection, not a full sort: O(locks) even with a million of them.
         let mut held: Vec<&Lock> = self.store.iter().collect();
-        held.sort_unstable_by_key(|l| (l.since, &*l.name));
-        held.truncate(n);
+        keep_smallest(&mut held, n, |a, b| (a.since, &*a.name).cmp(&(b.since, &*b.name)));
         let mut deep: Vec<&Lock> = self.store.iter().filter(|l| !l.waiters.is_empty()).collect();
-        deep.sort_unstable_by_key(|l| (Reverse(l.waiters.len()), &*l.name));
-        deep.truncate(n);
+        keep_smallest(&mut deep, n, |a, b| {
+            (Reverse(a.waiters.len()), &*a.name).cmp(&(Reverse(b.waiters.len()), &*b.name))
+        });
         Response::Top {
             longest_held: held.into_iter().map(|l| self.top_entry(l, now)).collect(),
             deepest_queues: deep.into_iter().map(|l| self.top_entry(l, now)).collect(),
