@@ -200,8 +200,10 @@ fn losing_the_server_while_the_command_runs_is_reported_and_exit_75() {
 
 #[test]
 fn kill_on_loss_stops_the_command() {
-    let (mut server, addr) = support::spawn_officer(&[]);
-    let child = start_holding(addr.port(), &["--kill-on-loss"], "echo started; exec sleep 600");
+    let dir = support::temp_dir();
+    let state = support::state_file_in(dir.path());
+    let (mut server, addr) = support::spawn_officer(&["--state-file", state.to_str().expect("utf-8 path")]);
+    let child = start_holding(addr.port(), &["--kill-on-loss"], "echo started; exec sleep 60");
     server.kill().expect("kill server");
     let _ = server.wait();
     let out = finish(child);
@@ -262,7 +264,8 @@ fn listings_as_tables_and_json_with_prefix_and_namespace() {
 #[test]
 fn sigterm_to_officer_is_passed_to_the_command_which_keeps_the_lock_until_it_ends() {
     let server = TestServer::start();
-    let command = "trap 'exit 5' TERM; echo started; while :; do sleep 0.05; done";
+    // Bounded, so a failing run leaves nothing behind for long.
+    let command = "trap 'exit 5' TERM; echo started; for i in $(seq 400); do sleep 0.05; done";
     let child = start_holding(server.addr().port(), &[], command);
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };

@@ -345,7 +345,9 @@ fn server_stop_turns_every_call_into_connection_lost() {
 
 #[test]
 fn killed_server_is_a_lost_connection() {
-    let (mut child, addr) = support::spawn_officer(&[]);
+    let dir = support::temp_dir();
+    let state = support::state_file_in(dir.path());
+    let (mut child, addr) = support::spawn_officer(&["--state-file", state.to_str().expect("utf-8 path")]);
     let c = Client::connect("127.0.0.1", addr.port()).expect("connect");
     c.try_lock("k").expect("lock");
     child.kill().expect("kill");

@@ -11,7 +11,7 @@
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command, ExitStatus};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 
 use super::{LockArgs, EXIT_CANNOT_EXECUTE, EXIT_LOCK_LOST, EXIT_NOT_FOUND, EXIT_UNAVAILABLE};
@@ -41,19 +41,23 @@ pub(super) fn run(args: LockArgs) -> i32 {
             return EXIT_UNAVAILABLE;
         }
     };
-    let child = match spawn(&args, &guard) {
-        Ok(child) => child,
-        Err(code) => return code,
-    };
-    let pid = child.id();
-    // Held until the command has ended, so the lock outlives the command's own cleanup.
-    let signals = match SignalRelay::start(pid) {
+    // Installed before the command starts, so no signal can end officer while the command
+    // runs; held until the command has ended, so the lock outlives the command's cleanup.
+    let signals = match SignalRelay::start() {
         Ok(relay) => Some(relay),
         Err(e) => {
             eprintln!("officer: cannot relay signals to the command: {e}");
             None
         }
     };
+    let child = match spawn(&args, &guard) {
+        Ok(child) => child,
+        Err(code) => return code,
+    };
+    let pid = child.id();
+    if let Some(relay) = &signals {
+        relay.set_target(pid);
+    }
     let (tx, rx) = mpsc::channel();
     let lost_tx = tx.clone();
     thread::scope(|s| {
@@ -113,22 +117,45 @@ pub(super) fn run(args: LockArgs) -> i32 {
 /// SIGINT and SIGQUIT come from the terminal, which already sent them to the command too.
 struct SignalRelay {
     handle: signal_hook::iterator::Handle,
+    target: Arc<Mutex<Target>>,
     thread: Option<thread::JoinHandle<()>>,
 }
 
+/// Where relayed signals go: a signal caught before the command exists waits for it.
+#[derive(Default)]
+struct Target {
+    pid: Option<u32>,
+    pending: Option<i32>,
+}
+
 impl SignalRelay {
-    fn start(pid: u32) -> std::io::Result<SignalRelay> {
+    fn start() -> std::io::Result<SignalRelay> {
         use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
         let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGHUP, SIGINT, SIGQUIT])?;
         let handle = signals.handle();
+        let target = Arc::new(Mutex::new(Target::default()));
+        let shared = Arc::clone(&target);
         let thread = thread::Builder::new().name("officer-signals".into()).spawn(move || {
             for sig in signals.forever() {
                 if sig == SIGTERM || sig == SIGHUP {
-                    signal(pid, sig);
+                    let mut t = shared.lock().unwrap_or_else(|e| e.into_inner());
+                    match t.pid {
+                        Some(pid) => signal(pid, sig),
+                        None => t.pending = Some(sig),
+                    }
                 }
             }
         })?;
-        Ok(SignalRelay { handle, thread: Some(thread) })
+        Ok(SignalRelay { handle, target, thread: Some(thread) })
+    }
+
+    /// Names the command's pid and passes on a signal that came before it started.
+    fn set_target(&self, pid: u32) {
+        let mut t = self.target.lock().unwrap_or_else(|e| e.into_inner());
+        t.pid = Some(pid);
+        if let Some(sig) = t.pending.take() {
+            signal(pid, sig);
+        }
     }
 }
 
