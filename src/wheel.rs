@@ -120,6 +120,9 @@ impl<T> Wheel<T> {
     /// Timers parked in a higher level report the start of their slot, which may be earlier than
     /// their deadline: polling then merely cascades them down.
     pub fn next_deadline(&self) -> Option<Tick> {
+        if self.entries.is_empty() {
+            return None;
+        }
         if self.lists[DUE].head != NIL {
             return Some(self.due_min);
         }
@@ -133,6 +136,11 @@ impl<T> Wheel<T> {
     /// occupied top-level slot (only timers more than `2^36` ticks away wrap around the top level).
     pub fn poll(&mut self, now: Tick, out: &mut Vec<T>) {
         let now = now.max(self.elapsed);
+        // The common case on an idle wheel: nothing to visit, only time moves on.
+        if self.entries.is_empty() {
+            self.elapsed = now;
+            return;
+        }
         self.process(DUE, out);
         // Slots are visited in order of their start tick, so a cascaded timer always lands in a
         // slot that has not been visited yet and timers fire in deadline order.

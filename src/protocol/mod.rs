@@ -82,6 +82,12 @@ pub fn validate_name(bytes: &[u8], max_name: u32, allow_empty: bool) -> Result<&
     if bytes.len() > max_name as usize {
         return Err(DecodeError::NameTooLong { len: bytes.len(), max: max_name });
     }
+    // Fast path for the usual printable-ASCII name: one pass instead of a UTF-8 validation
+    // followed by a control-character scan (this runs on every LOCK and UNLOCK).
+    if bytes.iter().all(|b| (0x20..0x7F).contains(b)) {
+        // SAFETY: every byte is printable ASCII, and ASCII is valid UTF-8.
+        return Ok(unsafe { std::str::from_utf8_unchecked(bytes) });
+    }
     let name = std::str::from_utf8(bytes).map_err(|_| DecodeError::NameNotUtf8)?;
     if name.bytes().any(|b| b < 0x20 || b == 0x7F) {
         return Err(DecodeError::NameHasControl);

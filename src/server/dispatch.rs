@@ -105,7 +105,10 @@ impl Server {
                 self.close(key, CloseReason::Protocol, now);
             }
             Request::Ping(_) => self.send(key, rid, &Response::Pong),
-            Request::Lock(lock) => {
+            Request::Lock(mut lock) => {
+                // Ticks are whole milliseconds rounded down, so the request may have arrived up
+                // to a tick after `now`: one more tick guarantees a wait never ends early.
+                lock.timeout_ms = lock.timeout_ms.map(|ms| if ms == 0 { 0 } else { ms.saturating_add(1) });
                 self.table.lock(now, id, rid, &lock, &mut self.outputs);
                 self.deliver_outputs();
             }

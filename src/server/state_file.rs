@@ -65,8 +65,10 @@ fn write_durably(path: &Path, contents: &str) -> io::Result<()> {
         _ => PathBuf::from("."),
     };
     fs::create_dir_all(&dir)?;
+    // A per-process temporary name: two servers sharing a state file by mistake must not
+    // rename each other's half-written file away.
     let mut tmp_name = path.file_name().unwrap_or_default().to_owned();
-    tmp_name.push(".tmp");
+    tmp_name.push(format!(".tmp.{}", std::process::id()));
     let tmp = dir.join(tmp_name);
     {
         let mut f = File::create(&tmp)?;

@@ -83,14 +83,17 @@ impl Drop for TestServer {
 
 /// Runs `officer run -h 127.0.0.1 -p 0 <args>` and reads the bound address from its first
 /// stdout line. The caller owns the child (kill it when done).
+///
+/// Unless `args` names a `--state-file`, one in a fresh temporary directory is used, so tests
+/// never share the default state file.
 pub fn spawn_officer(args: &[&str]) -> (Child, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_officer"))
-        .args(["run", "-h", "127.0.0.1", "-p", "0"])
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn officer");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_officer"));
+    command.args(["run", "-h", "127.0.0.1", "-p", "0"]).args(args);
+    if !args.contains(&"--state-file") {
+        let dir = tempfile::tempdir().expect("temp dir").keep();
+        command.arg("--state-file").arg(dir.join("officer.state"));
+    }
+    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn officer");
     let addr = read_listening_line(&mut child).expect("officer did not report its address");
     let addr = addr.parse().expect("listening line has a TCP address");
     (child, addr)
