@@ -290,3 +290,49 @@ fn auth_file_authenticates_the_cli() {
     assert_eq!(out.status.code(), Some(69));
     assert!(text(&out.stderr).contains("auth"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn top_shows_the_longest_hold_and_the_deepest_queue() {
+    let server = TestServer::start();
+    let holder = client(&server);
+    holder.lock("busy", LockOptions::new()).unwrap();
+    holder.lock("quiet", LockOptions::new()).unwrap();
+    let waiter = client(&server);
+    let waiting =
+        thread::spawn(move || waiter.lock("busy", LockOptions::with_timeout(Duration::from_secs(20))));
+    // Wait until the server has queued the waiter (event-driven: poll the listing).
+    let deadline = Instant::now() + WAIT;
+    while holder.locks().unwrap().iter().find(|l| l.name == "busy").map_or(0, |l| l.queue.len()) < 2 {
+        assert!(Instant::now() < deadline, "waiter never queued");
+    }
+    let out = run(officer(server.addr().port(), "top", &["-n", "1", "--json"]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let doc: Value = serde_json::from_str(text(&out.stdout).trim()).expect("one JSON document");
+    assert_eq!(doc["locks_held"], 2);
+    assert_eq!(doc["waiters"], 1);
+    assert_eq!(doc["longest_held"][0]["name"], "busy");
+    assert_eq!(doc["deepest_queues"][0]["name"], "busy");
+    assert_eq!(doc["deepest_queues"][0]["waiters"], 1);
+    let screen = run(officer(server.addr().port(), "top", &["-n", "2", "-i", "0.1"]));
+    let screen = text(&screen.stdout);
+    assert_eq!(screen.matches("HELD LONGEST").count(), 2, "{screen}");
+    assert!(screen.contains("busy"), "{screen}");
+    holder.unlock("busy").unwrap();
+    waiting.join().unwrap().unwrap();
+}
+
+#[test]
+fn stats_json_carries_histograms_and_process_numbers() {
+    let server = TestServer::start();
+    let c = client(&server);
+    c.lock("s", LockOptions::new()).unwrap();
+    c.unlock("s").unwrap();
+    let out = run(officer(server.addr().port(), "stats", &["--json"]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let doc: Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    assert_eq!(doc["acquired"], 1);
+    assert_eq!(doc["hold_ms_count"], 1);
+    assert_eq!(doc["hold_ms_le_inf"], 1);
+    assert!(doc["open_fds"].as_u64().unwrap() > 0);
+    assert!(doc["resident_memory_bytes"].as_u64().unwrap() > 0);
+}

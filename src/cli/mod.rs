@@ -10,6 +10,7 @@
 
 mod lock;
 mod show;
+mod top;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -80,6 +81,39 @@ pub enum ClientCommand {
     /// Check that the server answers, and how fast.
     #[command(disable_help_flag = true)]
     Ping(PingArgs),
+    /// Live view of the busiest locks, refreshed every second until interrupted.
+    #[command(disable_help_flag = true)]
+    Top(TopArgs),
+}
+
+/// `officer top`.
+///
+/// ```
+/// # use clap::Parser;
+/// # #[derive(Parser)] #[command(disable_help_flag = true)]
+/// # struct Cli { #[command(subcommand)] command: officer::cli::ClientCommand }
+/// use officer::cli::ClientCommand;
+/// let Cli { command: ClientCommand::Top(args) } = Cli::parse_from(["officer", "top", "-n", "2"]) else { panic!() };
+/// assert_eq!(args.iterations, Some(2));
+/// ```
+#[derive(clap::Args, Debug)]
+pub struct TopArgs {
+    /// Seconds between refreshes.
+    #[arg(short = 'i', long, default_value_t = 1.0)]
+    pub interval: f64,
+    /// Stop after this many refreshes (default: until interrupted).
+    #[arg(short = 'n', long)]
+    pub iterations: Option<u64>,
+    /// Locks shown per list.
+    #[arg(long, default_value_t = 10)]
+    pub max: u32,
+    /// One JSON document per refresh instead of a screen.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    #[arg(long, action = clap::ArgAction::Help, help = "Print help")]
+    help: Option<bool>,
 }
 
 /// How the server is reached; the same flags as `officer run` has for listening.
@@ -352,6 +386,7 @@ pub fn run(cmd: ClientCommand) -> i32 {
         ClientCommand::Connections(args) => show::connections(args),
         ClientCommand::Stats(args) => show::stats(args),
         ClientCommand::Ping(args) => show::ping(args),
+        ClientCommand::Top(args) => top::run(args),
     }
 }
 

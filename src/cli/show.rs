@@ -116,7 +116,12 @@ fn json_listing<T>(key: &str, listing: &Listing<T>, item: fn(&T) -> Value) -> St
 }
 
 /// Left-aligned columns two spaces apart; the last column is not padded.
-fn table(headers: &[&str], rows: impl Iterator<Item = Vec<String>>, empty: &str, truncated: bool) -> String {
+pub(super) fn table(
+    headers: &[&str],
+    rows: impl Iterator<Item = Vec<String>>,
+    empty: &str,
+    truncated: bool,
+) -> String {
     let rows: Vec<Vec<String>> = rows.collect();
     if rows.is_empty() {
         return format!("{empty}\n");

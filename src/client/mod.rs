@@ -34,11 +34,11 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-pub use crate::protocol::{ConnectionInfo, HelloOk, LockInfo};
+pub use crate::protocol::{ConnectionInfo, HelloOk, LockInfo, TopEntry};
 pub use builder::{ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HOST, DEFAULT_PORT};
 pub use error::{Error, ErrorKind, Result};
 pub use guard::LockGuard;
-pub use types::{Acquired, Listing, LockOptions, MyLocks, Stats};
+pub use types::{Acquired, Listing, LockOptions, MyLocks, Stats, Top};
 
 use crate::protocol::{validate_name, ListRequest, LockRequest, Request, Response};
 use builder::Config;
@@ -417,6 +417,34 @@ impl Client {
         match self.call(&conn, &Request::Stats, Track::None)? {
             Response::Stats(entries) => Ok(Stats { entries }),
             other => Err(unexpected(&other, "STATS")),
+        }
+    }
+
+    /// The busiest locks: held longest, and with the most waiters; at most `max` of each
+    /// (0: the server's default of 10). With a namespace, only locks inside it are shown.
+    ///
+    /// ```no_run
+    /// # let client = officer::client::Client::connect("localhost", 11500)?;
+    /// for e in client.top(5)?.longest_held {
+    ///     println!("{} held by {} for {} ms, {} waiting", e.name, e.holder, e.held_ms, e.waiters);
+    /// }
+    /// # Ok::<(), officer::client::Error>(())
+    /// ```
+    pub fn top(&self, max: u32) -> Result<Top> {
+        let conn = self.current()?;
+        match self.call(&conn, &Request::Top(max), Track::None)? {
+            Response::Top { longest_held, deepest_queues } => {
+                let inside = |entries: Vec<TopEntry>| -> Vec<TopEntry> {
+                    entries
+                        .into_iter()
+                        .filter_map(|e| {
+                            Some(TopEntry { name: self.config.short_name(&e.name)?.to_owned(), ..e })
+                        })
+                        .collect()
+                };
+                Ok(Top { longest_held: inside(longest_held), deepest_queues: inside(deepest_queues) })
+            }
+            other => Err(unexpected(&other, "TOP")),
         }
     }
 

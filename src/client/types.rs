@@ -241,6 +241,20 @@ impl Stats {
     }
 }
 
+/// The answer to [`Client::top`](crate::client::Client::top).
+///
+/// ```
+/// let top = officer::client::Top::default();
+/// assert!(top.longest_held.is_empty() && top.deepest_queues.is_empty());
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Top {
+    /// Locks held longest, longest first.
+    pub longest_held: Vec<crate::protocol::TopEntry>,
+    /// Locks with waiters, most waiters first.
+    pub deepest_queues: Vec<crate::protocol::TopEntry>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,89 @@
+//! `officer top`: a live view of the busiest locks (held longest, most waiters) and the main
+//! counters, refreshed every interval until interrupted (or `--iterations` times).
+
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::{TopArgs, EXIT_UNAVAILABLE};
+use crate::client::{Client, Stats, Top, TopEntry};
+
+pub(super) fn run(args: TopArgs) -> i32 {
+    let client = match args.connect.connect_or_exit() {
+        Ok(client) => client,
+        Err(code) => return code,
+    };
+    let clear = std::io::stdout().is_terminal() && !args.json;
+    let mut shown = 0u64;
+    loop {
+        let text = match snapshot(&client, args.max) {
+            Ok((stats, top)) if args.json => json_line(&stats, &top),
+            Ok((stats, top)) => render(&stats, &top, clear),
+            Err(e) => {
+                eprintln!("officer: {e}");
+                return EXIT_UNAVAILABLE;
+            }
+        };
+        if std::io::stdout().lock().write_all(text.as_bytes()).is_err() {
+            return 0;
+        }
+        shown += 1;
+        if args.iterations.is_some_and(|n| shown >= n) {
+            return 0;
+        }
+        std::thread::sleep(Duration::from_secs_f64(args.interval.max(0.05)));
+    }
+}
+
+fn snapshot(client: &Client, max: u32) -> crate::client::Result<(Stats, Top)> {
+    Ok((client.stats()?, client.top(max)?))
+}
+
+fn render(stats: &Stats, top: &Top, clear: bool) -> String {
+    let get = |k: &str| stats.get(k).unwrap_or(0);
+    let mut out = String::new();
+    if clear {
+        out.push_str("\x1b[H\x1b[2J");
+    }
+    out.push_str(&format!(
+        "officer: {} connections, {} locks held, {} waiting, {} acquired/s, up {}s\n\n",
+        get("connections"),
+        get("locks_held"),
+        get("waiters"),
+        get("acquire_rate_per_sec"),
+        get("uptime_ms") / 1000
+    ));
+    out.push_str(&section("HELD LONGEST", &top.longest_held));
+    out.push('\n');
+    out.push_str(&section("MOST WAITERS", &top.deepest_queues));
+    out
+}
+
+fn section(title: &str, entries: &[TopEntry]) -> String {
+    let rows = entries.iter().map(|e| {
+        vec![
+            e.name.clone(),
+            e.holder.clone(),
+            format!("{:.1}s", e.held_ms as f64 / 1000.0),
+            e.waiters.to_string(),
+        ]
+    });
+    format!(
+        "{title}\n{}",
+        super::show::table(&["NAME", "HOLDER", "HELD", "WAITERS"], rows, "  (none)", false)
+    )
+}
+
+fn json_line(stats: &Stats, top: &Top) -> String {
+    let entry = |e: &TopEntry| json!({"name": e.name, "holder": e.holder, "held_ms": e.held_ms, "waiters": e.waiters});
+    let doc = json!({
+        "connections": stats.get("connections"),
+        "locks_held": stats.get("locks_held"),
+        "waiters": stats.get("waiters"),
+        "acquire_rate_per_sec": stats.get("acquire_rate_per_sec"),
+        "longest_held": top.longest_held.iter().map(entry).collect::<Vec<_>>(),
+        "deepest_queues": top.deepest_queues.iter().map(entry).collect::<Vec<_>>(),
+    });
+    doc.to_string() + "\n"
+}
