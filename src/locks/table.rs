@@ -149,9 +149,12 @@ impl LockTable {
     /// Why a new hold or wait by `conn` (on a lock with `lock_waiters` waiters) is refused.
     fn limit_refusal(&self, conn: ConnId, lock_waiters: Option<usize>) -> Option<String> {
         let per_conn = self.limits.max_locks_per_conn as usize;
-        let count = self.conns.get(&conn).map_or(0, ConnState::count);
-        if per_conn != 0 && count >= per_conn {
-            return Some(format!("connection holds or awaits {count} locks, the limit is {per_conn}"));
+        // The limit is usually off: skip the connection lookup then (this is on every LOCK).
+        if per_conn != 0 {
+            let count = self.conns.get(&conn).map_or(0, ConnState::count);
+            if count >= per_conn {
+                return Some(format!("connection holds or awaits {count} locks, the limit is {per_conn}"));
+            }
         }
         let per_lock = self.limits.max_waiters_per_lock as usize;
         match lock_waiters {

@@ -84,7 +84,7 @@ pub fn validate_name(bytes: &[u8], max_name: u32, allow_empty: bool) -> Result<&
     }
     // Fast path for the usual printable-ASCII name: one pass instead of a UTF-8 validation
     // followed by a control-character scan (this runs on every LOCK and UNLOCK).
-    if bytes.iter().all(|b| (0x20..0x7F).contains(b)) {
+    if printable_ascii(bytes) {
         // SAFETY: every byte is printable ASCII, and ASCII is valid UTF-8.
         return Ok(unsafe { std::str::from_utf8_unchecked(bytes) });
     }
@@ -93,4 +93,44 @@ pub fn validate_name(bytes: &[u8], max_name: u32, allow_empty: bool) -> Result<&
         return Err(DecodeError::NameHasControl);
     }
     Ok(name)
+}
+
+/// True when every byte is printable ASCII (0x20..=0x7E). Eight bytes at a time: the usual
+/// name fits in two or three words, so this is a handful of operations instead of a loop per byte.
+fn printable_ascii(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word);
+        // A byte below 0x20, a byte with the high bit, and a 0x7F byte (zero after xor), each by
+        // the exact "has a byte less than n" test: (x - n*ONES) & !x & HIGH.
+        let below_space = x.wrapping_sub(0x20 * ONES) & !x & HIGH;
+        let del = (x ^ (0x7F * ONES)).wrapping_sub(ONES) & !(x ^ (0x7F * ONES)) & HIGH;
+        if below_space | (x & HIGH) | del != 0 {
+            return false;
+        }
+    }
+    chunks.remainder().iter().all(|b| (0x20..0x7F).contains(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable_ascii;
+
+    #[test]
+    fn printable_ascii_matches_the_bytewise_rule_for_every_byte_at_every_position() {
+        for len in [1usize, 7, 8, 9, 16, 17] {
+            for pos in 0..len {
+                for b in 0..=255u8 {
+                    let mut name = vec![b'a'; len];
+                    name[pos] = b;
+                    let expected = (0x20..0x7F).contains(&b);
+                    assert_eq!(printable_ascii(&name), expected, "byte 0x{b:02x} at {pos} of {len}");
+                }
+            }
+        }
+    }
 }
