@@ -182,7 +182,13 @@ impl BenchConn {
                 Ok(0) => {
                     return Err(io::Error::new(ErrorKind::UnexpectedEof, "server closed the connection"))
                 }
-                Ok(n) => self.inbuf.extend_from_slice(&chunk[..n]),
+                Ok(n) => {
+                    self.inbuf.extend_from_slice(&chunk[..n]);
+                    // A short read drained the socket; later data is a new edge-triggered event.
+                    if n < chunk.len() {
+                        break;
+                    }
+                }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),

@@ -59,10 +59,10 @@ impl Server {
             // Peers that hung up go first: their requests are served, then their locks and
             // waits are dropped before any release in this wake-up can grant to them.
             for key in hung_up.drain(..) {
-                self.serve_conn(key, now);
+                self.serve_conn(key, now, true);
             }
             for key in ready.drain(..) {
-                self.serve_conn(key, now);
+                self.serve_conn(key, now, false);
             }
             self.serve_backlog(now);
             self.run_timers(now);

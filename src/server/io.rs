@@ -92,8 +92,14 @@ impl Server {
         self.stats.accepted += 1;
     }
 
-    /// Serves buffered input, then reads until `WouldBlock`, the request budget, or close.
-    pub(super) fn serve_conn(&mut self, key: usize, now: Tick) {
+    /// Serves buffered input, then reads until the socket is drained, the request budget is
+    /// spent, or the connection closes.
+    ///
+    /// A read that returns less than the buffer emptied the socket at that moment, so
+    /// `drain == false` stops there instead of paying a second `read` for the `WouldBlock`:
+    /// anything arriving later is a new wake-up for the edge-triggered poller, which reports it
+    /// on the next turn. Hung-up peers are drained (`drain == true`) to see the EOF now.
+    pub(super) fn serve_conn(&mut self, key: usize, now: Tick, drain: bool) {
         let mut budget = self.config.requests_per_wakeup;
         if !self.serve_buffered(key, now, &mut budget) {
             return;
@@ -122,6 +128,9 @@ impl Server {
                         if !self.serve_buffered(key, now, &mut budget) {
                             break;
                         }
+                    }
+                    if !drain && n < scratch.len() {
+                        break;
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
@@ -173,7 +182,7 @@ impl Server {
         for key in keys {
             if let Some(conn) = self.conns.get_mut(key) {
                 conn.backlogged = false;
-                self.serve_conn(key, now);
+                self.serve_conn(key, now, true);
             }
         }
     }
