@@ -1,8 +1,10 @@
-//! Operations: the real binary as an operator drives it. Background mode (`start` / `status` /
-//! `stop` / `restart` around a pid file).
+//! Operations: the real binary as an operator or a service manager drives it. Background mode
+//! (`start` / `status` / `stop` / `restart` around a pid file), systemd notifications without
+//! systemd (a datagram socket of our own as NOTIFY_SOCKET), SIGTERM with clients connected,
+//! and the start-up checks on authentication and exposure.
 //!
-//! Every server listens on 127.0.0.1, keeps its state file in a temp dir, and is stopped by
-//! a guard even when the test fails. Waits are event-driven
+//! Every server listens on 127.0.0.1 (or a UNIX socket in a temp dir), keeps its state file
+//! in a temp dir, and is stopped by a guard even when the test fails. Waits are event-driven
 //! with the 20 s bound of `support::WAIT`; nothing sleeps for start-up.
 
 #[path = "support/ops_extra.rs"]
@@ -10,11 +12,16 @@ mod ops_extra;
 mod support;
 
 use std::net::{SocketAddr, TcpListener};
+use std::os::unix::net::UnixDatagram;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
-use officer::client::Client;
-use ops_extra::{officer, parse_started, process_gone, read_pid, signal, wait_until, DaemonGuard};
-use support::WAIT;
+use officer::client::{Client, ClientBuilder, LockOptions};
+use officer::protocol::{Hello, LockRequest, Request, Response, PROTOCOL_VERSION, SHUTDOWN_REQUEST_ID};
+use ops_extra::{
+    officer, parse_started, process_gone, read_pid, signal, wait_until, DaemonGuard, Foreground,
+};
+use support::{Raw, WAIT};
 
 fn path_str(path: &Path) -> String {
     path.to_str().expect("temp paths are UTF-8").to_owned()
@@ -236,4 +243,281 @@ fn failed_start_leaves_no_pid_file() {
     assert!(!dir.path().join("officer.pid").exists(), "a server that never ran leaves no pid file");
     let status = officer(&["status", "-d", &path_str(dir.path())]);
     assert_eq!(status.code(), Some(3), "{}", status.both());
+}
+
+// ---------------------------------------------------------------------------------------------
+// systemd notifications
+
+/// A datagram socket standing in for systemd's notification socket.
+struct NotifySocket {
+    socket: UnixDatagram,
+    path: String,
+    _dir: tempfile::TempDir,
+}
+
+impl NotifySocket {
+    fn bind() -> NotifySocket {
+        let dir = support::temp_dir();
+        let path = path_str(&dir.path().join("notify"));
+        let socket = UnixDatagram::bind(&path).expect("bind notify socket");
+        NotifySocket { socket, path, _dir: dir }
+    }
+
+    /// The next message's assignments (`READY=1`, ...), or `None` after `limit`.
+    fn recv(&self, limit: Duration) -> Option<Vec<String>> {
+        self.socket.set_read_timeout(Some(limit.max(Duration::from_millis(1)))).unwrap();
+        let mut buf = [0u8; 4096];
+        let n = self.socket.recv(&mut buf).ok()?;
+        let text = String::from_utf8_lossy(&buf[..n]);
+        Some(text.lines().map(str::to_owned).collect())
+    }
+
+    /// Reads messages until one carries `want`; returns those seen before it.
+    fn expect(&self, want: &str) -> Vec<String> {
+        let deadline = Instant::now() + WAIT;
+        let mut before = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let msg = self.recv(left).unwrap_or_else(|| panic!("no {want} within {WAIT:?}; saw {before:?}"));
+            if msg.iter().any(|m| m == want) {
+                return before;
+            }
+            before.extend(msg);
+        }
+    }
+}
+
+fn run_args(state_dir: &Path) -> Vec<String> {
+    let state = path_str(&state_dir.join("s"));
+    ["-h", "127.0.0.1", "-p", "0", "--state-file", &state].map(str::to_owned).to_vec()
+}
+
+fn spawn_run(args: &[String], envs: &[(&str, &str)]) -> Foreground {
+    Foreground::spawn(&args.iter().map(String::as_str).collect::<Vec<_>>(), envs)
+}
+
+#[test]
+fn systemd_ready_after_bind_and_stopping_on_sigterm() {
+    let dir = support::temp_dir();
+    let notify = NotifySocket::bind();
+    let mut server = spawn_run(&run_args(dir.path()), &[("NOTIFY_SOCKET", &notify.path)]);
+    let addr: SocketAddr = server.listening_on().parse().expect("TCP address");
+
+    let before = notify.expect("READY=1");
+    assert!(before.is_empty(), "READY=1 comes first: {before:?}");
+    // Ready means serving: the handshake needs the event loop, not just a bound port.
+    let mut raw = Raw::connect(addr);
+    assert!(matches!(raw.call(&Request::Ping(b"")), Response::Pong));
+
+    signal(server.pid(), libc::SIGTERM);
+    let before = notify.expect("STOPPING=1");
+    assert!(!before.iter().any(|m| m.starts_with("WATCHDOG")), "no watchdog unless asked: {before:?}");
+    let status = server.wait_exit();
+    assert_eq!(status.code(), Some(0), "stderr: {}", server.stderr());
+    assert!(notify.recv(Duration::from_millis(50)).is_none(), "nothing after STOPPING=1");
+}
+
+#[test]
+fn systemd_watchdog_pings_at_half_the_period() {
+    let dir = support::temp_dir();
+    let notify = NotifySocket::bind();
+    // 200 ms period: a ping every 100 ms.
+    let envs = [("NOTIFY_SOCKET", notify.path.as_str()), ("WATCHDOG_USEC", "200000")];
+    let mut server = spawn_run(&run_args(dir.path()), &envs);
+    assert!(server.first_line.starts_with("officer listening on "), "{:?}", server.first_line);
+    notify.expect("READY=1");
+
+    let started = Instant::now();
+    let mut pings = 0;
+    while pings < 2 {
+        let left = WAIT.saturating_sub(started.elapsed());
+        let msg = notify.recv(left).unwrap_or_else(|| panic!("{pings} watchdog pings in {WAIT:?}"));
+        pings += msg.iter().filter(|m| *m == "WATCHDOG=1").count();
+    }
+    // Half of a 200 ms period: two pings well inside a few seconds even on a loaded machine.
+    assert!(started.elapsed() < Duration::from_secs(5), "two pings took {:?}", started.elapsed());
+
+    signal(server.pid(), libc::SIGTERM);
+    notify.expect("STOPPING=1");
+    assert_eq!(server.wait_exit().code(), Some(0), "stderr: {}", server.stderr());
+}
+
+// ---------------------------------------------------------------------------------------------
+// SIGTERM with clients connected
+
+/// A holder and a waiter on one lock; both must see SHUTDOWN under request id 0, then EOF.
+fn hold_and_wait(mut connect: impl FnMut() -> Raw) -> (Raw, Raw) {
+    let mut holder = connect();
+    let lock = |name| Request::Lock(LockRequest { name, timeout_ms: None, queue_max: None });
+    assert!(matches!(holder.call(&lock("ops:drain")), Response::Acquired { .. }));
+    let mut waiter = connect();
+    waiter.send(&lock("ops:drain"));
+    // The waiter is queued once the listing shows two entries for the lock.
+    let listing = Request::Locks(officer::protocol::ListRequest { prefix: "ops:", max: 0 });
+    wait_until("the waiter to queue", WAIT, || match holder.call(&listing) {
+        Response::Locks { locks, .. } => locks.iter().any(|l| l.queue.len() == 2),
+        other => panic!("unexpected {other:?}"),
+    });
+    (holder, waiter)
+}
+
+/// SIGTERM's notice: SHUTDOWN under request id 0 first; returns the frames between it and EOF.
+fn expect_shutdown_then_eof(raw: &mut Raw, who: &str) -> Vec<Response> {
+    match raw.try_recv() {
+        Some((id, Response::Shutdown { message })) => {
+            assert_eq!(id, SHUTDOWN_REQUEST_ID, "{who}: SHUTDOWN request id");
+            assert!(!message.is_empty(), "{who}: SHUTDOWN says why");
+        }
+        other => panic!("{who}: expected SHUTDOWN after SIGTERM, got {other:?}"),
+    }
+    raw.wait_closed()
+}
+
+#[test]
+fn sigterm_drains_tcp_clients_and_removes_the_pid_file() {
+    let dir = support::temp_dir();
+    let mut args = run_args(dir.path());
+    args.extend(["-d".to_owned(), path_str(dir.path())]);
+    let mut server = spawn_run(&args, &[]);
+    let addr: SocketAddr = server.listening_on().parse().expect("TCP address");
+    let pid_file = dir.path().join("officer.pid");
+    assert_eq!(read_pid(&pid_file), Some(server.pid()), "run -d writes the pid file");
+
+    let (mut holder, mut waiter) = hold_and_wait(|| Raw::connect(addr));
+    signal(server.pid(), libc::SIGTERM);
+    assert_eq!(expect_shutdown_then_eof(&mut holder, "holder"), vec![], "holder: only SHUTDOWN before EOF");
+    // What the waiter gets after SHUTDOWN is the subject of an ignored test below.
+    expect_shutdown_then_eof(&mut waiter, "waiter");
+    assert_eq!(server.wait_exit().code(), Some(0), "stderr: {}", server.stderr());
+    assert!(!pid_file.exists(), "clean exit removes the pid file");
+}
+
+#[test]
+fn sigterm_drains_unix_clients_and_removes_socket_and_pid_files() {
+    let dir = support::temp_dir();
+    let sock = dir.path().join("sock");
+    let d = path_str(dir.path());
+    let state = path_str(&dir.path().join("s"));
+    let sock_s = path_str(&sock);
+    let args = ["-o", "UNIX", "-f", &sock_s, "-d", &d, "--state-file", &state].map(str::to_owned);
+    let mut server = spawn_run(&args, &[]);
+    assert_eq!(server.listening_on(), format!("unix:{sock_s}"));
+    assert!(sock.exists());
+    let pid_file = dir.path().join("officer.pid");
+    assert_eq!(read_pid(&pid_file), Some(server.pid()));
+
+    let (mut holder, mut waiter) = hold_and_wait(|| Raw::connect_unix(&sock));
+    signal(server.pid(), libc::SIGTERM);
+    assert_eq!(expect_shutdown_then_eof(&mut holder, "holder"), vec![], "holder: only SHUTDOWN before EOF");
+    // What the waiter gets after SHUTDOWN is the subject of an ignored test below.
+    expect_shutdown_then_eof(&mut waiter, "waiter");
+    assert_eq!(server.wait_exit().code(), Some(0), "stderr: {}", server.stderr());
+    assert!(!sock.exists(), "clean exit removes the socket file");
+    assert!(!pid_file.exists(), "clean exit removes the pid file");
+}
+
+#[test]
+#[ignore = "bug: shut_down closes connections one by one, so closing the holder grants the lock \
+            to a waiter that is about to be closed; reap_closed then writes that ACQUIRED after \
+            SHUTDOWN (JSON clients get an acquired line after the shutting_down error)"]
+fn sigterm_grants_no_lock_during_shutdown() {
+    use std::io::{BufRead, BufReader, Write};
+    let dir = support::temp_dir();
+    let mut server = spawn_run(&run_args(dir.path()), &[]);
+    let addr: SocketAddr = server.listening_on().parse().expect("TCP address");
+    let (mut holder, mut waiter) = hold_and_wait(|| Raw::connect(addr));
+    // A client of the original JSON-lines protocol queues behind them.
+    let mut json = std::net::TcpStream::connect(addr).expect("connect");
+    json.set_read_timeout(Some(WAIT)).unwrap();
+    json.write_all(b"{\"command\":\"lock\",\"name\":\"ops:drain\"}\n").unwrap();
+    let listing = Request::Locks(officer::protocol::ListRequest { prefix: "ops:", max: 0 });
+    wait_until("the JSON waiter to queue", WAIT, || match holder.call(&listing) {
+        Response::Locks { locks, .. } => locks.iter().any(|l| l.queue.len() == 3),
+        other => panic!("unexpected {other:?}"),
+    });
+
+    signal(server.pid(), libc::SIGTERM);
+    assert_eq!(expect_shutdown_then_eof(&mut holder, "holder"), vec![]);
+    assert_eq!(expect_shutdown_then_eof(&mut waiter, "waiter"), vec![], "waiter: nothing after SHUTDOWN");
+    let lines: Vec<String> = BufReader::new(json).lines().map_while(Result::ok).collect();
+    assert!(!lines.iter().any(|l| l.contains("acquired")), "JSON waiter: {lines:?}");
+    assert_eq!(server.wait_exit().code(), Some(0));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Start-up checks
+
+#[test]
+fn auth_file_with_a_short_secret_is_refused() {
+    let dir = support::temp_dir();
+    let secret_file = dir.path().join("secret");
+    std::fs::write(&secret_file, "0123456789").unwrap();
+    let mut args = run_args(dir.path());
+    args.extend(["--auth-file".to_owned(), path_str(&secret_file)]);
+    let mut server = spawn_run(&args, &[]);
+    assert!(server.first_line.is_empty(), "must not listen: {:?}", server.first_line);
+    let status = server.wait_exit();
+    assert_ne!(status.code(), Some(0));
+    let stderr = server.stderr().to_owned();
+    assert!(stderr.contains("at least 32 bytes"), "{stderr}");
+    assert!(!stderr.contains("0123456789"), "the secret is never echoed: {stderr}");
+}
+
+#[test]
+fn auth_file_with_a_long_secret_requires_auth() {
+    let dir = support::temp_dir();
+    let secret = b"0123456789abcdefghijklmnopqrstuvwxyzABCD";
+    assert_eq!(secret.len(), 40);
+    let secret_file = dir.path().join("secret");
+    // A trailing newline is not part of the secret.
+    std::fs::write(&secret_file, [&secret[..], b"\n"].concat()).unwrap();
+    let mut args = run_args(dir.path());
+    args.extend(["--auth-file".to_owned(), path_str(&secret_file)]);
+    let server = spawn_run(&args, &[]);
+    let addr: SocketAddr = server.listening_on().parse().expect("TCP address");
+
+    let mut raw = Raw::connect_no_hello(addr);
+    match raw.call(&Request::Hello(Hello { version: PROTOCOL_VERSION })) {
+        Response::HelloOk(hello) => assert!(hello.auth_required, "{hello:?}"),
+        other => panic!("handshake: {other:?}"),
+    }
+
+    let builder = || ClientBuilder::new().host("127.0.0.1").port(addr.port());
+    let err = builder().connect().expect_err("no secret, no session");
+    assert!(err.to_string().contains("secret"), "{err}");
+    let mut wrong = secret.to_vec();
+    wrong[0] ^= 1;
+    assert!(builder().auth(wrong).connect().is_err(), "a wrong secret is refused");
+
+    let client = builder().auth(secret.to_vec()).connect().expect("the right secret connects");
+    assert!(client.server_info().auth_required);
+    let lock = client.lock("ops:auth", LockOptions::try_once()).expect("lock");
+    assert!(lock.token() > 0);
+    client.unlock("ops:auth").expect("unlock");
+}
+
+#[test]
+fn listening_on_all_addresses_without_auth_warns() {
+    let dir = support::temp_dir();
+    let state = path_str(&dir.path().join("s"));
+    let mut server = Foreground::spawn(&["-h", "0.0.0.0", "-p", "0", "--state-file", &state], &[]);
+    assert!(server.first_line.starts_with("officer listening on 0.0.0.0:"), "{:?}", server.first_line);
+    // The warning precedes the listening line; stop the server to read stderr to its end.
+    signal(server.pid(), libc::SIGTERM);
+    assert_eq!(server.wait_exit().code(), Some(0));
+    let stderr = server.stderr();
+    assert!(
+        stderr.lines().any(|l| l.contains("WARNING") && l.contains("without authentication")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn loopback_without_auth_does_not_warn() {
+    let dir = support::temp_dir();
+    let mut server = spawn_run(&run_args(dir.path()), &[]);
+    assert!(server.first_line.starts_with("officer listening on 127.0.0.1:"), "{:?}", server.first_line);
+    signal(server.pid(), libc::SIGTERM);
+    assert_eq!(server.wait_exit().code(), Some(0));
+    assert!(!server.stderr().contains("WARNING"), "{}", server.stderr());
 }
