@@ -227,8 +227,6 @@ fn start_reports_a_port_it_cannot_listen_on() {
 }
 
 #[test]
-#[ignore = "bug: Server::bind takes the pid file before binding, and a bind failure drops it \
-            without removing it, so status reports a stale pid file (exit 1) instead of 3"]
 fn failed_start_leaves_no_pid_file() {
     let dir = support::temp_dir();
     let mut guard = DaemonGuard::new(dir.path(), "officer");
@@ -417,9 +415,6 @@ fn sigterm_drains_unix_clients_and_removes_socket_and_pid_files() {
 }
 
 #[test]
-#[ignore = "bug: shut_down closes connections one by one, so closing the holder grants the lock \
-            to a waiter that is about to be closed; reap_closed then writes that ACQUIRED after \
-            SHUTDOWN (JSON clients get an acquired line after the shutting_down error)"]
 fn sigterm_grants_no_lock_during_shutdown() {
     use std::io::{BufRead, BufReader, Write};
     let dir = support::temp_dir();

@@ -296,6 +296,13 @@ impl Server {
             return;
         }
         conn.closing = Some(reason);
+        self.forget(key, reason, now);
+    }
+
+    /// Takes a connection already marked closing out of the lock table (waiters behind its
+    /// locks are granted) and queues its socket for `reap_closed`.
+    pub(super) fn forget(&mut self, key: usize, reason: CloseReason, now: Tick) {
+        let Some(conn) = self.conns.get(key) else { return };
         let id = conn.id;
         info!("connection closed conn={} peer={} reason={}", conn.serial, conn.label, reason.as_str());
         self.stats.count_close(reason);

@@ -126,11 +126,27 @@ pub struct Server {
 
 impl Server {
     /// Binds the listener and reserves fencing tokens; the server accepts nothing until `run`.
-    pub fn bind(mut config: Config) -> Result<Server, ServerError> {
-        config.max_connections = sys::clamp_connections(config.max_connections);
+    pub fn bind(config: Config) -> Result<Server, ServerError> {
         // The pid file first: a second server on the same file must not even bind the port.
         let pid_file = config.pid_file.as_deref().map(pidfile::PidFile::acquire).transpose();
         let pid_file = pid_file.map_err(ServerError::PidFile)?;
+        match Self::bind_after_pid_file(config) {
+            Ok(mut server) => {
+                server.pid_file = pid_file;
+                Ok(server)
+            }
+            Err(e) => {
+                // A server that never ran must not leave a pid file that looks stale.
+                if let Some(pid_file) = pid_file {
+                    pid_file.remove();
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn bind_after_pid_file(mut config: Config) -> Result<Server, ServerError> {
+        config.max_connections = sys::clamp_connections(config.max_connections);
         let (state, first_token) = match &config.state_file {
             Some(path) => {
                 let (state, first) = StateFile::open(path).map_err(ServerError::State)?;
@@ -177,7 +193,7 @@ impl Server {
             accept_resume_at: None,
             next_housekeeping: 1000,
             next_stats_log: config.stats_interval.map(|d| d.as_millis() as Tick),
-            pid_file,
+            pid_file: None,
             metrics,
             metrics_addr,
             watchdog: sys::watchdog_interval().map(|every| (every, every)),

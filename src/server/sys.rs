@@ -78,9 +78,16 @@ impl Server {
         }
         self.flush_dirty();
         self.drain_output();
+        // Every connection is marked closing before any of them leaves the lock table, so the
+        // releases below cannot grant a lock to a client that was just told we are stopping.
+        for &key in &keys {
+            if let Some(conn) = self.conns.get_mut(key) {
+                conn.closing = Some(CloseReason::Shutdown);
+            }
+        }
         let now = self.now();
         for key in keys {
-            self.close(key, CloseReason::Shutdown, now);
+            self.forget(key, CloseReason::Shutdown, now);
         }
         self.reap_closed();
         if let Some(pid_file) = self.pid_file.take() {
