@@ -72,7 +72,9 @@ impl Server {
         let phase = conn.phase;
         let request = match Request::decode(frame, self.config.max_name) {
             Ok(request) => request,
-            Err(e) if e.is_fatal() || phase == Phase::AwaitHello => return self.fail(key, &e, now),
+            Err(e) if e.is_fatal() => return self.fail(key, &e, now),
+            // Before HELLO any undecodable frame means the peer does not speak the protocol.
+            Err(_) if phase == Phase::AwaitHello => return self.fail(key, &DecodeError::BadMagic, now),
             Err(e) => {
                 warn!("bad request conn={} request_id={rid} error={e}", conn.serial);
                 self.stats.bad_requests += 1;
@@ -100,8 +102,9 @@ impl Server {
         let id = conn.id;
         match request {
             Request::Hello(_) => {
+                // Fatal, so it carries request id 0 like every ERROR that ends a connection.
                 let response = Response::error(ErrorCode::BadHandshake, "HELLO was already received");
-                self.send(key, rid, &response);
+                self.send(key, crate::protocol::SHUTDOWN_REQUEST_ID, &response);
                 self.close(key, CloseReason::Protocol, now);
             }
             Request::Ping(_) => self.send(key, rid, &Response::Pong),
