@@ -555,9 +555,6 @@ fn a_thousand_mixed_frames_in_one_write() {
 /// Requests already received are served even when they exceed what one wake-up serves
 /// (`requests_per_wakeup`, 4096 by default): the rest must not wait for more input.
 #[test]
-#[ignore = "server bug (since e519683, one read per wake-up): when the budget runs out inside \
-            the first read of a wake-up, the leftover requests are buffered but the connection is \
-            not put on the backlog; they wait until the peer sends more bytes"]
 fn pipelined_requests_beyond_the_wakeup_budget_are_all_served() {
     for (budget, count) in [(None, 5000u32), (Some(7), 100)] {
         let server = TestServer::start_with(|c| {
@@ -685,9 +682,6 @@ fn slow_reader_is_closed_its_locks_released_and_others_stay_fast() {
 /// 64 KiB frame limit, and the bounds are generous: 64 MiB of peak growth with a 64 KiB
 /// `--max-output`, and pings of another client under 2 s.
 #[test]
-#[ignore = "server bug: --max-output is checked only at flush, after a whole batch \
-            (requests_per_wakeup = 4096) is served: 36 KiB of pipelined LOCKS requests grow the \
-            server's RSS by ~160 MiB and stall every other client for ~2 s (debug build)"]
 fn slow_reader_of_big_listings_costs_bounded_memory_and_latency() {
     let dir = support::temp_dir();
     let state = state_args(&dir);

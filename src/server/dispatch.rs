@@ -38,6 +38,9 @@ impl Server {
     fn process_frames(&mut self, key: usize, data: &[u8], now: Tick, budget: &mut usize) -> usize {
         let mut pos = 0;
         while *budget > 0 {
+            if !self.within_output_limit(key) {
+                return data.len();
+            }
             let Some(conn) = self.conns.get(key).filter(|c| c.closing.is_none()) else { return data.len() };
             let max_frame = match conn.phase {
                 Phase::AwaitHello => HELLO_FRAME_LEN,

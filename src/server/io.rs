@@ -130,6 +130,10 @@ impl Server {
                         }
                     }
                     if !drain && n < scratch.len() {
+                        // Requests left over by the budget get no new readiness event.
+                        if budget == 0 {
+                            self.push_backlog(key);
+                        }
                         break;
                     }
                 }
@@ -235,6 +239,18 @@ impl Server {
         if self.dirty.is_empty() {
             self.dirty = keys;
         }
+    }
+
+    /// Called before serving each request: a connection whose unsent output is over the
+    /// limit gets one write now, and is closed if that does not bring it under. This bounds
+    /// what a client that pipelines without reading can make the server hold to about
+    /// `max_output` plus one response, however many requests one wake-up serves.
+    pub(super) fn within_output_limit(&mut self, key: usize) -> bool {
+        let Some(conn) = self.conns.get(key) else { return false };
+        if conn.pending_output() > self.config.max_output {
+            self.flush(key);
+        }
+        self.conns.get(key).is_some_and(|c| c.closing.is_none())
     }
 
     fn flush(&mut self, key: usize) {

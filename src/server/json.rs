@@ -36,7 +36,7 @@ impl Server {
     pub(super) fn process_json(&mut self, key: usize, data: &[u8], now: Tick, budget: &mut usize) -> usize {
         let mut pos = 0;
         while *budget > 0 {
-            if self.conns.get(key).is_none_or(|c| c.closing.is_some()) {
+            if !self.within_output_limit(key) {
                 return data.len();
             }
             let rest = &data[pos..];
