@@ -160,6 +160,16 @@ struct RunArgs {
     /// Do not serve clients of the original JSON-lines protocol.
     #[arg(long)]
     no_compat: bool,
+    /// Largest frame accepted before a client has authenticated (with --auth-file).
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(64..))]
+    max_frame_pre_auth: u32,
+    /// New connections accepted per turn of the event loop (the rest wait for the next turn).
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
+    accepts_per_wakeup: u64,
+    /// Requests served per connection per turn of the event loop, so one busy client cannot
+    /// starve the others.
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..))]
+    requests_per_wakeup: u64,
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9150).
     #[arg(long, value_name = "HOST:PORT")]
     metrics_addr: Option<SocketAddr>,
@@ -324,6 +334,9 @@ fn config_from(args: &RunArgs) -> Result<Config, String> {
         compat: !args.no_compat,
         auth_secret,
         metrics_addr: args.metrics_addr,
+        pre_auth_max_frame: args.max_frame_pre_auth,
+        accepts_per_wakeup: args.accepts_per_wakeup as usize,
+        requests_per_wakeup: args.requests_per_wakeup as usize,
         ..Config::default()
     };
     config.table.max_locks_per_conn = args.max_locks_per_conn;

@@ -91,3 +91,44 @@ fn other_paths_get_404_and_slow_scrapers_do_not_block_clients() {
     let (head, _) = scrape(server.metrics_addr(), "/metrics");
     assert!(head.starts_with("HTTP/1.1 200"));
 }
+
+#[test]
+fn scrapes_during_load_rise_and_end_at_the_traffic_sent() {
+    const CLIENTS: usize = 4;
+    const CYCLES: usize = 300;
+    let server = TestServer::start_with(|c| c.metrics_addr = Some("127.0.0.1:0".parse().unwrap()));
+    let addr = server.addr();
+    let load: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let mut raw = Raw::connect(addr);
+                for n in 0..CYCLES {
+                    let name = format!("load-{i}-{n}");
+                    assert!(matches!(raw.call(&lock(&name, None)), Response::Acquired { .. }));
+                    assert_eq!(raw.call(&Request::Unlock(&name)), Response::Released);
+                }
+            })
+        })
+        .collect();
+    // Scrape while the load runs: the counter never goes down and never passes the total.
+    let mut last = 0.0;
+    let mut scrapes = 0;
+    while !load.iter().all(|t| t.is_finished()) && scrapes < 200 {
+        let (head, body) = scrape(server.metrics_addr(), "/metrics");
+        assert!(head.starts_with("HTTP/1.1 200"));
+        let acquired = value(&body, "officer_lock_results_total{result=\"acquired\"}");
+        assert!(acquired >= last && acquired <= (CLIENTS * CYCLES) as f64, "{acquired} after {last}");
+        last = acquired;
+        scrapes += 1;
+    }
+    for t in load {
+        t.join().unwrap();
+    }
+    let (_, body) = scrape(server.metrics_addr(), "/metrics");
+    let total = (CLIENTS * CYCLES) as f64;
+    assert_eq!(value(&body, "officer_lock_results_total{result=\"acquired\"}"), total);
+    assert_eq!(value(&body, "officer_lock_results_total{result=\"released\"}"), total);
+    assert_eq!(value(&body, "officer_lock_hold_seconds_count"), total);
+    assert_eq!(value(&body, "officer_locks_held"), 0.0);
+    assert_eq!(value(&body, "officer_connections_accepted_total"), CLIENTS as f64);
+}
