@@ -327,3 +327,32 @@ fn server_paused_past_max_idle_keeps_clients_that_kept_pinging() {
         }
     }
 }
+
+/// More clients than one poll call reports (1024) ping during a pause: after SIGCONT every
+/// one of them is answered, none is closed as idle with its ping still unread.
+#[test]
+fn many_clients_that_pinged_during_a_pause_are_all_kept() {
+    const CLIENTS: usize = 1500;
+    officer::server::raise_fd_limit();
+    let dir = support::temp_dir();
+    let state = state_path(&dir);
+    let server = ServerProcess::spawn(&["-m", "2", "--state-file", &state]);
+    let mut wires: Vec<Wire> = (0..CLIENTS).map(|_| Wire::connect(server.addr)).collect();
+    server.signal(libc::SIGSTOP);
+    let paused = Instant::now();
+    for w in &mut wires {
+        w.send(&Request::Ping(b""));
+    }
+    // Past max-idle for everyone: without reading first, the idle timers would close them.
+    thread::sleep(Duration::from_millis(3000).saturating_sub(paused.elapsed()));
+    server.signal(libc::SIGCONT);
+    let mut closed = 0;
+    for w in &mut wires {
+        match w.try_recv() {
+            Some((_, Response::Pong)) => {}
+            None => closed += 1,
+            Some(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(closed, 0, "{closed} of {CLIENTS} clients that pinged were closed as idle");
+}

@@ -132,3 +132,33 @@ fn scrapes_during_load_rise_and_end_at_the_traffic_sent() {
     assert_eq!(value(&body, "officer_locks_held"), 0.0);
     assert_eq!(value(&body, "officer_connections_accepted_total"), CLIENTS as f64);
 }
+
+#[test]
+fn stalled_scrapers_are_dropped_after_their_deadline() {
+    let server = TestServer::start_with(|c| c.metrics_addr = Some("127.0.0.1:0".parse().unwrap()));
+    // Fill every scrape slot with a scraper that never finishes its request.
+    let stalled: Vec<TcpStream> = (0..16)
+        .map(|_| {
+            let mut s = TcpStream::connect(server.metrics_addr()).unwrap();
+            s.write_all(b"GET /metr").unwrap();
+            s
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    // Scrapes are refused while the slots are taken, and served again once the stalled ones
+    // pass their 5 s deadline.
+    loop {
+        assert!(started.elapsed() < WAIT, "scraping never recovered");
+        let mut s = TcpStream::connect(server.metrics_addr()).unwrap();
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        let _ = write!(s, "GET /metrics HTTP/1.1\r\n\r\n");
+        let mut text = String::new();
+        let _ = s.read_to_string(&mut text);
+        if text.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    assert!(started.elapsed() >= std::time::Duration::from_secs(3), "slots were never full?");
+    drop(stalled);
+}

@@ -584,3 +584,31 @@ fn pre_auth_frames_are_small_and_json_mode_is_off() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_trickle_of_bytes_is_not_activity() {
+    let server = TestServer::start_with(|c| c.max_idle = Some(Duration::from_secs(1)));
+    let mut raw = Raw::connect(server.addr());
+    token_of(raw.call(&lock("trickle")));
+    let mut frame = Vec::new();
+    Request::Ping(&[0u8; 64]).encode(9, &mut frame);
+    let started = Instant::now();
+    // One byte every 200 ms never completes a frame within the idle limit.
+    let mut closed = false;
+    for b in &frame {
+        if raw.stream.write_all(std::slice::from_ref(b)).is_err() {
+            closed = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        if started.elapsed() > WAIT {
+            break;
+        }
+    }
+    let frames = if closed { Vec::new() } else { raw.wait_closed() };
+    assert!(frames.is_empty(), "{frames:?}");
+    let elapsed = started.elapsed();
+    assert!(elapsed >= Duration::from_millis(900) && elapsed < Duration::from_secs(10), "{elapsed:?}");
+    let mut other = Raw::connect(server.addr());
+    token_of(other.call(&lock_timeout("trickle", 0)));
+}

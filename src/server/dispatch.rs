@@ -52,8 +52,18 @@ impl Server {
                 Ok(Some((frame, used))) => {
                     pos += used;
                     *budget -= 1;
+                    // Only a complete frame is activity (PROTOCOL.md §2.5): a trickle of bytes
+                    // cannot keep a connection open past the idle limit.
+                    if let Some(conn) = self.conns.get_mut(key) {
+                        conn.last_active = now;
+                    }
                     self.stats.requests += 1;
                     self.dispatch(key, &frame, now);
+                    if scans_the_table(frame.opcode) {
+                        // One O(locks) answer per connection per turn: the rest of its input
+                        // waits in the backlog while everyone else is served.
+                        *budget = 0;
+                    }
                 }
                 Err(e) => {
                     let e = match (conn.phase, e) {
@@ -184,6 +194,13 @@ impl Server {
         self.send(key, rid, &Response::error(ErrorCode::AuthFailed, "authentication failed"));
         self.close(key, CloseReason::Auth, now);
     }
+}
+
+/// Requests whose answer walks every lock or connection (or /proc): they count as a whole
+/// turn of the connection's budget.
+pub(super) fn scans_the_table(opcode: u8) -> bool {
+    use crate::protocol::op;
+    matches!(opcode, op::LOCKS | op::CONNECTIONS | op::TOP | op::STATS)
 }
 
 /// Compares without an early exit, so the time taken does not reveal how much matched.

@@ -38,7 +38,7 @@ impl Server {
                     LISTENER => self.accept_pending = true,
                     WAKER => shutdown |= self.shutdown_flag.load(Ordering::SeqCst),
                     SIGNALS => shutdown |= self.take_signals(),
-                    METRICS_LISTENER => self.metrics_accept(),
+                    METRICS_LISTENER => self.metrics_accept(now),
                     Token(key) if key >= METRICS_BASE => self.metrics_event(key - METRICS_BASE, now),
                     Token(key) => {
                         if event.is_writable() {
@@ -135,6 +135,14 @@ impl Server {
                 self.close(key, CloseReason::Auth, now);
                 continue;
             }
+            if max_idle.is_some_and(|m| conn.last_active + m <= now) {
+                // Its input may still be unread: after a pause (SIGSTOP, a long stall) more
+                // sockets can be ready than one poll reports. Serve it first, then decide.
+                self.serve_conn(key, now, true);
+            }
+            let Some(conn) = self.conns.get_mut(key).filter(|c| c.id == id && c.closing.is_none()) else {
+                continue;
+            };
             let idle_deadline = max_idle.map(|m| conn.last_active + m);
             if idle_deadline.is_some_and(|t| t <= now) {
                 info!("closing idle connection conn={} peer={}", conn.serial, conn.label);
@@ -149,6 +157,7 @@ impl Server {
 
     /// Writes the state-file reservation ahead of token use and samples the acquire rate.
     fn housekeeping(&mut self, now: Tick) {
+        self.expire_scrapes(now);
         let acquired = self.table.stats().acquired;
         self.stats.sample_rate(now, acquired);
         if let Some(state) = &mut self.state {

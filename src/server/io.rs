@@ -116,7 +116,6 @@ impl Server {
                     break;
                 }
                 Ok(n) => {
-                    conn.last_active = now;
                     self.stats.bytes_in += n as u64;
                     if conn.inbuf.is_empty() {
                         let used = self.process(key, &scratch[..n], now, &mut budget);
@@ -160,6 +159,10 @@ impl Server {
         let Some(conn) = self.conns.get_mut(key).filter(|c| c.closing.is_none()) else { return false };
         let mut buf = buf;
         buf.drain(..used);
+        // A burst of pipelined input must not pin its buffer on an otherwise idle connection.
+        if buf.is_empty() && buf.capacity() > KEEP_OUTBUF_CAPACITY {
+            buf = Vec::new();
+        }
         conn.inbuf = buf;
         if *budget == 0 {
             self.push_backlog(key);
@@ -229,15 +232,21 @@ impl Server {
     }
 
     /// One write per connection that got output; WRITABLE interest only while some is left.
+    ///
+    /// A flush can close a connection (write error, output limit), and its locks then go to
+    /// waiters whose ACQUIRED lands on the dirty list again: go round until it stays empty, so
+    /// a grant never waits for the next wake-up. Each round closes connections or ends, and a
+    /// connection closes once, so this terminates.
     pub(super) fn flush_dirty(&mut self) {
-        let keys = std::mem::take(&mut self.dirty);
-        for &key in &keys {
-            self.flush(key);
-        }
-        let mut keys = keys;
-        keys.clear();
-        if self.dirty.is_empty() {
-            self.dirty = keys;
+        while !self.dirty.is_empty() {
+            let mut keys = std::mem::take(&mut self.dirty);
+            for &key in &keys {
+                self.flush(key);
+            }
+            keys.clear();
+            if self.dirty.is_empty() {
+                self.dirty = keys;
+            }
         }
     }
 

@@ -50,6 +50,9 @@ impl Server {
             };
             pos += end + 1;
             *budget -= 1;
+            if let Some(conn) = self.conns.get_mut(key) {
+                conn.last_active = now;
+            }
             if end > self.config.max_frame as usize {
                 let e = DecodeError::FrameTooLarge { len: end as u32, max: self.config.max_frame };
                 self.fail(key, &e, now);
@@ -58,29 +61,41 @@ impl Server {
             let line = rest[..end].strip_suffix(b"\r").unwrap_or(&rest[..end]);
             if !line.iter().all(u8::is_ascii_whitespace) {
                 self.stats.requests += 1;
-                self.json_line(key, line, now);
+                if self.json_line(key, line, now) {
+                    // A listing walks the whole table: it ends this connection's turn.
+                    *budget = 0;
+                }
             }
         }
         pos
     }
 
-    fn json_line(&mut self, key: usize, line: &[u8], now: Tick) {
+    /// Serves one line; true when it was a listing (a scan of the whole table).
+    fn json_line(&mut self, key: usize, line: &[u8], now: Tick) -> bool {
         let value: Value = match serde_json::from_slice(line) {
             Ok(v) => v,
-            Err(e) => return self.json_error(key, format!("invalid JSON: {e}")),
+            Err(e) => {
+                self.json_error(key, format!("invalid JSON: {e}"));
+                return false;
+            }
         };
-        let Some(conn) = self.conns.get_mut(key) else { return };
-        let Some(session) = conn.json.as_mut() else { return };
+        let Some(conn) = self.conns.get_mut(key) else { return false };
+        let Some(session) = conn.json.as_mut() else { return false };
         let rid = session.next_request_id();
         let request = match parse_command(&value, self.config.max_name) {
             Ok(Some(request)) => request,
-            Ok(None) => return, // keep_alive: activity only, no reply
-            Err(message) => return self.json_error(key, message),
+            Ok(None) => return false, // keep_alive: activity only, no reply
+            Err(message) => {
+                self.json_error(key, message);
+                return false;
+            }
         };
         if let Request::Lock(LockRequest { name, .. }) | Request::Unlock(name) = request {
             session.names.insert(rid, name.into());
         }
+        let heavy = super::dispatch::scans_the_table(request.opcode());
         self.execute(key, rid, request, now);
+        heavy
     }
 
     fn json_error(&mut self, key: usize, message: String) {

@@ -21,11 +21,15 @@ pub(super) const METRICS_BASE: usize = 1 << 40;
 /// Concurrent scrapes; more are refused (closed) at once.
 const MAX_SCRAPES: usize = 16;
 const MAX_REQUEST: usize = 8 * 1024;
+/// A scrape not finished this long after it connected is dropped, so stalled scrapers cannot
+/// hold the slots forever.
+const SCRAPE_DEADLINE_MS: Tick = 5_000;
 /// Locks named in the top-N gauges.
 const TOP_N: u32 = 5;
 
 pub(super) struct Scrape {
     stream: TcpStream,
+    deadline: Tick,
     inbuf: Vec<u8>,
     out: Vec<u8>,
     pos: usize,
@@ -38,20 +42,22 @@ pub(super) struct Metrics {
 }
 
 impl Server {
-    pub(super) fn metrics_accept(&mut self) {
+    pub(super) fn metrics_accept(&mut self, now: Tick) {
         let Some(metrics) = &mut self.metrics else { return };
+        // Drained to WouldBlock (edge-triggered); scrapes beyond the limit are closed at once.
         loop {
             match metrics.listener.accept() {
                 Ok((mut stream, _)) => {
                     if metrics.scrapes.len() >= MAX_SCRAPES {
-                        warn!("refusing metrics scrape: {MAX_SCRAPES} in progress");
+                        warn!("refusing metrics scrape: too many in progress max={MAX_SCRAPES}");
                         continue;
                     }
                     let entry = metrics.scrapes.vacant_entry();
                     let token = Token(METRICS_BASE + entry.key());
                     let interest = Interest::READABLE | Interest::WRITABLE;
                     if self.poll.registry().register(&mut stream, token, interest).is_ok() {
-                        entry.insert(Scrape { stream, inbuf: Vec::new(), out: Vec::new(), pos: 0 });
+                        let deadline = now + SCRAPE_DEADLINE_MS;
+                        entry.insert(Scrape { stream, deadline, inbuf: Vec::new(), out: Vec::new(), pos: 0 });
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
@@ -119,6 +125,17 @@ impl Server {
             if scrape.pos == scrape.out.len() && !scrape.out.is_empty() {
                 metrics.served += 1;
             }
+            let mut scrape = metrics.scrapes.remove(key);
+            let _ = self.poll.registry().deregister(&mut scrape.stream);
+        }
+    }
+
+    /// Drops scrapes that are past their deadline (called from housekeeping, once a second).
+    pub(super) fn expire_scrapes(&mut self, now: Tick) {
+        let Some(metrics) = &mut self.metrics else { return };
+        let stale: Vec<usize> =
+            metrics.scrapes.iter().filter(|(_, s)| s.deadline <= now).map(|(key, _)| key).collect();
+        for key in stale {
             let mut scrape = metrics.scrapes.remove(key);
             let _ = self.poll.registry().deregister(&mut scrape.stream);
         }

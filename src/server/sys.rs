@@ -76,15 +76,16 @@ impl Server {
         for &key in &keys {
             self.send(key, SHUTDOWN_REQUEST_ID, &notice);
         }
-        self.flush_dirty();
-        self.drain_output();
-        // Every connection is marked closing before any of them leaves the lock table, so the
-        // releases below cannot grant a lock to a client that was just told we are stopping.
+        // Every connection is marked closing before any of them leaves the lock table (even
+        // one whose write fails while draining), so no release can grant a lock to a client
+        // that was just told we are stopping.
         for &key in &keys {
             if let Some(conn) = self.conns.get_mut(key) {
                 conn.closing = Some(CloseReason::Shutdown);
             }
         }
+        self.flush_dirty();
+        self.drain_output();
         let now = self.now();
         for key in keys {
             self.forget(key, CloseReason::Shutdown, now);
