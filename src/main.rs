@@ -1,6 +1,6 @@
 //! The `officer` binary: parses arguments, sets up logging, and calls the library.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -110,9 +110,9 @@ enum LogLevel {
 
 #[derive(clap::Args, Debug)]
 struct RunArgs {
-    /// Address to listen on.
+    /// Address (or host name) to listen on.
     #[arg(short = 'h', long, default_value = "0.0.0.0")]
-    host: IpAddr,
+    host: String,
     /// TCP port to listen on (0 picks a free port).
     #[arg(short, long, default_value_t = 11500)]
     port: u16,
@@ -141,8 +141,9 @@ struct RunArgs {
     /// Most simultaneous connections (clamped to the open-file limit).
     #[arg(long, default_value_t = 100_000)]
     max_connections: usize,
-    /// Largest frame in bytes.
-    #[arg(long, default_value_t = officer::protocol::DEFAULT_MAX_FRAME)]
+    /// Largest frame in bytes (64 to 16777215).
+    #[arg(long, default_value_t = officer::protocol::DEFAULT_MAX_FRAME,
+          value_parser = clap::value_parser!(u32).range(64..=officer::protocol::MAX_FRAME_CEILING as i64))]
     max_frame: u32,
     /// Longest lock name in bytes (at most 65535).
     #[arg(long, default_value_t = officer::protocol::DEFAULT_MAX_NAME,
@@ -237,8 +238,12 @@ fn original_style_args(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsStr
     args
 }
 
-fn start(args: StartArgs) -> i32 {
+fn start(mut args: StartArgs) -> i32 {
     let paths = start_paths(&args);
+    // Named servers on one box must not share a token reservation.
+    if args.run.state_file.is_none() && args.name != "officer" {
+        args.run.state_file = Some(default_state_file().with_file_name(format!("{}.state", args.name)));
+    }
     let mut config = match config_from(&args.run) {
         Ok(config) => config,
         Err(e) => {
@@ -247,7 +252,7 @@ fn start(args: StartArgs) -> i32 {
         }
     };
     absolutize(&mut config);
-    let level = args.run.log_level;
+    let level = effective_level(&args.run);
     daemon::start(config, &paths, move || init_logging(level))
 }
 
@@ -278,7 +283,7 @@ fn absolute(path: &std::path::Path) -> PathBuf {
 }
 
 fn run(args: RunArgs) -> ExitCode {
-    init_logging(args.log_level);
+    init_logging(effective_level(&args));
     let config = match config_from(&args) {
         Ok(config) => config,
         Err(e) => {
@@ -309,17 +314,18 @@ fn run(args: RunArgs) -> ExitCode {
 
 fn config_from(args: &RunArgs) -> Result<Config, String> {
     let auth_secret = args.auth_file.as_deref().map(read_secret).transpose()?;
-    if auth_secret.is_none() && args.socket_type == SocketType::Tcp && !args.host.is_loopback() {
+    let tcp = resolve(&args.host, args.port)?;
+    if auth_secret.is_none() && args.socket_type == SocketType::Tcp && !tcp.ip().is_loopback() {
         let msg = format!(
             "WARNING: listening on {} without authentication: anyone who can reach this port can take and release locks; use --auth-file or a loopback/UNIX address",
-            args.host
+            tcp.ip()
         );
         log::warn!("{msg}");
         eprintln!("officer: {msg}");
     }
     let mut config = Config {
         listen: match args.socket_type {
-            SocketType::Tcp => Listen::Tcp(SocketAddr::new(args.host, args.port)),
+            SocketType::Tcp => Listen::Tcp(tcp),
             SocketType::Unix => Listen::Unix(args.socket_file.clone()),
         },
         max_idle: (args.max_idle > 0).then(|| Duration::from_secs(args.max_idle)),
@@ -375,6 +381,25 @@ fn default_state_file() -> PathBuf {
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
         .unwrap_or_else(std::env::temp_dir);
     base.join("officer/officer.state")
+}
+
+/// `-s` logs its line at info level, so it raises a quieter level to info (as the original's
+/// `-l debug -s` implies, statistics are meant to be seen).
+fn effective_level(args: &RunArgs) -> LogLevel {
+    match (args.stats, args.log_level) {
+        (true, LogLevel::Error | LogLevel::Warn) => LogLevel::Info,
+        (_, level) => level,
+    }
+}
+
+/// The first address `host:port` resolves to.
+fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{host} resolves to no address"))
 }
 
 fn init_logging(level: LogLevel) {

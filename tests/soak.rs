@@ -1,4 +1,4 @@
-//! Soak: a real server under mixed traffic for about a minute (`OFFICER_SOAK_SECS` changes it):
+//! Soak: a real server under mixed traffic for about two minutes (`OFFICER_SOAK_SECS` changes it):
 //! library clients locking and unlocking with timeouts, `officer lock` processes killed while
 //! holding or waiting, slow readers, malformed sessions and a pinger. Afterwards the server must
 //! be back to its baseline: no locks, only the observer connected, the same descriptors, and
@@ -218,7 +218,7 @@ fn pinger(shared: &Shared) {
 }
 
 fn soak_duration() -> Duration {
-    let secs = std::env::var("OFFICER_SOAK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
+    let secs = std::env::var("OFFICER_SOAK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(110);
     Duration::from_secs(secs)
 }
 

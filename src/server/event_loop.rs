@@ -105,7 +105,10 @@ impl Server {
         }
         if now >= self.next_housekeeping {
             self.next_housekeeping = now + 1000;
-            self.housekeeping(now);
+            if !self.housekeeping(now) {
+                self.shutdown_flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                let _ = self.waker.wake();
+            }
         }
         if let Some(due) = self.next_stats_log.filter(|t| *t <= now) {
             let every = self.config.stats_interval.map_or(5000, |d| d.as_millis() as Tick);
@@ -156,15 +159,19 @@ impl Server {
     }
 
     /// Writes the state-file reservation ahead of token use and samples the acquire rate.
-    fn housekeeping(&mut self, now: Tick) {
+    /// False when the reservation cannot be extended: the server then shuts down rather than
+    /// issue tokens a restart could issue again (the margin is half a block, 2^31 grants).
+    fn housekeeping(&mut self, now: Tick) -> bool {
         self.expire_scrapes(now);
         let acquired = self.table.stats().acquired;
         self.stats.sample_rate(now, acquired);
         if let Some(state) = &mut self.state {
             if let Err(msg) = state.maybe_extend(self.table.last_token()) {
-                error!("cannot extend fencing-token reservation error={msg}");
+                error!("cannot extend the fencing-token reservation, shutting down error={msg}");
+                return false;
             }
         }
+        true
     }
 
     fn take_signals(&mut self) -> bool {
