@@ -350,16 +350,9 @@ fn config_from(args: &RunArgs) -> Result<Config, String> {
     Ok(config)
 }
 
-/// Reads a shared secret from a file; one trailing newline is not part of it.
+/// Reads the server's shared secret (as the client subcommands do) and checks its length.
 fn read_secret(path: &std::path::Path) -> Result<Vec<u8>, String> {
-    let mut secret =
-        std::fs::read(path).map_err(|e| format!("cannot read auth file {}: {e}", path.display()))?;
-    if secret.last() == Some(&b'\n') {
-        secret.pop();
-        if secret.last() == Some(&b'\r') {
-            secret.pop();
-        }
-    }
+    let secret = officer::cli::read_secret(path)?;
     if secret.len() < Config::MIN_SECRET_LEN {
         return Err(format!(
             "auth file {} holds {} bytes; the secret must be at least {} bytes",

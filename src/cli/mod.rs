@@ -390,8 +390,16 @@ pub fn run(cmd: ClientCommand) -> i32 {
     }
 }
 
-/// The secret in `path`, without one trailing newline (as `officer run --auth-file` reads it).
-fn read_secret(path: &std::path::Path) -> Result<Vec<u8>, String> {
+/// The secret in `path`, without one trailing newline (`officer run --auth-file` and every
+/// client subcommand read it the same way).
+///
+/// ```
+/// let dir = std::env::temp_dir().join(format!("officer-doc-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// std::fs::write(dir.join("s"), "secret\n").unwrap();
+/// assert_eq!(officer::cli::read_secret(&dir.join("s")).unwrap(), b"secret");
+/// ```
+pub fn read_secret(path: &std::path::Path) -> Result<Vec<u8>, String> {
     let mut secret =
         std::fs::read(path).map_err(|e| format!("cannot read auth file {}: {e}", path.display()))?;
     if secret.last() == Some(&b'\n') {

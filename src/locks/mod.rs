@@ -99,3 +99,20 @@ pub struct TableStats {
     /// How long holds lasted until UNLOCK, RESET or disconnect, in milliseconds.
     pub hold_ms: Histogram,
 }
+
+impl TableStats {
+    /// The outcome counters by result name, as STATS and /metrics report them.
+    pub fn results(&self) -> [(&'static str, u64); 9] {
+        [
+            ("acquired", self.acquired),
+            ("already_acquired", self.already_acquired),
+            ("already_waiting", self.already_waiting),
+            ("timed_out", self.timed_out),
+            ("queue_maxed", self.queue_maxed),
+            ("released", self.released),
+            ("release_failed", self.release_failed),
+            ("cancelled", self.cancelled),
+            ("limit_exceeded", self.limit_refused),
+        ]
+    }
+}

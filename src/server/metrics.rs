@@ -146,19 +146,8 @@ impl Server {
         let t = self.table.stats();
         let s = &self.stats;
         let mut m = String::with_capacity(8192);
-        let results = [
-            ("acquired", t.acquired),
-            ("already_acquired", t.already_acquired),
-            ("already_waiting", t.already_waiting),
-            ("timed_out", t.timed_out),
-            ("queue_maxed", t.queue_maxed),
-            ("released", t.released),
-            ("release_failed", t.release_failed),
-            ("cancelled", t.cancelled),
-            ("limit_exceeded", t.limit_refused),
-        ];
         header(&mut m, "officer_lock_results_total", "counter", "Lock and unlock outcomes by result.");
-        for (result, v) in results {
+        for (result, v) in t.results() {
             let _ = writeln!(m, "officer_lock_results_total{{result=\"{result}\"}} {v}");
         }
         gauge(&mut m, "officer_connections", "Connections open now.", self.conns.len() as u64);

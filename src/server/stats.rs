@@ -65,7 +65,7 @@ impl Server {
     pub(super) fn stats_entries(&self, now: Tick) -> Vec<(String, u64)> {
         let t = self.table.stats();
         let s = &self.stats;
-        let entries: [(&str, u64); 34] = [
+        let entries: [(&str, u64); 25] = [
             ("uptime_ms", now),
             ("connections", self.conns.len() as u64),
             ("connections_accepted", s.accepted),
@@ -80,15 +80,6 @@ impl Server {
             ("max_connections", self.config.max_connections as u64),
             ("locks_held", t.locks_held as u64),
             ("waiters", t.waiters as u64),
-            ("acquired", t.acquired),
-            ("already_acquired", t.already_acquired),
-            ("already_waiting", t.already_waiting),
-            ("timed_out", t.timed_out),
-            ("queue_maxed", t.queue_maxed),
-            ("released", t.released),
-            ("release_failed", t.release_failed),
-            ("cancelled", t.cancelled),
-            ("limit_refused", t.limit_refused),
             ("grants_after_wait", t.grants_after_wait),
             ("wait_time_total_ms", t.wait_time_total_ms),
             ("acquire_rate_per_sec", self.stats.acquire_rate(now, t.acquired)),
@@ -101,7 +92,9 @@ impl Server {
             ("accept_errors", s.accept_errors),
             ("table_connections", t.connections as u64),
         ];
-        let mut entries: Vec<(String, u64)> = entries.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        let results = t.results();
+        let mut entries: Vec<(String, u64)> =
+            entries.iter().chain(results.iter()).map(|(k, v)| (k.to_string(), *v)).collect();
         for (name, h) in [("wait_ms", &t.wait_ms), ("hold_ms", &t.hold_ms)] {
             entries.push((format!("{name}_count"), h.count));
             entries.push((format!("{name}_sum"), h.sum_ms));
