@@ -1,7 +1,7 @@
 //! Per-connection state of the lock table: the label shown in listings, the locks held and the
 //! locks awaited, so RESET and disconnect find everything a connection owns without a scan.
 
-use hashbrown::HashSet;
+use hashbrown::{HashMap, HashSet};
 
 /// What one connection holds and awaits, by lock key.
 #[derive(Debug)]
@@ -10,13 +10,16 @@ pub(super) struct ConnState {
     pub label: Box<str>,
     /// A set, not a list: a connection may hold millions of locks and UNLOCK must stay O(1).
     pub held: HashSet<u32>,
-    /// In the order the waits started; a connection awaits few locks, so a list is enough.
-    pub waiting: Vec<u32>,
+    /// Awaited locks with the sequence number of their wait. A map, so that a connection with
+    /// many waits (nothing limits them by default) pays O(1) per wait that ends, not O(waits);
+    /// the sequence gives back the order the waits started in when all of them end at once.
+    waiting: HashMap<u32, u64>,
+    next_wait: u64,
 }
 
 impl ConnState {
     pub fn new(label: Box<str>) -> Self {
-        ConnState { label, held: HashSet::new(), waiting: Vec::new() }
+        ConnState { label, held: HashSet::new(), waiting: HashMap::new(), next_wait: 0 }
     }
 
     /// Holds plus waits, the quantity `max_locks_per_conn` bounds.
@@ -24,14 +27,30 @@ impl ConnState {
         self.held.len() + self.waiting.len()
     }
 
-    pub fn waits_on(&self, lock: u32) -> bool {
-        self.waiting.contains(&lock)
+    pub fn start_waiting(&mut self, lock: u32) {
+        self.waiting.insert(lock, self.next_wait);
+        self.next_wait += 1;
     }
 
-    /// Forgets a wait, keeping the order of the others.
+    pub fn waits_on(&self, lock: u32) -> bool {
+        self.waiting.contains_key(&lock)
+    }
+
     pub fn stop_waiting(&mut self, lock: u32) {
-        if let Some(pos) = self.waiting.iter().position(|&k| k == lock) {
-            self.waiting.remove(pos);
-        }
+        self.waiting.remove(&lock);
+    }
+
+    /// The awaited locks in the order the waits started.
+    pub fn waiting_in_order(&self) -> Vec<u32> {
+        let mut waits: Vec<(u64, u32)> = self.waiting.iter().map(|(&lock, &seq)| (seq, lock)).collect();
+        waits.sort_unstable();
+        waits.into_iter().map(|(_, lock)| lock).collect()
+    }
+
+    /// Forgets every wait and returns them in the order they started.
+    pub fn take_waiting(&mut self) -> Vec<u32> {
+        let waits = self.waiting_in_order();
+        self.waiting.clear();
+        waits
     }
 }

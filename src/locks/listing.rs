@@ -100,9 +100,9 @@ impl LockTable {
 
     fn waiting_names(&self, state: &ConnState) -> Vec<String> {
         state
-            .waiting
-            .iter()
-            .filter_map(|&key| self.store.get(key))
+            .waiting_in_order()
+            .into_iter()
+            .filter_map(|key| self.store.get(key))
             .map(|lock| lock.name.to_string())
             .collect()
     }

@@ -35,6 +35,9 @@ pub struct LockTable {
     pub(super) waiters: usize,
 }
 
+/// The most queue entries a TIMED_OUT, QUEUE_MAXED or LOCKS entry reports (PROTOCOL.md §4.6).
+pub const QUEUE_REPORT_MAX: usize = 1000;
+
 fn reply(out: &mut Vec<Output>, conn: ConnId, request_id: u32, response: Response) {
     out.push(Output { conn, request_id, response });
 }
@@ -140,7 +143,7 @@ impl LockTable {
             lock.waiters.push_back(Waiter { conn, request_id, since: now, timer });
         }
         if let Some(state) = self.conns.get_mut(&conn) {
-            state.waiting.push(key);
+            state.start_waiting(key);
         }
         self.waiters += 1;
         self.counters.queued += 1;
@@ -216,7 +219,7 @@ impl LockTable {
     /// in acquisition order so grants, and their tokens, never depend on hash order.
     fn drop_all(&mut self, now: Tick, conn: ConnId, notify: bool, out: &mut Vec<Output>) {
         let Some(state) = self.conns.get_mut(&conn) else { return };
-        let waiting = mem::take(&mut state.waiting);
+        let waiting = state.take_waiting();
         let held = mem::take(&mut state.held);
         for key in waiting {
             if let Some(waiter) = self.remove_waiter(key, conn) {
@@ -323,8 +326,10 @@ impl LockTable {
     }
 
     /// Labels of the holder, then of the waiters in order.
+    /// The queue as labels, holder first, cut at `QUEUE_REPORT_MAX`: many waiters timing out
+    /// together would otherwise cost O(waiters²), and a frame holds about 3000 labels anyway.
     pub(super) fn queue_labels(&self, lock: &Lock) -> Vec<String> {
         let conns = std::iter::once(lock.holder).chain(lock.waiters.iter().map(|w| w.conn));
-        conns.map(|conn| self.label(conn).to_owned()).collect()
+        conns.take(QUEUE_REPORT_MAX).map(|conn| self.label(conn).to_owned()).collect()
     }
 }

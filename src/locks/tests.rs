@@ -435,3 +435,53 @@ fn bulk_release_returns_slab_memory() {
     assert_eq!(h.unlock(2, 1, 1, "survivor"), vec![(1, 1, Response::Released)]);
     assert_eq!(h.lock(3, 2, 1, "n5", FOREVER), vec![(2, 1, acquired(10_101))]);
 }
+
+#[test]
+fn reported_queues_are_cut_at_the_report_maximum() {
+    let mut t = LockTable::new(1, TableLimits::default());
+    let mut out = Vec::new();
+    let waiters = super::table::QUEUE_REPORT_MAX as u32 + 200;
+    for slot in 0..=waiters + 1 {
+        t.connect(id(slot), label(slot));
+    }
+    let forever = |name| LockRequest { name, timeout_ms: None, queue_max: None };
+    for slot in 0..=waiters {
+        t.lock(0, id(slot), 1, &forever("long"), &mut out);
+    }
+    out.clear();
+    let try_once = LockRequest { name: "long", timeout_ms: Some(0), queue_max: None };
+    t.lock(0, id(waiters + 1), 2, &try_once, &mut out);
+    match &out[..] {
+        [Output { response: Response::TimedOut { queue }, .. }] => {
+            assert_eq!(queue.len(), super::table::QUEUE_REPORT_MAX);
+            assert_eq!(queue[0], label(0), "holder first");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn many_waits_on_one_connection_end_in_the_order_they_started() {
+    let mut t = LockTable::new(1, TableLimits::default());
+    let mut out = Vec::new();
+    t.connect(id(0), label(0));
+    t.connect(id(1), label(1));
+    let forever = |name| LockRequest { name, timeout_ms: None, queue_max: None };
+    let names: Vec<String> = (0..5000).map(|i| format!("w{i:05}")).collect();
+    for name in &names {
+        t.lock(0, id(0), 1, &forever(name), &mut out);
+    }
+    for (i, name) in names.iter().enumerate() {
+        t.lock(0, id(1), 10 + i as u32, &forever(name), &mut out);
+    }
+    // Leave one wait in the middle, then reset: the rest are cancelled in start order.
+    out.clear();
+    t.unlock(0, id(1), 9, &names[2500], &mut out);
+    out.clear();
+    t.reset(0, id(1), 8, &mut out);
+    let cancelled: Vec<u32> =
+        out.iter().filter(|o| o.response == Response::Cancelled).map(|o| o.request_id).collect();
+    assert_eq!(cancelled.len(), 4999);
+    assert!(cancelled.windows(2).all(|w| w[0] < w[1]), "cancelled in the order the waits started");
+    assert_eq!(out.last().map(|o| &o.response), Some(&Response::ResetOk));
+}
