@@ -1,14 +1,18 @@
-//! The command-line client: the `lock`, `locks`, `connections`, `stats` and `ping`
-//! subcommands of the `officer` binary, on top of [`crate::client`].
+//! The `officer` binary's subcommands, as a library so `main.rs` only parses arguments.
 //!
-//! - this file: the clap definitions ([`ClientCommand`], [`ConnectArgs`]) and [`run`].
+//! - this file: the client subcommands' clap definitions ([`ClientCommand`], [`ConnectArgs`])
+//!   and [`run`], on top of [`crate::client`].
 //! - `lock`: `officer lock NAME -- COMMAND`, flock(1) across hosts.
-//! - `show`: the listings, as aligned tables or `--json`.
+//! - `show`: the listings, as aligned tables or `--json`; `top`: the live view.
+//! - [`serve`]: `officer run|start|stop|restart|status`, flags to [`crate::server::Config`].
+//! - [`bench`]: `officer bench`, flags and reports around [`crate::bench`].
 //!
 //! `-h` means `--host` here, as in `officer run`, so every subcommand turns clap's help flag
 //! off and offers `--help` alone.
 
+pub mod bench;
 mod lock;
+pub mod serve;
 mod show;
 mod top;
 

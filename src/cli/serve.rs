@@ -1,0 +1,313 @@
+//! The server-side subcommands: `officer run` (foreground, as under systemd) and background
+//! mode (`start`, `stop`, `restart`, `status`). Their flags become a [`Config`]; everything
+//! else is in [`crate::server`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::ValueEnum;
+
+use super::SocketType;
+use crate::server::{daemon, Config, Listen, Server};
+
+/// `-l/--log-level`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+/// The flags of `officer run` (and of `start`/`restart`, which take the same).
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// Address (or host name) to listen on.
+    #[arg(short = 'h', long, default_value = "0.0.0.0")]
+    host: String,
+    /// TCP port to listen on (0 picks a free port).
+    #[arg(short, long, default_value_t = 11500)]
+    port: u16,
+    /// Listen on TCP or on a UNIX socket.
+    #[arg(short = 'o', long, value_enum, default_value = "TCP", ignore_case = true)]
+    socket_type: SocketType,
+    /// UNIX socket path (a stale file is replaced, the file is removed on clean exit).
+    #[arg(short = 'f', long, default_value = "/tmp/officer.sock")]
+    socket_file: PathBuf,
+    /// Log level.
+    #[arg(short, long, value_enum, default_value = "error")]
+    log_level: LogLevel,
+    /// Log lock state and rates every 5 seconds (at info level).
+    #[arg(short, long)]
+    stats: bool,
+    /// Write officer.pid into this directory.
+    #[arg(short = 'd', long)]
+    pid_dir: Option<PathBuf>,
+    /// Close connections that sent nothing for this many seconds (0 = never).
+    #[arg(short, long, default_value_t = 60)]
+    max_idle: u64,
+    /// Fencing-token state file [default: /var/lib/officer/officer.state as root,
+    /// else $XDG_STATE_HOME/officer/officer.state].
+    #[arg(long)]
+    state_file: Option<PathBuf>,
+    /// Most simultaneous connections (clamped to the open-file limit).
+    #[arg(long, default_value_t = 100_000)]
+    max_connections: usize,
+    /// Largest frame in bytes (64 to 16777215).
+    #[arg(long, default_value_t = crate::protocol::DEFAULT_MAX_FRAME,
+          value_parser = clap::value_parser!(u32).range(64..=crate::protocol::MAX_FRAME_CEILING as i64))]
+    max_frame: u32,
+    /// Longest lock name in bytes (at most 65535).
+    #[arg(long, default_value_t = crate::protocol::DEFAULT_MAX_NAME,
+          value_parser = clap::value_parser!(u32).range(1..=crate::protocol::MAX_NAME_CEILING as i64))]
+    max_name: u32,
+    /// Pending output bytes after which a client that does not read is closed.
+    #[arg(long, default_value_t = 4 * 1024 * 1024)]
+    max_output: usize,
+    /// Most locks held plus awaited by one connection (0 = unlimited).
+    #[arg(long, default_value_t = 0)]
+    max_locks_per_conn: u32,
+    /// Most waiters queued on one lock (0 = unlimited).
+    #[arg(long, default_value_t = 0)]
+    max_waiters: u32,
+    /// Do not serve clients of the original JSON-lines protocol.
+    #[arg(long)]
+    no_compat: bool,
+    /// Largest frame accepted before a client has authenticated (with --auth-file).
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(64..))]
+    max_frame_pre_auth: u32,
+    /// New connections accepted per turn of the event loop (the rest wait for the next turn).
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
+    accepts_per_wakeup: u64,
+    /// Requests served per connection per turn of the event loop, so one busy client cannot
+    /// starve the others.
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..))]
+    requests_per_wakeup: u64,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9150).
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics_addr: Option<SocketAddr>,
+    /// Require clients to authenticate with the secret in this file (at least 32 bytes;
+    /// a trailing newline is ignored). Never pass secrets in argv.
+    #[arg(long)]
+    auth_file: Option<PathBuf>,
+}
+
+/// Background-mode options beside the server flags.
+#[derive(clap::Args, Debug)]
+pub struct StartArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// Name of this server: its files are <name>.pid, <name>.addr and <name>.output.
+    #[arg(long, default_value = "officer")]
+    name: String,
+    /// Directory of <name>.output [default: /var/log as root, else the pid directory].
+    #[arg(long)]
+    log_dir: Option<PathBuf>,
+}
+
+/// The flags of `officer stop` and `officer status`.
+#[derive(clap::Args, Debug)]
+pub struct DaemonArgs {
+    /// Directory of the pid file [default: /run as root, else $XDG_RUNTIME_DIR].
+    #[arg(short = 'd', long)]
+    pid_dir: Option<PathBuf>,
+    #[arg(long, default_value = "officer")]
+    name: String,
+    /// Seconds `stop` waits after SIGTERM before SIGKILL.
+    #[arg(long, default_value_t = 10)]
+    timeout: u64,
+}
+
+/// `officer start`: a detached server; must be called while the process is single-threaded.
+pub fn start(mut args: StartArgs) -> i32 {
+    let paths = start_paths(&args);
+    // Named servers on one box must not share a token reservation.
+    if args.run.state_file.is_none() && args.name != "officer" {
+        args.run.state_file = Some(default_state_file().with_file_name(format!("{}.state", args.name)));
+    }
+    let mut config = match config_from(&args.run) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("officer: {e}");
+            return 1;
+        }
+    };
+    absolutize(&mut config);
+    let level = effective_level(&args.run);
+    daemon::start(config, &paths, move || init_logging(level))
+}
+
+fn start_paths(args: &StartArgs) -> daemon::DaemonPaths {
+    let pid_dir = args.run.pid_dir.clone().unwrap_or_else(daemon::default_pid_dir);
+    let log_dir = args.log_dir.clone().unwrap_or_else(|| daemon::default_log_dir(&pid_dir));
+    daemon::DaemonPaths::new(&args.name, &absolute(&pid_dir), &absolute(&log_dir))
+}
+
+fn daemon_paths(args: &DaemonArgs) -> daemon::DaemonPaths {
+    let pid_dir = args.pid_dir.clone().unwrap_or_else(daemon::default_pid_dir);
+    let log_dir = daemon::default_log_dir(&pid_dir);
+    daemon::DaemonPaths::new(&args.name, &absolute(&pid_dir), &absolute(&log_dir))
+}
+
+/// The detached server must not depend on the shell's working directory for its files.
+fn absolutize(config: &mut Config) {
+    if let Some(p) = &mut config.state_file {
+        *p = absolute(p);
+    }
+    if let Listen::Unix(p) = &mut config.listen {
+        *p = absolute(p);
+    }
+}
+
+fn absolute(path: &std::path::Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
+}
+
+/// `officer run`: the server in the foreground until SIGTERM/SIGINT; the process exit code.
+pub fn run(args: RunArgs) -> i32 {
+    init_logging(effective_level(&args));
+    let config = match config_from(&args) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("officer: {e}");
+            return 1;
+        }
+    };
+    let server = match Server::bind(config) {
+        Ok(server) => server,
+        Err(e) => {
+            log::error!("officer failed to start: {e}");
+            eprintln!("officer: {e}");
+            return 1;
+        }
+    };
+    println!("officer listening on {}", server.local_addr());
+    if let Some(addr) = server.metrics_addr() {
+        println!("officer metrics on http://{addr}/metrics");
+    }
+    match server.run() {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("officer: {e}");
+            1
+        }
+    }
+}
+
+fn config_from(args: &RunArgs) -> Result<Config, String> {
+    let auth_secret = args.auth_file.as_deref().map(read_secret).transpose()?;
+    let tcp = resolve(&args.host, args.port)?;
+    if auth_secret.is_none() && args.socket_type == SocketType::Tcp && !tcp.ip().is_loopback() {
+        let msg = format!(
+            "WARNING: listening on {} without authentication: anyone who can reach this port can take and release locks; use --auth-file or a loopback/UNIX address",
+            tcp.ip()
+        );
+        log::warn!("{msg}");
+        eprintln!("officer: {msg}");
+    }
+    let mut config = Config {
+        listen: match args.socket_type {
+            SocketType::Tcp => Listen::Tcp(tcp),
+            SocketType::Unix => Listen::Unix(args.socket_file.clone()),
+        },
+        max_idle: (args.max_idle > 0).then(|| Duration::from_secs(args.max_idle)),
+        max_connections: args.max_connections,
+        max_frame: args.max_frame,
+        max_name: args.max_name,
+        max_output: args.max_output,
+        state_file: Some(args.state_file.clone().unwrap_or_else(default_state_file)),
+        pid_file: args.pid_dir.as_ref().map(|d| d.join("officer.pid")),
+        stats_interval: args.stats.then(|| Duration::from_secs(5)),
+        handle_signals: true,
+        compat: !args.no_compat,
+        auth_secret,
+        metrics_addr: args.metrics_addr,
+        pre_auth_max_frame: args.max_frame_pre_auth,
+        accepts_per_wakeup: args.accepts_per_wakeup as usize,
+        requests_per_wakeup: args.requests_per_wakeup as usize,
+        ..Config::default()
+    };
+    config.table.max_locks_per_conn = args.max_locks_per_conn;
+    config.table.max_waiters_per_lock = args.max_waiters;
+    Ok(config)
+}
+
+/// Reads the server's shared secret (as the client subcommands do) and checks its length.
+fn read_secret(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    let secret = crate::cli::read_secret(path)?;
+    if secret.len() < Config::MIN_SECRET_LEN {
+        return Err(format!(
+            "auth file {} holds {} bytes; the secret must be at least {} bytes",
+            path.display(),
+            secret.len(),
+            Config::MIN_SECRET_LEN
+        ));
+    }
+    Ok(secret)
+}
+
+fn default_state_file() -> PathBuf {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return PathBuf::from("/var/lib/officer/officer.state");
+    }
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("officer/officer.state")
+}
+
+/// `-s` logs its line at info level, so it raises a quieter level to info (as the original's
+/// `-l debug -s` implies, statistics are meant to be seen).
+fn effective_level(args: &RunArgs) -> LogLevel {
+    match (args.stats, args.log_level) {
+        (true, LogLevel::Error | LogLevel::Warn) => LogLevel::Info,
+        (_, level) => level,
+    }
+}
+
+/// The first address `host:port` resolves to.
+fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{host} resolves to no address"))
+}
+
+fn init_logging(level: LogLevel) {
+    use simplelog::{ConfigBuilder, LevelFilter, WriteLogger};
+    let filter = match level {
+        LogLevel::Error => LevelFilter::Error,
+        LogLevel::Warn => LevelFilter::Warn,
+        LogLevel::Info => LevelFilter::Info,
+        LogLevel::Debug => LevelFilter::Debug,
+        LogLevel::Trace => LevelFilter::Trace,
+    };
+    let config =
+        ConfigBuilder::new().set_target_level(LevelFilter::Off).set_thread_level(LevelFilter::Off).build();
+    let _ = WriteLogger::init(filter, config, std::io::stderr());
+}
+
+/// `officer stop`.
+pub fn stop(args: &DaemonArgs) -> i32 {
+    daemon::stop(&daemon_paths(args), Duration::from_secs(args.timeout))
+}
+
+/// `officer status`.
+pub fn status(args: &DaemonArgs) -> i32 {
+    daemon::status(&daemon_paths(args))
+}
+
+/// `officer restart`: stop (if running), then start.
+pub fn restart(args: StartArgs) -> i32 {
+    let paths = start_paths(&args);
+    match daemon::stop(&paths, Duration::from_secs(10)) {
+        0 => start(args),
+        code => code,
+    }
+}
