@@ -356,3 +356,41 @@ fn many_clients_that_pinged_during_a_pause_are_all_kept() {
     }
     assert_eq!(closed, 0, "{closed} of {CLIENTS} clients that pinged were closed as idle");
 }
+
+/// The server runs out of descriptors (its limit lowered under it with prlimit, so its own
+/// connection cap cannot refuse first): accepting backs off instead of spinning, connected
+/// clients keep working, and accepting resumes once descriptors free up.
+#[test]
+fn running_out_of_descriptors_backs_off_and_recovers() {
+    let dir = support::temp_dir();
+    let state = state_path(&dir);
+    let server = ServerProcess::spawn(&["-m", "30", "--state-file", &state]);
+    let mut bystander = Wire::connect(server.addr);
+    token_of(&bystander.call(&lock_req("emfile/kept")));
+    let open = extra::fd_count(server.pid());
+    let limit = libc::rlimit { rlim_cur: (open + 8) as libc::rlim_t, rlim_max: (open + 8) as libc::rlim_t };
+    // SAFETY: prlimit on our child's pid with a valid struct; no old value is read back.
+    let rc = unsafe {
+        libc::prlimit(server.pid() as libc::pid_t, libc::RLIMIT_NOFILE, &limit, std::ptr::null_mut())
+    };
+    assert_eq!(rc, 0, "prlimit failed: {}", std::io::Error::last_os_error());
+    // More connections than descriptors left: the kernel completes them, the server cannot
+    // accept them all.
+    let flood: Vec<TcpStream> = (0..40).map(|_| TcpStream::connect(server.addr).expect("connect")).collect();
+    let cpu_before = extra::cpu_time(server.pid());
+    thread::sleep(Duration::from_millis(1500));
+    let spent = extra::cpu_time(server.pid()) - cpu_before;
+    assert!(
+        spent < Duration::from_millis(700),
+        "server spun while out of descriptors: {spent:?} of CPU in 1.5 s"
+    );
+    assert_eq!(bystander.call(&Request::Ping(b"")), Response::Pong, "connected clients keep working");
+    let mut observer = Wire::connect_no_hello(server.addr);
+    drop(flood);
+    // Descriptors free up as the flood closes: a new client is accepted and served.
+    observer.send_bytes(&extra::hello_frame(1)).expect("hello");
+    let (_, hello) = observer.recv();
+    assert!(matches!(hello, Response::HelloOk(_)), "{hello:?}");
+    let stats = extra::stat(&mut bystander, "accept_errors");
+    assert!(stats > 0, "the server never hit EMFILE, so the test proved nothing");
+}
