@@ -226,6 +226,69 @@ fn start_reports_a_port_it_cannot_listen_on() {
     drop(occupied);
 }
 
+/// The original's daemons-gem forms: every command takes the app's flags after `--`, and with
+/// `-d DIR` the output file sits next to the pid file, so two servers never share one.
+#[test]
+fn daemon_commands_take_the_app_flags_after_double_dash_and_keep_output_by_the_pid_file() {
+    let dirs = [support::temp_dir(), support::temp_dir()];
+    let mut guards: Vec<DaemonGuard> = dirs.iter().map(|d| DaemonGuard::new(d.path(), "officer")).collect();
+    let mut servers = Vec::new();
+    for (dir, guard) in dirs.iter().zip(guards.iter_mut()) {
+        let (d, state) = (path_str(dir.path()), path_str(&dir.path().join("s")));
+        // No --log-dir: the output file must follow -d (as root too, where the old default
+        // was /var/log/officer.output for every server).
+        let start: Vec<String> = ["start", "--", "-h", "127.0.0.1", "-p", "0", "-d", &d, "--state-file", &state]
+            .map(str::to_owned)
+            .to_vec();
+        servers.push(start_ok(&start, guard));
+    }
+    for (dir, (pid, addr)) in dirs.iter().zip(&servers) {
+        let d = path_str(dir.path());
+        let output = dir.path().join("officer.output");
+        let text = std::fs::read_to_string(&output).unwrap_or_else(|e| panic!("{}: {e}", output.display()));
+        assert!(text.contains(&format!("officer listening on {addr}")), "{}: {text}", output.display());
+        let other = servers.iter().find(|(p, _)| p != pid).map(|(_, a)| a.to_string()).unwrap();
+        assert!(!text.contains(&other), "one server's output holds another's: {text}");
+
+        for status_args in [&["status", "--", "-d", &d][..], &["status", "--", "-h", "127.0.0.1", "-p", "0", "-d", &d, "-l", "debug"]] {
+            let status = officer(status_args);
+            assert_eq!(status.code(), Some(0), "{status_args:?}: {}", status.both());
+            assert!(status.stdout.contains(&addr.to_string()), "{}", status.both());
+        }
+        let stop = officer(&["stop", "--", "-h", "127.0.0.1", "-p", "0", "-d", &d, "--timeout", "10"]);
+        assert_eq!(stop.code(), Some(0), "{}", stop.both());
+        wait_until("the server process to go", WAIT, || process_gone(*pid));
+        let status = officer(&["status", "--", "-d", &d]);
+        assert_eq!(status.code(), Some(3), "{}", status.both());
+    }
+    // An unknown flag after `--` is still a usage error, not silently ignored.
+    let bad = officer(&["stop", "--", "-d", &path_str(dirs[0].path()), "--no-such-flag"]);
+    assert_eq!(bad.code(), Some(64), "{}", bad.both());
+}
+
+/// A taken port is named with its address and listener, once.
+#[test]
+fn bind_failures_name_the_address_and_the_listener_once() {
+    let dir = support::temp_dir();
+    let state = path_str(&dir.path().join("s"));
+    let occupied = TcpListener::bind("127.0.0.1:0").expect("bind a port to occupy");
+    let taken = occupied.local_addr().unwrap().to_string();
+    let port = occupied.local_addr().unwrap().port().to_string();
+    let cases: [(&[&str], &str); 2] = [
+        (&["-h", "127.0.0.1", "-p", &port, "--state-file", &state], "lock port"),
+        (&["-h", "127.0.0.1", "-p", "0", "--state-file", &state, "--metrics-addr", &taken], "metrics port"),
+    ];
+    for (args, listener) in cases {
+        let mut server = Foreground::spawn(args, &[]);
+        assert_eq!(server.wait_exit().code(), Some(1), "{args:?}");
+        let stderr = server.stderr().to_owned();
+        let want = format!("cannot listen on {taken} ({listener})");
+        assert_eq!(stderr.matches(&want).count(), 1, "once, with address and listener: {stderr}");
+        assert_eq!(stderr.matches("in use").count(), 1, "the reason once: {stderr}");
+    }
+    drop(occupied);
+}
+
 #[test]
 fn failed_start_leaves_no_pid_file() {
     let dir = support::temp_dir();

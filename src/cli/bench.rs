@@ -59,10 +59,12 @@ pub fn run(args: BenchArgs) -> i32 {
         crate::cli::SocketType::Unix => Target::Unix(args.connect.socket_file.clone()),
         crate::cli::SocketType::Tcp => {
             use std::net::ToSocketAddrs;
-            match (args.connect.host.as_str(), args.connect.port).to_socket_addrs().map(|mut a| a.next()) {
+            let endpoint = args.connect.endpoint().map_err(|e| eprintln!("officer bench: {e}"));
+            let Ok((host, port)) = endpoint else { return 2 };
+            match (host.as_str(), port).to_socket_addrs().map(|mut a| a.next()) {
                 Ok(Some(addr)) => Target::Tcp(addr),
                 _ => {
-                    eprintln!("officer bench: cannot resolve {}:{}", args.connect.host, args.connect.port);
+                    eprintln!("officer bench: cannot resolve {host}:{port}");
                     return 2;
                 }
             }

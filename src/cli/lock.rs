@@ -14,7 +14,9 @@ use std::process::{Child, Command, ExitStatus};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 
-use super::{LockArgs, EXIT_CANNOT_EXECUTE, EXIT_LOCK_LOST, EXIT_NOT_FOUND, EXIT_UNAVAILABLE};
+use std::ffi::OsString;
+
+use super::{shown_name, LockArgs, EXIT_CANNOT_EXECUTE, EXIT_LOCK_LOST, EXIT_NOT_FOUND, EXIT_SOFTWARE};
 use crate::client::{Error, LockGuard, LockOptions};
 
 /// What the main thread waits for while the command runs.
@@ -36,9 +38,11 @@ pub(super) fn run(args: LockArgs) -> i32 {
             eprintln!("officer: {}", conflict_message(&args, &e));
             return args.conflict_exit_code;
         }
+        // The error names the lock already (cut when long): say it once.
+        Err(e) if e.kind() == crate::client::ErrorKind::InvalidName => return super::report(&e),
         Err(e) => {
-            eprintln!("officer: cannot lock {:?}: {e}", args.name);
-            return EXIT_UNAVAILABLE;
+            eprintln!("officer: cannot lock {}: {e}", shown_name(&args.name));
+            return super::exit_status(&e);
         }
     };
     // Installed before the command starts, so no signal can end officer while the command
@@ -95,7 +99,7 @@ pub(super) fn run(args: LockArgs) -> i32 {
                 if e.is_connection_lost() {
                     report_loss(&args);
                 } else {
-                    eprintln!("officer: releasing lock {:?} failed: {e}", args.name);
+                    eprintln!("officer: releasing lock {} failed: {e}", shown_name(&args.name));
                 }
             }
         }
@@ -103,7 +107,7 @@ pub(super) fn run(args: LockArgs) -> i32 {
         match status {
             Err(e) => {
                 eprintln!("officer: waiting for the command failed: {e}");
-                EXIT_UNAVAILABLE
+                EXIT_SOFTWARE
             }
             Ok(_) if lost => EXIT_LOCK_LOST,
             Ok(status) => exit_code(status),
@@ -168,13 +172,19 @@ impl Drop for SignalRelay {
     }
 }
 
+/// The command line to run: `sh -c STRING` for `-c`, else COMMAND and its arguments.
+fn command_line(args: &LockArgs) -> Option<(OsString, Vec<OsString>)> {
+    if let Some(line) = &args.shell_command {
+        return Some(("sh".into(), vec!["-c".into(), line.clone()]));
+    }
+    let (program, rest) = args.command.split_first()?;
+    Some((program.clone(), rest.to_vec()))
+}
+
 fn spawn(args: &LockArgs, guard: &LockGuard) -> Result<Child, i32> {
-    let (program, rest) = match args.command.split_first() {
-        Some(split) => split,
-        None => return Err(EXIT_CANNOT_EXECUTE),
-    };
-    Command::new(program)
-        .args(rest)
+    let Some((program, rest)) = command_line(args) else { return Err(EXIT_CANNOT_EXECUTE) };
+    Command::new(&program)
+        .args(&rest)
         .env("OFFICER_LOCK_NAME", &args.name)
         .env("OFFICER_FENCING_TOKEN", guard.token().to_string())
         .spawn()
@@ -190,9 +200,9 @@ fn spawn(args: &LockArgs, guard: &LockGuard) -> Result<Child, i32> {
 
 fn report_loss(args: &LockArgs) {
     eprintln!(
-        "officer: lost the connection to the server at {}; lock {:?} is no longer held{}",
+        "officer: lost the connection to the server at {}; lock {} is no longer held{}",
         args.connect.describe(),
-        args.name,
+        shown_name(&args.name),
         if args.kill_on_loss { ", stopping the command" } else { "" }
     );
 }
@@ -210,7 +220,7 @@ fn signal(pid: u32, sig: i32) {
 
 /// The command's exit status, or 128 + the signal that killed it, as shells report it.
 fn exit_code(status: ExitStatus) -> i32 {
-    status.code().or_else(|| status.signal().map(|sig| 128 + sig)).unwrap_or(EXIT_UNAVAILABLE)
+    status.code().or_else(|| status.signal().map(|sig| 128 + sig)).unwrap_or(EXIT_SOFTWARE)
 }
 
 /// "lock "x" is busy: held by 10.0.0.5:41234, 2 waiting".
@@ -221,14 +231,14 @@ fn conflict_message(args: &LockArgs, e: &Error) -> String {
         Some((holder, [])) => format!("held by {holder}"),
         Some((holder, waiting)) => format!("held by {holder}, {} waiting", waiting.len()),
     };
-    let name = &args.name;
+    let name = shown_name(&args.name);
     if e.is_queue_maxed() {
         let max = args.queue_max.unwrap_or(0);
-        format!("lock {name:?} has {} in its queue (--queue-max {max}): {who}", queue.len())
+        format!("lock {name} has {} in its queue (--queue-max {max}): {who}", queue.len())
     } else if args.nonblock || args.timeout.is_some_and(|t| t.is_zero()) {
-        format!("lock {name:?} is busy: {who}")
+        format!("lock {name} is busy: {who}")
     } else {
         let secs = args.timeout.map_or(0.0, |t| t.as_secs_f64());
-        format!("timed out after {secs}s waiting for lock {name:?}: {who}")
+        format!("timed out after {secs}s waiting for lock {name}: {who}")
     }
 }

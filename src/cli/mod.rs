@@ -20,15 +20,94 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::client::{Client, ClientBuilder, DEFAULT_HOST, DEFAULT_PORT};
+use crate::client::{Client, ClientBuilder, Error, ErrorKind, DEFAULT_HOST, DEFAULT_PORT};
+use crate::protocol::ErrorCode;
 
-/// Exit status when the server cannot be reached or answers with an error (EX_UNAVAILABLE).
+/// Exit status of a usage error: bad flags, values or environment (EX_USAGE, as flock(1)).
+///
+/// ```
+/// assert_eq!(officer::cli::EXIT_USAGE, 64);
+/// ```
+pub const EXIT_USAGE: i32 = 64;
+/// Exit status when a lock name (or listing prefix) is refused: empty, too long, control
+/// characters; checked before anything is sent (EX_DATAERR).
+///
+/// ```
+/// assert_eq!(officer::cli::EXIT_DATA, 65);
+/// ```
+pub const EXIT_DATA: i32 = 65;
+/// Exit status when the `--auth-file` cannot be read (EX_NOINPUT, as flock(1) for its file).
+///
+/// ```
+/// assert_eq!(officer::cli::EXIT_NO_INPUT, 66);
+/// ```
+pub const EXIT_NO_INPUT: i32 = 66;
+/// Exit status only when the server cannot be reached: refused, timed out, unknown host, the
+/// connection lost, or the server refusing new connections (at its limit, shutting down)
+/// (EX_UNAVAILABLE).
 ///
 /// ```
 /// // `officer ping` in a health check: anything but 0 is unhealthy, 69 means unreachable.
 /// assert_eq!(officer::cli::EXIT_UNAVAILABLE, 69);
 /// ```
 pub const EXIT_UNAVAILABLE: i32 = 69;
+/// Exit status of an answer that cannot happen in a command-line session (EX_SOFTWARE).
+///
+/// ```
+/// assert_eq!(officer::cli::EXIT_SOFTWARE, 70);
+/// ```
+pub const EXIT_SOFTWARE: i32 = 70;
+/// Exit status when the peer does not speak the officer protocol (EX_PROTOCOL).
+///
+/// ```
+/// assert_eq!(officer::cli::EXIT_PROTOCOL, 76);
+/// ```
+pub const EXIT_PROTOCOL: i32 = 76;
+/// Exit status when the server requires authentication or refused the secret (EX_NOPERM).
+///
+/// ```
+/// assert_eq!(officer::cli::EXIT_NO_PERM, 77);
+/// ```
+pub const EXIT_NO_PERM: i32 = 77;
+/// Exit status when the `--auth-file` secret is too short to be any server's (EX_CONFIG).
+///
+/// ```
+/// assert_eq!(officer::cli::EXIT_CONFIG, 78);
+/// ```
+pub const EXIT_CONFIG: i32 = 78;
+
+/// Shortest secret a server accepts (`officer run --auth-file`); a shorter one in a client's
+/// `--auth-file` cannot match any server's, so the client says so instead of connecting.
+pub const MIN_SECRET_LEN: usize = crate::server::Config::MIN_SECRET_LEN;
+
+/// The end of `officer --help`: where the server address comes from and what exit statuses
+/// mean, for the client subcommands.
+pub const TOP_LEVEL_HELP: &str = "\
+Server address (client subcommands):
+  -h HOST[:PORT], -p PORT      flags win ([V6]:PORT for IPv6, e.g. -h [::1]:11500)
+  OFFICER_HOST, OFFICER_PORT   then these (OFFICER_HOST may also be HOST:PORT)
+  OFFICER_ADDR=HOST:PORT       then this, as etcdctl's ETCDCTL_ENDPOINTS
+  default                      localhost:11500
+Each of host and port comes from the first of these that gives it.
+
+Exit status (client subcommands):
+  0        success; `officer lock`: the command's own status
+  1        the lock was busy, timed out, or its queue was full (`officer lock -E N` changes it)
+  64       usage error: bad flags, values or OFFICER_* variables
+  65       the lock name or prefix was refused (empty, too long, control characters)
+  66       the --auth-file cannot be read
+  69       the server cannot be reached: refused, timed out, unknown host, connection lost,
+           or it refuses new connections (at its connection limit, shutting down)
+  70       an answer that cannot happen in a command-line session (a bug: please report it)
+  75       `officer lock`: the lock was lost while the command ran
+  76       the server does not speak the officer protocol (wrong port?)
+  77       the server requires authentication (--auth-file) or refused the secret
+  78       the --auth-file secret is shorter than 32 bytes
+  126, 127 `officer lock`: the command cannot be run / was not found
+  128+N    `officer lock`: the command was killed by signal N
+
+`officer help SUBCOMMAND` or `officer SUBCOMMAND --help` shows a subcommand's flags;
+`officer completions SHELL` and `officer man` generate completions and the man page.";
 /// Exit status of `officer lock` when the connection, and with it the lock, was lost while the
 /// command ran (EX_TEMPFAIL).
 ///
@@ -133,16 +212,20 @@ pub struct TopArgs {
 ///     connect: ConnectArgs,
 /// }
 /// let args = Args::parse_from(["x", "-h", "10.0.0.5", "-p", "9999"]);
-/// assert_eq!((args.connect.host.as_str(), args.connect.port), ("10.0.0.5", 9999));
+/// assert_eq!(args.connect.endpoint_from(|_| None)?, ("10.0.0.5".to_owned(), 9999));
+/// let args = Args::parse_from(["x", "-h", "[::1]:9999"]);
+/// assert_eq!(args.connect.endpoint_from(|_| None)?, ("::1".to_owned(), 9999));
+/// # Ok::<(), String>(())
 /// ```
 #[derive(clap::Args, Debug, Clone)]
 pub struct ConnectArgs {
-    /// Server host name or address.
-    #[arg(short = 'h', long, default_value = DEFAULT_HOST)]
-    pub host: String,
-    /// Server TCP port.
-    #[arg(short = 'p', long, default_value_t = DEFAULT_PORT)]
-    pub port: u16,
+    /// Server host name or address, or HOST:PORT ([V6]:PORT for IPv6)
+    /// [default: $OFFICER_HOST, else the host of $OFFICER_ADDR, else localhost].
+    #[arg(short = 'h', long, value_name = "HOST[:PORT]")]
+    pub host: Option<String>,
+    /// Server TCP port [default: $OFFICER_PORT, else the port of $OFFICER_ADDR, else 11500].
+    #[arg(short = 'p', long)]
+    pub port: Option<u16>,
     /// Connect over TCP or to a UNIX socket.
     #[arg(short = 'o', long, value_enum, default_value = "TCP", ignore_case = true)]
     pub socket_type: SocketType,
@@ -186,10 +269,19 @@ impl ConnectArgs {
     /// # Ok::<(), String>(())
     /// ```
     ///
-    /// Fails only when the `--auth-file` cannot be read.
+    /// Fails when the address flags or `OFFICER_*` variables are malformed, or the
+    /// `--auth-file` cannot be read or is too short.
     pub fn builder(&self) -> Result<ClientBuilder, String> {
+        self.builder_or_exit().map_err(|(_, msg)| msg)
+    }
+
+    /// [`ConnectArgs::builder`], with the exit status its failure calls for.
+    fn builder_or_exit(&self) -> Result<ClientBuilder, (i32, String)> {
         let mut builder = match self.socket_type {
-            SocketType::Tcp => Client::builder().host(&self.host).port(self.port),
+            SocketType::Tcp => {
+                let (host, port) = self.endpoint().map_err(|e| (EXIT_USAGE, e))?;
+                Client::builder().host(host).port(port)
+            }
             SocketType::Unix => Client::builder().unix_socket(&self.socket_file),
         };
         builder = builder.connect_timeout(self.connect_timeout);
@@ -197,9 +289,47 @@ impl ConnectArgs {
             builder = builder.namespace(ns);
         }
         if let Some(path) = &self.auth_file {
-            builder = builder.auth(read_secret(path)?);
+            builder = builder.auth(client_secret(path)?);
         }
         Ok(builder)
+    }
+
+    /// The server's host and port from the flags and the process environment; see
+    /// [`ConnectArgs::endpoint_from`].
+    pub fn endpoint(&self) -> Result<(String, u16), String> {
+        self.endpoint_from(|var| std::env::var(var).ok())
+    }
+
+    /// The server's host and port: each from the first that gives it of `-h`/`-p`,
+    /// `OFFICER_HOST`/`OFFICER_PORT`, `OFFICER_ADDR`, then `localhost:11500`. `-h` and
+    /// `OFFICER_HOST` may carry a port (`host:port`, `[v6]:port`); a port given twice in one
+    /// layer is an error, as is a malformed value. Empty variables count as unset.
+    ///
+    /// ```
+    /// # use clap::Parser;
+    /// # #[derive(Parser)] #[command(disable_help_flag = true)]
+    /// # struct Args { #[command(flatten)] connect: officer::cli::ConnectArgs }
+    /// let env = |var: &str| (var == "OFFICER_ADDR").then(|| "locks.internal:9000".to_owned());
+    /// let args = Args::parse_from(["x"]);
+    /// assert_eq!(args.connect.endpoint_from(env)?, ("locks.internal".to_owned(), 9000));
+    /// let args = Args::parse_from(["x", "-h", "10.0.0.9"]);
+    /// assert_eq!(args.connect.endpoint_from(env)?, ("10.0.0.9".to_owned(), 9000));
+    /// # Ok::<(), String>(())
+    /// ```
+    pub fn endpoint_from(&self, env: impl Fn(&str) -> Option<String>) -> Result<(String, u16), String> {
+        let env = |var: &str| env(var).filter(|v| !v.is_empty());
+        let env_port = match env("OFFICER_PORT") {
+            Some(p) => Some(p.parse::<u16>().map_err(|_| format!("OFFICER_PORT={p:?} is not a port number"))?),
+            None => None,
+        };
+        let layers = [
+            layer("-h/-p", self.host.as_deref(), self.port)?,
+            layer("OFFICER_HOST/OFFICER_PORT", env("OFFICER_HOST").as_deref(), env_port)?,
+            layer("OFFICER_ADDR", env("OFFICER_ADDR").as_deref(), None)?,
+        ];
+        let host = layers.iter().find_map(|(h, _)| h.clone()).unwrap_or_else(|| DEFAULT_HOST.to_owned());
+        let port = layers.iter().find_map(|(_, p)| *p).unwrap_or(DEFAULT_PORT);
+        Ok((host, port))
     }
 
     /// Where these flags point, for messages: `host:port` or the socket path.
@@ -212,24 +342,135 @@ impl ConnectArgs {
     /// assert_eq!(args.connect.describe(), "localhost:11500");
     /// ```
     pub fn describe(&self) -> String {
-        match self.socket_type {
-            SocketType::Tcp => format!("{}:{}", self.host, self.port),
-            SocketType::Unix => self.socket_file.display().to_string(),
+        match (self.socket_type, self.endpoint()) {
+            (SocketType::Tcp, Ok((host, port))) if host.contains(':') => format!("[{host}]:{port}"),
+            (SocketType::Tcp, Ok((host, port))) => format!("{host}:{port}"),
+            (SocketType::Tcp, Err(_)) => self.host.clone().unwrap_or_else(|| DEFAULT_HOST.to_owned()),
+            (SocketType::Unix, _) => self.socket_file.display().to_string(),
         }
     }
 
     /// Connects with these flags, or prints why not and returns the exit status to use.
     fn connect_or_exit(&self) -> Result<Client, i32> {
-        let builder = self.builder().map_err(|e| {
-            eprintln!("officer: {e}");
-            EXIT_UNAVAILABLE
+        let builder = self.builder_or_exit().map_err(|(code, msg)| {
+            eprintln!("officer: {msg}");
+            code
         })?;
         // A command-line run is one session: a broken connection is reported, never replaced.
         builder.auto_reconnect(false).connect().map_err(|e| {
-            eprintln!("officer: cannot connect to {}: {e}", self.describe());
-            EXIT_UNAVAILABLE
+            let (code, msg) = self.connect_failure(&e);
+            eprintln!("officer: {msg}");
+            code
         })
     }
+
+    /// The exit status and message for a failed connect: the CLI's words (flags, not library
+    /// methods), and 69 only when the server was not reached.
+    fn connect_failure(&self, e: &Error) -> (i32, String) {
+        let server = self.describe();
+        match e.kind() {
+            ErrorKind::Server(ErrorCode::AuthRequired) => (
+                EXIT_NO_PERM,
+                format!("the server at {server} requires authentication: give its secret with --auth-file FILE"),
+            ),
+            ErrorKind::Server(ErrorCode::AuthFailed) => {
+                let file = self.auth_file.as_deref().map_or_else(String::new, |p| format!(" {}", p.display()));
+                (EXIT_NO_PERM, format!("the server at {server} refused the secret in --auth-file{file}"))
+            }
+            // The message of a foreign peer names the server already.
+            ErrorKind::Protocol => (EXIT_PROTOCOL, e.to_string()),
+            _ => (exit_status(e), format!("cannot connect to {server}: {e}")),
+        }
+    }
+}
+
+/// One layer of [`ConnectArgs::endpoint_from`]: a host that may carry a port, and a port.
+fn layer(what: &str, host: Option<&str>, port: Option<u16>) -> Result<(Option<String>, Option<u16>), String> {
+    let Some(host) = host else { return Ok((None, port)) };
+    let (host, in_host) = split_host_port(host).map_err(|e| format!("{what}: {e}"))?;
+    if in_host.is_some() && port.is_some() {
+        return Err(format!("{what}: the port is given twice (in the host and as a port)"));
+    }
+    Ok((Some(host), in_host.or(port)))
+}
+
+/// `host`, `host:port`, `v4:port`, `[v6]`, `[v6]:port`, or a bare IPv6 address (more than one
+/// colon and no brackets: no port).
+///
+/// ```
+/// use officer::cli::split_host_port;
+/// assert_eq!(split_host_port("db1:9000")?, ("db1".to_owned(), Some(9000)));
+/// assert_eq!(split_host_port("[fe80::1]:9000")?, ("fe80::1".to_owned(), Some(9000)));
+/// assert_eq!(split_host_port("fe80::1")?, ("fe80::1".to_owned(), None));
+/// assert!(split_host_port("db1:http").is_err());
+/// # Ok::<(), String>(())
+/// ```
+pub fn split_host_port(s: &str) -> Result<(String, Option<u16>), String> {
+    let port = |p: &str| p.parse::<u16>().map_err(|_| format!("{p:?} in {s:?} is not a port number"));
+    if let Some(rest) = s.strip_prefix('[') {
+        let (host, after) = rest.split_once(']').ok_or_else(|| format!("{s:?} lacks the closing ]"))?;
+        return match after {
+            "" => Ok((host.to_owned(), None)),
+            _ => match after.strip_prefix(':') {
+                Some(p) => Ok((host.to_owned(), Some(port(p)?))),
+                None => Err(format!("{s:?}: expected :PORT after ]")),
+            },
+        };
+    }
+    match s.split_once(':') {
+        Some((host, p)) if !p.contains(':') => Ok((host.to_owned(), Some(port(p)?))),
+        _ => Ok((s.to_owned(), None)),
+    }
+}
+
+/// The exit status for a failed client call (see [`TOP_LEVEL_HELP`]).
+pub(crate) fn exit_status(e: &Error) -> i32 {
+    match e.kind() {
+        ErrorKind::InvalidName | ErrorKind::Server(ErrorCode::BadName) => EXIT_DATA,
+        ErrorKind::Io
+        | ErrorKind::ConnectionLost
+        | ErrorKind::Server(ErrorCode::ShuttingDown | ErrorCode::LimitExceeded) => EXIT_UNAVAILABLE,
+        ErrorKind::Server(ErrorCode::AuthRequired | ErrorCode::AuthFailed) => EXIT_NO_PERM,
+        ErrorKind::Protocol => EXIT_PROTOCOL,
+        _ => EXIT_SOFTWARE,
+    }
+}
+
+/// Prints a failed call's error and returns its exit status.
+pub(crate) fn report(e: &Error) -> i32 {
+    eprintln!("officer: {e}");
+    exit_status(e)
+}
+
+/// A lock name for messages: quoted, and cut to its first bytes and length when long.
+pub(crate) fn shown_name(name: &str) -> String {
+    const MAX: usize = 64;
+    const HEAD: usize = 40;
+    if name.len() <= MAX {
+        return format!("{name:?}");
+    }
+    let mut end = HEAD;
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{:?}... ({} bytes)", &name[..end], name.len())
+}
+
+/// The client's secret from `--auth-file`, refused when unreadable (66) or too short to be any
+/// server's (78).
+fn client_secret(path: &std::path::Path) -> Result<Vec<u8>, (i32, String)> {
+    let secret = read_secret(path).map_err(|e| (EXIT_NO_INPUT, format!("--auth-file: {e}")))?;
+    if secret.len() < MIN_SECRET_LEN {
+        return Err((
+            EXIT_CONFIG,
+            format!(
+                "--auth-file {} holds a secret of {} bytes; officer secrets are at least {MIN_SECRET_LEN} bytes, so it cannot be the server's",
+                path.display(),
+                secret.len()
+            ),
+        ));
+    }
+    Ok(secret)
 }
 
 /// `officer lock NAME [OPTIONS] -- COMMAND [ARGS...]`.
@@ -262,10 +503,18 @@ pub struct LockArgs {
     /// Send SIGTERM to COMMAND as soon as the lock is lost (the connection broke).
     #[arg(long)]
     pub kill_on_loss: bool,
+    /// Run this shell command line with `sh -c` instead of COMMAND (as flock(1) -c).
+    #[arg(short = 'c', long = "command", value_name = "SHELL_COMMAND", conflicts_with = "command")]
+    pub shell_command: Option<OsString>,
     #[command(flatten)]
     pub connect: ConnectArgs,
     /// The command to run and its arguments (after `--`, or after NAME and the options).
-    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
+    #[arg(
+        required_unless_present = "shell_command",
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
     pub command: Vec<OsString>,
     #[arg(long, action = clap::ArgAction::Help, help = "Print help")]
     help: Option<bool>,

@@ -102,20 +102,21 @@ pub struct StartArgs {
     /// Name of this server: its files are <name>.pid, <name>.addr and <name>.output.
     #[arg(long, default_value = "officer")]
     name: String,
-    /// Directory of <name>.output [default: /var/log as root, else the pid directory].
+    /// Directory of <name>.output [default: the -d directory, as the original's daemons gem
+    /// does; without -d: /var/log as root, else the pid directory].
     #[arg(long)]
     log_dir: Option<PathBuf>,
 }
 
-/// The flags of `officer stop` and `officer status`.
+/// The flags of `officer stop`, `status` and `restart`: every flag of `start`, because the
+/// original's daemons gem hands the app's flags (`officer stop -- -d DIR`) to every command and
+/// scripts rely on that to find the pid file. Only `-d`, `--name` and `--log-dir` matter to
+/// `stop` and `status`; `restart` starts with all of them.
 #[derive(clap::Args, Debug)]
 pub struct DaemonArgs {
-    /// Directory of the pid file [default: /run as root, else $XDG_RUNTIME_DIR].
-    #[arg(short = 'd', long)]
-    pid_dir: Option<PathBuf>,
-    #[arg(long, default_value = "officer")]
-    name: String,
-    /// Seconds `stop` waits after SIGTERM before SIGKILL.
+    #[command(flatten)]
+    start: StartArgs,
+    /// Seconds `stop` (and `restart`) wait after SIGTERM before SIGKILL.
     #[arg(long, default_value_t = 10)]
     timeout: u64,
 }
@@ -139,15 +140,15 @@ pub fn start(mut args: StartArgs) -> i32 {
     daemon::start(config, &paths, move || init_logging(level))
 }
 
+/// The files of one background server. The output log sits next to the pid file whenever `-d`
+/// names a directory (as the daemons gem's `:dir` does), so servers with their own pid
+/// directories never interleave their output in one file.
 fn start_paths(args: &StartArgs) -> daemon::DaemonPaths {
     let pid_dir = args.run.pid_dir.clone().unwrap_or_else(daemon::default_pid_dir);
-    let log_dir = args.log_dir.clone().unwrap_or_else(|| daemon::default_log_dir(&pid_dir));
-    daemon::DaemonPaths::new(&args.name, &absolute(&pid_dir), &absolute(&log_dir))
-}
-
-fn daemon_paths(args: &DaemonArgs) -> daemon::DaemonPaths {
-    let pid_dir = args.pid_dir.clone().unwrap_or_else(daemon::default_pid_dir);
-    let log_dir = daemon::default_log_dir(&pid_dir);
+    let log_dir = match (&args.log_dir, &args.run.pid_dir) {
+        (Some(dir), _) | (None, Some(dir)) => dir.clone(),
+        (None, None) => daemon::default_log_dir(&pid_dir),
+    };
     daemon::DaemonPaths::new(&args.name, &absolute(&pid_dir), &absolute(&log_dir))
 }
 
@@ -178,7 +179,7 @@ pub fn run(args: RunArgs) -> i32 {
     let server = match Server::bind(config) {
         Ok(server) => server,
         Err(e) => {
-            log::error!("officer failed to start: {e}");
+            // Once: the log also goes to stderr, so logging it as well would print it twice.
             eprintln!("officer: {e}");
             return 1;
         }
@@ -295,19 +296,19 @@ fn init_logging(level: LogLevel) {
 
 /// `officer stop`.
 pub fn stop(args: &DaemonArgs) -> i32 {
-    daemon::stop(&daemon_paths(args), Duration::from_secs(args.timeout))
+    daemon::stop(&start_paths(&args.start), Duration::from_secs(args.timeout))
 }
 
 /// `officer status`.
 pub fn status(args: &DaemonArgs) -> i32 {
-    daemon::status(&daemon_paths(args))
+    daemon::status(&start_paths(&args.start))
 }
 
 /// `officer restart`: stop (if running), then start.
-pub fn restart(args: StartArgs) -> i32 {
-    let paths = start_paths(&args);
-    match daemon::stop(&paths, Duration::from_secs(10)) {
-        0 => start(args),
+pub fn restart(args: DaemonArgs) -> i32 {
+    let paths = start_paths(&args.start);
+    match daemon::stop(&paths, Duration::from_secs(args.timeout)) {
+        0 => start(args.start),
         code => code,
     }
 }

@@ -5,7 +5,7 @@ use std::io::Write;
 
 use serde_json::{json, Map, Value};
 
-use super::{ConnectionsArgs, LocksArgs, PingArgs, StatsArgs, EXIT_UNAVAILABLE};
+use super::{ConnectionsArgs, LocksArgs, PingArgs, StatsArgs};
 use crate::client::{Client, ConnectionInfo, Listing, LockInfo, Result, Stats};
 
 pub(super) fn locks(args: LocksArgs) -> i32 {
@@ -91,10 +91,7 @@ fn query<T>(
             let _ = std::io::stdout().lock().write_all(text.as_bytes());
             0
         }
-        Err(e) => {
-            eprintln!("officer: {e}");
-            EXIT_UNAVAILABLE
-        }
+        Err(e) => super::report(&e),
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::{TopArgs, EXIT_UNAVAILABLE};
+use super::TopArgs;
 use crate::client::{Client, Stats, Top, TopEntry};
 
 pub(super) fn run(args: TopArgs) -> i32 {
@@ -20,10 +20,7 @@ pub(super) fn run(args: TopArgs) -> i32 {
         let text = match snapshot(&client, args.max) {
             Ok((stats, top)) if args.json => json_line(&stats, &top),
             Ok((stats, top)) => render(&stats, &top, clear),
-            Err(e) => {
-                eprintln!("officer: {e}");
-                return EXIT_UNAVAILABLE;
-            }
+            Err(e) => return super::report(&e),
         };
         if std::io::stdout().lock().write_all(text.as_bytes()).is_err() {
             return 0;

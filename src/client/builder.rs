@@ -35,6 +35,17 @@ pub(crate) enum Target {
     Unix(PathBuf),
 }
 
+impl std::fmt::Display for Target {
+    /// `host:port` (`[v6]:port` for an IPv6 address) or the socket path, as messages name the server.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Tcp { host, port } if host.contains(':') => write!(f, "[{host}]:{port}"),
+            Target::Tcp { host, port } => write!(f, "{host}:{port}"),
+            Target::Unix(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
 /// When the client pings on its own to keep an otherwise silent connection open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum KeepAlive {
@@ -260,6 +271,15 @@ mod tests {
         assert_eq!(b.config.target, Target::Unix("/s".into()));
         let b = b.port(7);
         assert_eq!(b.config.target, Target::Tcp { host: DEFAULT_HOST.into(), port: 7 });
+    }
+
+    #[test]
+    fn targets_display_as_messages_name_them() {
+        let v4 = Target::Tcp { host: "10.0.0.5".into(), port: 11500 };
+        assert_eq!(v4.to_string(), "10.0.0.5:11500");
+        let v6 = Target::Tcp { host: "::1".into(), port: 9 };
+        assert_eq!(v6.to_string(), "[::1]:9");
+        assert_eq!(Target::Unix("/run/o.sock".into()).to_string(), "/run/o.sock");
     }
 
     #[test]

@@ -21,7 +21,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::builder::Config;
+use super::builder::{Config, Target};
 use super::stream::Stream;
 use super::{Error, Result};
 use crate::protocol::{
@@ -357,7 +357,7 @@ fn handshake(stream: &mut Stream, config: &Config) -> Result<(HelloOk, Vec<u8>)>
     let mut out = Vec::new();
     Request::Hello(Hello { version: PROTOCOL_VERSION }).encode(HELLO_ID, &mut out);
     stream.write_all(&out)?;
-    let hello = match read_reply(stream, &mut buf, HELLO_ID)? {
+    let hello = match read_reply(stream, &mut buf, HELLO_ID, Some(&config.target))? {
         Response::HelloOk(hello) => hello,
         Response::Error { code, message } => return Err(Error::server(code, message)),
         other => return Err(unexpected(&other, "HELLO")),
@@ -380,7 +380,7 @@ fn handshake(stream: &mut Stream, config: &Config) -> Result<(HelloOk, Vec<u8>)>
         out.clear();
         Request::Auth(secret).encode(AUTH_ID, &mut out);
         stream.write_all(&out)?;
-        match read_reply(stream, &mut buf, AUTH_ID)? {
+        match read_reply(stream, &mut buf, AUTH_ID, None)? {
             Response::AuthOk => {}
             Response::Error { code, message } => return Err(Error::server(code, message)),
             other => return Err(unexpected(&other, "AUTH")),
@@ -391,10 +391,36 @@ fn handshake(stream: &mut Stream, config: &Config) -> Result<(HelloOk, Vec<u8>)>
     Ok((hello, buf))
 }
 
-/// Reads until the answer to `id` arrives, during the handshake only.
-fn read_reply(stream: &mut Stream, buf: &mut Vec<u8>, id: u32) -> Result<Response> {
+/// Largest first frame an officer server sends: HELLO_OK is 29 bytes, and an ERROR or SHUTDOWN
+/// before it carries a short message.
+const MAX_FIRST_FRAME: u32 = 64 * 1024;
+
+/// Whether `buf`, the start of the server's first answer, can be officer's: frames are below
+/// 2^24 bytes, so the first byte is 0 (PROTOCOL.md §2.6), and the first frame answers HELLO or
+/// refuses the connection. An SSH banner, an HTTP reply or a JSON line fails on its first byte,
+/// so the caller learns at once instead of after a timeout or a "frame length ..." error.
+fn plausible_first_frame(buf: &[u8]) -> bool {
+    use crate::protocol::op;
+    if buf.first().is_some_and(|&b| b != 0) {
+        return false;
+    }
+    if buf.len() < 5 {
+        return true;
+    }
+    let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+    len <= MAX_FIRST_FRAME && matches!(buf[4], op::HELLO_OK | op::ERROR | op::SHUTDOWN)
+}
+
+/// Reads until the answer to `id` arrives, during the handshake only. With `first_of`, the
+/// bytes are the server's very first and are checked to be officer's ([`plausible_first_frame`]).
+fn read_reply(stream: &mut Stream, buf: &mut Vec<u8>, id: u32, first_of: Option<&Target>) -> Result<Response> {
     let mut chunk = [0u8; 4096];
     loop {
+        if let Some(target) = first_of {
+            if !plausible_first_frame(buf) {
+                return Err(Error::not_officer(target.to_string(), buf));
+            }
+        }
         let split = split_frame(buf, MAX_RESPONSE_FRAME).map_err(|e| Error::protocol(e.to_string()))?;
         if let Some((frame, len)) = split {
             let resp = Response::decode(&frame).map_err(|e| Error::protocol(e.to_string()))?;
@@ -411,6 +437,10 @@ fn read_reply(stream: &mut Stream, buf: &mut Vec<u8>, id: u32) -> Result<Respons
             }
         }
         match stream.read(&mut chunk) {
+            Ok(0) if !buf.is_empty() && first_of.is_some() => {
+                // A few bytes, then the close: whatever it was, it did not finish a frame.
+                return Err(Error::not_officer(first_of.map(Target::to_string).unwrap_or_default(), buf));
+            }
             Ok(0) => {
                 let eof = io::Error::new(
                     io::ErrorKind::UnexpectedEof,
@@ -421,8 +451,12 @@ fn read_reply(stream: &mut Stream, buf: &mut Vec<u8>, id: u32) -> Result<Respons
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-                let late =
-                    io::Error::new(io::ErrorKind::TimedOut, "no handshake answer within the connect timeout");
+                // Silence is what an HTTP server or the original Ruby officer (JSON lines
+                // only) gives a binary HELLO: say so rather than only "timed out".
+                let late = io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "no handshake answer within the connect timeout (is an officer server listening there?)",
+                );
                 return Err(late.into());
             }
             Err(e) => return Err(e.into()),
@@ -438,6 +472,32 @@ pub(crate) fn unexpected(resp: &Response, request: &str) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_officer_frames_pass_the_first_bytes_check() {
+        let mut hello_ok = Vec::new();
+        Response::HelloOk(HelloOk {
+            version: 1,
+            auth_required: false,
+            connection_id: 1,
+            max_frame: 65536,
+            max_name: 1024,
+            idle_timeout_ms: 0,
+        })
+        .encode(HELLO_ID, &mut hello_ok);
+        for n in 0..=hello_ok.len() {
+            assert!(plausible_first_frame(&hello_ok[..n]), "HELLO_OK cut at {n}");
+        }
+        let mut refused = Vec::new();
+        Response::Error { code: ErrorCode::LimitExceeded, message: "too many".into() }.encode(0, &mut refused);
+        assert!(plausible_first_frame(&refused));
+        for foreign in [&b"SSH-2.0-OpenSSH_9.6\r\n"[..], b"HTTP/1.1 400 Bad Request\r\n", b"{\"result\":\"error\"}\n"] {
+            assert!(!plausible_first_frame(&foreign[..1]), "{foreign:?}");
+        }
+        // Zero first byte but an opcode no server sends first, or an absurd length.
+        assert!(!plausible_first_frame(&[0, 0, 0, 9, 0x83, 0, 0, 0, 1]));
+        assert!(!plausible_first_frame(&[0, 0x10, 0, 0, 0x81]));
+    }
 
     #[test]
     fn request_ids_skip_zero_and_ids_in_use() {

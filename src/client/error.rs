@@ -78,6 +78,8 @@ enum Repr {
     Io(io::Error),
     ConnectionLost { reason: String, released: Vec<String> },
     Protocol(String),
+    /// The peer answered HELLO with bytes no officer server sends (PROTOCOL.md §2.6).
+    NotOfficer { server: String, first_bytes: Vec<u8> },
     Server { code: ErrorCode, message: String },
     LockTimeout { name: String, queue: Vec<String> },
     QueueMaxed { name: String, queue: Vec<String> },
@@ -98,6 +100,12 @@ impl Error {
 
     pub(crate) fn protocol(what: impl Into<String>) -> Error {
         Error { repr: Repr::Protocol(what.into()) }
+    }
+
+    /// The peer at `server` answered HELLO with `first_bytes` (at most [`SHOWN_BYTES`] kept).
+    pub(crate) fn not_officer(server: impl Into<String>, first_bytes: &[u8]) -> Error {
+        let first_bytes = first_bytes[..first_bytes.len().min(SHOWN_BYTES)].to_vec();
+        Error { repr: Repr::NotOfficer { server: server.into(), first_bytes } }
     }
 
     pub(crate) fn server(code: ErrorCode, message: impl Into<String>) -> Error {
@@ -141,7 +149,7 @@ impl Error {
         match &self.repr {
             Repr::Io(_) => ErrorKind::Io,
             Repr::ConnectionLost { .. } => ErrorKind::ConnectionLost,
-            Repr::Protocol(_) => ErrorKind::Protocol,
+            Repr::Protocol(_) | Repr::NotOfficer { .. } => ErrorKind::Protocol,
             Repr::Server { code, .. } => ErrorKind::Server(*code),
             Repr::LockTimeout { .. } => ErrorKind::LockTimeout,
             Repr::QueueMaxed { .. } => ErrorKind::QueueMaxed,
@@ -305,6 +313,31 @@ impl Error {
     }
 }
 
+/// Bytes of a foreign peer's answer quoted in [`Repr::NotOfficer`]'s message.
+const SHOWN_BYTES: usize = 24;
+/// Names longer than this are cut in messages (see [`shown_name`]).
+const SHOWN_NAME_MAX: usize = 64;
+/// Bytes of a cut name that are still shown.
+const SHOWN_NAME_HEAD: usize = 40;
+
+/// A lock name for a message: quoted whole when short, else its first bytes (cut at a
+/// character boundary) and its length, so a 60 kB name cannot flood a terminal or a log.
+pub(crate) fn shown_name(name: &str) -> String {
+    if name.len() <= SHOWN_NAME_MAX {
+        return format!("{name:?}");
+    }
+    let mut end = SHOWN_NAME_HEAD;
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{:?}... ({} bytes)", &name[..end], name.len())
+}
+
+/// A foreign peer's first bytes as text: printable ASCII kept, everything else escaped.
+fn shown_bytes(bytes: &[u8]) -> String {
+    bytes.iter().flat_map(|b| std::ascii::escape_default(*b)).map(char::from).collect()
+}
+
 /// Formats a queue for messages: "holder (and 2 waiting)".
 fn describe_queue(queue: &[String]) -> String {
     match queue.split_first() {
@@ -327,21 +360,28 @@ impl fmt::Display for Error {
                 released.join(", ")
             ),
             Repr::Protocol(what) => write!(f, "officer protocol error: {what}"),
+            Repr::NotOfficer { server, first_bytes } => write!(
+                f,
+                "the server at {server} does not speak the officer protocol (it answered \"{}\")",
+                shown_bytes(first_bytes)
+            ),
             Repr::Server { code, message } if message.is_empty() => write!(f, "server error {code}"),
             Repr::Server { code, message } => write!(f, "server error {code}: {message}"),
             Repr::LockTimeout { name, queue } => {
-                write!(f, "timed out waiting for lock {name:?} ({})", describe_queue(queue))
+                write!(f, "timed out waiting for lock {} ({})", shown_name(name), describe_queue(queue))
             }
             Repr::QueueMaxed { name, queue } => {
-                write!(f, "queue of lock {name:?} is full ({})", describe_queue(queue))
+                write!(f, "queue of lock {} is full ({})", shown_name(name), describe_queue(queue))
             }
-            Repr::NotHeld { name } => write!(f, "cannot unlock {name:?}: this connection does not hold it"),
-            Repr::InvalidName { name, why } => write!(f, "invalid lock name {name:?}: {why}"),
+            Repr::NotHeld { name } => {
+                write!(f, "cannot unlock {}: this connection does not hold it", shown_name(name))
+            }
+            Repr::InvalidName { name, why } => write!(f, "invalid lock name {}: {why}", shown_name(name)),
             Repr::AlreadyWaiting { name } => {
-                write!(f, "this connection already waits for lock {name:?}")
+                write!(f, "this connection already waits for lock {}", shown_name(name))
             }
             Repr::Cancelled { name } => {
-                write!(f, "the wait for lock {name:?} was cancelled by unlock or reset")
+                write!(f, "the wait for lock {} was cancelled by unlock or reset", shown_name(name))
             }
         }
     }
@@ -360,5 +400,31 @@ impl std::error::Error for Error {
 impl From<io::Error> for Error {
     fn from(err: io::Error) -> Error {
         Error::io(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_names_are_cut_once_with_their_length() {
+        let long = "é".repeat(3000); // 6000 bytes, two per character: the cut must not split one
+        let err = Error::invalid_name(&long, DecodeError::NameTooLong { len: long.len(), max: 1024 });
+        let msg = err.to_string();
+        assert!(msg.len() < 200, "{msg}");
+        assert!(msg.contains("(6000 bytes)") && msg.contains("the limit is 1024"), "{msg}");
+        assert_eq!(msg.matches("é").count(), SHOWN_NAME_HEAD / 2, "{msg}");
+        assert_eq!(shown_name("short"), "\"short\"");
+    }
+
+    #[test]
+    fn a_foreign_peer_is_named_with_its_first_bytes_escaped() {
+        let err = Error::not_officer("db:22", b"SSH-2.0-OpenSSH_9.6\r\n and a lot more than we keep");
+        assert_eq!(err.kind(), ErrorKind::Protocol);
+        let msg = err.to_string();
+        assert!(msg.starts_with("the server at db:22 does not speak the officer protocol"), "{msg}");
+        assert!(msg.contains("SSH-2.0-OpenSSH_9.6\\r\\n"), "{msg}");
+        assert!(!msg.contains("lot more"), "{msg}");
     }
 }

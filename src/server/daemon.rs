@@ -48,7 +48,8 @@ pub fn default_pid_dir() -> PathBuf {
     }
 }
 
-/// /var/log when root, else the pid directory.
+/// /var/log when root, else the pid directory: the output directory when neither `--log-dir`
+/// nor `-d` names one (with `-d`, the output file sits next to the pid file).
 pub fn default_log_dir(pid_dir: &Path) -> PathBuf {
     if is_root() {
         PathBuf::from("/var/log")

@@ -50,6 +50,9 @@ const METRICS_LISTENER: Token = Token(usize::MAX - 4);
 pub enum ServerError {
     /// The listener could not be bound.
     Bind(std::io::Error),
+    /// A listener could not be bound: which one ("lock port", "compat port", "metrics port"),
+    /// at which address, and why; see [`ServerError::bind_at`].
+    BindAt { listener: &'static str, addr: String, error: std::io::Error },
     /// The state file is unreadable, corrupt or cannot be written.
     State(String),
     /// The pid file is held by another server or cannot be written.
@@ -62,10 +65,22 @@ impl std::fmt::Display for ServerError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ServerError::Bind(e) => write!(f, "cannot listen: {e}"),
+            ServerError::BindAt { listener, addr, error } => {
+                write!(f, "cannot listen on {addr} ({listener}): {error}")
+            }
             ServerError::State(msg) => f.write_str(msg),
             ServerError::PidFile(e) => write!(f, "pid file: {e}"),
             ServerError::Io(e) => write!(f, "server I/O error: {e}"),
         }
+    }
+}
+
+impl ServerError {
+    /// A bind failure that names the listener and its address, so an operator running several
+    /// listeners (or several servers) sees which one failed.
+    pub fn bind_at(listener: &'static str, addr: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> Self {
+        let addr = addr.to_string();
+        move |error| ServerError::BindAt { listener, addr, error }
     }
 }
 
@@ -154,14 +169,19 @@ impl Server {
             }
             None => (None, 1),
         };
-        let mut listener = Listener::bind(&config.listen).map_err(ServerError::Bind)?;
-        let local = listener.local_addr().map_err(ServerError::Bind)?;
+        let (what, where_) = match &config.listen {
+            Listen::Tcp(addr) => ("lock port", addr.to_string()),
+            Listen::Unix(path) => ("lock socket", path.display().to_string()),
+        };
+        let mut listener = Listener::bind(&config.listen).map_err(ServerError::bind_at(what, &where_))?;
+        let local = listener.local_addr().map_err(ServerError::bind_at(what, &where_))?;
         let poll = Poll::new()?;
         listener.register(poll.registry(), LISTENER)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let metrics = match config.metrics_addr {
             Some(addr) => {
-                let mut listener = mio::net::TcpListener::bind(addr).map_err(ServerError::Bind)?;
+                let mut listener =
+                    mio::net::TcpListener::bind(addr).map_err(ServerError::bind_at("metrics port", addr))?;
                 poll.registry().register(&mut listener, METRICS_LISTENER, mio::Interest::READABLE)?;
                 Some(metrics::Metrics { listener, scrapes: Slab::new(), served: 0 })
             }
