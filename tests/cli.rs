@@ -17,9 +17,24 @@ const OFFICER: &str = env!("CARGO_BIN_EXE_officer");
 
 /// `officer SUBCOMMAND -h 127.0.0.1 -p PORT ARGS...` as a command, not yet started.
 fn officer(server_port: u16, subcommand: &str, args: &[&str]) -> Command {
-    let mut cmd = Command::new(OFFICER);
+    let mut cmd = bare();
     cmd.arg(subcommand).args(["-h", "127.0.0.1", "-p", &server_port.to_string()]).args(args);
     cmd
+}
+
+/// The binary with no `OFFICER_*` address variables from the caller's environment.
+fn bare() -> Command {
+    let mut cmd = Command::new(OFFICER);
+    for var in ["OFFICER_ADDR", "OFFICER_HOST", "OFFICER_PORT"] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+/// A port nothing listens on (bound, then closed).
+fn dead_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
 }
 
 /// Runs to completion, killing the child if it outlives `WAIT`.
@@ -286,9 +301,231 @@ fn auth_file_authenticates_the_cli() {
     assert_eq!(run(officer(port, "ping", &["--auth-file", file])).status.code(), Some(0));
     let out = run(officer(port, "lock", &["--auth-file", file, "x", "--", "true"]));
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+
+    // No secret: the server was reached, so not 69; the message names the flag to use.
     let out = run(officer(port, "ping", &[]));
-    assert_eq!(out.status.code(), Some(69));
-    assert!(text(&out.stderr).contains("auth"), "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(officer::cli::EXIT_NO_PERM), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("requires authentication") && stderr.contains("--auth-file"), "{stderr}");
+    assert!(!stderr.contains("ClientBuilder"), "no library method in a CLI message: {stderr}");
+
+    // A wrong secret of a valid length: refused by the server, and the file is named.
+    let wrong = dir.path().join("wrong");
+    std::fs::write(&wrong, "fedcba9876543210fedcba9876543210").expect("write");
+    let out = run(officer(port, "ping", &["--auth-file", wrong.to_str().expect("utf-8")]));
+    assert_eq!(out.status.code(), Some(officer::cli::EXIT_NO_PERM), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("refused the secret") && stderr.contains("wrong"), "{stderr}");
+
+    // Too short to be any server's secret: said so, without connecting.
+    let short = dir.path().join("short");
+    std::fs::write(&short, "tiny\n").expect("write");
+    let out = run(officer(port, "ping", &["--auth-file", short.to_str().expect("utf-8")]));
+    assert_eq!(out.status.code(), Some(officer::cli::EXIT_CONFIG), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("4 bytes") && stderr.contains("at least 32 bytes"), "{stderr}");
+
+    let out = run(officer(port, "ping", &["--auth-file", "/nonexistent/secret"]));
+    assert_eq!(out.status.code(), Some(officer::cli::EXIT_NO_INPUT), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("/nonexistent/secret"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn usage_errors_exit_64_and_help_works() {
+    for args in [
+        &[][..],
+        &["lock", "x"],
+        &["lock", "x", "-c", "true", "--", "true"],
+        &["locks", "--no-such-flag"],
+        &["ping", "-h", "127.0.0.1:1", "-p", "2"],
+        &["ping", "-h", "127.0.0.1:http"],
+        &["no-such-subcommand"],
+    ] {
+        let out = run({
+            let mut cmd = bare();
+            cmd.args(args);
+            cmd
+        });
+        assert_eq!(out.status.code(), Some(officer::cli::EXIT_USAGE), "{args:?}: {}", text(&out.stderr));
+        assert!(!out.stderr.is_empty(), "{args:?} says why");
+    }
+    let mut cmd = bare();
+    cmd.args(["ping"]).env("OFFICER_PORT", "eleven");
+    let out = run(cmd);
+    assert_eq!(out.status.code(), Some(officer::cli::EXIT_USAGE));
+    assert!(text(&out.stderr).contains("OFFICER_PORT"), "{}", text(&out.stderr));
+
+    let help = run({
+        let mut cmd = bare();
+        cmd.arg("help");
+        cmd
+    });
+    assert_eq!(help.status.code(), Some(0), "{}", text(&help.stderr));
+    let help = text(&help.stdout);
+    for word in ["lock", "locks", "start", "stop", "completions", "man", "OFFICER_ADDR", "Exit status", "64"] {
+        assert!(help.contains(word), "officer help lacks {word}: {help}");
+    }
+    let lock_help = run({
+        let mut cmd = bare();
+        cmd.args(["help", "lock"]);
+        cmd
+    });
+    assert_eq!(lock_help.status.code(), Some(0));
+    assert!(text(&lock_help.stdout).contains("sh -c"), "{}", text(&lock_help.stdout));
+}
+
+#[test]
+fn a_name_refused_before_sending_is_65_and_shown_once_cut() {
+    let server = TestServer::start();
+    let port = server.addr().port();
+    let long = "n".repeat(5000);
+    let out = run(officer(port, "lock", &[&long, "--", "true"]));
+    assert_eq!(out.status.code(), Some(officer::cli::EXIT_DATA), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert_eq!(stderr.matches("(5000 bytes)").count(), 1, "the length once: {stderr}");
+    assert!(stderr.len() < 300 && !stderr.contains(&"n".repeat(100)), "cut: {stderr}");
+
+    let out = run(officer(port, "lock", &["tab\there", "--", "true"]));
+    assert_eq!(out.status.code(), Some(officer::cli::EXIT_DATA), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("control"), "{}", text(&out.stderr));
+    let out = run(officer(port, "locks", &[&long]));
+    assert_eq!(out.status.code(), Some(officer::cli::EXIT_DATA), "a listing prefix too");
+    assert!(client(&server).locks().expect("locks").is_empty(), "nothing reached the lock table");
+}
+
+#[test]
+fn shell_command_runs_through_sh_c_holding_the_lock() {
+    let server = TestServer::start();
+    let port = server.addr().port().to_string();
+    // Pipes, quoting and variables only a shell understands; the lock is held meanwhile.
+    let line = format!(
+        "echo \"$OFFICER_LOCK_NAME\" | tr a-z A-Z; {OFFICER} locks -h 127.0.0.1 -p {port} --json | grep -c '\"job\"'; exit 4"
+    );
+    let out = run(officer(server.addr().port(), "lock", &["job", "-c", &line]));
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "JOB\n1\n");
+    client(&server).try_lock("job").expect("released after the shell ended");
+}
+
+#[test]
+fn the_server_address_comes_from_flags_then_the_environment() {
+    let server = TestServer::start();
+    let port = server.addr().port().to_string();
+    let dead = dead_port().to_string();
+    let ok = |args: &[&str], envs: &[(&str, &str)]| {
+        let mut cmd = bare();
+        cmd.arg("ping").args(args).envs(envs.iter().copied());
+        let out = run(cmd);
+        assert_eq!(out.status.code(), Some(0), "{args:?} {envs:?}: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let addr = format!("127.0.0.1:{port}");
+    let dead_addr = format!("127.0.0.1:{dead}");
+    ok(&[], &[("OFFICER_ADDR", &addr)]);
+    ok(&[], &[("OFFICER_HOST", "127.0.0.1"), ("OFFICER_PORT", &port)]);
+    ok(&[], &[("OFFICER_HOST", &addr)]);
+    ok(&["-h", &addr], &[]);
+    // Each part from the first layer that gives it: flags, OFFICER_HOST/PORT, OFFICER_ADDR.
+    ok(&["-p", &port], &[("OFFICER_ADDR", &dead_addr)]);
+    ok(&[], &[("OFFICER_ADDR", &dead_addr), ("OFFICER_PORT", &port)]);
+    ok(&["-h", &addr], &[("OFFICER_HOST", "192.0.2.1"), ("OFFICER_PORT", &dead)]);
+    // The address the messages name is the resolved one.
+    let mut cmd = bare();
+    cmd.arg("ping").env("OFFICER_ADDR", &dead_addr);
+    let out = run(cmd);
+    assert_eq!(out.status.code(), Some(officer::cli::EXIT_UNAVAILABLE));
+    assert!(text(&out.stderr).contains(&dead_addr), "{}", text(&out.stderr));
+
+    // [v6]:port, where the machine has IPv6 loopback.
+    if std::net::TcpListener::bind("[::1]:0").is_ok() {
+        let v6 = TestServer::start_with(|cfg| cfg.listen = officer::server::Listen::Tcp("[::1]:0".parse().unwrap()));
+        let v6_addr = format!("[::1]:{}", v6.addr().port());
+        ok(&["-h", &v6_addr], &[]);
+        ok(&[], &[("OFFICER_ADDR", &v6_addr)]);
+    }
+}
+
+/// Serves one connection on 127.0.0.1:0 the way a foreign server would: `greet` is written at
+/// once (an SSH banner), or after the client's first bytes (an HTTP error reply).
+fn foreign_server(greet: &'static [u8], after_request: bool) -> (u16, thread::JoinHandle<()>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let handle = thread::spawn(move || {
+        let Ok((mut stream, _)) = listener.accept() else { return };
+        stream.set_read_timeout(Some(WAIT)).expect("timeout");
+        let mut buf = [0u8; 64];
+        if after_request {
+            let _ = stream.read(&mut buf);
+        }
+        let _ = stream.write_all(greet);
+        // Keep the connection open until the client goes: the client must not need the close.
+        while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
+    });
+    (port, handle)
+}
+
+#[test]
+fn a_peer_that_does_not_speak_officer_is_named_at_once() {
+    let peers: [(&[u8], bool, &str); 3] = [
+        (b"SSH-2.0-OpenSSH_9.6\r\n", false, "SSH-2.0-OpenSSH_9.6"),
+        (b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n", true, "HTTP/1.1 400"),
+        (b"{\"result\":\"error\"}\n", true, "result"),
+    ];
+    for (greet, after_request, shown) in peers {
+        let (port, peer) = foreign_server(greet, after_request);
+        // A connect timeout longer than WAIT: an answer must come from the bytes, not the clock.
+        let out = run(officer(port, "ping", &["--connect-timeout", "60"]));
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(officer::cli::EXIT_PROTOCOL), "{stderr}");
+        assert!(
+            stderr.contains(&format!("the server at 127.0.0.1:{port} does not speak the officer protocol")),
+            "{stderr}"
+        );
+        assert!(stderr.contains(shown), "quotes what it answered: {stderr}");
+        assert!(!stderr.contains("frame length") && !stderr.contains("timeout"), "{stderr}");
+        peer.join().expect("peer thread");
+    }
+    // The library says the same, as an error of kind Protocol.
+    let (port, peer) = foreign_server(b"SSH-2.0-x\r\n", false);
+    let err = Client::builder()
+        .host("127.0.0.1")
+        .port(port)
+        .connect_timeout(Duration::from_secs(60))
+        .connect()
+        .expect_err("not officer");
+    assert_eq!(err.kind(), officer::client::ErrorKind::Protocol);
+    assert!(err.to_string().contains("does not speak the officer protocol"), "{err}");
+    peer.join().expect("peer thread");
+}
+
+#[test]
+fn completions_and_man_page_name_the_subcommands() {
+    let generate = |args: &[&str]| {
+        let mut cmd = bare();
+        cmd.args(args);
+        let out = run(cmd);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    for shell in ["bash", "zsh", "fish"] {
+        let script = generate(&["completions", shell]);
+        for sub in ["lock", "locks", "connections", "start", "stop", "status", "top"] {
+            assert!(script.contains(sub), "{shell} completions lack {sub}");
+        }
+        assert!(script.contains("--auth-file"), "{shell} completions lack the flags");
+    }
+    let page = generate(&["man"]);
+    assert!(page.contains(".TH officer 1"), "roff title: {page}");
+    for sub in ["officer\\-lock", "officer\\-start", "officer\\-status"] {
+        assert!(page.contains(sub), "the man page lacks {sub}: {page}");
+    }
+    let dir = support::temp_dir();
+    generate(&["man", "--dir", dir.path().to_str().expect("utf-8")]);
+    let lock_page = std::fs::read_to_string(dir.path().join("officer-lock.1")).expect("officer-lock.1");
+    assert!(lock_page.contains("queue\\-max"), "{lock_page}");
+    assert!(dir.path().join("officer.1").exists());
 }
 
 #[test]

@@ -379,6 +379,11 @@ impl ConnectArgs {
             }
             // The message of a foreign peer names the server already.
             ErrorKind::Protocol => (EXIT_PROTOCOL, e.to_string()),
+            // "cannot connect to X: Connection refused", without the library's own preamble.
+            ErrorKind::Io => {
+                let cause = std::error::Error::source(e).map_or_else(|| e.to_string(), |c| c.to_string());
+                (EXIT_UNAVAILABLE, format!("cannot connect to {server}: {cause}"))
+            }
             _ => (exit_status(e), format!("cannot connect to {server}: {e}")),
         }
     }
