@@ -99,7 +99,7 @@ fn connection_flags_match_the_server() {
     assert_eq!(args.prefix, "jobs/");
     assert!(args.json);
     let c = &args.connect;
-    assert_eq!((c.host.as_str(), c.port, c.socket_type), ("127.0.0.1", 9, SocketType::Unix));
+    assert_eq!((c.host.as_deref(), c.port, c.socket_type), (Some("127.0.0.1"), Some(9), SocketType::Unix));
     assert_eq!(c.describe(), "/s");
 }
 
@@ -116,7 +116,67 @@ fn long_help_is_available_and_short_h_is_host() {
     let err = Cli::try_parse_from(["officer", "stats", "--help"]).unwrap_err();
     assert_eq!(err.kind(), clap::error::ErrorKind::DisplayHelp);
     let ClientCommand::Stats(args) = parse(&["officer", "stats", "-h", "db1"]) else { panic!("not stats") };
-    assert_eq!(args.connect.host, "db1");
+    assert_eq!(args.connect.host.as_deref(), Some("db1"));
+}
+
+/// `endpoint_from` with these variables set and no others.
+fn endpoint(args: &[&str], vars: &[(&str, &str)]) -> Result<(String, u16), String> {
+    let mut argv = vec!["officer", "ping"];
+    argv.extend(args);
+    let ClientCommand::Ping(ping) = parse(&argv) else { panic!("not ping") };
+    let vars: Vec<(String, String)> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    ping.connect.endpoint_from(|var| vars.iter().find(|(k, _)| k == var).map(|(_, v)| v.clone()))
+}
+
+#[test]
+fn the_address_takes_each_part_from_the_first_layer_that_gives_it() {
+    let ep = |host: &str, port: u16| Ok((host.to_owned(), port));
+    assert_eq!(endpoint(&[], &[]), ep("localhost", 11500));
+    assert_eq!(endpoint(&[], &[("OFFICER_ADDR", "a:1")]), ep("a", 1));
+    assert_eq!(endpoint(&[], &[("OFFICER_ADDR", "a:1"), ("OFFICER_PORT", "2")]), ep("a", 2));
+    assert_eq!(endpoint(&[], &[("OFFICER_ADDR", "a:1"), ("OFFICER_HOST", "b")]), ep("b", 1));
+    assert_eq!(endpoint(&[], &[("OFFICER_HOST", "b:3"), ("OFFICER_ADDR", "a:1")]), ep("b", 3));
+    assert_eq!(endpoint(&["-h", "c"], &[("OFFICER_HOST", "b:3")]), ep("c", 3));
+    assert_eq!(endpoint(&["-p", "4"], &[("OFFICER_HOST", "b:3")]), ep("b", 4));
+    assert_eq!(endpoint(&["-h", "c:5"], &[("OFFICER_PORT", "3")]), ep("c", 5));
+    assert_eq!(endpoint(&["-h", "[::1]:6"], &[]), ep("::1", 6));
+    assert_eq!(endpoint(&["-h", "::1"], &[]), ep("::1", 11500));
+    assert_eq!(endpoint(&["-h", "[::1]"], &[("OFFICER_PORT", "7")]), ep("::1", 7));
+    // Empty variables are unset, not an empty host.
+    assert_eq!(endpoint(&[], &[("OFFICER_HOST", ""), ("OFFICER_PORT", "")]), ep("localhost", 11500));
+}
+
+#[test]
+fn malformed_addresses_are_refused_with_their_source_named() {
+    for (args, vars, named) in [
+        (&["-h", "c:5", "-p", "6"][..], &[][..], "-h/-p"),
+        (&[], &[("OFFICER_PORT", "x")], "OFFICER_PORT"),
+        (&[], &[("OFFICER_PORT", "70000")], "OFFICER_PORT"),
+        (&[], &[("OFFICER_ADDR", "a:b")], "OFFICER_ADDR"),
+        (&[], &[("OFFICER_HOST", "h:1"), ("OFFICER_PORT", "2")], "OFFICER_HOST"),
+        (&["-h", "[::1"], &[], "-h/-p"),
+        (&["-h", "[::1]x"], &[], "-h/-p"),
+    ] {
+        let err = endpoint(args, vars).expect_err(&format!("{args:?} {vars:?}"));
+        assert!(err.contains(named), "{args:?} {vars:?}: {err}");
+    }
+}
+
+#[test]
+fn lock_takes_a_shell_command_line_with_c() {
+    let ClientCommand::Lock(args) = parse(&["officer", "lock", "job", "-c", "a | b && c"]) else {
+        panic!("not lock")
+    };
+    assert_eq!(args.shell_command.as_deref(), Some(std::ffi::OsStr::new("a | b && c")));
+    assert!(args.command.is_empty());
+    assert!(Cli::try_parse_from(["officer", "lock", "job", "-c", "x", "--", "y"]).is_err());
+}
+
+#[test]
+fn long_names_are_cut_in_messages() {
+    assert_eq!(shown_name("deploy"), "\"deploy\"");
+    let cut = shown_name(&"ü".repeat(100));
+    assert!(cut.ends_with("... (200 bytes)") && cut.len() < 70, "{cut}");
 }
 
 #[test]
