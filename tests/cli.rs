@@ -362,7 +362,8 @@ fn usage_errors_exit_64_and_help_works() {
     });
     assert_eq!(help.status.code(), Some(0), "{}", text(&help.stderr));
     let help = text(&help.stdout);
-    for word in ["lock", "locks", "start", "stop", "completions", "man", "OFFICER_ADDR", "Exit status", "64"] {
+    for word in ["lock", "locks", "start", "stop", "completions", "man", "OFFICER_ADDR", "Exit status", "64"]
+    {
         assert!(help.contains(word), "officer help lacks {word}: {help}");
     }
     let lock_help = run({
@@ -439,7 +440,9 @@ fn the_server_address_comes_from_flags_then_the_environment() {
 
     // [v6]:port, where the machine has IPv6 loopback.
     if std::net::TcpListener::bind("[::1]:0").is_ok() {
-        let v6 = TestServer::start_with(|cfg| cfg.listen = officer::server::Listen::Tcp("[::1]:0".parse().unwrap()));
+        let v6 = TestServer::start_with(|cfg| {
+            cfg.listen = officer::server::Listen::Tcp("[::1]:0".parse().unwrap())
+        });
         let v6_addr = format!("[::1]:{}", v6.addr().port());
         ok(&["-h", &v6_addr], &[]);
         ok(&[], &[("OFFICER_ADDR", &v6_addr)]);

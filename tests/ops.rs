@@ -237,9 +237,10 @@ fn daemon_commands_take_the_app_flags_after_double_dash_and_keep_output_by_the_p
         let (d, state) = (path_str(dir.path()), path_str(&dir.path().join("s")));
         // No --log-dir: the output file must follow -d (as root too, where the old default
         // was /var/log/officer.output for every server).
-        let start: Vec<String> = ["start", "--", "-h", "127.0.0.1", "-p", "0", "-d", &d, "--state-file", &state]
-            .map(str::to_owned)
-            .to_vec();
+        let start: Vec<String> =
+            ["start", "--", "-h", "127.0.0.1", "-p", "0", "-d", &d, "--state-file", &state]
+                .map(str::to_owned)
+                .to_vec();
         servers.push(start_ok(&start, guard));
     }
     for (dir, (pid, addr)) in dirs.iter().zip(&servers) {
@@ -250,7 +251,10 @@ fn daemon_commands_take_the_app_flags_after_double_dash_and_keep_output_by_the_p
         let other = servers.iter().find(|(p, _)| p != pid).map(|(_, a)| a.to_string()).unwrap();
         assert!(!text.contains(&other), "one server's output holds another's: {text}");
 
-        for status_args in [&["status", "--", "-d", &d][..], &["status", "--", "-h", "127.0.0.1", "-p", "0", "-d", &d, "-l", "debug"]] {
+        for status_args in [
+            &["status", "--", "-d", &d][..],
+            &["status", "--", "-h", "127.0.0.1", "-p", "0", "-d", &d, "-l", "debug"],
+        ] {
             let status = officer(status_args);
             assert_eq!(status.code(), Some(0), "{status_args:?}: {}", status.both());
             assert!(status.stdout.contains(&addr.to_string()), "{}", status.both());

@@ -319,7 +319,9 @@ impl ConnectArgs {
     pub fn endpoint_from(&self, env: impl Fn(&str) -> Option<String>) -> Result<(String, u16), String> {
         let env = |var: &str| env(var).filter(|v| !v.is_empty());
         let env_port = match env("OFFICER_PORT") {
-            Some(p) => Some(p.parse::<u16>().map_err(|_| format!("OFFICER_PORT={p:?} is not a port number"))?),
+            Some(p) => {
+                Some(p.parse::<u16>().map_err(|_| format!("OFFICER_PORT={p:?} is not a port number"))?)
+            }
             None => None,
         };
         let layers = [
@@ -371,10 +373,13 @@ impl ConnectArgs {
         match e.kind() {
             ErrorKind::Server(ErrorCode::AuthRequired) => (
                 EXIT_NO_PERM,
-                format!("the server at {server} requires authentication: give its secret with --auth-file FILE"),
+                format!(
+                    "the server at {server} requires authentication: give its secret with --auth-file FILE"
+                ),
             ),
             ErrorKind::Server(ErrorCode::AuthFailed) => {
-                let file = self.auth_file.as_deref().map_or_else(String::new, |p| format!(" {}", p.display()));
+                let file =
+                    self.auth_file.as_deref().map_or_else(String::new, |p| format!(" {}", p.display()));
                 (EXIT_NO_PERM, format!("the server at {server} refused the secret in --auth-file{file}"))
             }
             // The message of a foreign peer names the server already.

@@ -413,7 +413,12 @@ fn plausible_first_frame(buf: &[u8]) -> bool {
 
 /// Reads until the answer to `id` arrives, during the handshake only. With `first_of`, the
 /// bytes are the server's very first and are checked to be officer's ([`plausible_first_frame`]).
-fn read_reply(stream: &mut Stream, buf: &mut Vec<u8>, id: u32, first_of: Option<&Target>) -> Result<Response> {
+fn read_reply(
+    stream: &mut Stream,
+    buf: &mut Vec<u8>,
+    id: u32,
+    first_of: Option<&Target>,
+) -> Result<Response> {
     let mut chunk = [0u8; 4096];
     loop {
         if let Some(target) = first_of {
@@ -489,9 +494,12 @@ mod tests {
             assert!(plausible_first_frame(&hello_ok[..n]), "HELLO_OK cut at {n}");
         }
         let mut refused = Vec::new();
-        Response::Error { code: ErrorCode::LimitExceeded, message: "too many".into() }.encode(0, &mut refused);
+        Response::Error { code: ErrorCode::LimitExceeded, message: "too many".into() }
+            .encode(0, &mut refused);
         assert!(plausible_first_frame(&refused));
-        for foreign in [&b"SSH-2.0-OpenSSH_9.6\r\n"[..], b"HTTP/1.1 400 Bad Request\r\n", b"{\"result\":\"error\"}\n"] {
+        for foreign in
+            [&b"SSH-2.0-OpenSSH_9.6\r\n"[..], b"HTTP/1.1 400 Bad Request\r\n", b"{\"result\":\"error\"}\n"]
+        {
             assert!(!plausible_first_frame(&foreign[..1]), "{foreign:?}");
         }
         // Zero first byte but an opcode no server sends first, or an absurd length.

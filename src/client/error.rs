@@ -76,17 +76,41 @@ pub struct Error {
 #[derive(Debug)]
 enum Repr {
     Io(io::Error),
-    ConnectionLost { reason: String, released: Vec<String> },
+    ConnectionLost {
+        reason: String,
+        released: Vec<String>,
+    },
     Protocol(String),
     /// The peer answered HELLO with bytes no officer server sends (PROTOCOL.md §2.6).
-    NotOfficer { server: String, first_bytes: Vec<u8> },
-    Server { code: ErrorCode, message: String },
-    LockTimeout { name: String, queue: Vec<String> },
-    QueueMaxed { name: String, queue: Vec<String> },
-    NotHeld { name: String },
-    InvalidName { name: String, why: DecodeError },
-    AlreadyWaiting { name: String },
-    Cancelled { name: String },
+    NotOfficer {
+        server: String,
+        first_bytes: Vec<u8>,
+    },
+    Server {
+        code: ErrorCode,
+        message: String,
+    },
+    LockTimeout {
+        name: String,
+        queue: Vec<String>,
+    },
+    QueueMaxed {
+        name: String,
+        queue: Vec<String>,
+    },
+    NotHeld {
+        name: String,
+    },
+    InvalidName {
+        name: String,
+        why: DecodeError,
+    },
+    AlreadyWaiting {
+        name: String,
+    },
+    Cancelled {
+        name: String,
+    },
 }
 
 impl Error {

@@ -78,7 +78,10 @@ impl std::fmt::Display for ServerError {
 impl ServerError {
     /// A bind failure that names the listener and its address, so an operator running several
     /// listeners (or several servers) sees which one failed.
-    pub fn bind_at(listener: &'static str, addr: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> Self {
+    pub fn bind_at(
+        listener: &'static str,
+        addr: impl std::fmt::Display,
+    ) -> impl FnOnce(std::io::Error) -> Self {
         let addr = addr.to_string();
         move |error| ServerError::BindAt { listener, addr, error }
     }
