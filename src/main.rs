@@ -29,12 +29,20 @@ enum Command {
     #[command(disable_help_flag = true)]
     Start(StartArgs),
     /// Stop a background server: SIGTERM, then SIGKILL after --timeout.
+    ///
+    /// Takes every flag of `start`, also after `--` (`officer stop -- -d DIR`), as the original's
+    /// daemons gem did; only -d, --name and --log-dir say which server.
     #[command(disable_help_flag = true)]
     Stop(DaemonArgs),
     /// Stop, then start a background server.
+    ///
+    /// Takes every flag of `start`, also after `--` (`officer restart -d DIR -- -p 9999`).
     #[command(disable_help_flag = true)]
     Restart(DaemonArgs),
     /// Say whether a background server runs (exit 0 running, 1 stale pid file, 3 stopped).
+    ///
+    /// Takes every flag of `start`, also after `--` (`officer status -- -d DIR`), as the
+    /// original's daemons gem did; only -d, --name and --log-dir say which server.
     #[command(disable_help_flag = true)]
     Status(DaemonArgs),
     /// Load generator: lock/unlock cycles (or pings) from many connections on one event loop.

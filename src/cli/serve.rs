@@ -114,7 +114,7 @@ pub struct StartArgs {
 /// `stop` and `status`; `restart` starts with all of them.
 #[derive(clap::Args, Debug)]
 pub struct DaemonArgs {
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Flags of start (accepted by every daemon command)")]
     start: StartArgs,
     /// Seconds `stop` (and `restart`) wait after SIGTERM before SIGKILL.
     #[arg(long, default_value_t = 10)]

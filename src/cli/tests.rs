@@ -184,3 +184,26 @@ fn flattening_does_not_leak_the_enum_docs_into_the_binary_help() {
     let help = Cli::command().render_help().to_string();
     assert!(!help.contains("flattened") && !help.contains("```"), "{help}");
 }
+
+#[test]
+fn exit_statuses_say_unreachable_only_when_the_server_was_not_reached() {
+    use crate::client::Error;
+    use crate::protocol::{DecodeError, ErrorCode};
+    let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+    let cases = [
+        (Error::io(refused), EXIT_UNAVAILABLE),
+        (Error::connection_lost("the server closed the connection", vec![]), EXIT_UNAVAILABLE),
+        (Error::server(ErrorCode::LimitExceeded, "too many connections"), EXIT_UNAVAILABLE),
+        (Error::server(ErrorCode::ShuttingDown, ""), EXIT_UNAVAILABLE),
+        (Error::invalid_name("", DecodeError::EmptyName), EXIT_DATA),
+        (Error::server(ErrorCode::BadName, "lock name is empty"), EXIT_DATA),
+        (Error::server(ErrorCode::AuthRequired, ""), EXIT_NO_PERM),
+        (Error::server(ErrorCode::AuthFailed, ""), EXIT_NO_PERM),
+        (Error::not_officer("h:22", b"SSH-2.0"), EXIT_PROTOCOL),
+        (Error::protocol("unexpected answer"), EXIT_PROTOCOL),
+        (Error::not_held("x"), EXIT_SOFTWARE),
+    ];
+    for (err, code) in cases {
+        assert_eq!(exit_status(&err), code, "{err}");
+    }
+}
