@@ -137,6 +137,31 @@ fn queue_max_refuses_a_long_queue() {
     assert!(text(&out.stderr).contains("queue"), "{}", text(&out.stderr));
 }
 
+/// The server's --max-waiters refusing the wait is a busy lock (exit 1 or -E), not "unreachable".
+#[test]
+fn a_queue_at_the_server_limit_is_a_conflict() {
+    let server = TestServer::start_with(|cfg| cfg.table.max_waiters_per_lock = 1);
+    let holder = client(&server);
+    holder.try_lock("full").expect("lock");
+    let waiter = client(&server);
+    thread::scope(|s| {
+        s.spawn(|| waiter.lock("full", LockOptions::with_timeout(WAIT)));
+        let deadline = Instant::now() + WAIT;
+        while holder.locks().expect("locks").iter().all(|l| l.queue.len() < 2) {
+            assert!(Instant::now() < deadline, "never queued");
+            thread::sleep(Duration::from_millis(5));
+        }
+        let dir = support::temp_dir();
+        let marker = dir.path().join("ran");
+        let touch = format!("touch {}", marker.display());
+        let out = run(officer(server.addr().port(), "lock", &["-w", "20", "-E", "9", "full", "-c", &touch]));
+        assert_eq!(out.status.code(), Some(9), "{}", text(&out.stderr));
+        assert!(text(&out.stderr).contains("limit"), "{}", text(&out.stderr));
+        assert!(!marker.exists(), "the command must not run without the lock");
+        holder.unlock("full").expect("unlock");
+    });
+}
+
 #[test]
 fn a_waiting_lock_runs_once_the_holder_releases() {
     let server = TestServer::start();

@@ -221,6 +221,8 @@ fn start_reports_a_port_it_cannot_listen_on() {
     }
     assert_ne!(out.code(), Some(0), "start on an occupied port must fail: {}", out.both());
     assert!(out.stderr.contains("cannot listen"), "{}", out.both());
+    let named = format!("cannot listen on 127.0.0.1:{port} (lock port)");
+    assert_eq!(out.stderr.matches(&named).count(), 1, "named once: {}", out.both());
     let status = officer(&["status", "-d", &path_str(dir.path())]);
     assert_ne!(status.code(), Some(0), "nothing runs: {}", status.both());
     drop(occupied);

@@ -38,6 +38,15 @@ pub(super) fn run(args: LockArgs) -> i32 {
             eprintln!("officer: {}", conflict_message(&args, &e));
             return args.conflict_exit_code;
         }
+        // The server's --max-waiters: the queue is full, a conflict like --queue-max (one
+        // connection awaiting one lock cannot reach --max-locks-per-conn, which allows one).
+        Err(e) if e.server_code() == Some(crate::protocol::ErrorCode::LimitExceeded) => {
+            eprintln!(
+                "officer: lock {} is busy and its queue is at the server's limit: {e}",
+                shown_name(&args.name)
+            );
+            return args.conflict_exit_code;
+        }
         // The error names the lock already (cut when long): say it once.
         Err(e) if e.kind() == crate::client::ErrorKind::InvalidName => return super::report(&e),
         Err(e) => {

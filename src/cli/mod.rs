@@ -92,7 +92,8 @@ Each of host and port comes from the first of these that gives it.
 
 Exit status (client subcommands):
   0        success; `officer lock`: the command's own status
-  1        the lock was busy, timed out, or its queue was full (`officer lock -E N` changes it)
+  1        the lock was busy, timed out, or its queue was full (--queue-max or the server's
+           --max-waiters); `officer lock -E N` changes it
   64       usage error: bad flags, values or OFFICER_* variables
   65       the lock name or prefix was refused (empty, too long, control characters)
   66       the --auth-file cannot be read
