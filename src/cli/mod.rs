@@ -1,7 +1,9 @@
 //! The `officer` binary's subcommands, as a library so `main.rs` only parses arguments.
 //!
 //! - this file: the client subcommands' clap definitions ([`ClientCommand`], [`ConnectArgs`])
-//!   and [`run`], on top of [`crate::client`].
+//!   and [`run`], on top of [`crate::client`]; where the server's address comes from (flags,
+//!   then `OFFICER_HOST`/`OFFICER_PORT`, then `OFFICER_ADDR`); the exit statuses (sysexits
+//!   values, see [`TOP_LEVEL_HELP`]) and the words of connect failures.
 //! - `lock`: `officer lock NAME -- COMMAND`, flock(1) across hosts.
 //! - `show`: the listings, as aligned tables or `--json`; `top`: the live view.
 //! - [`serve`]: `officer run|start|stop|restart|status`, flags to [`crate::server::Config`].
