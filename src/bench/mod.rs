@@ -4,12 +4,14 @@
 //! costs little next to the server on a small machine. A cycle is LOCK of a random name then
 //! UNLOCK of it; `--ping` sends two PINGs of the same sizes instead, which measures the floor
 //! the event loop and loopback syscalls set. `hold` and `idle` modes measure the server's
-//! memory per held lock and per idle connection from its /proc entry.
+//! memory per held lock and per idle connection from its /proc entry. `bystander` mode runs one
+//! hostile pattern while an unrelated client pings, and reports that client's latency.
 //!
 //! Like the server, this module touches sockets: it is a client-side tool, kept apart from
 //! `client` (blocking, one connection) because its whole point is a different I/O model.
 
 mod driver;
+mod hostile;
 mod memory;
 mod report;
 
@@ -18,6 +20,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use driver::run_cycles;
+pub use hostile::{run_bystander, BystanderConfig, BystanderReport, Pattern};
 pub use memory::{measure_hold, measure_idle, MemoryReport};
 pub use report::CycleReport;
 

@@ -12,6 +12,42 @@ pub enum BenchMode {
     Hold,
     /// open --count idle connections and report server memory per connection
     Idle,
+    /// run one --pattern of hostile load while another client pings; report its latency
+    Bystander,
+}
+
+/// The hostile load of `--mode bystander` (see BENCHMARKS.md, "Bystander latency").
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum HostilePattern {
+    /// one connection holds --count locks, pipelines --requests MY_LOCKS, never reads
+    MyLocksUnread,
+    /// one connection holds --count locks, sends --requests MY_LOCKS and reads them
+    MyLocksRead,
+    /// one connection holds --count locks, another pipelines --requests LOCKS, never reads
+    ListingUnread,
+    /// --count connections wait on one name; all their timeouts end at the same instant
+    Timeouts,
+    /// --count connections queue on one name; --requests LOCKs with queue_max 1 get QUEUE_MAXED
+    QueueMaxed,
+    /// one connection holding --count locks disconnects
+    Disconnect,
+    /// --count connections holding 10 locks each disconnect together
+    MassDisconnect,
+}
+
+impl From<HostilePattern> for crate::bench::Pattern {
+    fn from(p: HostilePattern) -> Self {
+        use crate::bench::Pattern;
+        match p {
+            HostilePattern::MyLocksUnread => Pattern::MyLocksUnread,
+            HostilePattern::MyLocksRead => Pattern::MyLocksRead,
+            HostilePattern::ListingUnread => Pattern::ListingUnread,
+            HostilePattern::Timeouts => Pattern::Timeouts,
+            HostilePattern::QueueMaxed => Pattern::QueueMaxed,
+            HostilePattern::Disconnect => Pattern::Disconnect,
+            HostilePattern::MassDisconnect => Pattern::MassDisconnect,
+        }
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -44,9 +80,21 @@ pub struct BenchArgs {
     server_pid: Option<u32>,
     #[arg(long, value_enum, default_value = "cycle")]
     mode: BenchMode,
-    /// Locks (hold mode) or connections (idle mode).
+    /// Locks (hold mode), connections (idle mode), or by pattern (bystander mode).
     #[arg(long, default_value_t = 100_000)]
     count: u64,
+    /// Bystander mode: the hostile load.
+    #[arg(long, value_enum, default_value = "timeouts")]
+    pattern: HostilePattern,
+    /// Bystander mode: requests the hostile client sends (listing and queue-maxed patterns).
+    #[arg(long, default_value_t = 4096)]
+    requests: u64,
+    /// Bystander mode: seconds to keep measuring after an unread burst was sent.
+    #[arg(long, default_value_t = 5.0)]
+    window: f64,
+    /// Bystander mode: seconds after the burst before the server's memory is read again.
+    #[arg(long, default_value_t = 5.0)]
+    settle: f64,
     /// Machine-readable output.
     #[arg(long)]
     json: bool,
@@ -91,6 +139,19 @@ pub fn run(args: BenchArgs) -> i32 {
         }
         BenchMode::Hold => needs_pid()
             .and_then(|pid| bench::measure_hold(&target, pid, args.count))
+            .map(|r| if args.json { r.json().to_string() } else { r.human() }),
+        BenchMode::Bystander => needs_pid()
+            .and_then(|server_pid| {
+                bench::run_bystander(&bench::BystanderConfig {
+                    target,
+                    pattern: args.pattern.into(),
+                    count: args.count,
+                    requests: args.requests,
+                    server_pid,
+                    window: Duration::from_secs_f64(args.window),
+                    settle: Duration::from_secs_f64(args.settle),
+                })
+            })
             .map(|r| if args.json { r.json().to_string() } else { r.human() }),
         BenchMode::Idle => needs_pid()
             .and_then(|pid| bench::measure_idle(&target, pid, args.count as usize))
