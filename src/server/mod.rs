@@ -33,6 +33,7 @@ use crate::wheel::{Tick, Wheel};
 
 pub use config::{Config, Listen};
 pub use net::BoundAddr;
+pub use state_file::{Corruption, StateError};
 pub use sys::raise_fd_limit;
 
 use conn::Conn;
@@ -50,8 +51,8 @@ const METRICS_LISTENER: Token = Token(usize::MAX - 4);
 pub enum ServerError {
     /// The listener could not be bound.
     Bind(std::io::Error),
-    /// The state file is unreadable, corrupt or cannot be written.
-    State(String),
+    /// The state file is unreadable, corrupt, not a regular file or cannot be written.
+    State(StateError),
     /// The pid file is held by another server or cannot be written.
     PidFile(std::io::Error),
     /// Any other I/O failure of the server itself (poll, signals).
@@ -62,7 +63,7 @@ impl std::fmt::Display for ServerError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ServerError::Bind(e) => write!(f, "cannot listen: {e}"),
-            ServerError::State(msg) => f.write_str(msg),
+            ServerError::State(e) => write!(f, "{e}"),
             ServerError::PidFile(e) => write!(f, "pid file: {e}"),
             ServerError::Io(e) => write!(f, "server I/O error: {e}"),
         }
