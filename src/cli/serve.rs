@@ -90,6 +90,11 @@ pub struct RunArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9150).
     #[arg(long, value_name = "HOST:PORT")]
     metrics_addr: Option<SocketAddr>,
+    /// Also export the longest hold and queue depth of the top N locks by name at /metrics
+    /// (0 = none: lock names are user data and an unbounded label set; at most 100).
+    #[arg(long, value_name = "N", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=crate::server::MAX_METRICS_PER_LOCK as i64))]
+    metrics_per_lock: u32,
     /// Require clients to authenticate with the secret in this file (at least 32 bytes;
     /// a trailing newline is ignored). Never pass secrets in argv.
     #[arg(long)]
@@ -235,6 +240,7 @@ fn config_from(args: &RunArgs) -> Result<Config, String> {
         compat: !args.no_compat,
         auth_secret,
         metrics_addr: args.metrics_addr,
+        metrics_per_lock: args.metrics_per_lock,
         pre_auth_max_frame: args.max_frame_pre_auth,
         accepts_per_wakeup: args.accepts_per_wakeup as usize,
         requests_per_wakeup: args.requests_per_wakeup as usize,

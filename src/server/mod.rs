@@ -33,6 +33,7 @@ use crate::wheel::{Tick, Wheel};
 
 pub use config::{Config, Listen};
 pub use net::BoundAddr;
+pub use metrics::MAX_PER_LOCK as MAX_METRICS_PER_LOCK;
 pub use state_file::{Corruption, StateError};
 pub use sys::raise_fd_limit;
 
@@ -164,11 +165,11 @@ impl Server {
             Some(addr) => {
                 let mut listener = mio::net::TcpListener::bind(addr).map_err(ServerError::Bind)?;
                 poll.registry().register(&mut listener, METRICS_LISTENER, mio::Interest::READABLE)?;
-                Some(metrics::Metrics { listener, scrapes: Slab::new(), served: 0 })
+                Some(metrics::Metrics::new(listener))
             }
             None => None,
         };
-        let metrics_addr = metrics.as_ref().and_then(|m| m.listener.local_addr().ok());
+        let metrics_addr = metrics.as_ref().and_then(metrics::Metrics::local_addr);
         let signals = if config.handle_signals { Some(sys::register_signals(&poll, SIGNALS)?) } else { None };
         Ok(Server {
             poll,
