@@ -53,7 +53,10 @@ pub fn max_fds() -> Option<u64> {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit writes only into the struct it is given.
     let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
-    (rc == 0).then_some(limit.rlim_cur as u64)
+    // rlim_t is u64 on 64-bit Linux, not on every target.
+    #[allow(clippy::unnecessary_cast)]
+    let soft = limit.rlim_cur as u64;
+    (rc == 0).then_some(soft)
 }
 
 /// The system's boot time in seconds since the epoch (`btime` in /proc/stat).
@@ -85,7 +88,10 @@ mod tests {
         let stat = process_stat(std::process::id()).unwrap();
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
         let boot = boot_time().unwrap() as f64;
-        assert!(stat.start_time_secs >= boot && stat.start_time_secs <= now + 1.0, "{stat:?} boot {boot} now {now}");
+        assert!(
+            stat.start_time_secs >= boot && stat.start_time_secs <= now + 1.0,
+            "{stat:?} boot {boot} now {now}"
+        );
         assert!(stat.virtual_bytes >= process_rss(std::process::id()).unwrap());
     }
 }

@@ -29,7 +29,9 @@ fn request(addr: SocketAddr, raw: &str) -> (String, String) {
 
 /// The lines of series `name` (any labels).
 fn series<'a>(body: &'a str, name: &str) -> Vec<&'a str> {
-    body.lines().filter(|l| l.strip_prefix(name).is_some_and(|r| r.starts_with('{') || r.starts_with(' '))).collect()
+    body.lines()
+        .filter(|l| l.strip_prefix(name).is_some_and(|r| r.starts_with('{') || r.starts_with(' ')))
+        .collect()
 }
 
 fn with_metrics(per_lock: u32) -> TestServer {
@@ -220,7 +222,10 @@ fn per_lock_series_are_off_by_default_and_never_name_a_port() {
     assert!(!body.contains("customer-"), "lock names leaked:\n{body}");
     assert!(!body.contains("name=") && !body.contains("holder="), "{body}");
     assert!(!body.contains(&a.label) && !body.contains("127.0.0.1:"), "ports leaked:\n{body}");
-    assert!(series(&body, "officer_longest_hold_seconds").is_empty() && series(&body, "officer_queue_depth").is_empty());
+    assert!(
+        series(&body, "officer_longest_hold_seconds").is_empty()
+            && series(&body, "officer_queue_depth").is_empty()
+    );
     // The aggregate gauges still answer "is anything stuck?".
     assert!(value(&body, "officer_oldest_hold_seconds") >= 0.0);
     assert_eq!(value(&body, "officer_max_queue_depth"), 1.0);
@@ -285,7 +290,8 @@ fn process_metrics_have_the_standard_names_and_build_info_is_there() {
 fn only_get_is_allowed() {
     let server = with_metrics(0);
     for method in ["POST", "PUT", "DELETE", "HEAD", "OPTIONS"] {
-        let (head, _) = request(server.metrics_addr(), &format!("{method} /metrics HTTP/1.1\r\nHost: x\r\n\r\n"));
+        let (head, _) =
+            request(server.metrics_addr(), &format!("{method} /metrics HTTP/1.1\r\nHost: x\r\n\r\n"));
         assert!(head.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"), "{method}: {head}");
         assert!(head.contains("\r\nAllow: GET\r\n") || head.ends_with("\r\nAllow: GET"), "{method}: {head}");
     }
@@ -300,13 +306,24 @@ fn the_binary_takes_metrics_per_lock_and_refuses_more_than_100() {
     let dir = support::temp_dir();
     let state = support::state_file_in(dir.path());
     let mut command = Command::new(env!("CARGO_BIN_EXE_officer"));
-    command.args(["run", "-h", "127.0.0.1", "-p", "0", "--metrics-addr", "127.0.0.1:0", "--metrics-per-lock", "1"]);
+    command.args([
+        "run",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        "0",
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--metrics-per-lock",
+        "1",
+    ]);
     let mut child = command.arg("--state-file").arg(&state).stdout(Stdio::piped()).spawn().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut next = || lines.next().expect("officer printed its addresses").unwrap();
     let addr: SocketAddr = next().strip_prefix("officer listening on ").unwrap().parse().unwrap();
     let metrics_line = next();
-    let metrics = metrics_line.strip_prefix("officer metrics on http://").and_then(|r| r.strip_suffix("/metrics"));
+    let metrics =
+        metrics_line.strip_prefix("officer metrics on http://").and_then(|r| r.strip_suffix("/metrics"));
     let metrics: SocketAddr = metrics.unwrap_or_else(|| panic!("{metrics_line}")).parse().unwrap();
     let mut a = Raw::connect(addr);
     for name in ["one", "two"] {

@@ -76,7 +76,13 @@ pub(super) struct Metrics {
 
 impl Metrics {
     pub(super) fn new(listener: TcpListener) -> Metrics {
-        Metrics { listener, scrapes: slab::Slab::new(), next_serial: 0, served: 0, dropped: Dropped::default() }
+        Metrics {
+            listener,
+            scrapes: slab::Slab::new(),
+            next_serial: 0,
+            served: 0,
+            dropped: Dropped::default(),
+        }
     }
 
     pub(super) fn local_addr(&self) -> Option<std::net::SocketAddr> {
@@ -109,7 +115,15 @@ impl Metrics {
         if registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE).is_ok() {
             let serial = self.next_serial;
             self.next_serial += 1;
-            entry.insert(Scrape { stream, serial, accepted: now, inbuf: Vec::new(), scanned: 0, out: Vec::new(), pos: 0 });
+            entry.insert(Scrape {
+                stream,
+                serial,
+                accepted: now,
+                inbuf: Vec::new(),
+                scanned: 0,
+                out: Vec::new(),
+                pos: 0,
+            });
         }
     }
 
@@ -198,7 +212,8 @@ fn route(head: &[u8]) -> Route {
     let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let mut parts = line.split(|&b| b == b' ');
-    let (Some(method), Some(target), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Route::BadRequest;
     };
@@ -246,7 +261,9 @@ impl Server {
                 HeadRead::Head => {
                     let route = route(&scrape.inbuf);
                     let answer = self.answer(&route, now);
-                    let Some(scrape) = self.metrics.as_mut().and_then(|m| m.scrapes.get_mut(key)) else { return };
+                    let Some(scrape) = self.metrics.as_mut().and_then(|m| m.scrapes.get_mut(key)) else {
+                        return;
+                    };
                     scrape.inbuf = Vec::new();
                     scrape.out = answer.into_bytes();
                 }
@@ -278,14 +295,24 @@ impl Server {
 
     fn answer(&self, route: &Route, now: Tick) -> String {
         match route {
-            Route::Metrics => {
-                http_response("200 OK", "text/plain; version=0.0.4; charset=utf-8", "", &self.render_metrics(now))
+            Route::Metrics => http_response(
+                "200 OK",
+                "text/plain; version=0.0.4; charset=utf-8",
+                "",
+                &self.render_metrics(now),
+            ),
+            Route::NotFound => {
+                http_response("404 Not Found", "text/plain", "", "only GET /metrics is served here\n")
             }
-            Route::NotFound => http_response("404 Not Found", "text/plain", "", "only GET /metrics is served here\n"),
-            Route::MethodNotAllowed => {
-                http_response("405 Method Not Allowed", "text/plain", "Allow: GET\r\n", "only GET is allowed\n")
+            Route::MethodNotAllowed => http_response(
+                "405 Method Not Allowed",
+                "text/plain",
+                "Allow: GET\r\n",
+                "only GET is allowed\n",
+            ),
+            Route::BadRequest => {
+                http_response("400 Bad Request", "text/plain", "", "not an HTTP/1 request\n")
             }
-            Route::BadRequest => http_response("400 Bad Request", "text/plain", "", "not an HTTP/1 request\n"),
         }
     }
 
@@ -353,9 +380,16 @@ impl Server {
     /// never the holder) for the top `--metrics-per-lock` locks when that is above 0.
     fn render_top(&self, m: &mut String, now: Tick) {
         let per_lock = self.config.metrics_per_lock.min(MAX_PER_LOCK);
-        let Response::Top { longest_held, deepest_queues } = self.table.top(now, per_lock.max(1)) else { return };
+        let Response::Top { longest_held, deepest_queues } = self.table.top(now, per_lock.max(1)) else {
+            return;
+        };
         let oldest = longest_held.first().map_or(0, |e| e.held_ms);
-        gauge_f(m, "officer_oldest_hold_seconds", "How long the longest current hold has lasted.", seconds(oldest));
+        gauge_f(
+            m,
+            "officer_oldest_hold_seconds",
+            "How long the longest current hold has lasted.",
+            seconds(oldest),
+        );
         let deepest = deepest_queues.first().map_or(0, |e| e.waiters);
         gauge(m, "officer_max_queue_depth", "Waiters of the lock with the deepest queue.", deepest.into());
         if per_lock > 0 {
@@ -365,9 +399,19 @@ impl Server {
 }
 
 fn render_per_lock(m: &mut String, longest_held: &[TopEntry], deepest_queues: &[TopEntry]) {
-    header(m, "officer_longest_hold_seconds", "gauge", "The locks held longest (--metrics-per-lock), by name.");
+    header(
+        m,
+        "officer_longest_hold_seconds",
+        "gauge",
+        "The locks held longest (--metrics-per-lock), by name.",
+    );
     for e in longest_held {
-        let _ = writeln!(m, "officer_longest_hold_seconds{{name=\"{}\"}} {:.3}", escape(&e.name), seconds(e.held_ms));
+        let _ = writeln!(
+            m,
+            "officer_longest_hold_seconds{{name=\"{}\"}} {:.3}",
+            escape(&e.name),
+            seconds(e.held_ms)
+        );
     }
     header(m, "officer_queue_depth", "gauge", "Waiters of the deepest queues (--metrics-per-lock), by name.");
     for e in deepest_queues {
@@ -378,7 +422,12 @@ fn render_per_lock(m: &mut String, longest_held: &[TopEntry], deepest_queues: &[
 fn render_scrapes(m: &mut String, metrics: &Metrics) {
     counter(m, "officer_metrics_scrapes_total", "Answers sent by this endpoint.", metrics.served);
     let d = &metrics.dropped;
-    header(m, "officer_metrics_scrapes_dropped_total", "counter", "Scrape connections closed unanswered, by reason.");
+    header(
+        m,
+        "officer_metrics_scrapes_dropped_total",
+        "counter",
+        "Scrape connections closed unanswered, by reason.",
+    );
     let reasons = [
         ("evicted", d.evicted),
         ("head_timeout", d.head_timeout),
@@ -399,7 +448,12 @@ fn render_process(m: &mut String) {
         let cpu = stat.cpu.as_secs_f64();
         header(m, "process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.");
         let _ = writeln!(m, "process_cpu_seconds_total {cpu:.3}");
-        gauge_f(m, "process_start_time_seconds", "Start time of the process since unix epoch in seconds.", stat.start_time_secs);
+        gauge_f(
+            m,
+            "process_start_time_seconds",
+            "Start time of the process since unix epoch in seconds.",
+            stat.start_time_secs,
+        );
         gauge(m, "process_virtual_memory_bytes", "Virtual memory size in bytes.", stat.virtual_bytes);
     }
     if let Some(rss) = crate::procfs::process_rss(pid) {

@@ -32,8 +32,8 @@ use crate::locks::{LockTable, Output};
 use crate::wheel::{Tick, Wheel};
 
 pub use config::{Config, Listen};
-pub use net::BoundAddr;
 pub use metrics::MAX_PER_LOCK as MAX_METRICS_PER_LOCK;
+pub use net::BoundAddr;
 pub use state_file::{Corruption, StateError};
 pub use sys::raise_fd_limit;
 

@@ -120,7 +120,9 @@ impl StateFile {
     /// Reads the file (missing = fresh start), reserves a block and returns the first token.
     pub fn open(path: &Path) -> Result<(StateFile, u64), StateError> {
         let floor = match read_state(path)? {
-            Some(bytes) => parse(&bytes).map_err(|problem| StateError::Corrupt { path: path.to_owned(), problem })?,
+            Some(bytes) => {
+                parse(&bytes).map_err(|problem| StateError::Corrupt { path: path.to_owned(), problem })?
+            }
             None => 1,
         };
         let mut state = StateFile { path: path.to_owned(), reserved: floor };
@@ -137,7 +139,8 @@ impl StateFile {
     }
 
     fn reserve(&mut self, from: u64) -> Result<(), StateError> {
-        let reserved = from.checked_add(BLOCK).ok_or_else(|| StateError::Exhausted { path: self.path.clone() })?;
+        let reserved =
+            from.checked_add(BLOCK).ok_or_else(|| StateError::Exhausted { path: self.path.clone() })?;
         write_durably(&self.path, render(reserved).as_bytes())
             .map_err(|source| StateError::Write { path: self.path.clone(), source })?;
         self.reserved = reserved;
@@ -209,7 +212,11 @@ fn parse(bytes: &[u8]) -> Result<u64, Corruption> {
     };
     if expected != text {
         let checksum_differs = version == "2" && expected.split(' ').count() == line.split(' ').count();
-        return Err(if checksum_differs && canonical(number) { Corruption::BadChecksum } else { Corruption::NotCanonical });
+        return Err(if checksum_differs && canonical(number) {
+            Corruption::BadChecksum
+        } else {
+            Corruption::NotCanonical
+        });
     }
     if reserved <= BLOCK {
         return Err(Corruption::ReservationTooSmall(reserved));
@@ -315,7 +322,10 @@ mod tests {
         StateFile::open(&path).unwrap();
         let text = fs::read_to_string(&path).unwrap();
         // FNV-1a 64 of "officer-state 2 4294967297", computed independently.
-        assert_eq!(text, format!("officer-state 2 4294967297 {:016x}\n", fnv1a64(b"officer-state 2 4294967297")));
+        assert_eq!(
+            text,
+            format!("officer-state 2 4294967297 {:016x}\n", fnv1a64(b"officer-state 2 4294967297"))
+        );
         assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
         assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
         assert_eq!(parse(text.as_bytes()), Ok(4_294_967_297));
@@ -385,7 +395,8 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::channel();
         let path = fifo.clone();
         std::thread::spawn(move || tx.send(StateFile::open(&path).map(|_| ()).map_err(|e| e.to_string())));
-        let err = rx.recv_timeout(std::time::Duration::from_secs(20)).expect("open blocked on a FIFO").unwrap_err();
+        let err =
+            rx.recv_timeout(std::time::Duration::from_secs(20)).expect("open blocked on a FIFO").unwrap_err();
         assert!(err.contains("is a FIFO, not a regular file") && err.contains("fifo"), "{err}");
         let err = StateFile::open(dir.path()).unwrap_err();
         assert!(matches!(err, StateError::NotRegularFile { kind: "a directory", .. }), "{err}");
