@@ -345,3 +345,25 @@ fn the_binary_takes_metrics_per_lock_and_refuses_more_than_100() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("--metrics-per-lock"));
     assert!(!String::from_utf8_lossy(&output.stdout).contains("listening"));
 }
+
+#[test]
+fn a_stream_of_scrapes_does_not_walk_the_lock_table_each_time() {
+    let server = with_metrics(3);
+    let mut a = Raw::connect(server.addr());
+    for i in 0..50 {
+        assert!(matches!(a.call(&lock(&format!("w{i}"), None)), Response::Acquired { .. }));
+    }
+    // Scrapes back to back, as an attacker on the metrics port would send them.
+    let mut bodies: Vec<String> = (0..30).map(|_| scrape(server.metrics_addr(), "/metrics").1).collect();
+    let last = bodies.pop().unwrap();
+    let scans = value(&last, "officer_metrics_table_scans_total");
+    assert!((1.0..30.0).contains(&scans), "{scans} passes over the table for 30 scrapes");
+    // A reused pass still reports every gauge, and hold times never go backwards.
+    let mut previous = 0.0;
+    for body in bodies.iter().chain([&last]) {
+        assert_eq!(series(body, "officer_longest_hold_seconds").len(), 3);
+        let oldest = value(body, "officer_oldest_hold_seconds");
+        assert!(oldest >= previous, "{oldest} after {previous}");
+        previous = oldest;
+    }
+}

@@ -8,9 +8,11 @@
 //! A scrape therefore gets through however many silent connections an attacker keeps open.
 //!
 //! Series have bounded label sets: no lock names unless `--metrics-per-lock N` asks for the
-//! top N (and never a holder's ephemeral port). Rendering scans the lock table once for the
-//! longest hold and the deepest queue (O(locks)), which is what a scrape is for.
+//! top N (and never a holder's ephemeral port). The longest hold and the deepest queue take a
+//! pass over the lock table (O(locks)); it is reused for a second, so however often scrapes
+//! come, the table is walked at most once a second on their behalf.
 
+use std::cell::{Cell, RefCell};
 use std::fmt::Write as _;
 use std::io::{ErrorKind, Read, Write};
 
@@ -33,6 +35,8 @@ const MAX_REQUEST: usize = 8 * 1024;
 const HEAD_DEADLINE_MS: Tick = 1_000;
 /// The whole exchange must be over this soon, so stalled readers cannot hold slots forever.
 const SCRAPE_DEADLINE_MS: Tick = 5_000;
+/// How long one pass over the lock table serves the hold and queue gauges of later scrapes.
+const TOP_REUSE_MS: Tick = 1_000;
 /// The most per-lock series `--metrics-per-lock` may ask for.
 pub const MAX_PER_LOCK: u32 = 100;
 
@@ -66,12 +70,23 @@ struct Dropped {
     closed: u64,
 }
 
+/// One pass over the lock table for the hold and queue gauges, reused by the scrapes of the
+/// next TOP_REUSE_MS: a stream of scrapes costs at most one O(locks) pass a second.
+struct TopPass {
+    at: Tick,
+    longest_held: Vec<TopEntry>,
+    deepest_queues: Vec<TopEntry>,
+}
+
 pub(super) struct Metrics {
     listener: TcpListener,
     scrapes: slab::Slab<Scrape>,
     next_serial: u64,
     served: u64,
     dropped: Dropped,
+    /// Rendering takes `&Server`; the cache is the only state it updates.
+    top: RefCell<Option<TopPass>>,
+    table_scans: Cell<u64>,
 }
 
 impl Metrics {
@@ -82,6 +97,8 @@ impl Metrics {
             next_serial: 0,
             served: 0,
             dropped: Dropped::default(),
+            top: RefCell::new(None),
+            table_scans: Cell::new(0),
         }
     }
 
@@ -380,9 +397,7 @@ impl Server {
     /// never the holder) for the top `--metrics-per-lock` locks when that is above 0.
     fn render_top(&self, m: &mut String, now: Tick) {
         let per_lock = self.config.metrics_per_lock.min(MAX_PER_LOCK);
-        let Response::Top { longest_held, deepest_queues } = self.table.top(now, per_lock.max(1)) else {
-            return;
-        };
+        let (longest_held, deepest_queues) = self.top_pass(now, per_lock.max(1));
         let oldest = longest_held.first().map_or(0, |e| e.held_ms);
         gauge_f(
             m,
@@ -395,6 +410,32 @@ impl Server {
         if per_lock > 0 {
             render_per_lock(m, &longest_held, &deepest_queues);
         }
+    }
+}
+
+impl Server {
+    /// The longest holds and deepest queues, from a pass at most TOP_REUSE_MS old (hold times
+    /// advanced to `now`; a lock released since may still show until the next pass).
+    fn top_pass(&self, now: Tick, n: u32) -> (Vec<TopEntry>, Vec<TopEntry>) {
+        let scan = || match self.table.top(now, n) {
+            Response::Top { longest_held, deepest_queues } => (longest_held, deepest_queues),
+            _ => (Vec::new(), Vec::new()),
+        };
+        let Some(metrics) = &self.metrics else { return scan() };
+        let mut cache = metrics.top.borrow_mut();
+        if let Some(pass) = cache.as_ref().filter(|p| now < p.at + TOP_REUSE_MS) {
+            let age = now.saturating_sub(pass.at);
+            let held = pass.longest_held.iter().map(|e| TopEntry { held_ms: e.held_ms + age, ..e.clone() });
+            return (held.collect(), pass.deepest_queues.clone());
+        }
+        let (longest_held, deepest_queues) = scan();
+        metrics.table_scans.set(metrics.table_scans.get() + 1);
+        *cache = Some(TopPass {
+            at: now,
+            longest_held: longest_held.clone(),
+            deepest_queues: deepest_queues.clone(),
+        });
+        (longest_held, deepest_queues)
     }
 }
 
@@ -421,6 +462,13 @@ fn render_per_lock(m: &mut String, longest_held: &[TopEntry], deepest_queues: &[
 
 fn render_scrapes(m: &mut String, metrics: &Metrics) {
     counter(m, "officer_metrics_scrapes_total", "Answers sent by this endpoint.", metrics.served);
+    let scans = metrics.table_scans.get();
+    counter(
+        m,
+        "officer_metrics_table_scans_total",
+        "Passes over the lock table for the hold and queue gauges.",
+        scans,
+    );
     let d = &metrics.dropped;
     header(
         m,
