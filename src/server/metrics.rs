@@ -16,7 +16,7 @@ use std::cell::{Cell, RefCell};
 use std::fmt::Write as _;
 use std::io::{ErrorKind, Read, Write};
 
-use log::{debug, warn};
+use log::debug;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
 
@@ -124,7 +124,11 @@ impl Metrics {
     fn admit(&mut self, registry: &Registry, mut stream: TcpStream, now: Tick) {
         if self.scrapes.len() >= MAX_SCRAPES && !self.evict_oldest_without_head(registry) {
             self.dropped.busy += 1;
-            warn!("refusing metrics scrape: every slot is answering max={MAX_SCRAPES}");
+            // One non-blocking try at telling it why; a peer may cause this at will, so the
+            // log line is debug (the counter is the signal).
+            let busy = http_response("503 Service Unavailable", "text/plain", "Retry-After: 1\r\n", "busy\n");
+            let _ = stream.write(busy.as_bytes());
+            debug!("refusing metrics scrape: every slot is answering max={MAX_SCRAPES}");
             return;
         }
         let entry = self.scrapes.vacant_entry();
