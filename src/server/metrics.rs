@@ -37,6 +37,8 @@ const HEAD_DEADLINE_MS: Tick = 1_000;
 const SCRAPE_DEADLINE_MS: Tick = 5_000;
 /// How long one pass over the lock table serves the hold and queue gauges of later scrapes.
 const TOP_REUSE_MS: Tick = 1_000;
+/// Longest lock name shown whole in a label; longer ones are cut and hashed (`name_label`).
+const NAME_LABEL_MAX: usize = 128;
 /// The most per-lock series `--metrics-per-lock` may ask for.
 pub const MAX_PER_LOCK: u32 = 100;
 
@@ -454,13 +456,13 @@ fn render_per_lock(m: &mut String, longest_held: &[TopEntry], deepest_queues: &[
         let _ = writeln!(
             m,
             "officer_longest_hold_seconds{{name=\"{}\"}} {:.3}",
-            escape(&e.name),
+            name_label(&e.name),
             seconds(e.held_ms)
         );
     }
     header(m, "officer_queue_depth", "gauge", "Waiters of the deepest queues (--metrics-per-lock), by name.");
     for e in deepest_queues {
-        let _ = writeln!(m, "officer_queue_depth{{name=\"{}\"}} {}", escape(&e.name), e.waiters);
+        let _ = writeln!(m, "officer_queue_depth{{name=\"{}\"}} {}", name_label(&e.name), e.waiters);
     }
 }
 
@@ -557,6 +559,19 @@ fn histogram(m: &mut String, name: &str, help: &str, h: &Histogram) {
     let _ = writeln!(m, "{name}_sum {:.3}\n{name}_count {}", seconds(h.sum_ms), h.count);
 }
 
+/// A lock name as a label value: escaped, and a name longer than NAME_LABEL_MAX bytes cut at
+/// a character boundary and followed by `~` and the FNV-1a 64 of the whole name, so two long
+/// names sharing a prefix stay two series and an answer stays small (names may be 64 KiB).
+fn name_label(name: &str) -> String {
+    if name.len() <= NAME_LABEL_MAX {
+        return escape(name);
+    }
+    let cut = (0..=NAME_LABEL_MAX).rev().find(|&i| name.is_char_boundary(i)).unwrap_or(0);
+    let hash =
+        name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    format!("{}~{hash:016x}", escape(&name[..cut]))
+}
+
 /// Label values escape backslash, double quote and newline (the exposition format's rule).
 fn escape(value: &str) -> String {
     value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
@@ -573,6 +588,75 @@ fn http_response(status: &str, content_type: &str, extra: &str, body: &str) -> S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A scrape connection as the server holds it, and the peer's end.
+    fn pair(peers: &std::net::TcpListener) -> (TcpStream, std::net::TcpStream) {
+        let client = std::net::TcpStream::connect(peers.local_addr().unwrap()).unwrap();
+        let (server_end, _) = peers.accept().unwrap();
+        server_end.set_nonblocking(true).unwrap();
+        (TcpStream::from_std(server_end), client)
+    }
+
+    #[test]
+    fn slots_go_to_headless_peers_last_and_a_full_house_is_told_503() {
+        let poll = mio::Poll::new().unwrap();
+        let registry = poll.registry();
+        let mut metrics = Metrics::new(TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap());
+        let peers = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut clients = Vec::new();
+        for _ in 0..MAX_SCRAPES {
+            let (stream, client) = pair(&peers);
+            metrics.admit(registry, stream, 0);
+            clients.push(client);
+        }
+        // Every slot but the second has sent its head and is being answered.
+        let keys: Vec<usize> = metrics.scrapes.iter().map(|(k, _)| k).collect();
+        let headless = keys[1];
+        for &k in &keys {
+            if k != headless {
+                metrics.scrapes[k].out = b"answer".to_vec();
+            }
+        }
+        let (stream, newcomer) = pair(&peers);
+        metrics.admit(registry, stream, 10);
+        assert_eq!(
+            (metrics.scrapes.len(), metrics.dropped.evicted, metrics.dropped.busy),
+            (MAX_SCRAPES, 1, 0)
+        );
+        assert!(!metrics.scrapes.iter().any(|(_, s)| s.serial == 1), "the headless slot went");
+        // Now every slot is answering except the newcomer's; give it a head too.
+        let newest = metrics.scrapes.iter().max_by_key(|(_, s)| s.serial).map(|(k, _)| k).unwrap();
+        metrics.scrapes[newest].out = b"answer".to_vec();
+        let (stream, mut refused) = pair(&peers);
+        metrics.admit(registry, stream, 20);
+        assert_eq!((metrics.scrapes.len(), metrics.dropped.busy), (MAX_SCRAPES, 1));
+        refused.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+        let mut text = String::new();
+        refused.read_to_string(&mut text).unwrap();
+        assert!(
+            text.starts_with("HTTP/1.1 503 Service Unavailable\r\n") && text.contains("Retry-After: 1"),
+            "{text}"
+        );
+        // Deadlines: nothing headless is left, so only the 5 s deadline ends the others.
+        metrics.expire(registry, HEAD_DEADLINE_MS + 10);
+        assert_eq!((metrics.scrapes.len(), metrics.dropped.head_timeout), (MAX_SCRAPES, 0));
+        metrics.expire(registry, SCRAPE_DEADLINE_MS + 10);
+        assert_eq!((metrics.scrapes.len(), metrics.dropped.deadline), (0, MAX_SCRAPES as u64));
+        drop((clients, newcomer));
+    }
+
+    #[test]
+    fn long_names_are_cut_and_hashed_in_labels() {
+        assert_eq!(name_label("short"), "short");
+        let a = format!("{}a", "x".repeat(200));
+        let b = format!("{}b", "x".repeat(200));
+        let (la, lb) = (name_label(&a), name_label(&b));
+        assert_ne!(la, lb, "a shared prefix must not merge two series");
+        assert!(la.starts_with(&"x".repeat(128)) && la.len() == 128 + 1 + 16, "{la}");
+        // A cut never splits a character.
+        let wide = "é".repeat(100);
+        assert!(name_label(&wide).starts_with(&"é".repeat(64)), "{}", name_label(&wide));
+    }
 
     #[test]
     fn label_values_are_escaped() {
