@@ -48,8 +48,10 @@ pub struct RunArgs {
     /// Close connections that sent nothing for this many seconds (0 = never).
     #[arg(short, long, default_value_t = 60)]
     max_idle: u64,
-    /// Fencing-token state file [default: /var/lib/officer/officer.state as root,
-    /// else $XDG_STATE_HOME/officer/officer.state].
+    /// Fencing-token state file [default: /var/lib/officer/officer.state as root, else
+    /// $XDG_STATE_HOME/officer/officer.state, else ~/.local/state/officer/officer.state;
+    /// with neither variable set the server refuses to start]. Each start reserves the next
+    /// 2^32 tokens, so tokens jump by 2^32 per restart and never repeat.
     #[arg(long)]
     state_file: Option<PathBuf>,
     /// Most simultaneous connections (clamped to the open-file limit).
@@ -88,6 +90,11 @@ pub struct RunArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9150).
     #[arg(long, value_name = "HOST:PORT")]
     metrics_addr: Option<SocketAddr>,
+    /// Also export the longest hold and queue depth of the top N locks by name at /metrics
+    /// (0 = none: lock names are user data and an unbounded label set; at most 100).
+    #[arg(long, value_name = "N", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=crate::server::MAX_METRICS_PER_LOCK as i64))]
+    metrics_per_lock: u32,
     /// Require clients to authenticate with the secret in this file (at least 32 bytes;
     /// a trailing newline is ignored). Never pass secrets in argv.
     #[arg(long)]
@@ -126,7 +133,13 @@ pub fn start(mut args: StartArgs) -> i32 {
     let paths = start_paths(&args);
     // Named servers on one box must not share a token reservation.
     if args.run.state_file.is_none() && args.name != "officer" {
-        args.run.state_file = Some(default_state_file().with_file_name(format!("{}.state", args.name)));
+        match default_state_file() {
+            Ok(path) => args.run.state_file = Some(path.with_file_name(format!("{}.state", args.name))),
+            Err(e) => {
+                eprintln!("officer: {e}");
+                return 1;
+            }
+        }
     }
     let mut config = match config_from(&args.run) {
         Ok(config) => config,
@@ -218,13 +231,17 @@ fn config_from(args: &RunArgs) -> Result<Config, String> {
         max_frame: args.max_frame,
         max_name: args.max_name,
         max_output: args.max_output,
-        state_file: Some(args.state_file.clone().unwrap_or_else(default_state_file)),
+        state_file: Some(match &args.state_file {
+            Some(path) => path.clone(),
+            None => default_state_file()?,
+        }),
         pid_file: args.pid_dir.as_ref().map(|d| d.join("officer.pid")),
         stats_interval: args.stats.then(|| Duration::from_secs(5)),
         handle_signals: true,
         compat: !args.no_compat,
         auth_secret,
         metrics_addr: args.metrics_addr,
+        metrics_per_lock: args.metrics_per_lock,
         pre_auth_max_frame: args.max_frame_pre_auth,
         accepts_per_wakeup: args.accepts_per_wakeup as usize,
         requests_per_wakeup: args.requests_per_wakeup as usize,
@@ -249,16 +266,22 @@ fn read_secret(path: &std::path::Path) -> Result<Vec<u8>, String> {
     Ok(secret)
 }
 
-fn default_state_file() -> PathBuf {
+/// The default `--state-file`: `/var/lib/officer/officer.state` as root, else
+/// `$XDG_STATE_HOME/officer/officer.state` or `$HOME/.local/state/officer/officer.state`.
+/// Never a temporary directory: it is world-writable and wiped on reboot, and tokens would
+/// start again at 1. Relative or empty variables are ignored, as the XDG spec says.
+fn default_state_file() -> Result<PathBuf, String> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
-        return PathBuf::from("/var/lib/officer/officer.state");
+        return Ok(PathBuf::from("/var/lib/officer/officer.state"));
     }
-    let base = std::env::var_os("XDG_STATE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
-        .unwrap_or_else(std::env::temp_dir);
-    base.join("officer/officer.state")
+    let absolute_var = |name| std::env::var_os(name).map(PathBuf::from).filter(|p| p.is_absolute());
+    absolute_var("XDG_STATE_HOME")
+        .or_else(|| absolute_var("HOME").map(|h| h.join(".local/state")))
+        .map(|base| base.join("officer/officer.state"))
+        .ok_or_else(|| {
+            "no default state file: neither XDG_STATE_HOME nor HOME is set to an absolute path; pass --state-file PATH (a file that survives reboots, so fencing tokens never repeat)".to_string()
+        })
 }
 
 /// `-s` logs its line at info level, so it raises a quieter level to info (as the original's

@@ -47,6 +47,9 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// Serve Prometheus metrics at `http://ADDR/metrics`; `None` = off.
     pub metrics_addr: Option<SocketAddr>,
+    /// Per-lock series (by name) for this many top locks at `/metrics`; 0 = none (the default,
+    /// so lock names never become an unbounded label set). At most 100.
+    pub metrics_per_lock: u32,
     /// Shared secret clients must present (AUTH) right after the handshake; `None` = open.
     pub auth_secret: Option<Vec<u8>>,
     /// A connection not authenticated this long after it was accepted is closed.
@@ -79,6 +82,7 @@ impl Default for Config {
             requests_per_wakeup: 4096,
             drain_timeout: Duration::from_secs(2),
             metrics_addr: None,
+            metrics_per_lock: 0,
             auth_secret: None,
             auth_timeout: Duration::from_secs(5),
             pre_auth_max_frame: 512,

@@ -2,64 +2,266 @@
 //!
 //! Scrapers are handled like any other non-blocking socket: the loop never waits on one. A
 //! request is read until its blank line (at most 8 KiB), answered once, and the connection is
-//! closed. Rendering walks the table only for the top-N gauges, which is what a scrape is for.
+//! closed. Slots are few (16), so none may be held by a peer that sends nothing: a scrape must
+//! send its request head within 1 s and finish within 5 s (both checked once a second), and
+//! when every slot is taken a new connection pushes out the oldest one still without a head.
+//! A scrape therefore gets through however many silent connections an attacker keeps open.
+//!
+//! Series have bounded label sets: no lock names unless `--metrics-per-lock N` asks for the
+//! top N (and never a holder's ephemeral port). The longest hold and the deepest queue take a
+//! pass over the lock table (O(locks)); it is reused for a second, so however often scrapes
+//! come, the table is walked at most once a second on their behalf.
 
+use std::cell::{Cell, RefCell};
 use std::fmt::Write as _;
 use std::io::{ErrorKind, Read, Write};
 
-use log::{debug, warn};
+use log::debug;
 use mio::net::{TcpListener, TcpStream};
-use mio::{Interest, Token};
+use mio::{Interest, Registry, Token};
 
 use super::Server;
 use crate::locks::Histogram;
-use crate::protocol::Response;
+use crate::protocol::{Response, TopEntry};
 use crate::wheel::Tick;
 
 /// Tokens of scrape connections start here, far above any connection slab key.
 pub(super) const METRICS_BASE: usize = 1 << 40;
-/// Concurrent scrapes; more are refused (closed) at once.
+/// Concurrent scrapes. A new one beyond this replaces the oldest without a request head, or
+/// is refused when every slot is sending an answer.
 const MAX_SCRAPES: usize = 16;
 const MAX_REQUEST: usize = 8 * 1024;
-/// A scrape not finished this long after it connected is dropped, so stalled scrapers cannot
-/// hold the slots forever.
+/// The request head must arrive this soon after the connect: a silent peer gives its slot up.
+const HEAD_DEADLINE_MS: Tick = 1_000;
+/// The whole exchange must be over this soon, so stalled readers cannot hold slots forever.
 const SCRAPE_DEADLINE_MS: Tick = 5_000;
-/// Locks named in the top-N gauges.
-const TOP_N: u32 = 5;
+/// How long one pass over the lock table serves the hold and queue gauges of later scrapes.
+const TOP_REUSE_MS: Tick = 1_000;
+/// Longest lock name shown whole in a label; longer ones are cut and hashed (`name_label`).
+const NAME_LABEL_MAX: usize = 128;
+/// The most per-lock series `--metrics-per-lock` may ask for.
+pub const MAX_PER_LOCK: u32 = 100;
 
 pub(super) struct Scrape {
     stream: TcpStream,
-    deadline: Tick,
+    /// Accept order: the oldest slot without a head is the one given up when all are taken.
+    serial: u64,
+    accepted: Tick,
     inbuf: Vec<u8>,
+    /// Bytes of `inbuf` already searched for the blank line.
+    scanned: usize,
+    /// The answer; empty until the head is complete.
     out: Vec<u8>,
     pos: usize,
 }
 
+impl Scrape {
+    fn has_head(&self) -> bool {
+        !self.out.is_empty()
+    }
+}
+
+/// Why scrape connections ended without an answer, for `officer_metrics_scrapes_dropped_total`.
+#[derive(Debug, Default)]
+struct Dropped {
+    evicted: u64,
+    head_timeout: u64,
+    deadline: u64,
+    busy: u64,
+    bad_request: u64,
+    closed: u64,
+}
+
+/// One pass over the lock table for the hold and queue gauges, reused by the scrapes of the
+/// next TOP_REUSE_MS: a stream of scrapes costs at most one O(locks) pass a second.
+struct TopPass {
+    at: Tick,
+    longest_held: Vec<TopEntry>,
+    deepest_queues: Vec<TopEntry>,
+}
+
 pub(super) struct Metrics {
-    pub listener: TcpListener,
-    pub scrapes: slab::Slab<Scrape>,
-    pub served: u64,
+    listener: TcpListener,
+    scrapes: slab::Slab<Scrape>,
+    next_serial: u64,
+    served: u64,
+    dropped: Dropped,
+    /// Rendering takes `&Server`; the cache is the only state it updates.
+    top: RefCell<Option<TopPass>>,
+    table_scans: Cell<u64>,
+}
+
+impl Metrics {
+    pub(super) fn new(listener: TcpListener) -> Metrics {
+        Metrics {
+            listener,
+            scrapes: slab::Slab::new(),
+            next_serial: 0,
+            served: 0,
+            dropped: Dropped::default(),
+            top: RefCell::new(None),
+            table_scans: Cell::new(0),
+        }
+    }
+
+    pub(super) fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        self.listener.local_addr().ok()
+    }
+
+    fn remove(&mut self, registry: &Registry, key: usize) {
+        let mut scrape = self.scrapes.remove(key);
+        let _ = registry.deregister(&mut scrape.stream);
+    }
+
+    /// Frees the slot of the oldest scrape that has not sent its request head; false when
+    /// every slot is answering one (those end by their deadline).
+    fn evict_oldest_without_head(&mut self, registry: &Registry) -> bool {
+        let oldest = self.scrapes.iter().filter(|(_, s)| !s.has_head()).min_by_key(|(_, s)| s.serial);
+        let Some((key, _)) = oldest else { return false };
+        self.remove(registry, key);
+        self.dropped.evicted += 1;
+        true
+    }
+
+    fn admit(&mut self, registry: &Registry, mut stream: TcpStream, now: Tick) {
+        if self.scrapes.len() >= MAX_SCRAPES && !self.evict_oldest_without_head(registry) {
+            self.dropped.busy += 1;
+            // One non-blocking try at telling it why; a peer may cause this at will, so the
+            // log line is debug (the counter is the signal).
+            let busy = http_response("503 Service Unavailable", "text/plain", "Retry-After: 1\r\n", "busy\n");
+            let _ = stream.write(busy.as_bytes());
+            debug!("refusing metrics scrape: every slot is answering max={MAX_SCRAPES}");
+            return;
+        }
+        let entry = self.scrapes.vacant_entry();
+        let token = Token(METRICS_BASE + entry.key());
+        if registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE).is_ok() {
+            let serial = self.next_serial;
+            self.next_serial += 1;
+            entry.insert(Scrape {
+                stream,
+                serial,
+                accepted: now,
+                inbuf: Vec::new(),
+                scanned: 0,
+                out: Vec::new(),
+                pos: 0,
+            });
+        }
+    }
+
+    /// Drops scrapes past their head or whole-exchange deadline.
+    fn expire(&mut self, registry: &Registry, now: Tick) {
+        // At most MAX_SCRAPES entries: the scan and the list are bounded.
+        let stale: Vec<(usize, bool)> = self
+            .scrapes
+            .iter()
+            .filter_map(|(key, s)| {
+                let head_late = !s.has_head() && s.accepted + HEAD_DEADLINE_MS <= now;
+                (head_late || s.accepted + SCRAPE_DEADLINE_MS <= now).then_some((key, head_late))
+            })
+            .collect();
+        for (key, head_late) in stale {
+            self.remove(registry, key);
+            if head_late {
+                self.dropped.head_timeout += 1;
+            } else {
+                self.dropped.deadline += 1;
+            }
+        }
+    }
+}
+
+/// What reading a scrape's socket came to.
+enum HeadRead {
+    /// More of the head may come.
+    Pending,
+    /// The head is complete (the peer may have closed its side after it).
+    Head,
+    /// EOF or an error before a complete head.
+    Closed,
+    TooLarge,
+}
+
+/// The answer a request head gets.
+#[derive(Debug, PartialEq, Eq)]
+enum Route {
+    Metrics,
+    NotFound,
+    MethodNotAllowed,
+    BadRequest,
+}
+
+fn read_head(scrape: &mut Scrape) -> HeadRead {
+    let mut chunk = [0u8; 2048];
+    let mut eof = false;
+    loop {
+        match scrape.stream.read(&mut chunk) {
+            Ok(0) => {
+                eof = true;
+                break;
+            }
+            Ok(n) => scrape.inbuf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(_) => return HeadRead::Closed,
+        }
+        if scrape.inbuf.len() > MAX_REQUEST {
+            break;
+        }
+    }
+    // Search only the new bytes (and 2 before them, for a blank line split across reads).
+    let from = scrape.scanned.saturating_sub(2);
+    scrape.scanned = scrape.inbuf.len();
+    if has_blank_line(&scrape.inbuf[from..]) {
+        HeadRead::Head
+    } else if scrape.inbuf.len() > MAX_REQUEST {
+        HeadRead::TooLarge
+    } else if eof {
+        HeadRead::Closed
+    } else {
+        HeadRead::Pending
+    }
+}
+
+/// The end of an HTTP head: an empty line (CRLF as the standard says, bare LF tolerated).
+fn has_blank_line(bytes: &[u8]) -> bool {
+    bytes.windows(2).any(|w| w == b"\n\n") || bytes.windows(3).any(|w| w == b"\n\r\n")
+}
+
+/// The request line decides: GET /metrics (any query) is served, another GET path is 404,
+/// another method 405, and a line that is not HTTP 400.
+fn route(head: &[u8]) -> Route {
+    let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let mut parts = line.split(|&b| b == b' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Route::BadRequest;
+    };
+    if method.is_empty() || !version.starts_with(b"HTTP/1.") {
+        return Route::BadRequest;
+    }
+    if method != b"GET" {
+        return Route::MethodNotAllowed;
+    }
+    let path = target.split(|&b| b == b'?').next().unwrap_or_default();
+    if path == b"/metrics" {
+        Route::Metrics
+    } else {
+        Route::NotFound
+    }
 }
 
 impl Server {
     pub(super) fn metrics_accept(&mut self, now: Tick) {
         let Some(metrics) = &mut self.metrics else { return };
-        // Drained to WouldBlock (edge-triggered); scrapes beyond the limit are closed at once.
+        let registry = self.poll.registry();
+        // Drained to WouldBlock (edge-triggered).
         loop {
             match metrics.listener.accept() {
-                Ok((mut stream, _)) => {
-                    if metrics.scrapes.len() >= MAX_SCRAPES {
-                        warn!("refusing metrics scrape: too many in progress max={MAX_SCRAPES}");
-                        continue;
-                    }
-                    let entry = metrics.scrapes.vacant_entry();
-                    let token = Token(METRICS_BASE + entry.key());
-                    let interest = Interest::READABLE | Interest::WRITABLE;
-                    if self.poll.registry().register(&mut stream, token, interest).is_ok() {
-                        let deadline = now + SCRAPE_DEADLINE_MS;
-                        entry.insert(Scrape { stream, deadline, inbuf: Vec::new(), out: Vec::new(), pos: 0 });
-                    }
-                }
+                Ok((stream, _)) => metrics.admit(registry, stream, now),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -70,89 +272,114 @@ impl Server {
         }
     }
 
-    /// Reads the request, renders the answer once, writes what the socket takes.
+    /// Reads the request head, renders the answer once, writes what the socket takes.
     pub(super) fn metrics_event(&mut self, key: usize, now: Tick) {
-        let Some(scrape) = self.metrics.as_mut().and_then(|m| m.scrapes.get_mut(key)) else { return };
-        let mut done = false;
-        if scrape.out.is_empty() {
-            let mut chunk = [0u8; 2048];
-            loop {
-                match scrape.stream.read(&mut chunk) {
-                    Ok(0) => {
-                        done = true;
-                        break;
-                    }
-                    Ok(n) => scrape.inbuf.extend_from_slice(&chunk[..n]),
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                    Err(_) => {
-                        done = true;
-                        break;
-                    }
-                }
-                if scrape.inbuf.len() > MAX_REQUEST {
-                    done = true;
-                    break;
-                }
-            }
-            if !done && scrape.inbuf.windows(4).any(|w| w == b"\r\n\r\n") {
-                let path_ok =
-                    scrape.inbuf.starts_with(b"GET /metrics ") || scrape.inbuf.starts_with(b"GET /metrics?");
-                let response = if path_ok {
-                    http_response(
-                        "200 OK",
-                        "text/plain; version=0.0.4; charset=utf-8",
-                        &self.render_metrics(now),
-                    )
-                } else {
-                    http_response("404 Not Found", "text/plain", "only GET /metrics is served here\n")
-                };
-                let Some(scrape) = self.metrics.as_mut().and_then(|m| m.scrapes.get_mut(key)) else { return };
-                scrape.out = response.into_bytes();
-            }
-        }
         let Some(metrics) = self.metrics.as_mut() else { return };
         let Some(scrape) = metrics.scrapes.get_mut(key) else { return };
-        while !done && scrape.pos < scrape.out.len() {
+        if !scrape.has_head() {
+            match read_head(scrape) {
+                HeadRead::Pending => return,
+                HeadRead::Closed => return self.drop_scrape(key, |d| &mut d.closed),
+                HeadRead::TooLarge => return self.drop_scrape(key, |d| &mut d.bad_request),
+                HeadRead::Head => {
+                    let route = route(&scrape.inbuf);
+                    let answer = self.answer(&route, now);
+                    let Some(scrape) = self.metrics.as_mut().and_then(|m| m.scrapes.get_mut(key)) else {
+                        return;
+                    };
+                    scrape.inbuf = Vec::new();
+                    scrape.out = answer.into_bytes();
+                }
+            }
+        }
+        self.write_answer(key);
+    }
+
+    fn write_answer(&mut self, key: usize) {
+        let Some(metrics) = self.metrics.as_mut() else { return };
+        let Some(scrape) = metrics.scrapes.get_mut(key) else { return };
+        while scrape.pos < scrape.out.len() {
             match scrape.stream.write(&scrape.out[scrape.pos..]) {
                 Ok(n) if n > 0 => scrape.pos += n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                _ => done = true,
+                _ => return self.drop_scrape(key, |d| &mut d.closed),
             }
         }
-        if done || (!scrape.out.is_empty() && scrape.pos == scrape.out.len()) {
-            if scrape.pos == scrape.out.len() && !scrape.out.is_empty() {
-                metrics.served += 1;
+        metrics.served += 1;
+        metrics.remove(self.poll.registry(), key);
+    }
+
+    fn drop_scrape(&mut self, key: usize, reason: impl FnOnce(&mut Dropped) -> &mut u64) {
+        let Some(metrics) = self.metrics.as_mut() else { return };
+        metrics.remove(self.poll.registry(), key);
+        *reason(&mut metrics.dropped) += 1;
+    }
+
+    fn answer(&self, route: &Route, now: Tick) -> String {
+        match route {
+            Route::Metrics => http_response(
+                "200 OK",
+                "text/plain; version=0.0.4; charset=utf-8",
+                "",
+                &self.render_metrics(now),
+            ),
+            Route::NotFound => {
+                http_response("404 Not Found", "text/plain", "", "only GET /metrics is served here\n")
             }
-            let mut scrape = metrics.scrapes.remove(key);
-            let _ = self.poll.registry().deregister(&mut scrape.stream);
+            Route::MethodNotAllowed => http_response(
+                "405 Method Not Allowed",
+                "text/plain",
+                "Allow: GET\r\n",
+                "only GET is allowed\n",
+            ),
+            Route::BadRequest => {
+                http_response("400 Bad Request", "text/plain", "", "not an HTTP/1 request\n")
+            }
         }
     }
 
-    /// Drops scrapes that are past their deadline (called from housekeeping, once a second).
+    /// Drops scrapes that are past their deadlines (called from housekeeping, once a second).
     pub(super) fn expire_scrapes(&mut self, now: Tick) {
-        let Some(metrics) = &mut self.metrics else { return };
-        let stale: Vec<usize> =
-            metrics.scrapes.iter().filter(|(_, s)| s.deadline <= now).map(|(key, _)| key).collect();
-        for key in stale {
-            let mut scrape = metrics.scrapes.remove(key);
-            let _ = self.poll.registry().deregister(&mut scrape.stream);
+        if let Some(metrics) = &mut self.metrics {
+            metrics.expire(self.poll.registry(), now);
         }
     }
 
-    /// The exposition text: counters, gauges, histograms, top-N locks, process basics.
+    /// The exposition text: counters, gauges, histograms, the longest hold and deepest queue
+    /// (per lock only when opted in), the endpoint's own counters, process metrics.
     pub(super) fn render_metrics(&self, now: Tick) -> String {
-        let t = self.table.stats();
-        let s = &self.stats;
         let mut m = String::with_capacity(8192);
-        header(&mut m, "officer_lock_results_total", "counter", "Lock and unlock outcomes by result.");
+        self.render_table(&mut m);
+        self.render_connections(&mut m);
+        self.render_top(&mut m, now);
+        if let Some(metrics) = &self.metrics {
+            render_scrapes(&mut m, metrics);
+        }
+        header(&mut m, "officer_build_info", "gauge", "Always 1; the version of the running server.");
+        let _ = writeln!(m, "officer_build_info{{version=\"{}\"}} 1", escape(env!("CARGO_PKG_VERSION")));
+        render_process(&mut m);
+        m
+    }
+
+    fn render_table(&self, m: &mut String) {
+        let t = self.table.stats();
+        header(m, "officer_lock_results_total", "counter", "Lock and unlock outcomes by result.");
         for (result, v) in t.results() {
             let _ = writeln!(m, "officer_lock_results_total{{result=\"{result}\"}} {v}");
         }
-        gauge(&mut m, "officer_connections", "Connections open now.", self.conns.len() as u64);
-        counter(&mut m, "officer_connections_accepted_total", "Connections accepted.", s.accepted);
-        header(&mut m, "officer_connections_closed_total", "counter", "Connections closed, by reason.");
+        gauge(m, "officer_locks_held", "Locks held now.", t.locks_held as u64);
+        gauge(m, "officer_waiters", "Lock requests waiting now.", t.waiters as u64);
+        gauge(m, "officer_last_token", "Highest fencing token issued.", t.last_token);
+        histogram(m, "officer_lock_wait_seconds", "Time granted waiters waited.", &t.wait_ms);
+        histogram(m, "officer_lock_hold_seconds", "Time locks were held until released.", &t.hold_ms);
+    }
+
+    fn render_connections(&self, m: &mut String) {
+        let s = &self.stats;
+        gauge(m, "officer_connections", "Connections open now.", self.conns.len() as u64);
+        counter(m, "officer_connections_accepted_total", "Connections accepted.", s.accepted);
+        header(m, "officer_connections_closed_total", "counter", "Connections closed, by reason.");
         let closed = [
             ("eof", s.closed_eof),
             ("error", s.closed_error),
@@ -166,47 +393,136 @@ impl Server {
         for (reason, v) in closed {
             let _ = writeln!(m, "officer_connections_closed_total{{reason=\"{reason}\"}} {v}");
         }
-        gauge(&mut m, "officer_locks_held", "Locks held now.", t.locks_held as u64);
-        gauge(&mut m, "officer_waiters", "Lock requests waiting now.", t.waiters as u64);
-        counter(&mut m, "officer_requests_total", "Requests decoded.", s.requests);
-        counter(&mut m, "officer_bad_requests_total", "Requests answered with an error.", s.bad_requests);
-        counter(&mut m, "officer_received_bytes_total", "Bytes read from clients.", s.bytes_in);
-        counter(&mut m, "officer_sent_bytes_total", "Bytes written to clients.", s.bytes_out);
-        gauge(&mut m, "officer_last_token", "Highest fencing token issued.", t.last_token);
-        histogram(&mut m, "officer_lock_wait_seconds", "Time granted waiters waited.", &t.wait_ms);
-        histogram(&mut m, "officer_lock_hold_seconds", "Time locks were held until released.", &t.hold_ms);
-        self.render_top(&mut m, now);
-        render_process(&mut m, now);
-        m
+        counter(m, "officer_requests_total", "Requests decoded.", s.requests);
+        counter(m, "officer_bad_requests_total", "Requests answered with an error.", s.bad_requests);
+        counter(m, "officer_received_bytes_total", "Bytes read from clients.", s.bytes_in);
+        counter(m, "officer_sent_bytes_total", "Bytes written to clients.", s.bytes_out);
     }
 
+    /// The longest hold and the deepest queue always, without labels; per lock (name only,
+    /// never the holder) for the top `--metrics-per-lock` locks when that is above 0.
     fn render_top(&self, m: &mut String, now: Tick) {
-        let Response::Top { longest_held, deepest_queues } = self.table.top(now, TOP_N) else { return };
-        header(m, "officer_longest_hold_seconds", "gauge", "The locks held longest, by name and holder.");
-        for e in &longest_held {
-            let _ = writeln!(
-                m,
-                "officer_longest_hold_seconds{{name=\"{}\",holder=\"{}\"}} {:.3}",
-                escape(&e.name),
-                escape(&e.holder),
-                e.held_ms as f64 / 1000.0
-            );
-        }
-        header(m, "officer_queue_depth", "gauge", "Waiters of the locks with the deepest queues.");
-        for e in &deepest_queues {
-            let _ = writeln!(m, "officer_queue_depth{{name=\"{}\"}} {}", escape(&e.name), e.waiters);
+        let per_lock = self.config.metrics_per_lock.min(MAX_PER_LOCK);
+        let (longest_held, deepest_queues) = self.top_pass(now, per_lock.max(1));
+        let oldest = longest_held.first().map_or(0, |e| e.held_ms);
+        gauge_f(
+            m,
+            "officer_oldest_hold_seconds",
+            "How long the longest current hold has lasted.",
+            seconds(oldest),
+        );
+        let deepest = deepest_queues.first().map_or(0, |e| e.waiters);
+        gauge(m, "officer_max_queue_depth", "Waiters of the lock with the deepest queue.", deepest.into());
+        if per_lock > 0 {
+            render_per_lock(m, &longest_held, &deepest_queues);
         }
     }
 }
 
-fn render_process(m: &mut String, now: Tick) {
-    gauge_f(m, "officer_uptime_seconds", "Seconds since the server started.", now as f64 / 1000.0);
+impl Server {
+    /// The longest holds and deepest queues, from a pass at most TOP_REUSE_MS old (hold times
+    /// advanced to `now`; a lock released since may still show until the next pass).
+    fn top_pass(&self, now: Tick, n: u32) -> (Vec<TopEntry>, Vec<TopEntry>) {
+        let scan = || match self.table.top(now, n) {
+            Response::Top { longest_held, deepest_queues } => (longest_held, deepest_queues),
+            _ => (Vec::new(), Vec::new()),
+        };
+        let Some(metrics) = &self.metrics else { return scan() };
+        let mut cache = metrics.top.borrow_mut();
+        if let Some(pass) = cache.as_ref().filter(|p| now < p.at + TOP_REUSE_MS) {
+            let age = now.saturating_sub(pass.at);
+            let held = pass.longest_held.iter().map(|e| TopEntry { held_ms: e.held_ms + age, ..e.clone() });
+            return (held.collect(), pass.deepest_queues.clone());
+        }
+        let (longest_held, deepest_queues) = scan();
+        metrics.table_scans.set(metrics.table_scans.get() + 1);
+        *cache = Some(TopPass {
+            at: now,
+            longest_held: longest_held.clone(),
+            deepest_queues: deepest_queues.clone(),
+        });
+        (longest_held, deepest_queues)
+    }
+}
+
+fn render_per_lock(m: &mut String, longest_held: &[TopEntry], deepest_queues: &[TopEntry]) {
+    header(
+        m,
+        "officer_longest_hold_seconds",
+        "gauge",
+        "The locks held longest (--metrics-per-lock), by name.",
+    );
+    for e in longest_held {
+        let _ = writeln!(
+            m,
+            "officer_longest_hold_seconds{{name=\"{}\"}} {:.3}",
+            name_label(&e.name),
+            seconds(e.held_ms)
+        );
+    }
+    header(m, "officer_queue_depth", "gauge", "Waiters of the deepest queues (--metrics-per-lock), by name.");
+    for e in deepest_queues {
+        let _ = writeln!(m, "officer_queue_depth{{name=\"{}\"}} {}", name_label(&e.name), e.waiters);
+    }
+}
+
+fn render_scrapes(m: &mut String, metrics: &Metrics) {
+    counter(m, "officer_metrics_scrapes_total", "Answers sent by this endpoint.", metrics.served);
+    let scans = metrics.table_scans.get();
+    counter(
+        m,
+        "officer_metrics_table_scans_total",
+        "Passes over the lock table for the hold and queue gauges.",
+        scans,
+    );
+    let d = &metrics.dropped;
+    header(
+        m,
+        "officer_metrics_scrapes_dropped_total",
+        "counter",
+        "Scrape connections closed unanswered, by reason.",
+    );
+    let reasons = [
+        ("evicted", d.evicted),
+        ("head_timeout", d.head_timeout),
+        ("deadline", d.deadline),
+        ("busy", d.busy),
+        ("bad_request", d.bad_request),
+        ("closed", d.closed),
+    ];
+    for (reason, v) in reasons {
+        let _ = writeln!(m, "officer_metrics_scrapes_dropped_total{{reason=\"{reason}\"}} {v}");
+    }
+}
+
+/// The standard process collector's series, as the Prometheus client libraries name them.
+fn render_process(m: &mut String) {
+    let pid = std::process::id();
+    if let Some(stat) = crate::procfs::process_stat(pid) {
+        let cpu = stat.cpu.as_secs_f64();
+        header(m, "process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.");
+        let _ = writeln!(m, "process_cpu_seconds_total {cpu:.3}");
+        gauge_f(
+            m,
+            "process_start_time_seconds",
+            "Start time of the process since unix epoch in seconds.",
+            stat.start_time_secs,
+        );
+        gauge(m, "process_virtual_memory_bytes", "Virtual memory size in bytes.", stat.virtual_bytes);
+    }
+    if let Some(rss) = crate::procfs::process_rss(pid) {
+        gauge(m, "process_resident_memory_bytes", "Resident memory size in bytes.", rss);
+    }
     if let Some(fds) = crate::procfs::open_fds() {
-        gauge(m, "officer_open_fds", "Open file descriptors.", fds);
+        gauge(m, "process_open_fds", "Number of open file descriptors.", fds);
     }
-    if let Some(rss) = crate::procfs::process_rss(std::process::id()) {
-        gauge(m, "officer_resident_memory_bytes", "Resident set size.", rss);
+    if let Some(max) = crate::procfs::max_fds() {
+        gauge(m, "process_max_fds", "Maximum number of open file descriptors.", max);
     }
+}
+
+fn seconds(ms: u64) -> f64 {
+    ms as f64 / 1000.0
 }
 
 fn header(m: &mut String, name: &str, kind: &str, help: &str) {
@@ -233,14 +549,27 @@ fn histogram(m: &mut String, name: &str, help: &str, h: &Histogram) {
     for (bound, count) in h.cumulative() {
         match bound {
             Some(ms) => {
-                let _ = writeln!(m, "{name}_bucket{{le=\"{}\"}} {count}", ms as f64 / 1000.0);
+                let _ = writeln!(m, "{name}_bucket{{le=\"{}\"}} {count}", seconds(ms));
             }
             None => {
                 let _ = writeln!(m, "{name}_bucket{{le=\"+Inf\"}} {count}");
             }
         }
     }
-    let _ = writeln!(m, "{name}_sum {:.3}\n{name}_count {}", h.sum_ms as f64 / 1000.0, h.count);
+    let _ = writeln!(m, "{name}_sum {:.3}\n{name}_count {}", seconds(h.sum_ms), h.count);
+}
+
+/// A lock name as a label value: escaped, and a name longer than NAME_LABEL_MAX bytes cut at
+/// a character boundary and followed by `~` and the FNV-1a 64 of the whole name, so two long
+/// names sharing a prefix stay two series and an answer stays small (names may be 64 KiB).
+fn name_label(name: &str) -> String {
+    if name.len() <= NAME_LABEL_MAX {
+        return escape(name);
+    }
+    let cut = (0..=NAME_LABEL_MAX).rev().find(|&i| name.is_char_boundary(i)).unwrap_or(0);
+    let hash =
+        name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    format!("{}~{hash:016x}", escape(&name[..cut]))
 }
 
 /// Label values escape backslash, double quote and newline (the exposition format's rule).
@@ -248,9 +577,10 @@ fn escape(value: &str) -> String {
     value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
-fn http_response(status: &str, content_type: &str, body: &str) -> String {
+/// `extra` is more header lines, each ending in CRLF.
+fn http_response(status: &str, content_type: &str, extra: &str, body: &str) -> String {
     format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n{body}",
         body.len()
     )
 }
@@ -258,6 +588,75 @@ fn http_response(status: &str, content_type: &str, body: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A scrape connection as the server holds it, and the peer's end.
+    fn pair(peers: &std::net::TcpListener) -> (TcpStream, std::net::TcpStream) {
+        let client = std::net::TcpStream::connect(peers.local_addr().unwrap()).unwrap();
+        let (server_end, _) = peers.accept().unwrap();
+        server_end.set_nonblocking(true).unwrap();
+        (TcpStream::from_std(server_end), client)
+    }
+
+    #[test]
+    fn slots_go_to_headless_peers_last_and_a_full_house_is_told_503() {
+        let poll = mio::Poll::new().unwrap();
+        let registry = poll.registry();
+        let mut metrics = Metrics::new(TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap());
+        let peers = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut clients = Vec::new();
+        for _ in 0..MAX_SCRAPES {
+            let (stream, client) = pair(&peers);
+            metrics.admit(registry, stream, 0);
+            clients.push(client);
+        }
+        // Every slot but the second has sent its head and is being answered.
+        let keys: Vec<usize> = metrics.scrapes.iter().map(|(k, _)| k).collect();
+        let headless = keys[1];
+        for &k in &keys {
+            if k != headless {
+                metrics.scrapes[k].out = b"answer".to_vec();
+            }
+        }
+        let (stream, newcomer) = pair(&peers);
+        metrics.admit(registry, stream, 10);
+        assert_eq!(
+            (metrics.scrapes.len(), metrics.dropped.evicted, metrics.dropped.busy),
+            (MAX_SCRAPES, 1, 0)
+        );
+        assert!(!metrics.scrapes.iter().any(|(_, s)| s.serial == 1), "the headless slot went");
+        // Now every slot is answering except the newcomer's; give it a head too.
+        let newest = metrics.scrapes.iter().max_by_key(|(_, s)| s.serial).map(|(k, _)| k).unwrap();
+        metrics.scrapes[newest].out = b"answer".to_vec();
+        let (stream, mut refused) = pair(&peers);
+        metrics.admit(registry, stream, 20);
+        assert_eq!((metrics.scrapes.len(), metrics.dropped.busy), (MAX_SCRAPES, 1));
+        refused.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+        let mut text = String::new();
+        refused.read_to_string(&mut text).unwrap();
+        assert!(
+            text.starts_with("HTTP/1.1 503 Service Unavailable\r\n") && text.contains("Retry-After: 1"),
+            "{text}"
+        );
+        // Deadlines: nothing headless is left, so only the 5 s deadline ends the others.
+        metrics.expire(registry, HEAD_DEADLINE_MS + 10);
+        assert_eq!((metrics.scrapes.len(), metrics.dropped.head_timeout), (MAX_SCRAPES, 0));
+        metrics.expire(registry, SCRAPE_DEADLINE_MS + 10);
+        assert_eq!((metrics.scrapes.len(), metrics.dropped.deadline), (0, MAX_SCRAPES as u64));
+        drop((clients, newcomer));
+    }
+
+    #[test]
+    fn long_names_are_cut_and_hashed_in_labels() {
+        assert_eq!(name_label("short"), "short");
+        let a = format!("{}a", "x".repeat(200));
+        let b = format!("{}b", "x".repeat(200));
+        let (la, lb) = (name_label(&a), name_label(&b));
+        assert_ne!(la, lb, "a shared prefix must not merge two series");
+        assert!(la.starts_with(&"x".repeat(128)) && la.len() == 128 + 1 + 16, "{la}");
+        // A cut never splits a character.
+        let wide = "é".repeat(100);
+        assert!(name_label(&wide).starts_with(&"é".repeat(64)), "{}", name_label(&wide));
+    }
 
     #[test]
     fn label_values_are_escaped() {
@@ -275,5 +674,27 @@ mod tests {
         assert!(m.contains("x_bucket{le=\"0.005\"} 1\n"), "{m}");
         assert!(m.contains("x_bucket{le=\"+Inf\"} 2\n"), "{m}");
         assert!(m.contains("x_count 2\n"), "{m}");
+    }
+
+    #[test]
+    fn request_lines_are_routed_by_method_and_path() {
+        assert_eq!(route(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"), Route::Metrics);
+        assert_eq!(route(b"GET /metrics?x=1 HTTP/1.0\n\n"), Route::Metrics);
+        assert_eq!(route(b"GET /metricsx HTTP/1.1\r\n\r\n"), Route::NotFound);
+        assert_eq!(route(b"GET / HTTP/1.1\r\n\r\n"), Route::NotFound);
+        assert_eq!(route(b"POST /metrics HTTP/1.1\r\n\r\n"), Route::MethodNotAllowed);
+        assert_eq!(route(b"HEAD /metrics HTTP/1.1\r\n\r\n"), Route::MethodNotAllowed);
+        assert_eq!(route(b"GET /metrics\r\n\r\n"), Route::BadRequest);
+        assert_eq!(route(b"GET  /metrics HTTP/1.1\r\n\r\n"), Route::BadRequest);
+        assert_eq!(route(b"\r\n\r\n"), Route::BadRequest);
+        assert_eq!(route(b"GET /metrics SSH-2.0\r\n\r\n"), Route::BadRequest);
+    }
+
+    #[test]
+    fn the_head_ends_at_the_first_empty_line() {
+        assert!(has_blank_line(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+        assert!(has_blank_line(b"GET / HTTP/1.1\n\n"));
+        assert!(!has_blank_line(b"GET / HTTP/1.1\r\nHost: x\r\n"));
+        assert!(!has_blank_line(b"GET /metr"));
     }
 }

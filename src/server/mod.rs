@@ -32,7 +32,9 @@ use crate::locks::{LockTable, Output};
 use crate::wheel::{Tick, Wheel};
 
 pub use config::{Config, Listen};
+pub use metrics::MAX_PER_LOCK as MAX_METRICS_PER_LOCK;
 pub use net::BoundAddr;
+pub use state_file::{Corruption, StateError};
 pub use sys::raise_fd_limit;
 
 use conn::Conn;
@@ -53,8 +55,8 @@ pub enum ServerError {
     /// A listener could not be bound: which one ("lock port", "compat port", "metrics port"),
     /// at which address, and why; see [`ServerError::bind_at`].
     BindAt { listener: &'static str, addr: String, error: std::io::Error },
-    /// The state file is unreadable, corrupt or cannot be written.
-    State(String),
+    /// The state file is unreadable, corrupt, not a regular file or cannot be written.
+    State(StateError),
     /// The pid file is held by another server or cannot be written.
     PidFile(std::io::Error),
     /// Any other I/O failure of the server itself (poll, signals).
@@ -68,7 +70,7 @@ impl std::fmt::Display for ServerError {
             ServerError::BindAt { listener, addr, error } => {
                 write!(f, "cannot listen on {addr} ({listener}): {error}")
             }
-            ServerError::State(msg) => f.write_str(msg),
+            ServerError::State(e) => write!(f, "{e}"),
             ServerError::PidFile(e) => write!(f, "pid file: {e}"),
             ServerError::Io(e) => write!(f, "server I/O error: {e}"),
         }
@@ -186,11 +188,11 @@ impl Server {
                 let mut listener =
                     mio::net::TcpListener::bind(addr).map_err(ServerError::bind_at("metrics port", addr))?;
                 poll.registry().register(&mut listener, METRICS_LISTENER, mio::Interest::READABLE)?;
-                Some(metrics::Metrics { listener, scrapes: Slab::new(), served: 0 })
+                Some(metrics::Metrics::new(listener))
             }
             None => None,
         };
-        let metrics_addr = metrics.as_ref().and_then(|m| m.listener.local_addr().ok());
+        let metrics_addr = metrics.as_ref().and_then(metrics::Metrics::local_addr);
         let signals = if config.handle_signals { Some(sys::register_signals(&poll, SIGNALS)?) } else { None };
         Ok(Server {
             poll,
