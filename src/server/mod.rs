@@ -31,8 +31,8 @@ use slab::Slab;
 use crate::locks::{LockTable, Output};
 use crate::wheel::{Tick, Wheel};
 
-pub use config::{Config, Listen};
-pub use net::BoundAddr;
+pub use config::{Config, Listen, SocketPerms};
+pub use net::{parse_socket_mode, resolve_group, BoundAddr};
 pub use sys::raise_fd_limit;
 
 use conn::Conn;
@@ -44,6 +44,7 @@ const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
 const SIGNALS: Token = Token(usize::MAX - 3);
 const METRICS_LISTENER: Token = Token(usize::MAX - 4);
+const COMPAT_LISTENER: Token = Token(usize::MAX - 5);
 
 /// Errors that stop the server from starting or running.
 #[derive(Debug)]
@@ -96,6 +97,9 @@ pub struct Server {
     poll: Poll,
     listener: Option<Listener>,
     local: BoundAddr,
+    /// `--compat-listen`: JSON-lines clients are served here without the secret.
+    compat_listener: Option<Listener>,
+    compat_local: Option<BoundAddr>,
     conns: Slab<Conn>,
     table: LockTable,
     outputs: Vec<Output>,
@@ -154,10 +158,20 @@ impl Server {
             }
             None => (None, 1),
         };
-        let mut listener = Listener::bind(&config.listen).map_err(ServerError::Bind)?;
+        let mut listener = Listener::bind(&config.listen, config.socket_perms).map_err(ServerError::Bind)?;
         let local = listener.local_addr().map_err(ServerError::Bind)?;
         let poll = Poll::new()?;
         listener.register(poll.registry(), LISTENER)?;
+        let compat_listener = match &config.compat_listen {
+            Some(listen) => {
+                let mut compat = Listener::bind(listen, config.socket_perms).map_err(ServerError::Bind)?;
+                compat.register(poll.registry(), COMPAT_LISTENER)?;
+                Some(compat)
+            }
+            None => None,
+        };
+        let compat_local = compat_listener.as_ref().map(Listener::local_addr).transpose();
+        let compat_local = compat_local.map_err(ServerError::Bind)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let metrics = match config.metrics_addr {
             Some(addr) => {
@@ -173,6 +187,8 @@ impl Server {
             poll,
             listener: Some(listener),
             local,
+            compat_listener,
+            compat_local,
             conns: Slab::new(),
             table: LockTable::new(first_token, config.table),
             outputs: Vec::new(),
@@ -209,6 +225,11 @@ impl Server {
     /// The effective configuration (limits after clamping).
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Where the `--compat-listen` listener is bound, when enabled (port 0 resolved).
+    pub fn compat_addr(&self) -> Option<&BoundAddr> {
+        self.compat_local.as_ref()
     }
 
     /// Where `/metrics` is served, when enabled (port 0 resolved).
