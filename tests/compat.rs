@@ -440,6 +440,16 @@ fn bad_names_are_bad_name_in_json_and_in_binary_mode() {
 }
 
 #[test]
+fn limits_get_an_error_line_and_the_connection_goes_on() {
+    let server = TestServer::start_with(|c| c.table.max_locks_per_conn = 1);
+    let mut a = RubyClient::connect(server.addr());
+    assert_eq!(a.lock("one"), acquired("one"));
+    assert_eq!(a.lock("two"), error("limit_exceeded", "connection holds or awaits 1 locks, the limit is 1"));
+    assert_eq!(a.unlock("one"), released("one"));
+    assert_eq!(a.lock("two"), acquired("two"));
+}
+
+#[test]
 fn json_and_binary_clients_share_one_table() {
     let server = TestServer::start();
     let mut bin = Raw::connect(server.addr());

@@ -3,8 +3,11 @@
 //! A connection whose first byte is `{` speaks the original protocol: one JSON object per
 //! `\n`-terminated line. Each line becomes a `Request` for the same dispatcher the binary
 //! protocol uses, under an internal request id, so both kinds of client share one lock table.
-//! Replies are turned back into the original's JSON; the replies the original never sent
-//! (a duplicate lock while waiting, a wait cancelled by unlock) are dropped here.
+//! Replies are turned back into the original's JSON, key for key (a `token` only when the lock
+//! command asked or `--json-tokens` is on); the replies the original never sent (a duplicate
+//! lock while waiting, a wait cancelled by unlock) are dropped here. Where the mode is not
+//! allowed (`--no-compat`, or a secret on a listener other than `--compat-listen`) the client
+//! is refused with one JSON error line (PROTOCOL.md §7.1).
 
 use std::collections::HashMap;
 
@@ -258,7 +261,7 @@ fn push_line(value: &Value, out: &mut Vec<u8>) {
     }
 }
 
-/// The original's reply object, key for key (PROTOCOL.md §7.3); `token` only when asked for.
+/// The original's reply object, key for key (PROTOCOL.md §7.4); `token` only when asked for.
 fn reply_value(response: &Response, name: &str, token: bool) -> Option<Value> {
     let grant = |result: &str, t: u64| {
         let mut reply = json!({"result": result, "name": name});
