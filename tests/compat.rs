@@ -793,3 +793,19 @@ fn run_refuses_bad_socket_flags_and_compat_listen_with_no_compat() {
         assert!(stderr.contains(args[0]), "{args:?}: the message names the flag: {stderr}");
     }
 }
+
+#[test]
+fn a_compat_listener_that_cannot_bind_is_named_and_nothing_is_left() {
+    let dir = support::temp_dir();
+    let main_path = dir.path().join("main.sock");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_addr = taken.local_addr().unwrap();
+    let config = Config {
+        listen: Listen::Unix(main_path.clone()),
+        compat_listen: Some(Listen::Tcp(taken_addr)),
+        ..Config::default()
+    };
+    let err = Server::bind(config).err().expect("the compat port is taken").to_string();
+    assert!(err.contains(&format!("compat listener {taken_addr}")), "{err}");
+    assert!(!main_path.exists(), "the main socket bound before the failure is removed");
+}

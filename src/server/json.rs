@@ -180,10 +180,10 @@ fn parse_command(value: &Value, max_name: u32) -> Result<Option<Command<'_>>, Li
         "lock" => {
             let lock = LockRequest {
                 name: name_field(obj, max_name)?,
-                timeout_ms: timeout_field(obj).map_err(|m| malformed(m))?,
-                queue_max: queue_max_field(obj).map_err(|m| malformed(m))?,
+                timeout_ms: timeout_field(obj).map_err(malformed)?,
+                queue_max: queue_max_field(obj).map_err(malformed)?,
             };
-            let token = token_field(obj).map_err(|m| malformed(m))?;
+            let token = token_field(obj).map_err(malformed)?;
             return Ok(Some(Command { request: Request::Lock(lock), token }));
         }
         "unlock" => Request::Unlock(name_field(obj, max_name)?),

@@ -164,7 +164,15 @@ impl Server {
         listener.register(poll.registry(), LISTENER)?;
         let compat_listener = match &config.compat_listen {
             Some(listen) => {
-                let mut compat = Listener::bind(listen, config.socket_perms).map_err(ServerError::Bind)?;
+                // Named, so a failure is not mistaken for one of the lock port.
+                let named = |e: std::io::Error| {
+                    let addr = match listen {
+                        Listen::Tcp(addr) => addr.to_string(),
+                        Listen::Unix(path) => format!("unix:{}", path.display()),
+                    };
+                    ServerError::Bind(std::io::Error::new(e.kind(), format!("compat listener {addr}: {e}")))
+                };
+                let mut compat = Listener::bind(listen, config.socket_perms).map_err(named)?;
                 compat.register(poll.registry(), COMPAT_LISTENER)?;
                 Some(compat)
             }
