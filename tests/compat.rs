@@ -607,6 +607,16 @@ fn binary_clients_still_need_auth_on_both_ports() {
 }
 
 #[test]
+fn without_a_compat_listener_the_refusal_says_so() {
+    let server = TestServer::start_with(|c| c.auth_secret = Some(SECRET.to_vec()));
+    let mut refused = RubyClient::connect(server.addr());
+    refused.send_lock("x", None, None);
+    let message = "this port requires authentication, which the original JSON-lines protocol cannot give, \
+                   and the server has no --compat-listen address for such clients";
+    assert_eq!(refused.recv_to_eof(), vec![error("auth_required", message)]);
+}
+
+#[test]
 fn no_compat_refuses_json_with_one_error_line() {
     let server = TestServer::start_with(|c| c.compat = false);
     let mut refused = RubyClient::connect(server.addr());
@@ -772,6 +782,28 @@ fn run_on_a_unix_socket_with_socket_mode_and_group() {
     drop(js);
     terminate(child);
     assert!(!path.exists(), "socket removed on clean exit");
+}
+
+#[test]
+fn run_warns_when_the_compat_listener_is_not_on_loopback() {
+    // The lock port is taken, so the server stops before it binds anything: the warning is
+    // printed while reading the flags, and nothing but loopback is ever bound by this test.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let dir = support::temp_dir();
+    let state = dir.path().join("officer.state");
+    let out = Command::new(env!("CARGO_BIN_EXE_officer"))
+        .args(["run", "-h", "127.0.0.1", "-p", &port, "--compat-listen", "0.0.0.0:0", "--state-file"])
+        .arg(&state)
+        .output()
+        .expect("run officer");
+    assert!(!out.status.success(), "the lock port was taken");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr
+            .contains("WARNING: the compat listener on 0.0.0.0:0 serves JSON clients without authentication"),
+        "{stderr}"
+    );
 }
 
 #[test]

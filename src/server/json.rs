@@ -90,8 +90,13 @@ impl Server {
             return Some((ErrorCode::BadHandshake, message, CloseReason::Protocol));
         }
         if self.config.auth_secret.is_some() && !compat_conn {
-            let message = "this port requires authentication, which the original JSON-lines protocol \
-                           cannot give: connect to the server's --compat-listen address instead";
+            let message = if self.config.compat_listen.is_some() {
+                "this port requires authentication, which the original JSON-lines protocol cannot give: \
+                 connect to the server's --compat-listen address instead"
+            } else {
+                "this port requires authentication, which the original JSON-lines protocol cannot give, \
+                 and the server has no --compat-listen address for such clients"
+            };
             return Some((ErrorCode::AuthRequired, message, CloseReason::Auth));
         }
         None
