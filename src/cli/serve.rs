@@ -99,6 +99,21 @@ pub struct RunArgs {
     /// a trailing newline is ignored). Never pass secrets in argv.
     #[arg(long)]
     auth_file: Option<PathBuf>,
+    /// Also listen here for clients of the original JSON-lines protocol, served without the
+    /// secret (binary clients there authenticate as on the main port): HOST:PORT, meant for
+    /// loopback or a private network, or a UNIX socket path (anything with a '/').
+    #[arg(long, value_name = "HOST:PORT|PATH", conflicts_with = "no_compat")]
+    compat_listen: Option<String>,
+    /// Add the fencing token ("token") to every JSON acquired/already_acquired reply, not only
+    /// when the lock command asks with "token": true.
+    #[arg(long)]
+    json_tokens: bool,
+    /// Permission bits (octal, e.g. 0660) of every UNIX socket the server creates.
+    #[arg(long, value_name = "OCTAL", value_parser = crate::server::parse_socket_mode)]
+    socket_mode: Option<u32>,
+    /// Group (name or GID) of every UNIX socket the server creates.
+    #[arg(long, value_name = "NAME|GID", value_parser = crate::server::resolve_group)]
+    socket_group: Option<u32>,
 }
 
 /// Background-mode options beside the server flags.
@@ -173,6 +188,9 @@ fn absolutize(config: &mut Config) {
     if let Listen::Unix(p) = &mut config.listen {
         *p = absolute(p);
     }
+    if let Some(Listen::Unix(p)) = &mut config.compat_listen {
+        *p = absolute(p);
+    }
 }
 
 fn absolute(path: &std::path::Path) -> PathBuf {
@@ -198,6 +216,9 @@ pub fn run(args: RunArgs) -> i32 {
         }
     };
     println!("officer listening on {}", server.local_addr());
+    if let Some(addr) = server.compat_addr() {
+        println!("officer compat listener on {addr}");
+    }
     if let Some(addr) = server.metrics_addr() {
         println!("officer metrics on http://{addr}/metrics");
     }
@@ -221,7 +242,11 @@ fn config_from(args: &RunArgs) -> Result<Config, String> {
         log::warn!("{msg}");
         eprintln!("officer: {msg}");
     }
+    let compat_listen = args.compat_listen.as_deref().map(compat_listen).transpose()?;
     let mut config = Config {
+        compat_listen,
+        json_tokens: args.json_tokens,
+        socket_perms: crate::server::SocketPerms { mode: args.socket_mode, group: args.socket_group },
         listen: match args.socket_type {
             SocketType::Tcp => Listen::Tcp(tcp),
             SocketType::Unix => Listen::Unix(args.socket_file.clone()),
@@ -250,6 +275,27 @@ fn config_from(args: &RunArgs) -> Result<Config, String> {
     config.table.max_locks_per_conn = args.max_locks_per_conn;
     config.table.max_waiters_per_lock = args.max_waiters;
     Ok(config)
+}
+
+/// `--compat-listen`: a UNIX socket path (it has a '/') or HOST:PORT. The compat listener
+/// never asks for the secret, so a TCP address other than loopback gets a warning.
+fn compat_listen(spec: &str) -> Result<Listen, String> {
+    if spec.contains('/') {
+        return Ok(Listen::Unix(PathBuf::from(spec)));
+    }
+    let (host, port) = spec
+        .rsplit_once(':')
+        .ok_or_else(|| format!("--compat-listen {spec:?}: expected HOST:PORT or a socket path"))?;
+    let port = port.parse().map_err(|_| format!("--compat-listen {spec:?}: bad port {port:?}"))?;
+    let addr = resolve(host.trim_start_matches('[').trim_end_matches(']'), port)?;
+    if !addr.ip().is_loopback() {
+        let msg = format!(
+            "WARNING: the compat listener on {addr} serves JSON clients without authentication: anyone who can reach it can take and release locks; bind it to loopback, a private network or a UNIX socket"
+        );
+        log::warn!("{msg}");
+        eprintln!("officer: {msg}");
+    }
+    Ok(Listen::Tcp(addr))
 }
 
 /// Reads the server's shared secret (as the client subcommands do) and checks its length.

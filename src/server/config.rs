@@ -15,6 +15,16 @@ pub enum Listen {
     Unix(PathBuf),
 }
 
+/// Mode and group applied to a UNIX socket file as it is created; `None` keeps what the
+/// process umask and user give (0755 under the usual umask: no one else can connect).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SocketPerms {
+    /// Permission bits, e.g. `0o660`.
+    pub mode: Option<u32>,
+    /// Group id the file is handed to (the server must be a member, or root).
+    pub group: Option<u32>,
+}
+
 /// Everything `officer run` can set. `Config::default()` listens on 0.0.0.0:11500.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -39,6 +49,14 @@ pub struct Config {
     pub handle_signals: bool,
     /// Serve clients of the original JSON-lines protocol on the same port.
     pub compat: bool,
+    /// A second listener where JSON-lines clients are served without the secret (PROTOCOL.md
+    /// §7); binary clients there follow the main port's rules. `None` = off.
+    pub compat_listen: Option<Listen>,
+    /// Add the fencing token to every JSON `acquired` / `already_acquired` reply, not only to
+    /// those of lock commands that ask with `"token": true`.
+    pub json_tokens: bool,
+    /// Permissions of every UNIX socket file the server creates.
+    pub socket_perms: SocketPerms,
     /// Accepts per wake-up, so a connection storm cannot starve connected clients.
     pub accepts_per_wakeup: usize,
     /// Requests served per connection per wake-up, so one busy client cannot starve the rest.
@@ -78,6 +96,9 @@ impl Default for Config {
             stats_interval: None,
             handle_signals: false,
             compat: true,
+            compat_listen: None,
+            json_tokens: false,
+            socket_perms: SocketPerms::default(),
             accepts_per_wakeup: 256,
             requests_per_wakeup: 4096,
             drain_timeout: Duration::from_secs(2),

@@ -67,6 +67,8 @@ pub(crate) struct Conn {
     pub backlogged: bool,
     pub closing: Option<CloseReason>,
     pub json: Option<super::json::JsonSession>,
+    /// Accepted on the `--compat-listen` listener: JSON lines are served without the secret.
+    pub compat: bool,
 }
 
 impl Conn {
@@ -88,6 +90,7 @@ impl Conn {
             backlogged: false,
             closing: None,
             json: None,
+            compat: false,
         }
     }
 

@@ -18,16 +18,8 @@ impl Server {
     pub(super) fn process(&mut self, key: usize, data: &[u8], now: Tick, budget: &mut usize) -> usize {
         let Some(conn) = self.conns.get(key) else { return data.len() };
         match conn.phase {
-            // The original protocol has no authentication, so it is off when a secret is set.
-            Phase::AwaitHello
-                if self.config.compat && self.config.auth_secret.is_none() && data.first() == Some(&b'{') =>
-            {
-                if let Some(conn) = self.conns.get_mut(key) {
-                    conn.phase = Phase::Json;
-                    conn.json = Some(super::json::JsonSession::default());
-                }
-                self.process_json(key, data, now, budget)
-            }
+            // The original protocol: served, or refused with one JSON error line (json.rs).
+            Phase::AwaitHello if data.first() == Some(&b'{') => self.begin_json(key, data, now, budget),
             Phase::Json => self.process_json(key, data, now, budget),
             Phase::AwaitHello | Phase::AwaitAuth | Phase::Binary => {
                 self.process_frames(key, data, now, budget)

@@ -9,7 +9,7 @@ use mio::{Events, Token};
 
 use super::conn::CloseReason;
 use super::metrics::METRICS_BASE;
-use super::{Server, ServerError, LISTENER, METRICS_LISTENER, SIGNALS, WAKER};
+use super::{Server, ServerError, COMPAT_LISTENER, LISTENER, METRICS_LISTENER, SIGNALS, WAKER};
 use crate::wheel::Tick;
 
 impl Server {
@@ -35,7 +35,7 @@ impl Server {
             let mut shutdown = false;
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.accept_pending = true,
+                    LISTENER | COMPAT_LISTENER => self.accept_pending = true,
                     WAKER => shutdown |= self.shutdown_flag.load(Ordering::SeqCst),
                     SIGNALS => shutdown |= self.take_signals(),
                     METRICS_LISTENER => self.metrics_accept(now),

@@ -20,18 +20,28 @@ const EMFILE_BACKOFF_MS: Tick = 100;
 const KEEP_OUTBUF_CAPACITY: usize = 64 * 1024;
 
 impl Server {
+    /// Accepts from the main listener, then from the compat listener (each within its own
+    /// budget). `accept_pending` is one flag for both: it clears only once both are drained,
+    /// so an edge-triggered event on either is never lost.
     pub(super) fn accept_ready(&mut self, now: Tick) {
         if !self.accept_pending || self.accept_resume_at.is_some() {
             return;
         }
+        let main_drained = self.accept_from(false, now);
+        let compat_drained = self.accept_resume_at.is_none() && self.accept_from(true, now);
+        if main_drained && compat_drained {
+            self.accept_pending = false;
+        }
+    }
+
+    /// True once the listener said `WouldBlock` (or there is none).
+    fn accept_from(&mut self, compat: bool, now: Tick) -> bool {
         for _ in 0..self.config.accepts_per_wakeup {
-            let Some(listener) = &self.listener else { return };
+            let listener = if compat { &self.compat_listener } else { &self.listener };
+            let Some(listener) = listener else { return true };
             match listener.accept() {
-                Ok(accepted) => self.admit(accepted, now),
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    self.accept_pending = false;
-                    return;
-                }
+                Ok(accepted) => self.admit(accepted, compat, now),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)) => {
                     // Leaving the connection in the backlog and retrying later keeps the loop
@@ -39,7 +49,7 @@ impl Server {
                     warn!("out of file descriptors, pausing accepts ms={EMFILE_BACKOFF_MS} error={e}");
                     self.stats.accept_errors += 1;
                     self.accept_resume_at = Some(now + EMFILE_BACKOFF_MS);
-                    return;
+                    return false;
                 }
                 Err(e) => {
                     debug!("accept failed error={e}");
@@ -48,20 +58,27 @@ impl Server {
             }
         }
         // Budget spent with connections possibly still queued: poll again without sleeping.
+        false
     }
 
-    fn admit(&mut self, accepted: super::net::Accepted, now: Tick) {
+    /// `compat`: accepted on the `--compat-listen` listener (JSON clients without the secret).
+    fn admit(&mut self, accepted: super::net::Accepted, compat: bool, now: Tick) {
         let mut stream = accepted.stream;
         if self.conns.len() >= self.config.max_connections {
             self.stats.refused += 1;
             warn!("refusing connection: limit reached max_connections={}", self.config.max_connections);
-            let mut frame = Vec::new();
-            crate::protocol::Response::error(
+            let refusal = crate::protocol::Response::error(
                 crate::protocol::ErrorCode::LimitExceeded,
                 "too many connections",
-            )
-            .encode(crate::protocol::SHUTDOWN_REQUEST_ID, &mut frame);
-            let _ = stream.write(&frame);
+            );
+            // The compat port is there for the original's clients: refuse them in their language.
+            let mut bytes = Vec::new();
+            if compat {
+                super::json::write_line(&refusal, &mut bytes);
+            } else {
+                refusal.encode(crate::protocol::SHUTDOWN_REQUEST_ID, &mut bytes);
+            }
+            let _ = stream.write(&bytes);
             return;
         }
         let entry = self.conns.vacant_entry();
@@ -80,6 +97,7 @@ impl Server {
         }
         info!("connection accepted conn={serial} peer={label}");
         let mut conn = Conn::new(stream, id, serial, label.clone(), now);
+        conn.compat = compat;
         if self.config.auth_secret.is_some() {
             conn.auth_deadline = Some(now + self.config.auth_timeout.as_millis() as Tick);
         }

@@ -31,9 +31,9 @@ use slab::Slab;
 use crate::locks::{LockTable, Output};
 use crate::wheel::{Tick, Wheel};
 
-pub use config::{Config, Listen};
+pub use config::{Config, Listen, SocketPerms};
 pub use metrics::MAX_PER_LOCK as MAX_METRICS_PER_LOCK;
-pub use net::BoundAddr;
+pub use net::{parse_socket_mode, resolve_group, BoundAddr};
 pub use state_file::{Corruption, StateError};
 pub use sys::raise_fd_limit;
 
@@ -46,6 +46,7 @@ const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
 const SIGNALS: Token = Token(usize::MAX - 3);
 const METRICS_LISTENER: Token = Token(usize::MAX - 4);
+const COMPAT_LISTENER: Token = Token(usize::MAX - 5);
 
 /// Errors that stop the server from starting or running.
 #[derive(Debug)]
@@ -116,6 +117,9 @@ pub struct Server {
     poll: Poll,
     listener: Option<Listener>,
     local: BoundAddr,
+    /// `--compat-listen`: JSON-lines clients are served here without the secret.
+    compat_listener: Option<Listener>,
+    compat_local: Option<BoundAddr>,
     conns: Slab<Conn>,
     table: LockTable,
     outputs: Vec<Output>,
@@ -178,10 +182,27 @@ impl Server {
             Listen::Tcp(addr) => ("lock port", addr.to_string()),
             Listen::Unix(path) => ("lock socket", path.display().to_string()),
         };
-        let mut listener = Listener::bind(&config.listen).map_err(ServerError::bind_at(what, &where_))?;
+        let mut listener = Listener::bind(&config.listen, config.socket_perms)
+            .map_err(ServerError::bind_at(what, &where_))?;
         let local = listener.local_addr().map_err(ServerError::bind_at(what, &where_))?;
         let poll = Poll::new()?;
         listener.register(poll.registry(), LISTENER)?;
+        let compat_listener = match &config.compat_listen {
+            Some(listen) => {
+                // Named, so a failure is not mistaken for one of the lock port.
+                let (what, where_) = match listen {
+                    Listen::Tcp(addr) => ("compat port", addr.to_string()),
+                    Listen::Unix(path) => ("compat socket", path.display().to_string()),
+                };
+                let named = ServerError::bind_at(what, &where_);
+                let mut compat = Listener::bind(listen, config.socket_perms).map_err(named)?;
+                compat.register(poll.registry(), COMPAT_LISTENER)?;
+                let local = compat.local_addr().map_err(ServerError::bind_at(what, &where_))?;
+                Some((compat, local))
+            }
+            None => None,
+        };
+        let (compat_listener, compat_local) = compat_listener.unzip();
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let metrics = match config.metrics_addr {
             Some(addr) => {
@@ -198,6 +219,8 @@ impl Server {
             poll,
             listener: Some(listener),
             local,
+            compat_listener,
+            compat_local,
             conns: Slab::new(),
             table: LockTable::new(first_token, config.table),
             outputs: Vec::new(),
@@ -234,6 +257,11 @@ impl Server {
     /// The effective configuration (limits after clamping).
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Where the `--compat-listen` listener is bound, when enabled (port 0 resolved).
+    pub fn compat_addr(&self) -> Option<&BoundAddr> {
+        self.compat_local.as_ref()
     }
 
     /// Where `/metrics` is served, when enabled (port 0 resolved).

@@ -1,5 +1,6 @@
 //! Socket types: one listener and one stream type covering TCP and UNIX sockets, so the
-//! event loop handles both the same way.
+//! event loop handles both the same way; the mode and group of UNIX socket files, and their
+//! removal when the listener goes.
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
@@ -9,7 +10,7 @@ use mio::event::Source;
 use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
 
-use super::config::Listen;
+use super::config::{Listen, SocketPerms};
 
 /// The address the server actually bound (port 0 resolved).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,7 +30,7 @@ impl std::fmt::Display for BoundAddr {
 
 pub(crate) enum Listener {
     Tcp(TcpListener),
-    Unix(UnixListener, PathBuf),
+    Unix(UnixListener, SocketFile),
 }
 
 /// A freshly accepted stream with the label the lock table shows for it (`None` = UNIX peer).
@@ -39,12 +40,18 @@ pub(crate) struct Accepted {
 }
 
 impl Listener {
-    pub(crate) fn bind(listen: &Listen) -> io::Result<Listener> {
+    /// Binds `listen`; a UNIX socket file gets `perms` before anyone can see it at its path.
+    pub(crate) fn bind(listen: &Listen, perms: SocketPerms) -> io::Result<Listener> {
         match listen {
             Listen::Tcp(addr) => Ok(Listener::Tcp(TcpListener::bind(*addr)?)),
             Listen::Unix(path) => {
                 remove_stale_socket(path)?;
-                Ok(Listener::Unix(UnixListener::bind(path)?, path.clone()))
+                let listener = if perms == SocketPerms::default() {
+                    UnixListener::bind(path)?
+                } else {
+                    bind_with_perms(path, perms)?
+                };
+                Ok(Listener::Unix(listener, SocketFile::created(path)?))
             }
         }
     }
@@ -52,7 +59,7 @@ impl Listener {
     pub(crate) fn local_addr(&self) -> io::Result<BoundAddr> {
         match self {
             Listener::Tcp(l) => Ok(BoundAddr::Tcp(l.local_addr()?)),
-            Listener::Unix(_, path) => Ok(BoundAddr::Unix(path.clone())),
+            Listener::Unix(_, file) => Ok(BoundAddr::Unix(file.path.clone())),
         }
     }
 
@@ -75,7 +82,7 @@ impl Listener {
     pub(crate) fn socket_path(&self) -> Option<&Path> {
         match self {
             Listener::Tcp(_) => None,
-            Listener::Unix(_, path) => Some(path),
+            Listener::Unix(_, file) => Some(&file.path),
         }
     }
 
@@ -91,6 +98,112 @@ impl Listener {
             Listener::Tcp(l) => registry.deregister(l),
             Listener::Unix(l, _) => registry.deregister(l),
         }
+    }
+}
+
+/// Binds at a temporary name in the same directory, sets mode and group there, then renames
+/// the file into place: at `path` the socket never exists with the umask's permissions, so no
+/// one the operator did not allow can connect in between (and a failure leaves no file).
+fn bind_with_perms(path: &Path, perms: SocketPerms) -> io::Result<UnixListener> {
+    let mut name = std::ffi::OsString::from(".");
+    name.push(path.file_name().unwrap_or_default());
+    name.push(format!(".{}.tmp", std::process::id()));
+    let tmp = path.with_file_name(name);
+    let _ = std::fs::remove_file(&tmp);
+    let listener = UnixListener::bind(&tmp)?;
+    let placed = apply_perms(&tmp, perms).and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = placed {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io::Error::new(e.kind(), format!("socket {}: {e}", path.display())));
+    }
+    Ok(listener)
+}
+
+fn apply_perms(path: &Path, perms: SocketPerms) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(gid) = perms.group {
+        std::os::unix::fs::chown(path, None, Some(gid))
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot hand the file to group {gid}: {e}")))?;
+    }
+    if let Some(mode) = perms.mode {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot set mode {mode:04o}: {e}")))?;
+    }
+    Ok(())
+}
+
+/// A UNIX socket file this process created. Dropping it removes the file, but only while the
+/// path still names that very file (same device and inode): a newer server's socket at the
+/// same path is never touched.
+pub(crate) struct SocketFile {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl SocketFile {
+    fn created(path: &Path) -> io::Result<SocketFile> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::symlink_metadata(path)?;
+        Ok(SocketFile { path: path.to_owned(), dev: meta.dev(), ino: meta.ino() })
+    }
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        use std::os::unix::fs::MetadataExt;
+        let ours =
+            std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.dev() == self.dev && m.ino() == self.ino);
+        if ours {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Parses `--socket-mode`: octal permission bits such as `0660` or `660`.
+///
+/// ```
+/// assert_eq!(officer::server::parse_socket_mode("0660"), Ok(0o660));
+/// assert!(officer::server::parse_socket_mode("0999").is_err());
+/// ```
+pub fn parse_socket_mode(text: &str) -> Result<u32, String> {
+    let digits = text.strip_prefix("0o").unwrap_or(text);
+    match u32::from_str_radix(digits, 8) {
+        Ok(mode) if mode <= 0o7777 && !digits.is_empty() => Ok(mode),
+        _ => Err(format!("{text:?} is not an octal file mode (e.g. 0660)")),
+    }
+}
+
+/// Resolves `--socket-group`: a group name from the group database, or a numeric gid.
+///
+/// ```
+/// assert_eq!(officer::server::resolve_group("0"), Ok(0));
+/// assert!(officer::server::resolve_group("no-such-group-here").is_err());
+/// ```
+pub fn resolve_group(group: &str) -> Result<u32, String> {
+    if let Ok(gid) = group.parse::<u32>() {
+        return Ok(gid);
+    }
+    let name = std::ffi::CString::new(group).map_err(|_| format!("bad group name {group:?}"))?;
+    let mut buf = vec![0 as libc::c_char; 4096];
+    loop {
+        // SAFETY: `grp`, `buf` and `found` outlive the call and `buf.len()` is its real size;
+        // getgrnam_r writes only into them.
+        let mut grp: libc::group = unsafe { std::mem::zeroed() };
+        let mut found: *mut libc::group = std::ptr::null_mut();
+        let rc =
+            unsafe { libc::getgrnam_r(name.as_ptr(), &mut grp, buf.as_mut_ptr(), buf.len(), &mut found) };
+        if rc == libc::ERANGE && buf.len() < 1 << 20 {
+            buf.resize(buf.len() * 2, 0);
+            continue;
+        }
+        if rc != 0 {
+            return Err(format!("cannot look up group {group:?}: {}", io::Error::from_raw_os_error(rc)));
+        }
+        if found.is_null() {
+            return Err(format!("no group named {group:?}"));
+        }
+        return Ok(grp.gr_gid);
     }
 }
 
