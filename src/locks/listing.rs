@@ -1,54 +1,246 @@
 //! Read-only views of the lock table: the LOCKS, CONNECTIONS and MY_LOCKS listings, statistics
-//! and monitoring helpers. They may cost O(locks): they serve operators, not the lock path.
+//! and monitoring helpers.
+//!
+//! Every listing is built within the bytes of one frame (`max_frame`, PROTOCOL.md §2.1). The
+//! encoded size of an entry is known before it is built (§2.2: 2 + length per string, 4 per
+//! list count), so entries are added whole while they fit, nothing built is thrown away, the
+//! encoded frame always fits, and `truncated` says when something was left out. Which entries
+//! come first is decided by selection ([`smallest`]), never by sorting what matched: the work is
+//! one pass over the candidates (the locks, the connections, or one connection's holdings) plus
+//! a sort of at most the entries that can fit in the frame. Without a name-ordered index the
+//! pass itself is unavoidable for a name-ordered listing; it touches each candidate once and
+//! keeps no per-candidate memory.
 
 use std::cmp::{Ordering, Reverse};
 
 use super::conn::ConnState;
+use super::store::Lock;
+use super::table::QUEUE_REPORT_MAX;
 use super::{ConnId, LockTable, TableStats};
-use crate::protocol::{ConnectionInfo, LockInfo, Response};
+use crate::protocol::{
+    str16_size, ConnectionInfo, LockInfo, Response, DEFAULT_MAX_FRAME, LIST_COUNT_SIZE,
+};
 use crate::wheel::Tick;
 
+/// Bytes of a response frame's length that are not payload: opcode and request id.
+const FRAME_HEAD: usize = 5;
+/// The smallest `str16` a name takes: two length bytes and at least one byte of name.
+const MIN_NAME_SIZE: usize = 3;
+/// The smallest LOCKS_LIST entry: a name, the queue count and the holder's (possibly empty) label.
+const MIN_LOCK_ENTRY: usize = MIN_NAME_SIZE + LIST_COUNT_SIZE + 2;
+/// The smallest CONNECTIONS_LIST entry: a label and two list counts.
+const MIN_CONNECTION_ENTRY: usize = 2 + 2 * LIST_COUNT_SIZE;
+/// A connection holding more than this share of all locks has its holdings found by one
+/// sequential pass over the store instead of one random lookup per held lock (measured: the
+/// pass is several times faster once the connection holds most of a large table).
+const SCAN_STORE_WHEN_HOLDING_ONE_IN: usize = 4;
+
+/// The payload bytes a listing may still fill.
+struct Room {
+    left: usize,
+}
+
+impl Room {
+    /// The payload of one `max_frame` frame, less the response's `fixed` fields.
+    fn new(max_frame: u32, fixed: usize) -> Room {
+        Room { left: (max_frame as usize).saturating_sub(FRAME_HEAD + fixed) }
+    }
+
+    /// Takes `n` bytes if they are left.
+    fn take(&mut self, n: usize) -> bool {
+        let fits = n <= self.left;
+        if fits {
+            self.left -= n;
+        }
+        fits
+    }
+
+    /// How many entries of at least `min` bytes could still fit: the most worth selecting.
+    fn most(&self, min: usize) -> usize {
+        self.left / min
+    }
+}
+
 impl LockTable {
-    /// LOCKS: locks whose name starts with `prefix`, sorted by name, each with its queue (holder
-    /// first). `max` 0 means the default; any `max` is capped by the default.
+    /// LOCKS within the default frame limit; see [`LockTable::locks_within`].
     pub fn locks(&self, prefix: &str, max: u32) -> Response {
-        let mut found: Vec<_> = self.store.iter().filter(|lock| lock.name.starts_with(prefix)).collect();
-        let truncated = keep_smallest(&mut found, self.list_cap(max), |a, b| a.name.cmp(&b.name));
-        let locks = found
-            .into_iter()
-            .map(|lock| LockInfo { name: lock.name.to_string(), queue: self.queue_labels(lock) })
-            .collect();
+        self.locks_within(prefix, max, DEFAULT_MAX_FRAME)
+    }
+
+    /// LOCKS: locks whose name starts with `prefix`, sorted by name, each with its queue (holder
+    /// first, at most `QUEUE_REPORT_MAX` labels), in a frame of at most `max_frame`. `max` 0
+    /// means the default; any `max` is capped by the default. Entries are whole, except that a
+    /// first entry too large for the frame is sent with its queue cut.
+    pub fn locks_within(&self, prefix: &str, max: u32, max_frame: u32) -> Response {
+        let mut room = Room::new(max_frame, 1 + LIST_COUNT_SIZE);
+        let cap = self.list_cap(max).min(room.most(MIN_LOCK_ENTRY));
+        let matching = self.store.iter().filter(|lock| lock.name.starts_with(prefix));
+        let (found, mut truncated) = smallest(matching, cap, |a, b| a.name.cmp(&b.name));
+        let mut locks = Vec::with_capacity(found.len());
+        for lock in found {
+            let Some((entry, cut)) = self.lock_entry(lock, &mut room, locks.is_empty()) else {
+                truncated = true;
+                break;
+            };
+            locks.push(entry);
+            truncated |= cut;
+        }
         Response::Locks { locks, truncated }
     }
 
-    /// CONNECTIONS: connections whose label starts with `prefix`, sorted by label, with the
-    /// locks each holds (by name) and awaits (in the order the waits started).
+    /// One LOCKS_LIST entry if it fits in `room` (taking its bytes), and whether its queue was
+    /// cut; only the `first` entry may be cut, so a listing is never empty for want of room.
+    fn lock_entry(&self, lock: &Lock, room: &mut Room, first: bool) -> Option<(LockInfo, bool)> {
+        let queue = || {
+            let conns = std::iter::once(lock.holder).chain(lock.waiters.iter().map(|w| w.conn));
+            conns.take(QUEUE_REPORT_MAX).map(|conn| self.label(conn))
+        };
+        let head = str16_size(&lock.name) + LIST_COUNT_SIZE;
+        let whole = head + queue().map(str16_size).sum::<usize>();
+        let name = lock.name.to_string();
+        if room.take(whole) {
+            return Some((LockInfo { name, queue: queue().map(str::to_owned).collect() }, false));
+        }
+        if !first || !room.take(head) {
+            return None;
+        }
+        let queue = queue().map_while(|label| room.take(str16_size(label)).then(|| label.to_owned())).collect();
+        Some((LockInfo { name, queue }, true))
+    }
+
+    /// CONNECTIONS within the default frame limit; see [`LockTable::connections_within`].
     pub fn connections(&self, prefix: &str, max: u32) -> Response {
-        let mut found: Vec<(&ConnId, &ConnState)> =
-            self.conns.iter().filter(|(_, state)| state.label.starts_with(prefix)).collect();
+        self.connections_within(prefix, max, DEFAULT_MAX_FRAME)
+    }
+
+    /// CONNECTIONS: connections whose label starts with `prefix`, sorted by label, with the
+    /// locks each holds (by name) and awaits (in the order the waits started), in a frame of at
+    /// most `max_frame`. Entries are whole, except that a first entry too large for the frame
+    /// is sent with its lists cut.
+    pub fn connections_within(&self, prefix: &str, max: u32, max_frame: u32) -> Response {
+        let mut room = Room::new(max_frame, 1 + LIST_COUNT_SIZE);
+        let cap = self.list_cap(max).min(room.most(MIN_CONNECTION_ENTRY));
+        let matching = self.conns.iter().filter(|(_, state)| state.label.starts_with(prefix));
         // Labels should be unique; the id breaks ties so the order never depends on hashing.
         let by_label = |a: &(&ConnId, &ConnState), b: &(&ConnId, &ConnState)| {
             a.1.label.cmp(&b.1.label).then(a.0.cmp(b.0))
         };
-        let truncated = keep_smallest(&mut found, self.list_cap(max), by_label);
-        let connections = found
-            .into_iter()
-            .map(|(_, state)| ConnectionInfo {
-                label: state.label.to_string(),
-                held: self.held_names(state),
-                waiting: self.waiting_names(state),
-            })
-            .collect();
+        let (found, mut truncated) = smallest(matching, cap, by_label);
+        let mut connections = Vec::with_capacity(found.len());
+        for (&id, state) in found {
+            let Some((entry, cut)) = self.connection_entry(id, state, &mut room, connections.is_empty())
+            else {
+                truncated = true;
+                break;
+            };
+            connections.push(entry);
+            truncated |= cut;
+        }
         Response::Connections { connections, truncated }
     }
 
-    /// MY_LOCKS: what `conn` holds (sorted by name) and awaits (in order); empty if unknown.
-    pub fn my_locks(&self, conn: ConnId) -> Response {
-        match self.conns.get(&conn) {
-            Some(state) => {
-                Response::MyLocks { held: self.held_names(state), waiting: self.waiting_names(state) }
+    /// One CONNECTIONS_LIST entry if it fits in `room`, and whether its lists were cut; only
+    /// the `first` entry may be cut.
+    fn connection_entry(
+        &self,
+        id: ConnId,
+        state: &ConnState,
+        room: &mut Room,
+        first: bool,
+    ) -> Option<(ConnectionInfo, bool)> {
+        let head = str16_size(&state.label) + 2 * LIST_COUNT_SIZE;
+        let limit = room.left.checked_sub(head)?;
+        if !first && self.names_size_within(state, limit).is_none() {
+            return None;
+        }
+        room.take(head);
+        let (held, waiting, cut) = self.holdings(id, state, "", usize::MAX, room);
+        Some((ConnectionInfo { label: state.label.to_string(), held, waiting }, cut))
+    }
+
+    /// The encoded size of every name `state` holds or awaits, or `None` as soon as it passes
+    /// `limit`: at most `limit / 3` lookups, however many locks the connection has.
+    fn names_size_within(&self, state: &ConnState, limit: usize) -> Option<usize> {
+        let keys = state.held.iter().copied().chain(state.waits().map(|(key, _)| key));
+        let mut total = 0;
+        for lock in keys.filter_map(|key| self.store.get(key)) {
+            total += str16_size(&lock.name);
+            if total > limit {
+                return None;
             }
-            None => Response::MyLocks { held: Vec::new(), waiting: Vec::new() },
+        }
+        Some(total)
+    }
+
+    /// MY_LOCKS within the default frame limit; see [`LockTable::my_locks_within`].
+    pub fn my_locks(&self, conn: ConnId) -> Response {
+        self.my_locks_within(conn, DEFAULT_MAX_FRAME)
+    }
+
+    /// MY_LOCKS (§3.7): what `conn` holds (sorted by name) and awaits (in order); empty if
+    /// unknown. Each list is capped at the listing default and both at the frame; this old
+    /// answer has no field to say so (MY_LOCKS_MATCHING has).
+    pub fn my_locks_within(&self, conn: ConnId, max_frame: u32) -> Response {
+        let (held, waiting, _) = self.mine(conn, "", 0, Room::new(max_frame, 2 * LIST_COUNT_SIZE));
+        Response::MyLocks { held, waiting }
+    }
+
+    /// MY_LOCKS_MATCHING (§3.11): like MY_LOCKS, only names starting with `prefix`, at most
+    /// `max` in each list (0 = the default; capped by it), and `truncated` when any matching
+    /// name was left out.
+    pub fn my_locks_matching(&self, conn: ConnId, prefix: &str, max: u32, max_frame: u32) -> Response {
+        let room = Room::new(max_frame, 1 + 2 * LIST_COUNT_SIZE);
+        let (held, waiting, truncated) = self.mine(conn, prefix, max, room);
+        Response::MyLocksMatching { held, waiting, truncated }
+    }
+
+    fn mine(&self, conn: ConnId, prefix: &str, max: u32, mut room: Room) -> (Vec<String>, Vec<String>, bool) {
+        match self.conns.get(&conn) {
+            Some(state) => self.holdings(conn, state, prefix, self.list_cap(max), &mut room),
+            None => (Vec::new(), Vec::new(), false),
+        }
+    }
+
+    /// The names starting with `prefix` that `id` holds (sorted) and awaits (in wait order),
+    /// at most `max` of each, held first within `room`; and whether any was left out.
+    fn holdings(
+        &self,
+        id: ConnId,
+        state: &ConnState,
+        prefix: &str,
+        max: usize,
+        room: &mut Room,
+    ) -> (Vec<String>, Vec<String>, bool) {
+        let (held, mut cut) = self.held_names(id, state, prefix, max.min(room.most(MIN_NAME_SIZE)));
+        let held = take_names(held, room, &mut cut);
+        let waits = state
+            .waits()
+            .filter_map(|(key, seq)| Some((seq, &*self.store.get(key)?.name)))
+            .filter(|(_, name)| name.starts_with(prefix));
+        let cap = max.min(room.most(MIN_NAME_SIZE));
+        let (waits, more) = smallest(waits, cap, |a, b| a.0.cmp(&b.0));
+        cut |= more;
+        let waiting = take_names(waits.into_iter().map(|(_, name)| name).collect(), room, &mut cut);
+        (held, waiting, cut)
+    }
+
+    /// The `cap` smallest names starting with `prefix` that `id` holds, sorted, and whether
+    /// more matched.
+    fn held_names<'a>(
+        &'a self,
+        id: ConnId,
+        state: &ConnState,
+        prefix: &str,
+        cap: usize,
+    ) -> (Vec<&'a str>, bool) {
+        let by_name = |a: &&str, b: &&str| a.cmp(b);
+        let matches = |name: &&str| name.starts_with(prefix);
+        if state.held.len() > self.store.len() / SCAN_STORE_WHEN_HOLDING_ONE_IN {
+            let mine = self.store.iter().filter(|lock| lock.holder == id).map(|lock| &*lock.name);
+            smallest(mine.filter(matches), cap, by_name)
+        } else {
+            let mine = state.held.iter().filter_map(|&key| self.store.get(key)).map(|lock| &*lock.name);
+            smallest(mine.filter(matches), cap, by_name)
         }
     }
 
@@ -64,24 +256,25 @@ impl LockTable {
 
     /// The `n` locks held longest: `(name, held since)`, oldest first.
     pub fn longest_holds(&self, n: usize) -> Vec<(String, Tick)> {
-        let mut found: Vec<(Tick, &str)> = self.store.iter().map(|lock| (lock.since, &*lock.name)).collect();
-        keep_smallest(&mut found, n, Ord::cmp);
+        let holds = self.store.iter().map(|lock| (lock.since, &*lock.name));
+        let (found, _) = smallest(holds, n, Ord::cmp);
         found.into_iter().map(|(since, name)| (name.to_owned(), since)).collect()
     }
 
     /// The `n` locks with the most waiters: `(name, waiters)`, deepest first; only locks with
     /// at least one waiter.
     pub fn deepest_queues(&self, n: usize) -> Vec<(String, usize)> {
-        let mut found: Vec<(Reverse<usize>, &str)> = self
+        let queues = self
             .store
             .iter()
             .filter(|lock| !lock.waiters.is_empty())
-            .map(|lock| (Reverse(lock.waiters.len()), &*lock.name))
-            .collect();
-        keep_smallest(&mut found, n, Ord::cmp);
+            .map(|lock| (Reverse(lock.waiters.len()), &*lock.name));
+        let (found, _) = smallest(queues, n, Ord::cmp);
         found.into_iter().map(|(Reverse(depth), name)| (name.to_owned(), depth)).collect()
     }
 
+    /// The most entries a listing asking for `max` may return: `max` 0 means the default, and
+    /// the default (unless 0) is also the ceiling.
     fn list_cap(&self, max: u32) -> usize {
         let ceiling = match self.limits.list_max_default {
             0 => u32::MAX,
@@ -90,34 +283,99 @@ impl LockTable {
         let wanted = if max == 0 { ceiling } else { max.min(ceiling) };
         wanted as usize
     }
-
-    fn held_names(&self, state: &ConnState) -> Vec<String> {
-        let mut names: Vec<&str> =
-            state.held.iter().filter_map(|&key| self.store.get(key)).map(|l| &*l.name).collect();
-        names.sort_unstable();
-        names.into_iter().map(str::to_owned).collect()
-    }
-
-    fn waiting_names(&self, state: &ConnState) -> Vec<String> {
-        state
-            .waiting_in_order()
-            .into_iter()
-            .filter_map(|key| self.store.get(key))
-            .map(|lock| lock.name.to_string())
-            .collect()
-    }
 }
 
-/// Keeps the `cap` smallest items, sorted; returns whether any were cut. Selection first, so a
-/// small listing of a large table costs O(n), not O(n log n).
-pub(super) fn keep_smallest<T>(items: &mut Vec<T>, cap: usize, cmp: impl Fn(&T, &T) -> Ordering) -> bool {
-    let truncated = items.len() > cap;
-    if truncated {
-        if cap > 0 {
-            items.select_nth_unstable_by(cap - 1, &cmp);
+/// Copies `names` in order while their `str16` fits in `room`; sets `cut` at the first that
+/// does not.
+fn take_names(names: Vec<&str>, room: &mut Room, cut: &mut bool) -> Vec<String> {
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        if !room.take(str16_size(name)) {
+            *cut = true;
+            break;
         }
-        items.truncate(cap);
+        out.push(name.to_owned());
     }
-    items.sort_unstable_by(&cmp);
-    truncated
+    out
+}
+
+/// The `cap` smallest items by `cmp`, sorted, and whether any item was left out.
+///
+/// Memory is O(cap) and time O(items + cap log cap) whatever order the items come in:
+/// candidates are gathered up to `2 * cap`, cut back to the `cap` smallest by selection, and
+/// the largest one kept becomes a bar that most later items fail with a single comparison.
+/// (A heap would cost O(log cap) per item when the items come in falling order, which a client
+/// choosing its names can arrange; collecting every item first would cost memory per item.)
+pub(super) fn smallest<T: Copy>(
+    items: impl IntoIterator<Item = T>,
+    cap: usize,
+    cmp: impl Fn(&T, &T) -> Ordering,
+) -> (Vec<T>, bool) {
+    let mut items = items.into_iter();
+    if cap == 0 {
+        return (Vec::new(), items.next().is_some());
+    }
+    let mut kept: Vec<T> = Vec::new();
+    let mut bar: Option<T> = None;
+    let mut left_out = false;
+    for item in items {
+        if bar.as_ref().is_some_and(|bar| cmp(&item, bar) != Ordering::Less) {
+            left_out = true;
+            continue;
+        }
+        kept.push(item);
+        if kept.len() >= cap.saturating_mul(2) {
+            bar = Some(keep_first(&mut kept, cap, &cmp));
+            left_out = true;
+        }
+    }
+    if kept.len() > cap {
+        keep_first(&mut kept, cap, &cmp);
+        left_out = true;
+    }
+    kept.sort_unstable_by(&cmp);
+    (kept, left_out)
+}
+
+/// Cuts `items` (longer than `cap` > 0) to its `cap` smallest, unordered; returns the largest kept.
+fn keep_first<T: Copy>(items: &mut Vec<T>, cap: usize, cmp: &impl Fn(&T, &T) -> Ordering) -> T {
+    items.select_nth_unstable_by(cap - 1, cmp);
+    items.truncate(cap);
+    items[cap - 1]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smallest_keeps_the_first_items_in_any_input_order() {
+        let rising: Vec<u32> = (0..10_000).collect();
+        let falling: Vec<u32> = (0..10_000).rev().collect();
+        let mixed: Vec<u32> = (0..10_000).map(|i| (i * 7919) % 10_000).collect();
+        for input in [rising, falling, mixed] {
+            let (got, left_out) = smallest(input.iter().copied(), 100, Ord::cmp);
+            assert_eq!(got, (0..100).collect::<Vec<_>>());
+            assert!(left_out);
+        }
+    }
+
+    #[test]
+    fn smallest_says_whether_anything_was_left_out() {
+        assert_eq!(smallest([3, 1, 2], 3, Ord::cmp), (vec![1, 2, 3], false));
+        assert_eq!(smallest([3, 1, 2], 5, Ord::cmp), (vec![1, 2, 3], false));
+        assert_eq!(smallest([3, 1, 2], 2, Ord::cmp), (vec![1, 2], true));
+        assert_eq!(smallest([3, 1, 2], 0, Ord::cmp), (vec![], true));
+        assert_eq!(smallest(Vec::<u8>::new(), 0, Ord::cmp), (vec![], false));
+    }
+
+    #[test]
+    fn room_counts_down_and_refuses_what_does_not_fit() {
+        let mut room = Room::new(20, 5);
+        assert_eq!(room.left, 10);
+        assert!(room.take(7));
+        assert!(!room.take(4));
+        assert!(room.take(3));
+        assert_eq!(room.most(MIN_NAME_SIZE), 0);
+    }
 }

@@ -195,7 +195,8 @@ pub(super) fn encode_reply(conn: &mut Conn, request_id: u32, response: &Response
         | Response::Pong
         | Response::Stats(_)
         | Response::AuthOk
-        | Response::Top { .. } => return,
+        | Response::Top { .. }
+        | Response::MyLocksMatching { .. } => return,
     };
     if serde_json::to_writer(&mut conn.outbuf, &value).is_ok() {
         conn.outbuf.push(b'\n');
