@@ -356,6 +356,147 @@ fn keep_first<T: Copy>(items: &mut Vec<T>, cap: usize, cmp: &impl Fn(&T, &T) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::locks::{Output, TableLimits};
+    use crate::protocol::{split_frame, LockRequest};
+
+    fn id(slot: u32) -> ConnId {
+        ConnId { slot, generation: 1 }
+    }
+
+    fn lock(table: &mut LockTable, conn: u32, name: &str, out: &mut Vec<Output>) {
+        let req = LockRequest { name, timeout_ms: None, queue_max: None };
+        table.lock(0, id(conn), 1, &req, out);
+    }
+
+    /// The response as the server would send it, checked against the frame limit: the table's
+    /// own sizing must already fit, so the plain encoding (which never cuts) is what is sent.
+    fn frame_len(response: &Response, max_frame: u32) -> usize {
+        let mut plain = Vec::new();
+        response.encode(1, &mut plain);
+        let mut bounded = Vec::new();
+        response.encode_within(1, max_frame, &mut bounded);
+        assert_eq!(plain, bounded, "the listing was built to fit: nothing left to cut");
+        assert!(split_frame(&plain, max_frame).is_ok(), "{} bytes > {max_frame}", plain.len() - 4);
+        plain.len() - 4
+    }
+
+    fn name(i: usize) -> String {
+        format!("n/{i:07}")
+    }
+
+    /// One connection holding a million locks (acquired in falling name order, the worst order
+    /// for a heap) asks for its locks: it gets one frame of the first names, flagged when it can
+    /// be, and the other listings over that table stay one frame each.
+    #[test]
+    fn a_million_held_locks_give_one_bounded_page() {
+        const N: usize = 1_000_000;
+        let mut t = LockTable::new(1, TableLimits::default());
+        let mut out = Vec::new();
+        t.connect(id(0), "127.0.0.1:1".into());
+        t.connect(id(1), "127.0.0.1:2".into());
+        for i in (0..N).rev() {
+            lock(&mut t, 0, &name(i), &mut out);
+            out.clear();
+        }
+        lock(&mut t, 1, "other", &mut out);
+
+        // 11 bytes per name: 65536 - 13 bytes of room hold 5956 of them, below the default 10000.
+        let first = |n: usize| (0..n).map(name).collect::<Vec<_>>();
+        let old = t.my_locks_within(id(0), DEFAULT_MAX_FRAME);
+        assert!(frame_len(&old, DEFAULT_MAX_FRAME) <= DEFAULT_MAX_FRAME as usize);
+        assert_eq!(old, Response::MyLocks { held: first(5956), waiting: vec![] });
+        let page = t.my_locks_matching(id(0), "", 0, DEFAULT_MAX_FRAME);
+        frame_len(&page, DEFAULT_MAX_FRAME);
+        assert_eq!(page, Response::MyLocksMatching { held: first(5956), waiting: vec![], truncated: true });
+        assert_eq!(
+            t.my_locks_matching(id(0), "n/09", 2, DEFAULT_MAX_FRAME),
+            Response::MyLocksMatching { held: vec![name(900_000), name(900_001)], waiting: vec![], truncated: true }
+        );
+        assert_eq!(
+            t.my_locks_matching(id(1), "", 0, DEFAULT_MAX_FRAME),
+            Response::MyLocksMatching { held: vec!["other".into()], waiting: vec![], truncated: false }
+        );
+
+        let Response::Locks { locks, truncated } = t.locks_within("", 0, DEFAULT_MAX_FRAME) else { panic!() };
+        assert!(truncated);
+        assert_eq!(locks.first().map(|l| l.name.as_str()), Some("n/0000000"));
+        // 2 + 9 + 4 + 2 + 11 = 28 bytes an entry: 2340 of them fit 65536 - 10.
+        assert_eq!(locks.len(), 2340);
+        assert!(locks.windows(2).all(|w| w[0].name < w[1].name), "sorted by name");
+        frame_len(&Response::Locks { locks, truncated }, DEFAULT_MAX_FRAME);
+
+        let Response::Connections { connections, truncated } = t.connections_within("", 0, DEFAULT_MAX_FRAME)
+        else {
+            panic!()
+        };
+        assert!(truncated);
+        assert_eq!(connections.len(), 1, "the first connection's million names fill the frame");
+        assert_eq!(connections[0].held[..3], first(3)[..]);
+        frame_len(&Response::Connections { connections, truncated }, DEFAULT_MAX_FRAME);
+        frame_len(&t.top_within(5, TOP_LIMIT, DEFAULT_MAX_FRAME), DEFAULT_MAX_FRAME);
+    }
+
+    const TOP_LIMIT: u32 = crate::locks::top::TOP_MAX;
+
+    /// Queues count against the frame: 40 locks with 1000 waiters each would be 40 x 16 KB;
+    /// the listing is the first entries that fit whole, and the first is cut only when it alone
+    /// does not fit.
+    #[test]
+    fn queues_inside_a_listing_count_against_the_frame() {
+        let mut t = LockTable::new(1, TableLimits::default());
+        let mut out = Vec::new();
+        for conn in 0..=1000 {
+            t.connect(id(conn), format!("10.0.0.1:{:05}", 10_000 + conn));
+        }
+        for l in 0..40 {
+            for conn in 0..=1000 {
+                lock(&mut t, conn, &format!("q/{l:02}"), &mut out);
+            }
+        }
+        // Each entry: 2 + 4 + 4 + 1000 x 16 = 16010 bytes; 65526 of room hold 4.
+        let listing = t.locks_within("", 0, DEFAULT_MAX_FRAME);
+        frame_len(&listing, DEFAULT_MAX_FRAME);
+        let Response::Locks { locks, truncated } = listing else { panic!() };
+        assert!(truncated);
+        assert_eq!(locks.len(), 4);
+        assert!(locks.iter().all(|l| l.queue.len() == QUEUE_REPORT_MAX), "whole entries");
+        // A frame too small for one entry: that entry, its queue cut to fit.
+        let listing = t.locks_within("q/3", 0, 4096);
+        frame_len(&listing, 4096);
+        let Response::Locks { locks, truncated } = listing else { panic!() };
+        assert!(truncated);
+        assert_eq!(locks.len(), 1);
+        assert_eq!(locks[0].name, "q/30");
+        // 4096 - 10 - 10 bytes hold 254 labels of 16 bytes.
+        assert_eq!(locks[0].queue.len(), 254);
+        assert_eq!(locks[0].queue[0], "10.0.0.1:10000", "holder first");
+        // The same bound on every connection's lists.
+        frame_len(&t.connections_within("", 0, 4096), 4096);
+        frame_len(&t.my_locks_within(id(500), 64), 64);
+    }
+
+    /// Every listing fits every frame limit a server accepts, down to the smallest (64).
+    #[test]
+    fn every_listing_fits_every_frame_limit() {
+        let mut t = LockTable::new(1, TableLimits::default());
+        let mut out = Vec::new();
+        for conn in 0..20 {
+            t.connect(id(conn), format!("127.0.0.1:{}", 40_000 + conn));
+        }
+        for i in 0..300usize {
+            for conn in 0..(i as u32 % 7) {
+                lock(&mut t, conn, &format!("{}-{i}", "é".repeat(i % 30)), &mut out);
+            }
+        }
+        for max_frame in (64..3000).step_by(37).chain([DEFAULT_MAX_FRAME]) {
+            frame_len(&t.locks_within("", 0, max_frame), max_frame);
+            frame_len(&t.locks_within("é", 3, max_frame), max_frame);
+            frame_len(&t.connections_within("", 0, max_frame), max_frame);
+            frame_len(&t.my_locks_within(id(1), max_frame), max_frame);
+            frame_len(&t.my_locks_matching(id(2), "", 0, max_frame), max_frame);
+            frame_len(&t.top_within(10, 50, max_frame), max_frame);
+        }
+    }
 
     #[test]
     fn smallest_keeps_the_first_items_in_any_input_order() {
