@@ -158,14 +158,18 @@ fn listings(c: &mut Criterion) {
         g.bench_function(format!("my_locks_matching_{order}"), |b| {
             b.iter(|| black_box(table.my_locks_matching(conn(0), "bench:", 0, FRAME)))
         });
-        g.bench_function(format!("locks_{order}"), |b| b.iter(|| black_box(table.locks_within("", 0, FRAME))));
+        g.bench_function(format!("locks_{order}"), |b| {
+            b.iter(|| black_box(table.locks_within("", 0, FRAME)))
+        });
         if falling {
             continue;
         }
         g.bench_function("my_locks_of_a_small_holder", |b| {
             b.iter(|| black_box(table.my_locks_within(conn(1), FRAME)))
         });
-        g.bench_function("locks_prefix_few", |b| b.iter(|| black_box(table.locks_within("other:", 0, FRAME))));
+        g.bench_function("locks_prefix_few", |b| {
+            b.iter(|| black_box(table.locks_within("other:", 0, FRAME)))
+        });
         g.bench_function("connections", |b| b.iter(|| black_box(table.connections_within("", 0, FRAME))));
         g.bench_function("top_10", |b| b.iter(|| black_box(table.top_within(0, 10, FRAME))));
         let page = table.locks_within("", 0, FRAME);

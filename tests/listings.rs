@@ -120,7 +120,11 @@ fn my_locks_matching_lists_waits_in_order_and_checks_the_prefix() {
     );
     assert_eq!(
         me.call(&my_locks_matching("w/", 1)),
-        Response::MyLocksMatching { held: vec!["w/mine".into()], waiting: vec!["w/b".into()], truncated: true }
+        Response::MyLocksMatching {
+            held: vec!["w/mine".into()],
+            waiting: vec!["w/b".into()],
+            truncated: true
+        }
     );
     // A prefix breaks the name rules like any name: a non-fatal bad_name.
     let mut bad = vec![0, 0, 0, 0];
@@ -262,7 +266,8 @@ fn json_listings_are_capped_too() {
     writer.write_all(b"{\"command\":\"my_locks\"}\n{\"command\":\"locks\"}\n").expect("write");
     let mine = read_reply();
     assert_eq!(mine["result"], "my_locks");
-    let names: Vec<&str> = mine["value"].as_array().expect("a list").iter().filter_map(Value::as_str).collect();
+    let names: Vec<&str> =
+        mine["value"].as_array().expect("a list").iter().filter_map(Value::as_str).collect();
     assert_eq!(names, (0..LIST_DEFAULT as usize).map(name).collect::<Vec<_>>());
     let locks = read_reply();
     assert_eq!(locks["result"], "locks");

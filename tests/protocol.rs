@@ -240,11 +240,21 @@ fn expected_examples() -> Vec<(&'static str, &'static str, Expected)> {
         ),
         ("response", "shutdown", Resp(0, Response::Shutdown { message: "server is shutting down".into() })),
         ("response", "error", Resp(17, Response::error(ErrorCode::BadName, "lock name is empty"))),
-        ("response", "error_auth_failed", Resp(0, Response::error(ErrorCode::AuthFailed, "authentication failed"))),
+        (
+            "response",
+            "error_auth_failed",
+            Resp(0, Response::error(ErrorCode::AuthFailed, "authentication failed")),
+        ),
         (
             "response",
             "error_zero_id",
-            Resp(0, Response::error(ErrorCode::Malformed, DecodeError::ZeroRequestId { opcode: op::PING }.to_string())),
+            Resp(
+                0,
+                Response::error(
+                    ErrorCode::Malformed,
+                    DecodeError::ZeroRequestId { opcode: op::PING }.to_string(),
+                ),
+            ),
         ),
         (
             "response",
@@ -509,11 +519,13 @@ fn hello_is_17_bytes_with_a_length_of_13() {
 /// sent with id 0 also has id 0 but a code that is not (§2.4, §5).
 #[test]
 fn fatal_errors_are_told_by_their_code() {
-    let Ok((0, Response::Error { code, .. })) = decode_response(&doc_block("response", "error_auth_failed")) else {
+    let Ok((0, Response::Error { code, .. })) = decode_response(&doc_block("response", "error_auth_failed"))
+    else {
         panic!("not an ERROR with id 0")
     };
     assert!(code.is_fatal());
-    let Ok((0, Response::Error { code, .. })) = decode_response(&doc_block("response", "error_zero_id")) else {
+    let Ok((0, Response::Error { code, .. })) = decode_response(&doc_block("response", "error_zero_id"))
+    else {
         panic!("not an ERROR with id 0")
     };
     assert_eq!(code, ErrorCode::Malformed);
@@ -655,8 +667,11 @@ fn response() -> impl Strategy<Value = Response> {
         (proptest::collection::vec(conn_info, 0..4), any::<bool>())
             .prop_map(|(connections, truncated)| Response::Connections { connections, truncated }),
         (texts(), texts()).prop_map(|(held, waiting)| Response::MyLocks { held, waiting }),
-        (texts(), texts(), any::<bool>())
-            .prop_map(|(held, waiting, truncated)| Response::MyLocksMatching { held, waiting, truncated }),
+        (texts(), texts(), any::<bool>()).prop_map(|(held, waiting, truncated)| Response::MyLocksMatching {
+            held,
+            waiting,
+            truncated
+        }),
         proptest::collection::vec((text(), any::<u64>()), 0..5).prop_map(Response::Stats),
         Just(Response::AuthOk),
         text().prop_map(|message| Response::Shutdown { message }),

@@ -422,11 +422,9 @@ impl Client {
         let full = self.full_name(&conn, prefix, true)?;
         let request = Request::MyLocksMatching(ListRequest { prefix: &full, max });
         match self.call(&conn, &request, Track::None)? {
-            Response::MyLocksMatching { held, waiting, truncated } => Ok(MyLocksListing {
-                held: self.strip_all(held),
-                waiting: self.strip_all(waiting),
-                truncated,
-            }),
+            Response::MyLocksMatching { held, waiting, truncated } => {
+                Ok(MyLocksListing { held: self.strip_all(held), waiting: self.strip_all(waiting), truncated })
+            }
             other => Err(unexpected(&other, "MY_LOCKS_MATCHING")),
         }
     }

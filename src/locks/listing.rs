@@ -17,9 +17,7 @@ use super::conn::ConnState;
 use super::store::Lock;
 use super::table::QUEUE_REPORT_MAX;
 use super::{ConnId, LockTable, TableStats};
-use crate::protocol::{
-    str16_size, ConnectionInfo, LockInfo, Response, DEFAULT_MAX_FRAME, LIST_COUNT_SIZE,
-};
+use crate::protocol::{str16_size, ConnectionInfo, LockInfo, Response, DEFAULT_MAX_FRAME, LIST_COUNT_SIZE};
 use crate::wheel::Tick;
 
 /// Bytes of a response frame's length that are not payload: opcode and request id.
@@ -105,7 +103,8 @@ impl LockTable {
         if !first || !room.take(head) {
             return None;
         }
-        let queue = queue().map_while(|label| room.take(str16_size(label)).then(|| label.to_owned())).collect();
+        let queue =
+            queue().map_while(|label| room.take(str16_size(label)).then(|| label.to_owned())).collect();
         Some((LockInfo { name, queue }, true))
     }
 
@@ -410,7 +409,11 @@ mod tests {
         assert_eq!(page, Response::MyLocksMatching { held: first(5956), waiting: vec![], truncated: true });
         assert_eq!(
             t.my_locks_matching(id(0), "n/09", 2, DEFAULT_MAX_FRAME),
-            Response::MyLocksMatching { held: vec![name(900_000), name(900_001)], waiting: vec![], truncated: true }
+            Response::MyLocksMatching {
+                held: vec![name(900_000), name(900_001)],
+                waiting: vec![],
+                truncated: true
+            }
         );
         assert_eq!(
             t.my_locks_matching(id(1), "", 0, DEFAULT_MAX_FRAME),

@@ -125,10 +125,18 @@ mod tests {
     #[test]
     fn the_room_is_shared_between_the_two_lists() {
         assert_eq!(split_room(&[10, 10], &[10], 100), (2, 1), "both fit");
-        assert_eq!(split_room(&[10; 10], &[10, 10], 100), (8, 2), "the short list whole, the rest to the long one");
+        assert_eq!(
+            split_room(&[10; 10], &[10, 10], 100),
+            (8, 2),
+            "the short list whole, the rest to the long one"
+        );
         assert_eq!(split_room(&[10, 10], &[10; 10], 100), (2, 8));
         assert_eq!(split_room(&[10; 10], &[10; 10], 100), (5, 5), "half each");
-        assert_eq!(split_room(&[10; 10], &[10; 10], 15), (0, 1), "what the first cannot use goes to the second");
+        assert_eq!(
+            split_room(&[10; 10], &[10; 10], 15),
+            (0, 1),
+            "what the first cannot use goes to the second"
+        );
     }
 
     #[test]

@@ -12,8 +12,8 @@ mod request;
 mod response;
 mod wire;
 
-pub use error::{DecodeError, ErrorCode};
 pub use bounded::{str16_size, LIST_COUNT_SIZE};
+pub use error::{DecodeError, ErrorCode};
 pub use frame::{split_frame, Frame, FRAME_HEADER_LEN, LENGTH_PREFIX_LEN, MIN_FRAME_LEN};
 pub use request::{Hello, ListRequest, LockRequest, Request};
 pub use response::{ConnectionInfo, HelloOk, LockInfo, Response, TopEntry, SHUTDOWN_REQUEST_ID};

@@ -211,10 +211,7 @@ impl Server {
 /// served one per turn of the loop, between everyone else's requests.
 pub(super) fn scans_the_table(opcode: u8) -> bool {
     use crate::protocol::op;
-    matches!(
-        opcode,
-        op::LOCKS | op::CONNECTIONS | op::MY_LOCKS | op::MY_LOCKS_MATCHING | op::TOP | op::STATS
-    )
+    matches!(opcode, op::LOCKS | op::CONNECTIONS | op::MY_LOCKS | op::MY_LOCKS_MATCHING | op::TOP | op::STATS)
 }
 
 /// Compares without an early exit, so the time taken does not reveal how much matched.
@@ -233,9 +230,7 @@ mod tests {
 
     #[test]
     fn every_listing_ends_the_connections_turn() {
-        for opcode in
-            [op::LOCKS, op::CONNECTIONS, op::MY_LOCKS, op::MY_LOCKS_MATCHING, op::TOP, op::STATS]
-        {
+        for opcode in [op::LOCKS, op::CONNECTIONS, op::MY_LOCKS, op::MY_LOCKS_MATCHING, op::TOP, op::STATS] {
             assert!(scans_the_table(opcode), "opcode 0x{opcode:02x}");
         }
         for opcode in [op::HELLO, op::PING, op::LOCK, op::UNLOCK, op::RESET, op::AUTH] {
