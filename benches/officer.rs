@@ -172,6 +172,19 @@ fn listings(c: &mut Criterion) {
         });
         g.bench_function("connections", |b| b.iter(|| black_box(table.connections_within("", 0, FRAME))));
         g.bench_function("top_10", |b| b.iter(|| black_box(table.top_within(0, 10, FRAME))));
+        // Connection 2 waits for every lock of connection 0: a million waits to choose from.
+        let mut table = table;
+        let mut out = Vec::new();
+        table.connect(conn(2), "127.0.0.1:3".into());
+        for i in 0..1_000_000u64 {
+            table.lock(0, conn(2), 1, &lock_req(&format!("bench:{i:010}")), &mut out);
+        }
+        g.bench_function("my_locks_of_a_million_waits", |b| {
+            b.iter(|| black_box(table.my_locks_within(conn(2), FRAME)))
+        });
+        g.bench_function("my_locks_matching_a_million_waits_by_prefix", |b| {
+            b.iter(|| black_box(table.my_locks_matching(conn(2), "bench:", 0, FRAME)))
+        });
         let page = table.locks_within("", 0, FRAME);
         let mut buf = Vec::with_capacity(FRAME as usize + 4);
         g.bench_function("encode_locks_page", |b| {

@@ -33,6 +33,9 @@ const MIN_CONNECTION_ENTRY: usize = 2 + 2 * LIST_COUNT_SIZE;
 /// 1,000,000 locks held by one connection: 10 ms for the pass, 82 ms for the lookups, so the
 /// lookups win only below about an eighth of the table.
 const SCAN_STORE_WHEN_HOLDING_ONE_IN: usize = 8;
+/// Above this many waits, a prefix-filtered list of a connection's waits reads the store in key
+/// order (see `first_waits`).
+const SORT_WAITS_ABOVE: usize = 65_536;
 
 /// The payload bytes a listing may still fill.
 struct Room {
@@ -73,10 +76,13 @@ impl LockTable {
     pub fn locks_within(&self, prefix: &str, max: u32, max_frame: u32) -> Response {
         let mut room = Room::new(max_frame, 1 + LIST_COUNT_SIZE);
         let cap = self.list_cap(max).min(room.most(MIN_LOCK_ENTRY));
-        let matching = self.store.iter().filter(|lock| has_prefix(&lock.name, prefix));
-        let (found, mut truncated) = smallest(matching, cap, |a, b| a.name.cmp(&b.name));
+        // The name travels beside the lock, so a comparison reads the name alone, not the
+        // lock first (half the memory touched per comparison).
+        let matching =
+            self.store.iter().map(|lock| (&*lock.name, lock)).filter(|(name, _)| has_prefix(name, prefix));
+        let (found, mut truncated) = smallest(matching, cap, |a, b| a.0.cmp(b.0));
         let mut locks = Vec::with_capacity(found.len());
-        for lock in found {
+        for (_, lock) in found {
             let Some((entry, cut)) = self.lock_entry(lock, &mut room, locks.is_empty()) else {
                 truncated = true;
                 break;
@@ -213,15 +219,34 @@ impl LockTable {
     ) -> (Vec<String>, Vec<String>, bool) {
         let (held, mut cut) = self.held_names(id, state, prefix, max.min(room.most(MIN_NAME_SIZE)));
         let held = take_names(held, room, &mut cut);
-        let waits = state
-            .waits()
-            .filter_map(|(key, seq)| Some((seq, &*self.store.get(key)?.name)))
-            .filter(|(_, name)| has_prefix(name, prefix));
-        let cap = max.min(room.most(MIN_NAME_SIZE));
-        let (waits, more) = smallest(waits, cap, |a, b| a.0.cmp(&b.0));
+        let (waits, more) = self.first_waits(state, prefix, max.min(room.most(MIN_NAME_SIZE)));
         cut |= more;
-        let waiting = take_names(waits.into_iter().map(|(_, name)| name).collect(), room, &mut cut);
+        let waiting = take_names(waits, room, &mut cut);
         (held, waiting, cut)
+    }
+
+    /// The names of the first `cap` waits of `state` (in the order they started) on locks
+    /// starting with `prefix`, and whether more matched. The order needs no names, so without a
+    /// prefix only the chosen waits are looked up in the store.
+    fn first_waits(&self, state: &ConnState, prefix: &str, cap: usize) -> (Vec<&str>, bool) {
+        let matches = |key: u32| self.store.get(key).is_some_and(|l| has_prefix(&l.name, prefix));
+        let by_seq = |a: &(u64, u32), b: &(u64, u32)| a.0.cmp(&b.0);
+        let (waits, more) = if prefix.is_empty() {
+            smallest(state.waits().map(|(key, seq)| (seq, key)), cap, by_seq)
+        } else if state.count() - state.held.len() > SORT_WAITS_ABOVE {
+            // Many waits: visit their locks in key order, so the store is read front to back
+            // instead of at random (measured over 1,000,000 waits: half the time), at 16 bytes
+            // per wait for the length of this request.
+            let mut keyed: Vec<(u32, u64)> = state.waits().collect();
+            keyed.sort_unstable_by_key(|&(key, _)| key);
+            let waits = keyed.into_iter().filter(|&(key, _)| matches(key)).map(|(key, seq)| (seq, key));
+            smallest(waits, cap, by_seq)
+        } else {
+            let waits = state.waits().filter(|&(key, _)| matches(key)).map(|(key, seq)| (seq, key));
+            smallest(waits, cap, by_seq)
+        };
+        let names = waits.into_iter().filter_map(|(_, key)| self.store.get(key)).map(|l| &*l.name).collect();
+        (names, more)
     }
 
     /// The `cap` smallest names starting with `prefix` that `id` holds, sorted, and whether
@@ -440,6 +465,43 @@ mod tests {
     }
 
     const TOP_LIMIT: u32 = crate::locks::top::TOP_MAX;
+
+    /// Waits are listed in the order they started, by either path (few waits: straight
+    /// lookups; many: lookups in key order), filtered by prefix and cut by count.
+    #[test]
+    fn many_waits_are_listed_in_wait_order_by_prefix() {
+        for waits in [1_000, SORT_WAITS_ABOVE + 1_000] {
+            let mut t = LockTable::new(1, TableLimits::default());
+            let mut out = Vec::new();
+            t.connect(id(0), "holder".into());
+            t.connect(id(1), "waiter".into());
+            for i in 0..waits {
+                lock(&mut t, 0, &name(i), &mut out);
+            }
+            for i in (0..waits).rev() {
+                lock(&mut t, 1, &name(i), &mut out);
+            }
+            let in_wait_order: Vec<String> = (100..200).rev().map(name).collect();
+            assert_eq!(
+                t.my_locks_matching(id(1), "n/00001", 0, DEFAULT_MAX_FRAME),
+                Response::MyLocksMatching { held: vec![], waiting: in_wait_order.clone(), truncated: false },
+                "{waits} waits"
+            );
+            assert_eq!(
+                t.my_locks_matching(id(1), "n/00001", 5, DEFAULT_MAX_FRAME),
+                Response::MyLocksMatching {
+                    held: vec![],
+                    waiting: in_wait_order[..5].to_vec(),
+                    truncated: true
+                },
+                "{waits} waits"
+            );
+            let Response::MyLocks { waiting, .. } = t.my_locks_within(id(1), DEFAULT_MAX_FRAME) else {
+                panic!()
+            };
+            assert_eq!(waiting[..2], [name(waits - 1), name(waits - 2)], "{waits} waits");
+        }
+    }
 
     /// Queues count against the frame: 40 locks with 1000 waiters each would be 40 x 16 KB;
     /// the listing is the first entries that fit whole, and the first is cut only when it alone
