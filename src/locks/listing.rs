@@ -102,16 +102,17 @@ impl LockTable {
         };
         let head = str16_size(&lock.name) + LIST_COUNT_SIZE;
         let whole = head + queue().map(str16_size).sum::<usize>();
-        let name = lock.name.to_string();
+        // Sizes first, strings after: nothing is built for an entry that is then left out.
         if room.take(whole) {
-            return Some((LockInfo { name, queue: queue().map(str::to_owned).collect() }, false));
+            let queue = queue().map(str::to_owned).collect();
+            return Some((LockInfo { name: lock.name.to_string(), queue }, false));
         }
         if !first || !room.take(head) {
             return None;
         }
         let queue =
             queue().map_while(|label| room.take(str16_size(label)).then(|| label.to_owned())).collect();
-        Some((LockInfo { name, queue }, true))
+        Some((LockInfo { name: lock.name.to_string(), queue }, true))
     }
 
     /// CONNECTIONS within the default frame limit; see [`LockTable::connections_within`].
