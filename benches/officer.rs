@@ -1,6 +1,6 @@
-//! `cargo bench`: the codec, the lock table in-process, the timer wheel, and end-to-end round
-//! trips over loopback with the bundled client. Throughput is in elements so reports read as
-//! operations per second.
+//! `cargo bench`: the codec, the lock table in-process, listings over a 1,000,000-lock table,
+//! the timer wheel, and end-to-end round trips over loopback with the bundled client.
+//! Throughput is in elements so reports read as operations per second.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -124,6 +124,79 @@ fn lock_table(c: &mut Criterion) {
     g.finish();
 }
 
+/// A table where connection 0 holds 1,000,000 locks (acquired in `order`) and connection 1
+/// holds 10, as a client pipelining MY_LOCKS at a server would have it.
+fn million_locks(falling: bool) -> LockTable {
+    let mut table = LockTable::new(1, LIMITS);
+    let mut out = Vec::new();
+    table.connect(conn(0), "127.0.0.1:1".into());
+    table.connect(conn(1), "127.0.0.1:2".into());
+    for i in 0..1_000_000u64 {
+        let i = if falling { 999_999 - i } else { i };
+        table.lock(0, conn(0), 1, &lock_req(&format!("bench:{i:010}")), &mut out);
+        out.clear();
+    }
+    for i in 0..10 {
+        table.lock(0, conn(1), 1, &lock_req(&format!("other:{i}")), &mut out);
+    }
+    table
+}
+
+/// Each listing request over a 1,000,000-lock table, returning the default page within the
+/// default frame (issue 10: one such request must cost well under 50 ms).
+fn listings(c: &mut Criterion) {
+    const FRAME: u32 = officer::protocol::DEFAULT_MAX_FRAME;
+    let mut g = c.benchmark_group("listings_1m");
+    g.sample_size(10);
+    g.measurement_time(Duration::from_secs(3));
+    g.throughput(Throughput::Elements(1));
+    for (order, falling) in [("rising", false), ("falling", true)] {
+        let table = million_locks(falling);
+        g.bench_function(format!("my_locks_{order}"), |b| {
+            b.iter(|| black_box(table.my_locks_within(conn(0), FRAME)))
+        });
+        g.bench_function(format!("my_locks_matching_{order}"), |b| {
+            b.iter(|| black_box(table.my_locks_matching(conn(0), "bench:", 0, FRAME)))
+        });
+        g.bench_function(format!("locks_{order}"), |b| {
+            b.iter(|| black_box(table.locks_within("", 0, FRAME)))
+        });
+        if falling {
+            continue;
+        }
+        g.bench_function("my_locks_of_a_small_holder", |b| {
+            b.iter(|| black_box(table.my_locks_within(conn(1), FRAME)))
+        });
+        g.bench_function("locks_prefix_few", |b| {
+            b.iter(|| black_box(table.locks_within("other:", 0, FRAME)))
+        });
+        g.bench_function("connections", |b| b.iter(|| black_box(table.connections_within("", 0, FRAME))));
+        g.bench_function("top_10", |b| b.iter(|| black_box(table.top_within(0, 10, FRAME))));
+        // Connection 2 waits for every lock of connection 0: a million waits to choose from.
+        let mut table = table;
+        let mut out = Vec::new();
+        table.connect(conn(2), "127.0.0.1:3".into());
+        for i in 0..1_000_000u64 {
+            table.lock(0, conn(2), 1, &lock_req(&format!("bench:{i:010}")), &mut out);
+        }
+        g.bench_function("my_locks_of_a_million_waits", |b| {
+            b.iter(|| black_box(table.my_locks_within(conn(2), FRAME)))
+        });
+        g.bench_function("my_locks_matching_a_million_waits_by_prefix", |b| {
+            b.iter(|| black_box(table.my_locks_matching(conn(2), "bench:", 0, FRAME)))
+        });
+        let page = table.locks_within("", 0, FRAME);
+        let mut buf = Vec::with_capacity(FRAME as usize + 4);
+        g.bench_function("encode_locks_page", |b| {
+            b.iter(|| {
+                buf.clear();
+                black_box(&page).encode_within(1, FRAME, &mut buf);
+            })
+        });
+    }
+    g.finish();
+}
+
 fn wheel(c: &mut Criterion) {
     let mut g = c.benchmark_group("wheel");
     g.throughput(Throughput::Elements(1));
@@ -228,5 +301,5 @@ fn read_frames(stream: &mut std::net::TcpStream, buf: &mut Vec<u8>, n: usize) {
     }
 }
 
-criterion_group!(benches, codec, lock_table, wheel, end_to_end);
+criterion_group!(benches, codec, lock_table, listings, wheel, end_to_end);
 criterion_main!(benches);

@@ -217,6 +217,8 @@ fn trailing_bytes_and_reserved_request_id() {
         w.send_bytes(&bytes).expect("write");
         let (rid, response) = w.recv();
         assert_eq!((rid, error_code(&response)), (id, code), "{what}");
+        // Told from a fatal ERROR by its code, even with id 0 (PROTOCOL.md §2.4).
+        assert!(!error_code(&response).is_fatal(), "{what}");
         assert_eq!(w.call(&Request::Ping(b"")), Response::Pong, "{what}: session goes on");
     }
     // PING's payload is padding: any bytes are fine.

@@ -144,6 +144,11 @@ fn expected_examples() -> Vec<(&'static str, &'static str, Expected)> {
         ("request", "auth", Req(12, Request::Auth(b"s3cret"))),
         ("request", "top", Req(18, Request::Top(5))),
         (
+            "request",
+            "my_locks_matching",
+            Req(19, Request::MyLocksMatching(ListRequest { prefix: "jobs/", max: 100 })),
+        ),
+        (
             "response",
             "hello_ok",
             Resp(
@@ -235,6 +240,34 @@ fn expected_examples() -> Vec<(&'static str, &'static str, Expected)> {
         ),
         ("response", "shutdown", Resp(0, Response::Shutdown { message: "server is shutting down".into() })),
         ("response", "error", Resp(17, Response::error(ErrorCode::BadName, "lock name is empty"))),
+        (
+            "response",
+            "error_auth_failed",
+            Resp(0, Response::error(ErrorCode::AuthFailed, "authentication failed")),
+        ),
+        (
+            "response",
+            "error_zero_id",
+            Resp(
+                0,
+                Response::error(
+                    ErrorCode::Malformed,
+                    DecodeError::ZeroRequestId { opcode: op::PING }.to_string(),
+                ),
+            ),
+        ),
+        (
+            "response",
+            "my_locks_matching_list",
+            Resp(
+                19,
+                Response::MyLocksMatching {
+                    held: strings(&[NIGHTLY]),
+                    waiting: strings(&["jobs/weekly"]),
+                    truncated: true,
+                },
+            ),
+        ),
         ("reject", "http_get", Reject(DecodeError::FrameTooLarge { len: 0x4745_5420, max: MAX_FRAME }, true)),
         (
             "reject",
@@ -310,6 +343,7 @@ fn doc_covers_every_opcode() {
         op::STATS,
         op::AUTH,
         op::TOP,
+        op::MY_LOCKS_MATCHING,
         op::HELLO_OK,
         op::PONG,
         op::ACQUIRED,
@@ -328,6 +362,7 @@ fn doc_covers_every_opcode() {
         op::AUTH_OK,
         op::SHUTDOWN,
         op::TOP_LIST,
+        op::MY_LOCKS_MATCHING_LIST,
         op::ERROR,
     ];
     for code in all {
@@ -338,7 +373,18 @@ fn doc_covers_every_opcode() {
 
 #[test]
 fn doc_sections_cited_by_the_code_exist() {
-    for section in ["### 2.1 Framing", "### 2.3 Names", "### 3.1 HELLO", "### 3.3 LOCK", "### 3.6 LOCKS"] {
+    for section in [
+        "### 2.1 Framing",
+        "### 2.3 Names",
+        "### 2.4 Request ids",
+        "### 3.1 HELLO",
+        "### 3.3 LOCK",
+        "### 3.6 LOCKS",
+        "### 3.7 MY_LOCKS",
+        "### 3.11 MY_LOCKS_MATCHING",
+        "### 4.14 MY_LOCKS_LIST",
+        "### 4.20 MY_LOCKS_MATCHING_LIST",
+    ] {
         assert!(DOC.contains(section), "PROTOCOL.md lacks {section}");
     }
     for heading in
@@ -448,9 +494,42 @@ fn golden_listings() {
     let mine = doc_block("response", "my_locks_list");
     assert_eq!(&mine[9..15], &hex("00 00 00 01 00 0c"));
     assert_eq!(&mine[mine.len() - 4..], &[0, 0, 0, 0], "empty waiting list");
+    let matching = doc_block("request", "my_locks_matching");
+    assert_eq!(matching, hex("00 00 00 0e 0c 00 00 00 13 00 00 00 64 6a 6f 62 73 2f"));
+    let matching = doc_block("response", "my_locks_matching_list");
+    assert_eq!(&matching[4..16], &hex("93 00 00 00 13 01 00 00 00 01 00 0c"), "truncated 1, held count 1");
     let stats = doc_block("response", "stats_list");
     let Ok((11, Response::Stats(entries))) = decode_response(&stats) else { panic!("not STATS_LIST") };
     assert_eq!(entries, [("connections".to_string(), 2), ("locks".to_string(), 1)]);
+}
+
+/// The spec's byte counts agree with the bytes: HELLO is 17 bytes on the wire, its length field
+/// 13 (PROTOCOL.md §2.5 and §8 once said "13 bytes on the wire").
+#[test]
+fn hello_is_17_bytes_with_a_length_of_13() {
+    let hello = doc_block("request", "hello");
+    assert_eq!(hello.len(), 17);
+    assert_eq!(&hello[..5], &hex("00 00 00 0d 01"));
+    assert!(DOC.contains("HELLO is exactly 17 bytes on the wire"));
+    assert!(!DOC.contains("exactly 13 bytes"), "PROTOCOL.md must not call HELLO 13 bytes on the wire");
+    assert!(!DOC.contains("HELLO's 13 bytes"), "PROTOCOL.md must not call HELLO 13 bytes on the wire");
+}
+
+/// Fatal is told by the code: `auth_failed` goes with id 0 and is fatal; the answer to a request
+/// sent with id 0 also has id 0 but a code that is not (§2.4, §5).
+#[test]
+fn fatal_errors_are_told_by_their_code() {
+    let Ok((0, Response::Error { code, .. })) = decode_response(&doc_block("response", "error_auth_failed"))
+    else {
+        panic!("not an ERROR with id 0")
+    };
+    assert!(code.is_fatal());
+    let Ok((0, Response::Error { code, .. })) = decode_response(&doc_block("response", "error_zero_id"))
+    else {
+        panic!("not an ERROR with id 0")
+    };
+    assert_eq!(code, ErrorCode::Malformed);
+    assert!(!code.is_fatal());
 }
 
 #[test]
@@ -481,6 +560,7 @@ enum OwnedRequest {
     MyLocks,
     Stats,
     Auth(Vec<u8>),
+    MyLocksMatching(String, u32),
 }
 
 impl OwnedRequest {
@@ -498,6 +578,9 @@ impl OwnedRequest {
             OwnedRequest::MyLocks => Request::MyLocks,
             OwnedRequest::Stats => Request::Stats,
             OwnedRequest::Auth(secret) => Request::Auth(secret),
+            OwnedRequest::MyLocksMatching(prefix, max) => {
+                Request::MyLocksMatching(ListRequest { prefix, max: *max })
+            }
         }
     }
 }
@@ -536,6 +619,7 @@ fn request() -> impl Strategy<Value = OwnedRequest> {
         Just(OwnedRequest::MyLocks),
         Just(OwnedRequest::Stats),
         bytes().prop_map(OwnedRequest::Auth),
+        (prefix(), any::<u32>()).prop_map(|(p, m)| OwnedRequest::MyLocksMatching(p, m)),
     ]
 }
 
@@ -583,6 +667,11 @@ fn response() -> impl Strategy<Value = Response> {
         (proptest::collection::vec(conn_info, 0..4), any::<bool>())
             .prop_map(|(connections, truncated)| Response::Connections { connections, truncated }),
         (texts(), texts()).prop_map(|(held, waiting)| Response::MyLocks { held, waiting }),
+        (texts(), texts(), any::<bool>()).prop_map(|(held, waiting, truncated)| Response::MyLocksMatching {
+            held,
+            waiting,
+            truncated
+        }),
         proptest::collection::vec((text(), any::<u64>()), 0..5).prop_map(Response::Stats),
         Just(Response::AuthOk),
         text().prop_map(|message| Response::Shutdown { message }),
@@ -605,6 +694,30 @@ proptest! {
         let bytes = encode_response(&resp, id);
         prop_assert_eq!(bytes[4], resp.opcode());
         prop_assert_eq!(decode_response(&bytes), Ok((id, resp)));
+    }
+
+    /// `encode_within` never passes the limit, cuts only whole entries (the result still decodes)
+    /// and is `encode` byte for byte whenever the frame fits.
+    #[test]
+    fn encoding_within_a_limit_fits_and_changes_nothing_that_fits(resp in response(), max_frame in 29u32..400) {
+        let mut bounded = Vec::new();
+        resp.encode_within(7, max_frame, &mut bounded);
+        let plain = encode_response(&resp, 7);
+        let (frame, used) = split_frame(&bounded, MAX_FRAME_CEILING).expect("a frame").expect("whole");
+        prop_assert_eq!(used, bounded.len());
+        let decoded = Response::decode(&frame).expect("the cut frame decodes");
+        prop_assert_eq!(decoded.opcode(), resp.opcode());
+        if plain.len() - 4 <= max_frame as usize {
+            prop_assert_eq!(&bounded, &plain);
+        } else {
+            prop_assert!(bounded.len() - 4 <= max_frame as usize, "{} > {}", bounded.len() - 4, max_frame);
+            if let Response::Locks { truncated, .. }
+            | Response::Connections { truncated, .. }
+            | Response::MyLocksMatching { truncated, .. } = decoded
+            {
+                prop_assert!(truncated, "a cut listing says so");
+            }
+        }
     }
 
     #[test]
@@ -828,13 +941,13 @@ fn http_tls_and_json_first_bytes_fail_on_the_length() {
 
 #[test]
 fn unknown_opcodes_are_refused_without_closing() {
-    for code in [0x00, 0x0C, 0x42, 0x7F, 0x80, op::HELLO_OK, op::ERROR] {
+    for code in [0x00, 0x5A, 0x42, 0x7F, 0x80, op::HELLO_OK, op::ERROR] {
         let err = request_err(&raw_frame(code, 1, b""));
         assert_eq!(err, DecodeError::UnknownOpcode(code));
         assert!(!err.is_fatal());
         assert_eq!(err.code(), ErrorCode::UnknownOpcode);
     }
-    for code in [0x00, op::HELLO, op::AUTH, 0x7F, 0x93, 0xFE] {
+    for code in [0x00, op::HELLO, op::AUTH, 0x7F, 0xC0, 0xFE] {
         assert_eq!(response_err(&raw_frame(code, 1, b"")), DecodeError::UnknownOpcode(code));
     }
 }
@@ -907,7 +1020,7 @@ fn truncated_fixed_fields_are_refused() {
         assert_eq!(err, DecodeError::Truncated { opcode: op::LOCK }, "{len} bytes");
         assert_eq!((err.code(), err.is_fatal()), (ErrorCode::Malformed, false));
     }
-    for opcode in [op::LOCKS, op::CONNECTIONS] {
+    for opcode in [op::LOCKS, op::CONNECTIONS, op::MY_LOCKS_MATCHING] {
         for len in 0..4 {
             assert_eq!(request_err(&raw_frame(opcode, 1, &vec![0; len])), DecodeError::Truncated { opcode });
         }

@@ -541,9 +541,11 @@ fn one_auth_failure_closes_the_connection() {
     assert_eq!(bystander.call(&Request::Auth(SECRET)), Response::AuthOk);
     let token = token_of(bystander.call(&lock("held")));
     let mut raw = Raw::connect(server.addr());
-    match raw.call(&Request::Auth(b"0123456789abcdef0123456789abcdef-wrong!")) {
-        Response::Error { code, .. } => assert_eq!(code, ErrorCode::AuthFailed),
-        other => panic!("{other:?}"),
+    raw.send(&Request::Auth(b"0123456789abcdef0123456789abcdef-wrong!"));
+    // Fatal, so it carries request id 0 like every ERROR that ends a connection (§2.4, §5).
+    match raw.recv() {
+        (0, Response::Error { code, .. }) => assert!(code == ErrorCode::AuthFailed && code.is_fatal()),
+        other => panic!("expected auth_failed with request id 0, got {other:?}"),
     }
     assert!(raw.wait_closed().is_empty(), "closed after the failure");
     assert_eq!(bystander.call(&lock("held")), Response::AlreadyAcquired { token });

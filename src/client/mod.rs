@@ -4,7 +4,7 @@
 //! - `conn`: one connection, multiplexed by request id with a reader and a keep-alive thread.
 //! - `guard`: [`LockGuard`] and [`Client::with_lock`].
 //! - `error`: [`Error`] and [`ErrorKind`].
-//! - `types`: [`LockOptions`], [`Acquired`], [`Listing`], [`MyLocks`], [`Stats`].
+//! - `types`: [`LockOptions`], [`Acquired`], [`Listing`], [`MyLocks`], [`MyLocksListing`], [`Stats`].
 //!
 //! Locks belong to the connection, as in the original officer: every thread sharing a `Client`
 //! shares its locks (a second `lock` of a held name answers "already acquired" at once). For
@@ -38,7 +38,7 @@ pub use crate::protocol::{ConnectionInfo, HelloOk, LockInfo, TopEntry};
 pub use builder::{ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HOST, DEFAULT_PORT};
 pub use error::{Error, ErrorKind, Result};
 pub use guard::LockGuard;
-pub use types::{Acquired, Listing, LockOptions, MyLocks, Stats, Top};
+pub use types::{Acquired, Listing, LockOptions, MyLocks, MyLocksListing, Stats, Top};
 
 use crate::protocol::{validate_name, ListRequest, LockRequest, Request, Response};
 use builder::Config;
@@ -385,7 +385,9 @@ impl Client {
         }
     }
 
-    /// The locks this connection holds and waits for.
+    /// The locks this connection holds and waits for. The server caps each list at its listing
+    /// default and the whole answer at its frame limit, without saying so: use
+    /// [`Client::my_locks_matching`] to learn whether names were left out.
     ///
     /// ```no_run
     /// # let client = officer::client::Client::connect("localhost", 11500)?;
@@ -400,6 +402,30 @@ impl Client {
                 Ok(MyLocks { held: self.strip_all(held), waiting: self.strip_all(waiting) })
             }
             other => Err(unexpected(&other, "MY_LOCKS")),
+        }
+    }
+
+    /// The locks this connection holds (sorted by name) and waits for (in the order the waits
+    /// started) whose names start with `prefix`, at most `max` of each (0: the server's
+    /// default); [`MyLocksListing::truncated`] says when the server left names out. Needs a
+    /// server that knows MY_LOCKS_MATCHING (PROTOCOL.md §3.11); an older one answers with an
+    /// `unknown_opcode` error, and [`Client::my_locks`] works with every server.
+    ///
+    /// ```no_run
+    /// # let client = officer::client::Client::connect("localhost", 11500)?;
+    /// let jobs = client.my_locks_matching("jobs/", 100)?;
+    /// println!("holding {:?}{}", jobs.held, if jobs.truncated { " and more" } else { "" });
+    /// # Ok::<(), officer::client::Error>(())
+    /// ```
+    pub fn my_locks_matching(&self, prefix: &str, max: u32) -> Result<MyLocksListing> {
+        let conn = self.current()?;
+        let full = self.full_name(&conn, prefix, true)?;
+        let request = Request::MyLocksMatching(ListRequest { prefix: &full, max });
+        match self.call(&conn, &request, Track::None)? {
+            Response::MyLocksMatching { held, waiting, truncated } => {
+                Ok(MyLocksListing { held: self.strip_all(held), waiting: self.strip_all(waiting), truncated })
+            }
+            other => Err(unexpected(&other, "MY_LOCKS_MATCHING")),
         }
     }
 

@@ -204,6 +204,25 @@ pub struct MyLocks {
     pub waiting: Vec<String>,
 }
 
+/// The answer to [`Client::my_locks_matching`](crate::client::Client::my_locks_matching): the
+/// matching names this connection holds and waits for (namespace removed), and whether the
+/// server left any out.
+///
+/// ```
+/// let mine = officer::client::MyLocksListing::default();
+/// assert!(mine.held.is_empty() && mine.waiting.is_empty() && !mine.truncated);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MyLocksListing {
+    /// Held names, sorted by name.
+    pub held: Vec<String>,
+    /// Awaited names, in the order the waits started.
+    pub waiting: Vec<String>,
+    /// True when matching names were left out (the `max` asked for, the server's default, or
+    /// the frame limit).
+    pub truncated: bool,
+}
+
 /// Server statistics: named counters in the server's order.
 ///
 /// ```no_run

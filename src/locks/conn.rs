@@ -40,6 +40,12 @@ impl ConnState {
         self.waiting.remove(&lock);
     }
 
+    /// The awaited locks with the sequence number of each wait, in no particular order, so a
+    /// listing can select the first few waits without sorting all of them.
+    pub fn waits(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
+        self.waiting.iter().map(|(&lock, &seq)| (lock, seq))
+    }
+
     /// The awaited locks in the order the waits started.
     pub fn waiting_in_order(&self) -> Vec<u32> {
         let mut waits: Vec<(u64, u32)> = self.waiting.iter().map(|(&lock, &seq)| (seq, lock)).collect();

@@ -5,12 +5,14 @@
 //! appends to a caller-owned `Vec<u8>`. Every message documents its layout and names its section
 //! in `PROTOCOL.md`, which is the normative description.
 
+mod bounded;
 mod error;
 mod frame;
 mod request;
 mod response;
 mod wire;
 
+pub use bounded::{str16_size, LIST_COUNT_SIZE};
 pub use error::{DecodeError, ErrorCode};
 pub use frame::{split_frame, Frame, FRAME_HEADER_LEN, LENGTH_PREFIX_LEN, MIN_FRAME_LEN};
 pub use request::{Hello, ListRequest, LockRequest, Request};
@@ -49,6 +51,7 @@ pub mod op {
     pub const STATS: u8 = 0x09;
     pub const AUTH: u8 = 0x0A;
     pub const TOP: u8 = 0x0B;
+    pub const MY_LOCKS_MATCHING: u8 = 0x0C;
 
     pub const HELLO_OK: u8 = 0x81;
     pub const PONG: u8 = 0x82;
@@ -68,6 +71,7 @@ pub mod op {
     pub const AUTH_OK: u8 = 0x90;
     pub const SHUTDOWN: u8 = 0x91;
     pub const TOP_LIST: u8 = 0x92;
+    pub const MY_LOCKS_MATCHING_LIST: u8 = 0x93;
     pub const ERROR: u8 = 0xFF;
 }
 

@@ -33,7 +33,8 @@ pub struct LockRequest<'a> {
     pub queue_max: Option<u32>,
 }
 
-/// LOCKS and CONNECTIONS payload (§3.6): max entries `u32` (0 = server default), prefix (rest).
+/// LOCKS, CONNECTIONS (§3.6) and MY_LOCKS_MATCHING (§3.11) payload: max entries `u32`
+/// (0 = server default), prefix (rest).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ListRequest<'a> {
     pub prefix: &'a str,
@@ -56,6 +57,8 @@ pub enum Request<'a> {
     Auth(&'a [u8]),
     /// §3.10: the busiest locks, at most this many per list (0 = server default).
     Top(u32),
+    /// §3.11: MY_LOCKS with a prefix and a most-entries count, answered with a `truncated` flag.
+    MyLocksMatching(ListRequest<'a>),
 }
 
 impl<'a> Request<'a> {
@@ -88,6 +91,7 @@ impl<'a> Request<'a> {
             op::LOCKS => Request::Locks(list(&mut r, max_name)?),
             op::CONNECTIONS => Request::Connections(list(&mut r, max_name)?),
             op::MY_LOCKS => empty(r, Request::MyLocks)?,
+            op::MY_LOCKS_MATCHING => Request::MyLocksMatching(list(&mut r, max_name)?),
             op::STATS => empty(r, Request::Stats)?,
             op::AUTH => Request::Auth(r.rest()),
             op::TOP => {
@@ -114,6 +118,7 @@ impl<'a> Request<'a> {
             Request::Stats => op::STATS,
             Request::Auth(_) => op::AUTH,
             Request::Top(_) => op::TOP,
+            Request::MyLocksMatching(_) => op::MY_LOCKS_MATCHING,
         }
     }
 
@@ -135,7 +140,7 @@ impl<'a> Request<'a> {
                 out.extend_from_slice(l.name.as_bytes());
             }
             Request::Unlock(name) => out.extend_from_slice(name.as_bytes()),
-            Request::Locks(l) | Request::Connections(l) => {
+            Request::Locks(l) | Request::Connections(l) | Request::MyLocksMatching(l) => {
                 put_u32(out, l.max);
                 out.extend_from_slice(l.prefix.as_bytes());
             }

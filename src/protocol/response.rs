@@ -88,6 +88,12 @@ pub enum Response {
         held: Vec<String>,
         waiting: Vec<String>,
     },
+    /// §4.20: truncated `u8`, held `list`, waiting `list` of lock names.
+    MyLocksMatching {
+        held: Vec<String>,
+        waiting: Vec<String>,
+        truncated: bool,
+    },
     /// §4.15: count `u32`, then each key `str16` and value `u64`.
     Stats(Vec<(String, u64)>),
     /// §4.16.
@@ -129,6 +135,7 @@ impl Response {
             Response::Locks { .. } => op::LOCKS_LIST,
             Response::Connections { .. } => op::CONNECTIONS_LIST,
             Response::MyLocks { .. } => op::MY_LOCKS_LIST,
+            Response::MyLocksMatching { .. } => op::MY_LOCKS_MATCHING_LIST,
             Response::Stats(_) => op::STATS_LIST,
             Response::AuthOk => op::AUTH_OK,
             Response::Top { .. } => op::TOP_LIST,
@@ -169,6 +176,11 @@ impl Response {
                 }
             }
             Response::MyLocks { held, waiting } => {
+                put_str_list(out, held);
+                put_str_list(out, waiting);
+            }
+            Response::MyLocksMatching { held, waiting, truncated } => {
+                out.push(*truncated as u8);
                 put_str_list(out, held);
                 put_str_list(out, waiting);
             }
@@ -249,6 +261,10 @@ impl Response {
                 Response::Connections { connections, truncated }
             }
             op::MY_LOCKS_LIST => Response::MyLocks { held: r.str_list()?, waiting: r.str_list()? },
+            op::MY_LOCKS_MATCHING_LIST => {
+                let truncated = r.u8()? != 0;
+                Response::MyLocksMatching { held: r.str_list()?, waiting: r.str_list()?, truncated }
+            }
             op::STATS_LIST => {
                 let count = r.u32()?;
                 let mut entries = Vec::new();

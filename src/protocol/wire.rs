@@ -102,12 +102,19 @@ pub(crate) fn put_u64(out: &mut Vec<u8>, v: u64) {
 /// A `u16`-length-prefixed string; longer strings are cut at a character boundary,
 /// which only labels and messages can reach (names are limited to `u16::MAX` bytes).
 pub(crate) fn put_str16(out: &mut Vec<u8>, s: &str) {
+    let end = str16_len(s);
+    put_u16(out, end as u16);
+    out.extend_from_slice(&s.as_bytes()[..end]);
+}
+
+/// How many bytes of `s` a `str16` carries: all of them up to 65535, else cut at a character
+/// boundary at or below 65535.
+pub(crate) fn str16_len(s: &str) -> usize {
     let mut end = s.len().min(u16::MAX as usize);
     while !s.is_char_boundary(end) {
         end -= 1;
     }
-    put_u16(out, end as u16);
-    out.extend_from_slice(&s.as_bytes()[..end]);
+    end
 }
 
 pub(crate) fn put_str_list<S: AsRef<str>>(out: &mut Vec<u8>, items: &[S]) {

@@ -7,8 +7,9 @@ use super::Server;
 use crate::protocol::{split_frame, DecodeError, ErrorCode, Frame, HelloOk, Request, Response};
 use crate::wheel::Tick;
 
-/// Before HELLO only a frame of exactly HELLO's size is plausible; anything larger is not an
-/// officer client, and refusing it early keeps a stranger from making us buffer a body.
+/// Before HELLO only a frame of exactly HELLO's size is plausible (its length field is 13; 17
+/// bytes on the wire); anything larger is not an officer client, and refusing it early keeps a
+/// stranger from making us buffer a body.
 const HELLO_FRAME_LEN: u32 = 13;
 
 impl Server {
@@ -105,6 +106,7 @@ impl Server {
     pub(super) fn execute(&mut self, key: usize, rid: u32, request: Request<'_>, now: Tick) {
         let Some(conn) = self.conns.get(key) else { return };
         let id = conn.id;
+        let max_frame = self.config.max_frame;
         match request {
             Request::Hello(_) => {
                 // Fatal, so it carries request id 0 like every ERROR that ends a connection.
@@ -128,16 +130,22 @@ impl Server {
                 self.table.reset(now, id, rid, &mut self.outputs);
                 self.deliver_outputs();
             }
+            // Listings are built within one frame (JSON replies get the same bound on their
+            // work), so each costs what it returns plus one pass over its candidates.
             Request::Locks(list) => {
-                let response = self.table.locks(list.prefix, list.max);
+                let response = self.table.locks_within(list.prefix, list.max, max_frame);
                 self.send(key, rid, &response);
             }
             Request::Connections(list) => {
-                let response = self.table.connections(list.prefix, list.max);
+                let response = self.table.connections_within(list.prefix, list.max, max_frame);
                 self.send(key, rid, &response);
             }
             Request::MyLocks => {
-                let response = self.table.my_locks(id);
+                let response = self.table.my_locks_within(id, max_frame);
+                self.send(key, rid, &response);
+            }
+            Request::MyLocksMatching(list) => {
+                let response = self.table.my_locks_matching(id, list.prefix, list.max, max_frame);
                 self.send(key, rid, &response);
             }
             Request::Stats => {
@@ -145,7 +153,7 @@ impl Server {
                 self.send(key, rid, &response);
             }
             Request::Top(max) => {
-                let response = self.table.top(now, max);
+                let response = self.table.top_within(now, max, max_frame);
                 self.send(key, rid, &response);
             }
             // Without a configured secret there is nothing to check (PROTOCOL.md §2.5).
@@ -183,16 +191,19 @@ impl Server {
         }
         let (serial, peer) = self.conns.get(key).map_or((0, String::new()), |c| (c.serial, c.label.clone()));
         warn!("authentication failed conn={serial} peer={peer}");
-        self.send(key, rid, &Response::error(ErrorCode::AuthFailed, "authentication failed"));
+        // Fatal, so it carries request id 0 like every ERROR that ends a connection (§2.4, §5).
+        let response = Response::error(ErrorCode::AuthFailed, "authentication failed");
+        self.send(key, crate::protocol::SHUTDOWN_REQUEST_ID, &response);
         self.close(key, CloseReason::Auth, now);
     }
 }
 
-/// Requests whose answer walks every lock or connection (or /proc): they count as a whole
-/// turn of the connection's budget.
+/// Requests whose answer walks every lock or connection, or every lock of one connection (or
+/// /proc): they count as a whole turn of the connection's budget, so a pipeline of them is
+/// served one per turn of the loop, between everyone else's requests.
 pub(super) fn scans_the_table(opcode: u8) -> bool {
     use crate::protocol::op;
-    matches!(opcode, op::LOCKS | op::CONNECTIONS | op::TOP | op::STATS)
+    matches!(opcode, op::LOCKS | op::CONNECTIONS | op::MY_LOCKS | op::MY_LOCKS_MATCHING | op::TOP | op::STATS)
 }
 
 /// Compares without an early exit, so the time taken does not reveal how much matched.
@@ -206,7 +217,18 @@ fn constant_time_eq(given: &[u8], expected: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::constant_time_eq;
+    use super::{constant_time_eq, scans_the_table};
+    use crate::protocol::op;
+
+    #[test]
+    fn every_listing_ends_the_connections_turn() {
+        for opcode in [op::LOCKS, op::CONNECTIONS, op::MY_LOCKS, op::MY_LOCKS_MATCHING, op::TOP, op::STATS] {
+            assert!(scans_the_table(opcode), "opcode 0x{opcode:02x}");
+        }
+        for opcode in [op::HELLO, op::PING, op::LOCK, op::UNLOCK, op::RESET, op::AUTH] {
+            assert!(!scans_the_table(opcode), "opcode 0x{opcode:02x}");
+        }
+    }
 
     #[test]
     fn constant_time_eq_matches_only_equal_secrets() {

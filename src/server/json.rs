@@ -312,7 +312,8 @@ fn reply_value(response: &Response, name: &str, token: bool) -> Option<Value> {
         | Response::Pong
         | Response::Stats(_)
         | Response::AuthOk
-        | Response::Top { .. } => return None,
+        | Response::Top { .. }
+        | Response::MyLocksMatching { .. } => return None,
     };
     Some(value)
 }
