@@ -119,6 +119,10 @@ pub struct StateFile {
 impl StateFile {
     /// Reads the file (missing = fresh start), reserves a block and returns the first token.
     pub fn open(path: &Path) -> Result<(StateFile, u64), StateError> {
+        // A link is followed for the write as for the read: renaming over the link itself
+        // would leave the file it points to (a volume, say) at the old reservation, and a
+        // restart that sees the link again would reuse every token granted since.
+        let path = &follow_links(path).map_err(|source| StateError::Read { path: path.to_owned(), source })?;
         let floor = match read_state(path)? {
             Some(bytes) => {
                 parse(&bytes).map_err(|problem| StateError::Corrupt { path: path.to_owned(), problem })?
@@ -146,6 +150,24 @@ impl StateFile {
         self.reserved = reserved;
         Ok(())
     }
+}
+
+/// The path a chain of symbolic links ends at (the path itself when it is no link), also
+/// when the last target does not exist yet: that is where a fresh reservation goes.
+fn follow_links(path: &Path) -> io::Result<PathBuf> {
+    let mut path = path.to_owned();
+    for _ in 0..40 {
+        match fs::symlink_metadata(&path) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                let target = fs::read_link(&path)?;
+                // A relative target is relative to the link's directory; joining an absolute
+                // one replaces the directory.
+                path = path.parent().map_or_else(|| target.clone(), |dir| dir.join(&target));
+            }
+            _ => return Ok(path),
+        }
+    }
+    Err(io::Error::from_raw_os_error(libc::ELOOP))
 }
 
 /// The file's bytes, `None` when it does not exist. Opened non-blocking and checked with
