@@ -178,3 +178,20 @@ fn a_symlinked_state_file_is_written_through_the_link() {
     assert!(third > second, "token {third} reused after {second}");
     assert!(temp_files(dir.path()).is_empty() && temp_files(&volume).is_empty());
 }
+
+#[test]
+fn a_second_server_on_the_same_state_file_is_refused() {
+    // Two servers on one file each reserve from what the other wrote: the one that granted
+    // fewer tokens can write a reservation below the other's tokens, and the other's restart
+    // reuses them. Only one server may use a state file at a time.
+    let dir = support::temp_dir();
+    let state = support::state_file_in(dir.path());
+    let first = TestServer::start_with(|c| c.state_file = Some(state.clone()));
+    let before = std::fs::read_to_string(&state).unwrap();
+    assert_refused(&run_to_exit(officer_run(&state)), &state, "in use by another server");
+    assert_eq!(std::fs::read_to_string(&state).unwrap(), before, "the refused server wrote nothing");
+    first.stop();
+    // Once the first is gone the file is free again.
+    let second = TestServer::start_with(|c| c.state_file = Some(state.clone()));
+    second.stop();
+}
