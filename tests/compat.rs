@@ -706,6 +706,27 @@ fn socket_mode_without_group_and_a_failing_group() {
     }
 }
 
+#[test]
+fn socket_mode_works_for_a_path_near_the_length_limit() {
+    // 101 bytes: a UNIX socket path may have 107, so this binds without --socket-mode, and
+    // must with it (the temporary name it is bound at first used to add 17 bytes).
+    let dir = support::temp_dir();
+    let used = dir.path().as_os_str().len() + "/".len() + "/officer.sock".len();
+    let sub = dir.path().join("d".repeat(101 - used));
+    std::fs::create_dir(&sub).unwrap();
+    let path = sub.join("officer.sock");
+    assert_eq!(path.as_os_str().len(), 101);
+    let server = CompatServer::start(|c| {
+        c.listen = Listen::Unix(path.clone());
+        c.socket_perms = SocketPerms { mode: Some(0o600), group: None };
+    });
+    assert_eq!(socket_mode(&path), 0o600);
+    let mut a = RubyClient::connect_unix(&path);
+    assert_eq!(a.lock("near-the-limit"), acquired("near-the-limit"));
+    server.stop();
+    assert_eq!(std::fs::read_dir(&sub).unwrap().count(), 0, "socket and temporary name removed");
+}
+
 // ---------------------------------------------------------------------------------------------
 // The flags of `officer run`, over the real binary
 
