@@ -134,7 +134,8 @@ impl StateFile {
         // A link is followed for the write as for the read: renaming over the link itself
         // would leave the file it points to (a volume, say) at the old reservation, and a
         // restart that sees the link again would reuse every token granted since.
-        let path = &follow_links(path).map_err(|source| StateError::Read { path: path.to_owned(), source })?;
+        let path =
+            &follow_links(path).map_err(|source| StateError::Read { path: path.to_owned(), source })?;
         // What is not a regular file is refused before anything is created beside it.
         if let Some(kind) = fs::metadata(path).ok().map(|m| m.file_type()).filter(|k| !k.is_file()) {
             return Err(StateError::NotRegularFile { path: path.to_owned(), kind: describe(kind) });
