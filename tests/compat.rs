@@ -828,6 +828,27 @@ fn run_warns_when_the_compat_listener_is_not_on_loopback() {
 }
 
 #[test]
+fn the_exposure_warnings_are_printed_once_at_any_log_level() {
+    // At -l warn the log goes to stderr as well: the warning must not appear twice there (or
+    // in the journal, with the shipped unit's --log-level warn).
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let dir = support::temp_dir();
+    for level in ["error", "warn", "debug"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_officer"))
+            .args(["run", "-h", "127.0.0.1", "-p", &port, "--compat-listen", "0.0.0.0:0", "-l", level])
+            .arg("--state-file")
+            .arg(dir.path().join("officer.state"))
+            .output()
+            .expect("run officer");
+        assert!(!out.status.success(), "the lock port was taken");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let times = stderr.matches("WARNING: the compat listener on 0.0.0.0:0").count();
+        assert_eq!(times, 1, "-l {level}: {stderr}");
+    }
+}
+
+#[test]
 fn run_refuses_bad_socket_flags_and_compat_listen_with_no_compat() {
     let cases: [&[&str]; 3] = [
         &["--socket-mode", "0999"],

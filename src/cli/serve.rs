@@ -251,8 +251,7 @@ fn config_from(args: &RunArgs) -> Result<Config, String> {
             "WARNING: listening on {} without authentication: anyone who can reach this port can take and release locks; use --auth-file or a loopback/UNIX address",
             tcp.ip()
         );
-        log::warn!("{msg}");
-        eprintln!("officer: {msg}");
+        warn_once(&msg);
     }
     let compat_listen = args.compat_listen.as_deref().map(compat_listen).transpose()?;
     let mut config = Config {
@@ -304,10 +303,20 @@ fn compat_listen(spec: &str) -> Result<Listen, String> {
         let msg = format!(
             "WARNING: the compat listener on {addr} serves JSON clients without authentication: anyone who can reach it can take and release locks; bind it to loopback, a private network or a UNIX socket"
         );
-        log::warn!("{msg}");
-        eprintln!("officer: {msg}");
+        warn_once(&msg);
     }
     Ok(Listen::Tcp(addr))
+}
+
+/// A start-up warning, printed once: through the log when it shows warnings (it writes to
+/// stderr, or the journal under systemd), else straight to stderr (at the default `-l error`,
+/// and in `start` before the detached server's log exists).
+fn warn_once(msg: &str) {
+    if log::log_enabled!(log::Level::Warn) {
+        log::warn!("{msg}");
+    } else {
+        eprintln!("officer: {msg}");
+    }
 }
 
 /// Reads the server's shared secret (as the client subcommands do) and checks its length.
