@@ -192,17 +192,29 @@ fn lock_exclusively(path: &Path) -> Result<File, StateError> {
     }
     let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(&lock);
     let file = file.map_err(err)?;
-    // SAFETY: flock on a descriptor this function owns; no memory is passed.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+    // A child forked by any thread holds a copy of a descriptor until it execs, and with it
+    // the flock: a server that stopped an instant ago can still seem to hold the file through
+    // a child its process (an embedding application, a test harness) was spawning. Such a
+    // copy goes within milliseconds; a live server's lock does not.
+    let deadline = std::time::Instant::now() + LOCK_PATIENCE;
+    loop {
+        // SAFETY: flock on a descriptor this function owns; no memory is passed.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(file);
+        }
         let e = io::Error::last_os_error();
-        return Err(if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            StateError::InUse { path: path.to_owned() }
-        } else {
-            err(e)
-        });
+        if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(err(e));
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(StateError::InUse { path: path.to_owned() });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    Ok(file)
 }
+
+/// How long a held `<file>.lock` is retried before the file counts as in use.
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The path a chain of symbolic links ends at (the path itself when it is no link), also
 /// when the last target does not exist yet: that is where a fresh reservation goes.
