@@ -706,6 +706,27 @@ fn socket_mode_without_group_and_a_failing_group() {
     }
 }
 
+#[test]
+fn socket_mode_works_for_a_path_near_the_length_limit() {
+    // 101 bytes: a UNIX socket path may have 107, so this binds without --socket-mode, and
+    // must with it (the temporary name it is bound at first used to add 17 bytes).
+    let dir = support::temp_dir();
+    let used = dir.path().as_os_str().len() + "/".len() + "/officer.sock".len();
+    let sub = dir.path().join("d".repeat(101 - used));
+    std::fs::create_dir(&sub).unwrap();
+    let path = sub.join("officer.sock");
+    assert_eq!(path.as_os_str().len(), 101);
+    let server = CompatServer::start(|c| {
+        c.listen = Listen::Unix(path.clone());
+        c.socket_perms = SocketPerms { mode: Some(0o600), group: None };
+    });
+    assert_eq!(socket_mode(&path), 0o600);
+    let mut a = RubyClient::connect_unix(&path);
+    assert_eq!(a.lock("near-the-limit"), acquired("near-the-limit"));
+    server.stop();
+    assert_eq!(std::fs::read_dir(&sub).unwrap().count(), 0, "socket and temporary name removed");
+}
+
 // ---------------------------------------------------------------------------------------------
 // The flags of `officer run`, over the real binary
 
@@ -804,6 +825,27 @@ fn run_warns_when_the_compat_listener_is_not_on_loopback() {
             .contains("WARNING: the compat listener on 0.0.0.0:0 serves JSON clients without authentication"),
         "{stderr}"
     );
+}
+
+#[test]
+fn the_exposure_warnings_are_printed_once_at_any_log_level() {
+    // At -l warn the log goes to stderr as well: the warning must not appear twice there (or
+    // in the journal, with the shipped unit's --log-level warn).
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let dir = support::temp_dir();
+    for level in ["error", "warn", "debug"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_officer"))
+            .args(["run", "-h", "127.0.0.1", "-p", &port, "--compat-listen", "0.0.0.0:0", "-l", level])
+            .arg("--state-file")
+            .arg(dir.path().join("officer.state"))
+            .output()
+            .expect("run officer");
+        assert!(!out.status.success(), "the lock port was taken");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let times = stderr.matches("WARNING: the compat listener on 0.0.0.0:0").count();
+        assert_eq!(times, 1, "-l {level}: {stderr}");
+    }
 }
 
 #[test]

@@ -585,3 +585,49 @@ fn loopback_without_auth_does_not_warn() {
     assert_eq!(server.wait_exit().code(), Some(0));
     assert!(!server.stderr().contains("WARNING"), "{}", server.stderr());
 }
+
+#[test]
+fn the_default_pid_directory_in_tmp_must_be_private() {
+    // Without XDG_RUNTIME_DIR (cron, su, a container) a non-root `officer start` keeps its pid
+    // and output files in $TMPDIR/officer-UID. Anyone can create that directory first and put
+    // a link there: the server would truncate and write whatever the link points to.
+    use std::os::unix::fs::{symlink, PermissionsExt};
+    use std::os::unix::process::CommandExt;
+    let dir = support::temp_dir();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    // Root's default is /run: the fallback is what every other user gets.
+    let uid = if root { 65534 } else { unsafe { libc::geteuid() } };
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    if root {
+        std::os::unix::fs::chown(&victim, Some(uid), None).unwrap();
+    }
+    // The "other user's" directory: writable by everyone (and, under root, owned by root).
+    let planted = dir.path().join(format!("officer-{uid}"));
+    std::fs::create_dir(&planted).unwrap();
+    std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o777)).unwrap();
+    symlink(&victim, planted.join("officer.pid")).unwrap();
+    let state = path_str(&dir.path().join("state").join("officer.state"));
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_officer"));
+    command
+        .args(["start", "-h", "127.0.0.1", "-p", "0", "--state-file", &state])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("TMPDIR", dir.path())
+        .stdin(std::process::Stdio::null());
+    if root {
+        command.uid(uid).gid(uid);
+    }
+    let out = command.output().expect("run officer start");
+    let mut guard = DaemonGuard::new(&planted, "officer");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if let Some((pid, _)) = parse_started(&stdout) {
+        guard.track(pid);
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n", "the link was followed: {stderr}");
+    assert_ne!(out.status.code(), Some(0), "started in a directory others can write: {stdout}");
+    assert!(stderr.contains(&planted.display().to_string()) && stderr.contains("-d"), "{stderr}");
+}

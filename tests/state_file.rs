@@ -144,3 +144,54 @@ fn a_version_1_file_is_upgraded_and_tokens_keep_rising() {
     }
     assert_eq!(last, 12_884_901_889 + (1 << 32));
 }
+
+/// The first token a fresh server on `state` grants.
+fn first_token(state: &Path) -> u64 {
+    let server = TestServer::start_with(|c| c.state_file = Some(state.to_owned()));
+    let mut raw = Raw::connect(server.addr());
+    let lock = Request::Lock(LockRequest { name: "t", timeout_ms: None, queue_max: None });
+    let Response::Acquired { token } = raw.call(&lock) else { panic!("not acquired") };
+    server.stop();
+    token
+}
+
+#[test]
+fn a_symlinked_state_file_is_written_through_the_link() {
+    // The image ships /var/lib/officer/officer.state -> /volume/officer.state: the link lives
+    // on storage that a new container starts afresh, the file it points to persists.
+    let dir = support::temp_dir();
+    let volume = dir.path().join("volume");
+    std::fs::create_dir(&volume).unwrap();
+    let target = volume.join("officer.state");
+    let link = dir.path().join("officer.state");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let first = first_token(&link);
+    let second = first_token(&link);
+    assert!(second > first, "{second} after {first}");
+    let meta = std::fs::symlink_metadata(&link).unwrap();
+    assert!(meta.file_type().is_symlink(), "the link was replaced by a regular file");
+    // A new container: the link again, pointing at the volume's file, which must hold a
+    // reservation above every token granted through the link.
+    std::fs::remove_file(&link).unwrap();
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let third = first_token(&link);
+    assert!(third > second, "token {third} reused after {second}");
+    assert!(temp_files(dir.path()).is_empty() && temp_files(&volume).is_empty());
+}
+
+#[test]
+fn a_second_server_on_the_same_state_file_is_refused() {
+    // Two servers on one file each reserve from what the other wrote: the one that granted
+    // fewer tokens can write a reservation below the other's tokens, and the other's restart
+    // reuses them. Only one server may use a state file at a time.
+    let dir = support::temp_dir();
+    let state = support::state_file_in(dir.path());
+    let first = TestServer::start_with(|c| c.state_file = Some(state.clone()));
+    let before = std::fs::read_to_string(&state).unwrap();
+    assert_refused(&run_to_exit(officer_run(&state)), &state, "in use by another server");
+    assert_eq!(std::fs::read_to_string(&state).unwrap(), before, "the refused server wrote nothing");
+    first.stop();
+    // Once the first is gone the file is free again.
+    let second = TestServer::start_with(|c| c.state_file = Some(state.clone()));
+    second.stop();
+}

@@ -145,7 +145,10 @@ pub struct DaemonArgs {
 
 /// `officer start`: a detached server; must be called while the process is single-threaded.
 pub fn start(mut args: StartArgs) -> i32 {
-    let paths = start_paths(&args);
+    let paths = match start_paths(&args) {
+        Ok(paths) => paths,
+        Err(code) => return code,
+    };
     // Named servers on one box must not share a token reservation.
     if args.run.state_file.is_none() && args.name != "officer" {
         match default_state_file() {
@@ -171,13 +174,22 @@ pub fn start(mut args: StartArgs) -> i32 {
 /// The files of one background server. The output log sits next to the pid file whenever `-d`
 /// names a directory (as the daemons gem's `:dir` does), so servers with their own pid
 /// directories never interleave their output in one file.
-fn start_paths(args: &StartArgs) -> daemon::DaemonPaths {
-    let pid_dir = args.run.pid_dir.clone().unwrap_or_else(daemon::default_pid_dir);
+///
+/// Fails (printing why; the exit status is returned) when no `-d` is given and the default
+/// pid directory is not safe to use.
+fn start_paths(args: &StartArgs) -> Result<daemon::DaemonPaths, i32> {
+    let pid_dir = match &args.run.pid_dir {
+        Some(dir) => dir.clone(),
+        None => daemon::default_pid_dir().map_err(|e| {
+            eprintln!("officer: {e}");
+            1
+        })?,
+    };
     let log_dir = match (&args.log_dir, &args.run.pid_dir) {
         (Some(dir), _) | (None, Some(dir)) => dir.clone(),
         (None, None) => daemon::default_log_dir(&pid_dir),
     };
-    daemon::DaemonPaths::new(&args.name, &absolute(&pid_dir), &absolute(&log_dir))
+    Ok(daemon::DaemonPaths::new(&args.name, &absolute(&pid_dir), &absolute(&log_dir)))
 }
 
 /// The detached server must not depend on the shell's working directory for its files.
@@ -239,8 +251,7 @@ fn config_from(args: &RunArgs) -> Result<Config, String> {
             "WARNING: listening on {} without authentication: anyone who can reach this port can take and release locks; use --auth-file or a loopback/UNIX address",
             tcp.ip()
         );
-        log::warn!("{msg}");
-        eprintln!("officer: {msg}");
+        warn_once(&msg);
     }
     let compat_listen = args.compat_listen.as_deref().map(compat_listen).transpose()?;
     let mut config = Config {
@@ -292,10 +303,20 @@ fn compat_listen(spec: &str) -> Result<Listen, String> {
         let msg = format!(
             "WARNING: the compat listener on {addr} serves JSON clients without authentication: anyone who can reach it can take and release locks; bind it to loopback, a private network or a UNIX socket"
         );
-        log::warn!("{msg}");
-        eprintln!("officer: {msg}");
+        warn_once(&msg);
     }
     Ok(Listen::Tcp(addr))
+}
+
+/// A start-up warning, printed once: through the log when it shows warnings (it writes to
+/// stderr, or the journal under systemd), else straight to stderr (at the default `-l error`,
+/// and in `start` before the detached server's log exists).
+fn warn_once(msg: &str) {
+    if log::log_enabled!(log::Level::Warn) {
+        log::warn!("{msg}");
+    } else {
+        eprintln!("officer: {msg}");
+    }
 }
 
 /// Reads the server's shared secret (as the client subcommands do) and checks its length.
@@ -365,17 +386,27 @@ fn init_logging(level: LogLevel) {
 
 /// `officer stop`.
 pub fn stop(args: &DaemonArgs) -> i32 {
-    daemon::stop(&start_paths(&args.start), Duration::from_secs(args.timeout))
+    match start_paths(&args.start) {
+        Ok(paths) => daemon::stop(&paths, Duration::from_secs(args.timeout)),
+        Err(code) => code,
+    }
 }
 
 /// `officer status`.
 pub fn status(args: &DaemonArgs) -> i32 {
-    daemon::status(&start_paths(&args.start))
+    match start_paths(&args.start) {
+        Ok(paths) => daemon::status(&paths),
+        // LSB: 4 = the status is unknown.
+        Err(_) => 4,
+    }
 }
 
 /// `officer restart`: stop (if running), then start.
 pub fn restart(args: DaemonArgs) -> i32 {
-    let paths = start_paths(&args.start);
+    let paths = match start_paths(&args.start) {
+        Ok(paths) => paths,
+        Err(code) => return code,
+    };
     match daemon::stop(&paths, Duration::from_secs(args.timeout)) {
         0 => start(args.start),
         code => code,

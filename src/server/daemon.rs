@@ -36,16 +36,47 @@ impl DaemonPaths {
     }
 }
 
-/// The system run directory when root, else a per-user runtime directory.
-pub fn default_pid_dir() -> PathBuf {
+/// The system run directory when root, else a per-user runtime directory: `$XDG_RUNTIME_DIR`,
+/// or `$TMPDIR/officer-UID` when that is unset. The temporary directory is shared, so anyone
+/// could create `officer-UID` first and plant links to the user's files where the pid and
+/// output files go: it is created private (0700), and one that already exists is used only
+/// when it is a directory of this user that no one else may write.
+pub fn default_pid_dir() -> Result<PathBuf, String> {
     if is_root() {
-        return PathBuf::from("/run");
+        return Ok(PathBuf::from("/run"));
     }
-    match std::env::var_os("XDG_RUNTIME_DIR") {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        // SAFETY: getuid has no preconditions.
-        _ => std::env::temp_dir().join(format!("officer-{}", unsafe { libc::getuid() })),
+    if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(dir));
     }
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    let dir = std::env::temp_dir().join(format!("officer-{uid}"));
+    private_dir(&dir, uid).map_err(|why| {
+        format!("the default pid directory {} {why}; pass -d DIR (a directory of your own)", dir.display())
+    })?;
+    Ok(dir)
+}
+
+/// Creates `dir` with mode 0700, or checks that the one there is a directory (not a link) of
+/// `uid` that neither group nor others may write.
+fn private_dir(dir: &Path, uid: u32) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(format!("cannot be created: {e}")),
+    }
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| format!("cannot be read: {e}"))?;
+    if !meta.file_type().is_dir() {
+        return Err("is not a directory".into());
+    }
+    if meta.uid() != uid {
+        return Err(format!("belongs to uid {}, not to you", meta.uid()));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(format!("may be written by others (mode {:04o})", meta.mode() & 0o7777));
+    }
+    Ok(())
 }
 
 /// /var/log when root, else the pid directory: the output directory when neither `--log-dir`

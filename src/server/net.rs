@@ -105,11 +105,12 @@ impl Listener {
 /// the file into place: at `path` the socket never exists with the umask's permissions, so no
 /// one the operator did not allow can connect in between (and a failure leaves no file).
 fn bind_with_perms(path: &Path, perms: SocketPerms) -> io::Result<UnixListener> {
-    let mut name = std::ffi::OsString::from(".");
-    name.push(path.file_name().unwrap_or_default());
-    name.push(format!(".{}.tmp", std::process::id()));
-    let tmp = path.with_file_name(name);
-    let _ = std::fs::remove_file(&tmp);
+    use std::os::unix::fs::FileTypeExt;
+    let tmp = temp_socket_path(path);
+    // A leftover of a crashed server with this pid; nothing but a socket is removed.
+    if std::fs::symlink_metadata(&tmp).is_ok_and(|m| m.file_type().is_socket()) {
+        let _ = std::fs::remove_file(&tmp);
+    }
     let listener = UnixListener::bind(&tmp)?;
     let placed = apply_perms(&tmp, perms).and_then(|()| std::fs::rename(&tmp, path));
     if let Err(e) = placed {
@@ -117,6 +118,34 @@ fn bind_with_perms(path: &Path, perms: SocketPerms) -> io::Result<UnixListener> 
         return Err(io::Error::new(e.kind(), format!("socket {}: {e}", path.display())));
     }
     Ok(listener)
+}
+
+/// Longest path a UNIX socket can be bound at: `sun_path` holds 108 bytes with the NUL.
+const SUN_PATH_MAX: usize = 107;
+
+/// `.<name>.<pid>.tmp` beside `path`; when that would not fit in `sun_path` but `path` does,
+/// the short `.<pid in base 36>.tmp` (at most 10 bytes, no longer than most socket names), so
+/// `--socket-mode` never makes a path too long that binds without it.
+fn temp_socket_path(path: &Path) -> PathBuf {
+    let pid = std::process::id();
+    let mut name = std::ffi::OsString::from(".");
+    name.push(path.file_name().unwrap_or_default());
+    name.push(format!(".{pid}.tmp"));
+    let tmp = path.with_file_name(name);
+    if tmp.as_os_str().len() <= SUN_PATH_MAX {
+        return tmp;
+    }
+    let mut digits = Vec::new();
+    let mut n = pid;
+    loop {
+        digits.push(char::from_digit(n % 36, 36).unwrap_or('0'));
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    let short: String = digits.iter().rev().collect();
+    path.with_file_name(format!(".{short}.tmp"))
 }
 
 fn apply_perms(path: &Path, perms: SocketPerms) -> io::Result<()> {

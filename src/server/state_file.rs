@@ -38,6 +38,9 @@ pub enum StateError {
     Write { path: PathBuf, source: io::Error },
     /// The next reservation would overflow a u64.
     Exhausted { path: PathBuf },
+    /// Another live server holds the file's lock (`<file>.lock`): two servers on one file
+    /// would each reserve from the other's writes, and a restart could reuse tokens.
+    InUse { path: PathBuf },
 }
 
 /// What is wrong with a state file's contents.
@@ -96,6 +99,12 @@ impl fmt::Display for StateError {
             StateError::Exhausted { path } => {
                 write!(f, "fencing tokens exhausted (u64) in state file {}", path.display())
             }
+            StateError::InUse { path } => write!(
+                f,
+                "state file {} is in use by another server (its lock {} is held); give each server its own --state-file",
+                path.display(),
+                lock_path(path).display()
+            ),
         }
     }
 }
@@ -112,6 +121,9 @@ impl std::error::Error for StateError {
 #[derive(Debug)]
 pub struct StateFile {
     path: PathBuf,
+    /// Holds the exclusive lock on `<file>.lock` for the server's life (released by the
+    /// kernel when the process ends, however it ends).
+    _lock: File,
     /// Every token below this may have been issued; none at or above it has.
     reserved: u64,
 }
@@ -119,13 +131,25 @@ pub struct StateFile {
 impl StateFile {
     /// Reads the file (missing = fresh start), reserves a block and returns the first token.
     pub fn open(path: &Path) -> Result<(StateFile, u64), StateError> {
+        // A link is followed for the write as for the read: renaming over the link itself
+        // would leave the file it points to (a volume, say) at the old reservation, and a
+        // restart that sees the link again would reuse every token granted since.
+        let path =
+            &follow_links(path).map_err(|source| StateError::Read { path: path.to_owned(), source })?;
+        // What is not a regular file is refused before anything is created beside it.
+        if let Some(kind) = fs::metadata(path).ok().map(|m| m.file_type()).filter(|k| !k.is_file()) {
+            return Err(StateError::NotRegularFile { path: path.to_owned(), kind: describe(kind) });
+        }
+        // Locked before the read: a second server must not even read a floor the first is
+        // about to move.
+        let lock = lock_exclusively(path)?;
         let floor = match read_state(path)? {
             Some(bytes) => {
                 parse(&bytes).map_err(|problem| StateError::Corrupt { path: path.to_owned(), problem })?
             }
             None => 1,
         };
-        let mut state = StateFile { path: path.to_owned(), reserved: floor };
+        let mut state = StateFile { path: path.to_owned(), _lock: lock, reserved: floor };
         state.reserve(floor)?;
         Ok((state, floor))
     }
@@ -146,6 +170,68 @@ impl StateFile {
         self.reserved = reserved;
         Ok(())
     }
+}
+
+/// `<file>.lock`, beside the state file (the state file itself is replaced by every write, so
+/// a lock on it would not outlive the first reservation).
+fn lock_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_owned();
+    name.push(".lock");
+    path.with_file_name(name)
+}
+
+/// Takes the exclusive, non-blocking flock(2) on `<file>.lock`, creating it (and the
+/// directory) when missing. The file is never removed: removing a lock file races with the
+/// next server opening it.
+fn lock_exclusively(path: &Path) -> Result<File, StateError> {
+    use std::os::fd::AsRawFd;
+    let lock = lock_path(path);
+    let err = |source| StateError::Write { path: path.to_owned(), source };
+    if let Some(dir) = lock.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::create_dir_all(dir).map_err(err)?;
+    }
+    let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(&lock);
+    let file = file.map_err(err)?;
+    // A child forked by any thread holds a copy of a descriptor until it execs, and with it
+    // the flock: a server that stopped an instant ago can still seem to hold the file through
+    // a child its process (an embedding application, a test harness) was spawning. Such a
+    // copy goes within milliseconds; a live server's lock does not.
+    let deadline = std::time::Instant::now() + LOCK_PATIENCE;
+    loop {
+        // SAFETY: flock on a descriptor this function owns; no memory is passed.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(file);
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(err(e));
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(StateError::InUse { path: path.to_owned() });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// How long a held `<file>.lock` is retried before the file counts as in use.
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The path a chain of symbolic links ends at (the path itself when it is no link), also
+/// when the last target does not exist yet: that is where a fresh reservation goes.
+fn follow_links(path: &Path) -> io::Result<PathBuf> {
+    let mut path = path.to_owned();
+    for _ in 0..40 {
+        match fs::symlink_metadata(&path) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                let target = fs::read_link(&path)?;
+                // A relative target is relative to the link's directory; joining an absolute
+                // one replaces the directory.
+                path = path.parent().map_or_else(|| target.clone(), |dir| dir.join(&target));
+            }
+            _ => return Ok(path),
+        }
+    }
+    Err(io::Error::from_raw_os_error(libc::ELOOP))
 }
 
 /// The file's bytes, `None` when it does not exist. Opened non-blocking and checked with
@@ -304,13 +390,17 @@ mod tests {
     fn fresh_file_starts_at_one_and_restarts_skip_ahead() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state");
-        let (_s, first) = StateFile::open(&path).unwrap();
+        // Each `drop` is a server that stopped: one file serves one server at a time.
+        let (s, first) = StateFile::open(&path).unwrap();
         assert_eq!(first, 1);
-        let (_s, second) = StateFile::open(&path).unwrap();
+        drop(s);
+        let (s, second) = StateFile::open(&path).unwrap();
         assert_eq!(second, 1 + BLOCK);
+        drop(s);
         let (mut s, third) = StateFile::open(&path).unwrap();
         assert_eq!(third, 1 + 2 * BLOCK);
         s.maybe_extend(third + BLOCK / 2).unwrap();
+        drop(s);
         let (_s, fourth) = StateFile::open(&path).unwrap();
         assert!(fourth > third + BLOCK / 2);
     }
@@ -432,6 +522,22 @@ mod tests {
         assert!(matches!(err, StateError::Write { .. }), "{err}");
         assert!(err.to_string().contains(&path.display().to_string()), "{err}");
         assert_eq!(leftovers(dir.path()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn one_file_serves_one_server_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state");
+        let (mut a, a_first) = StateFile::open(&path).unwrap();
+        // Without the lock, b would reserve from a's write, and after a has granted many
+        // tokens a slower b's next write would put the file below them.
+        let err = StateFile::open(&path).unwrap_err();
+        assert!(matches!(err, StateError::InUse { .. }), "{err}");
+        assert!(err.to_string().contains("state.lock"), "{err}");
+        a.maybe_extend(a_first + 5 * BLOCK).unwrap();
+        drop(a);
+        let (_b, b_first) = StateFile::open(&path).unwrap();
+        assert!(b_first > a_first + 5 * BLOCK);
     }
 
     #[test]
