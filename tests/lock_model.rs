@@ -103,6 +103,8 @@ struct Model {
     release_batch: usize,
     /// Oldest first; released `release_batch` holds per step.
     pending: Vec<Pending>,
+    /// Holds RESETs and disconnects may release at once until the next step refills it.
+    inline_budget: usize,
 }
 
 impl Model {
@@ -119,6 +121,7 @@ impl Model {
             expire_batch,
             release_batch,
             pending: Vec::new(),
+            inline_budget: release_batch,
         }
     }
 
@@ -259,16 +262,20 @@ impl Model {
             p.reset = None;
             return;
         }
-        let mut budget = self.release_batch;
-        if !self.release_holds(conn, &mut budget) {
+        let mut budget = std::mem::take(&mut self.inline_budget);
+        let done = self.release_holds(conn, &mut budget);
+        self.inline_budget = budget;
+        if !done {
             self.pending.push(Pending { conn, reset: None });
         }
     }
 
     fn reset(&mut self, conn: usize, rid: u32) {
         self.cancel_waits(conn, true);
-        let mut budget = self.release_batch;
-        if self.release_holds(conn, &mut budget) {
+        let mut budget = std::mem::take(&mut self.inline_budget);
+        let done = self.release_holds(conn, &mut budget);
+        self.inline_budget = budget;
+        if done {
             self.reply(conn, rid, Response::ResetOk);
         } else {
             self.pending.push(Pending { conn, reset: Some(rid) });
@@ -278,6 +285,7 @@ impl Model {
     /// One release step: a batch of holds of the pending releases, oldest first; a RESET is
     /// answered when its last hold is gone.
     fn release_step(&mut self) {
+        self.inline_budget = self.release_batch;
         let mut budget = self.release_batch;
         while let Some(p) = self.pending.first() {
             let conn = p.conn;

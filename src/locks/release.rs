@@ -1,7 +1,10 @@
 //! RESET and disconnect: every wait of the connection ends at once, and its holds are released
 //! in acquisition order (so grants and their tokens never depend on hash order) at most
 //! `release_batch` per call, so that a connection holding a million locks costs the server a
-//! bounded step per turn of its loop, not one O(million) step (PROTOCOL.md §6.5).
+//! bounded step per turn of its loop, not one O(million) step (PROTOCOL.md §6.5). RESETs and
+//! disconnects release inline from a budget of `release_batch` holds that each `release_step`
+//! (once per turn) refills, so many connections closing in one turn cost at most two batches
+//! per turn too; what does not fit waits for the next step.
 //!
 //! While a release is pending, the connection's holds stay held by it: a LOCK by anyone else
 //! queues behind them and is granted in FIFO order when its hold is released. A gone
@@ -33,8 +36,10 @@ impl LockTable {
         }
         self.finish_release(now, conn, out);
         self.cancel_waits(conn, true, out);
-        let mut budget = self.release_batch;
-        if self.release_holds(now, conn, &mut budget, out) {
+        let mut budget = std::mem::take(&mut self.inline_budget);
+        let done = self.release_holds(now, conn, &mut budget, out);
+        self.inline_budget = budget;
+        if done {
             out.push(Output { conn, request_id, response: Response::ResetOk });
             self.store.shrink_if_sparse();
         } else {
@@ -59,8 +64,10 @@ impl LockTable {
             }
             return;
         }
-        let mut budget = self.release_batch;
-        if self.release_holds(now, conn, &mut budget, out) {
+        let mut budget = std::mem::take(&mut self.inline_budget);
+        let done = self.release_holds(now, conn, &mut budget, out);
+        self.inline_budget = budget;
+        if done {
             self.conns.remove(&conn);
             self.store.shrink_if_sparse();
         } else {
@@ -69,8 +76,10 @@ impl LockTable {
     }
 
     /// Releases up to `release_batch` holds of pending RESETs and disconnects, oldest first,
-    /// answering each RESET whose last hold went. Returns the holds released.
+    /// answering each RESET whose last hold went, and refills the inline budget of the RESETs
+    /// and disconnects to come. Returns the holds released. The server calls it once per turn.
     pub fn release_step(&mut self, now: Tick, out: &mut Vec<Output>) -> usize {
+        self.inline_budget = self.release_batch;
         let mut budget = self.release_batch;
         while let Some(release) = self.releasing.front() {
             let conn = release.conn;

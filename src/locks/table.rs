@@ -40,6 +40,8 @@ pub struct LockTable {
     /// Most timers one `expire` answers, and most holds one release step gives up.
     expire_batch: usize,
     pub(super) release_batch: usize,
+    /// What RESETs and disconnects may still release inline until the next `release_step`.
+    pub(super) inline_budget: usize,
 }
 
 /// The most queue entries a LOCKS entry reports (PROTOCOL.md §4.12).
@@ -76,6 +78,7 @@ impl LockTable {
             releasing: VecDeque::new(),
             expire_batch: EXPIRE_BATCH,
             release_batch: RELEASE_BATCH,
+            inline_budget: RELEASE_BATCH,
         }
     }
 
@@ -84,6 +87,7 @@ impl LockTable {
     pub fn set_batches(&mut self, expire_batch: usize, release_batch: usize) {
         self.expire_batch = expire_batch.max(1);
         self.release_batch = release_batch.max(1);
+        self.inline_budget = self.release_batch;
     }
 
     /// Registers a connection under its listing label (`ip:port` or `unix:N`), or relabels it.

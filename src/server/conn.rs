@@ -67,6 +67,8 @@ pub(crate) struct Conn {
     pub backlogged: bool,
     pub closing: Option<CloseReason>,
     pub json: Option<super::json::JsonSession>,
+    /// Output was queued since the last housekeeping round: its buffer is kept.
+    pub out_recent: bool,
 }
 
 impl Conn {
@@ -88,6 +90,7 @@ impl Conn {
             backlogged: false,
             closing: None,
             json: None,
+            out_recent: false,
         }
     }
 
