@@ -282,14 +282,16 @@ impl Model {
         }
     }
 
-    /// One release step: a batch of holds of the pending releases, oldest first; a RESET is
-    /// answered when its last hold is gone.
+    /// One release step: a batch of holds of the pending releases, in turn (the one the batch
+    /// ran out on goes to the back); a RESET is answered when its last hold is gone.
     fn release_step(&mut self) {
         self.inline_budget = self.release_batch;
         let mut budget = self.release_batch;
         while let Some(p) = self.pending.first() {
             let conn = p.conn;
             if !self.release_holds(conn, &mut budget) {
+                let p = self.pending.remove(0);
+                self.pending.push(p);
                 break;
             }
             let p = self.pending.remove(0);

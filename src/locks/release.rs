@@ -75,8 +75,8 @@ impl LockTable {
         }
     }
 
-    /// Releases up to `release_batch` holds of pending RESETs and disconnects, oldest first,
-    /// answering each RESET whose last hold went, and refills the inline budget of the RESETs
+    /// Releases up to `release_batch` holds of pending RESETs and disconnects, taking them in
+    /// turn (the one the budget ran out on goes to the back), answering each RESET whose last hold went, and refills the inline budget of the RESETs
     /// and disconnects to come. Returns the holds released. The server calls it once per turn.
     pub fn release_step(&mut self, now: Tick, out: &mut Vec<Output>) -> usize {
         self.inline_budget = self.release_batch;
@@ -84,6 +84,9 @@ impl LockTable {
         while let Some(release) = self.releasing.front() {
             let conn = release.conn;
             if !self.release_holds(now, conn, &mut budget, out) {
+                // Round robin: a small release queued behind a big one waits one step, not
+                // the big one's whole release.
+                self.releasing.rotate_left(1);
                 break;
             }
             if let Some(release) = self.releasing.pop_front() {

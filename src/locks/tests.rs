@@ -699,3 +699,45 @@ fn memory_is_given_back_after_fifteen_thousand_waiters_leave() {
     // Hysteresis: at the new level nothing shrinks again.
     assert!(!t.shrink());
 }
+
+#[test]
+fn disconnects_in_one_turn_share_one_inline_budget() {
+    // Five connections with 400 holds each close in the same turn.
+    let mut t = table_with(5);
+    let mut out = Vec::new();
+    for slot in 0..5 {
+        for i in 0..400 {
+            t.lock(0, id(slot), 1, &request(&format!("c{slot}-{i}"), FOREVER, None), &mut out);
+        }
+    }
+    for slot in 0..5 {
+        t.disconnect(1, id(slot), &mut out);
+    }
+    assert_eq!(t.stats().locks_held, 2_000 - RELEASE_BATCH, "one inline budget per turn");
+    assert_eq!(t.release_step(1, &mut out), RELEASE_BATCH);
+    assert!(!t.has_pending_releases());
+    assert_eq!(t.stats().connections, 0);
+}
+
+#[test]
+fn a_small_release_does_not_wait_for_a_big_one_to_finish() {
+    let mut t = table_with(2);
+    let mut out = Vec::new();
+    t.lock(0, id(1), 1, &request("small-a", FOREVER, None), &mut out);
+    t.lock(0, id(1), 2, &request("small-b", FOREVER, None), &mut out);
+    for i in 0..3 * RELEASE_BATCH {
+        t.lock(0, id(0), 1, &request(&format!("big{i}"), FOREVER, None), &mut out);
+    }
+    out.clear();
+    t.disconnect(1, id(0), &mut out);
+    t.reset(1, id(1), 9, &mut out);
+    assert!(out.is_empty(), "the turn's inline budget went to the big release: {out:?}");
+    assert_eq!(t.release_step(1, &mut out), RELEASE_BATCH);
+    assert!(out.is_empty());
+    // The big release went to the back after its batch: the RESET is answered next step.
+    assert_eq!(t.release_step(2, &mut out), RELEASE_BATCH);
+    assert_eq!(out, vec![Output { conn: id(1), request_id: 9, response: Response::ResetOk }]);
+    assert_eq!(t.stats().locks_held, 2);
+    assert_eq!(t.release_step(3, &mut out), 2);
+    assert!(!t.has_pending_releases());
+}
