@@ -185,10 +185,21 @@ fn status_kib(pid: u32, field: &str) -> u64 {
     line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
+/// The real binary, killed when the test ends (also when an assertion fails).
+struct Officer(std::process::Child);
+
+impl Drop for Officer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn memory_stays_bounded_through_a_timeout_burst_and_is_given_back() {
-    let (mut child, addr) = spawn_officer(&[]);
-    let pid = child.id();
+    let (child, addr) = spawn_officer(&[]);
+    let child = Officer(child);
+    let pid = child.0.id();
     let mut holder = Raw::connect(addr);
     token_of(holder.call(&lock("hot")));
     let holder_label = queue_of(&mut holder, "hot").remove(0);
@@ -210,8 +221,7 @@ fn memory_stays_bounded_through_a_timeout_burst_and_is_given_back() {
         std::thread::sleep(Duration::from_millis(50));
         now_kib = status_kib(pid, "VmRSS:");
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     eprintln!("rss: before {before} KiB, peak {peak} KiB, loaded {loaded} KiB, after {now_kib} KiB");
     assert!(now_kib <= target, "RSS {now_kib} KiB after the burst, {loaded} KiB loaded, {before} KiB before");
 }
