@@ -137,6 +137,7 @@ impl LockTable {
     fn end_release(&mut self, release: Release, out: &mut Vec<Output>) {
         let Some(state) = self.conns.get_mut(&release.conn) else { return };
         state.releasing = false;
+        state.shrink_if_sparse();
         if state.gone {
             self.conns.remove(&release.conn);
         } else if let Some(request_id) = release.reset {

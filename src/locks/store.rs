@@ -78,8 +78,9 @@ pub(super) struct Store {
     locks: Slab<Lock>,
     index: HashTable<u32>,
     hasher: DefaultHashBuilder,
-    /// `(locks, capacity)` after the last shrink attempt, to bound how often one is tried.
-    last_shrink: Option<(usize, usize)>,
+    /// A shrink gave memory back since `take_shrank` was last called (housekeeping then asks
+    /// the allocator to return the pages).
+    shrank: bool,
 }
 
 impl Store {
@@ -88,7 +89,7 @@ impl Store {
             locks: Slab::new(),
             index: HashTable::new(),
             hasher: DefaultHashBuilder::default(),
-            last_shrink: None,
+            shrank: false,
         }
     }
 
@@ -122,23 +123,26 @@ impl Store {
         Some(lock)
     }
 
-    /// Returns memory once a bulk release (RESET, disconnect) left the slab at most a quarter
-    /// full. The slab cannot move live keys, so a shrink may achieve little and costs a scan of
-    /// the whole slab: it is retried only once the slab grew or the lock count halved again.
+    /// Returns memory once the slab is at most a quarter full (after a bulk release, or from
+    /// housekeeping). The slab cannot move live keys: it drops only the vacant tail after its
+    /// highest live key. Trying costs O(1) when that tail is empty, and O(capacity) only when
+    /// it gives memory back; the index is rehashed only when it can shrink.
     pub fn shrink_if_sparse(&mut self) -> bool {
         let (len, capacity) = (self.locks.len(), self.locks.capacity());
-        let retry = match self.last_shrink {
-            None => true,
-            Some((last_len, last_capacity)) => capacity != last_capacity || len * 2 < last_len,
-        };
-        if capacity < MIN_SHRINK_CAPACITY || len * 4 > capacity || !retry {
+        if capacity < MIN_SHRINK_CAPACITY || len * 4 > capacity {
             return false;
         }
         self.locks.shrink_to_fit();
         let (locks, hasher) = (&self.locks, &self.hasher);
         self.index.shrink_to(len, |&k| rehash(locks, hasher, k));
-        self.last_shrink = Some((len, self.locks.capacity()));
-        self.locks.capacity() < capacity
+        let shrank = self.locks.capacity() < capacity;
+        self.shrank |= shrank;
+        shrank
+    }
+
+    /// Whether a shrink gave memory back since the last call.
+    pub fn take_shrank(&mut self) -> bool {
+        std::mem::take(&mut self.shrank)
     }
 
     pub fn capacity(&self) -> usize {

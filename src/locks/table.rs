@@ -290,7 +290,11 @@ impl LockTable {
             state.held_tail = prev;
         }
         state.held.remove(&key);
-        state.shrink_if_sparse();
+        // A bulk release empties the set anyway and frees it at the end: rehashing it on the
+        // way down would put O(holds) steps into single release batches.
+        if !state.releasing && !state.gone {
+            state.shrink_if_sparse();
+        }
     }
 
     /// Takes the wait of `conn` out of lock `key`'s queue, cancelling its timer.
@@ -415,6 +419,8 @@ impl LockTable {
     /// shrank. Per-lock queues and per-connection sets shrink as they empty, not here.
     pub fn shrink(&mut self) -> bool {
         let mut shrank = self.store.shrink_if_sparse();
+        // A bulk release shrinks the store when it ends; that counts too.
+        shrank |= self.store.take_shrank();
         shrank |= self.timers.shrink_if_sparse();
         let (len, capacity) = (self.conns.len(), self.conns.capacity());
         if capacity > CONTAINER_SHRINK_FLOOR && len * 4 <= capacity {
