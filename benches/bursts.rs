@@ -77,7 +77,9 @@ fn bursts(c: &mut Criterion) {
         )
     });
     g.throughput(Throughput::Elements(RELEASE_BATCH as u64));
-    for (name, waiters) in [("release_step_of_20000_holds", false), ("release_step_of_20000_holds_each_granted", true)] {
+    for (name, waiters) in
+        [("release_step_of_20000_holds", false), ("release_step_of_20000_holds_each_granted", true)]
+    {
         g.bench_function(name, |b| {
             b.iter_batched(
                 || release_burst(waiters),

@@ -23,12 +23,28 @@ const FIRST_TOKEN: u64 = 1_000;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Lock { conn: usize, name: usize, timeout_ms: Option<u32>, queue_max: Option<u32> },
-    Unlock { conn: usize, name: usize },
-    Reset { conn: usize },
-    Disconnect { conn: usize },
-    Connect { conn: usize },
-    Advance { ms: Tick },
+    Lock {
+        conn: usize,
+        name: usize,
+        timeout_ms: Option<u32>,
+        queue_max: Option<u32>,
+    },
+    Unlock {
+        conn: usize,
+        name: usize,
+    },
+    Reset {
+        conn: usize,
+    },
+    Disconnect {
+        conn: usize,
+    },
+    Connect {
+        conn: usize,
+    },
+    Advance {
+        ms: Tick,
+    },
     /// One turn of the server's loop: a release step, then an expire, at the same tick.
     Step,
 }
@@ -406,7 +422,9 @@ impl Run {
             | Op::Disconnect { conn }
                 if !self.model.conns[conn].connected => {}
             // The server serves nothing of a connection whose RESET is still releasing.
-            Op::Lock { conn, .. } | Op::Unlock { conn, .. } | Op::Reset { conn } if self.model.releasing(conn) => {
+            Op::Lock { conn, .. } | Op::Unlock { conn, .. } | Op::Reset { conn }
+                if self.model.releasing(conn) =>
+            {
                 prop_assert!(self.table.is_releasing(self.model.conns[conn].id));
             }
             Op::Lock { conn, name, timeout_ms, queue_max } => {

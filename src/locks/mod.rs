@@ -34,7 +34,7 @@ mod top;
 
 pub use crate::wheel::Tick;
 pub use histogram::{Histogram, BOUNDS_MS};
-pub use table::{LockTable, EXPIRE_BATCH, RELEASE_BATCH, REFUSAL_QUEUE_MAX};
+pub use table::{LockTable, EXPIRE_BATCH, REFUSAL_QUEUE_MAX, RELEASE_BATCH};
 
 /// Capacities of the table's containers, to check that memory is given back after a burst.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

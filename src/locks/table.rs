@@ -275,7 +275,8 @@ impl LockTable {
     /// Takes lock `key` out of the holds of `conn` in O(1); the lock itself stays.
     pub(super) fn unlink_held(&mut self, conn: ConnId, key: u32) {
         let Some(lock) = self.store.get_mut(key) else { return };
-        let (prev, next) = (mem::replace(&mut lock.held_prev, NO_LOCK), mem::replace(&mut lock.held_next, NO_LOCK));
+        let (prev, next) =
+            (mem::replace(&mut lock.held_prev, NO_LOCK), mem::replace(&mut lock.held_next, NO_LOCK));
         if let Some(p) = self.store.get_mut(prev) {
             p.held_next = next;
         }
@@ -427,7 +428,9 @@ impl LockTable {
             self.conns.shrink_to(len * 2);
             shrank = true;
         }
-        if self.releasing.capacity() > CONTAINER_SHRINK_FLOOR && self.releasing.len() * 4 <= self.releasing.capacity() {
+        if self.releasing.capacity() > CONTAINER_SHRINK_FLOOR
+            && self.releasing.len() * 4 <= self.releasing.capacity()
+        {
             self.releasing.shrink_to(self.releasing.len() * 2);
             shrank = true;
         }

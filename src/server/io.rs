@@ -367,8 +367,13 @@ impl Server {
             if let Some(handle) = conn.idle_timer.take() {
                 self.idle.cancel(handle);
             }
-            let _ = self.poll.registry().deregister(&mut conn.stream);
-            conn.stream.shutdown();
+            // A peer that hung up has nothing more to learn: dropping the socket closes it and
+            // takes it out of the poller, and skipping deregister and shutdown halves the
+            // syscalls of 10,000 peers hanging up together.
+            if conn.closing != Some(CloseReason::Eof) {
+                let _ = self.poll.registry().deregister(&mut conn.stream);
+                conn.stream.shutdown();
+            }
         }
     }
 
