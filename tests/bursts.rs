@@ -225,3 +225,36 @@ fn memory_stays_bounded_through_a_timeout_burst_and_is_given_back() {
     eprintln!("rss: before {before} KiB, peak {peak} KiB, loaded {loaded} KiB, after {now_kib} KiB");
     assert!(now_kib <= target, "RSS {now_kib} KiB after the burst, {loaded} KiB loaded, {before} KiB before");
 }
+
+#[test]
+fn a_json_reset_of_thousands_of_holds_is_answered_before_the_lines_after_it() {
+    use std::io::{BufRead, BufReader, Write};
+    let server = TestServer::start();
+    let stream = std::net::TcpStream::connect(server.addr()).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    let mut lines = String::new();
+    for i in 0..2_500 {
+        lines.push_str(&format!("{{\"command\":\"lock\",\"name\":\"j{i}\"}}\n"));
+    }
+    // RESET spans several release batches; the lock and my_locks behind it wait for it.
+    lines.push_str(
+        "{\"command\":\"reset\"}\n{\"command\":\"lock\",\"name\":\"j7\"}\n{\"command\":\"my_locks\"}\n",
+    );
+    writer.write_all(lines.as_bytes()).unwrap();
+    let mut recv = || {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        serde_json::from_str::<serde_json::Value>(&line).unwrap()
+    };
+    for _ in 0..2_500 {
+        assert_eq!(recv()["result"], "acquired");
+    }
+    assert_eq!(recv()["result"], "reset_succeeded");
+    let relock = recv();
+    assert_eq!((&relock["result"], &relock["name"]), (&"acquired".into(), &"j7".into()), "{relock}");
+    let mine = recv();
+    assert_eq!(mine["result"], "my_locks", "{mine}");
+    assert_eq!(mine["value"], serde_json::json!(["j7"]), "{mine}");
+}
