@@ -151,38 +151,47 @@ impl<T> Wheel<T> {
             self.elapsed = now;
             return;
         }
-        // Slots are visited in order of their start tick, so a cascaded timer always lands in a
-        // slot that has not been visited yet, and due timers join the due list in deadline order
-        // behind the ones already there.
+        // Timers already due (left over, or inserted overdue) go first. Slots are then visited
+        // in order of their start tick, so a cascaded timer always lands in a slot not visited
+        // yet, and timers fire in deadline order; once `max` have fired, the rest join the due
+        // list, in the same order.
+        let mut room = max;
+        self.take_due(&mut room, out);
         while let Some((list, start)) = self.next_slot() {
             if start > now {
                 break;
             }
             self.elapsed = start;
-            self.cascade(list);
+            self.cascade(list, &mut room, out);
         }
         self.elapsed = now;
-        self.take_due(max, out);
     }
 
-    /// Empties one slot list, re-linking each timer relative to `elapsed`: due timers go to the
-    /// due list, the others to a lower level (or, for very far timers, a later rotation).
-    fn cascade(&mut self, list: usize) {
+    /// Empties one slot list: timers due by `elapsed` fire while `room` lasts (and then join
+    /// the due list), the others are re-linked relative to `elapsed`, which moves them to a
+    /// lower level (or, for very far timers, a later rotation).
+    fn cascade(&mut self, list: usize, room: &mut usize, out: &mut Vec<T>) {
         let mut key = self.lists[list].head;
         self.lists[list] = EMPTY;
         self.clear_occupied(list);
         while key != NIL {
             let Some(entry) = self.entries.get(key) else { return };
-            let next = entry.next;
-            self.link(key);
+            let (next, due) = (entry.next, entry.deadline <= self.elapsed);
+            if due && *room > 0 {
+                *room -= 1;
+                if let Some(entry) = self.entries.try_remove(key) {
+                    out.push(entry.value);
+                }
+            } else {
+                self.link(key);
+            }
             key = next;
         }
     }
 
-    /// Moves up to `max` values from the head of the due list into `out`.
-    fn take_due(&mut self, max: usize, out: &mut Vec<T>) {
-        let mut taken = 0;
-        while taken < max {
+    /// Moves values from the head of the due list into `out` while `room` lasts.
+    fn take_due(&mut self, room: &mut usize, out: &mut Vec<T>) {
+        while *room > 0 {
             let key = self.lists[DUE].head;
             if key == NIL {
                 return;
@@ -191,7 +200,7 @@ impl<T> Wheel<T> {
             if let Some(entry) = self.entries.try_remove(key) {
                 out.push(entry.value);
             }
-            taken += 1;
+            *room -= 1;
         }
     }
 

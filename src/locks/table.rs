@@ -116,7 +116,9 @@ impl LockTable {
         }
         // The server holds a releasing connection's requests back; a caller that does not
         // gets the release finished first, so the request sees the state after it.
-        self.finish_release(now, conn, out);
+        if state.releasing {
+            self.finish_release(now, conn, out);
+        }
         match self.store.find(req.name) {
             None => self.acquire_free(now, conn, request_id, req.name, out),
             Some(key) => self.contend(now, conn, request_id, key, req, out),
@@ -214,10 +216,13 @@ impl LockTable {
     /// A waiter's UNLOCK pushes `Cancelled` for its pending LOCK first, then `Released` for the
     /// UNLOCK, so the client sees the wait end before the request that ended it is answered.
     pub fn unlock(&mut self, now: Tick, conn: ConnId, request_id: u32, name: &str, out: &mut Vec<Output>) {
-        if self.conns.get(&conn).is_some_and(|state| state.gone) {
-            return;
+        // Gone or releasing connections exist only while a release is pending.
+        if !self.releasing.is_empty() {
+            if self.conns.get(&conn).is_some_and(|state| state.gone) {
+                return;
+            }
+            self.finish_release(now, conn, out);
         }
-        self.finish_release(now, conn, out);
         let key = self.store.find(name);
         let holder = key.and_then(|k| self.store.get(k)).map(|lock| lock.holder);
         match key {
@@ -258,17 +263,8 @@ impl LockTable {
 
     /// Links lock `key`, just granted to `conn`, at the end of its holds.
     pub(super) fn link_held(&mut self, conn: ConnId, key: u32) {
-        let Some(state) = self.conns.get_mut(&conn) else { return };
-        let tail = mem::replace(&mut state.held_tail, key);
-        if tail == NO_LOCK {
-            state.held_head = key;
-        }
-        state.held.insert(key);
-        if let Some(prev) = self.store.get_mut(tail) {
-            prev.held_next = key;
-        }
-        if let Some(lock) = self.store.get_mut(key) {
-            (lock.held_prev, lock.held_next) = (tail, NO_LOCK);
+        if let Some(state) = self.conns.get_mut(&conn) {
+            link_held(&mut self.store, state, key);
         }
     }
 
@@ -338,10 +334,10 @@ impl LockTable {
             let token = self.next_token;
             self.next_token = token.saturating_add(1);
             (lock.holder, lock.token, lock.since) = (waiter.conn, token, now);
+            link_held(&mut self.store, state, key);
             break (waiter, token);
         };
         let (waiter, token) = granted;
-        self.link_held(waiter.conn, key);
         self.counters.acquired += 1;
         self.counters.grants_after_wait += 1;
         self.counters.wait_time_total_ms += now.saturating_sub(waiter.since);
@@ -456,3 +452,18 @@ impl LockTable {
 
 /// Containers up to this capacity are never shrunk.
 const CONTAINER_SHRINK_FLOOR: usize = 64;
+
+/// Links lock `key` at the end of the holds of `state` (its new holder), in O(1).
+fn link_held(store: &mut Store, state: &mut ConnState, key: u32) {
+    let tail = mem::replace(&mut state.held_tail, key);
+    if tail == NO_LOCK {
+        state.held_head = key;
+    }
+    state.held.insert(key);
+    if let Some(prev) = store.get_mut(tail) {
+        prev.held_next = key;
+    }
+    if let Some(lock) = store.get_mut(key) {
+        (lock.held_prev, lock.held_next) = (tail, NO_LOCK);
+    }
+}

@@ -185,7 +185,9 @@ impl Server {
     /// Whether the connection's requests wait: its RESET is releasing holds across turns
     /// (PROTOCOL.md §6.5). Request loops end the connection's turn when this turns true.
     pub(super) fn holds_back(&self, key: usize) -> bool {
-        self.conns.get(key).is_some_and(|c| self.table.is_releasing(c.id))
+        // Checked after every request: no lookup at all while nothing is being released.
+        self.table.has_pending_releases()
+            && self.conns.get(key).is_some_and(|c| self.table.is_releasing(c.id))
     }
 
     fn push_backlog(&mut self, key: usize) {
