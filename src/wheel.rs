@@ -26,6 +26,8 @@ const DUE: usize = LEVELS * SLOTS;
 const LISTS: usize = DUE + 1;
 /// End-of-list marker for the intrusive links.
 const NIL: usize = usize::MAX;
+/// Below this slab capacity a shrink is not worth its O(capacity) cost.
+const SHRINK_FLOOR: usize = 1024;
 
 /// Names one inserted timer. Stale handles (fired or cancelled timers) are harmless.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,39 +133,52 @@ impl<T> Wheel<T> {
 
     /// Moves every value whose deadline is at or before `now` into `out`, in deadline order.
     /// A `now` earlier than a previous one is treated as that previous one.
-    ///
-    /// Cost: the timers fired or cascaded, plus one step per `2^36` ticks of the jump for each
-    /// occupied top-level slot (only timers more than `2^36` ticks away wrap around the top level).
     pub fn poll(&mut self, now: Tick, out: &mut Vec<T>) {
+        self.poll_max(now, usize::MAX, out);
+    }
+
+    /// Like [`Wheel::poll`], but moves at most `max` values into `out`. Timers due and not moved
+    /// stay pending, in order, in the due list: `next_deadline` then reports a tick at or
+    /// before `now`, they stay cancellable, and the next poll hands them out first.
+    ///
+    /// Cost: the values moved, plus one cheap relink (no allocation) per timer that became due
+    /// or cascaded, plus one step per `2^36` ticks of the jump for each occupied top-level slot
+    /// (only timers more than `2^36` ticks away wrap around the top level).
+    pub fn poll_max(&mut self, now: Tick, max: usize, out: &mut Vec<T>) {
         let now = now.max(self.elapsed);
         // The common case on an idle wheel: nothing to visit, only time moves on.
         if self.entries.is_empty() {
             self.elapsed = now;
             return;
         }
-        self.process(DUE, out);
-        // Slots are visited in order of their start tick, so a cascaded timer always lands in a
-        // slot that has not been visited yet and timers fire in deadline order.
+        // Timers already due (left over, or inserted overdue) go first. Slots are then visited
+        // in order of their start tick, so a cascaded timer always lands in a slot not visited
+        // yet, and timers fire in deadline order; once `max` have fired, the rest join the due
+        // list, in the same order.
+        let mut room = max;
+        self.take_due(&mut room, out);
         while let Some((list, start)) = self.next_slot() {
             if start > now {
                 break;
             }
             self.elapsed = start;
-            self.process(list, out);
+            self.cascade(list, &mut room, out);
         }
         self.elapsed = now;
     }
 
-    /// Empties one list: timers due by `elapsed` fire, the others are re-linked relative to
-    /// `elapsed`, which moves them to a lower level (or, for very far timers, a later rotation).
-    fn process(&mut self, list: usize, out: &mut Vec<T>) {
+    /// Empties one slot list: timers due by `elapsed` fire while `room` lasts (and then join
+    /// the due list), the others are re-linked relative to `elapsed`, which moves them to a
+    /// lower level (or, for very far timers, a later rotation).
+    fn cascade(&mut self, list: usize, room: &mut usize, out: &mut Vec<T>) {
         let mut key = self.lists[list].head;
         self.lists[list] = EMPTY;
         self.clear_occupied(list);
         while key != NIL {
             let Some(entry) = self.entries.get(key) else { return };
             let (next, due) = (entry.next, entry.deadline <= self.elapsed);
-            if due {
+            if due && *room > 0 {
+                *room -= 1;
                 if let Some(entry) = self.entries.try_remove(key) {
                     out.push(entry.value);
                 }
@@ -172,6 +187,38 @@ impl<T> Wheel<T> {
             }
             key = next;
         }
+    }
+
+    /// Moves values from the head of the due list into `out` while `room` lasts.
+    fn take_due(&mut self, room: &mut usize, out: &mut Vec<T>) {
+        while *room > 0 {
+            let key = self.lists[DUE].head;
+            if key == NIL {
+                return;
+            }
+            self.unlink(key);
+            if let Some(entry) = self.entries.try_remove(key) {
+                out.push(entry.value);
+            }
+            *room -= 1;
+        }
+    }
+
+    /// Gives back slab memory once far fewer timers are pending than at the peak: at most a
+    /// quarter of the capacity in use, and only above a floor, so a steady load never
+    /// reallocates. Costs O(capacity) when it shrinks.
+    pub fn shrink_if_sparse(&mut self) -> bool {
+        let (len, capacity) = (self.entries.len(), self.entries.capacity());
+        if capacity < SHRINK_FLOOR || len * 4 > capacity {
+            return false;
+        }
+        self.entries.shrink_to_fit();
+        self.entries.capacity() < capacity
+    }
+
+    /// Slab capacity in timers, for memory tests and metrics.
+    pub fn capacity(&self) -> usize {
+        self.entries.capacity()
     }
 
     /// The list a deadline belongs in, relative to `elapsed`.
@@ -384,6 +431,41 @@ mod tests {
         assert_eq!(poll(&mut wheel, 1 << 33), vec![0, 2, 4, 5, 1, 6, 3]);
         assert_eq!(wheel.len(), 1);
         assert_eq!(poll(&mut wheel, u64::MAX), vec![99]);
+    }
+
+    #[test]
+    fn poll_max_hands_out_a_bounded_batch_in_order_and_keeps_the_rest_due() {
+        let mut wheel = Wheel::new();
+        let handles: Vec<_> = (0..10).map(|i| wheel.insert(100 + (i % 2), i)).collect();
+        wheel.insert(500, 99);
+        let mut out = Vec::new();
+        wheel.poll_max(200, 3, &mut out);
+        assert_eq!(out, vec![0, 2, 4], "deadline 100 first, in insertion order");
+        assert!(wheel.next_deadline().is_some_and(|d| d <= 200), "the rest is due now");
+        // A due timer not handed out yet can still be cancelled.
+        assert_eq!(wheel.cancel(handles[6]), Some(6));
+        wheel.insert(150, 42);
+        out.clear();
+        wheel.poll_max(200, 4, &mut out);
+        assert_eq!(out, vec![8, 1, 3, 5]);
+        out.clear();
+        wheel.poll_max(200, 100, &mut out);
+        assert_eq!(out, vec![7, 9, 42], "a timer inserted overdue fires after those already due");
+        assert_eq!(wheel.len(), 1);
+        assert!(wheel.next_deadline().is_some_and(|d| d > 200 && d <= 500));
+    }
+
+    #[test]
+    fn shrinks_only_when_far_below_the_peak() {
+        let mut wheel = Wheel::new();
+        let handles: Vec<_> = (0..5_000).map(|i| wheel.insert(10 + i, i as u32)).collect();
+        assert!(!wheel.shrink_if_sparse(), "full: nothing to give back");
+        for h in handles {
+            wheel.cancel(h);
+        }
+        assert!(wheel.shrink_if_sparse());
+        assert!(wheel.capacity() < 1_024, "capacity {}", wheel.capacity());
+        assert!(!wheel.shrink_if_sparse());
     }
 
     #[test]

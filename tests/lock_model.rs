@@ -4,6 +4,12 @@
 //! reference model written here. After every step both must have answered each connection the
 //! same responses in the same order and agree on holders and queues; over a run every request
 //! gets exactly one answer, except requests of a connection that went away.
+//!
+//! The table runs with tiny batches (1 to 3 timeouts per `expire`, 1 to 3 holds per release
+//! step), so RESETs and disconnects are released across several `Step`s with other requests
+//! in between, as the server does across turns of its loop. The model keeps each pending
+//! release too; a RESETting connection sends nothing until its RESET is answered, as the server
+//! holds its requests back.
 
 use std::collections::BTreeMap;
 
@@ -17,12 +23,30 @@ const FIRST_TOKEN: u64 = 1_000;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Lock { conn: usize, name: usize, timeout_ms: Option<u32>, queue_max: Option<u32> },
-    Unlock { conn: usize, name: usize },
-    Reset { conn: usize },
-    Disconnect { conn: usize },
-    Connect { conn: usize },
-    Advance { ms: Tick },
+    Lock {
+        conn: usize,
+        name: usize,
+        timeout_ms: Option<u32>,
+        queue_max: Option<u32>,
+    },
+    Unlock {
+        conn: usize,
+        name: usize,
+    },
+    Reset {
+        conn: usize,
+    },
+    Disconnect {
+        conn: usize,
+    },
+    Connect {
+        conn: usize,
+    },
+    Advance {
+        ms: Tick,
+    },
+    /// One turn of the server's loop: a release step, then an expire, at the same tick.
+    Step,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -36,7 +60,14 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..CONNS).prop_map(|conn| Op::Disconnect { conn }),
         1 => (0..CONNS).prop_map(|conn| Op::Connect { conn }),
         3 => (0..15u64).prop_map(|ms| Op::Advance { ms }),
+        3 => Just(Op::Step),
     ]
+}
+
+/// `(expire batch, release batch)`: mostly tiny, sometimes the server's defaults.
+fn batches() -> impl Strategy<Value = (usize, usize)> {
+    let batch = prop_oneof![3 => 1..4usize, 1 => Just(1000usize)];
+    (batch.clone(), batch)
 }
 
 fn limits() -> impl Strategy<Value = TableLimits> {
@@ -70,6 +101,12 @@ struct Conn {
     connected: bool,
 }
 
+/// A RESET (with its request id) or a disconnect (`None`) whose holds are not all released.
+struct Pending {
+    conn: usize,
+    reset: Option<u32>,
+}
+
 /// The reference: linear scans everywhere, written straight from the specification.
 struct Model {
     limits: TableLimits,
@@ -78,13 +115,34 @@ struct Model {
     next_token: u64,
     seq: u64,
     out: Vec<Output>,
+    expire_batch: usize,
+    release_batch: usize,
+    /// Oldest first; released `release_batch` holds per step.
+    pending: Vec<Pending>,
+    /// Holds RESETs and disconnects may release at once until the next step refills it.
+    inline_budget: usize,
 }
 
 impl Model {
-    fn new(limits: TableLimits) -> Self {
+    fn new(limits: TableLimits, (expire_batch, release_batch): (usize, usize)) -> Self {
         let conns =
             (0..CONNS).map(|c| Conn { id: conn_id(c, 1), label: label(c, 1), connected: true }).collect();
-        Model { limits, conns, locks: Vec::new(), next_token: FIRST_TOKEN, seq: 0, out: Vec::new() }
+        Model {
+            limits,
+            conns,
+            locks: Vec::new(),
+            next_token: FIRST_TOKEN,
+            seq: 0,
+            out: Vec::new(),
+            expire_batch,
+            release_batch,
+            pending: Vec::new(),
+            inline_budget: release_batch,
+        }
+    }
+
+    fn releasing(&self, conn: usize) -> bool {
+        self.pending.iter().any(|p| p.conn == conn)
     }
 
     fn reply(&mut self, conn: usize, request_id: u32, response: Response) {
@@ -181,8 +239,8 @@ impl Model {
         }
     }
 
-    /// Waits end first (in arrival order), then holds are released in acquisition order.
-    fn drop_all(&mut self, conn: usize, notify: bool) {
+    /// Waits end at once, in arrival order (answered `Cancelled` when `notify`).
+    fn cancel_waits(&mut self, conn: usize, notify: bool) {
         let mut waits: Vec<(u64, u32)> = Vec::new();
         for lock in &mut self.locks {
             waits.extend(lock.waiters.iter().filter(|w| w.conn == conn).map(|w| (w.seq, w.request_id)));
@@ -194,20 +252,73 @@ impl Model {
                 self.reply(conn, rid, Response::Cancelled);
             }
         }
-        while let Some(i) = (0..self.locks.len())
-            .filter(|&i| self.locks[i].holder == conn)
-            .min_by_key(|&i| self.locks[i].token)
-        {
+    }
+
+    /// Releases holds of `conn` in acquisition (token) order while `budget` lasts; true when
+    /// none is left.
+    fn release_holds(&mut self, conn: usize, budget: &mut usize) -> bool {
+        loop {
+            let oldest = (0..self.locks.len())
+                .filter(|&i| self.locks[i].holder == conn)
+                .min_by_key(|&i| self.locks[i].token);
+            let Some(i) = oldest else { return true };
+            if *budget == 0 {
+                return false;
+            }
+            *budget -= 1;
             self.hand_over(i);
         }
     }
 
+    /// A disconnect: waits end unanswered, up to a batch of holds goes now, the rest later.
+    fn disconnect(&mut self, conn: usize) {
+        self.conns[conn].connected = false;
+        self.cancel_waits(conn, false);
+        if let Some(p) = self.pending.iter_mut().find(|p| p.conn == conn) {
+            p.reset = None;
+            return;
+        }
+        let mut budget = std::mem::take(&mut self.inline_budget);
+        let done = self.release_holds(conn, &mut budget);
+        self.inline_budget = budget;
+        if !done {
+            self.pending.push(Pending { conn, reset: None });
+        }
+    }
+
     fn reset(&mut self, conn: usize, rid: u32) {
-        self.drop_all(conn, true);
-        self.reply(conn, rid, Response::ResetOk);
+        self.cancel_waits(conn, true);
+        let mut budget = std::mem::take(&mut self.inline_budget);
+        let done = self.release_holds(conn, &mut budget);
+        self.inline_budget = budget;
+        if done {
+            self.reply(conn, rid, Response::ResetOk);
+        } else {
+            self.pending.push(Pending { conn, reset: Some(rid) });
+        }
+    }
+
+    /// One release step: a batch of holds of the pending releases, in turn (the one the batch
+    /// ran out on goes to the back); a RESET is answered when its last hold is gone.
+    fn release_step(&mut self) {
+        self.inline_budget = self.release_batch;
+        let mut budget = self.release_batch;
+        while let Some(p) = self.pending.first() {
+            let conn = p.conn;
+            if !self.release_holds(conn, &mut budget) {
+                let p = self.pending.remove(0);
+                self.pending.push(p);
+                break;
+            }
+            let p = self.pending.remove(0);
+            if let Some(rid) = p.reset {
+                self.reply(conn, rid, Response::ResetOk);
+            }
+        }
     }
 
     /// Every wait whose deadline has come times out, earliest deadline (then arrival) first.
+    /// At most `expire_batch` of them per call; the others stay due for the next call.
     fn expire(&mut self, now: Tick) {
         let mut due: Vec<(Tick, u64)> = self
             .locks
@@ -216,6 +327,7 @@ impl Model {
             .filter_map(|w| w.deadline.filter(|&d| d <= now).map(|d| (d, w.seq)))
             .collect();
         due.sort();
+        due.truncate(self.expire_batch);
         for (_, seq) in due {
             let Some(i) = self.locks.iter().position(|l| l.waiters.iter().any(|w| w.seq == seq)) else {
                 continue;
@@ -284,9 +396,10 @@ struct Run {
 }
 
 impl Run {
-    fn new(limits: TableLimits) -> Self {
+    fn new(limits: TableLimits, batches: (usize, usize)) -> Self {
         let mut table = LockTable::new(FIRST_TOKEN, limits);
-        let model = Model::new(limits);
+        table.set_batches(batches.0, batches.1);
+        let model = Model::new(limits, batches);
         for conn in &model.conns {
             table.connect(conn.id, conn.label.clone());
         }
@@ -308,6 +421,12 @@ impl Run {
             | Op::Reset { conn }
             | Op::Disconnect { conn }
                 if !self.model.conns[conn].connected => {}
+            // The server serves nothing of a connection whose RESET is still releasing.
+            Op::Lock { conn, .. } | Op::Unlock { conn, .. } | Op::Reset { conn }
+                if self.model.releasing(conn) =>
+            {
+                prop_assert!(self.table.is_releasing(self.model.conns[conn].id));
+            }
             Op::Lock { conn, name, timeout_ms, queue_max } => {
                 let rid = self.request(conn);
                 let req = LockRequest { name: NAMES[name], timeout_ms, queue_max };
@@ -326,12 +445,14 @@ impl Run {
             }
             Op::Disconnect { conn } => {
                 self.table.disconnect(now, self.model.conns[conn].id, &mut out);
-                self.model.drop_all(conn, false);
-                self.model.conns[conn].connected = false;
+                self.model.disconnect(conn);
             }
             Op::Connect { conn } => {
+                let releasing = self.model.releasing(conn);
                 let c = &mut self.model.conns[conn];
-                if !c.connected {
+                // The model names connections by slot: a slot comes back once its old
+                // connection's holds are all released.
+                if !c.connected && !releasing {
                     let generation = c.id.generation + 1;
                     (c.id, c.label, c.connected) = (conn_id(conn, generation), label(conn, generation), true);
                     self.table.connect(c.id, c.label.clone());
@@ -341,6 +462,12 @@ impl Run {
                 self.now += ms;
                 self.table.expire(self.now, &mut out);
                 self.model.expire(self.now);
+            }
+            Op::Step => {
+                self.table.release_step(now, &mut out);
+                self.table.expire(now, &mut out);
+                self.model.release_step();
+                self.model.expire(now);
             }
         }
         self.check(op, out)
@@ -367,14 +494,30 @@ impl Run {
         let waiters = self.model.locks.iter().map(|l| l.waiters.len()).sum::<usize>();
         prop_assert_eq!((stats.locks_held, stats.waiters), (self.model.locks.len(), waiters));
         prop_assert_eq!(self.table.last_token(), self.model.next_token - 1);
+        prop_assert_eq!(self.table.has_pending_releases(), !self.model.pending.is_empty());
+        Ok(())
+    }
+
+    /// Turns of the loop until no release is pending and no due timeout is left.
+    fn settle(&mut self) -> Result<(), TestCaseError> {
+        for _ in 0..1_000 {
+            let due = self.table.next_deadline().is_some_and(|d| d <= self.now);
+            if !due && !self.table.has_pending_releases() {
+                return Ok(());
+            }
+            self.apply(&Op::Step)?;
+        }
+        prop_assert!(false, "pending work never ended");
         Ok(())
     }
 
     /// Ends every pending wait with a RESET, then checks each request got exactly one answer
     /// (at most one for connections that went away).
     fn finish(&mut self) -> Result<(), TestCaseError> {
+        self.settle()?;
         for conn in 0..CONNS {
             self.apply(&Op::Reset { conn })?;
+            self.settle()?;
         }
         for (&(id, rid), &count) in &self.answers {
             let live = self.model.conns.iter().any(|c| c.connected && c.id == id);
@@ -391,8 +534,12 @@ impl Run {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
     #[test]
-    fn table_matches_reference_model(limits in limits(), ops in prop::collection::vec(op(), 1..80)) {
-        let mut run = Run::new(limits);
+    fn table_matches_reference_model(
+        limits in limits(),
+        batches in batches(),
+        ops in prop::collection::vec(op(), 1..80),
+    ) {
+        let mut run = Run::new(limits, batches);
         for op in &ops {
             run.apply(op)?;
         }

@@ -3,6 +3,11 @@
 
 use hashbrown::{HashMap, HashSet};
 
+use super::store::NO_LOCK;
+
+/// Sets up to this capacity are never shrunk.
+const SET_SHRINK_FLOOR: usize = 64;
+
 /// What one connection holds and awaits, by lock key.
 #[derive(Debug)]
 pub(super) struct ConnState {
@@ -15,11 +20,41 @@ pub(super) struct ConnState {
     /// the sequence gives back the order the waits started in when all of them end at once.
     waiting: HashMap<u32, u64>,
     next_wait: u64,
+    /// First and last of the holds in acquisition order, linked through the locks
+    /// (`Lock::held_prev` / `held_next`); `NO_LOCK` when nothing is held.
+    pub held_head: u32,
+    pub held_tail: u32,
+    /// The connection is gone and its holds are still being released in batches: it is never
+    /// granted anything and never answered again.
+    pub gone: bool,
+    /// A RESET or disconnect is releasing its holds in batches (`LockTable::release_step`).
+    pub releasing: bool,
 }
 
 impl ConnState {
     pub fn new(label: Box<str>) -> Self {
-        ConnState { label, held: HashSet::new(), waiting: HashMap::new(), next_wait: 0 }
+        ConnState {
+            label,
+            held: HashSet::new(),
+            waiting: HashMap::new(),
+            next_wait: 0,
+            held_head: NO_LOCK,
+            held_tail: NO_LOCK,
+            gone: false,
+            releasing: false,
+        }
+    }
+
+    /// Gives back the memory of the per-connection sets once they are far below their peak
+    /// (a quarter of the capacity, above a small floor). O(entries) when it shrinks, which the
+    /// halving makes amortised O(1) per removal.
+    pub fn shrink_if_sparse(&mut self) {
+        if self.held.capacity() > SET_SHRINK_FLOOR && self.held.len() * 4 <= self.held.capacity() {
+            self.held.shrink_to(self.held.len() * 2);
+        }
+        if self.waiting.capacity() > SET_SHRINK_FLOOR && self.waiting.len() * 4 <= self.waiting.capacity() {
+            self.waiting.shrink_to(self.waiting.len() * 2);
+        }
     }
 
     /// Holds plus waits, the quantity `max_locks_per_conn` bounds.
@@ -38,6 +73,7 @@ impl ConnState {
 
     pub fn stop_waiting(&mut self, lock: u32) {
         self.waiting.remove(&lock);
+        self.shrink_if_sparse();
     }
 
     /// The awaited locks with the sequence number of each wait, in no particular order, so a

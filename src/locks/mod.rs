@@ -13,12 +13,19 @@
 //! - tokens are strictly increasing over the life of the table;
 //! - a lock with no holder is removed at once (a lock with waiters always has a holder).
 //!
+//! Bounded work (README "Limits and guarantees"): one `expire` answers at most `EXPIRE_BATCH`
+//! timeouts, one RESET, disconnect or `release_step` releases at most `RELEASE_BATCH` holds,
+//! and TIMED_OUT / QUEUE_MAXED report at most `REFUSAL_QUEUE_MAX` queue entries; the rest is
+//! left for the next call, which the server makes on its next turn.
+//!
 //! Layout: [`store`] keeps each lock (and its name) once; [`conn`] keeps per-connection state;
-//! `table` holds the transitions; `listing` the read-only views and metrics.
+//! `table` holds the transitions; `release` the batched RESET and disconnect; `listing` the
+//! read-only views and metrics.
 
 mod conn;
 mod histogram;
 mod listing;
+mod release;
 mod store;
 mod table;
 #[cfg(test)]
@@ -27,7 +34,22 @@ mod top;
 
 pub use crate::wheel::Tick;
 pub use histogram::{Histogram, BOUNDS_MS};
-pub use table::LockTable;
+pub use table::{LockTable, EXPIRE_BATCH, REFUSAL_QUEUE_MAX, RELEASE_BATCH};
+
+/// Capacities of the table's containers, to check that memory is given back after a burst.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TableCapacities {
+    /// Lock slots in the store's slab.
+    pub lock_slots: usize,
+    /// Entries the per-connection map can hold without growing.
+    pub conns: usize,
+    /// Timer slots of the wait-timer wheel.
+    pub timers: usize,
+    /// Fired timers buffered by `expire`.
+    pub fired: usize,
+    /// Pending releases the release queue can hold.
+    pub releasing: usize,
+}
 
 use crate::protocol::Response;
 

@@ -33,7 +33,42 @@ pub(super) struct Lock {
     /// Waiting requests in arrival order; `VecDeque::new` does not allocate, so an uncontended
     /// lock costs no allocation beyond its name.
     pub waiters: VecDeque<Waiter>,
+    /// Links of the holder's list of holds in acquisition order (`NO_LOCK` at either end), so
+    /// RESET and disconnect release in token order, a bounded batch at a time, without a sort.
+    pub held_prev: u32,
+    pub held_next: u32,
 }
+
+/// The end of a holder's list of holds.
+pub(super) const NO_LOCK: u32 = u32::MAX;
+
+impl Lock {
+    /// A lock just granted to `holder`, not yet linked into its list of holds.
+    pub fn new(name: &str, holder: ConnId, token: u64, since: Tick) -> Lock {
+        Lock {
+            name: name.into(),
+            holder,
+            token,
+            since,
+            waiters: VecDeque::new(),
+            held_prev: NO_LOCK,
+            held_next: NO_LOCK,
+        }
+    }
+
+    /// Gives back queue memory once the queue is far below its peak (a quarter of the capacity,
+    /// above a small floor): a burst of waiters must not pin its queue, and the hysteresis keeps
+    /// a steady queue from reallocating. O(waiters) when it shrinks, amortised O(1).
+    pub fn shrink_queue(&mut self) {
+        let (len, capacity) = (self.waiters.len(), self.waiters.capacity());
+        if capacity > QUEUE_SHRINK_FLOOR && len * 4 <= capacity {
+            self.waiters.shrink_to(len * 2);
+        }
+    }
+}
+
+/// Queues up to this capacity are never shrunk.
+const QUEUE_SHRINK_FLOOR: usize = 16;
 
 /// Below this slab capacity, vacant slots are not worth a shrinking scan.
 const MIN_SHRINK_CAPACITY: usize = 4096;
@@ -43,8 +78,9 @@ pub(super) struct Store {
     locks: Slab<Lock>,
     index: HashTable<u32>,
     hasher: DefaultHashBuilder,
-    /// `(locks, capacity)` after the last shrink attempt, to bound how often one is tried.
-    last_shrink: Option<(usize, usize)>,
+    /// A shrink gave memory back since `take_shrank` was last called (housekeeping then asks
+    /// the allocator to return the pages).
+    shrank: bool,
 }
 
 impl Store {
@@ -53,7 +89,7 @@ impl Store {
             locks: Slab::new(),
             index: HashTable::new(),
             hasher: DefaultHashBuilder::default(),
-            last_shrink: None,
+            shrank: false,
         }
     }
 
@@ -87,25 +123,28 @@ impl Store {
         Some(lock)
     }
 
-    /// Returns memory once a bulk release (RESET, disconnect) left the slab at most a quarter
-    /// full. The slab cannot move live keys, so a shrink may achieve little and costs a scan of
-    /// the whole slab: it is retried only once the slab grew or the lock count halved again.
-    pub fn shrink_if_sparse(&mut self) {
+    /// Returns memory once the slab is at most a quarter full (after a bulk release, or from
+    /// housekeeping). The slab cannot move live keys: it drops only the vacant tail after its
+    /// highest live key. Trying costs O(1) when that tail is empty, and O(capacity) only when
+    /// it gives memory back; the index is rehashed only when it can shrink.
+    pub fn shrink_if_sparse(&mut self) -> bool {
         let (len, capacity) = (self.locks.len(), self.locks.capacity());
-        let retry = match self.last_shrink {
-            None => true,
-            Some((last_len, last_capacity)) => capacity != last_capacity || len * 2 < last_len,
-        };
-        if capacity < MIN_SHRINK_CAPACITY || len * 4 > capacity || !retry {
-            return;
+        if capacity < MIN_SHRINK_CAPACITY || len * 4 > capacity {
+            return false;
         }
         self.locks.shrink_to_fit();
         let (locks, hasher) = (&self.locks, &self.hasher);
         self.index.shrink_to(len, |&k| rehash(locks, hasher, k));
-        self.last_shrink = Some((len, self.locks.capacity()));
+        let shrank = self.locks.capacity() < capacity;
+        self.shrank |= shrank;
+        shrank
     }
 
-    #[cfg(test)]
+    /// Whether a shrink gave memory back since the last call.
+    pub fn take_shrank(&mut self) -> bool {
+        std::mem::take(&mut self.shrank)
+    }
+
     pub fn capacity(&self) -> usize {
         self.locks.capacity()
     }

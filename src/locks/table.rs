@@ -7,7 +7,8 @@ use std::mem;
 use hashbrown::HashMap;
 
 use super::conn::ConnState;
-use super::store::{Lock, Store, Waiter};
+use super::release::Release;
+use super::store::{Lock, Store, Waiter, NO_LOCK};
 use super::{ConnId, Output, TableLimits, TableStats};
 use crate::protocol::{ErrorCode, LockRequest, Response};
 use crate::wheel::{Tick, Wheel};
@@ -26,17 +27,37 @@ pub struct LockTable {
     pub(super) store: Store,
     pub(super) conns: HashMap<ConnId, ConnState>,
     timers: Wheel<WaitTimer>,
-    /// Reused buffer for fired timers, so `expire` does not allocate in steady state.
+    /// Reused buffer for fired timers, so `expire` does not allocate in steady state; it never
+    /// holds more than `expire_batch` of them.
     fired: Vec<WaitTimer>,
-    next_token: u64,
+    pub(super) next_token: u64,
     pub(super) limits: TableLimits,
     /// The monotone counters; the gauges are filled in by `stats()`.
     pub(super) counters: TableStats,
     pub(super) waiters: usize,
+    /// RESETs and disconnects whose holds are still being released, oldest first.
+    pub(super) releasing: VecDeque<Release>,
+    /// Most timers one `expire` answers, and most holds one release step gives up.
+    expire_batch: usize,
+    pub(super) release_batch: usize,
+    /// What RESETs and disconnects may still release inline until the next `release_step`.
+    pub(super) inline_budget: usize,
 }
 
-/// The most queue entries a TIMED_OUT, QUEUE_MAXED or LOCKS entry reports (PROTOCOL.md §4.6).
+/// The most queue entries a LOCKS entry reports (PROTOCOL.md §4.12).
 pub const QUEUE_REPORT_MAX: usize = 1000;
+
+/// The most queue entries a TIMED_OUT or QUEUE_MAXED reports: the holder and the first
+/// waiters (PROTOCOL.md §4.6). A burst of n waiters timing out together then costs O(n), not
+/// O(n x queue), in work and in memory.
+pub const REFUSAL_QUEUE_MAX: usize = 32;
+
+/// The most fired wait timers one `expire` call answers (PROTOCOL.md §6.3); the rest stay due
+/// and the next call, one turn of the server's loop later, answers them.
+pub const EXPIRE_BATCH: usize = 1000;
+
+/// The most holds one RESET, disconnect or release step gives up (PROTOCOL.md §6.5).
+pub const RELEASE_BATCH: usize = 1000;
 
 fn reply(out: &mut Vec<Output>, conn: ConnId, request_id: u32, response: Response) {
     out.push(Output { conn, request_id, response });
@@ -54,7 +75,19 @@ impl LockTable {
             limits,
             counters: TableStats::default(),
             waiters: 0,
+            releasing: VecDeque::new(),
+            expire_batch: EXPIRE_BATCH,
+            release_batch: RELEASE_BATCH,
+            inline_budget: RELEASE_BATCH,
         }
+    }
+
+    /// Changes the batch sizes (each at least 1): tests and benchmarks use small ones to
+    /// exercise batching with few locks.
+    pub fn set_batches(&mut self, expire_batch: usize, release_batch: usize) {
+        self.expire_batch = expire_batch.max(1);
+        self.release_batch = release_batch.max(1);
+        self.inline_budget = self.release_batch;
     }
 
     /// Registers a connection under its listing label (`ip:port` or `unix:N`), or relabels it.
@@ -77,7 +110,15 @@ impl LockTable {
         out: &mut Vec<Output>,
     ) {
         // A connection the server did not register still gets consistent bookkeeping.
-        self.conns.entry(conn).or_insert_with(|| ConnState::new(Box::from("")));
+        let state = self.conns.entry(conn).or_insert_with(|| ConnState::new(Box::from("")));
+        if state.gone {
+            return;
+        }
+        // The server holds a releasing connection's requests back; a caller that does not
+        // gets the release finished first, so the request sees the state after it.
+        if state.releasing {
+            self.finish_release(now, conn, out);
+        }
         match self.store.find(req.name) {
             None => self.acquire_free(now, conn, request_id, req.name, out),
             Some(key) => self.contend(now, conn, request_id, key, req, out),
@@ -89,14 +130,11 @@ impl LockTable {
             return self.refuse(conn, request_id, message, out);
         }
         let token = self.next_token;
-        let lock = Lock { name: name.into(), holder: conn, token, since: now, waiters: VecDeque::new() };
-        let Some(key) = self.store.insert(lock) else {
+        let Some(key) = self.store.insert(Lock::new(name, conn, token, now)) else {
             return self.refuse(conn, request_id, "the lock table is full".to_owned(), out);
         };
         self.next_token = token.saturating_add(1);
-        if let Some(state) = self.conns.get_mut(&conn) {
-            state.held.insert(key);
-        }
+        self.link_held(conn, key);
         self.counters.acquired += 1;
         reply(out, conn, request_id, Response::Acquired { token });
     }
@@ -121,10 +159,10 @@ impl LockTable {
             Response::AlreadyWaiting
         } else if req.queue_max.is_some_and(|q| 1 + lock.waiters.len() >= q as usize) {
             self.counters.queue_maxed += 1;
-            Response::QueueMaxed { queue: self.queue_labels(lock) }
+            Response::QueueMaxed { queue: self.queue_head(lock) }
         } else if req.timeout_ms == Some(0) {
             self.counters.timed_out += 1;
-            Response::TimedOut { queue: self.queue_labels(lock) }
+            Response::TimedOut { queue: self.queue_head(lock) }
         } else if let Some(message) = self.limit_refusal(conn, Some(lock.waiters.len())) {
             return self.refuse(conn, request_id, message, out);
         } else {
@@ -178,13 +216,18 @@ impl LockTable {
     /// A waiter's UNLOCK pushes `Cancelled` for its pending LOCK first, then `Released` for the
     /// UNLOCK, so the client sees the wait end before the request that ended it is answered.
     pub fn unlock(&mut self, now: Tick, conn: ConnId, request_id: u32, name: &str, out: &mut Vec<Output>) {
+        // Gone or releasing connections exist only while a release is pending.
+        if !self.releasing.is_empty() {
+            if self.conns.get(&conn).is_some_and(|state| state.gone) {
+                return;
+            }
+            self.finish_release(now, conn, out);
+        }
         let key = self.store.find(name);
         let holder = key.and_then(|k| self.store.get(k)).map(|lock| lock.holder);
         match key {
             Some(key) if holder == Some(conn) => {
-                if let Some(state) = self.conns.get_mut(&conn) {
-                    state.held.remove(&key);
-                }
+                self.unlink_held(conn, key);
                 self.counters.released += 1;
                 reply(out, conn, request_id, Response::Released);
                 self.hand_over(now, key, out);
@@ -203,25 +246,12 @@ impl LockTable {
         }
     }
 
-    /// RESET: releases every hold and cancels every wait of `conn`, then answers `ResetOk`.
-    pub fn reset(&mut self, now: Tick, conn: ConnId, request_id: u32, out: &mut Vec<Output>) {
-        self.drop_all(now, conn, true, out);
-        reply(out, conn, request_id, Response::ResetOk);
-    }
-
-    /// The connection is gone: like RESET without a word to it, then it is forgotten.
-    pub fn disconnect(&mut self, now: Tick, conn: ConnId, out: &mut Vec<Output>) {
-        self.drop_all(now, conn, false, out);
-        self.conns.remove(&conn);
-    }
-
-    /// Ends the waits of `conn` (answering `Cancelled` when `notify`), then releases its holds
-    /// in acquisition order so grants, and their tokens, never depend on hash order.
-    fn drop_all(&mut self, now: Tick, conn: ConnId, notify: bool, out: &mut Vec<Output>) {
+    /// Ends the waits of `conn`, in the order they started, answering `Cancelled` when
+    /// `notify`. Each costs O(its queue position); their number is what `max_locks_per_conn`
+    /// bounds.
+    pub(super) fn cancel_waits(&mut self, conn: ConnId, notify: bool, out: &mut Vec<Output>) {
         let Some(state) = self.conns.get_mut(&conn) else { return };
-        let waiting = state.take_waiting();
-        let held = mem::take(&mut state.held);
-        for key in waiting {
+        for key in state.take_waiting() {
             if let Some(waiter) = self.remove_waiter(key, conn) {
                 self.counters.cancelled += 1;
                 if notify {
@@ -229,14 +259,39 @@ impl LockTable {
                 }
             }
         }
-        let mut held: Vec<(u64, u32)> =
-            held.into_iter().filter_map(|key| self.store.get(key).map(|lock| (lock.token, key))).collect();
-        held.sort_unstable();
-        for (_, key) in held {
-            self.counters.released += 1;
-            self.hand_over(now, key, out);
+    }
+
+    /// Links lock `key`, just granted to `conn`, at the end of its holds.
+    pub(super) fn link_held(&mut self, conn: ConnId, key: u32) {
+        if let Some(state) = self.conns.get_mut(&conn) {
+            link_held(&mut self.store, state, key);
         }
-        self.store.shrink_if_sparse();
+    }
+
+    /// Takes lock `key` out of the holds of `conn` in O(1); the lock itself stays.
+    pub(super) fn unlink_held(&mut self, conn: ConnId, key: u32) {
+        let Some(lock) = self.store.get_mut(key) else { return };
+        let (prev, next) =
+            (mem::replace(&mut lock.held_prev, NO_LOCK), mem::replace(&mut lock.held_next, NO_LOCK));
+        if let Some(p) = self.store.get_mut(prev) {
+            p.held_next = next;
+        }
+        if let Some(n) = self.store.get_mut(next) {
+            n.held_prev = prev;
+        }
+        let Some(state) = self.conns.get_mut(&conn) else { return };
+        if prev == NO_LOCK {
+            state.held_head = next;
+        }
+        if next == NO_LOCK {
+            state.held_tail = prev;
+        }
+        state.held.remove(&key);
+        // A bulk release empties the set anyway and frees it at the end: rehashing it on the
+        // way down would put O(holds) steps into single release batches.
+        if !state.releasing && !state.gone {
+            state.shrink_if_sparse();
+        }
     }
 
     /// Takes the wait of `conn` out of lock `key`'s queue, cancelling its timer.
@@ -250,64 +305,79 @@ impl LockTable {
         if let Some(state) = self.conns.get_mut(&conn) {
             state.stop_waiting(key);
         }
+        lock.shrink_queue();
         self.waiters -= 1;
         Some(waiter)
     }
 
-    /// The holder of lock `key` let go: grant it to the first waiter, or remove the lock.
-    fn hand_over(&mut self, now: Tick, key: u32, out: &mut Vec<Output>) {
+    /// The holder of lock `key` let go (and it is out of the holder's list of holds): grant it
+    /// to the first waiter, or remove the lock.
+    pub(super) fn hand_over(&mut self, now: Tick, key: u32, out: &mut Vec<Output>) {
         if let Some(lock) = self.store.get(key) {
             self.counters.hold_ms.record(now.saturating_sub(lock.since));
         }
-        while let Some(lock) = self.store.get_mut(key) {
+        let granted = loop {
+            let Some(lock) = self.store.get_mut(key) else { return };
             let Some(waiter) = lock.waiters.pop_front() else {
                 self.store.remove(key);
                 return;
             };
+            lock.shrink_queue();
             self.waiters -= 1;
             if let Some(timer) = waiter.timer {
                 self.timers.cancel(timer);
             }
             // Disconnect drops a connection's waits first; this guard only keeps a waiter whose
-            // connection is unknown from ever being granted.
-            let Some(state) = self.conns.get_mut(&waiter.conn) else { continue };
+            // connection is unknown or gone from ever being granted.
+            let Some(state) = self.conns.get_mut(&waiter.conn).filter(|state| !state.gone) else { continue };
             state.stop_waiting(key);
-            state.held.insert(key);
             let token = self.next_token;
             self.next_token = token.saturating_add(1);
             (lock.holder, lock.token, lock.since) = (waiter.conn, token, now);
-            self.counters.acquired += 1;
-            self.counters.grants_after_wait += 1;
-            self.counters.wait_time_total_ms += now.saturating_sub(waiter.since);
-            self.counters.wait_ms.record(now.saturating_sub(waiter.since));
-            reply(out, waiter.conn, waiter.request_id, Response::Acquired { token });
-            return;
-        }
+            link_held(&mut self.store, state, key);
+            break (waiter, token);
+        };
+        let (waiter, token) = granted;
+        self.counters.acquired += 1;
+        self.counters.grants_after_wait += 1;
+        self.counters.wait_time_total_ms += now.saturating_sub(waiter.since);
+        self.counters.wait_ms.record(now.saturating_sub(waiter.since));
+        reply(out, waiter.conn, waiter.request_id, Response::Acquired { token });
     }
 
-    /// Answers `TimedOut` to every wait whose deadline is at or before `now`, in deadline order.
+    /// Answers `TimedOut` to the waits whose deadline is at or before `now`, in deadline order,
+    /// at most `EXPIRE_BATCH` of them: the others stay due, `next_deadline` reports them, and
+    /// the next call answers them. Cost: O(batch x `REFUSAL_QUEUE_MAX`) plus the queue scans.
     pub fn expire(&mut self, now: Tick, out: &mut Vec<Output>) {
         let mut fired = mem::take(&mut self.fired);
-        self.timers.poll(now, &mut fired);
+        self.timers.poll_max(now, self.expire_batch, &mut fired);
         for timer in fired.drain(..) {
             self.time_out(timer, out);
         }
         self.fired = fired;
     }
 
-    /// Ends one timed-out wait; the queue reported is the holder and the remaining waiters.
+    /// Ends one timed-out wait; the queue reported is the holder and the first waiters left.
     fn time_out(&mut self, timer: WaitTimer, out: &mut Vec<Output>) {
         let Some(lock) = self.store.get_mut(timer.lock) else { return };
         let matches =
             |w: &Waiter| w.conn == timer.conn && w.request_id == timer.request_id && w.timer.is_some();
         let Some(pos) = lock.waiters.iter().position(matches) else { return };
         lock.waiters.remove(pos);
-        if let Some(state) = self.conns.get_mut(&timer.conn) {
-            state.stop_waiting(timer.lock);
-        }
+        lock.shrink_queue();
+        let gone = match self.conns.get_mut(&timer.conn) {
+            Some(state) => {
+                state.stop_waiting(timer.lock);
+                state.gone
+            }
+            None => true,
+        };
         self.waiters -= 1;
         self.counters.timed_out += 1;
-        let queue = self.store.get(timer.lock).map(|lock| self.queue_labels(lock)).unwrap_or_default();
+        if gone {
+            return;
+        }
+        let queue = self.store.get(timer.lock).map(|lock| self.queue_head(lock)).unwrap_or_default();
         reply(out, timer.conn, timer.request_id, Response::TimedOut { queue });
     }
 
@@ -325,11 +395,69 @@ impl LockTable {
         self.conns.get(&conn).map_or("", |state| &state.label)
     }
 
-    /// Labels of the holder, then of the waiters in order.
-    /// The queue as labels, holder first, cut at `QUEUE_REPORT_MAX`: many waiters timing out
-    /// together would otherwise cost O(waiters²), and a frame holds about 3000 labels anyway.
-    pub(super) fn queue_labels(&self, lock: &Lock) -> Vec<String> {
+    /// The head of the queue reported in TIMED_OUT and QUEUE_MAXED, cut at `REFUSAL_QUEUE_MAX`.
+    pub(super) fn queue_head(&self, lock: &Lock) -> Vec<String> {
+        self.queue_cut(lock, REFUSAL_QUEUE_MAX)
+    }
+
+    fn queue_cut(&self, lock: &Lock, max: usize) -> Vec<String> {
         let conns = std::iter::once(lock.holder).chain(lock.waiters.iter().map(|w| w.conn));
-        conns.take(QUEUE_REPORT_MAX).map(|conn| self.label(conn).to_owned()).collect()
+        conns.take(max).map(|conn| self.label(conn).to_owned()).collect()
+    }
+
+    /// Housekeeping: gives back the memory of containers far below their peak (each at most a
+    /// quarter full, above a floor, so a steady load does not reallocate). True when anything
+    /// shrank. Per-lock queues and per-connection sets shrink as they empty, not here.
+    pub fn shrink(&mut self) -> bool {
+        let mut shrank = self.store.shrink_if_sparse();
+        // A bulk release shrinks the store when it ends; that counts too.
+        shrank |= self.store.take_shrank();
+        shrank |= self.timers.shrink_if_sparse();
+        let (len, capacity) = (self.conns.len(), self.conns.capacity());
+        if capacity > CONTAINER_SHRINK_FLOOR && len * 4 <= capacity {
+            self.conns.shrink_to(len * 2);
+            shrank = true;
+        }
+        if self.releasing.capacity() > CONTAINER_SHRINK_FLOOR
+            && self.releasing.len() * 4 <= self.releasing.capacity()
+        {
+            self.releasing.shrink_to(self.releasing.len() * 2);
+            shrank = true;
+        }
+        shrank
+    }
+
+    /// The capacities `shrink` works on, for tests and benchmarks.
+    pub fn capacities(&self) -> super::TableCapacities {
+        super::TableCapacities {
+            lock_slots: self.store.capacity(),
+            conns: self.conns.capacity(),
+            timers: self.timers.capacity(),
+            fired: self.fired.capacity(),
+            releasing: self.releasing.capacity(),
+        }
+    }
+
+    /// The capacity of lock `name`'s wait queue, for tests of its shrinking.
+    pub fn queue_capacity(&self, name: &str) -> Option<usize> {
+        self.store.find(name).and_then(|key| self.store.get(key)).map(|lock| lock.waiters.capacity())
+    }
+}
+
+/// Containers up to this capacity are never shrunk.
+const CONTAINER_SHRINK_FLOOR: usize = 64;
+
+/// Links lock `key` at the end of the holds of `state` (its new holder), in O(1).
+fn link_held(store: &mut Store, state: &mut ConnState, key: u32) {
+    let tail = mem::replace(&mut state.held_tail, key);
+    if tail == NO_LOCK {
+        state.held_head = key;
+    }
+    state.held.insert(key);
+    if let Some(prev) = store.get_mut(tail) {
+        prev.held_next = key;
+    }
+    if let Some(lock) = store.get_mut(key) {
+        (lock.held_prev, lock.held_next) = (tail, NO_LOCK);
     }
 }

@@ -430,6 +430,10 @@ fn bulk_release_returns_slab_memory() {
     }
     assert!(h.table.store.capacity() >= 10_001);
     h.reset(1, 0, 1);
+    while h.table.has_pending_releases() {
+        h.table.release_step(1, &mut h.out);
+    }
+    assert_eq!(h.take(), vec![(0, 1, Response::ResetOk)]);
     // The survivor has the lowest key, so the vacant tail can be dropped.
     assert!(h.table.store.capacity() < 4096, "capacity {}", h.table.store.capacity());
     assert_eq!(h.unlock(2, 1, 1, "survivor"), vec![(1, 1, Response::Released)]);
@@ -453,9 +457,14 @@ fn reported_queues_are_cut_at_the_report_maximum() {
     t.lock(0, id(waiters + 1), 2, &try_once, &mut out);
     match &out[..] {
         [Output { response: Response::TimedOut { queue }, .. }] => {
-            assert_eq!(queue.len(), super::table::QUEUE_REPORT_MAX);
+            assert_eq!(queue.len(), REFUSAL_QUEUE_MAX);
             assert_eq!(queue[0], label(0), "holder first");
+            assert_eq!(queue[1..], labels(&(1..REFUSAL_QUEUE_MAX as u32).collect::<Vec<_>>())[..]);
         }
+        other => panic!("{other:?}"),
+    }
+    match t.locks("long", 0) {
+        Response::Locks { locks, .. } => assert_eq!(locks[0].queue.len(), super::table::QUEUE_REPORT_MAX),
         other => panic!("{other:?}"),
     }
 }
@@ -484,4 +493,251 @@ fn many_waits_on_one_connection_end_in_the_order_they_started() {
     assert_eq!(cancelled.len(), 4999);
     assert!(cancelled.windows(2).all(|w| w[0] < w[1]), "cancelled in the order the waits started");
     assert_eq!(out.last().map(|o| &o.response), Some(&Response::ResetOk));
+}
+
+/// A table whose connections 0..n all exist, with literal labels.
+fn table_with(conns: u32) -> LockTable {
+    let mut t = LockTable::new(1, TableLimits::default());
+    for slot in 0..conns {
+        t.connect(id(slot), label(slot));
+    }
+    t
+}
+
+fn request(name: &str, timeout_ms: Option<u32>, queue_max: Option<u32>) -> LockRequest<'_> {
+    LockRequest { name, timeout_ms, queue_max }
+}
+
+#[test]
+fn simultaneous_timeouts_are_answered_a_bounded_batch_per_call() {
+    // 3,000 waiters on one name, all with the same deadline: the burst of issue 10.
+    let waiters = 3 * EXPIRE_BATCH as u32;
+    let mut t = table_with(waiters + 1);
+    let mut out = Vec::new();
+    t.lock(0, id(0), 1, &request("hot", FOREVER, None), &mut out);
+    for slot in 1..=waiters {
+        t.lock(0, id(slot), 7, &request("hot", Some(50), None), &mut out);
+    }
+    out.clear();
+    let mut calls = Vec::new();
+    let mut timed_out = Vec::new();
+    for _ in 0..10 {
+        t.expire(50, &mut out);
+        calls.push(out.len());
+        for o in out.drain(..) {
+            let Response::TimedOut { queue } = o.response else { panic!("{:?}", o.response) };
+            assert!(queue.len() <= REFUSAL_QUEUE_MAX, "{} labels", queue.len());
+            assert_eq!(queue[0], label(0), "holder first");
+            timed_out.push(o.conn.slot);
+        }
+        if t.next_deadline().is_none() {
+            break;
+        }
+        // Left over: due now, so the server polls again without sleeping.
+        assert!(t.next_deadline().is_some_and(|d| d <= 50));
+    }
+    assert_eq!(calls, vec![EXPIRE_BATCH; 3], "outputs per expire call");
+    assert_eq!(timed_out, (1..=waiters).collect::<Vec<_>>(), "in deadline then arrival order");
+    assert_eq!(t.stats().waiters, 0);
+}
+
+#[test]
+fn a_wait_left_over_by_the_expire_batch_can_still_be_granted_once() {
+    let mut h = Harness::new();
+    h.table.set_batches(2, RELEASE_BATCH);
+    h.lock(0, 0, 1, "a", FOREVER);
+    for slot in 1..=4 {
+        h.lock(0, slot, 10 + slot, "a", Some(5));
+    }
+    let first = h.expire(5);
+    assert_eq!(first.len(), 2);
+    // Slot 3 is due but not yet answered; a release now grants it, and the timer is gone.
+    assert_eq!(h.unlock(6, 0, 2, "a"), vec![(0, 2, Response::Released), (3, 13, acquired(101))]);
+    let rest = h.expire(6);
+    assert_eq!(rest, vec![(4, 14, Response::TimedOut { queue: labels(&[3]) })]);
+    assert!(h.expire(7).is_empty());
+    assert_eq!(h.table.next_deadline(), None);
+}
+
+#[test]
+fn queue_maxed_storm_reports_a_bounded_queue_head() {
+    let mut t = table_with(2_001);
+    let mut out = Vec::new();
+    for slot in 0..1_000 {
+        t.lock(0, id(slot), 1, &request("deep", FOREVER, None), &mut out);
+    }
+    out.clear();
+    for slot in 1_000..2_001 {
+        t.lock(0, id(slot), 2, &request("deep", FOREVER, Some(10)), &mut out);
+    }
+    assert_eq!(out.len(), 1_001);
+    for o in &out {
+        let Response::QueueMaxed { queue } = &o.response else { panic!("{:?}", o.response) };
+        assert_eq!(queue.len(), REFUSAL_QUEUE_MAX);
+    }
+}
+
+#[test]
+fn a_disconnect_releases_a_bounded_batch_per_step_in_token_order() {
+    let holds = 5 * RELEASE_BATCH as u32 + 17;
+    let mut t = table_with(3);
+    let mut out = Vec::new();
+    for i in 0..holds {
+        t.lock(0, id(0), i, &request(&format!("k{i}"), FOREVER, None), &mut out);
+    }
+    // A waiter on the first and on the last hold, and a bystander.
+    t.lock(0, id(1), 100, &request("k0", FOREVER, None), &mut out);
+    t.lock(0, id(2), 200, &request(&format!("k{}", holds - 1), FOREVER, None), &mut out);
+    let last_token = t.last_token();
+    out.clear();
+    t.disconnect(1, id(0), &mut out);
+    assert_eq!(out, vec![grant(1, 100, last_token + 1)], "the oldest hold goes first");
+    assert_eq!(t.stats().locks_held, holds as usize - RELEASE_BATCH + 1);
+    out.clear();
+    let mut steps = Vec::new();
+    while t.has_pending_releases() {
+        steps.push(t.release_step(2, &mut out));
+        // Between steps the table serves others: a new LOCK on a name still held by the gone
+        // connection queues behind it.
+        if steps.len() == 1 {
+            t.lock(2, id(1), 101, &request(&format!("k{}", holds - 2), Some(1_000), None), &mut out);
+            assert!(out.is_empty(), "{out:?}");
+        }
+    }
+    assert_eq!(steps, vec![1_000, 1_000, 1_000, 1_000, 17]);
+    assert_eq!(out, vec![grant(1, 101, last_token + 2), grant(2, 200, last_token + 3)]);
+    assert_eq!(t.stats().locks_held, 3);
+    assert_eq!(t.stats().connections, 2, "the gone connection is forgotten after its last release");
+}
+
+fn grant(slot: u32, request_id: u32, token: u64) -> Output {
+    Output { conn: id(slot), request_id, response: Response::Acquired { token } }
+}
+
+#[test]
+fn reset_answers_after_its_last_release_and_a_gone_connection_is_never_granted() {
+    let mut t = table_with(4);
+    t.set_batches(EXPIRE_BATCH, 2);
+    let mut out = Vec::new();
+    for name in ["a", "b", "c", "d", "e"] {
+        t.lock(0, id(0), 1, &request(name, FOREVER, None), &mut out);
+    }
+    // Slot 1 waits on "c", then disconnects while slot 0's release is under way.
+    t.lock(0, id(1), 2, &request("c", FOREVER, None), &mut out);
+    t.lock(0, id(2), 3, &request("d", FOREVER, None), &mut out);
+    out.clear();
+    t.reset(1, id(0), 9, &mut out);
+    assert!(out.is_empty(), "no RESET_OK before the releases: {out:?}");
+    assert!(t.is_releasing(id(0)));
+    t.disconnect(1, id(1), &mut out);
+    assert_eq!(t.release_step(1, &mut out), 2);
+    // "c" went to nobody (slot 1 is gone), "d" to slot 2; "e" and RESET_OK in the last step.
+    assert_eq!(out, vec![grant(2, 3, 6)]);
+    out.clear();
+    assert_eq!(t.release_step(1, &mut out), 1);
+    assert_eq!(out, vec![Output { conn: id(0), request_id: 9, response: Response::ResetOk }]);
+    assert!(!t.is_releasing(id(0)) && !t.has_pending_releases());
+    assert_eq!(t.stats().locks_held, 1);
+}
+
+#[test]
+fn a_request_of_a_releasing_connection_sees_the_release_finished() {
+    let mut t = table_with(2);
+    t.set_batches(EXPIRE_BATCH, 1);
+    let mut out = Vec::new();
+    t.lock(0, id(0), 1, &request("a", FOREVER, None), &mut out);
+    t.lock(0, id(0), 2, &request("b", FOREVER, None), &mut out);
+    out.clear();
+    t.reset(0, id(0), 3, &mut out);
+    assert!(out.is_empty());
+    // A caller that does not hold the connection back: RESET_OK first, then a fresh grant.
+    t.lock(0, id(0), 4, &request("b", FOREVER, None), &mut out);
+    let responses: Vec<_> = out.iter().map(|o| (o.request_id, o.response.clone())).collect();
+    assert_eq!(responses, vec![(3, Response::ResetOk), (4, acquired(3))]);
+    assert!(!t.has_pending_releases());
+}
+
+#[test]
+fn a_reset_of_a_gone_connection_answers_nobody() {
+    let mut t = table_with(2);
+    t.set_batches(EXPIRE_BATCH, 1);
+    let mut out = Vec::new();
+    t.lock(0, id(0), 1, &request("a", FOREVER, None), &mut out);
+    t.lock(0, id(0), 2, &request("b", FOREVER, None), &mut out);
+    t.lock(0, id(1), 3, &request("b", FOREVER, None), &mut out);
+    out.clear();
+    t.reset(0, id(0), 4, &mut out);
+    t.disconnect(0, id(0), &mut out);
+    while t.has_pending_releases() {
+        t.release_step(0, &mut out);
+    }
+    assert_eq!(out, vec![grant(1, 3, 3)]);
+    assert_eq!(t.stats().connections, 1);
+}
+
+#[test]
+fn memory_is_given_back_after_fifteen_thousand_waiters_leave() {
+    let waiters = 15_000u32;
+    let mut t = table_with(waiters + 1);
+    let mut out = Vec::new();
+    t.lock(0, id(0), 1, &request("hot", FOREVER, None), &mut out);
+    for slot in 1..=waiters {
+        t.lock(0, id(slot), 2, &request("hot", Some(3_000), None), &mut out);
+    }
+    let peak = t.capacities();
+    assert!(peak.timers >= waiters as usize && peak.conns > waiters as usize);
+    assert!(t.queue_capacity("hot").is_some_and(|c| c >= waiters as usize));
+    for slot in 1..=waiters {
+        t.disconnect(1, id(slot), &mut out);
+    }
+    assert!(t.shrink());
+    let after = t.capacities();
+    assert!(after.timers < 1_024, "{after:?}");
+    assert!(after.conns < 64, "{after:?}");
+    assert!(after.fired <= EXPIRE_BATCH, "{after:?}");
+    assert!(t.queue_capacity("hot").is_some_and(|c| c <= 16), "{:?}", t.queue_capacity("hot"));
+    // Hysteresis: at the new level nothing shrinks again.
+    assert!(!t.shrink());
+}
+
+#[test]
+fn disconnects_in_one_turn_share_one_inline_budget() {
+    // Five connections with 400 holds each close in the same turn.
+    let mut t = table_with(5);
+    let mut out = Vec::new();
+    for slot in 0..5 {
+        for i in 0..400 {
+            t.lock(0, id(slot), 1, &request(&format!("c{slot}-{i}"), FOREVER, None), &mut out);
+        }
+    }
+    for slot in 0..5 {
+        t.disconnect(1, id(slot), &mut out);
+    }
+    assert_eq!(t.stats().locks_held, 2_000 - RELEASE_BATCH, "one inline budget per turn");
+    assert_eq!(t.release_step(1, &mut out), RELEASE_BATCH);
+    assert!(!t.has_pending_releases());
+    assert_eq!(t.stats().connections, 0);
+}
+
+#[test]
+fn a_small_release_does_not_wait_for_a_big_one_to_finish() {
+    let mut t = table_with(2);
+    let mut out = Vec::new();
+    t.lock(0, id(1), 1, &request("small-a", FOREVER, None), &mut out);
+    t.lock(0, id(1), 2, &request("small-b", FOREVER, None), &mut out);
+    for i in 0..3 * RELEASE_BATCH {
+        t.lock(0, id(0), 1, &request(&format!("big{i}"), FOREVER, None), &mut out);
+    }
+    out.clear();
+    t.disconnect(1, id(0), &mut out);
+    t.reset(1, id(1), 9, &mut out);
+    assert!(out.is_empty(), "the turn's inline budget went to the big release: {out:?}");
+    assert_eq!(t.release_step(1, &mut out), RELEASE_BATCH);
+    assert!(out.is_empty());
+    // The big release went to the back after its batch: the RESET is answered next step.
+    assert_eq!(t.release_step(2, &mut out), RELEASE_BATCH);
+    assert_eq!(out, vec![Output { conn: id(1), request_id: 9, response: Response::ResetOk }]);
+    assert_eq!(t.stats().locks_held, 2);
+    assert_eq!(t.release_step(3, &mut out), 2);
+    assert!(!t.has_pending_releases());
 }

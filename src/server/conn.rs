@@ -69,6 +69,8 @@ pub(crate) struct Conn {
     pub json: Option<super::json::JsonSession>,
     /// Accepted on the `--compat-listen` listener: JSON lines are served without the secret.
     pub compat: bool,
+    /// Output was queued since the last housekeeping round: its buffer is kept.
+    pub out_recent: bool,
 }
 
 impl Conn {
@@ -91,6 +93,7 @@ impl Conn {
             closing: None,
             json: None,
             compat: false,
+            out_recent: false,
         }
     }
 

@@ -52,9 +52,10 @@ impl Server {
                     }
                     self.stats.requests += 1;
                     self.dispatch(key, &frame, now);
-                    if scans_the_table(frame.opcode) {
+                    if scans_the_table(frame.opcode) || self.holds_back(key) {
                         // One O(locks) answer per connection per turn: the rest of its input
-                        // waits in the backlog while everyone else is served.
+                        // waits in the backlog while everyone else is served. A RESET still
+                        // releasing holds its later requests back the same way.
                         *budget = 0;
                     }
                 }

@@ -12,6 +12,13 @@ use super::metrics::METRICS_BASE;
 use super::{Server, ServerError, COMPAT_LISTENER, LISTENER, METRICS_LISTENER, SIGNALS, WAKER};
 use crate::wheel::Tick;
 
+/// Idle and authentication timers handled per turn: 10,000 connections going idle together
+/// close a bounded batch per turn, each releasing from the table's per-turn budget.
+const IDLE_BATCH: usize = 1024;
+/// Shared vectors whose capacity is above this are shrunk by housekeeping once they are at
+/// most a quarter full.
+const VEC_SHRINK_FLOOR: usize = 1024;
+
 impl Server {
     /// Serves until SIGTERM/SIGINT (when handled) or a `ShutdownHandle`, then drains and exits.
     pub fn run(mut self) -> Result<(), ServerError> {
@@ -75,7 +82,8 @@ impl Server {
     /// tick of the wake-up just served: reading the clock again costs more than the few
     /// microseconds of lateness it would save.
     fn poll_timeout(&self, now: Tick) -> Option<Duration> {
-        if !self.backlog.is_empty() || (self.accept_pending && self.accept_resume_at.is_none()) {
+        let leftover = !self.backlog.is_empty() || self.table.has_pending_releases();
+        if leftover || (self.accept_pending && self.accept_resume_at.is_none()) {
             return Some(Duration::ZERO);
         }
         let deadlines = [
@@ -90,7 +98,11 @@ impl Server {
         Some(Duration::from_millis(next.saturating_sub(now)))
     }
 
+    /// One bounded batch each of released holds (RESET, disconnect) and of wait timeouts; what
+    /// is left stays pending and makes the next poll return at once.
     fn run_timers(&mut self, now: Tick) {
+        self.table.release_step(now, &mut self.outputs);
+        self.deliver_outputs();
         self.table.expire(now, &mut self.outputs);
         self.deliver_outputs();
         self.expire_idle(now);
@@ -122,7 +134,7 @@ impl Server {
     fn expire_idle(&mut self, now: Tick) {
         let max_idle = self.config.max_idle.map(|d| d.as_millis() as Tick);
         let mut expired = Vec::new();
-        self.idle.poll(now, &mut expired);
+        self.idle.poll_max(now, IDLE_BATCH, &mut expired);
         for id in expired {
             let key = id.slot as usize;
             let Some(conn) = self.conns.get_mut(key).filter(|c| c.id == id) else { continue };
@@ -171,7 +183,30 @@ impl Server {
                 return false;
             }
         }
+        self.give_back_memory();
         true
+    }
+
+    /// Shrinks what a burst grew once it is far below its peak (each container at most a
+    /// quarter full, above a floor: a steady load never reallocates), then asks the allocator
+    /// to return freed pages, so the footprint follows the load down (README "Limits and
+    /// guarantees").
+    fn give_back_memory(&mut self) {
+        let mut shrank = self.table.shrink();
+        shrank |= self.idle.shrink_if_sparse();
+        shrank |= self.shrink_quiet_buffers();
+        let (len, capacity) = (self.conns.len(), self.conns.capacity());
+        if capacity > VEC_SHRINK_FLOOR && len * 4 <= capacity {
+            self.conns.shrink_to_fit();
+            shrank |= self.conns.capacity() < capacity;
+        }
+        shrank |= shrink_vec(&mut self.outputs);
+        shrank |= shrink_vec(&mut self.dirty);
+        shrank |= shrink_vec(&mut self.backlog);
+        shrank |= shrink_vec(&mut self.closing);
+        if shrank {
+            trim_heap();
+        }
     }
 
     fn take_signals(&mut self) -> bool {
@@ -184,3 +219,26 @@ impl Server {
         any
     }
 }
+
+/// Frees a shared vector's spare capacity once it is at most a quarter full.
+fn shrink_vec<T>(v: &mut Vec<T>) -> bool {
+    if v.capacity() > VEC_SHRINK_FLOOR && v.len() * 4 <= v.capacity() {
+        v.shrink_to(v.len() * 2);
+        return true;
+    }
+    false
+}
+
+/// Returns the allocator's free pages at the top of the heap and in its arenas to the system
+/// (glibc keeps them otherwise, and RSS would stay at the burst's peak). Only called after a
+/// shrink, at most once per housekeeping second.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn trim_heap() {
+    // SAFETY: malloc_trim only walks the allocator's own free lists; 0 keeps no padding.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn trim_heap() {}

@@ -2,7 +2,10 @@
 //!
 //! Reads go into one shared scratch buffer and frames are decoded straight from it; only the
 //! tail of an incomplete frame is copied into the connection's own buffer, so an idle
-//! connection owns no buffer memory at all.
+//! connection owns no buffer memory at all: a drained output buffer over 64 KiB is freed at
+//! once, a smaller one once its connection has sent nothing for a housekeeping round
+//! (`shrink_quiet_buffers`), so a burst that touched 15,000 connections does not pin 15,000
+//! buffers.
 
 use std::io::{ErrorKind, Read, Write};
 
@@ -18,6 +21,9 @@ use crate::wheel::Tick;
 const EMFILE_BACKOFF_MS: Tick = 100;
 /// Output buffers larger than this are freed once drained, so a burst does not pin memory.
 const KEEP_OUTBUF_CAPACITY: usize = 64 * 1024;
+/// Connection slots one housekeeping round looks at for quiet buffers: the sweep is spread
+/// over rounds so that it stays a bounded step however many connections there are.
+const SWEEP_SLOTS: usize = 16 * 1024;
 
 impl Server {
     /// Accepts from the main listener, then from the compat listener (each within its own
@@ -118,6 +124,11 @@ impl Server {
     /// anything arriving later is a new wake-up for the edge-triggered poller, which reports it
     /// on the next turn. Hung-up peers are drained (`drain == true`) to see the EOF now.
     pub(super) fn serve_conn(&mut self, key: usize, now: Tick, drain: bool) {
+        if self.holds_back(key) {
+            // Its RESET is still releasing: nothing it sent later is served before RESET_OK.
+            self.push_backlog(key);
+            return;
+        }
         let mut budget = self.config.requests_per_wakeup;
         if !self.serve_buffered(key, now, &mut budget) {
             return;
@@ -189,6 +200,14 @@ impl Server {
         true
     }
 
+    /// Whether the connection's requests wait: its RESET is releasing holds across turns
+    /// (PROTOCOL.md §6.5). Request loops end the connection's turn when this turns true.
+    pub(super) fn holds_back(&self, key: usize) -> bool {
+        // Checked after every request: no lookup at all while nothing is being released.
+        self.table.has_pending_releases()
+            && self.conns.get(key).is_some_and(|c| self.table.is_releasing(c.id))
+    }
+
     fn push_backlog(&mut self, key: usize) {
         if let Some(conn) = self.conns.get_mut(key) {
             if !conn.backlogged {
@@ -229,6 +248,7 @@ impl Server {
         } else {
             super::fit::encode_within(response, request_id, self.config.max_frame, &mut conn.outbuf);
         }
+        conn.out_recent = true;
         self.stats.responses += 1;
         self.mark_dirty(key);
     }
@@ -367,8 +387,13 @@ impl Server {
             if let Some(handle) = conn.idle_timer.take() {
                 self.idle.cancel(handle);
             }
-            let _ = self.poll.registry().deregister(&mut conn.stream);
-            conn.stream.shutdown();
+            // A peer that hung up has nothing more to learn: dropping the socket closes it and
+            // takes it out of the poller, and skipping deregister and shutdown halves the
+            // syscalls of 10,000 peers hanging up together.
+            if conn.closing != Some(CloseReason::Eof) {
+                let _ = self.poll.registry().deregister(&mut conn.stream);
+                conn.stream.shutdown();
+            }
         }
     }
 
@@ -379,5 +404,34 @@ impl Server {
         let response = crate::protocol::Response::error(error.code(), error.to_string());
         self.send(key, crate::protocol::SHUTDOWN_REQUEST_ID, &response);
         self.close(key, CloseReason::Protocol, now);
+    }
+}
+
+impl Server {
+    /// Housekeeping: frees the drained buffers of connections that sent and received nothing
+    /// since the previous round, looking at `SWEEP_SLOTS` slots per round. Returns whether a
+    /// buffer was freed. A busy connection keeps its buffers (no reallocation per request).
+    pub(super) fn shrink_quiet_buffers(&mut self) -> bool {
+        let capacity = self.conns.capacity();
+        if capacity == 0 {
+            return false;
+        }
+        let start = if self.sweep_cursor >= capacity { 0 } else { self.sweep_cursor };
+        let end = (start + SWEEP_SLOTS).min(capacity);
+        let mut freed = false;
+        for key in start..end {
+            let Some(conn) = self.conns.get_mut(key) else { continue };
+            let quiet = !std::mem::take(&mut conn.out_recent) && !conn.dirty;
+            if quiet && conn.pending_output() == 0 && conn.outbuf.capacity() > 0 {
+                (conn.outbuf, conn.out_pos) = (Vec::new(), 0);
+                freed = true;
+            }
+            if conn.inbuf.is_empty() && conn.inbuf.capacity() > 0 && !conn.backlogged {
+                conn.inbuf = Vec::new();
+                freed = true;
+            }
+        }
+        self.sweep_cursor = end;
+        freed
     }
 }

@@ -131,8 +131,9 @@ impl Server {
             let line = rest[..end].strip_suffix(b"\r").unwrap_or(&rest[..end]);
             if !line.iter().all(u8::is_ascii_whitespace) {
                 self.stats.requests += 1;
-                if self.json_line(key, line, now) {
-                    // A listing walks the whole table: it ends this connection's turn.
+                if self.json_line(key, line, now) || self.holds_back(key) {
+                    // A listing walks the whole table: it ends this connection's turn; so does
+                    // a reset still releasing holds (its later lines wait for its reply).
                     *budget = 0;
                 }
             }

@@ -3,8 +3,10 @@
 //!
 //! One wake-up: accept (bounded), read every ready connection (connections that hung up
 //! first, so a waiter that disconnected in the same wake-up as a release is never granted),
-//! decode frames and drive the lock table, run expired timers, then flush every connection
-//! that got output with one write each.
+//! decode frames and drive the lock table, run a bounded batch of released holds and of
+//! expired timers, then flush every connection that got output with one write each. Work left
+//! over by a batch makes the next poll return at once, so it goes on next turn, after everyone
+//! else was served (README "Limits and guarantees").
 
 mod config;
 mod conn;
@@ -146,6 +148,8 @@ pub struct Server {
     metrics_addr: Option<std::net::SocketAddr>,
     /// systemd watchdog: ping interval and next ping, when WATCHDOG_USEC asks for it.
     watchdog: Option<(Tick, Tick)>,
+    /// Where the next housekeeping round goes on looking for quiet connection buffers.
+    sweep_cursor: usize,
 }
 
 impl Server {
@@ -245,6 +249,7 @@ impl Server {
             metrics,
             metrics_addr,
             watchdog: sys::watchdog_interval().map(|every| (every, every)),
+            sweep_cursor: 0,
             config,
         })
     }
