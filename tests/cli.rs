@@ -476,7 +476,9 @@ fn the_server_address_comes_from_flags_then_the_environment() {
 
 /// Serves one connection on 127.0.0.1:0 the way a foreign server would: `greet` is written at
 /// once (an SSH banner), or after the client's first bytes (an HTTP error reply).
-fn foreign_server(greet: &'static [u8], after_request: bool) -> (u16, thread::JoinHandle<()>) {
+/// A peer that greets at once (`until` None, like SSH) or, like an HTTP server or a JSON-lines
+/// server, only once it has read a whole request head (`until` its terminator).
+fn foreign_server(greet: &'static [u8], until: Option<&'static [u8]>) -> (u16, thread::JoinHandle<()>) {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
@@ -484,8 +486,15 @@ fn foreign_server(greet: &'static [u8], after_request: bool) -> (u16, thread::Jo
         let Ok((mut stream, _)) = listener.accept() else { return };
         stream.set_read_timeout(Some(WAIT)).expect("timeout");
         let mut buf = [0u8; 64];
-        if after_request {
-            let _ = stream.read(&mut buf);
+        if let Some(end) = until {
+            let mut head = Vec::new();
+            while !head.windows(end.len()).any(|w| w == end) {
+                match stream.read(&mut buf) {
+                    Ok(n) if n > 0 => head.extend_from_slice(&buf[..n]),
+                    // No complete head: such a server never answers.
+                    _ => return,
+                }
+            }
         }
         let _ = stream.write_all(greet);
         // Keep the connection open until the client goes: the client must not need the close.
@@ -496,13 +505,16 @@ fn foreign_server(greet: &'static [u8], after_request: bool) -> (u16, thread::Jo
 
 #[test]
 fn a_peer_that_does_not_speak_officer_is_named_at_once() {
-    let peers: [(&[u8], bool, &str); 3] = [
-        (b"SSH-2.0-OpenSSH_9.6\r\n", false, "SSH-2.0-OpenSSH_9.6"),
-        (b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n", true, "HTTP/1.1 400"),
-        (b"{\"result\":\"error\"}\n", true, "result"),
+    // What the peer sends, what it waits for first, what the message must quote.
+    type Peer = (&'static [u8], Option<&'static [u8]>, &'static str);
+    let peers: [Peer; 3] = [
+        (b"SSH-2.0-OpenSSH_9.6\r\n", None, "SSH-2.0-OpenSSH_9.6"),
+        // An HTTP server answers only a complete head, ended by an empty line.
+        (b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n", Some(b"\r\n\r\n"), "HTTP/1.1 400"),
+        (b"{\"result\":\"error\"}\n", Some(b"\n"), "result"),
     ];
-    for (greet, after_request, shown) in peers {
-        let (port, peer) = foreign_server(greet, after_request);
+    for (greet, until, shown) in peers {
+        let (port, peer) = foreign_server(greet, until);
         // A connect timeout longer than WAIT: an answer must come from the bytes, not the clock.
         let out = run(officer(port, "ping", &["--connect-timeout", "60"]));
         let stderr = text(&out.stderr);
@@ -516,7 +528,7 @@ fn a_peer_that_does_not_speak_officer_is_named_at_once() {
         peer.join().expect("peer thread");
     }
     // The library says the same, as an error of kind Protocol.
-    let (port, peer) = foreign_server(b"SSH-2.0-x\r\n", false);
+    let (port, peer) = foreign_server(b"SSH-2.0-x\r\n", None);
     let err = Client::builder()
         .host("127.0.0.1")
         .port(port)

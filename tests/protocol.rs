@@ -132,6 +132,7 @@ fn expected_examples() -> Vec<(&'static str, &'static str, Expected)> {
     vec![
         ("request", "hello", Req(1, Request::Hello(Hello { version: 1 }))),
         ("request", "ping", Req(2, Request::Ping(&[]))),
+        ("request", "handshake_probe", Req(3, Request::Ping(b"\r\n\r\n"))),
         ("request", "lock_wait", Req(3, lock(NIGHTLY, Some(5000), None))),
         ("request", "lock_try", Req(4, lock(NIGHTLY, Some(0), Some(1)))),
         ("request", "lock_forever", Req(5, lock("cafébabe", None, Some(3)))),

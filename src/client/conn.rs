@@ -35,7 +35,15 @@ const MAX_RESPONSE_FRAME: u32 = 64 << 20;
 /// Request ids of the handshake, sent before the reader thread exists.
 const HELLO_ID: u32 = 1;
 const AUTH_ID: u32 = 2;
-const FIRST_ID: u32 = 3;
+const PROBE_ID: u32 = 3;
+
+/// The payload of the PING sent right behind HELLO. An officer server answers it with PONG;
+/// to a line-based peer (an HTTP server, the original JSON-lines officer) the pair looks like
+/// one garbled line and an empty one, i.e. a complete request head, which such a server
+/// answers or closes at once: the client then names the peer instead of waiting out its
+/// connect timeout.
+const PROBE_PAYLOAD: &[u8] = b"\r\n\r\n";
+const FIRST_ID: u32 = 4;
 
 /// What the reader must record when the answer to a request arrives.
 #[derive(Debug)]
@@ -356,12 +364,19 @@ fn handshake(stream: &mut Stream, config: &Config) -> Result<(HelloOk, Vec<u8>)>
     let mut buf = Vec::new();
     let mut out = Vec::new();
     Request::Hello(Hello { version: PROTOCOL_VERSION }).encode(HELLO_ID, &mut out);
+    Request::Ping(PROBE_PAYLOAD).encode(PROBE_ID, &mut out);
     stream.write_all(&out)?;
     let hello = match read_reply(stream, &mut buf, HELLO_ID, Some(&config.target))? {
         Response::HelloOk(hello) => hello,
         Response::Error { code, message } => return Err(Error::server(code, message)),
         other => return Err(unexpected(&other, "HELLO")),
     };
+    // PING is allowed before AUTH, so its PONG comes next on every officer server.
+    match read_reply(stream, &mut buf, PROBE_ID, None)? {
+        Response::Pong => {}
+        Response::Error { code, message } => return Err(Error::server(code, message)),
+        other => return Err(unexpected(&other, "PING")),
+    }
     // The server picks the lower of its version and ours; anything outside what this crate
     // speaks means the session cannot go on (PROTOCOL.md §2.5).
     if !(MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&hello.version) {
