@@ -62,8 +62,8 @@ fn hello(idle_timeout_ms: u32, auth_required: bool) -> Response {
     })
 }
 
-/// Starts a one-connection fake server that answers HELLO with `greeting` and then runs
-/// `script`. The script's end is reported on the returned channel.
+/// Starts a one-connection fake server that answers HELLO with `greeting` (and the probe PING
+/// behind it with PONG) and then runs `script`. The script's end is reported on the returned channel.
 fn fake_server(
     greeting: Response,
     script: impl FnOnce(&mut Peer) + Send + 'static,
@@ -76,7 +76,14 @@ fn fake_server(
         let mut peer = Peer { stream, buf: Vec::new() };
         let first = peer.recv().expect("hello");
         assert_eq!(first.opcode, op::HELLO);
+        // The client sends its line-end probe right behind HELLO (PROTOCOL.md §2.6).
+        let probe = peer.recv().expect("probe");
+        assert_eq!((probe.opcode, &probe.payload[..]), (op::PING, &b"\r\n\r\n"[..]));
+        let greeted = matches!(greeting, Response::HelloOk(_));
         peer.send(first.id, &greeting);
+        if greeted {
+            peer.send(probe.id, &Response::Pong);
+        }
         script(&mut peer);
         let _ = done_tx.send(());
     });
