@@ -26,23 +26,23 @@ use crate::protocol::{
     split_frame, Hello, ListRequest, LockRequest, Request, Response, MAX_FRAME_CEILING, PROTOCOL_VERSION,
 };
 
-/// What the hostile client does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What the hostile client does (also `officer bench --pattern`, whose help is these lines).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Pattern {
-    /// One connection holds `count` locks, pipelines `requests` MY_LOCKS and never reads.
+    /// One connection holds --count locks, pipelines --requests MY_LOCKS and never reads.
     MyLocksUnread,
-    /// One connection holds `count` locks and sends `requests` MY_LOCKS, reading every answer.
+    /// One connection holds --count locks and sends --requests MY_LOCKS, reading every answer.
     MyLocksRead,
-    /// One connection holds `count` locks; another pipelines `requests` LOCKS and never reads.
+    /// One connection holds --count locks; another pipelines --requests LOCKS and never reads.
     ListingUnread,
-    /// `count` connections wait on one held name with timeouts that all end at the same tick.
+    /// --count connections wait on one held name with timeouts that all end at the same tick.
     Timeouts,
-    /// `count` connections queue on one held name; another sends `requests` LOCKs with
+    /// --count connections queue on one held name; another sends --requests LOCKs with
     /// `queue_max` 1, each answered QUEUE_MAXED with the queue.
     QueueMaxed,
-    /// One connection holding `count` locks disconnects.
+    /// One connection holding --count locks disconnects.
     Disconnect,
-    /// `count` connections holding 10 locks each disconnect together.
+    /// --count connections holding 10 locks each disconnect together.
     MassDisconnect,
 }
 
@@ -220,7 +220,7 @@ impl Run<'_> {
         self.pinger.recording.store(false, Ordering::SeqCst);
     }
 
-    /// A connection holding `count` locks named like `officer bench`'s.
+    /// A connection holding --count locks named like `officer bench`'s.
     fn holder(&self, count: u64) -> io::Result<Peer> {
         let mut holder = Peer::connect(&self.config.target, 1)?;
         holder.greet()?;

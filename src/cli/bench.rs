@@ -16,40 +16,6 @@ pub enum BenchMode {
     Bystander,
 }
 
-/// The hostile load of `--mode bystander` (see BENCHMARKS.md, "Bystander latency").
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum HostilePattern {
-    /// one connection holds --count locks, pipelines --requests MY_LOCKS, never reads
-    MyLocksUnread,
-    /// one connection holds --count locks, sends --requests MY_LOCKS and reads them
-    MyLocksRead,
-    /// one connection holds --count locks, another pipelines --requests LOCKS, never reads
-    ListingUnread,
-    /// --count connections wait on one name; all their timeouts end at the same instant
-    Timeouts,
-    /// --count connections queue on one name; --requests LOCKs with queue_max 1 get QUEUE_MAXED
-    QueueMaxed,
-    /// one connection holding --count locks disconnects
-    Disconnect,
-    /// --count connections holding 10 locks each disconnect together
-    MassDisconnect,
-}
-
-impl From<HostilePattern> for crate::bench::Pattern {
-    fn from(p: HostilePattern) -> Self {
-        use crate::bench::Pattern;
-        match p {
-            HostilePattern::MyLocksUnread => Pattern::MyLocksUnread,
-            HostilePattern::MyLocksRead => Pattern::MyLocksRead,
-            HostilePattern::ListingUnread => Pattern::ListingUnread,
-            HostilePattern::Timeouts => Pattern::Timeouts,
-            HostilePattern::QueueMaxed => Pattern::QueueMaxed,
-            HostilePattern::Disconnect => Pattern::Disconnect,
-            HostilePattern::MassDisconnect => Pattern::MassDisconnect,
-        }
-    }
-}
-
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
     #[command(flatten)]
@@ -85,7 +51,7 @@ pub struct BenchArgs {
     count: u64,
     /// Bystander mode: the hostile load.
     #[arg(long, value_enum, default_value = "timeouts")]
-    pattern: HostilePattern,
+    pattern: crate::bench::Pattern,
     /// Bystander mode: requests the hostile client sends (listing and queue-maxed patterns).
     #[arg(long, default_value_t = 4096)]
     requests: u64,
@@ -144,7 +110,7 @@ pub fn run(args: BenchArgs) -> i32 {
             .and_then(|server_pid| {
                 bench::run_bystander(&bench::BystanderConfig {
                     target,
-                    pattern: args.pattern.into(),
+                    pattern: args.pattern,
                     count: args.count,
                     requests: args.requests,
                     server_pid,

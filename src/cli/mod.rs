@@ -456,18 +456,7 @@ pub(crate) fn report(e: &Error) -> i32 {
 }
 
 /// A lock name for messages: quoted, and cut to its first bytes and length when long.
-pub(crate) fn shown_name(name: &str) -> String {
-    const MAX: usize = 64;
-    const HEAD: usize = 40;
-    if name.len() <= MAX {
-        return format!("{name:?}");
-    }
-    let mut end = HEAD;
-    while !name.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{:?}... ({} bytes)", &name[..end], name.len())
-}
+pub(crate) use crate::client::shown_name;
 
 /// The client's secret from `--auth-file`, refused when unreadable (66) or too short to be any
 /// server's (78).
