@@ -1,5 +1,6 @@
 //! The one RNG of the test suites: a seeded xorshift64*, so a failing run can be replayed from
-//! its seed (src/bench keeps its own, since tests cannot reach a private item there).
+//! its seed. src/bench keeps its own: that one is `pub(crate)`, out of an integration test's
+//! reach, and sharing it would mean widening the library's API for tests.
 
 pub struct Rng(u64);
 
