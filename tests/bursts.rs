@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 
 use officer::locks::REFUSAL_QUEUE_MAX;
 use officer::protocol::{ListRequest, LockRequest, Request, Response};
-use support::{spawn_officer, Raw, TestServer, WAIT};
+use support::process::spawn_officer;
+use support::raw::Raw;
+use support::server::TestServer;
+use support::WAIT;
 
 fn lock(name: &str) -> Request<'_> {
     Request::Lock(LockRequest { name, timeout_ms: None, queue_max: None })

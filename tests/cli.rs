@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use officer::client::{Client, LockOptions};
 use serde_json::Value;
-use support::{TestServer, WAIT};
+use support::server::TestServer;
+use support::WAIT;
 
 const OFFICER: &str = env!("CARGO_BIN_EXE_officer");
 
@@ -242,7 +243,8 @@ fn losing_the_server_while_the_command_runs_is_reported_and_exit_75() {
 fn kill_on_loss_stops_the_command() {
     let dir = support::temp_dir();
     let state = support::state_file_in(dir.path());
-    let (mut server, addr) = support::spawn_officer(&["--state-file", state.to_str().expect("utf-8 path")]);
+    let (mut server, addr) =
+        support::process::spawn_officer(&["--state-file", state.to_str().expect("utf-8 path")]);
     let child = start_holding(addr.port(), &["--kill-on-loss"], "echo started; exec sleep 60");
     server.kill().expect("kill server");
     let _ = server.wait();

@@ -11,7 +11,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use officer::client::{Client, ErrorKind, LockOptions};
-use support::{TestServer, WAIT};
+use support::server::TestServer;
+use support::WAIT;
 
 fn client(server: &TestServer) -> Client {
     Client::connect("127.0.0.1", server.addr().port()).expect("connect")
@@ -349,7 +350,8 @@ fn server_stop_turns_every_call_into_connection_lost() {
 fn killed_server_is_a_lost_connection() {
     let dir = support::temp_dir();
     let state = support::state_file_in(dir.path());
-    let (mut child, addr) = support::spawn_officer(&["--state-file", state.to_str().expect("utf-8 path")]);
+    let (mut child, addr) =
+        support::process::spawn_officer(&["--state-file", state.to_str().expect("utf-8 path")]);
     let c = Client::connect("127.0.0.1", addr.port()).expect("connect");
     c.try_lock("k").expect("lock");
     child.kill().expect("kill");

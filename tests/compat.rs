@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 use officer::protocol::{validate_name, ErrorCode, LockRequest, Request, Response};
 use officer::server::{BoundAddr, Config, Listen, Server, ShutdownHandle, SocketPerms};
 use serde_json::{json, Value};
-use support::{Raw, TestServer, WAIT};
+use support::raw::Raw;
+use support::server::TestServer;
+use support::WAIT;
 
 const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef-compat";
 
@@ -572,7 +574,7 @@ fn compat_listener_json_clients_are_not_closed_by_the_auth_deadline() {
     // A binary client that does not authenticate is closed at the deadline: once it is,
     // the JSON client's deadline (had it one) has passed as well.
     let mut unauthenticated = Raw::connect(server.main_tcp());
-    unauthenticated.wait_closed();
+    unauthenticated.responses_until_closed();
     assert_eq!(a.my_locks(), my_locks(&["long"]));
 }
 

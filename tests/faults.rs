@@ -2,8 +2,6 @@
 //! frozen (SIGSTOP, or a proxy that stops forwarding) until max-idle closes them, the server
 //! killed with SIGKILL in a loop on one state file, and the server paused past max-idle.
 
-#[path = "support/extra.rs"]
-mod extra;
 mod support;
 
 use std::io::{ErrorKind, Read, Write};
@@ -16,9 +14,11 @@ use std::time::{Duration, Instant};
 
 use officer::client::{Client, LockOptions};
 use officer::protocol::{Request, Response};
-use support::{TestServer, WAIT};
-
-use extra::{lock_req, token_of, wait_until, LockProcess, ServerProcess, Wire, OFFICER};
+use support::frames::{lock_req, token_of};
+use support::process::{wait_until, LockProcess, ServerProcess, OFFICER};
+use support::raw::Raw;
+use support::server::TestServer;
+use support::WAIT;
 
 fn client(port: u16) -> Client {
     Client::connect("127.0.0.1", port).expect("connect")
@@ -250,7 +250,7 @@ fn kill9_restarts_never_reuse_tokens() {
             continue;
         }
         let server = ServerProcess::spawn(&["-m", "0", "--state-file", &state]);
-        let mut w = Wire::connect(server.addr);
+        let mut w = Raw::connect(server.addr);
         let mut tokens = Vec::new();
         for r in 0..5 {
             let name = format!("restart/{r}");
@@ -286,9 +286,9 @@ fn server_paused_past_max_idle_keeps_clients_that_kept_pinging() {
         .collect();
     // Raw clients ping every 200 ms from their own thread.
     let stop = Arc::new(AtomicBool::new(false));
-    let pingers: Vec<thread::JoinHandle<Wire>> = (0..2)
+    let pingers: Vec<thread::JoinHandle<Raw>> = (0..2)
         .map(|i| {
-            let mut w = Wire::connect(server.addr);
+            let mut w = Raw::connect(server.addr);
             token_of(&w.call(&lock_req(&format!("pause/r{i}"))));
             let stop = stop.clone();
             thread::spawn(move || {
@@ -301,7 +301,7 @@ fn server_paused_past_max_idle_keeps_clients_that_kept_pinging() {
         })
         .collect();
     // And one that goes silent just before the pause: it must be closed after it.
-    let mut silent = Wire::connect(server.addr);
+    let mut silent = Raw::connect(server.addr);
     token_of(&silent.call(&lock_req("pause/silent")));
 
     server.signal(libc::SIGSTOP);
@@ -337,7 +337,7 @@ fn many_clients_that_pinged_during_a_pause_are_all_kept() {
     let dir = support::temp_dir();
     let state = state_path(&dir);
     let server = ServerProcess::spawn(&["-m", "2", "--state-file", &state]);
-    let mut wires: Vec<Wire> = (0..CLIENTS).map(|_| Wire::connect(server.addr)).collect();
+    let mut wires: Vec<Raw> = (0..CLIENTS).map(|_| Raw::connect(server.addr)).collect();
     server.signal(libc::SIGSTOP);
     let paused = Instant::now();
     for w in &mut wires {
@@ -365,9 +365,9 @@ fn running_out_of_descriptors_backs_off_and_recovers() {
     let dir = support::temp_dir();
     let state = state_path(&dir);
     let server = ServerProcess::spawn(&["-m", "30", "--state-file", &state]);
-    let mut bystander = Wire::connect(server.addr);
+    let mut bystander = Raw::connect(server.addr);
     token_of(&bystander.call(&lock_req("emfile/kept")));
-    let open = extra::fd_count(server.pid());
+    let open = support::process::fd_count(server.pid());
     let limit = libc::rlimit { rlim_cur: (open + 8) as libc::rlim_t, rlim_max: (open + 8) as libc::rlim_t };
     // SAFETY: prlimit on our child's pid with a valid struct; no old value is read back.
     let rc = unsafe {
@@ -377,20 +377,20 @@ fn running_out_of_descriptors_backs_off_and_recovers() {
     // More connections than descriptors left: the kernel completes them, the server cannot
     // accept them all.
     let flood: Vec<TcpStream> = (0..40).map(|_| TcpStream::connect(server.addr).expect("connect")).collect();
-    let cpu_before = extra::cpu_time(server.pid());
+    let cpu_before = support::process::cpu_time(server.pid());
     thread::sleep(Duration::from_millis(1500));
-    let spent = extra::cpu_time(server.pid()) - cpu_before;
+    let spent = support::process::cpu_time(server.pid()) - cpu_before;
     assert!(
         spent < Duration::from_millis(700),
         "server spun while out of descriptors: {spent:?} of CPU in 1.5 s"
     );
     assert_eq!(bystander.call(&Request::Ping(b"")), Response::Pong, "connected clients keep working");
-    let mut observer = Wire::connect_no_hello(server.addr);
+    let mut observer = Raw::connect_no_hello(server.addr);
     drop(flood);
     // Descriptors free up as the flood closes: a new client is accepted and served.
-    observer.send_bytes(&extra::hello_frame(1)).expect("hello");
+    observer.send_bytes(&support::frames::hello_frame(1)).expect("hello");
     let (_, hello) = observer.recv();
     assert!(matches!(hello, Response::HelloOk(_)), "{hello:?}");
-    let stats = extra::stat(&mut bystander, "accept_errors");
+    let stats = support::raw::stat(&mut bystander, "accept_errors");
     assert!(stats > 0, "the server never hit EMFILE, so the test proved nothing");
 }

@@ -2,8 +2,6 @@
 //! of malformed input beyond tests/server.rs (each with a bystander whose lock must come
 //! through untouched), slow readers, and connection floods against the real binary.
 
-#[path = "support/extra.rs"]
-mod extra;
 mod support;
 
 use std::collections::HashMap;
@@ -15,9 +13,12 @@ use std::time::{Duration, Instant};
 
 use officer::client::{Client, LockOptions};
 use officer::protocol::{op, ErrorCode, Request, Response};
-use support::{TestServer, WAIT};
-
-use extra::{frame, hello_frame, lock_req, locks_req, stat, token_of, Bystander, Rng, ServerProcess, Wire};
+use support::frames::{frame, hello_frame, lock_req, locks_req, token_of};
+use support::process::ServerProcess;
+use support::raw::{stat, Bystander, Raw};
+use support::rng::Rng;
+use support::server::TestServer;
+use support::WAIT;
 
 // ---------------------------------------------------------------------------------------------
 // Mutual exclusion
@@ -109,14 +110,14 @@ fn lock_payload(name: &[u8]) -> Vec<u8> {
 }
 
 /// A connection that holds `name`, so its close can be seen to release it.
-fn holder(addr: std::net::SocketAddr, name: &str) -> Wire {
-    let mut w = Wire::connect(addr);
+fn holder(addr: std::net::SocketAddr, name: &str) -> Raw {
+    let mut w = Raw::connect(addr);
     token_of(&w.call(&lock_req(name)));
     w
 }
 
 fn assert_free(addr: std::net::SocketAddr, name: &str) {
-    let mut probe = Wire::connect(addr);
+    let mut probe = Raw::connect(addr);
     token_of(&probe.call(&Request::Lock(officer::protocol::LockRequest {
         name,
         timeout_ms: Some(0),
@@ -142,7 +143,7 @@ fn truncated_frame_then_eof_closes_silently_and_releases() {
     }
     // The same before the handshake: part of a HELLO, then EOF.
     for cut in [1, 4, 12] {
-        let mut w = Wire::connect_no_hello(addr);
+        let mut w = Raw::connect_no_hello(addr);
         w.send_bytes(&hello_frame(1)[..cut]).expect("write");
         w.shutdown_write();
         let (frames, closed) = w.wait_closed(WAIT);
@@ -168,7 +169,7 @@ fn truncated_frame_then_silence_is_closed_at_max_idle() {
         ("half a HELLO", false, hello_frame(1)[..7].to_vec()),
     ];
     let start = Instant::now();
-    let mut hanging: Vec<(&str, Option<String>, Wire)> = cases
+    let mut hanging: Vec<(&str, Option<String>, Raw)> = cases
         .into_iter()
         .enumerate()
         .map(|(i, (what, greet, bytes))| {
@@ -176,7 +177,7 @@ fn truncated_frame_then_silence_is_closed_at_max_idle() {
                 let name = format!("silence/{i}");
                 (Some(name.clone()), holder(addr, &name))
             } else {
-                (None, Wire::connect_no_hello(addr))
+                (None, Raw::connect_no_hello(addr))
             };
             w.send_bytes(&bytes).expect("write");
             (what, held, w)
@@ -237,7 +238,7 @@ fn trailing_bytes_and_reserved_request_id() {
     let mut first = hello_frame(1);
     first[3] += 1;
     first.push(0);
-    let mut w = Wire::connect_no_hello(addr);
+    let mut w = Raw::connect_no_hello(addr);
     w.send_bytes(&first).expect("write");
     let (frames, closed) = w.wait_closed(WAIT);
     assert!(closed);
@@ -266,7 +267,7 @@ fn names_at_the_limit_are_accepted_and_one_byte_more_is_refused() {
     let server = TestServer::start();
     let addr = server.addr();
     let mut bystander = Bystander::new(addr, "by");
-    let mut w = Wire::connect(addr);
+    let mut w = Raw::connect(addr);
     let ascii = "n".repeat(1024);
     let accented = "é".repeat(512); // 1024 bytes, 512 characters
     for name in [&ascii, &accented] {
@@ -294,7 +295,7 @@ fn names_at_the_limit_are_accepted_and_one_byte_more_is_refused() {
 
     // A small --max-name: the same edge at 16 bytes.
     let small = TestServer::start_with(|c| c.max_name = 16);
-    let mut w = Wire::connect(small.addr());
+    let mut w = Raw::connect(small.addr());
     token_of(&w.call(&lock_req(&"s".repeat(16))));
     assert_eq!(error_code(&w.call(&lock_req(&"s".repeat(17)))), ErrorCode::BadName);
     assert_eq!(w.call(&Request::Ping(b"")), Response::Pong);
@@ -308,7 +309,7 @@ fn frame_at_max_frame_is_accepted_and_one_byte_more_is_fatal() {
     let mut bystander = Bystander::new(addr, "by");
     let body = MAX_FRAME as usize - 5;
     let name_len = body - 10;
-    let mut w = Wire::connect(addr);
+    let mut w = Raw::connect(addr);
     let exact = frame(op::LOCK, 3, &lock_payload("e".repeat(name_len).as_bytes()));
     assert_eq!(exact.len(), 4 + MAX_FRAME as usize);
     w.send_bytes(&exact).expect("write");
@@ -318,7 +319,7 @@ fn frame_at_max_frame_is_accepted_and_one_byte_more_is_fatal() {
     w.send_bytes(&frame(op::PING, 4, &vec![0; body])).expect("write");
     assert_eq!(w.recv(), (4, Response::Pong));
     // One byte more: the length alone is refused, before any body byte arrives.
-    let mut over = Wire::connect(addr);
+    let mut over = Raw::connect(addr);
     over.send_bytes(&frame(op::PING, 5, &vec![0; body + 1])[..4]).expect("write");
     let (frames, closed) = over.wait_closed(WAIT);
     assert!(closed);
@@ -348,7 +349,7 @@ fn random_first_bytes_are_refused() {
             bytes[0] = b'}'; // `{` would select the JSON-lines mode (§2.6)
         }
         let claimed = u32::from_be_bytes(bytes[..4].try_into().unwrap());
-        let mut w = Wire::connect_no_hello(addr);
+        let mut w = Raw::connect_no_hello(addr);
         let _ = w.send_bytes(&bytes);
         let plausible = (5..=13).contains(&claimed);
         let whole = plausible && bytes.len() >= 4 + claimed as usize;
@@ -392,7 +393,7 @@ fn first_frame_that_is_not_a_valid_hello_is_bad_handshake() {
     ];
     let mut wrong = Vec::new();
     for (what, bytes) in cases {
-        let mut w = Wire::connect_no_hello(addr);
+        let mut w = Raw::connect_no_hello(addr);
         w.send_bytes(&bytes).expect("write");
         let (frames, closed) = w.wait_closed(WAIT);
         assert!(closed, "{what}: not closed");
@@ -414,7 +415,7 @@ fn random_frames_after_hello_never_hurt_others() {
     let mut bystander = Bystander::new(addr, "by");
     let mut rng = Rng::new(0xBAD_F00D);
     for trial in 0..40 {
-        let mut w = Wire::connect(addr);
+        let mut w = Raw::connect(addr);
         let mut batch = Vec::new();
         let mut ids = vec![0];
         for _ in 0..20 {
@@ -439,8 +440,10 @@ fn random_frames_after_hello_never_hurt_others() {
             assert!(ids.contains(rid), "trial {trial}: answer under an id never sent: {rid} {response:?}");
         }
     }
-    let mut observer = Wire::connect(addr);
-    extra::wait_until("random sessions to be gone", WAIT, || stat(&mut observer, "connections") == 2);
+    let mut observer = Raw::connect(addr);
+    support::process::wait_until("random sessions to be gone", WAIT, || {
+        stat(&mut observer, "connections") == 2
+    });
     match observer.call(&locks_req("")) {
         Response::Locks { locks, .. } => {
             assert_eq!(locks.len(), 1, "only the bystander's lock is left: {locks:?}");
@@ -455,16 +458,16 @@ fn one_byte_writes_across_several_frames() {
     let server = TestServer::start();
     let addr = server.addr();
     let mut bystander = Bystander::new(addr, "by");
-    let mut w = Wire::connect_no_hello(addr);
+    let mut w = Raw::connect_no_hello(addr);
     let mut bytes = hello_frame(1);
     let requests: Vec<(u32, Vec<u8>)> = vec![
-        (2, extra::encode(&lock_req("frag/1"), 2)),
+        (2, support::frames::encode(&lock_req("frag/1"), 2)),
         (3, frame(op::PING, 3, b"abc")),
-        (4, extra::encode(&lock_req("frag/2"), 4)),
-        (5, extra::encode(&Request::MyLocks, 5)),
-        (6, extra::encode(&Request::Unlock("frag/1"), 6)),
+        (4, support::frames::encode(&lock_req("frag/2"), 4)),
+        (5, support::frames::encode(&Request::MyLocks, 5)),
+        (6, support::frames::encode(&Request::Unlock("frag/1"), 6)),
         (7, frame(0x7E, 7, b"??")),
-        (8, extra::encode(&Request::Reset, 8)),
+        (8, support::frames::encode(&Request::Reset, 8)),
     ];
     for (_, f) in &requests {
         bytes.extend_from_slice(f);
@@ -500,7 +503,7 @@ fn a_thousand_mixed_frames_in_one_write() {
     let server = TestServer::start();
     let addr = server.addr();
     let mut bystander = Bystander::new(addr, "by");
-    let mut w = Wire::connect_no_hello(addr);
+    let mut w = Raw::connect_no_hello(addr);
     let mut batch = hello_frame(1);
     let mut expected: Vec<(u32, &str)> = Vec::new();
     let mut held: HashMap<String, bool> = HashMap::new();
@@ -510,12 +513,12 @@ fn a_thousand_mixed_frames_in_one_write() {
         let name = format!("batch/{}", rng.below(7));
         match i % 6 {
             0 | 1 => {
-                batch.extend_from_slice(&extra::encode(&extra::try_lock_req(&name), id));
+                batch.extend_from_slice(&support::frames::encode(&support::frames::try_lock_req(&name), id));
                 let was = held.insert(name, true).unwrap_or(false);
                 expected.push((id, if was { "already" } else { "acquired" }));
             }
             2 => {
-                batch.extend_from_slice(&extra::encode(&Request::Unlock(&name), id));
+                batch.extend_from_slice(&support::frames::encode(&Request::Unlock(&name), id));
                 let was = held.insert(name, false).unwrap_or(false);
                 expected.push((id, if was { "released" } else { "release_failed" }));
             }
@@ -564,7 +567,7 @@ fn pipelined_requests_beyond_the_wakeup_budget_are_all_served() {
                 c.requests_per_wakeup = b;
             }
         });
-        let mut w = Wire::connect(server.addr());
+        let mut w = Raw::connect(server.addr());
         let batch: Vec<u8> = (0..count).flat_map(|i| frame(op::PING, i + 10, b"")).collect();
         w.send_bytes(&batch).expect("write");
         // Nothing more is sent: every answer must come from what the server already has.
@@ -596,12 +599,12 @@ fn state_args(dir: &tempfile::TempDir) -> String {
 }
 
 /// Holds `count` locks with long names on one connection, so each LOCKS listing is big.
-fn fill_locks(addr: std::net::SocketAddr, count: usize) -> Wire {
-    let mut w = Wire::connect(addr);
+fn fill_locks(addr: std::net::SocketAddr, count: usize) -> Raw {
+    let mut w = Raw::connect(addr);
     let mut batch = Vec::new();
     for i in 0..count {
         let name = format!("fill/{i:05}/{}", "x".repeat(48));
-        batch.extend_from_slice(&extra::encode(&lock_req(&name), i as u32 + 1));
+        batch.extend_from_slice(&support::frames::encode(&lock_req(&name), i as u32 + 1));
     }
     w.send_bytes(&batch).expect("write");
     for _ in 0..count {
@@ -633,7 +636,7 @@ fn slow_reader_is_closed_its_locks_released_and_others_stay_fast() {
     let server = ServerProcess::spawn(&["-m", "0", "--max-output", "65536", "--state-file", &state]);
     let addr = server.addr;
     let mut bystander = Bystander::new(addr, "by");
-    let rss_before = extra::status_kib(server.pid(), "VmRSS");
+    let rss_before = support::process::status_kib(server.pid(), "VmRSS");
     let done = Arc::new(AtomicBool::new(false));
     let pinger = ping_until(addr, done.clone());
 
@@ -647,7 +650,7 @@ fn slow_reader_is_closed_its_locks_released_and_others_stay_fast() {
     // PINGs are cheap to serve and their answers small: the server must buffer megabytes of
     // them (the socket buffers fill first) before its pending output passes --max-output.
     // Never read.
-    let one = extra::encode(&Request::Ping(b""), 9);
+    let one = support::frames::encode(&Request::Ping(b""), 9);
     let chunk: Vec<u8> = one.iter().copied().cycle().take(one.len() * 1000).collect();
     let mut sent = 0;
     while !waiting.is_finished() && sent < 3_000_000 {
@@ -668,7 +671,7 @@ fn slow_reader_is_closed_its_locks_released_and_others_stay_fast() {
     done.store(true, Ordering::Relaxed);
     let (worst, pings) = pinger.join().expect("pinger");
     let stats = waiter.stats().expect("stats");
-    let hwm = extra::status_kib(server.pid(), "VmHWM");
+    let hwm = support::process::status_kib(server.pid(), "VmHWM");
     eprintln!(
         "slow reader: {sent} PINGs pipelined; closed and its lock handed over after \
          {handed_over:?}; another client's {pings} pings: worst {worst:?}; server RSS before \
@@ -691,21 +694,21 @@ fn slow_reader_of_big_listings_costs_bounded_memory_and_latency() {
     let addr = server.addr;
     // About 1000 names of 60 bytes: every listing is cut to the 64 KiB frame limit.
     let _filler = fill_locks(addr, 1000);
-    let hwm_before = extra::status_kib(server.pid(), "VmHWM");
+    let hwm_before = support::process::status_kib(server.pid(), "VmHWM");
     let done = Arc::new(AtomicBool::new(false));
     let pinger = ping_until(addr, done.clone());
-    let mut slow = Wire::connect(addr);
-    let one = extra::encode(&locks_req("fill/"), 9);
+    let mut slow = Raw::connect(addr);
+    let one = support::frames::encode(&locks_req("fill/"), 9);
     // 4096 requests of 9 bytes: 36 KiB of input, one read.
     let batch: Vec<u8> = one.iter().copied().cycle().take(one.len() * 4096).collect();
     let _ = slow.send_bytes(&batch);
-    let mut observer = Wire::connect(addr);
-    extra::wait_until("the slow reader to be closed", WAIT, || {
+    let mut observer = Raw::connect(addr);
+    support::process::wait_until("the slow reader to be closed", WAIT, || {
         stat(&mut observer, "connections_closed_output_overflow") == 1
     });
     done.store(true, Ordering::Relaxed);
     let (worst, _) = pinger.join().expect("pinger");
-    let hwm_after = extra::status_kib(server.pid(), "VmHWM");
+    let hwm_after = support::process::status_kib(server.pid(), "VmHWM");
     let growth_mib = hwm_after.saturating_sub(hwm_before) / 1024;
     eprintln!(
         "big listings: peak RSS {hwm_before} kB -> {hwm_after} kB (+{growth_mib} MiB) for 36 KiB of \
@@ -724,12 +727,12 @@ fn connection_flood_past_max_connections() {
     let state = state_args(&dir);
     let server = ServerProcess::spawn(&["-m", "0", "--max-connections", "20", "--state-file", &state]);
     let addr = server.addr;
-    let mut observer = Wire::connect(addr);
+    let mut observer = Raw::connect(addr);
     let mut bystander = Bystander::new(addr, "by");
-    let mut idle: Vec<Wire> = (0..18).map(|_| Wire::connect(addr)).collect();
+    let mut idle: Vec<Raw> = (0..18).map(|_| Raw::connect(addr)).collect();
     assert_eq!(stat(&mut observer, "connections"), 20);
 
-    let mut flood: Vec<Wire> = (0..30).map(|_| Wire::connect_no_hello(addr)).collect();
+    let mut flood: Vec<Raw> = (0..30).map(|_| Raw::connect_no_hello(addr)).collect();
     for (i, w) in flood.iter_mut().enumerate() {
         let (frames, closed) = w.wait_closed(WAIT);
         assert!(closed, "excess connection {i} was not closed");
@@ -743,12 +746,14 @@ fn connection_flood_past_max_connections() {
     }
     // Room again after five close.
     idle.truncate(13);
-    extra::wait_until("closed connections to be reaped", WAIT, || stat(&mut observer, "connections") == 15);
-    let mut fresh: Vec<Wire> = (0..5).map(|_| Wire::connect(addr)).collect();
+    support::process::wait_until("closed connections to be reaped", WAIT, || {
+        stat(&mut observer, "connections") == 15
+    });
+    let mut fresh: Vec<Raw> = (0..5).map(|_| Raw::connect(addr)).collect();
     for w in fresh.iter_mut() {
         token_of(&w.call(&lock_req(&format!("fresh/{}", w.label))));
     }
-    let mut one_more = Wire::connect_no_hello(addr);
+    let mut one_more = Raw::connect_no_hello(addr);
     let (frames, _) = one_more.wait_closed(WAIT);
     assert_fatal(&frames, ErrorCode::LimitExceeded, "the 21st connection");
     bystander.check("a connection flood");
@@ -760,7 +765,7 @@ fn low_open_file_limit_does_not_spin_and_recovers() {
     let state = state_args(&dir);
     let server = ServerProcess::spawn_with_nofile(64, &["-m", "0", "--state-file", &state]);
     let addr = server.addr;
-    let mut observer = Wire::connect(addr);
+    let mut observer = Raw::connect(addr);
     let mut bystander = Bystander::new(addr, "by");
     let max = stat(&mut observer, "max_connections");
     eprintln!("with ulimit -n 64 the server allows {max} connections");
@@ -768,7 +773,7 @@ fn low_open_file_limit_does_not_spin_and_recovers() {
 
     let flood: Vec<TcpStream> = (0..100).map(|_| TcpStream::connect(addr).expect("connect")).collect();
     // Saturated: keep knocking for 2 s while measuring the server's CPU time.
-    let cpu_before = extra::cpu_time(server.pid());
+    let cpu_before = support::process::cpu_time(server.pid());
     let window = Instant::now();
     let mut knocks = 0;
     while window.elapsed() < Duration::from_secs(2) {
@@ -778,15 +783,15 @@ fn low_open_file_limit_does_not_spin_and_recovers() {
         knocks += 1;
         thread::sleep(Duration::from_millis(20));
     }
-    let cpu = extra::cpu_time(server.pid()) - cpu_before;
+    let cpu = support::process::cpu_time(server.pid()) - cpu_before;
     eprintln!("saturated for 2 s ({knocks} extra connects): server used {cpu:?} of CPU");
     assert!(cpu < Duration::from_secs(1), "server burned {cpu:?} of CPU in 2 s at its descriptor limit");
     assert_eq!(observer.call(&Request::Ping(b"")), Response::Pong);
     bystander.check("a saturated server");
 
     drop(flood);
-    extra::wait_until("the flood to be reaped", WAIT, || stat(&mut observer, "connections") == 2);
-    let mut fresh: Vec<Wire> = (0..20).map(|_| Wire::connect(addr)).collect();
+    support::process::wait_until("the flood to be reaped", WAIT, || stat(&mut observer, "connections") == 2);
+    let mut fresh: Vec<Raw> = (0..20).map(|_| Raw::connect(addr)).collect();
     for w in fresh.iter_mut() {
         assert_eq!(w.call(&Request::Ping(b"")), Response::Pong);
     }

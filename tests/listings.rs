@@ -4,8 +4,6 @@
 //! JSON mode's listings are bounded the same way. The big numbers (a million locks) are tested
 //! on the lock table itself (src/locks/listing.rs); here 20,000 locks keep a debug build fast.
 
-#[path = "support/extra.rs"]
-mod extra;
 mod support;
 
 use std::io::{BufRead, BufReader, Write};
@@ -14,9 +12,10 @@ use std::net::TcpStream;
 use officer::client::Client;
 use officer::protocol::{op, split_frame, ListRequest, LockRequest, Request, Response};
 use serde_json::Value;
-use support::{TestServer, WAIT};
-
-use extra::{encode, Wire};
+use support::frames::encode;
+use support::raw::Raw;
+use support::server::TestServer;
+use support::WAIT;
 
 /// Locks held by the connection under test.
 const HELD: usize = 20_000;
@@ -32,7 +31,7 @@ fn server() -> TestServer {
 }
 
 /// Acquires `name(0..HELD)` on `wire` with one pipelined write, and checks every answer.
-fn hold_many(wire: &mut Wire) {
+fn hold_many(wire: &mut Raw) {
     let mut frames = Vec::new();
     for i in 0..HELD {
         let n = name(i);
@@ -55,7 +54,7 @@ fn my_locks_matching(prefix: &str, max: u32) -> Request<'_> {
 #[test]
 fn my_locks_is_capped_and_my_locks_matching_filters_and_says_so() {
     let server = server();
-    let mut wire = Wire::connect(server.addr());
+    let mut wire = Raw::connect(server.addr());
     hold_many(&mut wire);
 
     // The old request: same layout, at most the listing default, the first names in order.
@@ -100,15 +99,15 @@ fn my_locks_is_capped_and_my_locks_matching_filters_and_says_so() {
 fn my_locks_matching_lists_waits_in_order_and_checks_the_prefix() {
     let server = server();
     let addr = server.addr();
-    let mut holder = Wire::connect(addr);
-    let mut me = Wire::connect(addr);
+    let mut holder = Raw::connect(addr);
+    let mut me = Raw::connect(addr);
     for n in ["w/b", "w/a", "w/c", "x/1"] {
-        assert!(matches!(holder.call(&extra::lock_req(n)), Response::Acquired { .. }));
+        assert!(matches!(holder.call(&support::frames::lock_req(n)), Response::Acquired { .. }));
     }
-    assert!(matches!(me.call(&extra::lock_req("w/mine")), Response::Acquired { .. }));
+    assert!(matches!(me.call(&support::frames::lock_req("w/mine")), Response::Acquired { .. }));
     // Three waits, started in the order b, a, c.
     for n in ["w/b", "w/a", "w/c", "x/1"] {
-        me.send(&extra::lock_req(n));
+        me.send(&support::frames::lock_req(n));
     }
     assert_eq!(
         me.call(&my_locks_matching("w/", 0)),
@@ -129,7 +128,7 @@ fn my_locks_matching_lists_waits_in_order_and_checks_the_prefix() {
     // A prefix breaks the name rules like any name: a non-fatal bad_name.
     let mut bad = vec![0, 0, 0, 0];
     bad.push(0x01);
-    me.send_bytes(&extra::frame(op::MY_LOCKS_MATCHING, 77, &bad)).expect("write");
+    me.send_bytes(&support::frames::frame(op::MY_LOCKS_MATCHING, 77, &bad)).expect("write");
     match me.recv() {
         (77, Response::Error { code, .. }) => assert_eq!(code, officer::protocol::ErrorCode::BadName),
         other => panic!("{other:?}"),
@@ -145,9 +144,9 @@ fn pipelined_unread_listings_cost_one_page_each_and_others_are_served() {
     const LISTINGS: usize = 2_000;
     let server = server();
     let addr = server.addr();
-    let mut hostile = Wire::connect(addr);
+    let mut hostile = Raw::connect(addr);
     hold_many(&mut hostile);
-    let mut bystander = Wire::connect(addr);
+    let mut bystander = Raw::connect(addr);
 
     let mut batch = Vec::new();
     for i in 0..LISTINGS {
@@ -159,7 +158,7 @@ fn pipelined_unread_listings_cost_one_page_each_and_others_are_served() {
     for _ in 0..3 {
         assert_eq!(bystander.call(&Request::Ping(b"")), Response::Pong);
     }
-    assert!(matches!(bystander.call(&extra::lock_req("by")), Response::Acquired { .. }));
+    assert!(matches!(bystander.call(&support::frames::lock_req("by")), Response::Acquired { .. }));
 
     // Every listing is answered (the connection was not closed for piling up output), each
     // with one default page.
@@ -184,15 +183,18 @@ fn listings_fit_a_small_frame_with_queues_counted() {
     const WAITERS: usize = 150;
     let server = TestServer::start_with(|c| c.max_frame = FRAME);
     let addr = server.addr();
-    let mut holder = Wire::connect(addr);
+    let mut holder = Raw::connect(addr);
     for i in 0..50 {
-        assert!(matches!(holder.call(&extra::lock_req(&format!("q/{i:02}"))), Response::Acquired { .. }));
+        assert!(matches!(
+            holder.call(&support::frames::lock_req(&format!("q/{i:02}"))),
+            Response::Acquired { .. }
+        ));
     }
     // 150 waiters on q/00: its queue (151 labels of 17 bytes) alone needs more than 2048 bytes.
     // A PING answered after the LOCK proves the wait is queued (one connection is served in order).
-    let mut waiters: Vec<Wire> = (0..WAITERS).map(|_| Wire::connect(addr)).collect();
+    let mut waiters: Vec<Raw> = (0..WAITERS).map(|_| Raw::connect(addr)).collect();
     for w in &mut waiters {
-        w.send(&extra::lock_req("q/00"));
+        w.send(&support::frames::lock_req("q/00"));
         assert_eq!(w.call(&Request::Ping(b"")), Response::Pong);
     }
     match call_checked(&mut holder, &Request::Locks(ListRequest { prefix: "q/", max: 0 }), FRAME) {
@@ -230,7 +232,7 @@ fn listings_fit_a_small_frame_with_queues_counted() {
 }
 
 /// Sends `request` and checks its answer against the announced frame limit.
-fn call_checked(wire: &mut Wire, request: &Request<'_>, max_frame: u32) -> Response {
+fn call_checked(wire: &mut Raw, request: &Request<'_>, max_frame: u32) -> Response {
     let response = wire.call(request);
     // The decoded answer re-encodes to the bytes that came (the codec is canonical).
     let mut bytes = Vec::new();

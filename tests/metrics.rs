@@ -10,7 +10,9 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 
 use officer::protocol::{LockRequest, Request, Response};
-use support::{Raw, TestServer, WAIT};
+use support::raw::Raw;
+use support::server::TestServer;
+use support::WAIT;
 
 fn scrape(addr: SocketAddr, path: &str) -> (String, String) {
     request(addr, &format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n"))

@@ -7,8 +7,6 @@
 //! in a temp dir, and is stopped by a guard even when the test fails. Waits are event-driven
 //! with the 20 s bound of `support::WAIT`; nothing sleeps for start-up.
 
-#[path = "support/ops_extra.rs"]
-mod ops_extra;
 mod support;
 
 use std::net::{SocketAddr, TcpListener};
@@ -18,10 +16,10 @@ use std::time::{Duration, Instant};
 
 use officer::client::{Client, ClientBuilder, LockOptions};
 use officer::protocol::{Hello, LockRequest, Request, Response, PROTOCOL_VERSION, SHUTDOWN_REQUEST_ID};
-use ops_extra::{
-    officer, parse_started, process_gone, read_pid, signal, wait_until, DaemonGuard, Foreground,
-};
-use support::{Raw, WAIT};
+use support::ops::{officer, parse_started, process_gone, read_pid, DaemonGuard, Foreground};
+use support::process::{signal, wait_until};
+use support::raw::Raw;
+use support::WAIT;
 
 fn path_str(path: &Path) -> String {
     path.to_str().expect("temp paths are UTF-8").to_owned()
@@ -36,7 +34,7 @@ fn start_args(dir: &Path, state: &str) -> Vec<String> {
         .to_vec()
 }
 
-fn run_officer(args: &[String]) -> ops_extra::Outcome {
+fn run_officer(args: &[String]) -> support::ops::Outcome {
     officer(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
@@ -437,7 +435,7 @@ fn expect_shutdown_then_eof(raw: &mut Raw, who: &str) -> Vec<Response> {
         }
         other => panic!("{who}: expected SHUTDOWN after SIGTERM, got {other:?}"),
     }
-    raw.wait_closed()
+    raw.responses_until_closed()
 }
 
 #[test]

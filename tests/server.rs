@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use officer::protocol::{ErrorCode, ListRequest, LockRequest, Request, Response};
 use officer::server::Listen;
-use support::{Raw, TestServer, WAIT};
+use support::raw::Raw;
+use support::server::TestServer;
+use support::WAIT;
 
 fn lock(name: &str) -> Request<'_> {
     Request::Lock(LockRequest { name, timeout_ms: None, queue_max: None })
@@ -248,7 +250,7 @@ fn idle_connections_are_closed_and_pings_keep_them() {
         }
     }
     assert!(started.elapsed() >= Duration::from_millis(900), "closed before max-idle");
-    assert!(idle.wait_closed().is_empty(), "idle close sends no frame");
+    assert!(idle.responses_until_closed().is_empty(), "idle close sends no frame");
     assert_eq!(busy.call(&Request::Ping(b"")), Response::Pong, "a pinging client survives");
 }
 
@@ -262,7 +264,7 @@ fn pipelined_requests_are_answered_in_order() {
         lock(name).encode(2 * i as u32 + 100, &mut batch);
         Request::Unlock(name).encode(2 * i as u32 + 101, &mut batch);
     }
-    a.send_bytes(&batch);
+    a.send_bytes(&batch).expect("write");
     let mut last = 0;
     for i in 0..names.len() as u32 {
         let (rid, response) = a.recv();
@@ -394,7 +396,7 @@ fn shutdown_notifies_clients() {
     let mut a = Raw::connect(server.addr());
     token_of(a.call(&lock("x")));
     server.stop();
-    let frames = a.wait_closed();
+    let frames = a.responses_until_closed();
     assert!(
         matches!(frames.as_slice(), [Response::Shutdown { .. }]),
         "expected one SHUTDOWN frame, got {frames:?}"
@@ -404,8 +406,8 @@ fn shutdown_notifies_clients() {
 /// A connection that sends `bytes` first: what it gets back, and whether it was closed.
 fn send_garbage(server: &TestServer, bytes: &[u8], greet: bool) -> Vec<Response> {
     let mut raw = if greet { Raw::connect(server.addr()) } else { Raw::connect_no_hello(server.addr()) };
-    raw.send_bytes(bytes);
-    raw.wait_closed()
+    raw.send_bytes(bytes).expect("write");
+    raw.responses_until_closed()
 }
 
 fn first_error(frames: &[Response]) -> ErrorCode {
@@ -449,7 +451,7 @@ fn bad_frames_close_only_the_offender() {
     // Answerable errors: the connection goes on.
     let mut raw = Raw::connect(server.addr());
     let mut check = |bytes: Vec<u8>, code: ErrorCode| {
-        raw.send_bytes(&bytes);
+        raw.send_bytes(&bytes).expect("write");
         match raw.recv() {
             (7, Response::Error { code: got, .. }) => assert_eq!(got, code),
             other => panic!("{other:?}"),
@@ -498,7 +500,7 @@ fn fragmented_and_batched_input() {
     for i in 0..1000u32 {
         Request::Ping(b"").encode(i + 1, &mut batch);
     }
-    a.send_bytes(&batch);
+    a.send_bytes(&batch).expect("write");
     for i in 0..1000u32 {
         assert_eq!(a.recv(), (i + 1, Response::Pong));
     }
@@ -547,7 +549,7 @@ fn one_auth_failure_closes_the_connection() {
         (0, Response::Error { code, .. }) => assert!(code == ErrorCode::AuthFailed && code.is_fatal()),
         other => panic!("expected auth_failed with request id 0, got {other:?}"),
     }
-    assert!(raw.wait_closed().is_empty(), "closed after the failure");
+    assert!(raw.responses_until_closed().is_empty(), "closed after the failure");
     assert_eq!(bystander.call(&lock("held")), Response::AlreadyAcquired { token });
 }
 
@@ -575,13 +577,13 @@ fn pre_auth_frames_are_small_and_json_mode_is_off() {
     let mut raw = Raw::connect(server.addr());
     let big = vec![b'x'; 4096];
     raw.send(&Request::Auth(&big));
-    match raw.wait_closed().first() {
+    match raw.responses_until_closed().first() {
         Some(Response::Error { code, .. }) => assert_eq!(*code, ErrorCode::BadFrameLength),
         other => panic!("{other:?}"),
     }
     // A JSON client is refused in its own language: one error line, then the close (issue 11).
     let mut json = Raw::connect_no_hello(server.addr());
-    json.send_bytes(b"{\"command\":\"lock\",\"name\":\"x\"}\n");
+    json.send_bytes(b"{\"command\":\"lock\",\"name\":\"x\"}\n").expect("write");
     let mut reply = String::new();
     json.stream.read_to_string(&mut reply).expect("read to EOF");
     let lines: Vec<serde_json::Value> =
@@ -613,7 +615,7 @@ fn a_trickle_of_bytes_is_not_activity() {
             break;
         }
     }
-    let frames = if closed { Vec::new() } else { raw.wait_closed() };
+    let frames = if closed { Vec::new() } else { raw.responses_until_closed() };
     assert!(frames.is_empty(), "{frames:?}");
     let elapsed = started.elapsed();
     assert!(elapsed >= Duration::from_millis(900) && elapsed < Duration::from_secs(10), "{elapsed:?}");

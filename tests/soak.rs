@@ -4,8 +4,6 @@
 //! be back to its baseline: no locks, only the observer connected, the same descriptors, and
 //! its memory not grown beyond a generous bound.
 
-#[path = "support/extra.rs"]
-mod extra;
 mod support;
 
 use std::net::SocketAddr;
@@ -16,9 +14,11 @@ use std::time::{Duration, Instant};
 
 use officer::client::{Client, LockOptions};
 use officer::protocol::{op, ErrorCode, LockRequest, Request, Response};
+use support::frames::{frame, hello_frame, lock_req, token_of};
+use support::process::{LockProcess, ServerProcess};
+use support::raw::Raw;
+use support::rng::Rng;
 use support::WAIT;
-
-use extra::{frame, hello_frame, lock_req, token_of, LockProcess, Rng, ServerProcess, Wire};
 
 const NAMES: usize = 6;
 const LOCKERS: u64 = 6;
@@ -121,13 +121,13 @@ fn killer(shared: &Shared, seed: u64) {
 /// Connections that hold a lock, wait for a shared one, then pipeline requests and never read.
 fn slow_reader(shared: &Shared, seed: u64) {
     let mut rng = Rng::new(seed);
-    let one = extra::encode(&Request::Stats, 9);
+    let one = support::frames::encode(&Request::Stats, 9);
     let chunk: Vec<u8> = one.iter().copied().cycle().take(one.len() * 200).collect();
     for i in 0.. {
         if !shared.running() {
             break;
         }
-        let mut w = Wire::connect(shared.addr);
+        let mut w = Raw::connect(shared.addr);
         token_of(&w.call(&lock_req(&format!("soak/slow/{i}"))));
         let shared_name = name(rng.below(NAMES as u64) as usize);
         w.send(&Request::Lock(LockRequest { name: &shared_name, timeout_ms: Some(5000), queue_max: None }));
@@ -147,7 +147,7 @@ fn slow_reader(shared: &Shared, seed: u64) {
 fn bad_frames(shared: &Shared, seed: u64) {
     let mut rng = Rng::new(seed);
     while shared.running() {
-        let mut w = Wire::connect_no_hello(shared.addr);
+        let mut w = Raw::connect_no_hello(shared.addr);
         let case = rng.below(5);
         match case {
             0 => {
@@ -180,7 +180,7 @@ fn bad_frames(shared: &Shared, seed: u64) {
             }
             _ => {
                 let mut bytes = hello_frame(1);
-                bytes.extend_from_slice(&extra::encode(&lock_req(&name(0)), 2));
+                bytes.extend_from_slice(&support::frames::encode(&lock_req(&name(0)), 2));
                 for b in bytes {
                     if w.send_bytes(&[b]).is_err() {
                         break;
@@ -230,8 +230,8 @@ fn soak_mixed_traffic_returns_to_baseline() {
         ServerProcess::spawn(&["-m", MAX_IDLE_SECS, "--max-output", "131072", "--state-file", &state]);
     let pid = server.pid();
     let observer = Client::connect("127.0.0.1", server.port()).expect("connect");
-    let fds_before = extra::fd_count(pid);
-    let rss_before = extra::status_kib(pid, "VmRSS");
+    let fds_before = support::process::fd_count(pid);
+    let rss_before = support::process::status_kib(pid, "VmRSS");
 
     let shared = Arc::new(Shared {
         addr: server.addr,
@@ -258,8 +258,8 @@ fn soak_mixed_traffic_returns_to_baseline() {
 
     let (mut peak_fds, mut peak_rss) = (0, 0);
     while start.elapsed() < duration && workers.iter().all(|w| !w.is_finished()) {
-        peak_fds = peak_fds.max(extra::fd_count(pid));
-        peak_rss = peak_rss.max(extra::status_kib(pid, "VmRSS"));
+        peak_fds = peak_fds.max(support::process::fd_count(pid));
+        peak_rss = peak_rss.max(support::process::status_kib(pid, "VmRSS"));
         thread::sleep(Duration::from_millis(250));
     }
     shared.stop.store(true, Ordering::Relaxed);
@@ -270,13 +270,17 @@ fn soak_mixed_traffic_returns_to_baseline() {
     assert!(server_alive(&server), "the server died during the soak");
 
     // Back to the baseline: nothing held or queued, only the observer connected.
-    extra::wait_until("every lock to be released", WAIT, || observer.locks().expect("locks").is_empty());
-    extra::wait_until("every other connection to close", WAIT, || {
+    support::process::wait_until("every lock to be released", WAIT, || {
+        observer.locks().expect("locks").is_empty()
+    });
+    support::process::wait_until("every other connection to close", WAIT, || {
         observer.connections().expect("connections").len() == 1
     });
-    extra::wait_until("descriptors back to the baseline", WAIT, || extra::fd_count(pid) <= fds_before + 2);
-    let fds_after = extra::fd_count(pid);
-    let rss_after = extra::status_kib(pid, "VmRSS");
+    support::process::wait_until("descriptors back to the baseline", WAIT, || {
+        support::process::fd_count(pid) <= fds_before + 2
+    });
+    let fds_after = support::process::fd_count(pid);
+    let rss_after = support::process::status_kib(pid, "VmRSS");
     let stats = observer.stats().expect("stats");
     let c = &shared.counts;
     let get = |k: &str| stats.get(k).unwrap_or(0);

@@ -10,7 +10,9 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use officer::protocol::{LockRequest, Request, Response};
-use support::{Raw, TestServer, WAIT};
+use support::raw::Raw;
+use support::server::TestServer;
+use support::WAIT;
 
 /// Runs the binary with `args` to its exit; a run that does not end within WAIT is killed
 /// and fails the test (a FIFO state file used to hang start-up forever).

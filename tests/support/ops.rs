@@ -1,21 +1,17 @@
-//! Helpers for the operations suite (tests/ops.rs): the real binary run as a short command or
-//! as a long-lived `officer run` child, guards that stop whatever a test started even when it
-//! panics, and process probes for servers that are not our children (`officer start` detaches).
-//!
-//! Declared by the suite with `#[path = "support/ops_extra.rs"] mod ops_extra;` next to
-//! `mod support;`.
-#![allow(dead_code)]
+//! The binary as an operator drives it (tests/ops.rs): short commands run to completion with
+//! their output, long-lived `officer run` children with the service manager's variables cleared,
+//! guards that stop whatever a test started even when it panics, and probes for servers that
+//! are not our children (`officer start` detaches).
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::support::WAIT;
-
-pub const OFFICER: &str = env!("CARGO_BIN_EXE_officer");
+use super::process::{signal, wait_exit, OFFICER};
+use super::WAIT;
 
 /// The binary with none of the service manager's variables a test runner might pass on.
 pub fn officer_command() -> Command {
@@ -73,34 +69,6 @@ fn drain(mut stream: impl Read + Send + 'static) -> mpsc::Receiver<String> {
         let _ = tx.send(text);
     });
     rx
-}
-
-/// Polls `try_wait` until the child exits or `limit` passes.
-pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Some(status);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// Polls `cond` every 10 ms until it holds; panics naming `what` after `limit`.
-pub fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
-        thread::sleep(Duration::from_millis(10));
-    }
-}
-
-pub fn signal(pid: u32, sig: i32) {
-    // SAFETY: kill has no memory-safety preconditions.
-    unsafe { libc::kill(pid as libc::pid_t, sig) };
 }
 
 /// True when no process `pid` runs: none exists, or only its zombie is left (a detached
