@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 
 pub use crate::protocol::{ConnectionInfo, HelloOk, LockInfo, TopEntry};
 pub use builder::{ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HOST, DEFAULT_PORT};
+#[cfg(feature = "cli")]
 pub(crate) use error::shown_name;
 pub use error::{Error, ErrorKind, Result};
 pub use guard::LockGuard;
