@@ -183,6 +183,32 @@ impl Raw {
         (closed, partial)
     }
 
+    /// Waits until the server has closed the connection, without reading what it sent: a
+    /// client that never reads must be closed by the server's output limit, and reading here
+    /// would drain that output and let it stay under the limit. The hang-up is seen through
+    /// poll (POLLRDHUP, or POLLHUP / POLLERR after a reset). False if `limit` passes first.
+    pub fn wait_hangup_unread(&self, limit: Duration) -> bool {
+        use std::os::fd::AsRawFd;
+        let fd = match &self.stream {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
+        };
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            let mut pfd = libc::pollfd { fd, events: libc::POLLRDHUP, revents: 0 };
+            let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
+            // SAFETY: one valid pollfd for a descriptor this connection owns.
+            let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+            if n > 0 && pfd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0 {
+                return true;
+            }
+        }
+    }
+
     fn read_to_close(&mut self, limit: Duration) -> (Vec<(u32, Response)>, bool, usize) {
         let deadline = Instant::now() + limit;
         let mut seen = Vec::new();
