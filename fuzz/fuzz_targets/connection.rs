@@ -9,7 +9,7 @@
 //!   within the announced frame limit, with request ids the input used (or 0 for ERROR), a
 //!   HELLO_OK only first, nothing after a fatal ERROR, fencing tokens that only grow; or, when
 //!   the stream starts with `{` (JSON compatibility mode), JSON objects with a `result`, one a
-//!   line. A cut-off last frame or line is allowed: the server drops unsent output when it
+//!   line, whose tokens (sent only when a lock command asks for one) only grow. A cut-off last frame or line is allowed: the server drops unsent output when it
 //!   closes a connection (PROTOCOL.md §2.4).
 //! * the bystander is undisturbed: PING answers PONG, LOCK `bystander` answers ALREADY_ACQUIRED
 //!   with its original token, and once the fuzzed connection is gone the table lists exactly the
@@ -337,9 +337,10 @@ fn check_json(got: &[u8], max_token: &mut u64) {
         });
         let result = value.get("result").and_then(serde_json::Value::as_str);
         let Some(result) = result else { panic!("JSON reply #{index} has no string \"result\": {value}") };
-        if result == "acquired" {
-            let token = value.get("token").and_then(serde_json::Value::as_u64);
-            let Some(token) = token else { panic!("JSON reply #{index}: acquired without a token: {value}") };
+        // A JSON grant carries a token only when its lock command asked ("token": true,
+        // PROTOCOL.md §7), as the original sent none; one that does must still be fresh.
+        if let ("acquired", Some(token)) = (result, value.get("token")) {
+            let Some(token) = token.as_u64() else { panic!("JSON reply #{index}: token not a u64: {value}") };
             assert!(token > *max_token, "fencing token {token} not above {max_token}, issued before");
             *max_token = token;
         }
