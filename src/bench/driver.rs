@@ -11,52 +11,32 @@ use super::{lock_name, process_cpu_time, CycleConfig, CycleReport, Mode, Rng, Ta
 use crate::protocol::{
     split_frame, Hello, LockRequest, Request, Response, MAX_FRAME_CEILING, PROTOCOL_VERSION,
 };
+use crate::server::net::Stream;
 
 /// Request ids carry the cycle slot in their low byte, so a reply finds its cycle at once.
 const SLOT_BITS: u32 = 8;
 pub(crate) const MAX_PIPELINE: usize = 1 << SLOT_BITS;
 
-pub(crate) enum Sock {
-    Tcp(TcpStream),
-    Unix(UnixStream),
-}
+/// Bench connections are polled both ways from the start: the HELLO is queued before the
+/// connection completes, and every cycle writes as soon as a reply is read.
+pub(crate) const READ_WRITE: Interest = Interest::READABLE.add(Interest::WRITABLE);
 
-impl Sock {
-    pub(crate) fn connect(target: &Target) -> io::Result<Sock> {
+/// The bench's constructor for the server's stream type: a blocking std connect (so a refused
+/// or unreachable target fails here, not inside the loop), then handed to mio non-blocking.
+impl Stream {
+    pub(crate) fn connect(target: &Target) -> io::Result<Stream> {
         match target {
             Target::Tcp(addr) => {
                 let s = std::net::TcpStream::connect(addr)?;
                 s.set_nodelay(true)?;
                 s.set_nonblocking(true)?;
-                Ok(Sock::Tcp(TcpStream::from_std(s)))
+                Ok(Stream::Tcp(TcpStream::from_std(s)))
             }
             Target::Unix(path) => {
                 let s = std::os::unix::net::UnixStream::connect(path)?;
                 s.set_nonblocking(true)?;
-                Ok(Sock::Unix(UnixStream::from_std(s)))
+                Ok(Stream::Unix(UnixStream::from_std(s)))
             }
-        }
-    }
-
-    pub(crate) fn register(&mut self, poll: &Poll, token: Token) -> io::Result<()> {
-        let interest = Interest::READABLE | Interest::WRITABLE;
-        match self {
-            Sock::Tcp(s) => poll.registry().register(s, token, interest),
-            Sock::Unix(s) => poll.registry().register(s, token, interest),
-        }
-    }
-
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Sock::Tcp(s) => s.read(buf),
-            Sock::Unix(s) => s.read(buf),
-        }
-    }
-
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Sock::Tcp(s) => s.write(buf),
-            Sock::Unix(s) => s.write(buf),
         }
     }
 }
@@ -75,7 +55,7 @@ struct Slot {
 
 /// One benchmark connection with its buffers and cycles in flight.
 pub(crate) struct BenchConn {
-    sock: Sock,
+    sock: Stream,
     inbuf: Vec<u8>,
     outbuf: Vec<u8>,
     out_pos: usize,
@@ -86,7 +66,7 @@ pub(crate) struct BenchConn {
 }
 
 impl BenchConn {
-    pub(crate) fn new(sock: Sock, seed: u64) -> BenchConn {
+    pub(crate) fn new(sock: Stream, seed: u64) -> BenchConn {
         let mut conn = BenchConn {
             sock,
             inbuf: Vec::with_capacity(64 * 1024),
@@ -237,8 +217,8 @@ pub fn run_cycles(config: &CycleConfig) -> io::Result<CycleReport> {
     let mut poll = Poll::new()?;
     let mut conns = Vec::with_capacity(config.connections);
     for i in 0..config.connections {
-        let mut sock = Sock::connect(&config.target)?;
-        sock.register(&poll, Token(i))?;
+        let mut sock = Stream::connect(&config.target)?;
+        poll.registry().register(&mut sock, Token(i), READ_WRITE)?;
         conns.push(BenchConn::new(sock, config.seed.wrapping_add(i as u64 * 7919)));
     }
     let mut events = Events::with_capacity(1024);

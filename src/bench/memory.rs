@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 use mio::{Events, Poll, Token};
 use serde_json::json;
 
-use super::driver::{BenchConn, Sock};
+use super::driver::{BenchConn, READ_WRITE};
 use super::{lock_name, process_rss, Target};
 use crate::protocol::{LockRequest, Request, Response};
+use crate::server::net::Stream;
 
 #[derive(Debug, Clone)]
 pub struct MemoryReport {
@@ -47,8 +48,8 @@ fn rss(pid: u32) -> io::Result<u64> {
 /// Holds `count` locks with 16-byte names from one connection and measures the server's RSS.
 pub fn measure_hold(target: &Target, server_pid: u32, count: u64) -> io::Result<MemoryReport> {
     let mut poll = Poll::new()?;
-    let mut sock = Sock::connect(target)?;
-    sock.register(&poll, Token(0))?;
+    let mut sock = Stream::connect(target)?;
+    poll.registry().register(&mut sock, Token(0), READ_WRITE)?;
     let mut conn = BenchConn::new(sock, 1);
     let mut events = Events::with_capacity(64);
     wait(&mut poll, &mut events, &mut conn, |c| c.is_greeted(), |_| {})?;
@@ -86,8 +87,8 @@ pub fn measure_idle(target: &Target, server_pid: u32, count: usize) -> io::Resul
     let mut conns = Vec::with_capacity(count);
     let mut events = Events::with_capacity(1024);
     for i in 0..count {
-        let mut sock = Sock::connect(target)?;
-        sock.register(&poll, Token(i))?;
+        let mut sock = Stream::connect(target)?;
+        poll.registry().register(&mut sock, Token(i), READ_WRITE)?;
         let mut conn = BenchConn::new(sock, 1);
         conn.flush()?;
         conns.push(conn);

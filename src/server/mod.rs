@@ -17,7 +17,7 @@ mod fit;
 mod io;
 mod json;
 mod metrics;
-mod net;
+pub(crate) mod net;
 pub mod pidfile;
 mod state_file;
 mod stats;

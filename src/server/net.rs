@@ -1,6 +1,7 @@
 //! Socket types: one listener and one stream type covering TCP and UNIX sockets, so the
 //! event loop handles both the same way; the mode and group of UNIX socket files, and their
-//! removal when the listener goes.
+//! removal when the listener goes. [`Stream`] is also the socket of `officer bench`'s mio loop
+//! (which adds its own `connect` constructor), so there is one mio stream type in the crate.
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
@@ -259,6 +260,7 @@ fn remove_stale_socket(path: &Path) -> io::Result<()> {
     std::fs::remove_file(path)
 }
 
+/// A connected, non-blocking mio stream, TCP or UNIX: Read/Write and a mio [`Source`].
 pub(crate) enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
