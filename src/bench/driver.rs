@@ -17,8 +17,8 @@ use crate::server::net::Stream;
 const SLOT_BITS: u32 = 8;
 pub(crate) const MAX_PIPELINE: usize = 1 << SLOT_BITS;
 
-/// Bench connections are polled both ways from the start: the HELLO is queued before the
-/// connection completes, and every cycle writes as soon as a reply is read.
+/// Bench connections are polled both ways from the start: the HELLO is queued as soon as the
+/// connection is made, and every cycle writes as soon as a reply is read.
 pub(crate) const READ_WRITE: Interest = Interest::READABLE.add(Interest::WRITABLE);
 
 /// The bench's constructor for the server's stream type: a blocking std connect (so a refused
