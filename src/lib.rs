@@ -13,7 +13,7 @@
 //! - [`procfs`] (`server`): CPU time, resident memory and open descriptors read from /proc.
 //! - [`cli`] (`cli`): the command-line client subcommands (`officer lock`, `locks`, `top`, ...).
 //! - [`bench`] (`cli`): `officer bench`, a load generator driving many connections from one mio
-//!   loop (a client-side tool, so it has its own sockets).
+//!   loop (a client-side tool: it opens its own connections, over the server's mio stream type).
 
 // The map above links every module; a build without `cli` leaves some out, and their links are
 // expected to dangle there (the default build's docs check them).
