@@ -72,6 +72,22 @@ struct Dropped {
     closed: u64,
 }
 
+impl Dropped {
+    /// Each counter with its `reason` label, in exposition order. The destructuring names
+    /// every field, so a new reason does not compile until it is given a label here.
+    fn by_reason(&self) -> [(&'static str, u64); 6] {
+        let Dropped { evicted, head_timeout, deadline, busy, bad_request, closed } = *self;
+        [
+            ("evicted", evicted),
+            ("head_timeout", head_timeout),
+            ("deadline", deadline),
+            ("busy", busy),
+            ("bad_request", bad_request),
+            ("closed", closed),
+        ]
+    }
+}
+
 /// One pass over the lock table for the hold and queue gauges, reused by the scrapes of the
 /// next TOP_REUSE_MS: a stream of scrapes costs at most one O(locks) pass a second.
 struct TopPass {
@@ -380,16 +396,9 @@ impl Server {
         gauge(m, "officer_connections", "Connections open now.", self.conns.len() as u64);
         counter(m, "officer_connections_accepted_total", "Connections accepted.", s.accepted);
         header(m, "officer_connections_closed_total", "counter", "Connections closed, by reason.");
-        let closed = [
-            ("eof", s.closed_eof),
-            ("error", s.closed_error),
-            ("idle", s.closed_idle),
-            ("protocol", s.closed_protocol),
-            ("output_overflow", s.closed_output_overflow),
-            ("auth", s.closed_auth),
-            ("shutdown", s.closed_shutdown),
-            ("limit", s.refused),
-        ];
+        // Every CloseReason, then refusals at the connection limit (not a CloseReason: they
+        // never became a connection, and STATS counts them as connections_refused).
+        let closed = s.closed().map(|(r, v)| (r.as_str(), v)).chain([("limit", s.refused)]);
         for (reason, v) in closed {
             let _ = writeln!(m, "officer_connections_closed_total{{reason=\"{reason}\"}} {v}");
         }
@@ -475,22 +484,13 @@ fn render_scrapes(m: &mut String, metrics: &Metrics) {
         "Passes over the lock table for the hold and queue gauges.",
         scans,
     );
-    let d = &metrics.dropped;
     header(
         m,
         "officer_metrics_scrapes_dropped_total",
         "counter",
         "Scrape connections closed unanswered, by reason.",
     );
-    let reasons = [
-        ("evicted", d.evicted),
-        ("head_timeout", d.head_timeout),
-        ("deadline", d.deadline),
-        ("busy", d.busy),
-        ("bad_request", d.bad_request),
-        ("closed", d.closed),
-    ];
-    for (reason, v) in reasons {
+    for (reason, v) in metrics.dropped.by_reason() {
         let _ = writeln!(m, "officer_metrics_scrapes_dropped_total{{reason=\"{reason}\"}} {v}");
     }
 }
@@ -643,6 +643,21 @@ mod tests {
         metrics.expire(registry, SCRAPE_DEADLINE_MS + 10);
         assert_eq!((metrics.scrapes.len(), metrics.dropped.deadline), (0, MAX_SCRAPES as u64));
         drop((clients, newcomer));
+    }
+
+    #[test]
+    fn every_dropped_scrape_reason_is_rendered_with_its_own_count() {
+        let mut metrics = Metrics::new(TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap());
+        metrics.dropped =
+            Dropped { evicted: 1, head_timeout: 2, deadline: 3, busy: 4, bad_request: 5, closed: 6 };
+        let mut m = String::new();
+        render_scrapes(&mut m, &metrics);
+        let reasons = ["evicted", "head_timeout", "deadline", "busy", "bad_request", "closed"];
+        for (i, reason) in reasons.iter().enumerate() {
+            let series = format!("officer_metrics_scrapes_dropped_total{{reason=\"{reason}\"}} {}\n", i + 1);
+            assert!(m.contains(&series), "{series:?} missing:\n{m}");
+        }
+        assert_eq!(m.matches("officer_metrics_scrapes_dropped_total{").count(), reasons.len(), "{m}");
     }
 
     #[test]

@@ -19,29 +19,21 @@ pub(crate) struct ServerStats {
     pub bad_requests: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
-    pub closed_eof: u64,
-    pub closed_error: u64,
-    pub closed_idle: u64,
-    pub closed_protocol: u64,
-    pub closed_output_overflow: u64,
-    pub closed_auth: u64,
-    pub closed_shutdown: u64,
+    /// Connections closed, one counter per reason (indexed by `CloseReason::index`).
+    closed: [u64; CloseReason::COUNT],
     /// (tick, acquired counter) samples, oldest first.
     rate_samples: std::collections::VecDeque<(Tick, u64)>,
 }
 
 impl ServerStats {
     pub(crate) fn count_close(&mut self, reason: CloseReason) {
-        let counter = match reason {
-            CloseReason::Eof => &mut self.closed_eof,
-            CloseReason::Error => &mut self.closed_error,
-            CloseReason::Idle => &mut self.closed_idle,
-            CloseReason::Protocol => &mut self.closed_protocol,
-            CloseReason::OutputOverflow => &mut self.closed_output_overflow,
-            CloseReason::Auth => &mut self.closed_auth,
-            CloseReason::Shutdown => &mut self.closed_shutdown,
-        };
-        *counter += 1;
+        self.closed[reason.index()] += 1;
+    }
+
+    /// Every close reason with its count, in `CloseReason::ALL` order: the one list STATS,
+    /// /metrics and the `--stats` line all render.
+    pub(crate) fn closed(&self) -> impl Iterator<Item = (CloseReason, u64)> + '_ {
+        CloseReason::ALL.iter().map(|&r| (r, self.closed[r.index()]))
     }
 
     pub(crate) fn sample_rate(&mut self, now: Tick, acquired: u64) {
@@ -65,18 +57,17 @@ impl Server {
     pub(super) fn stats_entries(&self, now: Tick) -> Vec<(String, u64)> {
         let t = self.table.stats();
         let s = &self.stats;
-        let entries: [(&str, u64); 25] = [
+        let mut entries: Vec<(String, u64)> = [
             ("uptime_ms", now),
             ("connections", self.conns.len() as u64),
             ("connections_accepted", s.accepted),
             ("connections_refused", s.refused),
-            ("connections_closed_eof", s.closed_eof),
-            ("connections_closed_error", s.closed_error),
-            ("connections_closed_idle", s.closed_idle),
-            ("connections_closed_protocol", s.closed_protocol),
-            ("connections_closed_output_overflow", s.closed_output_overflow),
-            ("connections_closed_auth", s.closed_auth),
-            ("connections_closed_shutdown", s.closed_shutdown),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), *v))
+        .collect();
+        entries.extend(s.closed().map(|(r, v)| (format!("connections_closed_{}", r.as_str()), v)));
+        let rest = [
             ("max_connections", self.config.max_connections as u64),
             ("locks_held", t.locks_held as u64),
             ("waiters", t.waiters as u64),
@@ -93,8 +84,7 @@ impl Server {
             ("table_connections", t.connections as u64),
         ];
         let results = t.results();
-        let mut entries: Vec<(String, u64)> =
-            entries.iter().chain(results.iter()).map(|(k, v)| (k.to_string(), *v)).collect();
+        entries.extend(rest.iter().chain(results.iter()).map(|(k, v)| (k.to_string(), *v)));
         for (name, h) in [("wait_ms", &t.wait_ms), ("hold_ms", &t.hold_ms)] {
             entries.push((format!("{name}_count"), h.count));
             entries.push((format!("{name}_sum"), h.sum_ms));
@@ -121,5 +111,78 @@ impl Server {
             }
         }
         info!("{line} deepest_queues={:?}", self.table.deepest_queues(3));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::{Config, Listen};
+
+    fn server() -> Server {
+        let config = Config { listen: Listen::Tcp("127.0.0.1:0".parse().unwrap()), ..Default::default() };
+        Server::bind(config).unwrap()
+    }
+
+    #[test]
+    fn close_reasons_have_distinct_snake_case_names_and_slots() {
+        let mut names: Vec<&str> = CloseReason::ALL.iter().map(|r| r.as_str()).collect();
+        for (i, r) in CloseReason::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i, "{r:?} is not at its own slot of ALL");
+            let name = r.as_str();
+            assert!(
+                !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{r:?} has no usable name: {name:?}"
+            );
+        }
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), CloseReason::COUNT, "two close reasons share a name");
+    }
+
+    /// Each reason gets a different count, so a reason reported under another's name, or
+    /// missing from either output, fails.
+    #[test]
+    fn every_close_reason_is_in_stats_the_stats_line_and_metrics() {
+        let mut server = server();
+        for (i, &r) in CloseReason::ALL.iter().enumerate() {
+            for _ in 0..=i {
+                server.stats.count_close(r);
+            }
+        }
+        server.stats.refused = 1000;
+        let entries = server.stats_entries(0);
+        let metrics = server.render_metrics(0);
+        for (i, &r) in CloseReason::ALL.iter().enumerate() {
+            let count = i as u64 + 1;
+            let key = format!("connections_closed_{}", r.as_str());
+            let found: Vec<u64> = entries.iter().filter(|(k, _)| *k == key).map(|(_, v)| *v).collect();
+            assert_eq!(found, [count], "STATS {key}");
+            let series = format!("officer_connections_closed_total{{reason=\"{}\"}} {count}\n", r.as_str());
+            assert_eq!(metrics.matches(&series).count(), 1, "/metrics lacks {series:?}:\n{metrics}");
+        }
+        assert!(metrics.contains("officer_connections_closed_total{reason=\"limit\"} 1000\n"), "{metrics}");
+        // The stats line is STATS without the histogram buckets: the close keys stay in it.
+        let line: Vec<&String> = entries.iter().map(|(k, _)| k).filter(|k| !k.contains("_le_")).collect();
+        assert!(CloseReason::ALL
+            .iter()
+            .all(|r| line.contains(&&format!("connections_closed_{}", r.as_str()))));
+    }
+
+    /// STATS clients and dashboards key on names and order: the close keys sit in ALL order
+    /// between connections_refused and max_connections, and today's reasons keep their places
+    /// (a new reason is appended to the list, so this test does not need an edit for it).
+    #[test]
+    fn stats_keys_keep_their_order() {
+        let keys: Vec<String> = server().stats_entries(0).into_iter().map(|(k, _)| k).collect();
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        assert_eq!(keys[..4], ["uptime_ms", "connections", "connections_accepted", "connections_refused"]);
+        let closed: Vec<String> =
+            CloseReason::ALL.iter().map(|r| format!("connections_closed_{}", r.as_str())).collect();
+        assert_eq!(keys[4..4 + closed.len()], closed);
+        assert_eq!(keys[4 + closed.len()], "max_connections");
+        let historical = ["eof", "error", "idle", "protocol", "output_overflow", "auth", "shutdown"];
+        let names: Vec<&str> = CloseReason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(names[..historical.len()], historical);
     }
 }
