@@ -41,7 +41,6 @@ impl LockTable {
         self.inline_budget = budget;
         if done {
             out.push(Output { conn, request_id, response: Response::ResetOk });
-            self.store.shrink_if_sparse();
         } else {
             self.start_release(Release { conn, reset: Some(request_id) });
         }
@@ -69,7 +68,6 @@ impl LockTable {
         self.inline_budget = budget;
         if done {
             self.conns.remove(&conn);
-            self.store.shrink_if_sparse();
         } else {
             self.start_release(Release { conn, reset: None });
         }
@@ -93,9 +91,8 @@ impl LockTable {
                 self.end_release(release, out);
             }
         }
-        if self.releasing.is_empty() {
-            self.store.shrink_if_sparse();
-        }
+        // The store is shrunk by housekeeping (`shrink`, once a second), never here: a shrink
+        // costs O(capacity), and a turn must not pay it for one UNLOCK or RESET.
         self.release_batch - budget
     }
 

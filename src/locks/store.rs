@@ -81,6 +81,9 @@ pub(super) struct Store {
     /// A shrink gave memory back since `take_shrank` was last called (housekeeping then asks
     /// the allocator to return the pages).
     shrank: bool,
+    /// `(locks, capacity)` at the last shrink attempt: a slab whose highest key is still held
+    /// cannot shrink, and retrying the O(capacity) pass every second would gain nothing.
+    last_try: Option<(usize, usize)>,
 }
 
 impl Store {
@@ -90,6 +93,7 @@ impl Store {
             index: HashTable::new(),
             hasher: DefaultHashBuilder::default(),
             shrank: false,
+            last_try: None,
         }
     }
 
@@ -123,18 +127,28 @@ impl Store {
         Some(lock)
     }
 
-    /// Returns memory once the slab is at most a quarter full (after a bulk release, or from
-    /// housekeeping). The slab cannot move live keys: it drops only the vacant tail after its
-    /// highest live key. Trying costs O(1) when that tail is empty, and O(capacity) only when
-    /// it gives memory back; the index is rehashed only when it can shrink.
+    /// Returns memory once the slab is at most a quarter full; called by housekeeping only,
+    /// since a try costs O(capacity). The slab cannot move live keys: it drops only the vacant
+    /// tail after its highest live key, so a failed try is repeated only once the slab grew or
+    /// the lock count halved. The index is rehashed only when it is itself at most a quarter
+    /// full, and keeps room for twice the locks, so a load hovering around a size does not
+    /// rehash back and forth.
     pub fn shrink_if_sparse(&mut self) -> bool {
         let (len, capacity) = (self.locks.len(), self.locks.capacity());
         if capacity < MIN_SHRINK_CAPACITY || len * 4 > capacity {
             return false;
         }
+        if let Some((last_len, last_capacity)) = self.last_try {
+            if capacity == last_capacity && len * 2 > last_len {
+                return false;
+            }
+        }
         self.locks.shrink_to_fit();
-        let (locks, hasher) = (&self.locks, &self.hasher);
-        self.index.shrink_to(len, |&k| rehash(locks, hasher, k));
+        if self.index.capacity() >= len.saturating_mul(4).max(MIN_SHRINK_CAPACITY) {
+            let (locks, hasher) = (&self.locks, &self.hasher);
+            self.index.shrink_to(len * 2, |&k| rehash(locks, hasher, k));
+        }
+        self.last_try = Some((len, self.locks.capacity()));
         let shrank = self.locks.capacity() < capacity;
         self.shrank |= shrank;
         shrank

@@ -434,6 +434,9 @@ fn bulk_release_returns_slab_memory() {
         h.table.release_step(1, &mut h.out);
     }
     assert_eq!(h.take(), vec![(0, 1, Response::ResetOk)]);
+    // Releases never shrink the store themselves (a shrink is O(capacity)); housekeeping does.
+    assert!(h.table.store.capacity() >= 10_001);
+    assert!(h.table.shrink());
     // The survivor has the lowest key, so the vacant tail can be dropped.
     assert!(h.table.store.capacity() < 4096, "capacity {}", h.table.store.capacity());
     assert_eq!(h.unlock(2, 1, 1, "survivor"), vec![(1, 1, Response::Released)]);
