@@ -19,6 +19,7 @@ mod json;
 mod metrics;
 pub(crate) mod net;
 pub mod pidfile;
+mod shutdown;
 mod state_file;
 mod stats;
 mod sys;
