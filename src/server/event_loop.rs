@@ -9,6 +9,7 @@ use mio::{Events, Token};
 
 use super::conn::CloseReason;
 use super::metrics::METRICS_BASE;
+use super::timers::ServerTimer;
 use super::{Server, ServerError, COMPAT_LISTENER, LISTENER, METRICS_LISTENER, SIGNALS, WAKER};
 use crate::wheel::Tick;
 
@@ -83,17 +84,10 @@ impl Server {
     /// microseconds of lateness it would save.
     fn poll_timeout(&self, now: Tick) -> Option<Duration> {
         let leftover = !self.backlog.is_empty() || self.table.has_pending_releases();
-        if leftover || (self.accept_pending && self.accept_resume_at.is_none()) {
+        if leftover || (self.accept_pending && !self.timers.is_armed(ServerTimer::AcceptResume)) {
             return Some(Duration::ZERO);
         }
-        let deadlines = [
-            self.table.next_deadline(),
-            self.idle.next_deadline(),
-            Some(self.next_housekeeping),
-            self.next_stats_log,
-            self.accept_resume_at,
-            self.watchdog.map(|(_, next)| next),
-        ];
+        let deadlines = [self.table.next_deadline(), self.idle.next_deadline(), self.timers.next_deadline()];
         let next = deadlines.into_iter().flatten().min()?;
         Some(Duration::from_millis(next.saturating_sub(now)))
     }
@@ -106,26 +100,26 @@ impl Server {
         self.table.expire(now, &mut self.outputs);
         self.deliver_outputs();
         self.expire_idle(now);
-        if self.accept_resume_at.is_some_and(|t| t <= now) {
-            self.accept_resume_at = None;
-            self.accept_pending = true;
-            self.accept_ready(now);
+        while let Some(timer) = self.timers.pop_due(now) {
+            self.run_timer(timer, now);
         }
-        if let Some((every, next)) = self.watchdog.filter(|(_, next)| *next <= now) {
-            super::sys::notify(sd_notify::NotifyState::Watchdog);
-            self.watchdog = Some((every, next.max(now) + every));
-        }
-        if now >= self.next_housekeeping {
-            self.next_housekeeping = now + 1000;
-            if !self.housekeeping(now) {
-                self.shutdown_flag.store(true, std::sync::atomic::Ordering::SeqCst);
-                let _ = self.waker.wake();
+    }
+
+    /// One of the server's own timers, already re-armed (or disarmed) by `ServerTimers`.
+    fn run_timer(&mut self, timer: ServerTimer, now: Tick) {
+        match timer {
+            ServerTimer::AcceptResume => {
+                self.accept_pending = true;
+                self.accept_ready(now);
             }
-        }
-        if let Some(due) = self.next_stats_log.filter(|t| *t <= now) {
-            let every = self.config.stats_interval.map_or(5000, |d| d.as_millis() as Tick);
-            self.next_stats_log = Some(due.max(now) + every.max(1));
-            self.log_stats(now);
+            ServerTimer::Watchdog => super::sys::notify(sd_notify::NotifyState::Watchdog),
+            ServerTimer::Housekeeping => {
+                if !self.housekeeping(now) {
+                    self.shutdown_flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                    let _ = self.waker.wake();
+                }
+            }
+            ServerTimer::StatsLine => self.log_stats(now),
         }
     }
 

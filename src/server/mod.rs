@@ -23,6 +23,7 @@ mod shutdown;
 mod state_file;
 mod stats;
 mod sys;
+mod timers;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -44,6 +45,7 @@ use conn::Conn;
 use net::Listener;
 use state_file::StateFile;
 use stats::ServerStats;
+use timers::{ServerTimer, ServerTimers};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
@@ -141,14 +143,11 @@ pub struct Server {
     waker: Arc<Waker>,
     signals: Option<signal_hook_mio::v1_0::Signals>,
     accept_pending: bool,
-    accept_resume_at: Option<Tick>,
-    next_housekeeping: Tick,
-    next_stats_log: Option<Tick>,
+    /// Housekeeping, the stats line, the accept back-off and the watchdog ping.
+    timers: ServerTimers,
     pid_file: Option<pidfile::PidFile>,
     metrics: Option<metrics::Metrics>,
     metrics_addr: Option<std::net::SocketAddr>,
-    /// systemd watchdog: ping interval and next ping, when WATCHDOG_USEC asks for it.
-    watchdog: Option<(Tick, Tick)>,
     /// Where the next housekeeping round goes on looking for quiet connection buffers.
     sweep_cursor: usize,
 }
@@ -243,13 +242,10 @@ impl Server {
             waker,
             signals,
             accept_pending: false,
-            accept_resume_at: None,
-            next_housekeeping: 1000,
-            next_stats_log: config.stats_interval.map(|d| d.as_millis() as Tick),
+            timers: server_timers(&config),
             pid_file: None,
             metrics,
             metrics_addr,
-            watchdog: sys::watchdog_interval().map(|every| (every, every)),
             sweep_cursor: 0,
             config,
         })
@@ -282,4 +278,18 @@ impl Server {
     fn now(&self) -> Tick {
         self.start.elapsed().as_millis() as Tick
     }
+}
+
+/// Housekeeping every second from the start; the stats line and the watchdog ping only when
+/// asked for, each first due one period after the start.
+fn server_timers(config: &Config) -> ServerTimers {
+    let mut timers = ServerTimers::default();
+    timers.arm_every(ServerTimer::Housekeeping, 1000, 1000);
+    if let Some(every) = config.stats_interval.map(|d| d.as_millis() as Tick) {
+        timers.arm_every(ServerTimer::StatsLine, every, every);
+    }
+    if let Some(every) = sys::watchdog_interval() {
+        timers.arm_every(ServerTimer::Watchdog, every, every);
+    }
+    timers
 }
