@@ -11,8 +11,10 @@
 //! top N (and never a holder's ephemeral port). The longest hold and the deepest queue take a
 //! pass over the lock table (O(locks)); it is reused for a second, so however often scrapes
 //! come, the table is walked at most once a second on their behalf.
+//!
+//! The text is `render`ed from a `Snapshot` (see snapshot.rs) taken once per answer: the
+//! rendering never reads the server, so it is tested with hand-built snapshots.
 
-use std::cell::{Cell, RefCell};
 use std::fmt::Write as _;
 use std::io::{ErrorKind, Read, Write};
 
@@ -20,8 +22,9 @@ use log::debug;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
 
+use super::snapshot::{ProcessFigures, ScrapeCounts, Snapshot, TopLocks};
 use super::Server;
-use crate::locks::Histogram;
+use crate::locks::{Histogram, TableStats};
 use crate::protocol::{Response, TopEntry};
 use crate::wheel::Tick;
 
@@ -102,9 +105,8 @@ pub(super) struct Metrics {
     next_serial: u64,
     served: u64,
     dropped: Dropped,
-    /// Rendering takes `&Server`; the cache is the only state it updates.
-    top: RefCell<Option<TopPass>>,
-    table_scans: Cell<u64>,
+    top: Option<TopPass>,
+    table_scans: u64,
 }
 
 impl Metrics {
@@ -115,8 +117,8 @@ impl Metrics {
             next_serial: 0,
             served: 0,
             dropped: Dropped::default(),
-            top: RefCell::new(None),
-            table_scans: Cell::new(0),
+            top: None,
+            table_scans: 0,
         }
     }
 
@@ -332,13 +334,13 @@ impl Server {
         *reason(&mut metrics.dropped) += 1;
     }
 
-    fn answer(&self, route: &Route, now: Tick) -> String {
+    fn answer(&mut self, route: &Route, now: Tick) -> String {
         match route {
             Route::Metrics => http_response(
                 "200 OK",
                 "text/plain; version=0.0.4; charset=utf-8",
                 "",
-                &self.render_metrics(now),
+                &render(&self.metrics_snapshot(now)),
             ),
             Route::NotFound => {
                 http_response("404 Not Found", "text/plain", "", "only GET /metrics is served here\n")
@@ -362,95 +364,113 @@ impl Server {
         }
     }
 
-    /// The exposition text: counters, gauges, histograms, the longest hold and deepest queue
-    /// (per lock only when opted in), the endpoint's own counters, process metrics.
-    pub(super) fn render_metrics(&self, now: Tick) -> String {
-        let mut m = String::with_capacity(8192);
-        self.render_table(&mut m);
-        self.render_connections(&mut m);
-        self.render_top(&mut m, now);
-        if let Some(metrics) = &self.metrics {
-            render_scrapes(&mut m, metrics);
-        }
-        header(&mut m, "officer_build_info", "gauge", "Always 1; the version of the running server.");
-        let _ = writeln!(m, "officer_build_info{{version=\"{}\"}} 1", escape(env!("CARGO_PKG_VERSION")));
-        render_process(&mut m);
-        m
-    }
-
-    fn render_table(&self, m: &mut String) {
-        let t = self.table.stats();
-        header(m, "officer_lock_results_total", "counter", "Lock and unlock outcomes by result.");
-        for (result, v) in t.results() {
-            let _ = writeln!(m, "officer_lock_results_total{{result=\"{result}\"}} {v}");
-        }
-        gauge(m, "officer_locks_held", "Locks held now.", t.locks_held as u64);
-        gauge(m, "officer_waiters", "Lock requests waiting now.", t.waiters as u64);
-        gauge(m, "officer_last_token", "Highest fencing token issued.", t.last_token);
-        histogram(m, "officer_lock_wait_seconds", "Time granted waiters waited.", &t.wait_ms);
-        histogram(m, "officer_lock_hold_seconds", "Time locks were held until released.", &t.hold_ms);
-    }
-
-    fn render_connections(&self, m: &mut String) {
-        let s = &self.stats;
-        gauge(m, "officer_connections", "Connections open now.", self.conns.len() as u64);
-        counter(m, "officer_connections_accepted_total", "Connections accepted.", s.accepted);
-        header(m, "officer_connections_closed_total", "counter", "Connections closed, by reason.");
-        // Every CloseReason, then refusals at the connection limit (not a CloseReason: they
-        // never became a connection, and STATS counts them as connections_refused).
-        let closed = s.closed().map(|(r, v)| (r.as_str(), v)).chain([("limit", s.refused)]);
-        for (reason, v) in closed {
-            let _ = writeln!(m, "officer_connections_closed_total{{reason=\"{reason}\"}} {v}");
-        }
-        counter(m, "officer_requests_total", "Requests decoded.", s.requests);
-        counter(m, "officer_bad_requests_total", "Requests answered with an error.", s.bad_requests);
-        counter(m, "officer_received_bytes_total", "Bytes read from clients.", s.bytes_in);
-        counter(m, "officer_sent_bytes_total", "Bytes written to clients.", s.bytes_out);
-    }
-
-    /// The longest hold and the deepest queue always, without labels; per lock (name only,
-    /// never the holder) for the top `--metrics-per-lock` locks when that is above 0.
-    fn render_top(&self, m: &mut String, now: Tick) {
+    /// The longest holds and deepest queues `/metrics` shows: from the endpoint's pass when
+    /// it is at most TOP_REUSE_MS old (hold times advanced to `now`; a lock released since may
+    /// still show until the next pass), else from a new pass, which is counted.
+    pub(super) fn top_locks(&mut self, now: Tick) -> TopLocks {
         let per_lock = self.config.metrics_per_lock.min(MAX_PER_LOCK);
-        let (longest_held, deepest_queues) = self.top_pass(now, per_lock.max(1));
-        let oldest = longest_held.first().map_or(0, |e| e.held_ms);
-        gauge_f(
-            m,
-            "officer_oldest_hold_seconds",
-            "How long the longest current hold has lasted.",
-            seconds(oldest),
-        );
-        let deepest = deepest_queues.first().map_or(0, |e| e.waiters);
-        gauge(m, "officer_max_queue_depth", "Waiters of the lock with the deepest queue.", deepest.into());
-        if per_lock > 0 {
-            render_per_lock(m, &longest_held, &deepest_queues);
-        }
-    }
-}
-
-impl Server {
-    /// The longest holds and deepest queues, from a pass at most TOP_REUSE_MS old (hold times
-    /// advanced to `now`; a lock released since may still show until the next pass).
-    fn top_pass(&self, now: Tick, n: u32) -> (Vec<TopEntry>, Vec<TopEntry>) {
+        let n = per_lock.max(1);
         let scan = || match self.table.top(now, n) {
             Response::Top { longest_held, deepest_queues } => (longest_held, deepest_queues),
             _ => (Vec::new(), Vec::new()),
         };
-        let Some(metrics) = &self.metrics else { return scan() };
-        let mut cache = metrics.top.borrow_mut();
-        if let Some(pass) = cache.as_ref().filter(|p| now < p.at + TOP_REUSE_MS) {
-            let age = now.saturating_sub(pass.at);
-            let held = pass.longest_held.iter().map(|e| TopEntry { held_ms: e.held_ms + age, ..e.clone() });
-            return (held.collect(), pass.deepest_queues.clone());
-        }
-        let (longest_held, deepest_queues) = scan();
-        metrics.table_scans.set(metrics.table_scans.get() + 1);
-        *cache = Some(TopPass {
-            at: now,
-            longest_held: longest_held.clone(),
-            deepest_queues: deepest_queues.clone(),
-        });
-        (longest_held, deepest_queues)
+        let (longest_held, deepest_queues) = match &mut self.metrics {
+            None => scan(),
+            Some(metrics) => match metrics.top.as_ref().filter(|p| now < p.at + TOP_REUSE_MS) {
+                Some(pass) => {
+                    let age = now.saturating_sub(pass.at);
+                    let held =
+                        pass.longest_held.iter().map(|e| TopEntry { held_ms: e.held_ms + age, ..e.clone() });
+                    (held.collect(), pass.deepest_queues.clone())
+                }
+                None => {
+                    let (longest_held, deepest_queues) = scan();
+                    metrics.table_scans += 1;
+                    metrics.top = Some(TopPass {
+                        at: now,
+                        longest_held: longest_held.clone(),
+                        deepest_queues: deepest_queues.clone(),
+                    });
+                    (longest_held, deepest_queues)
+                }
+            },
+        };
+        TopLocks { per_lock, longest_held, deepest_queues }
+    }
+
+    /// The endpoint's own counters, when it is enabled.
+    pub(super) fn scrape_counts(&self) -> Option<ScrapeCounts> {
+        let metrics = self.metrics.as_ref()?;
+        Some(ScrapeCounts {
+            served: metrics.served,
+            table_scans: metrics.table_scans,
+            dropped: metrics.dropped.by_reason(),
+        })
+    }
+}
+
+/// The exposition text: counters, gauges, histograms, the longest hold and deepest queue
+/// (per lock only when opted in), the endpoint's own counters, process metrics.
+pub(super) fn render(snap: &Snapshot) -> String {
+    let mut m = String::with_capacity(8192);
+    render_table(&mut m, &snap.table);
+    render_connections(&mut m, snap);
+    render_top(&mut m, snap.top.as_ref().unwrap_or(&NO_LOCKS));
+    if let Some(scrapes) = &snap.scrapes {
+        render_scrapes(&mut m, scrapes);
+    }
+    header(&mut m, "officer_build_info", "gauge", "Always 1; the version of the running server.");
+    let _ = writeln!(m, "officer_build_info{{version=\"{}\"}} 1", escape(env!("CARGO_PKG_VERSION")));
+    render_process(&mut m, &snap.process);
+    m
+}
+
+/// What an empty lock table shows.
+const NO_LOCKS: TopLocks = TopLocks { per_lock: 0, longest_held: Vec::new(), deepest_queues: Vec::new() };
+
+fn render_table(m: &mut String, t: &TableStats) {
+    header(m, "officer_lock_results_total", "counter", "Lock and unlock outcomes by result.");
+    for (result, v) in t.results() {
+        let _ = writeln!(m, "officer_lock_results_total{{result=\"{result}\"}} {v}");
+    }
+    gauge(m, "officer_locks_held", "Locks held now.", t.locks_held as u64);
+    gauge(m, "officer_waiters", "Lock requests waiting now.", t.waiters as u64);
+    gauge(m, "officer_last_token", "Highest fencing token issued.", t.last_token);
+    histogram(m, "officer_lock_wait_seconds", "Time granted waiters waited.", &t.wait_ms);
+    histogram(m, "officer_lock_hold_seconds", "Time locks were held until released.", &t.hold_ms);
+}
+
+fn render_connections(m: &mut String, snap: &Snapshot) {
+    let s = &snap.traffic;
+    gauge(m, "officer_connections", "Connections open now.", snap.connections);
+    counter(m, "officer_connections_accepted_total", "Connections accepted.", s.accepted);
+    header(m, "officer_connections_closed_total", "counter", "Connections closed, by reason.");
+    // Every CloseReason, then refusals at the connection limit (not a CloseReason: they
+    // never became a connection, and STATS counts them as connections_refused).
+    let closed = s.closed().map(|(r, v)| (r.as_str(), v)).chain([("limit", s.refused)]);
+    for (reason, v) in closed {
+        let _ = writeln!(m, "officer_connections_closed_total{{reason=\"{reason}\"}} {v}");
+    }
+    counter(m, "officer_requests_total", "Requests decoded.", s.requests);
+    counter(m, "officer_bad_requests_total", "Requests answered with an error.", s.bad_requests);
+    counter(m, "officer_received_bytes_total", "Bytes read from clients.", s.bytes_in);
+    counter(m, "officer_sent_bytes_total", "Bytes written to clients.", s.bytes_out);
+}
+
+/// The longest hold and the deepest queue always, without labels; per lock (name only,
+/// never the holder) for the top `--metrics-per-lock` locks when that is above 0.
+fn render_top(m: &mut String, top: &TopLocks) {
+    let oldest = top.longest_held.first().map_or(0, |e| e.held_ms);
+    gauge_f(
+        m,
+        "officer_oldest_hold_seconds",
+        "How long the longest current hold has lasted.",
+        seconds(oldest),
+    );
+    let deepest = top.deepest_queues.first().map_or(0, |e| e.waiters);
+    gauge(m, "officer_max_queue_depth", "Waiters of the lock with the deepest queue.", deepest.into());
+    if top.per_lock > 0 {
+        render_per_lock(m, &top.longest_held, &top.deepest_queues);
     }
 }
 
@@ -475,14 +495,13 @@ fn render_per_lock(m: &mut String, longest_held: &[TopEntry], deepest_queues: &[
     }
 }
 
-fn render_scrapes(m: &mut String, metrics: &Metrics) {
-    counter(m, "officer_metrics_scrapes_total", "Answers sent by this endpoint.", metrics.served);
-    let scans = metrics.table_scans.get();
+fn render_scrapes(m: &mut String, scrapes: &ScrapeCounts) {
+    counter(m, "officer_metrics_scrapes_total", "Answers sent by this endpoint.", scrapes.served);
     counter(
         m,
         "officer_metrics_table_scans_total",
         "Passes over the lock table for the hold and queue gauges.",
-        scans,
+        scrapes.table_scans,
     );
     header(
         m,
@@ -490,15 +509,14 @@ fn render_scrapes(m: &mut String, metrics: &Metrics) {
         "counter",
         "Scrape connections closed unanswered, by reason.",
     );
-    for (reason, v) in metrics.dropped.by_reason() {
+    for (reason, v) in scrapes.dropped {
         let _ = writeln!(m, "officer_metrics_scrapes_dropped_total{{reason=\"{reason}\"}} {v}");
     }
 }
 
 /// The standard process collector's series, as the Prometheus client libraries name them.
-fn render_process(m: &mut String) {
-    let pid = std::process::id();
-    if let Some(stat) = crate::procfs::process_stat(pid) {
+fn render_process(m: &mut String, p: &ProcessFigures) {
+    if let Some(stat) = &p.stat {
         let cpu = stat.cpu.as_secs_f64();
         header(m, "process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.");
         let _ = writeln!(m, "process_cpu_seconds_total {cpu:.3}");
@@ -510,13 +528,13 @@ fn render_process(m: &mut String) {
         );
         gauge(m, "process_virtual_memory_bytes", "Virtual memory size in bytes.", stat.virtual_bytes);
     }
-    if let Some(rss) = crate::procfs::process_rss(pid) {
+    if let Some(rss) = p.rss {
         gauge(m, "process_resident_memory_bytes", "Resident memory size in bytes.", rss);
     }
-    if let Some(fds) = crate::procfs::open_fds() {
+    if let Some(fds) = p.open_fds {
         gauge(m, "process_open_fds", "Number of open file descriptors.", fds);
     }
-    if let Some(max) = crate::procfs::max_fds() {
+    if let Some(max) = p.max_fds {
         gauge(m, "process_max_fds", "Maximum number of open file descriptors.", max);
     }
 }
@@ -588,6 +606,8 @@ fn http_response(status: &str, content_type: &str, extra: &str, body: &str) -> S
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::conn::CloseReason;
+    use crate::server::snapshot::Traffic;
 
     /// A scrape connection as the server holds it, and the peer's end.
     fn pair(peers: &std::net::TcpListener) -> (TcpStream, std::net::TcpStream) {
@@ -651,13 +671,134 @@ mod tests {
         metrics.dropped =
             Dropped { evicted: 1, head_timeout: 2, deadline: 3, busy: 4, bad_request: 5, closed: 6 };
         let mut m = String::new();
-        render_scrapes(&mut m, &metrics);
+        render_scrapes(
+            &mut m,
+            &ScrapeCounts { served: 0, table_scans: 0, dropped: metrics.dropped.by_reason() },
+        );
         let reasons = ["evicted", "head_timeout", "deadline", "busy", "bad_request", "closed"];
         for (i, reason) in reasons.iter().enumerate() {
             let series = format!("officer_metrics_scrapes_dropped_total{{reason=\"{reason}\"}} {}\n", i + 1);
             assert!(m.contains(&series), "{series:?} missing:\n{m}");
         }
         assert_eq!(m.matches("officer_metrics_scrapes_dropped_total{").count(), reasons.len(), "{m}");
+    }
+
+    fn entry(name: &str, held_ms: u64, waiters: u32) -> TopEntry {
+        TopEntry { name: name.into(), holder: "127.0.0.1:40000".into(), held_ms, waiters }
+    }
+
+    /// A snapshot with a different value in every field, so a series rendered from the wrong
+    /// field shows.
+    fn snapshot() -> Snapshot {
+        let mut table =
+            TableStats { locks_held: 3, waiters: 4, last_token: 77, acquired: 11, ..Default::default() };
+        table.limit_refused = 19;
+        table.wait_ms.record(3);
+        table.hold_ms.record(2000);
+        let mut traffic =
+            Traffic { accepted: 21, refused: 22, requests: 23, bad_requests: 24, ..Default::default() };
+        (traffic.bytes_in, traffic.bytes_out) = (25, 26);
+        traffic.closed[CloseReason::Idle.index()] = 27;
+        Snapshot {
+            connections: 5,
+            traffic,
+            table,
+            process: ProcessFigures { open_fds: Some(31), rss: Some(32), stat: None, max_fds: Some(33) },
+            top: Some(TopLocks {
+                per_lock: 2,
+                longest_held: vec![entry("old", 1500, 0), entry("new", 250, 1)],
+                deepest_queues: vec![entry("new", 250, 1)],
+            }),
+            scrapes: Some(ScrapeCounts {
+                served: 41,
+                table_scans: 42,
+                dropped: Dropped::default().by_reason(),
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_hand_built_snapshot_renders_each_field_in_its_series_and_families_in_order() {
+        let m = render(&snapshot());
+        for line in [
+            "officer_lock_results_total{result=\"acquired\"} 11\n",
+            "officer_lock_results_total{result=\"limit_exceeded\"} 19\n",
+            "officer_locks_held 3\n",
+            "officer_waiters 4\n",
+            "officer_last_token 77\n",
+            "officer_lock_wait_seconds_count 1\n",
+            "officer_lock_hold_seconds_sum 2.000\n",
+            "officer_connections 5\n",
+            "officer_connections_accepted_total 21\n",
+            "officer_connections_closed_total{reason=\"idle\"} 27\n",
+            "officer_connections_closed_total{reason=\"eof\"} 0\n",
+            "officer_connections_closed_total{reason=\"limit\"} 22\n",
+            "officer_requests_total 23\n",
+            "officer_bad_requests_total 24\n",
+            "officer_received_bytes_total 25\n",
+            "officer_sent_bytes_total 26\n",
+            "officer_oldest_hold_seconds 1.500\n",
+            "officer_max_queue_depth 1\n",
+            "officer_longest_hold_seconds{name=\"old\"} 1.500\n",
+            "officer_longest_hold_seconds{name=\"new\"} 0.250\n",
+            "officer_queue_depth{name=\"new\"} 1\n",
+            "officer_metrics_scrapes_total 41\n",
+            "officer_metrics_table_scans_total 42\n",
+            "process_resident_memory_bytes 32\n",
+            "process_open_fds 31\n",
+            "process_max_fds 33\n",
+        ] {
+            assert_eq!(m.matches(line).count(), 1, "{line:?} not once in:\n{m}");
+        }
+        assert!(!m.contains("127.0.0.1") && !m.contains("process_cpu_seconds_total"), "{m}");
+        let families: Vec<&str> = m.lines().filter_map(|l| l.strip_prefix("# TYPE ")).collect();
+        assert_eq!(
+            families,
+            [
+                "officer_lock_results_total counter",
+                "officer_locks_held gauge",
+                "officer_waiters gauge",
+                "officer_last_token gauge",
+                "officer_lock_wait_seconds histogram",
+                "officer_lock_hold_seconds histogram",
+                "officer_connections gauge",
+                "officer_connections_accepted_total counter",
+                "officer_connections_closed_total counter",
+                "officer_requests_total counter",
+                "officer_bad_requests_total counter",
+                "officer_received_bytes_total counter",
+                "officer_sent_bytes_total counter",
+                "officer_oldest_hold_seconds gauge",
+                "officer_max_queue_depth gauge",
+                "officer_longest_hold_seconds gauge",
+                "officer_queue_depth gauge",
+                "officer_metrics_scrapes_total counter",
+                "officer_metrics_table_scans_total counter",
+                "officer_metrics_scrapes_dropped_total counter",
+                "officer_build_info gauge",
+                "process_resident_memory_bytes gauge",
+                "process_open_fds gauge",
+                "process_max_fds gauge",
+            ]
+        );
+    }
+
+    #[test]
+    fn without_top_locks_or_an_endpoint_the_gauges_read_zero_and_no_per_lock_series_show() {
+        let snap = Snapshot { top: None, scrapes: None, ..snapshot() };
+        let m = render(&snap);
+        assert!(
+            m.contains("officer_oldest_hold_seconds 0.000\n") && m.contains("officer_max_queue_depth 0\n"),
+            "{m}"
+        );
+        for absent in ["officer_longest_hold_seconds", "officer_queue_depth", "officer_metrics_"] {
+            assert!(!m.contains(absent), "{absent} in:\n{m}");
+        }
+        // Per-lock series only when asked for, even with entries at hand.
+        let top = TopLocks { per_lock: 0, ..snapshot().top.unwrap() };
+        let m = render(&Snapshot { top: Some(top), ..snapshot() });
+        assert!(m.contains("officer_oldest_hold_seconds 1.500\n") && !m.contains("{name="), "{m}");
     }
 
     #[test]

@@ -20,6 +20,7 @@ mod metrics;
 pub(crate) mod net;
 pub mod pidfile;
 mod shutdown;
+mod snapshot;
 mod state_file;
 mod stats;
 mod sys;

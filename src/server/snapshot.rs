@@ -1,0 +1,118 @@
+//! One reading of every number the server reports: the one description STATS, `/metrics` and
+//! the `--stats` line are rendered from.
+//!
+//! `Server::snapshot` is the only place that reaches into the server, the lock table and
+//! /proc for them; the renderers (`stats::entries`, `stats::line`, `metrics::render`) are pure
+//! functions of a `Snapshot`, testable with a hand-built one. What only `/metrics` shows (the
+//! top locks, which take a pass over the table, the endpoint's own counters and the full
+//! process figures) is added by `Server::metrics_snapshot`, so a STATS request does not pay
+//! for it.
+
+use super::conn::CloseReason;
+use super::Server;
+use crate::locks::TableStats;
+use crate::procfs::ProcStat;
+use crate::protocol::TopEntry;
+use crate::wheel::Tick;
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(super) struct Snapshot {
+    pub uptime_ms: Tick,
+    /// Connections open now.
+    pub connections: u64,
+    pub max_connections: u64,
+    pub traffic: Traffic,
+    pub acquire_rate_per_sec: u64,
+    pub table: TableStats,
+    pub process: ProcessFigures,
+    /// For `/metrics` only; `None` renders as an empty table.
+    pub top: Option<TopLocks>,
+    /// The metrics endpoint's own counters; `None` when it is not enabled.
+    pub scrapes: Option<ScrapeCounts>,
+}
+
+/// The server's own counters (the lock table keeps its own in `TableStats`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Traffic {
+    pub accepted: u64,
+    /// Refused at the connection limit: never a connection, so not a `CloseReason`.
+    pub refused: u64,
+    pub accept_errors: u64,
+    pub requests: u64,
+    pub responses: u64,
+    pub bad_requests: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Indexed by `CloseReason::index`.
+    pub closed: [u64; CloseReason::COUNT],
+}
+
+impl Traffic {
+    /// Every close reason with its count, in `CloseReason::ALL` order.
+    pub(super) fn closed(&self) -> impl Iterator<Item = (CloseReason, u64)> + '_ {
+        CloseReason::ALL.iter().map(|&r| (r, self.closed[r.index()]))
+    }
+}
+
+/// What /proc and the resource limits say about this process; each `None` when unreadable
+/// (or, for `stat` and `max_fds`, not read: STATS does not report them).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(super) struct ProcessFigures {
+    pub open_fds: Option<u64>,
+    pub rss: Option<u64>,
+    pub stat: Option<ProcStat>,
+    pub max_fds: Option<u64>,
+}
+
+/// The longest holds and deepest queues, at least one of each kind when there are any.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct TopLocks {
+    /// `--metrics-per-lock` (capped): how many per-lock series to show; 0 for none.
+    pub per_lock: u32,
+    pub longest_held: Vec<TopEntry>,
+    pub deepest_queues: Vec<TopEntry>,
+}
+
+/// The metrics endpoint's counters; `dropped` is by reason label, in exposition order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct ScrapeCounts {
+    pub served: u64,
+    pub table_scans: u64,
+    pub dropped: [(&'static str, u64); 6],
+}
+
+impl Server {
+    /// The numbers STATS and the `--stats` line report.
+    pub(super) fn snapshot(&self, now: Tick) -> Snapshot {
+        let table = self.table.stats();
+        let pid = std::process::id();
+        Snapshot {
+            uptime_ms: now,
+            connections: self.conns.len() as u64,
+            max_connections: self.config.max_connections as u64,
+            traffic: self.stats.traffic(),
+            acquire_rate_per_sec: self.stats.acquire_rate(now, table.acquired),
+            table,
+            process: ProcessFigures {
+                open_fds: crate::procfs::open_fds(),
+                rss: crate::procfs::process_rss(pid),
+                ..ProcessFigures::default()
+            },
+            top: None,
+            scrapes: None,
+        }
+    }
+
+    /// Everything `/metrics` shows. The top pass may come from the endpoint's cache (see
+    /// `Server::top_locks`), and it is taken before the scrape counts so that a pass this
+    /// scrape made is counted in the answer it produces.
+    pub(super) fn metrics_snapshot(&mut self, now: Tick) -> Snapshot {
+        let mut snapshot = self.snapshot(now);
+        snapshot.top = Some(self.top_locks(now));
+        snapshot.scrapes = self.scrape_counts();
+        let pid = std::process::id();
+        snapshot.process.stat = crate::procfs::process_stat(pid);
+        snapshot.process.max_fds = crate::procfs::max_fds();
+        snapshot
+    }
+}
