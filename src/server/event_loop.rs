@@ -170,7 +170,7 @@ impl Server {
     fn housekeeping(&mut self, now: Tick) -> bool {
         self.expire_scrapes(now);
         let acquired = self.table.stats().acquired;
-        self.stats.sample_rate(now, acquired);
+        self.acquire_rate.sample(now, acquired);
         if let Some(state) = &mut self.state {
             if let Err(msg) = state.maybe_extend(self.table.last_token()) {
                 error!("cannot extend the fencing-token reservation, shutting down error={msg}");

@@ -441,7 +441,7 @@ fn render_table(m: &mut String, t: &TableStats) {
 }
 
 fn render_connections(m: &mut String, snap: &Snapshot) {
-    let s = &snap.traffic;
+    let s = &snap.counters;
     gauge(m, "officer_connections", "Connections open now.", snap.connections);
     counter(m, "officer_connections_accepted_total", "Connections accepted.", s.accepted);
     header(m, "officer_connections_closed_total", "counter", "Connections closed, by reason.");
@@ -607,7 +607,7 @@ fn http_response(status: &str, content_type: &str, extra: &str, body: &str) -> S
 mod tests {
     use super::*;
     use crate::server::conn::CloseReason;
-    use crate::server::snapshot::Traffic;
+    use crate::server::snapshot::ServerStats;
 
     /// A scrape connection as the server holds it, and the peer's end.
     fn pair(peers: &std::net::TcpListener) -> (TcpStream, std::net::TcpStream) {
@@ -695,13 +695,15 @@ mod tests {
         table.limit_refused = 19;
         table.wait_ms.record(3);
         table.hold_ms.record(2000);
-        let mut traffic =
-            Traffic { accepted: 21, refused: 22, requests: 23, bad_requests: 24, ..Default::default() };
-        (traffic.bytes_in, traffic.bytes_out) = (25, 26);
-        traffic.closed[CloseReason::Idle.index()] = 27;
+        let mut counters = ServerStats::default();
+        (counters.accepted, counters.refused, counters.requests, counters.bad_requests) = (21, 22, 23, 24);
+        (counters.bytes_in, counters.bytes_out) = (25, 26);
+        for _ in 0..27 {
+            counters.count_close(CloseReason::Idle);
+        }
         Snapshot {
             connections: 5,
-            traffic,
+            counters,
             table,
             process: ProcessFigures { open_fds: Some(31), rss: Some(32), stat: None, max_fds: Some(33) },
             top: Some(TopLocks {

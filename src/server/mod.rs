@@ -44,8 +44,8 @@ pub use sys::raise_fd_limit;
 
 use conn::Conn;
 use net::Listener;
+use snapshot::{AcquireRate, ServerStats};
 use state_file::StateFile;
-use stats::ServerStats;
 use timers::{ServerTimer, ServerTimers};
 
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -140,6 +140,7 @@ pub struct Server {
     next_serial: u64,
     state: Option<StateFile>,
     stats: ServerStats,
+    acquire_rate: AcquireRate,
     shutdown_flag: Arc<AtomicBool>,
     waker: Arc<Waker>,
     signals: Option<signal_hook_mio::v1_0::Signals>,
@@ -239,6 +240,7 @@ impl Server {
             next_serial: 1,
             state,
             stats: ServerStats::default(),
+            acquire_rate: AcquireRate::default(),
             shutdown_flag: Arc::new(AtomicBool::new(false)),
             waker,
             signals,

@@ -1,5 +1,5 @@
-//! One reading of every number the server reports: the one description STATS, `/metrics` and
-//! the `--stats` line are rendered from.
+//! The numbers the server reports: its own live counters, and `Snapshot`, one reading of
+//! every number, the one description STATS, `/metrics` and the `--stats` line render from.
 //!
 //! `Server::snapshot` is the only place that reaches into the server, the lock table and
 //! /proc for them; the renderers (`stats::entries`, `stats::line`, `metrics::render`) are pure
@@ -7,6 +7,8 @@
 //! top locks, which take a pass over the table, the endpoint's own counters and the full
 //! process figures) is added by `Server::metrics_snapshot`, so a STATS request does not pay
 //! for it.
+
+use std::collections::VecDeque;
 
 use super::conn::CloseReason;
 use super::Server;
@@ -21,7 +23,7 @@ pub(super) struct Snapshot {
     /// Connections open now.
     pub connections: u64,
     pub max_connections: u64,
-    pub traffic: Traffic,
+    pub counters: ServerStats,
     pub acquire_rate_per_sec: u64,
     pub table: TableStats,
     pub process: ProcessFigures,
@@ -31,9 +33,10 @@ pub(super) struct Snapshot {
     pub scrapes: Option<ScrapeCounts>,
 }
 
-/// The server's own counters (the lock table keeps its own in `TableStats`).
+/// The server's own counters, kept live on `Server` and copied into a `Snapshot` (the lock
+/// table keeps its own in `TableStats`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(super) struct Traffic {
+pub(crate) struct ServerStats {
     pub accepted: u64,
     /// Refused at the connection limit: never a connection, so not a `CloseReason`.
     pub refused: u64,
@@ -43,14 +46,45 @@ pub(super) struct Traffic {
     pub bad_requests: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
-    /// Indexed by `CloseReason::index`.
-    pub closed: [u64; CloseReason::COUNT],
+    /// Connections closed, one counter per reason (indexed by `CloseReason::index`).
+    closed: [u64; CloseReason::COUNT],
 }
 
-impl Traffic {
-    /// Every close reason with its count, in `CloseReason::ALL` order.
-    pub(super) fn closed(&self) -> impl Iterator<Item = (CloseReason, u64)> + '_ {
+impl ServerStats {
+    pub(crate) fn count_close(&mut self, reason: CloseReason) {
+        self.closed[reason.index()] += 1;
+    }
+
+    /// Every close reason with its count, in `CloseReason::ALL` order: the one list STATS,
+    /// /metrics and the `--stats` line all render.
+    pub(crate) fn closed(&self) -> impl Iterator<Item = (CloseReason, u64)> + '_ {
         CloseReason::ALL.iter().map(|&r| (r, self.closed[r.index()]))
+    }
+}
+
+/// Samples kept for the acquire rate: one per housekeeping second.
+const RATE_WINDOW: usize = 10;
+
+/// Grants per second over the last few housekeeping seconds.
+#[derive(Debug, Default)]
+pub(super) struct AcquireRate {
+    /// (tick, acquired counter) samples, oldest first.
+    samples: VecDeque<(Tick, u64)>,
+}
+
+impl AcquireRate {
+    pub(super) fn sample(&mut self, now: Tick, acquired: u64) {
+        if self.samples.len() == RATE_WINDOW {
+            self.samples.pop_front();
+        }
+        self.samples.push_back((now, acquired));
+    }
+
+    pub(super) fn per_sec(&self, now: Tick, acquired: u64) -> u64 {
+        match self.samples.front() {
+            Some(&(t, a)) if now > t => (acquired - a) * 1000 / (now - t),
+            _ => 0,
+        }
     }
 }
 
@@ -90,8 +124,8 @@ impl Server {
             uptime_ms: now,
             connections: self.conns.len() as u64,
             max_connections: self.config.max_connections as u64,
-            traffic: self.stats.traffic(),
-            acquire_rate_per_sec: self.stats.acquire_rate(now, table.acquired),
+            counters: self.stats,
+            acquire_rate_per_sec: self.acquire_rate.per_sec(now, table.acquired),
             table,
             process: ProcessFigures {
                 open_fds: crate::procfs::open_fds(),

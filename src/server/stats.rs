@@ -1,71 +1,14 @@
-//! Server-level counters, and the STATS response and the periodic `--stats` log line as
-//! renderings of a `Snapshot`.
+//! The STATS response and the periodic `--stats` log line, both renderings of a `Snapshot`.
 
 use log::info;
 
-use super::conn::CloseReason;
-use super::snapshot::{Snapshot, Traffic};
+use super::snapshot::Snapshot;
 use super::Server;
 use crate::wheel::Tick;
 
-/// Samples kept for the acquire rate: one per housekeeping second.
-const RATE_WINDOW: usize = 10;
-
-#[derive(Debug, Default)]
-pub(crate) struct ServerStats {
-    pub accepted: u64,
-    pub refused: u64,
-    pub accept_errors: u64,
-    pub requests: u64,
-    pub responses: u64,
-    pub bad_requests: u64,
-    pub bytes_in: u64,
-    pub bytes_out: u64,
-    /// Connections closed, one counter per reason (indexed by `CloseReason::index`).
-    closed: [u64; CloseReason::COUNT],
-    /// (tick, acquired counter) samples, oldest first.
-    rate_samples: std::collections::VecDeque<(Tick, u64)>,
-}
-
-impl ServerStats {
-    pub(crate) fn count_close(&mut self, reason: CloseReason) {
-        self.closed[reason.index()] += 1;
-    }
-
-    /// A copy of the counters, for a `Snapshot`.
-    pub(super) fn traffic(&self) -> Traffic {
-        Traffic {
-            accepted: self.accepted,
-            refused: self.refused,
-            accept_errors: self.accept_errors,
-            requests: self.requests,
-            responses: self.responses,
-            bad_requests: self.bad_requests,
-            bytes_in: self.bytes_in,
-            bytes_out: self.bytes_out,
-            closed: self.closed,
-        }
-    }
-
-    pub(crate) fn sample_rate(&mut self, now: Tick, acquired: u64) {
-        if self.rate_samples.len() == RATE_WINDOW {
-            self.rate_samples.pop_front();
-        }
-        self.rate_samples.push_back((now, acquired));
-    }
-
-    /// Grants per second over the last few seconds.
-    pub(crate) fn acquire_rate(&self, now: Tick, acquired: u64) -> u64 {
-        match self.rate_samples.front() {
-            Some(&(t, a)) if now > t => (acquired - a) * 1000 / (now - t),
-            _ => 0,
-        }
-    }
-}
-
 /// Every number STATS reports, as stable snake_case keys (clients ignore unknown keys).
 pub(super) fn entries(snap: &Snapshot) -> Vec<(String, u64)> {
-    let (t, s) = (&snap.table, &snap.traffic);
+    let (t, s) = (&snap.table, &snap.counters);
     let mut entries: Vec<(String, u64)> = [
         ("uptime_ms", snap.uptime_ms),
         ("connections", snap.connections),
@@ -137,6 +80,7 @@ impl Server {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::conn::CloseReason;
     use crate::server::{Config, Listen};
 
     fn server() -> Server {
@@ -198,8 +142,10 @@ mod tests {
             acquire_rate_per_sec: 4,
             ..Default::default()
         };
-        snap.traffic = Traffic { accepted: 5, accept_errors: 6, responses: 7, ..Default::default() };
-        snap.traffic.closed[CloseReason::Shutdown.index()] = 8;
+        (snap.counters.accepted, snap.counters.accept_errors, snap.counters.responses) = (5, 6, 7);
+        for _ in 0..8 {
+            snap.counters.count_close(CloseReason::Shutdown);
+        }
         snap.table.connections = 9;
         snap.table.hold_ms.record(3);
         snap.process.rss = Some(10);
