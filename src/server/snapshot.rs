@@ -62,6 +62,42 @@ impl ServerStats {
     }
 }
 
+/// A request-traffic counter as STATS and /metrics name it: STATS lists all of them, in this
+/// order, after `last_token`; /metrics those with a series, in this order, after the close
+/// reasons. A new counter is its `ServerStats` field and one line here.
+pub(super) struct TrafficCounter {
+    /// The STATS key (and `--stats` line key).
+    pub key: &'static str,
+    /// The /metrics counter and its help; `None` for a number only STATS reports.
+    pub series: Option<(&'static str, &'static str)>,
+    pub value: fn(&ServerStats) -> u64,
+}
+
+pub(super) const TRAFFIC: [TrafficCounter; 6] = [
+    TrafficCounter {
+        key: "requests",
+        series: Some(("officer_requests_total", "Requests decoded.")),
+        value: |s| s.requests,
+    },
+    TrafficCounter { key: "responses", series: None, value: |s| s.responses },
+    TrafficCounter {
+        key: "bad_requests",
+        series: Some(("officer_bad_requests_total", "Requests answered with an error.")),
+        value: |s| s.bad_requests,
+    },
+    TrafficCounter {
+        key: "bytes_in",
+        series: Some(("officer_received_bytes_total", "Bytes read from clients.")),
+        value: |s| s.bytes_in,
+    },
+    TrafficCounter {
+        key: "bytes_out",
+        series: Some(("officer_sent_bytes_total", "Bytes written to clients.")),
+        value: |s| s.bytes_out,
+    },
+    TrafficCounter { key: "accept_errors", series: None, value: |s| s.accept_errors },
+];
+
 /// Samples kept for the acquire rate: one per housekeeping second.
 const RATE_WINDOW: usize = 10;
 

@@ -2,7 +2,7 @@
 
 use log::info;
 
-use super::snapshot::Snapshot;
+use super::snapshot::{Snapshot, TRAFFIC};
 use super::Server;
 use crate::wheel::Tick;
 
@@ -27,16 +27,10 @@ pub(super) fn entries(snap: &Snapshot) -> Vec<(String, u64)> {
         ("wait_time_total_ms", t.wait_time_total_ms),
         ("acquire_rate_per_sec", snap.acquire_rate_per_sec),
         ("last_token", t.last_token),
-        ("requests", s.requests),
-        ("responses", s.responses),
-        ("bad_requests", s.bad_requests),
-        ("bytes_in", s.bytes_in),
-        ("bytes_out", s.bytes_out),
-        ("accept_errors", s.accept_errors),
-        ("table_connections", t.connections as u64),
     ];
-    let results = t.results();
-    entries.extend(rest.iter().chain(results.iter()).map(|(k, v)| (k.to_string(), *v)));
+    let traffic = TRAFFIC.iter().map(|c| (c.key, (c.value)(s)));
+    let table = [("table_connections", t.connections as u64)].into_iter().chain(t.results());
+    entries.extend(rest.into_iter().chain(traffic).chain(table).map(|(k, v)| (k.to_string(), v)));
     for (name, h) in [("wait_ms", &t.wait_ms), ("hold_ms", &t.hold_ms)] {
         entries.push((format!("{name}_count"), h.count));
         entries.push((format!("{name}_sum"), h.sum_ms));
@@ -174,6 +168,16 @@ mod tests {
         assert!(line.starts_with("stats uptime_ms=1 connections=2 connections_accepted=5 "), "{line}");
         assert!(line.ends_with(" hold_ms_count=1 hold_ms_sum=3 resident_memory_bytes=10"), "{line}");
         assert!(!line.contains("_le_"), "{line}");
+    }
+
+    #[test]
+    fn traffic_counters_sit_between_last_token_and_table_connections_in_stats() {
+        let keys: Vec<String> = entries(&Snapshot::default()).into_iter().map(|(k, _)| k).collect();
+        let at = keys.iter().position(|k| k == "last_token").unwrap();
+        let expected = ["requests", "responses", "bad_requests", "bytes_in", "bytes_out", "accept_errors"];
+        assert_eq!(keys[at + 1..at + 1 + expected.len()], expected);
+        assert_eq!(keys[at + 1 + expected.len()], "table_connections");
+        assert_eq!(keys[at + 2 + expected.len()], "acquired");
     }
 
     /// STATS clients and dashboards key on names and order: the close keys sit in ALL order

@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 
 use crate::locks::{Histogram, TableStats};
 use crate::protocol::TopEntry;
-use crate::server::snapshot::{ProcessFigures, ScrapeCounts, Snapshot, TopLocks};
+use crate::server::snapshot::{ProcessFigures, ScrapeCounts, Snapshot, TopLocks, TRAFFIC};
 
 /// Longest lock name shown whole in a label; longer ones are cut and hashed (`name_label`).
 const NAME_LABEL_MAX: usize = 128;
@@ -56,10 +56,11 @@ fn render_connections(m: &mut String, snap: &Snapshot) {
     for (reason, v) in closed {
         let _ = writeln!(m, "officer_connections_closed_total{{reason=\"{reason}\"}} {v}");
     }
-    counter(m, "officer_requests_total", "Requests decoded.", s.requests);
-    counter(m, "officer_bad_requests_total", "Requests answered with an error.", s.bad_requests);
-    counter(m, "officer_received_bytes_total", "Bytes read from clients.", s.bytes_in);
-    counter(m, "officer_sent_bytes_total", "Bytes written to clients.", s.bytes_out);
+    for c in &TRAFFIC {
+        if let Some((name, help)) = c.series {
+            counter(m, name, help, (c.value)(s));
+        }
+    }
 }
 
 /// The longest hold and the deepest queue always, without labels; per lock (name only,
