@@ -79,9 +79,9 @@ impl Server {
         }
     }
 
-    /// Sleep until the earliest deadline; not at all while work is left over. `now` is the
-    /// tick of the wake-up just served: reading the clock again costs more than the few
-    /// microseconds of lateness it would save.
+    /// Sleep until the earliest deadline (lock table, idle wheel, the server's own timers);
+    /// not at all while work is left over. `now` is the tick of the wake-up just served:
+    /// reading the clock again costs more than the few microseconds of lateness it would save.
     fn poll_timeout(&self, now: Tick) -> Option<Duration> {
         let leftover = !self.backlog.is_empty() || self.table.has_pending_releases();
         if leftover || (self.accept_pending && !self.timers.is_armed(ServerTimer::AcceptResume)) {
@@ -92,8 +92,9 @@ impl Server {
         Some(Duration::from_millis(next.saturating_sub(now)))
     }
 
-    /// One bounded batch each of released holds (RESET, disconnect) and of wait timeouts; what
-    /// is left stays pending and makes the next poll return at once.
+    /// One bounded batch each of released holds (RESET, disconnect), of wait timeouts and of
+    /// idle connections; what is left stays pending and makes the next poll return at once.
+    /// Then the server's own due timers (at most one round of each).
     fn run_timers(&mut self, now: Tick) {
         self.table.release_step(now, &mut self.outputs);
         self.deliver_outputs();

@@ -17,6 +17,7 @@ use crate::procfs::ProcStat;
 use crate::protocol::TopEntry;
 use crate::wheel::Tick;
 
+/// Every reported number, read at one tick.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(super) struct Snapshot {
     pub uptime_ms: Tick,
