@@ -46,7 +46,7 @@ use conn::Conn;
 use net::Listener;
 use snapshot::{AcquireRate, ServerStats};
 use state_file::StateFile;
-use timers::{ServerTimer, ServerTimers};
+use timers::ServerTimers;
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
@@ -245,7 +245,10 @@ impl Server {
             waker,
             signals,
             accept_pending: false,
-            timers: server_timers(&config),
+            timers: ServerTimers::new(
+                config.stats_interval.map(|d| d.as_millis() as Tick),
+                sys::watchdog_interval(),
+            ),
             pid_file: None,
             metrics,
             metrics_addr,
@@ -281,18 +284,4 @@ impl Server {
     fn now(&self) -> Tick {
         self.start.elapsed().as_millis() as Tick
     }
-}
-
-/// Housekeeping every second from the start; the stats line and the watchdog ping only when
-/// asked for, each first due one period after the start.
-fn server_timers(config: &Config) -> ServerTimers {
-    let mut timers = ServerTimers::default();
-    timers.arm_every(ServerTimer::Housekeeping, 1000, 1000);
-    if let Some(every) = config.stats_interval.map(|d| d.as_millis() as Tick) {
-        timers.arm_every(ServerTimer::StatsLine, every, every);
-    }
-    if let Some(every) = sys::watchdog_interval() {
-        timers.arm_every(ServerTimer::Watchdog, every, every);
-    }
-    timers
 }

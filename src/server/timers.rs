@@ -41,7 +41,24 @@ pub(super) struct ServerTimers {
     slots: [Slot; ServerTimer::ALL.len()],
 }
 
+/// Housekeeping runs this often, from the start.
+const HOUSEKEEPING_EVERY: Tick = 1000;
+
 impl ServerTimers {
+    /// Housekeeping every second; the stats line and the watchdog ping only when asked for,
+    /// each first due one period after the start.
+    pub(super) fn new(stats_every: Option<Tick>, watchdog_every: Option<Tick>) -> ServerTimers {
+        let mut timers = ServerTimers::default();
+        timers.arm_every(ServerTimer::Housekeeping, HOUSEKEEPING_EVERY, HOUSEKEEPING_EVERY);
+        if let Some(every) = stats_every {
+            timers.arm_every(ServerTimer::StatsLine, every, every);
+        }
+        if let Some(every) = watchdog_every {
+            timers.arm_every(ServerTimer::Watchdog, every, every);
+        }
+        timers
+    }
+
     /// Arms `timer` once, at `at` (replacing any earlier deadline).
     pub(super) fn arm(&mut self, timer: ServerTimer, at: Tick) {
         self.slots[timer as usize] = Slot { at: Some(at), every: None };
@@ -90,6 +107,21 @@ mod tests {
         let mut timers = ServerTimers::default();
         assert_eq!(timers.next_deadline(), None);
         assert_eq!(drain(&mut timers, 1_000_000), []);
+    }
+
+    #[test]
+    fn a_new_server_runs_housekeeping_each_second_and_the_rest_only_when_asked() {
+        let mut timers = ServerTimers::new(None, None);
+        assert_eq!(timers.next_deadline(), Some(1000));
+        assert_eq!(drain(&mut timers, 999), []);
+        assert_eq!(drain(&mut timers, 1000), [Housekeeping]);
+        assert_eq!(drain(&mut timers, 2000), [Housekeeping]);
+        assert!(!timers.is_armed(StatsLine) && !timers.is_armed(Watchdog) && !timers.is_armed(AcceptResume));
+        let mut timers = ServerTimers::new(Some(5000), Some(400));
+        assert_eq!(drain(&mut timers, 400), [Watchdog]);
+        assert_eq!(drain(&mut timers, 1000), [Watchdog, Housekeeping]);
+        assert_eq!(drain(&mut timers, 5000), [Watchdog, Housekeeping, StatsLine]);
+        assert_eq!(timers.next_deadline(), Some(5400));
     }
 
     #[test]
