@@ -13,6 +13,7 @@ use log::{debug, info, warn};
 use mio::{Interest, Token};
 
 use super::conn::{CloseReason, Conn};
+use super::timers::ServerTimer;
 use super::Server;
 use crate::locks::ConnId;
 use crate::wheel::Tick;
@@ -30,11 +31,11 @@ impl Server {
     /// budget). `accept_pending` is one flag for both: it clears only once both are drained,
     /// so an edge-triggered event on either is never lost.
     pub(super) fn accept_ready(&mut self, now: Tick) {
-        if !self.accept_pending || self.accept_resume_at.is_some() {
+        if !self.accept_pending || self.timers.is_armed(ServerTimer::AcceptResume) {
             return;
         }
         let main_drained = self.accept_from(false, now);
-        let compat_drained = self.accept_resume_at.is_none() && self.accept_from(true, now);
+        let compat_drained = !self.timers.is_armed(ServerTimer::AcceptResume) && self.accept_from(true, now);
         if main_drained && compat_drained {
             self.accept_pending = false;
         }
@@ -54,7 +55,7 @@ impl Server {
                     // from spinning on a listener that stays readable.
                     warn!("out of file descriptors, pausing accepts ms={EMFILE_BACKOFF_MS} error={e}");
                     self.stats.accept_errors += 1;
-                    self.accept_resume_at = Some(now + EMFILE_BACKOFF_MS);
+                    self.timers.arm(ServerTimer::AcceptResume, now + EMFILE_BACKOFF_MS);
                     return false;
                 }
                 Err(e) => {
