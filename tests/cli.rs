@@ -706,6 +706,15 @@ fn listings_over_a_list_of_servers_merge_and_name_each_server() {
         cmd
     });
     assert_eq!(text(&ping.stdout).lines().filter(|l| l.starts_with("pong from 127.0.0.1:")).count(), 3);
+    let top = run({
+        let mut cmd = bare();
+        cmd.args(["top", "-h", &list, "-n", "1", "--json"]);
+        cmd
+    });
+    assert_eq!(top.status.code(), Some(0), "{}", text(&top.stderr));
+    let doc: Value = serde_json::from_slice(&top.stdout).expect("json");
+    assert_eq!(doc["locks_held"].as_u64(), Some(names.len() as u64), "added up over the servers");
+    assert_eq!(doc["longest_held"].as_array().unwrap().len(), 10, "the default of 10 over the set");
 
     // One server down: the others are still listed, the failure names it, and the status is 69.
     let down = addrs[0].clone();

@@ -183,21 +183,35 @@ fn finish(connect: &ConnectArgs, text: String, failures: Failures) -> i32 {
     let _ = std::io::stdout().lock().write_all(text.as_bytes());
     let mut status = 0;
     for (server, e) in failures {
-        let (code, msg) = match e.kind() {
-            // Failures of reaching a server read as for one server.
-            ErrorKind::Io
-            | ErrorKind::Protocol
-            | ErrorKind::Server(ErrorCode::AuthRequired | ErrorCode::AuthFailed) => {
-                connect.connect_failure_at(&server, &e)
-            }
-            _ => (super::exit_status(&e), e.to_string()),
-        };
-        eprintln!("officer: {msg}");
+        let code = report_at(connect, &server, &e);
         if status == 0 {
             status = code;
         }
     }
     status
+}
+
+/// Prints the failure of the server at `server` and returns its exit status: failures of
+/// reaching it read as for one server.
+fn report_at(connect: &ConnectArgs, server: &str, e: &Error) -> i32 {
+    let (code, msg) = match e.kind() {
+        ErrorKind::Io
+        | ErrorKind::Protocol
+        | ErrorKind::Server(ErrorCode::AuthRequired | ErrorCode::AuthFailed) => {
+            connect.connect_failure_at(server, e)
+        }
+        _ => (super::exit_status(e), e.to_string()),
+    };
+    eprintln!("officer: {msg}");
+    code
+}
+
+/// [`report_at`] for an error of a sharded client, which names its server.
+pub(super) fn report(connect: &ConnectArgs, e: &Error) -> i32 {
+    match e.server_address() {
+        Some(server) => report_at(connect, server, e),
+        None => super::report(e),
+    }
 }
 
 /// The answers, split into `(server, value)` and `(server, failure)`.
