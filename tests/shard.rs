@@ -49,6 +49,13 @@ fn one_name_per_server(client: &ShardedClient) -> HashMap<String, String> {
 }
 
 #[test]
+fn the_sharded_client_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<ShardedClient>();
+    check::<officer::client::ShardedBuilder>();
+}
+
+#[test]
 fn placement_is_the_same_in_any_order_and_balanced() {
     const N: usize = 100_000;
     let a = placer(&["10.0.0.1:11500", "10.0.0.2:11500", "10.0.0.3:11500"]);
