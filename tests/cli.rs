@@ -731,3 +731,27 @@ fn listings_over_a_list_of_servers_merge_and_name_each_server() {
     let left = doc["locks"].as_array().unwrap().len();
     assert_eq!(left, names.iter().filter(|n| sharded.server_for(n) != down).count());
 }
+
+#[test]
+fn lock_over_a_list_fails_with_69_naming_its_server_when_that_one_is_down() {
+    let up = TestServer::start();
+    let addrs = vec![format!("127.0.0.1:{}", up.addr().port()), format!("127.0.0.1:{}", dead_port())];
+    let placer = officer::client::ShardedClient::builder().servers(&addrs).connect_lazy().expect("placer");
+    let on =
+        |server: &str| (0..).map(|i| format!("job{i}")).find(|n| placer.server_for(n) == server).unwrap();
+    let (on_dead, on_up) = (on(&addrs[1]), on(&addrs[0]));
+    let list = addrs.join(",");
+    let out = run({
+        let mut cmd = bare();
+        cmd.args(["lock", "-h", &list, &on_dead, "--", "true"]);
+        cmd
+    });
+    assert_eq!(out.status.code(), Some(officer::cli::EXIT_UNAVAILABLE), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains(&format!("cannot connect to {}", addrs[1])), "{}", text(&out.stderr));
+    let out = run({
+        let mut cmd = bare();
+        cmd.args(["lock", "-h", &list, &on_up, "--", "true"]);
+        cmd
+    });
+    assert_eq!(out.status.code(), Some(0), "the other server's names still lock: {}", text(&out.stderr));
+}

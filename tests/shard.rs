@@ -250,3 +250,17 @@ fn guards_and_with_lock_release_on_the_names_server() {
     assert_eq!(value, 1);
     assert!(client.locks().unwrap().is_empty());
 }
+
+#[test]
+fn placement_hashes_the_full_name_with_the_namespace() {
+    let servers = ["a:1", "b:1", "c:1"];
+    let bare = placer(&servers);
+    let ns = ShardedClient::builder().servers(servers).namespace("billing").connect_lazy().expect("build");
+    let mut differ = 0;
+    for name in names(1000) {
+        assert_eq!(ns.server_for(&name), bare.server_for(&format!("billing:{name}")), "{name}");
+        differ += usize::from(ns.server_for(&name) != bare.server_for(&name));
+    }
+    // Two thirds of the names land elsewhere once the namespace is hashed too.
+    assert!((500..830).contains(&differ), "{differ} of 1000 moved");
+}
