@@ -168,6 +168,10 @@ impl Error {
     /// `self` as a failure of the server at `server` (a sharded client's shard). Kind, queue,
     /// lock name and released locks stay those of `self`; the message names the server.
     pub(crate) fn on_server(self, server: &str) -> Error {
+        // Named once: an error that passed through two layers of the sharded client.
+        if let Repr::OnServer { .. } = self.repr {
+            return self;
+        }
         Error { repr: Repr::OnServer { server: server.to_owned(), inner: Box::new(self) } }
     }
 
@@ -508,5 +512,7 @@ mod tests {
         assert!(io.is_io());
         assert!(std::error::Error::source(&io).is_some());
         assert_eq!(Error::not_held("a").server_address(), None);
+        let twice = Error::not_held("a").on_server("a:1").on_server("a:1");
+        assert_eq!(twice.to_string().matches("a:1").count(), 1, "{twice}");
     }
 }
