@@ -97,7 +97,8 @@ impl LockTable {
     /// cut; only the `first` entry may be cut, so a listing is never empty for want of room.
     fn lock_entry(&self, lock: &Lock, room: &mut Room, first: bool) -> Option<(LockInfo, bool)> {
         let queue = || {
-            let conns = std::iter::once(lock.holder).chain(lock.waiters.iter().map(|w| w.conn));
+            let holders = lock.holders.iter().map(|h| h.conn);
+            let conns = holders.chain(lock.waiters.iter().map(|w| w.conn));
             conns.take(QUEUE_REPORT_MAX).map(|conn| self.label(conn))
         };
         let head = str16_size(&lock.name) + LIST_COUNT_SIZE;
@@ -262,7 +263,7 @@ impl LockTable {
         let by_name = |a: &&str, b: &&str| a.cmp(b);
         let matches = |name: &&str| has_prefix(name, prefix);
         if state.held.len() > self.store.len() / SCAN_STORE_WHEN_HOLDING_ONE_IN {
-            let mine = self.store.iter().filter(|lock| lock.holder == id).map(|lock| &*lock.name);
+            let mine = self.store.iter().filter(|lock| lock.holders.of(id).is_some()).map(|lock| &*lock.name);
             smallest(mine.filter(matches), cap, by_name)
         } else {
             let mine = state.held.iter().filter_map(|&key| self.store.get(key)).map(|lock| &*lock.name);
@@ -282,7 +283,7 @@ impl LockTable {
 
     /// The `n` locks held longest: `(name, held since)`, oldest first.
     pub fn longest_holds(&self, n: usize) -> Vec<(String, Tick)> {
-        let holds = self.store.iter().map(|lock| (lock.since, &*lock.name));
+        let holds = self.store.iter().map(|lock| (lock.holders.first().since, &*lock.name));
         let (found, _) = smallest(holds, n, Ord::cmp);
         found.into_iter().map(|(since, name)| (name.to_owned(), since)).collect()
     }

@@ -22,8 +22,10 @@
 //! `table` holds the transitions; `release` the batched RESET and disconnect; `listing` the
 //! read-only views and metrics.
 
+mod check;
 mod conn;
 mod histogram;
+mod holders;
 mod listing;
 mod release;
 mod store;
@@ -34,6 +36,7 @@ mod top;
 
 pub use crate::wheel::Tick;
 pub use histogram::{Histogram, BOUNDS_MS};
+pub use holders::Mode;
 pub use table::{LockTable, EXPIRE_BATCH, REFUSAL_QUEUE_MAX, RELEASE_BATCH};
 
 /// Capacities of the table's containers, to check that memory is given back after a burst.

@@ -7,29 +7,30 @@ use std::mem;
 use hashbrown::HashMap;
 
 use super::conn::ConnState;
+use super::holders::{Holder, Mode};
 use super::release::Release;
 use super::store::{Lock, Store, Waiter, NO_LOCK};
 use super::{ConnId, Output, TableLimits, TableStats};
 use crate::protocol::{ErrorCode, LockRequest, Response};
 use crate::wheel::{Tick, Wheel};
 
-/// What a wait timer carries to find its waiter again. It is looked up, not trusted: every path
-/// that ends a wait cancels its timer, and a timer that still outlived its waiter is ignored.
-#[derive(Debug, Clone, Copy)]
-struct WaitTimer {
-    lock: u32,
-    conn: ConnId,
-    request_id: u32,
+/// What a timer of the table carries to find its subject again. It is looked up, not trusted:
+/// every path that ends a wait cancels its timer, and a timer that still outlived its waiter is
+/// ignored. An enum so that lease and grace timers (issues 13 and 14) join the same wheel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Timer {
+    /// The wait of `conn`'s LOCK `request_id` on lock `lock` times out.
+    Wait { lock: u32, conn: ConnId, request_id: u32 },
 }
 
 /// Named locks with FIFO wait queues; see the module documentation for the guarantees.
 pub struct LockTable {
     pub(super) store: Store,
     pub(super) conns: HashMap<ConnId, ConnState>,
-    timers: Wheel<WaitTimer>,
+    pub(super) timers: Wheel<Timer>,
     /// Reused buffer for fired timers, so `expire` does not allocate in steady state; it never
     /// holds more than `expire_batch` of them.
-    fired: Vec<WaitTimer>,
+    fired: Vec<Timer>,
     pub(super) next_token: u64,
     pub(super) limits: TableLimits,
     /// The monotone counters; the gauges are filled in by `stats()`.
@@ -130,7 +131,7 @@ impl LockTable {
             return self.refuse(conn, request_id, message, out);
         }
         let token = self.next_token;
-        let Some(key) = self.store.insert(Lock::new(name, conn, token, now)) else {
+        let Some(key) = self.store.insert(Lock::new(name, Holder { conn, token, since: now })) else {
             return self.refuse(conn, request_id, "the lock table is full".to_owned(), out);
         };
         self.next_token = token.saturating_add(1);
@@ -150,9 +151,9 @@ impl LockTable {
         out: &mut Vec<Output>,
     ) {
         let Some(lock) = self.store.get(key) else { return };
-        let response = if lock.holder == conn {
+        let response = if let Some(hold) = lock.holders.of(conn) {
             self.counters.already_acquired += 1;
-            Response::AlreadyAcquired { token: lock.token }
+            Response::AlreadyAcquired { token: hold.token }
         } else if self.conns.get(&conn).is_some_and(|state| state.waits_on(key)) {
             // The first request keeps waiting with its own timer; this one is answered now.
             self.counters.already_waiting += 1;
@@ -166,6 +167,8 @@ impl LockTable {
         } else if let Some(message) = self.limit_refusal(conn, Some(lock.waiters.len())) {
             return self.refuse(conn, request_id, message, out);
         } else {
+            // Every hold today is exclusive and admits no one beside it: the request waits.
+            debug_assert!(!lock.holders.admits(Mode::Exclusive));
             return self.enqueue(now, conn, request_id, key, req.timeout_ms);
         };
         reply(out, conn, request_id, response);
@@ -173,12 +176,10 @@ impl LockTable {
 
     /// Joins the queue of lock `key`; only a finite timeout puts a timer in the wheel.
     fn enqueue(&mut self, now: Tick, conn: ConnId, request_id: u32, key: u32, timeout_ms: Option<u32>) {
-        let timer = timeout_ms.map(|ms| {
-            let deadline = now.saturating_add(u64::from(ms));
-            self.timers.insert(deadline, WaitTimer { lock: key, conn, request_id })
-        });
+        let deadline = timeout_ms.map(|ms| now.saturating_add(u64::from(ms)));
+        let timer = deadline.map(|at| self.timers.insert(at, Timer::Wait { lock: key, conn, request_id }));
         if let Some(lock) = self.store.get_mut(key) {
-            lock.waiters.push_back(Waiter { conn, request_id, since: now, timer });
+            lock.waiters.push_back(Waiter { conn, request_id, since: now, deadline, timer });
         }
         if let Some(state) = self.conns.get_mut(&conn) {
             state.start_waiting(key);
@@ -224,9 +225,9 @@ impl LockTable {
             self.finish_release(now, conn, out);
         }
         let key = self.store.find(name);
-        let holder = key.and_then(|k| self.store.get(k)).map(|lock| lock.holder);
+        let holds = key.and_then(|k| self.store.get(k)).is_some_and(|lock| lock.holders.of(conn).is_some());
         match key {
-            Some(key) if holder == Some(conn) => {
+            Some(key) if holds => {
                 self.unlink_held(conn, key);
                 self.counters.released += 1;
                 reply(out, conn, request_id, Response::Released);
@@ -314,7 +315,7 @@ impl LockTable {
     /// to the first waiter, or remove the lock.
     pub(super) fn hand_over(&mut self, now: Tick, key: u32, out: &mut Vec<Output>) {
         if let Some(lock) = self.store.get(key) {
-            self.counters.hold_ms.record(now.saturating_sub(lock.since));
+            self.counters.hold_ms.record(now.saturating_sub(lock.holders.first().since));
         }
         let granted = loop {
             let Some(lock) = self.store.get_mut(key) else { return };
@@ -333,7 +334,7 @@ impl LockTable {
             state.stop_waiting(key);
             let token = self.next_token;
             self.next_token = token.saturating_add(1);
-            (lock.holder, lock.token, lock.since) = (waiter.conn, token, now);
+            lock.holders.hand_to(Holder { conn: waiter.conn, token, since: now });
             link_held(&mut self.store, state, key);
             break (waiter, token);
         };
@@ -358,16 +359,16 @@ impl LockTable {
     }
 
     /// Ends one timed-out wait; the queue reported is the holder and the first waiters left.
-    fn time_out(&mut self, timer: WaitTimer, out: &mut Vec<Output>) {
-        let Some(lock) = self.store.get_mut(timer.lock) else { return };
-        let matches =
-            |w: &Waiter| w.conn == timer.conn && w.request_id == timer.request_id && w.timer.is_some();
+    fn time_out(&mut self, timer: Timer, out: &mut Vec<Output>) {
+        let Timer::Wait { lock: key, conn, request_id } = timer;
+        let Some(lock) = self.store.get_mut(key) else { return };
+        let matches = |w: &Waiter| w.conn == conn && w.request_id == request_id && w.timer.is_some();
         let Some(pos) = lock.waiters.iter().position(matches) else { return };
         lock.waiters.remove(pos);
         lock.shrink_queue();
-        let gone = match self.conns.get_mut(&timer.conn) {
+        let gone = match self.conns.get_mut(&conn) {
             Some(state) => {
-                state.stop_waiting(timer.lock);
+                state.stop_waiting(key);
                 state.gone
             }
             None => true,
@@ -377,8 +378,8 @@ impl LockTable {
         if gone {
             return;
         }
-        let queue = self.store.get(timer.lock).map(|lock| self.queue_head(lock)).unwrap_or_default();
-        reply(out, timer.conn, timer.request_id, Response::TimedOut { queue });
+        let queue = self.store.get(key).map(|lock| self.queue_head(lock)).unwrap_or_default();
+        reply(out, conn, request_id, Response::TimedOut { queue });
     }
 
     /// A tick at or before the earliest wait deadline; `None` when no wait can time out.
@@ -401,7 +402,8 @@ impl LockTable {
     }
 
     fn queue_cut(&self, lock: &Lock, max: usize) -> Vec<String> {
-        let conns = std::iter::once(lock.holder).chain(lock.waiters.iter().map(|w| w.conn));
+        let holders = lock.holders.iter().map(|h| h.conn);
+        let conns = holders.chain(lock.waiters.iter().map(|w| w.conn));
         conns.take(max).map(|conn| self.label(conn).to_owned()).collect()
     }
 

@@ -45,6 +45,9 @@ impl Harness {
     }
 
     fn take(&mut self) -> Out {
+        if let Err(broken) = self.table.check_invariants() {
+            panic!("{broken}");
+        }
         self.out.drain(..).map(|o| (o.conn.slot, o.request_id, o.response)).collect()
     }
 
@@ -743,4 +746,48 @@ fn a_small_release_does_not_wait_for_a_big_one_to_finish() {
     assert_eq!(t.stats().locks_held, 2);
     assert_eq!(t.release_step(3, &mut out), 2);
     assert!(!t.has_pending_releases());
+}
+
+/// A waiter keeps `now + timeout` as its deadline, beside a live timer for exactly that tick;
+/// a wait without a timeout has neither.
+#[test]
+fn waiters_store_their_deadline_beside_their_timer() {
+    let mut h = Harness::new();
+    h.lock(0, 0, 1, "a", FOREVER);
+    h.lock(10, 1, 2, "a", Some(50));
+    h.lock(12, 2, 3, "a", FOREVER);
+    h.lock(15, 3, 4, "a", Some(0));
+    h.lock(20, 4, 5, "a", Some(7));
+    let key = h.table.store.find("a").expect("held");
+    let lock = h.table.store.get(key).expect("held");
+    let deadlines: Vec<Option<Tick>> = lock.waiters.iter().map(|w| w.deadline).collect();
+    assert_eq!(deadlines, vec![Some(60), None, Some(27)]);
+    for waiter in &lock.waiters {
+        let timer = waiter.timer.and_then(|t| h.table.timers.get(t)).map(|(at, _)| at);
+        assert_eq!(timer, waiter.deadline);
+    }
+    assert_eq!(h.table.timers.len(), 2);
+    assert_eq!(h.expire(27), vec![(4, 5, Response::TimedOut { queue: labels(&[0, 1, 2]) })]);
+    assert_eq!(h.table.timers.len(), 1);
+}
+
+/// The self-check sees a waiter whose timer went missing, and a deadline that disagrees with it.
+#[test]
+fn the_self_check_catches_a_waiter_without_its_timer() {
+    let mut h = Harness::new();
+    h.lock(0, 0, 1, "a", FOREVER);
+    h.lock(10, 1, 2, "a", Some(50));
+    assert_eq!(h.table.check_invariants(), Ok(()));
+    let key = h.table.store.find("a").expect("held");
+    let waiter = &mut h.table.store.get_mut(key).expect("held").waiters[0];
+    waiter.deadline = Some(61);
+    assert!(h.table.check_invariants().is_err(), "deadline differs from its timer");
+    let waiter = &mut h.table.store.get_mut(key).expect("held").waiters[0];
+    waiter.deadline = Some(60);
+    let timer = waiter.timer.take().expect("a timer");
+    assert!(h.table.check_invariants().is_err(), "a deadline without a timer");
+    h.table.timers.cancel(timer);
+    let waiter = &mut h.table.store.get_mut(key).expect("held").waiters[0];
+    waiter.deadline = None;
+    assert_eq!(h.table.check_invariants(), Ok(()), "a wait forever, consistently");
 }

@@ -28,7 +28,9 @@ impl LockTable {
     /// of at most `max_frame`: when both lists do not fit, each gets at least half the room.
     pub fn top_within(&self, now: Tick, n: u32, max_frame: u32) -> Response {
         let n = if n == 0 { TOP_DEFAULT } else { n.min(TOP_MAX) } as usize;
-        let (held, _) = smallest(self.store.iter(), n, |a, b| (a.since, &*a.name).cmp(&(b.since, &*b.name)));
+        let (held, _) = smallest(self.store.iter(), n, |a, b| {
+            (a.holders.first().since, &*a.name).cmp(&(b.holders.first().since, &*b.name))
+        });
         let deep = self.store.iter().filter(|l| !l.waiters.is_empty());
         let (deep, _) = smallest(deep, n, |a, b| {
             (Reverse(a.waiters.len()), &*a.name).cmp(&(Reverse(b.waiters.len()), &*b.name))
@@ -43,14 +45,17 @@ impl LockTable {
 
     /// The encoded size of each lock's TOP_LIST entry: name, holder label, held_ms, waiters.
     fn entry_sizes(&self, locks: &[&Lock]) -> Vec<usize> {
-        locks.iter().map(|l| str16_size(&l.name) + str16_size(self.label(l.holder)) + 8 + 4).collect()
+        locks
+            .iter()
+            .map(|l| str16_size(&l.name) + str16_size(self.label(l.holders.first().conn)) + 8 + 4)
+            .collect()
     }
 
     fn top_entry(&self, lock: &Lock, now: Tick) -> TopEntry {
         TopEntry {
             name: lock.name.to_string(),
-            holder: self.label(lock.holder).to_owned(),
-            held_ms: now.saturating_sub(lock.since),
+            holder: self.label(lock.holders.first().conn).to_owned(),
+            held_ms: now.saturating_sub(lock.holders.first().since),
             waiters: lock.waiters.len() as u32,
         }
     }
