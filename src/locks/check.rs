@@ -18,24 +18,25 @@ impl LockTable {
                 return Err(format!("lock {:?} admits an exclusive request while held", lock.name));
             }
             for holder in lock.holders.iter() {
-                let known = self.conns.get(&holder.conn).is_some_and(|state| state.held.contains(&key));
+                let known = self.sessions.get(&holder.session).is_some_and(|state| state.held.contains(&key));
                 if !known {
-                    return Err(format!("holder {:?} of {:?} does not list it", holder.conn, lock.name));
+                    return Err(format!("holder {:?} of {:?} does not list it", holder.session, lock.name));
                 }
             }
             for waiter in &lock.waiters {
                 waiters += 1;
-                if !self.conns.get(&waiter.conn).is_some_and(|state| state.waits_on(key)) {
-                    return Err(format!("waiter {:?} of {:?} does not list it", waiter.conn, lock.name));
+                if !self.sessions.get(&waiter.session).is_some_and(|state| state.waits_on(key)) {
+                    return Err(format!("waiter {:?} of {:?} does not list it", waiter.session, lock.name));
                 }
-                let expected = Timer::Wait { lock: key, conn: waiter.conn, request_id: waiter.request_id };
+                let expected =
+                    Timer::Wait { lock: key, session: waiter.session, request_id: waiter.request_id };
                 match (waiter.deadline, waiter.timer.and_then(|t| self.timers.get(t))) {
                     (None, None) if waiter.timer.is_none() => {}
                     (Some(deadline), Some((at, timer))) if at == deadline && *timer == expected => timed += 1,
                     (deadline, timer) => {
                         return Err(format!(
                             "waiter {:?} of {:?}: deadline {deadline:?}, timer {timer:?}",
-                            waiter.conn, lock.name
+                            waiter.session, lock.name
                         ))
                     }
                 }

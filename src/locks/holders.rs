@@ -2,7 +2,7 @@
 //! the set is one inline holder (an uncontended lock allocates nothing for it); shared modes
 //! (issue 13) would spill further holders out of line and make `admits` look at the mode.
 
-use super::ConnId;
+use super::SessionId;
 use crate::wheel::Tick;
 
 /// How a request wants to hold a lock. Only `Exclusive` exists on the wire today.
@@ -14,7 +14,7 @@ pub enum Mode {
 /// One grant of a lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Holder {
-    pub conn: ConnId,
+    pub session: SessionId,
     /// The fencing token of this grant.
     pub token: u64,
     /// When this grant was made.
@@ -41,9 +41,9 @@ impl Holders {
         }
     }
 
-    /// The grant `conn` holds, if any.
-    pub fn of(&self, conn: ConnId) -> Option<&Holder> {
-        (self.only.conn == conn).then_some(&self.only)
+    /// The grant `session` holds, if any.
+    pub fn of(&self, session: SessionId) -> Option<&Holder> {
+        (self.only.session == session).then_some(&self.only)
     }
 
     /// The first grant: the one listings show first and the one that set `since`.
@@ -67,15 +67,15 @@ mod tests {
 
     #[test]
     fn an_exclusive_hold_admits_no_one_else() {
-        let a = ConnId { slot: 0, generation: 1 };
-        let b = ConnId { slot: 1, generation: 1 };
-        let mut holders = Holders::new(Holder { conn: a, token: 7, since: 3 });
+        let a = SessionId(1);
+        let b = SessionId(2);
+        let mut holders = Holders::new(Holder { session: a, token: 7, since: 3 });
         assert!(!holders.admits(Mode::Exclusive));
         assert_eq!(holders.of(a).map(|h| h.token), Some(7));
         assert_eq!(holders.of(b), None);
-        holders.hand_to(Holder { conn: b, token: 8, since: 9 });
+        holders.hand_to(Holder { session: b, token: 8, since: 9 });
         assert_eq!(holders.of(a), None);
-        assert_eq!(holders.first(), &Holder { conn: b, token: 8, since: 9 });
+        assert_eq!(holders.first(), &Holder { session: b, token: 8, since: 9 });
         assert_eq!(holders.iter().count(), 1);
         assert!(!holders.admits(Mode::Exclusive));
     }

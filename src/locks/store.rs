@@ -8,13 +8,13 @@ use hashbrown::{DefaultHashBuilder, HashTable};
 use slab::Slab;
 
 use super::holders::{Holder, Holders};
-use super::ConnId;
+use super::{Name, SessionId};
 use crate::wheel::{Tick, TimerHandle};
 
 /// A lock request waiting in a queue.
 #[derive(Debug)]
 pub(super) struct Waiter {
-    pub conn: ConnId,
+    pub session: SessionId,
     /// The LOCK request to answer when the wait ends.
     pub request_id: u32,
     /// When the wait started, for wait-time metrics.
@@ -30,13 +30,13 @@ pub(super) struct Waiter {
 /// A held lock. A lock without a holder is removed, so `holders` is never empty.
 #[derive(Debug)]
 pub(super) struct Lock {
-    pub name: Box<str>,
+    pub name: Name,
     pub holders: Holders,
     /// Waiting requests in arrival order; `VecDeque::new` does not allocate, so an uncontended
     /// lock costs no allocation beyond its name.
     pub waiters: VecDeque<Waiter>,
     /// Links of the holder's list of holds in acquisition order (`NO_LOCK` at either end), so
-    /// RESET and disconnect release in token order, a bounded batch at a time, without a sort.
+    /// RESET and detach release in token order, a bounded batch at a time, without a sort.
     pub held_prev: u32,
     pub held_next: u32,
 }
@@ -46,9 +46,9 @@ pub(super) const NO_LOCK: u32 = u32::MAX;
 
 impl Lock {
     /// A lock just granted to `holder`, not yet linked into its list of holds.
-    pub fn new(name: &str, holder: Holder) -> Lock {
+    pub fn new(name: Name, holder: Holder) -> Lock {
         Lock {
-            name: name.into(),
+            name,
             holders: Holders::new(holder),
             waiters: VecDeque::new(),
             held_prev: NO_LOCK,

@@ -10,6 +10,7 @@ use mio::{Events, Token};
 use super::conn::CloseReason;
 use super::metrics::METRICS_BASE;
 use super::{Server, ServerError, COMPAT_LISTENER, LISTENER, METRICS_LISTENER, SIGNALS, WAKER};
+use crate::locks::Command;
 use crate::wheel::Tick;
 
 /// Idle and authentication timers handled per turn: 10,000 connections going idle together
@@ -101,9 +102,7 @@ impl Server {
     /// One bounded batch each of released holds (RESET, disconnect) and of wait timeouts; what
     /// is left stays pending and makes the next poll return at once.
     fn run_timers(&mut self, now: Tick) {
-        self.table.release_step(now, &mut self.outputs);
-        self.deliver_outputs();
-        self.table.expire(now, &mut self.outputs);
+        self.table.apply(now, &Command::Expire, &mut self.outputs);
         self.deliver_outputs();
         self.expire_idle(now);
         if self.accept_resume_at.is_some_and(|t| t <= now) {

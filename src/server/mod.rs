@@ -30,7 +30,7 @@ use std::time::Instant;
 use mio::{Poll, Token, Waker};
 use slab::Slab;
 
-use crate::locks::{LockTable, Output};
+use crate::locks::{LockTable, Output, SessionId};
 use crate::wheel::{Tick, Wheel};
 
 pub use config::{Config, Listen, SocketPerms};
@@ -125,7 +125,9 @@ pub struct Server {
     conns: Slab<Conn>,
     table: LockTable,
     outputs: Vec<Output>,
-    idle: Wheel<crate::locks::ConnId>,
+    /// Where the table's outputs go: each live session's slab key.
+    sessions: hashbrown::HashMap<SessionId, usize>,
+    idle: Wheel<conn::ConnKey>,
     scratch: Vec<u8>,
     dirty: Vec<usize>,
     backlog: Vec<usize>,
@@ -228,6 +230,7 @@ impl Server {
             conns: Slab::new(),
             table: LockTable::new(first_token, config.table),
             outputs: Vec::new(),
+            sessions: hashbrown::HashMap::new(),
             idle: Wheel::new(),
             scratch: vec![0; 64 * 1024],
             dirty: Vec::new(),
