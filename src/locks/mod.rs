@@ -28,6 +28,8 @@
 
 mod check;
 mod command;
+#[cfg(test)]
+mod command_tests;
 mod histogram;
 mod holders;
 mod listing;
