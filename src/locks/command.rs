@@ -2,15 +2,9 @@
 //! [`LockTable::apply`], a value that could be written to a log and applied again on another
 //! replica to the same effect. The transitions themselves live in `table` and `release`.
 
-use std::sync::Arc;
-
 use super::table::{LockTable, Terms};
-use super::Output;
+use super::{Name, Output};
 use crate::wheel::Tick;
-
-/// A lock name, shared by the command, the stored lock and every output about it, so naming a
-/// lock in an output costs a refcount, not an allocation.
-pub type Name = Arc<str>;
 
 /// A session of the table: opaque, allocated by the table's counter (see
 /// [`LockTable::next_session`]) and carried in `Attach`, so replicas applying the same

@@ -33,6 +33,7 @@ mod command_tests;
 mod histogram;
 mod holders;
 mod listing;
+mod name;
 mod release;
 mod session;
 mod store;
@@ -42,9 +43,10 @@ mod tests;
 mod top;
 
 pub use crate::wheel::Tick;
-pub use command::{Command, Name, SessionId};
+pub use command::{Command, SessionId};
 pub use histogram::{Histogram, BOUNDS_MS};
 pub use holders::Mode;
+pub use name::Name;
 pub use table::{LockTable, EXPIRE_BATCH, REFUSAL_QUEUE_MAX, RELEASE_BATCH};
 
 /// Capacities of the table's containers, to check that memory is given back after a burst.
@@ -66,7 +68,8 @@ use crate::protocol::Response;
 
 /// One response to deliver: to `session`, answering its request `request_id`. `lock` names
 /// the lock a response is about (every answer to a LOCK or UNLOCK, a `Cancelled` of a RESET,
-/// a grant); `None` only for `ResetOk`. It shares the stored name: a refcount, no allocation.
+/// a grant); `None` only for `ResetOk`. It is a clone of the stored [`Name`]: a copy of a
+/// short name or a refcount of a long one, never an allocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Output {
     pub session: SessionId,

@@ -869,3 +869,14 @@ fn the_self_check_catches_a_waiter_without_its_timer() {
     waiter.deadline = None;
     assert_eq!(h.table.check_invariants(), Ok(()), "a wait forever, consistently");
 }
+
+/// What a lock and a wait cost in the table's structs (BENCHMARKS.md counts per held lock).
+#[test]
+fn lock_and_waiter_sizes() {
+    assert_eq!(
+        std::mem::size_of::<store::Lock>(),
+        88,
+        "name 24 (inline up to 22 bytes), holder 24, queue 32, links 8"
+    );
+    assert_eq!(std::mem::size_of::<store::Waiter>(), 64, "48 before waiters kept their deadline");
+}
