@@ -193,6 +193,7 @@ impl Server {
     fn give_back_memory(&mut self) {
         let mut shrank = self.table.shrink();
         shrank |= self.idle.shrink_if_sparse();
+        shrank |= self.routes.shrink_if_sparse();
         shrank |= self.shrink_quiet_buffers();
         let (len, capacity) = (self.conns.len(), self.conns.capacity());
         if capacity > VEC_SHRINK_FLOOR && len * 4 <= capacity {

@@ -12,8 +12,7 @@ use std::io::{ErrorKind, Read, Write};
 use log::{debug, info, warn};
 use mio::{Interest, Token};
 
-use super::conn::ConnKey;
-use super::conn::{CloseReason, Conn};
+use super::conn::{CloseReason, Conn, ConnKey};
 use super::Server;
 use crate::locks::Command;
 use crate::wheel::Tick;
@@ -114,7 +113,7 @@ impl Server {
             conn.idle_timer = Some(self.idle.insert(deadline, id));
         }
         entry.insert(conn);
-        self.sessions.insert(session, key);
+        self.routes.insert(session, key);
         self.table.apply(now, &Command::Attach { session, label }, &mut self.outputs);
         self.stats.accepted += 1;
     }
@@ -257,15 +256,14 @@ impl Server {
     }
 
     /// Routes the lock table's outputs to their connections; outputs for sessions that are
-    /// gone are dropped. Session ids are the table's, not slab keys, so this costs one lookup
-    /// in `sessions` (a u64 key) per output.
+    /// gone are dropped.
     pub(super) fn deliver_outputs(&mut self) {
         if self.outputs.is_empty() {
             return;
         }
         let mut outputs = std::mem::take(&mut self.outputs);
         for out in outputs.drain(..) {
-            let Some(&key) = self.sessions.get(&out.session) else { continue };
+            let Some(key) = self.routes.get(out.session) else { continue };
             let live = self.conns.get(key).is_some_and(|c| c.session == out.session && c.closing.is_none());
             if live {
                 self.send(key, out.request_id, &out.response);
@@ -378,7 +376,7 @@ impl Server {
         self.closing.push(key);
         self.deliver_outputs();
         // The table never answers a detached session again.
-        self.sessions.remove(&session);
+        self.routes.remove(session);
     }
 
     /// Removes closed connections: a last best-effort write (an ERROR frame), then the socket.

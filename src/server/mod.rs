@@ -19,6 +19,7 @@ mod json;
 mod metrics;
 pub(crate) mod net;
 pub mod pidfile;
+mod routes;
 mod state_file;
 mod stats;
 mod sys;
@@ -30,7 +31,7 @@ use std::time::Instant;
 use mio::{Poll, Token, Waker};
 use slab::Slab;
 
-use crate::locks::{LockTable, Output, SessionId};
+use crate::locks::{LockTable, Output};
 use crate::wheel::{Tick, Wheel};
 
 pub use config::{Config, Listen, SocketPerms};
@@ -126,7 +127,7 @@ pub struct Server {
     table: LockTable,
     outputs: Vec<Output>,
     /// Where the table's outputs go: each live session's slab key.
-    sessions: hashbrown::HashMap<SessionId, usize>,
+    routes: routes::Routes,
     idle: Wheel<conn::ConnKey>,
     scratch: Vec<u8>,
     dirty: Vec<usize>,
@@ -230,7 +231,7 @@ impl Server {
             conns: Slab::new(),
             table: LockTable::new(first_token, config.table),
             outputs: Vec::new(),
-            sessions: hashbrown::HashMap::new(),
+            routes: routes::Routes::default(),
             idle: Wheel::new(),
             scratch: vec![0; 64 * 1024],
             dirty: Vec::new(),
