@@ -9,8 +9,8 @@ impl LockTable {
     /// Checks that every waiter with a deadline has a live wait timer for exactly that deadline
     /// and no waiter without one has a timer (so the wheel could be rebuilt from the waiters),
     /// that the wheel holds no other timer, that holders and waiters are known to their
-    /// connection's state, that no lock admits a second exclusive holder, and that the waiter
-    /// gauge is right. The first broken invariant is returned as text.
+    /// session's state and the other way round, that no lock admits a second exclusive holder,
+    /// and that the waiter gauge is right. The first broken invariant is returned as text.
     pub fn check_invariants(&self) -> Result<(), String> {
         let (mut waiters, mut timed) = (0, 0);
         for (key, lock) in self.store.iter_keyed() {
@@ -40,6 +40,19 @@ impl LockTable {
                         ))
                     }
                 }
+            }
+        }
+        for (session, state) in &self.sessions {
+            let held =
+                |key: &u32| self.store.get(*key).is_some_and(|lock| lock.holders.of(*session).is_some());
+            if let Some(key) = state.held.iter().find(|key| !held(key)) {
+                return Err(format!("{session:?} lists lock {key} as held, but does not hold it"));
+            }
+            let waits = |key: u32| {
+                self.store.get(key).is_some_and(|lock| lock.waiters.iter().any(|w| w.session == *session))
+            };
+            if let Some((key, _)) = state.waits().find(|&(key, _)| !waits(key)) {
+                return Err(format!("{session:?} lists a wait on lock {key} that is not queued"));
             }
         }
         if timed != self.timers.len() {

@@ -92,8 +92,11 @@ impl Harness {
     }
 
     fn take(&mut self) -> Out {
-        if let Err(broken) = self.table.check_invariants() {
-            panic!("{broken}");
+        // After every step of the small scenarios; the bulk ones would make it quadratic.
+        if self.table.stats().locks_held <= 1_000 {
+            if let Err(broken) = self.table.check_invariants() {
+                panic!("{broken}");
+            }
         }
         self.out.drain(..).map(|o| (o.session.0 as u32, o.request_id, o.response)).collect()
     }
