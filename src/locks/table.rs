@@ -44,7 +44,7 @@ pub struct LockTable {
     /// Most timers one `Expire` answers, and most holds one release step gives up.
     expire_batch: usize,
     pub(super) release_batch: usize,
-    /// What RESETs and detaches may still release inline until the next the release step.
+    /// What RESETs and detaches may still release inline until the next release step.
     pub(super) inline_budget: usize,
 }
 
