@@ -1,7 +1,7 @@
 //! `cargo bench --bench bursts`: the cost of one bounded batch of a burst, in-process on the
-//! lock table. One `expire` call when 15,000 waits on one name time out together (it answers
+//! lock table. One `Expire` command when 15,000 waits on one name time out together (it answers
 //! `EXPIRE_BATCH` of them, each TIMED_OUT with at most `REFUSAL_QUEUE_MAX` labels), and one
-//! `release_step` of a connection that held 20,000 locks (it releases `RELEASE_BATCH` holds,
+//! release step (`Expire` again) of a connection that held 20,000 locks (it releases `RELEASE_BATCH` holds,
 //! with and without a waiter to grant on each). These are the per-turn costs a bystander can
 //! wait behind (README "Limits and guarantees").
 
@@ -9,15 +9,22 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use officer::locks::{ConnId, LockTable, Output, TableLimits, EXPIRE_BATCH, RELEASE_BATCH};
-use officer::protocol::LockRequest;
+use officer::locks::{Command, LockTable, Name, Output, SessionId, TableLimits, EXPIRE_BATCH, RELEASE_BATCH};
 
 const WAITERS: u32 = 15_000;
 const HOLDS: u32 = 20_000;
 const DEADLINE: u64 = 3_000;
 
-fn id(slot: u32) -> ConnId {
-    ConnId { slot, generation: 1 }
+fn id(slot: u32) -> SessionId {
+    SessionId(u64::from(slot))
+}
+
+fn attach(table: &mut LockTable, slot: u32) {
+    table.apply(0, &Command::Attach { session: id(slot), label: label(slot) }, &mut Vec::new());
+}
+
+fn lock(slot: u32, request_id: u32, name: &str, timeout_ms: Option<u32>) -> Command {
+    Command::Lock { session: id(slot), request_id, name: Name::from(name), timeout_ms, queue_max: None }
 }
 
 fn label(slot: u32) -> String {
@@ -29,12 +36,11 @@ fn timeout_burst() -> (LockTable, Vec<Output>) {
     let mut table = LockTable::new(1, TableLimits::default());
     let mut out = Vec::new();
     for slot in 0..=WAITERS {
-        table.connect(id(slot), label(slot));
+        attach(&mut table, slot);
     }
-    table.lock(0, id(0), 1, &LockRequest { name: "hot", timeout_ms: None, queue_max: None }, &mut out);
-    let wait = LockRequest { name: "hot", timeout_ms: Some(DEADLINE as u32), queue_max: None };
+    table.apply(0, &lock(0, 1, "hot", None), &mut out);
     for slot in 1..=WAITERS {
-        table.lock(0, id(slot), 2, &wait, &mut out);
+        table.apply(0, &lock(slot, 2, "hot", Some(DEADLINE as u32)), &mut out);
     }
     out.clear();
     (table, out)
@@ -45,18 +51,18 @@ fn timeout_burst() -> (LockTable, Vec<Output>) {
 fn release_burst(waiters: bool) -> (LockTable, Vec<Output>) {
     let mut table = LockTable::new(1, TableLimits::default());
     let mut out = Vec::new();
-    table.connect(id(0), label(0));
-    table.connect(id(1), label(1));
+    attach(&mut table, 0);
+    attach(&mut table, 1);
     let names: Vec<String> = (0..HOLDS).map(|i| format!("jobs/{i:08}")).collect();
     for name in &names {
-        table.lock(0, id(0), 1, &LockRequest { name, timeout_ms: None, queue_max: None }, &mut out);
+        table.apply(0, &lock(0, 1, name, None), &mut out);
     }
     if waiters {
         for name in &names {
-            table.lock(0, id(1), 2, &LockRequest { name, timeout_ms: None, queue_max: None }, &mut out);
+            table.apply(0, &lock(1, 2, name, None), &mut out);
         }
     }
-    table.disconnect(1, id(0), &mut out);
+    table.apply(1, &Command::Detach { session: id(0) }, &mut out);
     out.clear();
     (table, out)
 }
@@ -69,7 +75,8 @@ fn bursts(c: &mut Criterion) {
         b.iter_batched(
             timeout_burst,
             |(mut table, mut out)| {
-                table.expire(DEADLINE, &mut out);
+                // No release is pending: the command's release step finds nothing to do.
+                table.apply(DEADLINE, &Command::Expire, &mut out);
                 assert_eq!(out.len(), EXPIRE_BATCH);
                 black_box((table, out))
             },
@@ -84,8 +91,10 @@ fn bursts(c: &mut Criterion) {
             b.iter_batched(
                 || release_burst(waiters),
                 |(mut table, mut out)| {
-                    let released = table.release_step(2, &mut out);
-                    assert_eq!(released, RELEASE_BATCH);
+                    let before = table.stats().released;
+                    // No wait can time out here: the command's expire finds nothing to do.
+                    table.apply(2, &Command::Expire, &mut out);
+                    assert_eq!(table.stats().released - before, RELEASE_BATCH as u64);
                     black_box((table, out))
                 },
                 BatchSize::PerIteration,

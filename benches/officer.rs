@@ -6,7 +6,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use officer::locks::{ConnId, LockTable, Output, TableLimits};
+use officer::locks::{Command, LockTable, Name, Output, SessionId, TableLimits};
 use officer::protocol::{split_frame, LockRequest, Request, Response};
 use officer::wheel::Wheel;
 
@@ -55,8 +55,23 @@ fn codec(c: &mut Criterion) {
     g.finish();
 }
 
-fn conn(slot: u32) -> ConnId {
-    ConnId { slot, generation: 1 }
+fn conn(slot: u32) -> SessionId {
+    SessionId(u64::from(slot))
+}
+
+fn attach(table: &mut LockTable, slot: u32, label: &str) {
+    table.apply(0, &Command::Attach { session: conn(slot), label: label.into() }, &mut Vec::new());
+}
+
+/// The commands as the server builds them from a decoded request: the name is copied out of
+/// the read buffer into a shared `Name`, so that cost is measured too.
+fn lock(slot: u32, request_id: u32, req: &LockRequest<'_>) -> Command {
+    let LockRequest { name, timeout_ms, queue_max } = *req;
+    Command::Lock { session: conn(slot), request_id, name: Name::from(name), timeout_ms, queue_max }
+}
+
+fn unlock(slot: u32, request_id: u32, name: &str) -> Command {
+    Command::Unlock { session: conn(slot), request_id, name: Name::from(name) }
 }
 
 fn lock_table(c: &mut Criterion) {
@@ -66,10 +81,10 @@ fn lock_table(c: &mut Criterion) {
 
     g.bench_function("uncontended_acquire_release", |b| {
         let mut table = LockTable::new(1, LIMITS);
-        table.connect(conn(0), "127.0.0.1:1".into());
+        attach(&mut table, 0, "127.0.0.1:1");
         b.iter(|| {
-            table.lock(0, conn(0), 1, &lock_req("bench:0000000001"), &mut out);
-            table.unlock(0, conn(0), 2, "bench:0000000001", &mut out);
+            table.apply(0, &lock(0, 1, &lock_req("bench:0000000001")), &mut out);
+            table.apply(0, &unlock(0, 2, "bench:0000000001"), &mut out);
             out.clear();
         })
     });
@@ -77,14 +92,14 @@ fn lock_table(c: &mut Criterion) {
     g.bench_function("contended_handoff", |b| {
         // Two connections pass one lock back and forth: every release grants the waiter.
         let mut table = LockTable::new(1, LIMITS);
-        table.connect(conn(0), "127.0.0.1:1".into());
-        table.connect(conn(1), "127.0.0.1:2".into());
-        table.lock(0, conn(0), 1, &lock_req("hot"), &mut out);
+        attach(&mut table, 0, "127.0.0.1:1");
+        attach(&mut table, 1, "127.0.0.1:2");
+        table.apply(0, &lock(0, 1, &lock_req("hot")), &mut out);
         let mut holder = 0;
         b.iter(|| {
             let other = 1 - holder;
-            table.lock(0, conn(other), 3, &lock_req("hot"), &mut out);
-            table.unlock(0, conn(holder), 4, "hot", &mut out);
+            table.apply(0, &lock(other, 3, &lock_req("hot")), &mut out);
+            table.apply(0, &unlock(holder, 4, "hot"), &mut out);
             holder = other;
             out.clear();
         })
@@ -92,23 +107,23 @@ fn lock_table(c: &mut Criterion) {
 
     g.bench_function("wait_with_timeout_then_cancel", |b| {
         let mut table = LockTable::new(1, LIMITS);
-        table.connect(conn(0), "127.0.0.1:1".into());
-        table.connect(conn(1), "127.0.0.1:2".into());
-        table.lock(0, conn(0), 1, &lock_req("held"), &mut out);
+        attach(&mut table, 0, "127.0.0.1:1");
+        attach(&mut table, 1, "127.0.0.1:2");
+        table.apply(0, &lock(0, 1, &lock_req("held")), &mut out);
         let waiting = LockRequest { name: "held", timeout_ms: Some(60_000), queue_max: None };
         b.iter(|| {
-            table.lock(0, conn(1), 5, &waiting, &mut out);
-            table.unlock(0, conn(1), 6, "held", &mut out);
+            table.apply(0, &lock(1, 5, &waiting), &mut out);
+            table.apply(0, &unlock(1, 6, "held"), &mut out);
             out.clear();
         })
     });
 
     g.bench_function("acquire_release_among_1m_held", |b| {
         let mut table = LockTable::new(1, LIMITS);
-        table.connect(conn(0), "127.0.0.1:1".into());
-        table.connect(conn(1), "127.0.0.1:2".into());
+        attach(&mut table, 0, "127.0.0.1:1");
+        attach(&mut table, 1, "127.0.0.1:2");
         for i in 0..1_000_000u64 {
-            table.lock(0, conn(0), 1, &lock_req(&format!("bench:{i:010}")), &mut out);
+            table.apply(0, &lock(0, 1, &lock_req(&format!("bench:{i:010}"))), &mut out);
             out.clear();
         }
         let names: Vec<String> = (0..4096u64).map(|i| format!("free:{:011}", i * 7919)).collect();
@@ -116,8 +131,8 @@ fn lock_table(c: &mut Criterion) {
         b.iter(|| {
             let name = &names[i & 4095];
             i += 1;
-            table.lock(0, conn(1), 1, &lock_req(name), &mut out);
-            table.unlock(0, conn(1), 2, name, &mut out);
+            table.apply(0, &lock(1, 1, &lock_req(name)), &mut out);
+            table.apply(0, &unlock(1, 2, name), &mut out);
             out.clear();
         })
     });
@@ -129,15 +144,15 @@ fn lock_table(c: &mut Criterion) {
 fn million_locks(falling: bool) -> LockTable {
     let mut table = LockTable::new(1, LIMITS);
     let mut out = Vec::new();
-    table.connect(conn(0), "127.0.0.1:1".into());
-    table.connect(conn(1), "127.0.0.1:2".into());
+    attach(&mut table, 0, "127.0.0.1:1");
+    attach(&mut table, 1, "127.0.0.1:2");
     for i in 0..1_000_000u64 {
         let i = if falling { 999_999 - i } else { i };
-        table.lock(0, conn(0), 1, &lock_req(&format!("bench:{i:010}")), &mut out);
+        table.apply(0, &lock(0, 1, &lock_req(&format!("bench:{i:010}"))), &mut out);
         out.clear();
     }
     for i in 0..10 {
-        table.lock(0, conn(1), 1, &lock_req(&format!("other:{i}")), &mut out);
+        table.apply(0, &lock(1, 1, &lock_req(&format!("other:{i}"))), &mut out);
     }
     table
 }
@@ -175,9 +190,9 @@ fn listings(c: &mut Criterion) {
         // Connection 2 waits for every lock of connection 0: a million waits to choose from.
         let mut table = table;
         let mut out = Vec::new();
-        table.connect(conn(2), "127.0.0.1:3".into());
+        attach(&mut table, 2, "127.0.0.1:3");
         for i in 0..1_000_000u64 {
-            table.lock(0, conn(2), 1, &lock_req(&format!("bench:{i:010}")), &mut out);
+            table.apply(0, &lock(2, 1, &lock_req(&format!("bench:{i:010}"))), &mut out);
         }
         g.bench_function("my_locks_of_a_million_waits", |b| {
             b.iter(|| black_box(table.my_locks_within(conn(2), FRAME)))

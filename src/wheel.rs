@@ -118,6 +118,13 @@ impl<T> Wheel<T> {
         self.entries.try_remove(handle.key).map(|entry| entry.value)
     }
 
+    /// The deadline and value of a pending timer; `None` if it fired or was cancelled. For
+    /// consistency checks of the wheel's owner.
+    pub fn get(&self, handle: TimerHandle) -> Option<(Tick, &T)> {
+        let entry = self.entries.get(handle.key).filter(|entry| entry.generation == handle.generation)?;
+        Some((entry.deadline, &entry.value))
+    }
+
     /// A tick at or before the earliest pending deadline; `None` when no timer is pending.
     /// Timers parked in a higher level report the start of their slot, which may be earlier than
     /// their deadline: polling then merely cascades them down.

@@ -10,11 +10,16 @@
 //! in between, as the server does across turns of its loop. The model keeps each pending
 //! release too; a RESETting connection sends nothing until its RESET is answered, as the server
 //! holds its requests back.
+//!
+//! The table is driven only through `apply`; every output must also name the lock its
+//! response is about (the request's name, or the waited-for lock's), session ids come from
+//! `next_session` and are never handed out twice, and the table's self-check holds after
+//! every step.
 
 use std::collections::BTreeMap;
 
-use officer::locks::{ConnId, LockTable, Output, TableLimits, Tick};
-use officer::protocol::{LockInfo, LockRequest, Response};
+use officer::locks::{Command, LockTable, Name, Output, SessionId, TableLimits, Tick};
+use officer::protocol::{LockInfo, Response};
 use proptest::prelude::*;
 
 const CONNS: usize = 4;
@@ -42,10 +47,11 @@ enum Op {
     Connect {
         conn: usize,
     },
+    /// Time passes, then one turn of the loop (`Expire`) at the new tick.
     Advance {
         ms: Tick,
     },
-    /// One turn of the server's loop: a release step, then an expire, at the same tick.
+    /// One turn of the server's loop (`Expire`: a release step, then an expire) at the same tick.
     Step,
 }
 
@@ -96,7 +102,7 @@ struct Lock {
 }
 
 struct Conn {
-    id: ConnId,
+    id: SessionId,
     label: String,
     connected: bool,
 }
@@ -125,8 +131,13 @@ struct Model {
 
 impl Model {
     fn new(limits: TableLimits, (expire_batch, release_batch): (usize, usize)) -> Self {
-        let conns =
-            (0..CONNS).map(|c| Conn { id: conn_id(c, 1), label: label(c, 1), connected: true }).collect();
+        // The table's first sessions: ids count from 1.
+        let conns = (0..CONNS)
+            .map(|c| {
+                let id = SessionId(c as u64 + 1);
+                Conn { id, label: label(c, id), connected: true }
+            })
+            .collect();
         Model {
             limits,
             conns,
@@ -145,8 +156,10 @@ impl Model {
         self.pending.iter().any(|p| p.conn == conn)
     }
 
-    fn reply(&mut self, conn: usize, request_id: u32, response: Response) {
-        self.out.push(Output { conn: self.conns[conn].id, request_id, response });
+    /// Answers `conn`'s request about lock `name` (`None` only for RESET_OK).
+    fn reply(&mut self, conn: usize, request_id: u32, name: Option<&str>, response: Response) {
+        let lock = name.map(Name::from);
+        self.out.push(Output { session: self.conns[conn].id, request_id, lock, response });
     }
 
     fn queue(&self, lock: &Lock) -> Vec<String> {
@@ -180,11 +193,11 @@ impl Model {
     ) {
         let Some(i) = self.locks.iter().position(|l| l.name == name) else {
             if self.over_conn_limit(conn) {
-                return self.reply(conn, rid, limit_error());
+                return self.reply(conn, rid, Some(name), limit_error());
             }
             let token = self.issue_token();
             self.locks.push(Lock { name, holder: conn, token, waiters: Vec::new() });
-            return self.reply(conn, rid, Response::Acquired { token });
+            return self.reply(conn, rid, Some(name), Response::Acquired { token });
         };
         let lock = &self.locks[i];
         let per_lock = self.limits.max_waiters_per_lock as usize;
@@ -208,7 +221,7 @@ impl Model {
             };
             return self.locks[i].waiters.push(waiter);
         };
-        self.reply(conn, rid, response);
+        self.reply(conn, rid, Some(name), response);
     }
 
     /// The holder of lock `i` let go: the first waiter gets it, or the lock disappears.
@@ -220,36 +233,38 @@ impl Model {
         let waiter = self.locks[i].waiters.remove(0);
         let token = self.issue_token();
         (self.locks[i].holder, self.locks[i].token) = (waiter.conn, token);
-        self.reply(waiter.conn, waiter.request_id, Response::Acquired { token });
+        let name = self.locks[i].name;
+        self.reply(waiter.conn, waiter.request_id, Some(name), Response::Acquired { token });
     }
 
     fn unlock(&mut self, conn: usize, rid: u32, name: &str) {
         let Some(i) = self.locks.iter().position(|l| l.name == name) else {
-            return self.reply(conn, rid, Response::ReleaseFailed);
+            return self.reply(conn, rid, Some(name), Response::ReleaseFailed);
         };
         if self.locks[i].holder == conn {
-            self.reply(conn, rid, Response::Released);
+            self.reply(conn, rid, Some(name), Response::Released);
             self.hand_over(i);
         } else if let Some(pos) = self.locks[i].waiters.iter().position(|w| w.conn == conn) {
             let waiter = self.locks[i].waiters.remove(pos);
-            self.reply(conn, waiter.request_id, Response::Cancelled);
-            self.reply(conn, rid, Response::Released);
+            self.reply(conn, waiter.request_id, Some(name), Response::Cancelled);
+            self.reply(conn, rid, Some(name), Response::Released);
         } else {
-            self.reply(conn, rid, Response::ReleaseFailed);
+            self.reply(conn, rid, Some(name), Response::ReleaseFailed);
         }
     }
 
     /// Waits end at once, in arrival order (answered `Cancelled` when `notify`).
     fn cancel_waits(&mut self, conn: usize, notify: bool) {
-        let mut waits: Vec<(u64, u32)> = Vec::new();
+        let mut waits: Vec<(u64, u32, &'static str)> = Vec::new();
         for lock in &mut self.locks {
-            waits.extend(lock.waiters.iter().filter(|w| w.conn == conn).map(|w| (w.seq, w.request_id)));
+            let name = lock.name;
+            waits.extend(lock.waiters.iter().filter(|w| w.conn == conn).map(|w| (w.seq, w.request_id, name)));
             lock.waiters.retain(|w| w.conn != conn);
         }
         waits.sort();
-        for (_, rid) in waits {
+        for (_, rid, name) in waits {
             if notify {
-                self.reply(conn, rid, Response::Cancelled);
+                self.reply(conn, rid, Some(name), Response::Cancelled);
             }
         }
     }
@@ -292,7 +307,7 @@ impl Model {
         let done = self.release_holds(conn, &mut budget);
         self.inline_budget = budget;
         if done {
-            self.reply(conn, rid, Response::ResetOk);
+            self.reply(conn, rid, None, Response::ResetOk);
         } else {
             self.pending.push(Pending { conn, reset: Some(rid) });
         }
@@ -312,7 +327,7 @@ impl Model {
             }
             let p = self.pending.remove(0);
             if let Some(rid) = p.reset {
-                self.reply(conn, rid, Response::ResetOk);
+                self.reply(conn, rid, None, Response::ResetOk);
             }
         }
     }
@@ -335,7 +350,8 @@ impl Model {
             let Some(pos) = self.locks[i].waiters.iter().position(|w| w.seq == seq) else { continue };
             let waiter = self.locks[i].waiters.remove(pos);
             let queue = self.queue(&self.locks[i]);
-            self.reply(waiter.conn, waiter.request_id, Response::TimedOut { queue });
+            let name = self.locks[i].name;
+            self.reply(waiter.conn, waiter.request_id, Some(name), Response::TimedOut { queue });
         }
     }
 
@@ -360,27 +376,26 @@ impl Model {
     }
 }
 
-fn conn_id(slot: usize, generation: u32) -> ConnId {
-    ConnId { slot: slot as u32, generation }
-}
-
-fn label(slot: usize, generation: u32) -> String {
-    format!("10.0.0.{slot}:{generation}")
+fn label(slot: usize, session: SessionId) -> String {
+    format!("10.0.0.{slot}:{}", session.0)
 }
 
 fn limit_error() -> Response {
     Response::error(officer::protocol::ErrorCode::LimitExceeded, "")
 }
 
-/// Per connection, the responses in order. Error messages are prose, so only codes compare.
-fn per_conn(outputs: &[Output]) -> BTreeMap<ConnId, Vec<(u32, Response)>> {
-    let mut map: BTreeMap<ConnId, Vec<(u32, Response)>> = BTreeMap::new();
+/// Per session, the responses in order, each with the lock it names. Error messages are
+/// prose, so only codes compare.
+type Answers = BTreeMap<SessionId, Vec<(u32, Option<Name>, Response)>>;
+
+fn per_conn(outputs: &[Output]) -> Answers {
+    let mut map = Answers::new();
     for o in outputs {
         let response = match &o.response {
             Response::Error { code, .. } => Response::error(*code, ""),
             other => other.clone(),
         };
-        map.entry(o.conn).or_default().push((o.request_id, response));
+        map.entry(o.session).or_default().push((o.request_id, o.lock.clone(), response));
     }
     map
 }
@@ -392,7 +407,9 @@ struct Run {
     now: Tick,
     next_rid: u32,
     /// Answers counted per request; requests are registered when sent.
-    answers: BTreeMap<(ConnId, u32), u32>,
+    answers: BTreeMap<(SessionId, u32), u32>,
+    /// Every session id `next_session` handed out so far.
+    sessions: Vec<SessionId>,
 }
 
 impl Run {
@@ -401,9 +418,11 @@ impl Run {
         table.set_batches(batches.0, batches.1);
         let model = Model::new(limits, batches);
         for conn in &model.conns {
-            table.connect(conn.id, conn.label.clone());
+            assert_eq!(table.next_session(), conn.id, "session ids count from 1");
+            table.apply(0, &Command::Attach { session: conn.id, label: conn.label.clone() }, &mut Vec::new());
         }
-        Run { table, model, now: 0, next_rid: 1, answers: BTreeMap::new() }
+        let sessions = model.conns.iter().map(|c| c.id).collect();
+        Run { table, model, now: 0, next_rid: 1, answers: BTreeMap::new(), sessions }
     }
 
     fn request(&mut self, conn: usize) -> u32 {
@@ -429,43 +448,50 @@ impl Run {
             }
             Op::Lock { conn, name, timeout_ms, queue_max } => {
                 let rid = self.request(conn);
-                let req = LockRequest { name: NAMES[name], timeout_ms, queue_max };
-                self.table.lock(now, self.model.conns[conn].id, rid, &req, &mut out);
+                let session = self.model.conns[conn].id;
+                let name_arc = Name::from(NAMES[name]);
+                let cmd = Command::Lock { session, request_id: rid, name: name_arc, timeout_ms, queue_max };
+                self.table.apply(now, &cmd, &mut out);
                 self.model.lock(now, conn, rid, NAMES[name], timeout_ms, queue_max);
             }
             Op::Unlock { conn, name } => {
                 let rid = self.request(conn);
-                self.table.unlock(now, self.model.conns[conn].id, rid, NAMES[name], &mut out);
+                let session = self.model.conns[conn].id;
+                let cmd = Command::Unlock { session, request_id: rid, name: Name::from(NAMES[name]) };
+                self.table.apply(now, &cmd, &mut out);
                 self.model.unlock(conn, rid, NAMES[name]);
             }
             Op::Reset { conn } => {
                 let rid = self.request(conn);
-                self.table.reset(now, self.model.conns[conn].id, rid, &mut out);
+                let session = self.model.conns[conn].id;
+                self.table.apply(now, &Command::Reset { session, request_id: rid }, &mut out);
                 self.model.reset(conn, rid);
             }
             Op::Disconnect { conn } => {
-                self.table.disconnect(now, self.model.conns[conn].id, &mut out);
+                self.table.apply(now, &Command::Detach { session: self.model.conns[conn].id }, &mut out);
                 self.model.disconnect(conn);
             }
             Op::Connect { conn } => {
                 let releasing = self.model.releasing(conn);
                 let c = &mut self.model.conns[conn];
-                // The model names connections by slot: a slot comes back once its old
-                // connection's holds are all released.
+                // The model names connections by slot: a slot comes back, under a new session,
+                // once its old connection's holds are all released.
                 if !c.connected && !releasing {
-                    let generation = c.id.generation + 1;
-                    (c.id, c.label, c.connected) = (conn_id(conn, generation), label(conn, generation), true);
-                    self.table.connect(c.id, c.label.clone());
+                    let session = self.table.next_session();
+                    prop_assert!(!self.sessions.contains(&session), "{:?} handed out twice", session);
+                    self.sessions.push(session);
+                    (c.id, c.label, c.connected) = (session, label(conn, session), true);
+                    self.table.apply(now, &Command::Attach { session, label: c.label.clone() }, &mut out);
                 }
             }
             Op::Advance { ms } => {
                 self.now += ms;
-                self.table.expire(self.now, &mut out);
+                self.table.apply(self.now, &Command::Expire, &mut out);
+                self.model.release_step();
                 self.model.expire(self.now);
             }
             Op::Step => {
-                self.table.release_step(now, &mut out);
-                self.table.expire(now, &mut out);
+                self.table.apply(now, &Command::Expire, &mut out);
                 self.model.release_step();
                 self.model.expire(now);
             }
@@ -477,9 +503,9 @@ impl Run {
         let expected = std::mem::take(&mut self.model.out);
         prop_assert_eq!(per_conn(&out), per_conn(&expected), "after {:?}", op);
         for o in &out {
-            let live = self.model.conns.iter().any(|c| c.connected && c.id == o.conn);
+            let live = self.model.conns.iter().any(|c| c.connected && c.id == o.session);
             prop_assert!(live, "answer to a departed connection: {:?}", o);
-            let count = self.answers.get_mut(&(o.conn, o.request_id));
+            let count = self.answers.get_mut(&(o.session, o.request_id));
             prop_assert!(count.is_some(), "answer to an unknown request: {:?}", o);
             if let Some(count) = count {
                 *count += 1;
@@ -495,6 +521,7 @@ impl Run {
         prop_assert_eq!((stats.locks_held, stats.waiters), (self.model.locks.len(), waiters));
         prop_assert_eq!(self.table.last_token(), self.model.next_token - 1);
         prop_assert_eq!(self.table.has_pending_releases(), !self.model.pending.is_empty());
+        prop_assert_eq!(self.table.check_invariants(), Ok(()), "after {:?}", op);
         Ok(())
     }
 

@@ -13,10 +13,10 @@
 
 use std::cmp::{Ordering, Reverse};
 
-use super::conn::ConnState;
+use super::session::SessionState;
 use super::store::Lock;
 use super::table::QUEUE_REPORT_MAX;
-use super::{ConnId, LockTable, TableStats};
+use super::{LockTable, SessionId, TableStats};
 use crate::protocol::{str16_size, ConnectionInfo, LockInfo, Response, DEFAULT_MAX_FRAME, LIST_COUNT_SIZE};
 use crate::wheel::Tick;
 
@@ -97,8 +97,9 @@ impl LockTable {
     /// cut; only the `first` entry may be cut, so a listing is never empty for want of room.
     fn lock_entry(&self, lock: &Lock, room: &mut Room, first: bool) -> Option<(LockInfo, bool)> {
         let queue = || {
-            let conns = std::iter::once(lock.holder).chain(lock.waiters.iter().map(|w| w.conn));
-            conns.take(QUEUE_REPORT_MAX).map(|conn| self.label(conn))
+            let holders = lock.holders.iter().map(|h| h.session);
+            let conns = holders.chain(lock.waiters.iter().map(|w| w.session));
+            conns.take(QUEUE_REPORT_MAX).map(|session| self.label(session))
         };
         let head = str16_size(&lock.name) + LIST_COUNT_SIZE;
         let whole = head + queue().map(str16_size).sum::<usize>();
@@ -127,9 +128,9 @@ impl LockTable {
     pub fn connections_within(&self, prefix: &str, max: u32, max_frame: u32) -> Response {
         let mut room = Room::new(max_frame, 1 + LIST_COUNT_SIZE);
         let cap = self.list_cap(max).min(room.most(MIN_CONNECTION_ENTRY));
-        let matching = self.conns.iter().filter(|(_, state)| has_prefix(&state.label, prefix));
+        let matching = self.sessions.iter().filter(|(_, state)| has_prefix(&state.label, prefix));
         // Labels should be unique; the id breaks ties so the order never depends on hashing.
-        let by_label = |a: &(&ConnId, &ConnState), b: &(&ConnId, &ConnState)| {
+        let by_label = |a: &(&SessionId, &SessionState), b: &(&SessionId, &SessionState)| {
             a.1.label.cmp(&b.1.label).then(a.0.cmp(b.0))
         };
         let (found, mut truncated) = smallest(matching, cap, by_label);
@@ -150,8 +151,8 @@ impl LockTable {
     /// the `first` entry may be cut.
     fn connection_entry(
         &self,
-        id: ConnId,
-        state: &ConnState,
+        id: SessionId,
+        state: &SessionState,
         room: &mut Room,
         first: bool,
     ) -> Option<(ConnectionInfo, bool)> {
@@ -167,7 +168,7 @@ impl LockTable {
 
     /// The encoded size of every name `state` holds or awaits, or `None` as soon as it passes
     /// `limit`: at most `limit / 3` lookups, however many locks the connection has.
-    fn names_size_within(&self, state: &ConnState, limit: usize) -> Option<usize> {
+    fn names_size_within(&self, state: &SessionState, limit: usize) -> Option<usize> {
         let keys = state.held.iter().copied().chain(state.waits().map(|(key, _)| key));
         let mut total = 0;
         for lock in keys.filter_map(|key| self.store.get(key)) {
@@ -180,30 +181,36 @@ impl LockTable {
     }
 
     /// MY_LOCKS within the default frame limit; see [`LockTable::my_locks_within`].
-    pub fn my_locks(&self, conn: ConnId) -> Response {
-        self.my_locks_within(conn, DEFAULT_MAX_FRAME)
+    pub fn my_locks(&self, session: SessionId) -> Response {
+        self.my_locks_within(session, DEFAULT_MAX_FRAME)
     }
 
-    /// MY_LOCKS (§3.7): what `conn` holds (sorted by name) and awaits (in order); empty if
+    /// MY_LOCKS (§3.7): what `session` holds (sorted by name) and awaits (in order); empty if
     /// unknown. Each list is capped at the listing default and both at the frame; this old
     /// answer has no field to say so (MY_LOCKS_MATCHING has).
-    pub fn my_locks_within(&self, conn: ConnId, max_frame: u32) -> Response {
-        let (held, waiting, _) = self.mine(conn, "", 0, Room::new(max_frame, 2 * LIST_COUNT_SIZE));
+    pub fn my_locks_within(&self, session: SessionId, max_frame: u32) -> Response {
+        let (held, waiting, _) = self.mine(session, "", 0, Room::new(max_frame, 2 * LIST_COUNT_SIZE));
         Response::MyLocks { held, waiting }
     }
 
     /// MY_LOCKS_MATCHING (§3.11): like MY_LOCKS, only names starting with `prefix`, at most
     /// `max` in each list (0 = the default; capped by it), and `truncated` when any matching
     /// name was left out.
-    pub fn my_locks_matching(&self, conn: ConnId, prefix: &str, max: u32, max_frame: u32) -> Response {
+    pub fn my_locks_matching(&self, session: SessionId, prefix: &str, max: u32, max_frame: u32) -> Response {
         let room = Room::new(max_frame, 1 + 2 * LIST_COUNT_SIZE);
-        let (held, waiting, truncated) = self.mine(conn, prefix, max, room);
+        let (held, waiting, truncated) = self.mine(session, prefix, max, room);
         Response::MyLocksMatching { held, waiting, truncated }
     }
 
-    fn mine(&self, conn: ConnId, prefix: &str, max: u32, mut room: Room) -> (Vec<String>, Vec<String>, bool) {
-        match self.conns.get(&conn) {
-            Some(state) => self.holdings(conn, state, prefix, self.list_cap(max), &mut room),
+    fn mine(
+        &self,
+        session: SessionId,
+        prefix: &str,
+        max: u32,
+        mut room: Room,
+    ) -> (Vec<String>, Vec<String>, bool) {
+        match self.sessions.get(&session) {
+            Some(state) => self.holdings(session, state, prefix, self.list_cap(max), &mut room),
             None => (Vec::new(), Vec::new(), false),
         }
     }
@@ -212,8 +219,8 @@ impl LockTable {
     /// at most `max` of each, held first within `room`; and whether any was left out.
     fn holdings(
         &self,
-        id: ConnId,
-        state: &ConnState,
+        id: SessionId,
+        state: &SessionState,
         prefix: &str,
         max: usize,
         room: &mut Room,
@@ -229,7 +236,7 @@ impl LockTable {
     /// The names of the first `cap` waits of `state` (in the order they started) on locks
     /// starting with `prefix`, and whether more matched. The order needs no names, so without a
     /// prefix only the chosen waits are looked up in the store.
-    fn first_waits(&self, state: &ConnState, prefix: &str, cap: usize) -> (Vec<&str>, bool) {
+    fn first_waits(&self, state: &SessionState, prefix: &str, cap: usize) -> (Vec<&str>, bool) {
         let matches = |key: u32| self.store.get(key).is_some_and(|l| has_prefix(&l.name, prefix));
         let by_seq = |a: &(u64, u32), b: &(u64, u32)| a.0.cmp(&b.0);
         let (waits, more) = if prefix.is_empty() {
@@ -254,15 +261,15 @@ impl LockTable {
     /// more matched.
     fn held_names<'a>(
         &'a self,
-        id: ConnId,
-        state: &ConnState,
+        id: SessionId,
+        state: &SessionState,
         prefix: &str,
         cap: usize,
     ) -> (Vec<&'a str>, bool) {
         let by_name = |a: &&str, b: &&str| a.cmp(b);
         let matches = |name: &&str| has_prefix(name, prefix);
         if state.held.len() > self.store.len() / SCAN_STORE_WHEN_HOLDING_ONE_IN {
-            let mine = self.store.iter().filter(|lock| lock.holder == id).map(|lock| &*lock.name);
+            let mine = self.store.iter().filter(|lock| lock.holders.of(id).is_some()).map(|lock| &*lock.name);
             smallest(mine.filter(matches), cap, by_name)
         } else {
             let mine = state.held.iter().filter_map(|&key| self.store.get(key)).map(|lock| &*lock.name);
@@ -272,7 +279,7 @@ impl LockTable {
 
     pub fn stats(&self) -> TableStats {
         TableStats {
-            connections: self.conns.len(),
+            connections: self.sessions.len(),
             locks_held: self.store.len(),
             waiters: self.waiters,
             last_token: self.last_token(),
@@ -282,7 +289,7 @@ impl LockTable {
 
     /// The `n` locks held longest: `(name, held since)`, oldest first.
     pub fn longest_holds(&self, n: usize) -> Vec<(String, Tick)> {
-        let holds = self.store.iter().map(|lock| (lock.since, &*lock.name));
+        let holds = self.store.iter().map(|lock| (lock.holders.first().since, &*lock.name));
         let (found, _) = smallest(holds, n, Ord::cmp);
         found.into_iter().map(|(since, name)| (name.to_owned(), since)).collect()
     }
@@ -381,16 +388,17 @@ fn keep_first<T: Copy>(items: &mut Vec<T>, cap: usize, cmp: &impl Fn(&T, &T) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::locks::tests::Drive;
     use crate::locks::{Output, TableLimits};
     use crate::protocol::{split_frame, LockRequest};
 
-    fn id(slot: u32) -> ConnId {
-        ConnId { slot, generation: 1 }
+    fn id(slot: u32) -> SessionId {
+        SessionId(u64::from(slot))
     }
 
-    fn lock(table: &mut LockTable, conn: u32, name: &str, out: &mut Vec<Output>) {
+    fn lock(table: &mut LockTable, session: u32, name: &str, out: &mut Vec<Output>) {
         let req = LockRequest { name, timeout_ms: None, queue_max: None };
-        table.lock(0, id(conn), 1, &req, out);
+        table.lock_req(0, id(session), 1, &req, out);
     }
 
     /// The response as the server would send it, checked against the frame limit: the table's
@@ -417,8 +425,8 @@ mod tests {
         const N: usize = 1_000_000;
         let mut t = LockTable::new(1, TableLimits::default());
         let mut out = Vec::new();
-        t.connect(id(0), "127.0.0.1:1".into());
-        t.connect(id(1), "127.0.0.1:2".into());
+        t.connect_as(id(0), "127.0.0.1:1".into());
+        t.connect_as(id(1), "127.0.0.1:2".into());
         for i in (0..N).rev() {
             lock(&mut t, 0, &name(i), &mut out);
             out.clear();
@@ -474,8 +482,8 @@ mod tests {
         for waits in [1_000, SORT_WAITS_ABOVE + 1_000] {
             let mut t = LockTable::new(1, TableLimits::default());
             let mut out = Vec::new();
-            t.connect(id(0), "holder".into());
-            t.connect(id(1), "waiter".into());
+            t.connect_as(id(0), "holder".into());
+            t.connect_as(id(1), "waiter".into());
             for i in 0..waits {
                 lock(&mut t, 0, &name(i), &mut out);
             }
@@ -511,12 +519,12 @@ mod tests {
     fn queues_inside_a_listing_count_against_the_frame() {
         let mut t = LockTable::new(1, TableLimits::default());
         let mut out = Vec::new();
-        for conn in 0..=1000 {
-            t.connect(id(conn), format!("10.0.0.1:{:05}", 10_000 + conn));
+        for session in 0..=1000 {
+            t.connect_as(id(session), format!("10.0.0.1:{:05}", 10_000 + session));
         }
         for l in 0..40 {
-            for conn in 0..=1000 {
-                lock(&mut t, conn, &format!("q/{l:02}"), &mut out);
+            for session in 0..=1000 {
+                lock(&mut t, session, &format!("q/{l:02}"), &mut out);
             }
         }
         // Each entry: 2 + 4 + 4 + 1000 x 16 = 16010 bytes; 65526 of room hold 4.
@@ -546,12 +554,12 @@ mod tests {
     fn every_listing_fits_every_frame_limit() {
         let mut t = LockTable::new(1, TableLimits::default());
         let mut out = Vec::new();
-        for conn in 0..20 {
-            t.connect(id(conn), format!("127.0.0.1:{}", 40_000 + conn));
+        for session in 0..20 {
+            t.connect_as(id(session), format!("127.0.0.1:{}", 40_000 + session));
         }
         for i in 0..300usize {
-            for conn in 0..(i as u32 % 7) {
-                lock(&mut t, conn, &format!("{}-{i}", "é".repeat(i % 30)), &mut out);
+            for session in 0..(i as u32 % 7) {
+                lock(&mut t, session, &format!("{}-{i}", "é".repeat(i % 30)), &mut out);
             }
         }
         for max_frame in (64..3000).step_by(37).chain([DEFAULT_MAX_FRAME]) {

@@ -1,31 +1,41 @@
-//! The lock table: named locks, their FIFO wait queues, per-connection holdings and lock-wait
-//! timeouts, as a deterministic state machine.
+//! The lock table: named locks, their FIFO wait queues, per-session holdings and lock-wait
+//! timeouts, as a deterministic state machine driven by one owned [`Command`] type.
 //!
-//! The table is handed `now` (milliseconds since server start, see [`crate::wheel::Tick`]) and
-//! never reads a clock, does I/O, logs or fails: every refusal is a [`Response`], pushed with the
-//! connection and request id it answers into a caller-owned `Vec<Output>`. The server calls
-//! [`LockTable::expire`] when [`LockTable::next_deadline`] has passed.
+//! The table is handed `now` (milliseconds since server start, see [`crate::wheel::Tick`]) with
+//! each command given to [`LockTable::apply`], and never reads a clock, does I/O, logs or fails:
+//! every refusal is a [`Response`], pushed with the session, the request id it answers and the
+//! lock it is about into a caller-owned `Vec<Output>`. Sessions are the table's own opaque
+//! [`SessionId`]s, carried in `Attach`, so that replaying the same commands gives the same table.
+//! The server applies [`Command::Expire`] once per turn of its loop (it also polls without
+//! sleeping while [`LockTable::next_deadline`] has passed or releases are pending).
 //!
 //! Guarantees:
 //! - every LOCK, UNLOCK and RESET gets exactly one response, possibly later (a wait ends in
-//!   `Acquired`, `TimedOut` or `Cancelled`), except requests of a disconnected connection;
+//!   `Acquired`, `TimedOut` or `Cancelled`), except requests of a detached session;
 //! - waiters are granted in strict arrival order;
 //! - tokens are strictly increasing over the life of the table;
 //! - a lock with no holder is removed at once (a lock with waiters always has a holder).
 //!
-//! Bounded work (README "Limits and guarantees"): one `expire` answers at most `EXPIRE_BATCH`
-//! timeouts, one RESET, disconnect or `release_step` releases at most `RELEASE_BATCH` holds,
+//! Bounded work (README "Limits and guarantees"): one `Expire` answers at most `EXPIRE_BATCH`
+//! timeouts, one RESET, detach or release step releases at most `RELEASE_BATCH` holds,
 //! and TIMED_OUT / QUEUE_MAXED report at most `REFUSAL_QUEUE_MAX` queue entries; the rest is
 //! left for the next call, which the server makes on its next turn.
 //!
-//! Layout: [`store`] keeps each lock (and its name) once; [`conn`] keeps per-connection state;
-//! `table` holds the transitions; `release` the batched RESET and disconnect; `listing` the
-//! read-only views and metrics.
+//! Layout: `command` is the way in (`Command`, `SessionId`, `Name`, `apply`); `store` keeps each
+//! lock (and its name) once; `holders` who holds a lock and what it admits; `session` keeps
+//! per-session state; `table` holds the transitions; `release` the batched RESET and detach;
+//! `listing` and `top` the read-only views and metrics; `check` a self-check for tests.
 
-mod conn;
+mod check;
+mod command;
+#[cfg(test)]
+mod command_tests;
 mod histogram;
+mod holders;
 mod listing;
+mod name;
 mod release;
+mod session;
 mod store;
 mod table;
 #[cfg(test)]
@@ -33,7 +43,10 @@ mod tests;
 mod top;
 
 pub use crate::wheel::Tick;
+pub use command::{Command, SessionId};
 pub use histogram::{Histogram, BOUNDS_MS};
+pub use holders::Mode;
+pub use name::Name;
 pub use table::{LockTable, EXPIRE_BATCH, REFUSAL_QUEUE_MAX, RELEASE_BATCH};
 
 /// Capacities of the table's containers, to check that memory is given back after a burst.
@@ -41,7 +54,7 @@ pub use table::{LockTable, EXPIRE_BATCH, REFUSAL_QUEUE_MAX, RELEASE_BATCH};
 pub struct TableCapacities {
     /// Lock slots in the store's slab.
     pub lock_slots: usize,
-    /// Entries the per-connection map can hold without growing.
+    /// Entries the per-session map can hold without growing.
     pub conns: usize,
     /// Timer slots of the wait-timer wheel.
     pub timers: usize,
@@ -53,19 +66,15 @@ pub struct TableCapacities {
 
 use crate::protocol::Response;
 
-/// Identifies a connection; slab slots are reused, so it carries a generation and a stale id
-/// never matches a later connection in the same slot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ConnId {
-    pub slot: u32,
-    pub generation: u32,
-}
-
-/// One response to deliver: to `conn`, answering its request `request_id`.
+/// One response to deliver: to `session`, answering its request `request_id`. `lock` names
+/// the lock a response is about (every answer to a LOCK or UNLOCK, a `Cancelled` of a RESET,
+/// a grant); `None` only for `ResetOk`. It is a clone of the stored [`Name`]: a copy of a
+/// short name or a refcount of a long one, never an allocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Output {
-    pub conn: ConnId,
+    pub session: SessionId,
     pub request_id: u32,
+    pub lock: Option<Name>,
     pub response: Response,
 }
 
@@ -89,7 +98,7 @@ impl Default for TableLimits {
 /// A snapshot of the table's gauges and monotone counters.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TableStats {
-    /// Connections known to the table.
+    /// Sessions known to the table (one per connection the server has).
     pub connections: usize,
     /// Locks currently held (equal to the locks in the table).
     pub locks_held: usize,

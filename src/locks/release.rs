@@ -1,87 +1,87 @@
-//! RESET and disconnect: every wait of the connection ends at once, and its holds are released
+//! RESET and detach: every wait of the session ends at once, and its holds are released
 //! in acquisition order (so grants and their tokens never depend on hash order) at most
-//! `release_batch` per call, so that a connection holding a million locks costs the server a
+//! `release_batch` per call, so that a session holding a million locks costs the server a
 //! bounded step per turn of its loop, not one O(million) step (PROTOCOL.md §6.5). RESETs and
-//! disconnects release inline from a budget of `release_batch` holds that each `release_step`
-//! (once per turn) refills, so many connections closing in one turn cost at most two batches
+//! detaches release inline from a budget of `release_batch` holds that each release step
+//! (once per turn) refills, so many sessions closing in one turn cost at most two batches
 //! per turn too; what does not fit waits for the next step.
 //!
-//! While a release is pending, the connection's holds stay held by it: a LOCK by anyone else
+//! While a release is pending, the session's holds stay held by it: a LOCK by anyone else
 //! queues behind them and is granted in FIFO order when its hold is released. A gone
-//! connection is never granted anything and never answered; a RESETting one gets `ResetOk`
+//! session is never granted anything and never answered; a RESETting one gets `ResetOk`
 //! only once its last hold is released (the server holds its later requests back until then).
 
 use super::table::LockTable;
-use super::{ConnId, Output};
+use super::{Output, SessionId};
 use crate::protocol::Response;
 use crate::wheel::Tick;
 
-/// A RESET or disconnect whose holds are not all released yet.
+/// A RESET or detach whose holds are not all released yet.
 #[derive(Debug)]
 pub(super) struct Release {
-    pub conn: ConnId,
-    /// The RESET to answer when done; `None` for a disconnect (or a RESET whose connection
+    pub session: SessionId,
+    /// The RESET to answer when done; `None` for a detach (or a RESET whose session
     /// went away meanwhile).
     pub reset: Option<u32>,
 }
 
 impl LockTable {
-    /// RESET: cancels every wait of `conn` (answering `Cancelled`, in the order the waits
+    /// RESET: cancels every wait of `session` (answering `Cancelled`, in the order the waits
     /// started), releases up to `release_batch` holds, and answers `ResetOk` when none is
-    /// left; otherwise the rest is released by [`LockTable::release_step`], which answers
+    /// left; otherwise the rest is released by a release step (`Command::Expire`), which answers
     /// `ResetOk` after the last one.
-    pub fn reset(&mut self, now: Tick, conn: ConnId, request_id: u32, out: &mut Vec<Output>) {
-        if self.conns.get(&conn).is_some_and(|state| state.gone) {
+    pub(super) fn reset(&mut self, now: Tick, session: SessionId, request_id: u32, out: &mut Vec<Output>) {
+        if self.sessions.get(&session).is_some_and(|state| state.gone) {
             return;
         }
-        self.finish_release(now, conn, out);
-        self.cancel_waits(conn, true, out);
+        self.finish_release(now, session, out);
+        self.cancel_waits(session, true, out);
         let mut budget = std::mem::take(&mut self.inline_budget);
-        let done = self.release_holds(now, conn, &mut budget, out);
+        let done = self.release_holds(now, session, &mut budget, out);
         self.inline_budget = budget;
         if done {
-            out.push(Output { conn, request_id, response: Response::ResetOk });
+            out.push(Output { session, request_id, lock: None, response: Response::ResetOk });
         } else {
-            self.start_release(Release { conn, reset: Some(request_id) });
+            self.start_release(Release { session, reset: Some(request_id) });
         }
     }
 
-    /// The connection is gone: its waits end unanswered, up to `release_batch` holds are
-    /// released now and the rest by [`LockTable::release_step`]; then it is forgotten.
-    pub fn disconnect(&mut self, now: Tick, conn: ConnId, out: &mut Vec<Output>) {
-        let Some(state) = self.conns.get_mut(&conn) else { return };
+    /// The session is gone: its waits end unanswered, up to `release_batch` holds are
+    /// released now and the rest by a release step (`Command::Expire`); then it is forgotten.
+    pub(super) fn detach(&mut self, now: Tick, session: SessionId, out: &mut Vec<Output>) {
+        let Some(state) = self.sessions.get_mut(&session) else { return };
         if state.gone {
             return;
         }
         state.gone = true;
         let releasing = state.releasing;
-        self.cancel_waits(conn, false, out);
+        self.cancel_waits(session, false, out);
         if releasing {
-            // A RESET of this connection is under way: it goes on, and answers nobody.
-            if let Some(release) = self.releasing.iter_mut().find(|r| r.conn == conn) {
+            // A RESET of this session is under way: it goes on, and answers nobody.
+            if let Some(release) = self.releasing.iter_mut().find(|r| r.session == session) {
                 release.reset = None;
             }
             return;
         }
         let mut budget = std::mem::take(&mut self.inline_budget);
-        let done = self.release_holds(now, conn, &mut budget, out);
+        let done = self.release_holds(now, session, &mut budget, out);
         self.inline_budget = budget;
         if done {
-            self.conns.remove(&conn);
+            self.sessions.remove(&session);
         } else {
-            self.start_release(Release { conn, reset: None });
+            self.start_release(Release { session, reset: None });
         }
     }
 
-    /// Releases up to `release_batch` holds of pending RESETs and disconnects, taking them in
+    /// Releases up to `release_batch` holds of pending RESETs and detaches, taking them in
     /// turn (the one the budget ran out on goes to the back), answering each RESET whose last hold went, and refills the inline budget of the RESETs
-    /// and disconnects to come. Returns the holds released. The server calls it once per turn.
-    pub fn release_step(&mut self, now: Tick, out: &mut Vec<Output>) -> usize {
+    /// and detaches to come. Returns the holds released. The server calls it once per turn.
+    pub(super) fn release_step(&mut self, now: Tick, out: &mut Vec<Output>) -> usize {
         self.inline_budget = self.release_batch;
         let mut budget = self.release_batch;
         while let Some(release) = self.releasing.front() {
-            let conn = release.conn;
-            if !self.release_holds(now, conn, &mut budget, out) {
+            let session = release.session;
+            if !self.release_holds(now, session, &mut budget, out) {
                 // Round robin: a small release queued behind a big one waits one step, not
                 // the big one's whole release.
                 self.releasing.rotate_left(1);
@@ -96,27 +96,27 @@ impl LockTable {
         self.release_batch - budget
     }
 
-    /// Whether RESETs or disconnects are still releasing holds: the server then polls
-    /// without sleeping and calls [`LockTable::release_step`] each turn.
+    /// Whether RESETs or detaches are still releasing holds: the server then polls
+    /// without sleeping and calls a release step (`Command::Expire`) each turn.
     pub fn has_pending_releases(&self) -> bool {
         !self.releasing.is_empty()
     }
 
-    /// Whether `conn` has a RESET still releasing: the server serves none of its requests
+    /// Whether `session` has a RESET still releasing: the server serves none of its requests
     /// until it is answered.
-    pub fn is_releasing(&self, conn: ConnId) -> bool {
-        self.conns.get(&conn).is_some_and(|state| state.releasing)
+    pub fn is_releasing(&self, session: SessionId) -> bool {
+        self.sessions.get(&session).is_some_and(|state| state.releasing)
     }
 
-    /// Completes a pending release of `conn` now, whatever it costs: only for a caller that
-    /// sends requests of a releasing connection (the server does not).
-    pub(super) fn finish_release(&mut self, now: Tick, conn: ConnId, out: &mut Vec<Output>) {
-        if !self.is_releasing(conn) {
+    /// Completes a pending release of `session` now, whatever it costs: only for a caller that
+    /// sends requests of a releasing session (the server does not).
+    pub(super) fn finish_release(&mut self, now: Tick, session: SessionId, out: &mut Vec<Output>) {
+        if !self.is_releasing(session) {
             return;
         }
         let mut budget = usize::MAX;
-        self.release_holds(now, conn, &mut budget, out);
-        if let Some(pos) = self.releasing.iter().position(|r| r.conn == conn) {
+        self.release_holds(now, session, &mut budget, out);
+        if let Some(pos) = self.releasing.iter().position(|r| r.session == session) {
             if let Some(release) = self.releasing.remove(pos) {
                 self.end_release(release, out);
             }
@@ -124,29 +124,40 @@ impl LockTable {
     }
 
     fn start_release(&mut self, release: Release) {
-        if let Some(state) = self.conns.get_mut(&release.conn) {
+        if let Some(state) = self.sessions.get_mut(&release.session) {
             state.releasing = true;
         }
         self.releasing.push_back(release);
     }
 
-    /// All holds of the release are gone: answer its RESET, or forget its gone connection.
+    /// All holds of the release are gone: answer its RESET, or forget its gone session.
     fn end_release(&mut self, release: Release, out: &mut Vec<Output>) {
-        let Some(state) = self.conns.get_mut(&release.conn) else { return };
+        let Some(state) = self.sessions.get_mut(&release.session) else { return };
         state.releasing = false;
         state.shrink_if_sparse();
         if state.gone {
-            self.conns.remove(&release.conn);
+            self.sessions.remove(&release.session);
         } else if let Some(request_id) = release.reset {
-            out.push(Output { conn: release.conn, request_id, response: Response::ResetOk });
+            out.push(Output {
+                session: release.session,
+                request_id,
+                lock: None,
+                response: Response::ResetOk,
+            });
         }
     }
 
-    /// Releases the holds of `conn` from the oldest, while `budget` lasts. True when none is
+    /// Releases the holds of `session` from the oldest, while `budget` lasts. True when none is
     /// left (also when the budget ran out exactly on the last one).
-    fn release_holds(&mut self, now: Tick, conn: ConnId, budget: &mut usize, out: &mut Vec<Output>) -> bool {
+    fn release_holds(
+        &mut self,
+        now: Tick,
+        session: SessionId,
+        budget: &mut usize,
+        out: &mut Vec<Output>,
+    ) -> bool {
         loop {
-            let Some(state) = self.conns.get(&conn) else { return true };
+            let Some(state) = self.sessions.get(&session) else { return true };
             let key = state.held_head;
             if self.store.get(key).is_none() {
                 return true;
@@ -155,7 +166,7 @@ impl LockTable {
                 return false;
             }
             *budget -= 1;
-            self.unlink_held(conn, key);
+            self.unlink_held(session, key);
             self.counters.released += 1;
             self.hand_over(now, key, out);
         }

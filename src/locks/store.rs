@@ -7,34 +7,36 @@ use std::hash::BuildHasher;
 use hashbrown::{DefaultHashBuilder, HashTable};
 use slab::Slab;
 
-use super::ConnId;
+use super::holders::{Holder, Holders};
+use super::{Name, SessionId};
 use crate::wheel::{Tick, TimerHandle};
 
 /// A lock request waiting in a queue.
 #[derive(Debug)]
 pub(super) struct Waiter {
-    pub conn: ConnId,
+    pub session: SessionId,
     /// The LOCK request to answer when the wait ends.
     pub request_id: u32,
     /// When the wait started, for wait-time metrics.
     pub since: Tick,
-    /// `None` waits forever: such waits never touch the timer wheel.
+    /// When the wait times out; `None` waits forever. Kept beside the timer so the wheel can be
+    /// rebuilt from the waiters alone (a snapshot need not carry the wheel).
+    pub deadline: Option<Tick>,
+    /// The wheel's timer for `deadline`, present exactly when `deadline` is: waits forever
+    /// never touch the wheel.
     pub timer: Option<TimerHandle>,
 }
 
-/// A held lock. A lock without a holder is removed, so `holder` is always valid.
+/// A held lock. A lock without a holder is removed, so `holders` is never empty.
 #[derive(Debug)]
 pub(super) struct Lock {
-    pub name: Box<str>,
-    pub holder: ConnId,
-    pub token: u64,
-    /// When the current holder acquired it.
-    pub since: Tick,
+    pub name: Name,
+    pub holders: Holders,
     /// Waiting requests in arrival order; `VecDeque::new` does not allocate, so an uncontended
     /// lock costs no allocation beyond its name.
     pub waiters: VecDeque<Waiter>,
     /// Links of the holder's list of holds in acquisition order (`NO_LOCK` at either end), so
-    /// RESET and disconnect release in token order, a bounded batch at a time, without a sort.
+    /// RESET and detach release in token order, a bounded batch at a time, without a sort.
     pub held_prev: u32,
     pub held_next: u32,
 }
@@ -44,12 +46,10 @@ pub(super) const NO_LOCK: u32 = u32::MAX;
 
 impl Lock {
     /// A lock just granted to `holder`, not yet linked into its list of holds.
-    pub fn new(name: &str, holder: ConnId, token: u64, since: Tick) -> Lock {
+    pub fn new(name: Name, holder: Holder) -> Lock {
         Lock {
-            name: name.into(),
-            holder,
-            token,
-            since,
+            name,
+            holders: Holders::new(holder),
             waiters: VecDeque::new(),
             held_prev: NO_LOCK,
             held_next: NO_LOCK,
@@ -169,6 +169,11 @@ impl Store {
 
     pub fn get_mut(&mut self, key: u32) -> Option<&mut Lock> {
         self.locks.get_mut(key as usize)
+    }
+
+    /// The locks with their keys, in key order.
+    pub fn iter_keyed(&self) -> impl Iterator<Item = (u32, &Lock)> {
+        self.locks.iter().map(|(key, lock)| (key as u32, lock))
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Lock> {

@@ -1,46 +1,50 @@
-//! The transitions of the lock table: LOCK, UNLOCK, RESET, disconnect and wait timeouts.
+//! The transitions of the lock table: LOCK, UNLOCK, RESET, detach and wait timeouts.
 //! Each one pushes the responses it causes, in causal order, to the caller's output list.
 
 use std::collections::VecDeque;
 use std::mem;
 
+use hashbrown::hash_map::Entry;
 use hashbrown::HashMap;
 
-use super::conn::ConnState;
+use super::holders::{Holder, Mode};
 use super::release::Release;
+use super::session::SessionState;
 use super::store::{Lock, Store, Waiter, NO_LOCK};
-use super::{ConnId, Output, TableLimits, TableStats};
-use crate::protocol::{ErrorCode, LockRequest, Response};
+use super::{Name, Output, SessionId, TableLimits, TableStats};
+use crate::protocol::{ErrorCode, Response};
 use crate::wheel::{Tick, Wheel};
 
-/// What a wait timer carries to find its waiter again. It is looked up, not trusted: every path
-/// that ends a wait cancels its timer, and a timer that still outlived its waiter is ignored.
-#[derive(Debug, Clone, Copy)]
-struct WaitTimer {
-    lock: u32,
-    conn: ConnId,
-    request_id: u32,
+/// What a timer of the table carries to find its subject again. It is looked up, not trusted:
+/// every path that ends a wait cancels its timer, and a timer that still outlived its waiter is
+/// ignored. An enum so that lease and grace timers (issues 13 and 14) join the same wheel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Timer {
+    /// The wait of `session`'s LOCK `request_id` on lock `lock` times out.
+    Wait { lock: u32, session: SessionId, request_id: u32 },
 }
 
 /// Named locks with FIFO wait queues; see the module documentation for the guarantees.
 pub struct LockTable {
     pub(super) store: Store,
-    pub(super) conns: HashMap<ConnId, ConnState>,
-    timers: Wheel<WaitTimer>,
+    pub(super) sessions: HashMap<SessionId, SessionState>,
+    pub(super) timers: Wheel<Timer>,
     /// Reused buffer for fired timers, so `expire` does not allocate in steady state; it never
     /// holds more than `expire_batch` of them.
-    fired: Vec<WaitTimer>,
+    fired: Vec<Timer>,
     pub(super) next_token: u64,
+    /// The id `next_session` hands out: above every session id the table has seen.
+    pub(super) next_session: u64,
     pub(super) limits: TableLimits,
     /// The monotone counters; the gauges are filled in by `stats()`.
     pub(super) counters: TableStats,
     pub(super) waiters: usize,
-    /// RESETs and disconnects whose holds are still being released, oldest first.
+    /// RESETs and detaches whose holds are still being released, oldest first.
     pub(super) releasing: VecDeque<Release>,
-    /// Most timers one `expire` answers, and most holds one release step gives up.
+    /// Most timers one `Expire` answers, and most holds one release step gives up.
     expire_batch: usize,
     pub(super) release_batch: usize,
-    /// What RESETs and disconnects may still release inline until the next `release_step`.
+    /// What RESETs and detaches may still release inline until the next release step.
     pub(super) inline_budget: usize,
 }
 
@@ -52,15 +56,23 @@ pub const QUEUE_REPORT_MAX: usize = 1000;
 /// O(n x queue), in work and in memory.
 pub const REFUSAL_QUEUE_MAX: usize = 32;
 
-/// The most fired wait timers one `expire` call answers (PROTOCOL.md §6.3); the rest stay due
+/// The most fired wait timers one `Expire` call answers (PROTOCOL.md §6.3); the rest stay due
 /// and the next call, one turn of the server's loop later, answers them.
 pub const EXPIRE_BATCH: usize = 1000;
 
-/// The most holds one RESET, disconnect or release step gives up (PROTOCOL.md §6.5).
+/// The most holds one RESET, detach or release step gives up (PROTOCOL.md §6.5).
 pub const RELEASE_BATCH: usize = 1000;
 
-fn reply(out: &mut Vec<Output>, conn: ConnId, request_id: u32, response: Response) {
-    out.push(Output { conn, request_id, response });
+/// The `Output` of a response about lock `name`.
+fn reply(out: &mut Vec<Output>, session: SessionId, request_id: u32, name: &Name, response: Response) {
+    out.push(Output { session, request_id, lock: Some(Name::clone(name)), response });
+}
+
+/// How a LOCK may wait: the fields of `Command::Lock` besides whom it is from and what it names.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Terms {
+    pub timeout_ms: Option<u32>,
+    pub queue_max: Option<u32>,
 }
 
 impl LockTable {
@@ -68,10 +80,11 @@ impl LockTable {
     pub fn new(first_token: u64, limits: TableLimits) -> Self {
         LockTable {
             store: Store::new(),
-            conns: HashMap::new(),
+            sessions: HashMap::new(),
             timers: Wheel::new(),
             fired: Vec::new(),
             next_token: first_token,
+            next_session: 1,
             limits,
             counters: TableStats::default(),
             waiters: 0,
@@ -90,109 +103,128 @@ impl LockTable {
         self.inline_budget = self.release_batch;
     }
 
-    /// Registers a connection under its listing label (`ip:port` or `unix:N`), or relabels it.
-    pub fn connect(&mut self, conn: ConnId, label: String) {
-        match self.conns.get_mut(&conn) {
-            Some(state) => state.label = label.into_boxed_str(),
+    /// ATTACH: registers a session under its listing label (`ip:port` or `unix:N`), or
+    /// relabels it.
+    pub(super) fn attach(&mut self, session: SessionId, label: &str) {
+        self.saw_session(session);
+        match self.sessions.get_mut(&session) {
+            Some(state) => state.label = label.into(),
             None => {
-                self.conns.insert(conn, ConnState::new(label.into_boxed_str()));
+                self.sessions.insert(session, SessionState::new(label.into()));
             }
         }
     }
 
     /// LOCK: acquire, report an existing hold or wait, refuse, or join the queue.
-    pub fn lock(
+    pub(super) fn lock(
         &mut self,
         now: Tick,
-        conn: ConnId,
+        session: SessionId,
         request_id: u32,
-        req: &LockRequest<'_>,
+        name: &Name,
+        terms: Terms,
         out: &mut Vec<Output>,
     ) {
-        // A connection the server did not register still gets consistent bookkeeping.
-        let state = self.conns.entry(conn).or_insert_with(|| ConnState::new(Box::from("")));
+        // A session that was never attached still gets consistent bookkeeping.
+        let state = match self.sessions.entry(session) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(entry) => {
+                self.next_session = self.next_session.max(session.0.saturating_add(1));
+                entry.insert(SessionState::new(Box::from("")))
+            }
+        };
         if state.gone {
             return;
         }
-        // The server holds a releasing connection's requests back; a caller that does not
+        // The server holds a releasing session's requests back; a caller that does not
         // gets the release finished first, so the request sees the state after it.
         if state.releasing {
-            self.finish_release(now, conn, out);
+            self.finish_release(now, session, out);
         }
-        match self.store.find(req.name) {
-            None => self.acquire_free(now, conn, request_id, req.name, out),
-            Some(key) => self.contend(now, conn, request_id, key, req, out),
+        match self.store.find(name) {
+            None => self.acquire_free(now, session, request_id, name, out),
+            Some(key) => self.contend(now, session, request_id, key, name, terms, out),
         }
     }
 
-    fn acquire_free(&mut self, now: Tick, conn: ConnId, request_id: u32, name: &str, out: &mut Vec<Output>) {
-        if let Some(message) = self.limit_refusal(conn, None) {
-            return self.refuse(conn, request_id, message, out);
+    fn acquire_free(
+        &mut self,
+        now: Tick,
+        session: SessionId,
+        request_id: u32,
+        name: &Name,
+        out: &mut Vec<Output>,
+    ) {
+        if let Some(message) = self.limit_refusal(session, None) {
+            return self.refuse(session, request_id, name, message, out);
         }
         let token = self.next_token;
-        let Some(key) = self.store.insert(Lock::new(name, conn, token, now)) else {
-            return self.refuse(conn, request_id, "the lock table is full".to_owned(), out);
+        let lock = Lock::new(Name::clone(name), Holder { session, token, since: now });
+        let Some(key) = self.store.insert(lock) else {
+            return self.refuse(session, request_id, name, "the lock table is full".to_owned(), out);
         };
         self.next_token = token.saturating_add(1);
-        self.link_held(conn, key);
+        self.link_held(session, key);
         self.counters.acquired += 1;
-        reply(out, conn, request_id, Response::Acquired { token });
+        reply(out, session, request_id, name, Response::Acquired { token });
     }
 
     /// LOCK of a held lock, in the order of precedence the protocol defines.
+    #[allow(clippy::too_many_arguments)] // the fields of one LOCK, unpacked on the hot path
     fn contend(
         &mut self,
         now: Tick,
-        conn: ConnId,
+        session: SessionId,
         request_id: u32,
         key: u32,
-        req: &LockRequest<'_>,
+        name: &Name,
+        terms: Terms,
         out: &mut Vec<Output>,
     ) {
         let Some(lock) = self.store.get(key) else { return };
-        let response = if lock.holder == conn {
+        let response = if let Some(hold) = lock.holders.of(session) {
             self.counters.already_acquired += 1;
-            Response::AlreadyAcquired { token: lock.token }
-        } else if self.conns.get(&conn).is_some_and(|state| state.waits_on(key)) {
+            Response::AlreadyAcquired { token: hold.token }
+        } else if self.sessions.get(&session).is_some_and(|state| state.waits_on(key)) {
             // The first request keeps waiting with its own timer; this one is answered now.
             self.counters.already_waiting += 1;
             Response::AlreadyWaiting
-        } else if req.queue_max.is_some_and(|q| 1 + lock.waiters.len() >= q as usize) {
+        } else if terms.queue_max.is_some_and(|q| 1 + lock.waiters.len() >= q as usize) {
             self.counters.queue_maxed += 1;
             Response::QueueMaxed { queue: self.queue_head(lock) }
-        } else if req.timeout_ms == Some(0) {
+        } else if terms.timeout_ms == Some(0) {
             self.counters.timed_out += 1;
             Response::TimedOut { queue: self.queue_head(lock) }
-        } else if let Some(message) = self.limit_refusal(conn, Some(lock.waiters.len())) {
-            return self.refuse(conn, request_id, message, out);
+        } else if let Some(message) = self.limit_refusal(session, Some(lock.waiters.len())) {
+            return self.refuse(session, request_id, name, message, out);
         } else {
-            return self.enqueue(now, conn, request_id, key, req.timeout_ms);
+            // Every hold today is exclusive and admits no one beside it: the request waits.
+            debug_assert!(!lock.holders.admits(Mode::Exclusive));
+            return self.enqueue(now, session, request_id, key, terms.timeout_ms);
         };
-        reply(out, conn, request_id, response);
+        reply(out, session, request_id, name, response);
     }
 
     /// Joins the queue of lock `key`; only a finite timeout puts a timer in the wheel.
-    fn enqueue(&mut self, now: Tick, conn: ConnId, request_id: u32, key: u32, timeout_ms: Option<u32>) {
-        let timer = timeout_ms.map(|ms| {
-            let deadline = now.saturating_add(u64::from(ms));
-            self.timers.insert(deadline, WaitTimer { lock: key, conn, request_id })
-        });
+    fn enqueue(&mut self, now: Tick, session: SessionId, request_id: u32, key: u32, timeout_ms: Option<u32>) {
+        let deadline = timeout_ms.map(|ms| now.saturating_add(u64::from(ms)));
+        let timer = deadline.map(|at| self.timers.insert(at, Timer::Wait { lock: key, session, request_id }));
         if let Some(lock) = self.store.get_mut(key) {
-            lock.waiters.push_back(Waiter { conn, request_id, since: now, timer });
+            lock.waiters.push_back(Waiter { session, request_id, since: now, deadline, timer });
         }
-        if let Some(state) = self.conns.get_mut(&conn) {
+        if let Some(state) = self.sessions.get_mut(&session) {
             state.start_waiting(key);
         }
         self.waiters += 1;
         self.counters.queued += 1;
     }
 
-    /// Why a new hold or wait by `conn` (on a lock with `lock_waiters` waiters) is refused.
-    fn limit_refusal(&self, conn: ConnId, lock_waiters: Option<usize>) -> Option<String> {
+    /// Why a new hold or wait by `session` (on a lock with `lock_waiters` waiters) is refused.
+    fn limit_refusal(&self, session: SessionId, lock_waiters: Option<usize>) -> Option<String> {
         let per_conn = self.limits.max_locks_per_conn as usize;
-        // The limit is usually off: skip the connection lookup then (this is on every LOCK).
+        // The limit is usually off: skip the session lookup then (this is on every LOCK).
         if per_conn != 0 {
-            let count = self.conns.get(&conn).map_or(0, ConnState::count);
+            let count = self.sessions.get(&session).map_or(0, SessionState::count);
             if count >= per_conn {
                 return Some(format!("connection holds or awaits {count} locks, the limit is {per_conn}"));
             }
@@ -206,70 +238,86 @@ impl LockTable {
         }
     }
 
-    fn refuse(&mut self, conn: ConnId, request_id: u32, message: String, out: &mut Vec<Output>) {
+    fn refuse(
+        &mut self,
+        session: SessionId,
+        request_id: u32,
+        name: &Name,
+        message: String,
+        out: &mut Vec<Output>,
+    ) {
         self.counters.limit_refused += 1;
-        reply(out, conn, request_id, Response::error(ErrorCode::LimitExceeded, message));
+        reply(out, session, request_id, name, Response::error(ErrorCode::LimitExceeded, message));
     }
 
     /// UNLOCK: the holder releases (and the next waiter is granted); a waiter abandons its wait.
     ///
     /// A waiter's UNLOCK pushes `Cancelled` for its pending LOCK first, then `Released` for the
     /// UNLOCK, so the client sees the wait end before the request that ended it is answered.
-    pub fn unlock(&mut self, now: Tick, conn: ConnId, request_id: u32, name: &str, out: &mut Vec<Output>) {
-        // Gone or releasing connections exist only while a release is pending.
+    pub(super) fn unlock(
+        &mut self,
+        now: Tick,
+        session: SessionId,
+        request_id: u32,
+        name: &Name,
+        out: &mut Vec<Output>,
+    ) {
+        // Gone or releasing sessions exist only while a release is pending.
         if !self.releasing.is_empty() {
-            if self.conns.get(&conn).is_some_and(|state| state.gone) {
+            if self.sessions.get(&session).is_some_and(|state| state.gone) {
                 return;
             }
-            self.finish_release(now, conn, out);
+            self.finish_release(now, session, out);
         }
         let key = self.store.find(name);
-        let holder = key.and_then(|k| self.store.get(k)).map(|lock| lock.holder);
+        let holds =
+            key.and_then(|k| self.store.get(k)).is_some_and(|lock| lock.holders.of(session).is_some());
         match key {
-            Some(key) if holder == Some(conn) => {
-                self.unlink_held(conn, key);
+            Some(key) if holds => {
+                self.unlink_held(session, key);
                 self.counters.released += 1;
-                reply(out, conn, request_id, Response::Released);
+                reply(out, session, request_id, name, Response::Released);
                 self.hand_over(now, key, out);
             }
-            Some(key) if self.conns.get(&conn).is_some_and(|state| state.waits_on(key)) => {
-                if let Some(waiter) = self.remove_waiter(key, conn) {
+            Some(key) if self.sessions.get(&session).is_some_and(|state| state.waits_on(key)) => {
+                if let Some(waiter) = self.remove_waiter(key, session) {
                     self.counters.cancelled += 1;
-                    reply(out, conn, waiter.request_id, Response::Cancelled);
+                    reply(out, session, waiter.request_id, name, Response::Cancelled);
                 }
-                reply(out, conn, request_id, Response::Released);
+                reply(out, session, request_id, name, Response::Released);
             }
             _ => {
                 self.counters.release_failed += 1;
-                reply(out, conn, request_id, Response::ReleaseFailed);
+                reply(out, session, request_id, name, Response::ReleaseFailed);
             }
         }
     }
 
-    /// Ends the waits of `conn`, in the order they started, answering `Cancelled` when
+    /// Ends the waits of `session`, in the order they started, answering `Cancelled` when
     /// `notify`. Each costs O(its queue position); their number is what `max_locks_per_conn`
     /// bounds.
-    pub(super) fn cancel_waits(&mut self, conn: ConnId, notify: bool, out: &mut Vec<Output>) {
-        let Some(state) = self.conns.get_mut(&conn) else { return };
+    pub(super) fn cancel_waits(&mut self, session: SessionId, notify: bool, out: &mut Vec<Output>) {
+        let Some(state) = self.sessions.get_mut(&session) else { return };
         for key in state.take_waiting() {
-            if let Some(waiter) = self.remove_waiter(key, conn) {
+            let Some(name) = self.store.get(key).map(|lock| Name::clone(&lock.name)) else { continue };
+            if let Some(waiter) = self.remove_waiter(key, session) {
                 self.counters.cancelled += 1;
                 if notify {
-                    reply(out, conn, waiter.request_id, Response::Cancelled);
+                    reply(out, session, waiter.request_id, &name, Response::Cancelled);
                 }
             }
         }
     }
 
-    /// Links lock `key`, just granted to `conn`, at the end of its holds.
-    pub(super) fn link_held(&mut self, conn: ConnId, key: u32) {
-        if let Some(state) = self.conns.get_mut(&conn) {
+    /// Links lock `key`, just granted to `session`, at the end of its holds.
+    pub(super) fn link_held(&mut self, session: SessionId, key: u32) {
+        if let Some(state) = self.sessions.get_mut(&session) {
             link_held(&mut self.store, state, key);
         }
     }
 
-    /// Takes lock `key` out of the holds of `conn` in O(1); the lock itself stays.
-    pub(super) fn unlink_held(&mut self, conn: ConnId, key: u32) {
+    /// Takes lock `key` out of the holds of `session` in O(1); the lock itself stays.
+    pub(super) fn unlink_held(&mut self, session: SessionId, key: u32) {
         let Some(lock) = self.store.get_mut(key) else { return };
         let (prev, next) =
             (mem::replace(&mut lock.held_prev, NO_LOCK), mem::replace(&mut lock.held_next, NO_LOCK));
@@ -279,7 +327,7 @@ impl LockTable {
         if let Some(n) = self.store.get_mut(next) {
             n.held_prev = prev;
         }
-        let Some(state) = self.conns.get_mut(&conn) else { return };
+        let Some(state) = self.sessions.get_mut(&session) else { return };
         if prev == NO_LOCK {
             state.held_head = next;
         }
@@ -294,15 +342,15 @@ impl LockTable {
         }
     }
 
-    /// Takes the wait of `conn` out of lock `key`'s queue, cancelling its timer.
-    fn remove_waiter(&mut self, key: u32, conn: ConnId) -> Option<Waiter> {
+    /// Takes the wait of `session` out of lock `key`'s queue, cancelling its timer.
+    fn remove_waiter(&mut self, key: u32, session: SessionId) -> Option<Waiter> {
         let lock = self.store.get_mut(key)?;
-        let pos = lock.waiters.iter().position(|w| w.conn == conn)?;
+        let pos = lock.waiters.iter().position(|w| w.session == session)?;
         let waiter = lock.waiters.remove(pos)?;
         if let Some(timer) = waiter.timer {
             self.timers.cancel(timer);
         }
-        if let Some(state) = self.conns.get_mut(&conn) {
+        if let Some(state) = self.sessions.get_mut(&session) {
             state.stop_waiting(key);
         }
         lock.shrink_queue();
@@ -314,7 +362,7 @@ impl LockTable {
     /// to the first waiter, or remove the lock.
     pub(super) fn hand_over(&mut self, now: Tick, key: u32, out: &mut Vec<Output>) {
         if let Some(lock) = self.store.get(key) {
-            self.counters.hold_ms.record(now.saturating_sub(lock.since));
+            self.counters.hold_ms.record(now.saturating_sub(lock.holders.first().since));
         }
         let granted = loop {
             let Some(lock) = self.store.get_mut(key) else { return };
@@ -327,28 +375,31 @@ impl LockTable {
             if let Some(timer) = waiter.timer {
                 self.timers.cancel(timer);
             }
-            // Disconnect drops a connection's waits first; this guard only keeps a waiter whose
-            // connection is unknown or gone from ever being granted.
-            let Some(state) = self.conns.get_mut(&waiter.conn).filter(|state| !state.gone) else { continue };
+            // Detach drops a session's waits first; this guard only keeps a waiter whose
+            // session is unknown or gone from ever being granted.
+            let Some(state) = self.sessions.get_mut(&waiter.session).filter(|state| !state.gone) else {
+                continue;
+            };
             state.stop_waiting(key);
             let token = self.next_token;
             self.next_token = token.saturating_add(1);
-            (lock.holder, lock.token, lock.since) = (waiter.conn, token, now);
+            lock.holders.hand_to(Holder { session: waiter.session, token, since: now });
+            let name = Name::clone(&lock.name);
             link_held(&mut self.store, state, key);
-            break (waiter, token);
+            break (waiter, token, name);
         };
-        let (waiter, token) = granted;
+        let (waiter, token, name) = granted;
         self.counters.acquired += 1;
         self.counters.grants_after_wait += 1;
         self.counters.wait_time_total_ms += now.saturating_sub(waiter.since);
         self.counters.wait_ms.record(now.saturating_sub(waiter.since));
-        reply(out, waiter.conn, waiter.request_id, Response::Acquired { token });
+        reply(out, waiter.session, waiter.request_id, &name, Response::Acquired { token });
     }
 
     /// Answers `TimedOut` to the waits whose deadline is at or before `now`, in deadline order,
     /// at most `EXPIRE_BATCH` of them: the others stay due, `next_deadline` reports them, and
     /// the next call answers them. Cost: O(batch x `REFUSAL_QUEUE_MAX`) plus the queue scans.
-    pub fn expire(&mut self, now: Tick, out: &mut Vec<Output>) {
+    pub(super) fn expire(&mut self, now: Tick, out: &mut Vec<Output>) {
         let mut fired = mem::take(&mut self.fired);
         self.timers.poll_max(now, self.expire_batch, &mut fired);
         for timer in fired.drain(..) {
@@ -358,16 +409,16 @@ impl LockTable {
     }
 
     /// Ends one timed-out wait; the queue reported is the holder and the first waiters left.
-    fn time_out(&mut self, timer: WaitTimer, out: &mut Vec<Output>) {
-        let Some(lock) = self.store.get_mut(timer.lock) else { return };
-        let matches =
-            |w: &Waiter| w.conn == timer.conn && w.request_id == timer.request_id && w.timer.is_some();
+    fn time_out(&mut self, timer: Timer, out: &mut Vec<Output>) {
+        let Timer::Wait { lock: key, session, request_id } = timer;
+        let Some(lock) = self.store.get_mut(key) else { return };
+        let matches = |w: &Waiter| w.session == session && w.request_id == request_id && w.timer.is_some();
         let Some(pos) = lock.waiters.iter().position(matches) else { return };
         lock.waiters.remove(pos);
         lock.shrink_queue();
-        let gone = match self.conns.get_mut(&timer.conn) {
+        let gone = match self.sessions.get_mut(&session) {
             Some(state) => {
-                state.stop_waiting(timer.lock);
+                state.stop_waiting(key);
                 state.gone
             }
             None => true,
@@ -377,8 +428,9 @@ impl LockTable {
         if gone {
             return;
         }
-        let queue = self.store.get(timer.lock).map(|lock| self.queue_head(lock)).unwrap_or_default();
-        reply(out, timer.conn, timer.request_id, Response::TimedOut { queue });
+        let Some(lock) = self.store.get(key) else { return };
+        let queue = self.queue_head(lock);
+        reply(out, session, request_id, &lock.name, Response::TimedOut { queue });
     }
 
     /// A tick at or before the earliest wait deadline; `None` when no wait can time out.
@@ -391,8 +443,8 @@ impl LockTable {
         self.next_token.saturating_sub(1)
     }
 
-    pub(super) fn label(&self, conn: ConnId) -> &str {
-        self.conns.get(&conn).map_or("", |state| &state.label)
+    pub(super) fn label(&self, session: SessionId) -> &str {
+        self.sessions.get(&session).map_or("", |state| &state.label)
     }
 
     /// The head of the queue reported in TIMED_OUT and QUEUE_MAXED, cut at `REFUSAL_QUEUE_MAX`.
@@ -401,21 +453,22 @@ impl LockTable {
     }
 
     fn queue_cut(&self, lock: &Lock, max: usize) -> Vec<String> {
-        let conns = std::iter::once(lock.holder).chain(lock.waiters.iter().map(|w| w.conn));
-        conns.take(max).map(|conn| self.label(conn).to_owned()).collect()
+        let holders = lock.holders.iter().map(|h| h.session);
+        let conns = holders.chain(lock.waiters.iter().map(|w| w.session));
+        conns.take(max).map(|session| self.label(session).to_owned()).collect()
     }
 
     /// Housekeeping: gives back the memory of containers far below their peak (each at most a
     /// quarter full, above a floor, so a steady load does not reallocate). True when anything
-    /// shrank. Per-lock queues and per-connection sets shrink as they empty, not here.
+    /// shrank. Per-lock queues and per-session sets shrink as they empty, not here.
     pub fn shrink(&mut self) -> bool {
         let mut shrank = self.store.shrink_if_sparse();
         // A bulk release shrinks the store when it ends; that counts too.
         shrank |= self.store.take_shrank();
         shrank |= self.timers.shrink_if_sparse();
-        let (len, capacity) = (self.conns.len(), self.conns.capacity());
+        let (len, capacity) = (self.sessions.len(), self.sessions.capacity());
         if capacity > CONTAINER_SHRINK_FLOOR && len * 4 <= capacity {
-            self.conns.shrink_to(len * 2);
+            self.sessions.shrink_to(len * 2);
             shrank = true;
         }
         if self.releasing.capacity() > CONTAINER_SHRINK_FLOOR
@@ -431,7 +484,7 @@ impl LockTable {
     pub fn capacities(&self) -> super::TableCapacities {
         super::TableCapacities {
             lock_slots: self.store.capacity(),
-            conns: self.conns.capacity(),
+            conns: self.sessions.capacity(),
             timers: self.timers.capacity(),
             fired: self.fired.capacity(),
             releasing: self.releasing.capacity(),
@@ -448,7 +501,7 @@ impl LockTable {
 const CONTAINER_SHRINK_FLOOR: usize = 64;
 
 /// Links lock `key` at the end of the holds of `state` (its new holder), in O(1).
-fn link_held(store: &mut Store, state: &mut ConnState, key: u32) {
+fn link_held(store: &mut Store, state: &mut SessionState, key: u32) {
     let tail = mem::replace(&mut state.held_tail, key);
     if tail == NO_LOCK {
         state.held_head = key;

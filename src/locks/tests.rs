@@ -9,8 +9,55 @@ type Out = Vec<(u32, u32, Response)>;
 
 const FOREVER: Option<u32> = None;
 
-fn id(slot: u32) -> ConnId {
-    ConnId { slot, generation: 1 }
+fn id(slot: u32) -> SessionId {
+    SessionId(u64::from(slot))
+}
+
+/// The old entry points' call forms, each one `apply` of its command, for the tests.
+pub(super) trait Drive {
+    fn connect_as(&mut self, session: SessionId, label: String);
+    fn lock_req(
+        &mut self,
+        now: Tick,
+        session: SessionId,
+        rid: u32,
+        req: &LockRequest<'_>,
+        out: &mut Vec<Output>,
+    );
+    fn unlock_name(&mut self, now: Tick, session: SessionId, rid: u32, name: &str, out: &mut Vec<Output>);
+    fn reset_req(&mut self, now: Tick, session: SessionId, rid: u32, out: &mut Vec<Output>);
+    fn disconnect_now(&mut self, now: Tick, session: SessionId, out: &mut Vec<Output>);
+}
+
+impl Drive for LockTable {
+    fn connect_as(&mut self, session: SessionId, label: String) {
+        self.apply(0, &Command::Attach { session, label }, &mut Vec::new());
+    }
+
+    fn lock_req(
+        &mut self,
+        now: Tick,
+        session: SessionId,
+        rid: u32,
+        req: &LockRequest<'_>,
+        out: &mut Vec<Output>,
+    ) {
+        let LockRequest { name, timeout_ms, queue_max } = *req;
+        let cmd = Command::Lock { session, request_id: rid, name: Name::from(name), timeout_ms, queue_max };
+        self.apply(now, &cmd, out);
+    }
+
+    fn unlock_name(&mut self, now: Tick, session: SessionId, rid: u32, name: &str, out: &mut Vec<Output>) {
+        self.apply(now, &Command::Unlock { session, request_id: rid, name: Name::from(name) }, out);
+    }
+
+    fn reset_req(&mut self, now: Tick, session: SessionId, rid: u32, out: &mut Vec<Output>) {
+        self.apply(now, &Command::Reset { session, request_id: rid }, out);
+    }
+
+    fn disconnect_now(&mut self, now: Tick, session: SessionId, out: &mut Vec<Output>) {
+        self.apply(now, &Command::Detach { session }, out);
+    }
 }
 
 fn label(slot: u32) -> String {
@@ -39,13 +86,19 @@ impl Harness {
     fn with_limits(limits: TableLimits) -> Self {
         let mut table = LockTable::new(100, limits);
         for slot in 0..25 {
-            table.connect(id(slot), label(slot));
+            table.connect_as(id(slot), label(slot));
         }
         Harness { table, out: Vec::new() }
     }
 
     fn take(&mut self) -> Out {
-        self.out.drain(..).map(|o| (o.conn.slot, o.request_id, o.response)).collect()
+        // After every step of the small scenarios; the bulk ones would make it quadratic.
+        if self.table.stats().locks_held <= 1_000 {
+            if let Err(broken) = self.table.check_invariants() {
+                panic!("{broken}");
+            }
+        }
+        self.out.drain(..).map(|o| (o.session.0 as u32, o.request_id, o.response)).collect()
     }
 
     fn lock_with(
@@ -58,7 +111,7 @@ impl Harness {
         queue_max: Option<u32>,
     ) -> Out {
         let req = LockRequest { name, timeout_ms, queue_max };
-        self.table.lock(now, id(slot), rid, &req, &mut self.out);
+        self.table.lock_req(now, id(slot), rid, &req, &mut self.out);
         self.take()
     }
 
@@ -67,17 +120,17 @@ impl Harness {
     }
 
     fn unlock(&mut self, now: Tick, slot: u32, rid: u32, name: &str) -> Out {
-        self.table.unlock(now, id(slot), rid, name, &mut self.out);
+        self.table.unlock_name(now, id(slot), rid, name, &mut self.out);
         self.take()
     }
 
     fn reset(&mut self, now: Tick, slot: u32, rid: u32) -> Out {
-        self.table.reset(now, id(slot), rid, &mut self.out);
+        self.table.reset_req(now, id(slot), rid, &mut self.out);
         self.take()
     }
 
     fn disconnect(&mut self, now: Tick, slot: u32) -> Out {
-        self.table.disconnect(now, id(slot), &mut self.out);
+        self.table.disconnect_now(now, id(slot), &mut self.out);
         self.take()
     }
 
@@ -274,18 +327,32 @@ fn departed_waiter_is_skipped() {
 #[test]
 fn stale_conn_id_of_a_reused_slot_is_never_granted() {
     let mut h = Harness::new();
-    let old = ConnId { slot: 30, generation: 1 };
-    let new = ConnId { slot: 30, generation: 2 };
-    h.table.connect(old, "unix:1".to_owned());
+    let old = SessionId(30);
+    let new = SessionId(31);
+    h.table.connect_as(old, "unix:1".to_owned());
     h.lock(0, 0, 1, "a", FOREVER);
-    h.table.lock(1, old, 1, &LockRequest { name: "a", timeout_ms: Some(50), queue_max: None }, &mut h.out);
-    h.table.disconnect(2, old, &mut h.out);
-    h.table.connect(new, "unix:2".to_owned());
+    h.table.lock_req(
+        1,
+        old,
+        1,
+        &LockRequest { name: "a", timeout_ms: Some(50), queue_max: None },
+        &mut h.out,
+    );
+    h.table.disconnect_now(2, old, &mut h.out);
+    h.table.connect_as(new, "unix:2".to_owned());
     assert_eq!(h.unlock(3, 0, 2, "a"), vec![(0, 2, Response::Released)]);
     assert_eq!(h.expire(100), vec![]);
     assert_eq!(h.table.stats().locks_held, 0);
-    h.table.unlock(4, new, 1, "a", &mut h.out);
-    assert_eq!(h.out, vec![Output { conn: new, request_id: 1, response: Response::ReleaseFailed }]);
+    h.table.unlock_name(4, new, 1, "a", &mut h.out);
+    assert_eq!(
+        h.out,
+        vec![Output {
+            session: new,
+            lock: Some(Name::from("a")),
+            request_id: 1,
+            response: Response::ReleaseFailed
+        }]
+    );
 }
 
 #[test]
@@ -369,7 +436,7 @@ fn listings_filter_sort_and_truncate() {
     }
     let mine = Response::MyLocks { held: vec![], waiting: vec!["job/2".to_owned()] };
     assert_eq!(h.table.my_locks(id(1)), mine);
-    let unknown = ConnId { slot: 99, generation: 9 };
+    let unknown = SessionId(99);
     assert_eq!(h.table.my_locks(unknown), Response::MyLocks { held: vec![], waiting: vec![] });
 }
 
@@ -414,10 +481,16 @@ fn monitoring_reports_holds_queues_and_wait_times() {
 #[test]
 fn unregistered_connection_is_tracked_on_first_lock() {
     let mut h = Harness::new();
-    let stranger = ConnId { slot: 77, generation: 3 };
-    h.table.lock(0, stranger, 1, &LockRequest { name: "a", timeout_ms: None, queue_max: None }, &mut h.out);
+    let stranger = SessionId(77);
+    h.table.lock_req(
+        0,
+        stranger,
+        1,
+        &LockRequest { name: "a", timeout_ms: None, queue_max: None },
+        &mut h.out,
+    );
     assert_eq!(h.take(), vec![(77, 1, acquired(100))]);
-    h.table.disconnect(1, stranger, &mut h.out);
+    h.table.disconnect_now(1, stranger, &mut h.out);
     assert_eq!(h.table.stats().locks_held, 0);
 }
 
@@ -449,15 +522,15 @@ fn reported_queues_are_cut_at_the_report_maximum() {
     let mut out = Vec::new();
     let waiters = super::table::QUEUE_REPORT_MAX as u32 + 200;
     for slot in 0..=waiters + 1 {
-        t.connect(id(slot), label(slot));
+        t.connect_as(id(slot), label(slot));
     }
     let forever = |name| LockRequest { name, timeout_ms: None, queue_max: None };
     for slot in 0..=waiters {
-        t.lock(0, id(slot), 1, &forever("long"), &mut out);
+        t.lock_req(0, id(slot), 1, &forever("long"), &mut out);
     }
     out.clear();
     let try_once = LockRequest { name: "long", timeout_ms: Some(0), queue_max: None };
-    t.lock(0, id(waiters + 1), 2, &try_once, &mut out);
+    t.lock_req(0, id(waiters + 1), 2, &try_once, &mut out);
     match &out[..] {
         [Output { response: Response::TimedOut { queue }, .. }] => {
             assert_eq!(queue.len(), REFUSAL_QUEUE_MAX);
@@ -476,21 +549,21 @@ fn reported_queues_are_cut_at_the_report_maximum() {
 fn many_waits_on_one_connection_end_in_the_order_they_started() {
     let mut t = LockTable::new(1, TableLimits::default());
     let mut out = Vec::new();
-    t.connect(id(0), label(0));
-    t.connect(id(1), label(1));
+    t.connect_as(id(0), label(0));
+    t.connect_as(id(1), label(1));
     let forever = |name| LockRequest { name, timeout_ms: None, queue_max: None };
     let names: Vec<String> = (0..5000).map(|i| format!("w{i:05}")).collect();
     for name in &names {
-        t.lock(0, id(0), 1, &forever(name), &mut out);
+        t.lock_req(0, id(0), 1, &forever(name), &mut out);
     }
     for (i, name) in names.iter().enumerate() {
-        t.lock(0, id(1), 10 + i as u32, &forever(name), &mut out);
+        t.lock_req(0, id(1), 10 + i as u32, &forever(name), &mut out);
     }
     // Leave one wait in the middle, then reset: the rest are cancelled in start order.
     out.clear();
-    t.unlock(0, id(1), 9, &names[2500], &mut out);
+    t.unlock_name(0, id(1), 9, &names[2500], &mut out);
     out.clear();
-    t.reset(0, id(1), 8, &mut out);
+    t.reset_req(0, id(1), 8, &mut out);
     let cancelled: Vec<u32> =
         out.iter().filter(|o| o.response == Response::Cancelled).map(|o| o.request_id).collect();
     assert_eq!(cancelled.len(), 4999);
@@ -502,7 +575,7 @@ fn many_waits_on_one_connection_end_in_the_order_they_started() {
 fn table_with(conns: u32) -> LockTable {
     let mut t = LockTable::new(1, TableLimits::default());
     for slot in 0..conns {
-        t.connect(id(slot), label(slot));
+        t.connect_as(id(slot), label(slot));
     }
     t
 }
@@ -517,9 +590,9 @@ fn simultaneous_timeouts_are_answered_a_bounded_batch_per_call() {
     let waiters = 3 * EXPIRE_BATCH as u32;
     let mut t = table_with(waiters + 1);
     let mut out = Vec::new();
-    t.lock(0, id(0), 1, &request("hot", FOREVER, None), &mut out);
+    t.lock_req(0, id(0), 1, &request("hot", FOREVER, None), &mut out);
     for slot in 1..=waiters {
-        t.lock(0, id(slot), 7, &request("hot", Some(50), None), &mut out);
+        t.lock_req(0, id(slot), 7, &request("hot", Some(50), None), &mut out);
     }
     out.clear();
     let mut calls = Vec::new();
@@ -531,7 +604,7 @@ fn simultaneous_timeouts_are_answered_a_bounded_batch_per_call() {
             let Response::TimedOut { queue } = o.response else { panic!("{:?}", o.response) };
             assert!(queue.len() <= REFUSAL_QUEUE_MAX, "{} labels", queue.len());
             assert_eq!(queue[0], label(0), "holder first");
-            timed_out.push(o.conn.slot);
+            timed_out.push(o.session.0 as u32);
         }
         if t.next_deadline().is_none() {
             break;
@@ -567,11 +640,11 @@ fn queue_maxed_storm_reports_a_bounded_queue_head() {
     let mut t = table_with(2_001);
     let mut out = Vec::new();
     for slot in 0..1_000 {
-        t.lock(0, id(slot), 1, &request("deep", FOREVER, None), &mut out);
+        t.lock_req(0, id(slot), 1, &request("deep", FOREVER, None), &mut out);
     }
     out.clear();
     for slot in 1_000..2_001 {
-        t.lock(0, id(slot), 2, &request("deep", FOREVER, Some(10)), &mut out);
+        t.lock_req(0, id(slot), 2, &request("deep", FOREVER, Some(10)), &mut out);
     }
     assert_eq!(out.len(), 1_001);
     for o in &out {
@@ -586,15 +659,15 @@ fn a_disconnect_releases_a_bounded_batch_per_step_in_token_order() {
     let mut t = table_with(3);
     let mut out = Vec::new();
     for i in 0..holds {
-        t.lock(0, id(0), i, &request(&format!("k{i}"), FOREVER, None), &mut out);
+        t.lock_req(0, id(0), i, &request(&format!("k{i}"), FOREVER, None), &mut out);
     }
     // A waiter on the first and on the last hold, and a bystander.
-    t.lock(0, id(1), 100, &request("k0", FOREVER, None), &mut out);
-    t.lock(0, id(2), 200, &request(&format!("k{}", holds - 1), FOREVER, None), &mut out);
+    t.lock_req(0, id(1), 100, &request("k0", FOREVER, None), &mut out);
+    t.lock_req(0, id(2), 200, &request(&format!("k{}", holds - 1), FOREVER, None), &mut out);
     let last_token = t.last_token();
     out.clear();
-    t.disconnect(1, id(0), &mut out);
-    assert_eq!(out, vec![grant(1, 100, last_token + 1)], "the oldest hold goes first");
+    t.disconnect_now(1, id(0), &mut out);
+    assert_eq!(out, vec![grant(1, 100, "k0", last_token + 1)], "the oldest hold goes first");
     assert_eq!(t.stats().locks_held, holds as usize - RELEASE_BATCH + 1);
     out.clear();
     let mut steps = Vec::new();
@@ -603,18 +676,29 @@ fn a_disconnect_releases_a_bounded_batch_per_step_in_token_order() {
         // Between steps the table serves others: a new LOCK on a name still held by the gone
         // connection queues behind it.
         if steps.len() == 1 {
-            t.lock(2, id(1), 101, &request(&format!("k{}", holds - 2), Some(1_000), None), &mut out);
+            t.lock_req(2, id(1), 101, &request(&format!("k{}", holds - 2), Some(1_000), None), &mut out);
             assert!(out.is_empty(), "{out:?}");
         }
     }
     assert_eq!(steps, vec![1_000, 1_000, 1_000, 1_000, 17]);
-    assert_eq!(out, vec![grant(1, 101, last_token + 2), grant(2, 200, last_token + 3)]);
+    assert_eq!(
+        out,
+        vec![
+            grant(1, 101, &format!("k{}", holds - 2), last_token + 2),
+            grant(2, 200, &format!("k{}", holds - 1), last_token + 3),
+        ]
+    );
     assert_eq!(t.stats().locks_held, 3);
     assert_eq!(t.stats().connections, 2, "the gone connection is forgotten after its last release");
 }
 
-fn grant(slot: u32, request_id: u32, token: u64) -> Output {
-    Output { conn: id(slot), request_id, response: Response::Acquired { token } }
+fn grant(slot: u32, request_id: u32, name: &str, token: u64) -> Output {
+    Output {
+        session: id(slot),
+        lock: Some(Name::from(name)),
+        request_id,
+        response: Response::Acquired { token },
+    }
 }
 
 #[test]
@@ -623,22 +707,22 @@ fn reset_answers_after_its_last_release_and_a_gone_connection_is_never_granted()
     t.set_batches(EXPIRE_BATCH, 2);
     let mut out = Vec::new();
     for name in ["a", "b", "c", "d", "e"] {
-        t.lock(0, id(0), 1, &request(name, FOREVER, None), &mut out);
+        t.lock_req(0, id(0), 1, &request(name, FOREVER, None), &mut out);
     }
     // Slot 1 waits on "c", then disconnects while slot 0's release is under way.
-    t.lock(0, id(1), 2, &request("c", FOREVER, None), &mut out);
-    t.lock(0, id(2), 3, &request("d", FOREVER, None), &mut out);
+    t.lock_req(0, id(1), 2, &request("c", FOREVER, None), &mut out);
+    t.lock_req(0, id(2), 3, &request("d", FOREVER, None), &mut out);
     out.clear();
-    t.reset(1, id(0), 9, &mut out);
+    t.reset_req(1, id(0), 9, &mut out);
     assert!(out.is_empty(), "no RESET_OK before the releases: {out:?}");
     assert!(t.is_releasing(id(0)));
-    t.disconnect(1, id(1), &mut out);
+    t.disconnect_now(1, id(1), &mut out);
     assert_eq!(t.release_step(1, &mut out), 2);
     // "c" went to nobody (slot 1 is gone), "d" to slot 2; "e" and RESET_OK in the last step.
-    assert_eq!(out, vec![grant(2, 3, 6)]);
+    assert_eq!(out, vec![grant(2, 3, "d", 6)]);
     out.clear();
     assert_eq!(t.release_step(1, &mut out), 1);
-    assert_eq!(out, vec![Output { conn: id(0), request_id: 9, response: Response::ResetOk }]);
+    assert_eq!(out, vec![Output { session: id(0), lock: None, request_id: 9, response: Response::ResetOk }]);
     assert!(!t.is_releasing(id(0)) && !t.has_pending_releases());
     assert_eq!(t.stats().locks_held, 1);
 }
@@ -648,13 +732,13 @@ fn a_request_of_a_releasing_connection_sees_the_release_finished() {
     let mut t = table_with(2);
     t.set_batches(EXPIRE_BATCH, 1);
     let mut out = Vec::new();
-    t.lock(0, id(0), 1, &request("a", FOREVER, None), &mut out);
-    t.lock(0, id(0), 2, &request("b", FOREVER, None), &mut out);
+    t.lock_req(0, id(0), 1, &request("a", FOREVER, None), &mut out);
+    t.lock_req(0, id(0), 2, &request("b", FOREVER, None), &mut out);
     out.clear();
-    t.reset(0, id(0), 3, &mut out);
+    t.reset_req(0, id(0), 3, &mut out);
     assert!(out.is_empty());
     // A caller that does not hold the connection back: RESET_OK first, then a fresh grant.
-    t.lock(0, id(0), 4, &request("b", FOREVER, None), &mut out);
+    t.lock_req(0, id(0), 4, &request("b", FOREVER, None), &mut out);
     let responses: Vec<_> = out.iter().map(|o| (o.request_id, o.response.clone())).collect();
     assert_eq!(responses, vec![(3, Response::ResetOk), (4, acquired(3))]);
     assert!(!t.has_pending_releases());
@@ -665,16 +749,16 @@ fn a_reset_of_a_gone_connection_answers_nobody() {
     let mut t = table_with(2);
     t.set_batches(EXPIRE_BATCH, 1);
     let mut out = Vec::new();
-    t.lock(0, id(0), 1, &request("a", FOREVER, None), &mut out);
-    t.lock(0, id(0), 2, &request("b", FOREVER, None), &mut out);
-    t.lock(0, id(1), 3, &request("b", FOREVER, None), &mut out);
+    t.lock_req(0, id(0), 1, &request("a", FOREVER, None), &mut out);
+    t.lock_req(0, id(0), 2, &request("b", FOREVER, None), &mut out);
+    t.lock_req(0, id(1), 3, &request("b", FOREVER, None), &mut out);
     out.clear();
-    t.reset(0, id(0), 4, &mut out);
-    t.disconnect(0, id(0), &mut out);
+    t.reset_req(0, id(0), 4, &mut out);
+    t.disconnect_now(0, id(0), &mut out);
     while t.has_pending_releases() {
         t.release_step(0, &mut out);
     }
-    assert_eq!(out, vec![grant(1, 3, 3)]);
+    assert_eq!(out, vec![grant(1, 3, "b", 3)]);
     assert_eq!(t.stats().connections, 1);
 }
 
@@ -683,15 +767,15 @@ fn memory_is_given_back_after_fifteen_thousand_waiters_leave() {
     let waiters = 15_000u32;
     let mut t = table_with(waiters + 1);
     let mut out = Vec::new();
-    t.lock(0, id(0), 1, &request("hot", FOREVER, None), &mut out);
+    t.lock_req(0, id(0), 1, &request("hot", FOREVER, None), &mut out);
     for slot in 1..=waiters {
-        t.lock(0, id(slot), 2, &request("hot", Some(3_000), None), &mut out);
+        t.lock_req(0, id(slot), 2, &request("hot", Some(3_000), None), &mut out);
     }
     let peak = t.capacities();
     assert!(peak.timers >= waiters as usize && peak.conns > waiters as usize);
     assert!(t.queue_capacity("hot").is_some_and(|c| c >= waiters as usize));
     for slot in 1..=waiters {
-        t.disconnect(1, id(slot), &mut out);
+        t.disconnect_now(1, id(slot), &mut out);
     }
     assert!(t.shrink());
     let after = t.capacities();
@@ -710,11 +794,11 @@ fn disconnects_in_one_turn_share_one_inline_budget() {
     let mut out = Vec::new();
     for slot in 0..5 {
         for i in 0..400 {
-            t.lock(0, id(slot), 1, &request(&format!("c{slot}-{i}"), FOREVER, None), &mut out);
+            t.lock_req(0, id(slot), 1, &request(&format!("c{slot}-{i}"), FOREVER, None), &mut out);
         }
     }
     for slot in 0..5 {
-        t.disconnect(1, id(slot), &mut out);
+        t.disconnect_now(1, id(slot), &mut out);
     }
     assert_eq!(t.stats().locks_held, 2_000 - RELEASE_BATCH, "one inline budget per turn");
     assert_eq!(t.release_step(1, &mut out), RELEASE_BATCH);
@@ -726,21 +810,76 @@ fn disconnects_in_one_turn_share_one_inline_budget() {
 fn a_small_release_does_not_wait_for_a_big_one_to_finish() {
     let mut t = table_with(2);
     let mut out = Vec::new();
-    t.lock(0, id(1), 1, &request("small-a", FOREVER, None), &mut out);
-    t.lock(0, id(1), 2, &request("small-b", FOREVER, None), &mut out);
+    t.lock_req(0, id(1), 1, &request("small-a", FOREVER, None), &mut out);
+    t.lock_req(0, id(1), 2, &request("small-b", FOREVER, None), &mut out);
     for i in 0..3 * RELEASE_BATCH {
-        t.lock(0, id(0), 1, &request(&format!("big{i}"), FOREVER, None), &mut out);
+        t.lock_req(0, id(0), 1, &request(&format!("big{i}"), FOREVER, None), &mut out);
     }
     out.clear();
-    t.disconnect(1, id(0), &mut out);
-    t.reset(1, id(1), 9, &mut out);
+    t.disconnect_now(1, id(0), &mut out);
+    t.reset_req(1, id(1), 9, &mut out);
     assert!(out.is_empty(), "the turn's inline budget went to the big release: {out:?}");
     assert_eq!(t.release_step(1, &mut out), RELEASE_BATCH);
     assert!(out.is_empty());
     // The big release went to the back after its batch: the RESET is answered next step.
     assert_eq!(t.release_step(2, &mut out), RELEASE_BATCH);
-    assert_eq!(out, vec![Output { conn: id(1), request_id: 9, response: Response::ResetOk }]);
+    assert_eq!(out, vec![Output { session: id(1), lock: None, request_id: 9, response: Response::ResetOk }]);
     assert_eq!(t.stats().locks_held, 2);
     assert_eq!(t.release_step(3, &mut out), 2);
     assert!(!t.has_pending_releases());
+}
+
+/// A waiter keeps `now + timeout` as its deadline, beside a live timer for exactly that tick;
+/// a wait without a timeout has neither.
+#[test]
+fn waiters_store_their_deadline_beside_their_timer() {
+    let mut h = Harness::new();
+    h.lock(0, 0, 1, "a", FOREVER);
+    h.lock(10, 1, 2, "a", Some(50));
+    h.lock(12, 2, 3, "a", FOREVER);
+    h.lock(15, 3, 4, "a", Some(0));
+    h.lock(20, 4, 5, "a", Some(7));
+    let key = h.table.store.find("a").expect("held");
+    let lock = h.table.store.get(key).expect("held");
+    let deadlines: Vec<Option<Tick>> = lock.waiters.iter().map(|w| w.deadline).collect();
+    assert_eq!(deadlines, vec![Some(60), None, Some(27)]);
+    for waiter in &lock.waiters {
+        let timer = waiter.timer.and_then(|t| h.table.timers.get(t)).map(|(at, _)| at);
+        assert_eq!(timer, waiter.deadline);
+    }
+    assert_eq!(h.table.timers.len(), 2);
+    assert_eq!(h.expire(27), vec![(4, 5, Response::TimedOut { queue: labels(&[0, 1, 2]) })]);
+    assert_eq!(h.table.timers.len(), 1);
+}
+
+/// The self-check sees a waiter whose timer went missing, and a deadline that disagrees with it.
+#[test]
+fn the_self_check_catches_a_waiter_without_its_timer() {
+    let mut h = Harness::new();
+    h.lock(0, 0, 1, "a", FOREVER);
+    h.lock(10, 1, 2, "a", Some(50));
+    assert_eq!(h.table.check_invariants(), Ok(()));
+    let key = h.table.store.find("a").expect("held");
+    let waiter = &mut h.table.store.get_mut(key).expect("held").waiters[0];
+    waiter.deadline = Some(61);
+    assert!(h.table.check_invariants().is_err(), "deadline differs from its timer");
+    let waiter = &mut h.table.store.get_mut(key).expect("held").waiters[0];
+    waiter.deadline = Some(60);
+    let timer = waiter.timer.take().expect("a timer");
+    assert!(h.table.check_invariants().is_err(), "a deadline without a timer");
+    h.table.timers.cancel(timer);
+    let waiter = &mut h.table.store.get_mut(key).expect("held").waiters[0];
+    waiter.deadline = None;
+    assert_eq!(h.table.check_invariants(), Ok(()), "a wait forever, consistently");
+}
+
+/// What a lock and a wait cost in the table's structs (BENCHMARKS.md counts per held lock).
+#[test]
+fn lock_and_waiter_sizes() {
+    assert_eq!(
+        std::mem::size_of::<store::Lock>(),
+        88,
+        "name 24 (inline up to 22 bytes), holder 24, queue 32, links 8"
+    );
+    assert_eq!(std::mem::size_of::<store::Waiter>(), 64, "48 before waiters kept their deadline");
 }

@@ -28,7 +28,9 @@ impl LockTable {
     /// of at most `max_frame`: when both lists do not fit, each gets at least half the room.
     pub fn top_within(&self, now: Tick, n: u32, max_frame: u32) -> Response {
         let n = if n == 0 { TOP_DEFAULT } else { n.min(TOP_MAX) } as usize;
-        let (held, _) = smallest(self.store.iter(), n, |a, b| (a.since, &*a.name).cmp(&(b.since, &*b.name)));
+        let (held, _) = smallest(self.store.iter(), n, |a, b| {
+            (a.holders.first().since, &*a.name).cmp(&(b.holders.first().since, &*b.name))
+        });
         let deep = self.store.iter().filter(|l| !l.waiters.is_empty());
         let (deep, _) = smallest(deep, n, |a, b| {
             (Reverse(a.waiters.len()), &*a.name).cmp(&(Reverse(b.waiters.len()), &*b.name))
@@ -43,14 +45,17 @@ impl LockTable {
 
     /// The encoded size of each lock's TOP_LIST entry: name, holder label, held_ms, waiters.
     fn entry_sizes(&self, locks: &[&Lock]) -> Vec<usize> {
-        locks.iter().map(|l| str16_size(&l.name) + str16_size(self.label(l.holder)) + 8 + 4).collect()
+        locks
+            .iter()
+            .map(|l| str16_size(&l.name) + str16_size(self.label(l.holders.first().session)) + 8 + 4)
+            .collect()
     }
 
     fn top_entry(&self, lock: &Lock, now: Tick) -> TopEntry {
         TopEntry {
             name: lock.name.to_string(),
-            holder: self.label(lock.holder).to_owned(),
-            held_ms: now.saturating_sub(lock.since),
+            holder: self.label(lock.holders.first().session).to_owned(),
+            held_ms: now.saturating_sub(lock.holders.first().since),
             waiters: lock.waiters.len() as u32,
         }
     }
@@ -87,7 +92,8 @@ fn fitting(sizes: &[usize], room: usize) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::locks::{ConnId, TableLimits};
+    use crate::locks::tests::Drive;
+    use crate::locks::{SessionId, TableLimits};
     use crate::protocol::LockRequest;
 
     fn req(name: &str) -> LockRequest<'_> {
@@ -97,20 +103,16 @@ mod tests {
     #[test]
     fn oldest_holds_and_deepest_queues_first() {
         let mut t = LockTable::new(1, TableLimits::default());
-        let (a, b, c) = (
-            ConnId { slot: 0, generation: 1 },
-            ConnId { slot: 1, generation: 1 },
-            ConnId { slot: 2, generation: 1 },
-        );
-        t.connect(a, "A".into());
-        t.connect(b, "B".into());
-        t.connect(c, "C".into());
+        let (a, b, c) = (SessionId(0), SessionId(1), SessionId(2));
+        t.connect_as(a, "A".into());
+        t.connect_as(b, "B".into());
+        t.connect_as(c, "C".into());
         let mut out = Vec::new();
-        t.lock(10, a, 1, &req("young"), &mut out);
-        t.lock(5, b, 2, &req("old"), &mut out);
-        t.lock(20, b, 3, &req("young"), &mut out);
-        t.lock(20, c, 4, &req("young"), &mut out);
-        t.lock(20, a, 5, &req("old"), &mut out);
+        t.lock_req(10, a, 1, &req("young"), &mut out);
+        t.lock_req(5, b, 2, &req("old"), &mut out);
+        t.lock_req(20, b, 3, &req("young"), &mut out);
+        t.lock_req(20, c, 4, &req("young"), &mut out);
+        t.lock_req(20, a, 5, &req("old"), &mut out);
         let Response::Top { longest_held, deepest_queues } = t.top(100, 1) else { panic!() };
         assert_eq!(
             longest_held,
@@ -142,12 +144,12 @@ mod tests {
     #[test]
     fn a_top_of_long_names_fits_its_frame() {
         let mut t = LockTable::new(1, TableLimits::default());
-        let a = ConnId { slot: 0, generation: 1 };
-        t.connect(a, "A".into());
+        let a = SessionId(0);
+        t.connect_as(a, "A".into());
         let mut out = Vec::new();
         for i in 0..200 {
             let name = format!("{i:04}{}", "x".repeat(1000));
-            t.lock(i, a, 1, &req(&name), &mut out);
+            t.lock_req(i, a, 1, &req(&name), &mut out);
         }
         let response = t.top_within(1000, 200, 8192);
         let mut bytes = Vec::new();

@@ -1,9 +1,17 @@
 //! One client connection: its socket, buffers, protocol phase and idle bookkeeping.
 
-use crate::locks::ConnId;
+use crate::locks::SessionId;
 use crate::wheel::{Tick, TimerHandle};
 
 use super::net::Stream;
+
+/// The server's own name for a connection, for its idle wheel: slab slots are reused, so it
+/// carries a generation and a stale key never matches a later connection in the same slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ConnKey {
+    pub slot: u32,
+    pub generation: u32,
+}
 
 /// Which protocol the connection speaks, decided by its first bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,7 +73,9 @@ impl CloseReason {
 
 pub(crate) struct Conn {
     pub stream: Stream,
-    pub id: ConnId,
+    pub id: ConnKey,
+    /// Its session in the lock table, which routes the table's outputs back here.
+    pub session: SessionId,
     /// Never reused: shown in HELLO_OK and logs.
     pub serial: u64,
     pub label: String,
@@ -94,10 +104,18 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    pub(crate) fn new(stream: Stream, id: ConnId, serial: u64, label: String, now: Tick) -> Conn {
+    pub(crate) fn new(
+        stream: Stream,
+        id: ConnKey,
+        session: SessionId,
+        serial: u64,
+        label: String,
+        now: Tick,
+    ) -> Conn {
         Conn {
             stream,
             id,
+            session,
             serial,
             label,
             phase: Phase::AwaitHello,

@@ -4,6 +4,7 @@ use log::{debug, warn};
 
 use super::conn::{CloseReason, Phase};
 use super::Server;
+use crate::locks::{Command, Name};
 use crate::protocol::{split_frame, DecodeError, ErrorCode, Frame, HelloOk, Request, Response};
 use crate::wheel::Tick;
 
@@ -106,7 +107,7 @@ impl Server {
     /// Runs one request of a greeted connection (binary or JSON).
     pub(super) fn execute(&mut self, key: usize, rid: u32, request: Request<'_>, now: Tick) {
         let Some(conn) = self.conns.get(key) else { return };
-        let id = conn.id;
+        let session = conn.session;
         let max_frame = self.config.max_frame;
         match request {
             Request::Hello(_) => {
@@ -116,19 +117,22 @@ impl Server {
                 self.close(key, CloseReason::Protocol, now);
             }
             Request::Ping(_) => self.send(key, rid, &Response::Pong),
-            Request::Lock(mut lock) => {
+            Request::Lock(lock) => {
                 // Ticks are whole milliseconds rounded down, so the request may have arrived up
                 // to a tick after `now`: one more tick guarantees a wait never ends early.
-                lock.timeout_ms = lock.timeout_ms.map(|ms| if ms == 0 { 0 } else { ms.saturating_add(1) });
-                self.table.lock(now, id, rid, &lock, &mut self.outputs);
+                let timeout_ms = lock.timeout_ms.map(|ms| if ms == 0 { 0 } else { ms.saturating_add(1) });
+                let (name, queue_max) = (Name::from(lock.name), lock.queue_max);
+                let cmd = Command::Lock { session, request_id: rid, name, timeout_ms, queue_max };
+                self.table.apply(now, &cmd, &mut self.outputs);
                 self.deliver_outputs();
             }
             Request::Unlock(name) => {
-                self.table.unlock(now, id, rid, name, &mut self.outputs);
+                let cmd = Command::Unlock { session, request_id: rid, name: Name::from(name) };
+                self.table.apply(now, &cmd, &mut self.outputs);
                 self.deliver_outputs();
             }
             Request::Reset => {
-                self.table.reset(now, id, rid, &mut self.outputs);
+                self.table.apply(now, &Command::Reset { session, request_id: rid }, &mut self.outputs);
                 self.deliver_outputs();
             }
             // Listings are built within one frame (JSON replies get the same bound on their
@@ -142,11 +146,11 @@ impl Server {
                 self.send(key, rid, &response);
             }
             Request::MyLocks => {
-                let response = self.table.my_locks_within(id, max_frame);
+                let response = self.table.my_locks_within(session, max_frame);
                 self.send(key, rid, &response);
             }
             Request::MyLocksMatching(list) => {
-                let response = self.table.my_locks_matching(id, list.prefix, list.max, max_frame);
+                let response = self.table.my_locks_matching(session, list.prefix, list.max, max_frame);
                 self.send(key, rid, &response);
             }
             Request::Stats => {

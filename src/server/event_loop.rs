@@ -11,6 +11,7 @@ use super::conn::CloseReason;
 use super::metrics::METRICS_BASE;
 use super::timers::ServerTimer;
 use super::{Server, ServerError, COMPAT_LISTENER, LISTENER, METRICS_LISTENER, SIGNALS, WAKER};
+use crate::locks::Command;
 use crate::wheel::Tick;
 
 /// Idle and authentication timers handled per turn: 10,000 connections going idle together
@@ -96,9 +97,7 @@ impl Server {
     /// idle connections; what is left stays pending and makes the next poll return at once.
     /// Then the server's own due timers (at most one round of each).
     fn run_timers(&mut self, now: Tick) {
-        self.table.release_step(now, &mut self.outputs);
-        self.deliver_outputs();
-        self.table.expire(now, &mut self.outputs);
+        self.table.apply(now, &Command::Expire, &mut self.outputs);
         self.deliver_outputs();
         self.expire_idle(now);
         while let Some(timer) = self.timers.pop_due(now) {
@@ -189,6 +188,7 @@ impl Server {
     fn give_back_memory(&mut self) {
         let mut shrank = self.table.shrink();
         shrank |= self.idle.shrink_if_sparse();
+        shrank |= self.routes.shrink_if_sparse();
         shrank |= self.shrink_quiet_buffers();
         let (len, capacity) = (self.conns.len(), self.conns.capacity());
         if capacity > VEC_SHRINK_FLOOR && len * 4 <= capacity {

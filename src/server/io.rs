@@ -12,10 +12,10 @@ use std::io::{ErrorKind, Read, Write};
 use log::{debug, info, warn};
 use mio::{Interest, Token};
 
-use super::conn::{CloseReason, Conn};
+use super::conn::{CloseReason, Conn, ConnKey};
 use super::timers::ServerTimer;
 use super::Server;
-use crate::locks::ConnId;
+use crate::locks::Command;
 use crate::wheel::Tick;
 
 /// Retry accepting this long after running out of file descriptors.
@@ -90,7 +90,7 @@ impl Server {
         }
         let entry = self.conns.vacant_entry();
         let key = entry.key();
-        let id = ConnId { slot: key as u32, generation: self.next_generation };
+        let id = ConnKey { slot: key as u32, generation: self.next_generation };
         self.next_generation = self.next_generation.wrapping_add(1);
         let serial = self.next_serial;
         self.next_serial += 1;
@@ -103,7 +103,8 @@ impl Server {
             return;
         }
         info!("connection accepted conn={serial} peer={label}");
-        let mut conn = Conn::new(stream, id, serial, label.clone(), now);
+        let session = self.table.next_session();
+        let mut conn = Conn::new(stream, id, session, serial, label.clone(), now);
         conn.compat = compat;
         if self.config.auth_secret.is_some() {
             conn.auth_deadline = Some(now + self.config.auth_timeout.as_millis() as Tick);
@@ -113,7 +114,8 @@ impl Server {
             conn.idle_timer = Some(self.idle.insert(deadline, id));
         }
         entry.insert(conn);
-        self.table.connect(id, label);
+        self.routes.insert(session, key);
+        self.table.apply(now, &Command::Attach { session, label }, &mut self.outputs);
         self.stats.accepted += 1;
     }
 
@@ -206,7 +208,7 @@ impl Server {
     pub(super) fn holds_back(&self, key: usize) -> bool {
         // Checked after every request: no lookup at all while nothing is being released.
         self.table.has_pending_releases()
-            && self.conns.get(key).is_some_and(|c| self.table.is_releasing(c.id))
+            && self.conns.get(key).is_some_and(|c| self.table.is_releasing(c.session))
     }
 
     fn push_backlog(&mut self, key: usize) {
@@ -254,15 +256,16 @@ impl Server {
         self.mark_dirty(key);
     }
 
-    /// Routes the lock table's outputs to their connections; stale ids are dropped.
+    /// Routes the lock table's outputs to their connections; outputs for sessions that are
+    /// gone are dropped.
     pub(super) fn deliver_outputs(&mut self) {
         if self.outputs.is_empty() {
             return;
         }
         let mut outputs = std::mem::take(&mut self.outputs);
         for out in outputs.drain(..) {
-            let key = out.conn.slot as usize;
-            let live = self.conns.get(key).is_some_and(|c| c.id == out.conn && c.closing.is_none());
+            let Some(key) = self.routes.get(out.session) else { continue };
+            let live = self.conns.get(key).is_some_and(|c| c.session == out.session && c.closing.is_none());
             if live {
                 self.send(key, out.request_id, &out.response);
             }
@@ -367,12 +370,14 @@ impl Server {
     /// locks are granted) and queues its socket for `reap_closed`.
     pub(super) fn forget(&mut self, key: usize, reason: CloseReason, now: Tick) {
         let Some(conn) = self.conns.get(key) else { return };
-        let id = conn.id;
+        let session = conn.session;
         info!("connection closed conn={} peer={} reason={}", conn.serial, conn.label, reason.as_str());
         self.stats.count_close(reason);
-        self.table.disconnect(now, id, &mut self.outputs);
+        self.table.apply(now, &Command::Detach { session }, &mut self.outputs);
         self.closing.push(key);
         self.deliver_outputs();
+        // The table never answers a detached session again.
+        self.routes.remove(session);
     }
 
     /// Removes closed connections: a last best-effort write (an ERROR frame), then the socket.

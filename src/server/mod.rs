@@ -19,6 +19,7 @@ mod json;
 mod metrics;
 pub(crate) mod net;
 pub mod pidfile;
+mod routes;
 mod shutdown;
 mod snapshot;
 mod state_file;
@@ -129,7 +130,9 @@ pub struct Server {
     conns: Slab<Conn>,
     table: LockTable,
     outputs: Vec<Output>,
-    idle: Wheel<crate::locks::ConnId>,
+    /// Where the table's outputs go: each live session's slab key.
+    routes: routes::Routes,
+    idle: Wheel<conn::ConnKey>,
     scratch: Vec<u8>,
     dirty: Vec<usize>,
     backlog: Vec<usize>,
@@ -230,6 +233,7 @@ impl Server {
             conns: Slab::new(),
             table: LockTable::new(first_token, config.table),
             outputs: Vec::new(),
+            routes: routes::Routes::default(),
             idle: Wheel::new(),
             scratch: vec![0; 64 * 1024],
             dirty: Vec::new(),

@@ -1,5 +1,5 @@
-//! Per-connection state of the lock table: the label shown in listings, the locks held and the
-//! locks awaited, so RESET and disconnect find everything a connection owns without a scan.
+//! Per-session state of the lock table: the label shown in listings, the locks held and the
+//! locks awaited, so RESET and detach find everything a session owns without a scan.
 
 use hashbrown::{HashMap, HashSet};
 
@@ -8,14 +8,14 @@ use super::store::NO_LOCK;
 /// Sets up to this capacity are never shrunk.
 const SET_SHRINK_FLOOR: usize = 64;
 
-/// What one connection holds and awaits, by lock key.
+/// What one session holds and awaits, by lock key.
 #[derive(Debug)]
-pub(super) struct ConnState {
+pub(super) struct SessionState {
     /// `ip:port` or `unix:N`.
     pub label: Box<str>,
-    /// A set, not a list: a connection may hold millions of locks and UNLOCK must stay O(1).
+    /// A set, not a list: a session may hold millions of locks and UNLOCK must stay O(1).
     pub held: HashSet<u32>,
-    /// Awaited locks with the sequence number of their wait. A map, so that a connection with
+    /// Awaited locks with the sequence number of their wait. A map, so that a session with
     /// many waits (nothing limits them by default) pays O(1) per wait that ends, not O(waits);
     /// the sequence gives back the order the waits started in when all of them end at once.
     waiting: HashMap<u32, u64>,
@@ -24,16 +24,16 @@ pub(super) struct ConnState {
     /// (`Lock::held_prev` / `held_next`); `NO_LOCK` when nothing is held.
     pub held_head: u32,
     pub held_tail: u32,
-    /// The connection is gone and its holds are still being released in batches: it is never
+    /// The session is gone and its holds are still being released in batches: it is never
     /// granted anything and never answered again.
     pub gone: bool,
-    /// A RESET or disconnect is releasing its holds in batches (`LockTable::release_step`).
+    /// A RESET or detach is releasing its holds in batches (`LockTable::release_step`).
     pub releasing: bool,
 }
 
-impl ConnState {
+impl SessionState {
     pub fn new(label: Box<str>) -> Self {
-        ConnState {
+        SessionState {
             label,
             held: HashSet::new(),
             waiting: HashMap::new(),
@@ -45,7 +45,7 @@ impl ConnState {
         }
     }
 
-    /// Gives back the memory of the per-connection sets once they are far below their peak
+    /// Gives back the memory of the per-session sets once they are far below their peak
     /// (a quarter of the capacity, above a small floor). O(entries) when it shrinks, which the
     /// halving makes amortised O(1) per removal.
     pub fn shrink_if_sparse(&mut self) {

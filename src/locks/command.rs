@@ -1,0 +1,67 @@
+//! The one way in: every change to the table is an owned [`Command`] handed to
+//! [`LockTable::apply`], a value that could be written to a log and applied again on another
+//! replica to the same effect. The transitions themselves live in `table` and `release`.
+
+use super::table::{LockTable, Terms};
+use super::{Name, Output};
+use crate::wheel::Tick;
+
+/// A session of the table: opaque, allocated by the table's counter (see
+/// [`LockTable::next_session`]) and carried in `Attach`, so replicas applying the same
+/// commands agree on it; it is never reused and is not tied to a socket. The server maps it
+/// to its own connection key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(pub u64);
+
+/// A change to the lock table. Times are not part of a command: `apply` is handed `now`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Registers `session` under its listing label (`ip:port` or `unix:N`), or relabels it.
+    Attach { session: SessionId, label: String },
+    /// LOCK: acquire, report an existing hold or wait, refuse, or join the queue. The timeout
+    /// is taken as given: rounding for the caller's clock resolution is the caller's business.
+    Lock { session: SessionId, request_id: u32, name: Name, timeout_ms: Option<u32>, queue_max: Option<u32> },
+    /// UNLOCK: the holder releases (the next waiter is granted); a waiter abandons its wait.
+    Unlock { session: SessionId, request_id: u32, name: Name },
+    /// RESET: every wait of the session is cancelled and its holds released, then `ResetOk`.
+    Reset { session: SessionId, request_id: u32 },
+    /// The session is gone: its waits end unanswered, its holds are released, it is forgotten.
+    Detach { session: SessionId },
+    /// One turn of work that was left for later: continue pending RESET and detach releases
+    /// (refilling the inline release budget), then time out the waits due by `now`, each
+    /// bounded by its batch. The server applies it once per turn of its loop.
+    Expire,
+}
+
+impl LockTable {
+    /// Applies one command at `now`, pushing the responses it causes, in causal order, to `out`.
+    pub fn apply(&mut self, now: Tick, cmd: &Command, out: &mut Vec<Output>) {
+        match cmd {
+            Command::Attach { session, label } => self.attach(*session, label),
+            Command::Lock { session, request_id, name, timeout_ms, queue_max } => {
+                let terms = Terms { timeout_ms: *timeout_ms, queue_max: *queue_max };
+                self.lock(now, *session, *request_id, name, terms, out)
+            }
+            Command::Unlock { session, request_id, name } => {
+                self.unlock(now, *session, *request_id, name, out)
+            }
+            Command::Reset { session, request_id } => self.reset(now, *session, *request_id, out),
+            Command::Detach { session } => self.detach(now, *session, out),
+            Command::Expire => {
+                self.release_step(now, out);
+                self.expire(now, out);
+            }
+        }
+    }
+
+    /// The id the next `Attach` should carry: one above every id the table has seen. A query,
+    /// so that the counter itself moves only by applied commands and replicas agree on it.
+    pub fn next_session(&self) -> SessionId {
+        SessionId(self.next_session)
+    }
+
+    /// Moves the session counter past `session`, so `next_session` never hands it out again.
+    pub(super) fn saw_session(&mut self, session: SessionId) {
+        self.next_session = self.next_session.max(session.0.saturating_add(1));
+    }
+}
