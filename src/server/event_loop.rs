@@ -9,6 +9,7 @@ use mio::{Events, Token};
 
 use super::conn::CloseReason;
 use super::metrics::METRICS_BASE;
+use super::session::Expiry;
 use super::{Server, ServerError, COMPAT_LISTENER, LISTENER, METRICS_LISTENER, SIGNALS, WAKER};
 use crate::wheel::Tick;
 
@@ -130,9 +131,9 @@ impl Server {
     }
 
     /// Idle and authentication deadlines share one timer per connection. Activity does not
-    /// touch the timer (no churn per request); a timer that fires early is re-armed.
+    /// touch the timer (no churn per request); a timer that fires early is re-armed at the
+    /// session's deadline.
     fn expire_idle(&mut self, now: Tick) {
-        let max_idle = self.config.max_idle.map(|d| d.as_millis() as Tick);
         let mut expired = Vec::new();
         self.idle.poll_max(now, IDLE_BATCH, &mut expired);
         for id in expired {
@@ -142,29 +143,29 @@ impl Server {
             if conn.closing.is_some() {
                 continue;
             }
-            if conn.auth_deadline.is_some_and(|t| t <= now) {
-                warn!(
-                    "closing connection that did not authenticate conn={} peer={}",
-                    conn.serial, conn.label
-                );
-                self.close(key, CloseReason::Auth, now);
-                continue;
-            }
-            if max_idle.is_some_and(|m| conn.last_active + m <= now) {
+            match conn.session.expired(now, &self.config) {
+                Some(Expiry::Auth) => {
+                    warn!(
+                        "closing connection that did not authenticate conn={} peer={}",
+                        conn.serial, conn.label
+                    );
+                    self.close(key, CloseReason::Auth, now);
+                    continue;
+                }
                 // Its input may still be unread: after a pause (SIGSTOP, a long stall) more
                 // sockets can be ready than one poll reports. Serve it first, then decide.
-                self.serve_conn(key, now, true);
+                Some(Expiry::Idle) => self.serve_conn(key, now, true),
+                None => {}
             }
             let Some(conn) = self.conns.get_mut(key).filter(|c| c.id == id && c.closing.is_none()) else {
                 continue;
             };
-            let idle_deadline = max_idle.map(|m| conn.last_active + m);
-            if idle_deadline.is_some_and(|t| t <= now) {
+            if conn.session.expired(now, &self.config) == Some(Expiry::Idle) {
                 info!("closing idle connection conn={} peer={}", conn.serial, conn.label);
                 self.close(key, CloseReason::Idle, now);
                 continue;
             }
-            if let Some(next) = [idle_deadline, conn.auth_deadline].into_iter().flatten().min() {
+            if let Some(next) = conn.session.deadline(&self.config) {
                 conn.idle_timer = Some(self.idle.insert(next, id));
             }
         }

@@ -13,6 +13,7 @@ use log::{debug, info, warn};
 use mio::{Interest, Token};
 
 use super::conn::{CloseReason, Conn};
+use super::session::Session;
 use super::Server;
 use crate::locks::ConnId;
 use crate::wheel::Tick;
@@ -80,7 +81,7 @@ impl Server {
             // The compat port is there for the original's clients: refuse them in their language.
             let mut bytes = Vec::new();
             if compat {
-                super::json::write_line(&refusal, &mut bytes);
+                super::session::json::write_line(&refusal, &mut bytes);
             } else {
                 refusal.encode(crate::protocol::SHUTDOWN_REQUEST_ID, &mut bytes);
             }
@@ -102,13 +103,9 @@ impl Server {
             return;
         }
         info!("connection accepted conn={serial} peer={label}");
-        let mut conn = Conn::new(stream, id, serial, label.clone(), now);
-        conn.compat = compat;
-        if self.config.auth_secret.is_some() {
-            conn.auth_deadline = Some(now + self.config.auth_timeout.as_millis() as Tick);
-        }
-        let idle_deadline = self.config.max_idle.map(|d| now + d.as_millis() as Tick);
-        if let Some(deadline) = [idle_deadline, conn.auth_deadline].into_iter().flatten().min() {
+        let session = Session::new(serial, compat, now, &self.config);
+        let mut conn = Conn::new(stream, id, serial, label.clone(), session);
+        if let Some(deadline) = conn.session.deadline(&self.config) {
             conn.idle_timer = Some(self.idle.insert(deadline, id));
         }
         entry.insert(conn);
@@ -243,11 +240,7 @@ impl Server {
     /// Appends one response frame to a connection's output.
     pub(super) fn send(&mut self, key: usize, request_id: u32, response: &crate::protocol::Response) {
         let Some(conn) = self.conns.get_mut(key) else { return };
-        if conn.phase == super::conn::Phase::Json {
-            super::json::encode_reply(conn, request_id, response);
-        } else {
-            super::fit::encode_within(response, request_id, self.config.max_frame, &mut conn.outbuf);
-        }
+        conn.session.encode(request_id, response, self.config.max_frame, &mut conn.outbuf);
         conn.out_recent = true;
         self.stats.responses += 1;
         self.mark_dirty(key);
@@ -395,15 +388,6 @@ impl Server {
                 conn.stream.shutdown();
             }
         }
-    }
-
-    /// A protocol violation: answer with an ERROR frame (id 0) and close the connection.
-    pub(super) fn fail(&mut self, key: usize, error: &crate::protocol::DecodeError, now: Tick) {
-        let serial = self.conns.get(key).map_or(0, |c| c.serial);
-        warn!("closing connection after protocol error conn={serial} error={error}");
-        let response = crate::protocol::Response::error(error.code(), error.to_string());
-        self.send(key, crate::protocol::SHUTDOWN_REQUEST_ID, &response);
-        self.close(key, CloseReason::Protocol, now);
     }
 }
 

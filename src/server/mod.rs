@@ -13,12 +13,11 @@ mod conn;
 pub mod daemon;
 mod dispatch;
 mod event_loop;
-mod fit;
 mod io;
-mod json;
 mod metrics;
 pub(crate) mod net;
 pub mod pidfile;
+mod session;
 mod state_file;
 mod stats;
 mod sys;
@@ -127,6 +126,8 @@ pub struct Server {
     outputs: Vec<Output>,
     idle: Wheel<crate::locks::ConnId>,
     scratch: Vec<u8>,
+    /// Where JSON request lines are parsed (each is served before the next is read).
+    line_scratch: session::Scratch,
     dirty: Vec<usize>,
     backlog: Vec<usize>,
     closing: Vec<usize>,
@@ -230,6 +231,7 @@ impl Server {
             outputs: Vec::new(),
             idle: Wheel::new(),
             scratch: vec![0; 64 * 1024],
+            line_scratch: session::Scratch::default(),
             dirty: Vec::new(),
             backlog: Vec::new(),
             closing: Vec::new(),
