@@ -1,102 +1,138 @@
-//! The server's side of a session's steps: drive the session over a connection's input within
-//! the turn's budget, and run each `Execute` against the lock table ([`run`], the one place
-//! that calls the table for a request).
+//! The host's side of a session's steps: drive the session over a connection's input within
+//! the turn's budget ([`drive`], for the server and the in-process loopback alike), and run
+//! each `Execute` against the lock table ([`run`], the one place a request becomes a table
+//! call).
 
 use log::warn;
 
-use super::session::{Cause, Scratch, Step};
-use super::Server;
+use super::session::{Cause, CloseReason, Scratch, Session, Step};
+use super::{Config, Server};
 use crate::locks::{ConnId, LockTable, Output};
 use crate::protocol::{Request, Response};
 use crate::wheel::Tick;
 
+/// What driving a session over a connection's input needs from the code that owns the
+/// connection: the server, or the in-process loopback the fuzz target drives ([`drive`]).
+pub(crate) trait Host {
+    /// The connection's session and the configuration, together (one borrow of the host).
+    fn session(&mut self, key: usize) -> Option<(&mut Session, &Config)>;
+    /// Whether the connection may be served another request: it is open and its unsent
+    /// output is under the limit (the server flushes first when it is not).
+    fn may_serve(&mut self, key: usize) -> bool;
+    /// Whether its requests wait: its RESET is still releasing holds (PROTOCOL.md §6.5).
+    fn holds_back(&self, key: usize) -> bool;
+    fn send(&mut self, key: usize, rid: u32, response: &Response);
+    fn close(&mut self, key: usize, reason: CloseReason, now: Tick);
+    /// Runs an `Execute` step (normally through [`run`]) and sends what it answers.
+    fn execute(&mut self, key: usize, rid: u32, request: Request<'_>, now: Tick);
+    /// Counts one request, or one bad request, in the host's statistics.
+    fn count(&mut self, bad: bool);
+    /// The connection's serial and peer label, for log lines.
+    fn names(&self, key: usize) -> (u64, &str);
+}
+
+/// Serves the complete frames (or JSON lines) at the front of `data`, within `budget`
+/// requests. Returns how many bytes were consumed; the rest is an incomplete frame or
+/// frames left for the next turn.
+pub(crate) fn drive<H: Host>(
+    host: &mut H,
+    key: usize,
+    data: &[u8],
+    now: Tick,
+    budget: &mut usize,
+    scratch: &mut Scratch,
+) -> usize {
+    let mut pos = 0;
+    while *budget > 0 {
+        if !host.may_serve(key) {
+            return data.len();
+        }
+        let Some((session, config)) = host.session(key) else { return data.len() };
+        let Some(next) = session.next(&data[pos..], now, config, scratch) else { break };
+        pos += next.used;
+        *budget -= 1;
+        if next.request {
+            host.count(false);
+        }
+        if !take_step(host, key, next.step, now) {
+            return data.len();
+        }
+        if next.scans || host.holds_back(key) {
+            // One O(locks) answer per connection per turn: the rest of its input waits in
+            // the backlog while everyone else is served. A RESET still releasing holds its
+            // later requests back the same way.
+            *budget = 0;
+        }
+    }
+    pos
+}
+
+/// Does what one step says; false once the connection is closing.
+fn take_step<H: Host>(host: &mut H, key: usize, step: Step<'_>, now: Tick) -> bool {
+    match step {
+        Step::Execute { rid, request } => host.execute(key, rid, request, now),
+        Step::Reply { rid, response } => host.send(key, rid, &response),
+        Step::Invalid { rid, code, message, quiet } => {
+            if !quiet {
+                warn!("bad request conn={} request_id={rid} error={message}", host.names(key).0);
+            }
+            host.count(true);
+            host.send(key, rid, &Response::error(code, message));
+        }
+        Step::Close { reason, response, cause } => {
+            log_cause(host, key, &cause);
+            // Fatal, so it carries request id 0 like every ERROR that ends a connection.
+            host.send(key, crate::protocol::SHUTDOWN_REQUEST_ID, &response);
+            host.close(key, reason, now);
+            return false;
+        }
+        Step::Activity => {}
+    }
+    true
+}
+
+fn log_cause<H: Host>(host: &mut H, key: usize, cause: &Cause) {
+    let (serial, peer) = host.names(key);
+    match cause {
+        Cause::Decode(error) => warn!("closing connection after protocol error conn={serial} error={error}"),
+        Cause::HelloTwice => {}
+        Cause::AuthFailed => warn!("authentication failed conn={serial} peer={peer}"),
+        Cause::JsonRefused(code) => {
+            warn!("refusing JSON-lines client conn={serial} peer={peer} code={}", code.as_str());
+            host.count(true);
+        }
+    }
+}
+
 impl Server {
-    /// Serves the complete frames (or JSON lines) at the front of `data`, within `budget`
-    /// requests. Returns how many bytes were consumed; the rest is an incomplete frame or
-    /// frames left for the next wake-up.
+    /// Serves the complete frames (or JSON lines) at the front of `data` ([`drive`]).
     pub(super) fn process(&mut self, key: usize, data: &[u8], now: Tick, budget: &mut usize) -> usize {
         let mut scratch = std::mem::take(&mut self.line_scratch);
-        let used = self.process_with(key, data, now, budget, &mut scratch);
+        let used = drive(self, key, data, now, budget, &mut scratch);
         self.line_scratch = scratch;
         used
     }
+}
 
-    fn process_with(
-        &mut self,
-        key: usize,
-        data: &[u8],
-        now: Tick,
-        budget: &mut usize,
-        scratch: &mut Scratch,
-    ) -> usize {
-        let mut pos = 0;
-        while *budget > 0 {
-            if !self.within_output_limit(key) {
-                return data.len();
-            }
-            let Some(conn) = self.conns.get_mut(key) else { return data.len() };
-            let Some(next) = conn.session.next(&data[pos..], now, &self.config, scratch) else { break };
-            pos += next.used;
-            *budget -= 1;
-            if next.request {
-                self.stats.requests += 1;
-            }
-            if !self.take_step(key, next.step, now) {
-                return data.len();
-            }
-            if next.scans || self.holds_back(key) {
-                // One O(locks) answer per connection per turn: the rest of its input waits in
-                // the backlog while everyone else is served. A RESET still releasing holds its
-                // later requests back the same way.
-                *budget = 0;
-            }
-        }
-        pos
+impl Host for Server {
+    fn session(&mut self, key: usize) -> Option<(&mut Session, &Config)> {
+        self.conns.get_mut(key).map(|c| (&mut c.session, &self.config))
     }
 
-    /// Does what one step says; false once the connection is closing.
-    fn take_step(&mut self, key: usize, step: Step<'_>, now: Tick) -> bool {
-        match step {
-            Step::Execute { rid, request } => self.execute(key, rid, request, now),
-            Step::Reply { rid, response } => self.send(key, rid, &response),
-            Step::Invalid { rid, code, message, quiet } => {
-                if !quiet {
-                    let serial = self.conns.get(key).map_or(0, |c| c.serial);
-                    warn!("bad request conn={serial} request_id={rid} error={message}");
-                }
-                self.stats.bad_requests += 1;
-                self.send(key, rid, &Response::error(code, message));
-            }
-            Step::Close { reason, response, cause } => {
-                self.log_close_cause(key, &cause);
-                // Fatal, so it carries request id 0 like every ERROR that ends a connection.
-                self.send(key, crate::protocol::SHUTDOWN_REQUEST_ID, &response);
-                self.close(key, reason, now);
-                return false;
-            }
-            Step::Activity => {}
-        }
-        true
+    fn may_serve(&mut self, key: usize) -> bool {
+        self.within_output_limit(key)
     }
 
-    fn log_close_cause(&mut self, key: usize, cause: &Cause) {
-        let Some(conn) = self.conns.get(key) else { return };
-        match cause {
-            Cause::Decode(error) => {
-                warn!("closing connection after protocol error conn={} error={error}", conn.serial)
-            }
-            Cause::HelloTwice => {}
-            Cause::AuthFailed => warn!("authentication failed conn={} peer={}", conn.serial, conn.label),
-            Cause::JsonRefused(code) => {
-                warn!(
-                    "refusing JSON-lines client conn={} peer={} code={}",
-                    conn.serial,
-                    conn.label,
-                    code.as_str()
-                );
-                self.stats.bad_requests += 1;
-            }
-        }
+    fn holds_back(&self, key: usize) -> bool {
+        Server::holds_back(self, key)
+    }
+
+    fn send(&mut self, key: usize, rid: u32, response: &Response) {
+        Server::send(self, key, rid, response)
+    }
+
+    fn close(&mut self, key: usize, reason: CloseReason, now: Tick) {
+        Server::close(self, key, reason, now)
     }
 
     /// Runs one request of a greeted connection (binary or JSON) and sends its answers.
@@ -105,12 +141,24 @@ impl Server {
         let id = conn.id;
         match run(&mut self.table, now, id, rid, request, self.config.max_frame, &mut self.outputs) {
             Ran::Outputs => self.deliver_outputs(),
-            Ran::Reply(response) => self.send(key, rid, &response),
+            Ran::Reply(response) => Server::send(self, key, rid, &response),
             Ran::Stats => {
                 let response = Response::Stats(self.stats_entries(now));
-                self.send(key, rid, &response);
+                Server::send(self, key, rid, &response);
             }
         }
+    }
+
+    fn count(&mut self, bad: bool) {
+        if bad {
+            self.stats.bad_requests += 1;
+        } else {
+            self.stats.requests += 1;
+        }
+    }
+
+    fn names(&self, key: usize) -> (u64, &str) {
+        self.conns.get(key).map_or((0, ""), |c| (c.serial, c.label.as_str()))
     }
 }
 
