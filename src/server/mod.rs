@@ -14,6 +14,8 @@ pub mod daemon;
 mod dispatch;
 mod event_loop;
 mod io;
+#[doc(hidden)]
+pub mod loopback;
 mod metrics;
 pub(crate) mod net;
 pub mod pidfile;
@@ -33,6 +35,8 @@ use crate::locks::{LockTable, Output};
 use crate::wheel::{Tick, Wheel};
 
 pub use config::{Config, Listen, SocketPerms};
+#[doc(hidden)]
+pub use loopback::Loopback;
 pub use metrics::MAX_PER_LOCK as MAX_METRICS_PER_LOCK;
 pub use net::{parse_socket_mode, resolve_group, BoundAddr};
 pub use state_file::{Corruption, StateError};
