@@ -319,6 +319,8 @@ fuzz_target!(|data: &[u8]| {
         st.now += MAX_IDLE_TICKS - 1;
         st.bystander.check_alive(&mut st.lo, st.now);
         st.now += 1;
+        // A turn before the hang-up, so the deadline (not the EOF) decides.
+        settle(&mut st.lo, st.now);
     }
     st.lo.hang_up(key);
     settle(&mut st.lo, st.now);
