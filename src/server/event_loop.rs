@@ -83,7 +83,7 @@ impl Server {
     /// tick of the wake-up just served: reading the clock again costs more than the few
     /// microseconds of lateness it would save.
     fn poll_timeout(&self, now: Tick) -> Option<Duration> {
-        let leftover = !self.backlog.is_empty() || self.table.has_pending_releases();
+        let leftover = self.conns.has_backlog() || self.table.has_pending_releases();
         if leftover || (self.accept_pending && self.accept_resume_at.is_none()) {
             return Some(Duration::ZERO);
         }
@@ -195,16 +195,9 @@ impl Server {
     fn give_back_memory(&mut self) {
         let mut shrank = self.table.shrink();
         shrank |= self.idle.shrink_if_sparse();
-        shrank |= self.shrink_quiet_buffers();
-        let (len, capacity) = (self.conns.len(), self.conns.capacity());
-        if capacity > VEC_SHRINK_FLOOR && len * 4 <= capacity {
-            self.conns.shrink_to_fit();
-            shrank |= self.conns.capacity() < capacity;
-        }
+        shrank |= self.conns.shrink_quiet_buffers();
+        shrank |= self.conns.shrink();
         shrank |= shrink_vec(&mut self.outputs);
-        shrank |= shrink_vec(&mut self.dirty);
-        shrank |= shrink_vec(&mut self.backlog);
-        shrank |= shrink_vec(&mut self.closing);
         if shrank {
             trim_heap();
         }

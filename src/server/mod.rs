@@ -10,6 +10,7 @@
 
 mod config;
 mod conn;
+mod connections;
 pub mod daemon;
 mod dispatch;
 mod event_loop;
@@ -29,7 +30,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use mio::{Poll, Token, Waker};
-use slab::Slab;
 
 use crate::locks::{LockTable, Output};
 use crate::wheel::{Tick, Wheel};
@@ -42,7 +42,7 @@ pub use net::{parse_socket_mode, resolve_group, BoundAddr};
 pub use state_file::{Corruption, StateError};
 pub use sys::raise_fd_limit;
 
-use conn::Conn;
+use connections::Connections;
 use net::Listener;
 use state_file::StateFile;
 use stats::ServerStats;
@@ -125,19 +125,15 @@ pub struct Server {
     /// `--compat-listen`: JSON-lines clients are served here without the secret.
     compat_listener: Option<Listener>,
     compat_local: Option<BoundAddr>,
-    conns: Slab<Conn>,
+    conns: Connections,
     table: LockTable,
     outputs: Vec<Output>,
     idle: Wheel<crate::locks::ConnId>,
     scratch: Vec<u8>,
     /// Where JSON request lines are parsed (each is served before the next is read).
     line_scratch: session::Scratch,
-    dirty: Vec<usize>,
-    backlog: Vec<usize>,
-    closing: Vec<usize>,
     config: Config,
     start: Instant,
-    next_generation: u32,
     next_serial: u64,
     state: Option<StateFile>,
     stats: ServerStats,
@@ -153,8 +149,6 @@ pub struct Server {
     metrics_addr: Option<std::net::SocketAddr>,
     /// systemd watchdog: ping interval and next ping, when WATCHDOG_USEC asks for it.
     watchdog: Option<(Tick, Tick)>,
-    /// Where the next housekeeping round goes on looking for quiet connection buffers.
-    sweep_cursor: usize,
 }
 
 impl Server {
@@ -230,17 +224,13 @@ impl Server {
             local,
             compat_listener,
             compat_local,
-            conns: Slab::new(),
+            conns: Connections::new(),
             table: LockTable::new(first_token, config.table),
             outputs: Vec::new(),
             idle: Wheel::new(),
             scratch: vec![0; 64 * 1024],
             line_scratch: session::Scratch::default(),
-            dirty: Vec::new(),
-            backlog: Vec::new(),
-            closing: Vec::new(),
             start: Instant::now(),
-            next_generation: 1,
             next_serial: 1,
             state,
             stats: ServerStats::default(),
@@ -255,7 +245,6 @@ impl Server {
             metrics,
             metrics_addr,
             watchdog: sys::watchdog_interval().map(|every| (every, every)),
-            sweep_cursor: 0,
             config,
         })
     }
