@@ -615,3 +615,143 @@ fn stats_json_carries_histograms_and_process_numbers() {
     assert!(doc["open_fds"].as_u64().unwrap() > 0);
     assert!(doc["resident_memory_bytes"].as_u64().unwrap() > 0);
 }
+
+/// Three servers and their `127.0.0.1:PORT` addresses, as a list for `-H`.
+fn three_servers() -> (Vec<TestServer>, Vec<String>) {
+    let servers: Vec<TestServer> = (0..3).map(|_| TestServer::start()).collect();
+    let addrs = servers.iter().map(|s| format!("127.0.0.1:{}", s.addr().port())).collect();
+    (servers, addrs)
+}
+
+#[test]
+fn lock_over_a_list_of_servers_locks_on_the_names_server_only() {
+    let (_servers, addrs) = three_servers();
+    let placer = officer::client::ShardedClient::builder().servers(&addrs).connect_lazy().expect("placer");
+    let home = placer.server_for("nightly").to_owned();
+    // While the command runs, each server lists what it holds: only the name's server has it.
+    let script: String = addrs
+        .iter()
+        .map(|a| format!("echo {a}; {OFFICER} locks -h {a} --json; "))
+        .chain(["echo \"$OFFICER_FENCING_TOKEN\"".to_owned()])
+        .collect();
+    let mut cmd = bare();
+    cmd.args(["lock", "-H", &addrs.join(","), "nightly", "--", "sh", "-c", &script]);
+    let out = run(cmd);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 7, "{stdout}");
+    for pair in lines[..6].chunks(2) {
+        let listing: Value = serde_json::from_str(pair[1]).expect("json");
+        let names: Vec<&str> =
+            listing["locks"].as_array().unwrap().iter().map(|l| l["name"].as_str().unwrap()).collect();
+        let expected: &[&str] = if pair[0] == home { &["nightly"] } else { &[] };
+        assert_eq!(names, expected, "{} (the name lives on {home})", pair[0]);
+    }
+    assert!(lines[6].parse::<u64>().is_ok(), "{stdout}");
+    // The same list from the environment, in another order, finds the same server: busy there.
+    let holder = Client::connect("127.0.0.1", home.rsplit(':').next().unwrap().parse().unwrap()).unwrap();
+    holder.try_lock("nightly").expect("free after the command");
+    let mut reversed = addrs.clone();
+    reversed.reverse();
+    let mut cmd = bare();
+    cmd.args(["lock", "-n", "nightly", "--", "true"]).env("OFFICER_HOST", reversed.join(","));
+    let out = run(cmd);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("is busy"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn listings_over_a_list_of_servers_merge_and_name_each_server() {
+    let (servers, addrs) = three_servers();
+    let sharded = officer::client::ShardedClient::builder().servers(&addrs).connect().expect("connect");
+    let names: Vec<String> = (0..12).map(|i| format!("job{i:02}")).collect();
+    for name in &names {
+        sharded.try_lock(name).expect("lock");
+    }
+    let list = addrs.join(",");
+    let out = run({
+        let mut cmd = bare();
+        cmd.args(["locks", "-h", &list, "--json"]);
+        cmd
+    });
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let listed: Vec<(String, String)> = doc["locks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["name"].as_str().unwrap().to_owned(), l["server"].as_str().unwrap().to_owned()))
+        .collect();
+    let expected: Vec<(String, String)> =
+        names.iter().map(|n| (n.clone(), sharded.server_for(n).to_owned())).collect();
+    assert_eq!(listed, expected);
+    let table = run({
+        let mut cmd = bare();
+        cmd.args(["locks", "-h", &list]);
+        cmd
+    });
+    assert!(text(&table.stdout).starts_with("NAME   SERVER"), "{}", text(&table.stdout));
+    let stats = run({
+        let mut cmd = bare();
+        cmd.args(["stats", "locks_held", "--json"]).env("OFFICER_ADDR", &list);
+        cmd
+    });
+    let doc: Value = serde_json::from_slice(&stats.stdout).expect("json");
+    let held: u64 = addrs.iter().map(|a| doc["servers"][a]["locks_held"].as_u64().expect(a)).sum();
+    assert_eq!(held, names.len() as u64);
+    let ping = run({
+        let mut cmd = bare();
+        cmd.args(["ping", "-h", &list]);
+        cmd
+    });
+    assert_eq!(text(&ping.stdout).lines().filter(|l| l.starts_with("pong from 127.0.0.1:")).count(), 3);
+    let top = run({
+        let mut cmd = bare();
+        cmd.args(["top", "-h", &list, "-n", "1", "--json"]);
+        cmd
+    });
+    assert_eq!(top.status.code(), Some(0), "{}", text(&top.stderr));
+    let doc: Value = serde_json::from_slice(&top.stdout).expect("json");
+    assert_eq!(doc["locks_held"].as_u64(), Some(names.len() as u64), "added up over the servers");
+    assert_eq!(doc["longest_held"].as_array().unwrap().len(), 10, "the default of 10 over the set");
+
+    // One server down: the others are still listed, the failure names it, and the status is 69.
+    let down = addrs[0].clone();
+    let mut servers = servers;
+    servers.remove(0).stop();
+    let out = run({
+        let mut cmd = bare();
+        cmd.args(["locks", "-h", &list, "--json"]);
+        cmd
+    });
+    assert_eq!(out.status.code(), Some(officer::cli::EXIT_UNAVAILABLE), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains(&format!("cannot connect to {down}")), "{}", text(&out.stderr));
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let left = doc["locks"].as_array().unwrap().len();
+    assert_eq!(left, names.iter().filter(|n| sharded.server_for(n) != down).count());
+}
+
+#[test]
+fn lock_over_a_list_fails_with_69_naming_its_server_when_that_one_is_down() {
+    let up = TestServer::start();
+    let addrs = vec![format!("127.0.0.1:{}", up.addr().port()), format!("127.0.0.1:{}", dead_port())];
+    let placer = officer::client::ShardedClient::builder().servers(&addrs).connect_lazy().expect("placer");
+    let on =
+        |server: &str| (0..).map(|i| format!("job{i}")).find(|n| placer.server_for(n) == server).unwrap();
+    let (on_dead, on_up) = (on(&addrs[1]), on(&addrs[0]));
+    let list = addrs.join(",");
+    let out = run({
+        let mut cmd = bare();
+        cmd.args(["lock", "-h", &list, &on_dead, "--", "true"]);
+        cmd
+    });
+    assert_eq!(out.status.code(), Some(officer::cli::EXIT_UNAVAILABLE), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains(&format!("cannot connect to {}", addrs[1])), "{}", text(&out.stderr));
+    let out = run({
+        let mut cmd = bare();
+        cmd.args(["lock", "-h", &list, &on_up, "--", "true"]);
+        cmd
+    });
+    assert_eq!(out.status.code(), Some(0), "the other server's names still lock: {}", text(&out.stderr));
+}

@@ -26,8 +26,9 @@ enum Event {
 }
 
 pub(super) fn run(args: LockArgs) -> i32 {
-    let client = match args.connect.connect_or_exit() {
-        Ok(client) => client,
+    // With a list of servers, only the name's server is connected and named in messages.
+    let (client, server) = match args.connect.connect_for_name(&args.name) {
+        Ok(found) => found,
         Err(code) => return code,
     };
     let timeout = if args.nonblock { Some(std::time::Duration::ZERO) } else { args.timeout };
@@ -90,7 +91,7 @@ pub(super) fn run(args: LockArgs) -> i32 {
                 Ok(Event::Exited(status)) => break status,
                 Ok(Event::Lost) if !lost => {
                     lost = true;
-                    report_loss(&args);
+                    report_loss(&args, &server);
                     if args.kill_on_loss {
                         terminate(pid);
                     }
@@ -106,7 +107,7 @@ pub(super) fn run(args: LockArgs) -> i32 {
             if !lost {
                 lost = true;
                 if e.is_connection_lost() {
-                    report_loss(&args);
+                    report_loss(&args, &server);
                 } else {
                     eprintln!("officer: releasing lock {} failed: {e}", shown_name(&args.name));
                 }
@@ -207,10 +208,10 @@ fn spawn(args: &LockArgs, guard: &LockGuard) -> Result<Child, i32> {
         })
 }
 
-fn report_loss(args: &LockArgs) {
+fn report_loss(args: &LockArgs, server: &str) {
     eprintln!(
         "officer: lost the connection to the server at {}; lock {} is no longer held{}",
-        args.connect.describe(),
+        server,
         shown_name(&args.name),
         if args.kill_on_loss { ", stopping the command" } else { "" }
     );

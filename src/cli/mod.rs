@@ -6,8 +6,9 @@
 //!   values, see [`TOP_LEVEL_HELP`]) and the words of connect failures.
 //! - `lock`: `officer lock NAME -- COMMAND`, flock(1) across hosts.
 //! - `show`: the listings, as aligned tables or `--json`; `top`: the live view.
+//! - `shard`: the same over several servers (`-h a:11500,b:11500`), as [`crate::client::ShardedClient`].
 //! - [`serve`]: `officer run|start|stop|restart|status`, flags to [`crate::server::Config`].
-//! - [`bench`]: `officer bench`, flags and reports around [`crate::bench`].
+//! - [`bench`](mod@bench): `officer bench`, flags and reports around [`crate::bench`].
 //!
 //! `-h` means `--host` here, as in `officer run`, so every subcommand turns clap's help flag
 //! off and offers `--help` alone.
@@ -15,6 +16,7 @@
 pub mod bench;
 mod lock;
 pub mod serve;
+mod shard;
 mod show;
 mod top;
 
@@ -87,6 +89,8 @@ pub const MIN_SECRET_LEN: usize = crate::server::Config::MIN_SECRET_LEN;
 pub const TOP_LEVEL_HELP: &str = "\
 Server address (client subcommands):
   -h HOST[:PORT], -p PORT      flags win ([V6]:PORT for IPv6, e.g. -h [::1]:11500)
+  -h HOST[:PORT],HOST[:PORT]   several servers: each lock name lives on one of them; the
+                               listings ask them all (also in OFFICER_HOST, OFFICER_ADDR)
   OFFICER_HOST, OFFICER_PORT   then these (OFFICER_HOST may also be HOST:PORT)
   OFFICER_ADDR=HOST:PORT       then this, as etcdctl's ETCDCTL_ENDPOINTS
   default                      localhost:11500
@@ -222,9 +226,19 @@ pub struct TopArgs {
 /// ```
 #[derive(clap::Args, Debug, Clone)]
 pub struct ConnectArgs {
-    /// Server host name or address, or HOST:PORT ([V6]:PORT for IPv6)
-    /// [default: $OFFICER_HOST, else the host of $OFFICER_ADDR, else localhost].
-    #[arg(short = 'h', long, value_name = "HOST[:PORT]")]
+    /// Server host name or address, or `HOST:PORT` (`[V6]:PORT` for IPv6), or a comma-separated
+    /// list of them to spread lock names over several servers (`-H` is the same flag); the
+    /// default is `$OFFICER_HOST`, else the host of `$OFFICER_ADDR`, else localhost.
+    // The help text is given apart: clap would show rustdoc's escapes of the brackets.
+    #[arg(
+        short = 'h',
+        short_alias = 'H',
+        long,
+        value_name = "HOST[:PORT]",
+        help = "Server host name or address, or HOST:PORT ([V6]:PORT for IPv6), or a comma-separated \
+                list of them to spread lock names over several servers (-H is the same flag) \
+                [default: $OFFICER_HOST, else the host of $OFFICER_ADDR, else localhost]"
+    )]
     pub host: Option<String>,
     /// Server TCP port [default: $OFFICER_PORT, else the port of $OFFICER_ADDR, else 11500].
     #[arg(short = 'p', long)]
@@ -372,7 +386,11 @@ impl ConnectArgs {
     /// The exit status and message for a failed connect: the CLI's words (flags, not library
     /// methods), and 69 only when the server was not reached.
     fn connect_failure(&self, e: &Error) -> (i32, String) {
-        let server = self.describe();
+        self.connect_failure_at(&self.describe(), e)
+    }
+
+    /// [`ConnectArgs::connect_failure`] for the server at `server` (one of a list).
+    fn connect_failure_at(&self, server: &str, e: &Error) -> (i32, String) {
         match e.kind() {
             ErrorKind::Server(ErrorCode::AuthRequired) => (
                 EXIT_NO_PERM,

@@ -121,12 +121,21 @@ pub struct RunArgs {
 pub struct StartArgs {
     #[command(flatten)]
     run: RunArgs,
-    /// Name of this server: its files are <name>.pid, <name>.addr and <name>.output.
-    #[arg(long, default_value = "officer")]
+    // The help texts are given apart: rustdoc would read `<name>` as an HTML tag.
+    /// Name of this server: its files are `NAME.pid`, `NAME.addr` and `NAME.output`.
+    #[arg(
+        long,
+        default_value = "officer",
+        help = "Name of this server: its files are <name>.pid, <name>.addr and <name>.output"
+    )]
     name: String,
-    /// Directory of <name>.output [default: the -d directory, as the original's daemons gem
-    /// does; without -d: /var/log as root, else the pid directory].
-    #[arg(long)]
+    /// Directory of `NAME.output` (default: the `-d` directory; without `-d`, `/var/log` as
+    /// root, else the pid directory).
+    #[arg(
+        long,
+        help = "Directory of <name>.output [default: the -d directory, as the original's daemons gem \
+                does; without -d: /var/log as root, else the pid directory]"
+    )]
     log_dir: Option<PathBuf>,
 }
 

@@ -9,6 +9,9 @@ use super::{ConnectionsArgs, LocksArgs, PingArgs, StatsArgs};
 use crate::client::{Client, ConnectionInfo, Listing, LockInfo, Result, Stats};
 
 pub(super) fn locks(args: LocksArgs) -> i32 {
+    if let Some(status) = super::shard::locks(&args) {
+        return status;
+    }
     query(
         &args.connect,
         |client| client.locks_matching(&args.prefix, args.max),
@@ -26,6 +29,9 @@ pub(super) fn locks(args: LocksArgs) -> i32 {
 }
 
 pub(super) fn connections(args: ConnectionsArgs) -> i32 {
+    if let Some(status) = super::shard::connections(&args) {
+        return status;
+    }
     query(
         &args.connect,
         |client| client.connections_matching(&args.prefix, args.max),
@@ -40,6 +46,9 @@ pub(super) fn connections(args: ConnectionsArgs) -> i32 {
 }
 
 pub(super) fn stats(args: StatsArgs) -> i32 {
+    if let Some(status) = super::shard::stats(&args) {
+        return status;
+    }
     query(&args.connect, Client::stats, |stats: Stats| {
         let entries = stats.iter().filter(|(k, _)| k.starts_with(&args.prefix));
         if args.json {
@@ -52,6 +61,9 @@ pub(super) fn stats(args: StatsArgs) -> i32 {
 }
 
 pub(super) fn ping(args: PingArgs) -> i32 {
+    if let Some(status) = super::shard::ping(&args) {
+        return status;
+    }
     let target = args.connect.describe();
     query(
         &args.connect,

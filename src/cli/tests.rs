@@ -207,3 +207,39 @@ fn exit_statuses_say_unreachable_only_when_the_server_was_not_reached() {
         assert_eq!(exit_status(&err), code, "{err}");
     }
 }
+
+/// `servers_from` with these variables set and no others.
+fn servers(args: &[&str], vars: &[(&str, &str)]) -> Option<Result<Vec<(String, u16)>, String>> {
+    let mut argv = vec!["officer", "ping"];
+    argv.extend(args);
+    let ClientCommand::Ping(ping) = parse(&argv) else { panic!("not ping") };
+    let vars: Vec<(String, String)> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    ping.connect.servers_from(|var| vars.iter().find(|(k, _)| k == var).map(|(_, v)| v.clone()))
+}
+
+#[test]
+fn a_comma_list_of_hosts_names_several_servers_with_ports_as_for_one() {
+    let list = |pairs: &[(&str, u16)]| Some(Ok(pairs.iter().map(|(h, p)| (h.to_string(), *p)).collect()));
+    // One host is not a list: it keeps the single-server path untouched.
+    assert_eq!(servers(&["-h", "a:1"], &[]), None);
+    assert_eq!(servers(&[], &[("OFFICER_ADDR", "a:1")]), None);
+    assert_eq!(servers(&["-H", "a:1,b:2"], &[]), list(&[("a", 1), ("b", 2)]));
+    assert_eq!(servers(&["-h", "a, b:2,[::1]:3"], &[]), list(&[("a", 11500), ("b", 2), ("::1", 3)]));
+    assert_eq!(servers(&["-h", "a,b", "-p", "4"], &[]), list(&[("a", 4), ("b", 4)]));
+    assert_eq!(servers(&[], &[("OFFICER_HOST", "a,b"), ("OFFICER_PORT", "5")]), list(&[("a", 5), ("b", 5)]));
+    assert_eq!(servers(&[], &[("OFFICER_ADDR", "a:6,b:7")]), list(&[("a", 6), ("b", 7)]));
+    // Each part from the first layer that gives it, as for one server.
+    assert_eq!(servers(&["-h", "a,b"], &[("OFFICER_ADDR", "c:8")]), list(&[("a", 8), ("b", 8)]));
+    assert_eq!(servers(&["-h", "c"], &[("OFFICER_HOST", "a,b")]), None);
+    // A UNIX socket ignores the host.
+    assert_eq!(servers(&["-h", "a,b", "-o", "unix"], &[]), None);
+    for (args, vars, named) in [
+        (&["-h", "a:1,b", "-p", "2"][..], &[][..], "-h/-p"),
+        (&["-h", "a,,b"], &[], "empty"),
+        (&["-h", "a,b:http"], &[], "-h/-p"),
+        (&[], &[("OFFICER_HOST", "a,b"), ("OFFICER_PORT", "x")], "OFFICER_PORT"),
+    ] {
+        let err = servers(args, vars).expect("a list").expect_err(&format!("{args:?} {vars:?}"));
+        assert!(err.contains(named), "{args:?} {vars:?}: {err}");
+    }
+}

@@ -10,17 +10,36 @@ use super::TopArgs;
 use crate::client::{Client, Stats, Top, TopEntry};
 
 pub(super) fn run(args: TopArgs) -> i32 {
+    if let Some(sharded) = super::shard::top_client(&args.connect) {
+        return match sharded {
+            Ok(client) => show(
+                &args,
+                |max| Ok((super::shard::top_stats(&client.stats()?), client.top(max)?)),
+                |e| super::shard::report(&args.connect, e),
+            ),
+            Err(code) => code,
+        };
+    }
     let client = match args.connect.connect_or_exit() {
         Ok(client) => client,
         Err(code) => return code,
     };
+    show(&args, |max| snapshot(&client, max), super::report)
+}
+
+/// Shows what `snapshot` says every interval, as often as asked.
+fn show(
+    args: &TopArgs,
+    snapshot: impl Fn(u32) -> crate::client::Result<(Stats, Top)>,
+    report: impl Fn(&crate::client::Error) -> i32,
+) -> i32 {
     let clear = std::io::stdout().is_terminal() && !args.json;
     let mut shown = 0u64;
     loop {
-        let text = match snapshot(&client, args.max) {
+        let text = match snapshot(args.max) {
             Ok((stats, top)) if args.json => json_line(&stats, &top),
             Ok((stats, top)) => render(&stats, &top, clear),
-            Err(e) => return super::report(&e),
+            Err(e) => return report(&e),
         };
         if std::io::stdout().lock().write_all(text.as_bytes()).is_err() {
             return 0;

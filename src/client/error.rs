@@ -111,6 +111,11 @@ enum Repr {
     Cancelled {
         name: String,
     },
+    /// A failure of one server of a sharded client, with that server's address.
+    OnServer {
+        server: String,
+        inner: Box<Error>,
+    },
 }
 
 impl Error {
@@ -160,6 +165,34 @@ impl Error {
         Error { repr: Repr::Cancelled { name: name.to_owned() } }
     }
 
+    /// `self` as a failure of the server at `server` (a sharded client's shard). Kind, queue,
+    /// lock name and released locks stay those of `self`; the message names the server.
+    pub(crate) fn on_server(self, server: &str) -> Error {
+        // Named once: an error that passed through two layers of the sharded client.
+        if let Repr::OnServer { .. } = self.repr {
+            return self;
+        }
+        Error { repr: Repr::OnServer { server: server.to_owned(), inner: Box::new(self) } }
+    }
+
+    /// For a [`ShardedClient`](super::ShardedClient)'s error: the address of the server that
+    /// failed (as the client lists it), so a caller can tell one down server from another.
+    ///
+    /// ```no_run
+    /// use officer::client::ShardedClient;
+    /// let client = ShardedClient::builder().servers(["a:11500", "b:11500"]).connect()?;
+    /// if let Err(e) = client.try_lock("report") {
+    ///     eprintln!("server {:?} failed: {e}", e.server_address());
+    /// }
+    /// # Ok::<(), officer::client::Error>(())
+    /// ```
+    pub fn server_address(&self) -> Option<&str> {
+        match &self.repr {
+            Repr::OnServer { server, .. } => Some(server),
+            _ => None,
+        }
+    }
+
     /// The classification of this error.
     ///
     /// ```no_run
@@ -181,6 +214,7 @@ impl Error {
             Repr::InvalidName { .. } => ErrorKind::InvalidName,
             Repr::AlreadyWaiting { .. } => ErrorKind::AlreadyWaiting,
             Repr::Cancelled { .. } => ErrorKind::Cancelled,
+            Repr::OnServer { inner, .. } => inner.kind(),
         }
     }
 
@@ -258,6 +292,7 @@ impl Error {
     pub fn server_code(&self) -> Option<ErrorCode> {
         match &self.repr {
             Repr::Server { code, .. } => Some(*code),
+            Repr::OnServer { inner, .. } => inner.server_code(),
             _ => None,
         }
     }
@@ -276,6 +311,7 @@ impl Error {
     pub fn queue(&self) -> Option<&[String]> {
         match &self.repr {
             Repr::LockTimeout { queue, .. } | Repr::QueueMaxed { queue, .. } => Some(queue),
+            Repr::OnServer { inner, .. } => inner.queue(),
             _ => None,
         }
     }
@@ -296,6 +332,7 @@ impl Error {
             | Repr::InvalidName { name, .. }
             | Repr::AlreadyWaiting { name }
             | Repr::Cancelled { name } => Some(name),
+            Repr::OnServer { inner, .. } => inner.lock_name(),
             _ => None,
         }
     }
@@ -312,6 +349,7 @@ impl Error {
     pub fn released_locks(&self) -> &[String] {
         match &self.repr {
             Repr::ConnectionLost { released, .. } => released,
+            Repr::OnServer { inner, .. } => inner.released_locks(),
             _ => &[],
         }
     }
@@ -331,6 +369,10 @@ impl Error {
             | Repr::InvalidName { name, .. }
             | Repr::AlreadyWaiting { name }
             | Repr::Cancelled { name } => *name = f(name),
+            Repr::OnServer { inner, .. } => {
+                let taken = std::mem::replace(inner.as_mut(), Error::protocol(""));
+                **inner = taken.map_names(f);
+            }
             _ => {}
         }
         self
@@ -407,6 +449,7 @@ impl fmt::Display for Error {
             Repr::Cancelled { name } => {
                 write!(f, "the wait for lock {} was cancelled by unlock or reset", shown_name(name))
             }
+            Repr::OnServer { server, inner } => write!(f, "officer server {server}: {inner}"),
         }
     }
 }
@@ -416,6 +459,8 @@ impl std::error::Error for Error {
         match &self.repr {
             Repr::Io(e) => Some(e),
             Repr::InvalidName { why, .. } => Some(why),
+            // The message already includes the inner error's; its cause is the one below it.
+            Repr::OnServer { inner, .. } => inner.source(),
             _ => None,
         }
     }
@@ -450,5 +495,24 @@ mod tests {
         assert!(msg.starts_with("the server at db:22 does not speak the officer protocol"), "{msg}");
         assert!(msg.contains("SSH-2.0-OpenSSH_9.6\\r\\n"), "{msg}");
         assert!(!msg.contains("lot more"), "{msg}");
+    }
+
+    #[test]
+    fn a_shard_failure_names_its_server_and_keeps_the_inner_details() {
+        let err = Error::lock_timeout("ns:job", vec!["10.0.0.9:4000".into()]).on_server("b:11500");
+        assert_eq!(err.kind(), ErrorKind::LockTimeout);
+        assert!(err.is_timeout());
+        assert_eq!(err.server_address(), Some("b:11500"));
+        assert_eq!(err.queue(), Some(&["10.0.0.9:4000".to_owned()][..]));
+        let err = err.map_names(|n| n.strip_prefix("ns:").unwrap_or(n).to_owned());
+        assert_eq!(err.lock_name(), Some("job"));
+        let msg = err.to_string();
+        assert!(msg.starts_with("officer server b:11500: timed out waiting for lock \"job\""), "{msg}");
+        let io = Error::io(io::Error::from(io::ErrorKind::ConnectionRefused)).on_server("c:1");
+        assert!(io.is_io());
+        assert!(std::error::Error::source(&io).is_some());
+        assert_eq!(Error::not_held("a").server_address(), None);
+        let twice = Error::not_held("a").on_server("a:1").on_server("a:1");
+        assert_eq!(twice.to_string().matches("a:1").count(), 1, "{twice}");
     }
 }

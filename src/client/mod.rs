@@ -5,6 +5,9 @@
 //! - `guard`: [`LockGuard`] and [`Client::with_lock`].
 //! - `error`: [`Error`] and [`ErrorKind`].
 //! - `types`: [`LockOptions`], [`Acquired`], [`Listing`], [`MyLocks`], [`MyLocksListing`], [`Stats`].
+//! - `shard`, `shard_builder`: [`ShardedClient`] and [`ShardedBuilder`], names spread over
+//!   several servers; [`placement`] (public, pure: which server a name lives on) and `merge`
+//!   (how listings of several servers become one) hold what an async client can share.
 //!
 //! Locks belong to the connection, as in the original officer: every thread sharing a `Client`
 //! shares its locks (a second `lock` of a held name answers "already acquired" at once). For
@@ -21,10 +24,16 @@
 //! # Ok::<(), officer::client::Error>(())
 //! ```
 
+#![warn(missing_docs)]
+
 mod builder;
 mod conn;
 mod error;
 mod guard;
+mod merge;
+pub mod placement;
+mod shard;
+mod shard_builder;
 mod stream;
 #[cfg(test)]
 mod tests;
@@ -40,6 +49,8 @@ pub use builder::{ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HOST, DEFAULT_
 pub(crate) use error::shown_name;
 pub use error::{Error, ErrorKind, Result};
 pub use guard::LockGuard;
+pub use shard::ShardedClient;
+pub use shard_builder::ShardedBuilder;
 pub use types::{Acquired, Listing, LockOptions, MyLocks, MyLocksListing, Stats, Top};
 
 use crate::protocol::{validate_name, ListRequest, LockRequest, Request, Response};

@@ -200,7 +200,9 @@ impl<T> IntoIterator for Listing<T> {
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MyLocks {
+    /// Held names.
     pub held: Vec<String>,
+    /// Awaited names, in the order the waits started.
     pub waiting: Vec<String>,
 }
 
@@ -234,6 +236,7 @@ pub struct MyLocksListing {
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
+    /// `(key, value)` pairs in the server's order.
     pub entries: Vec<(String, u64)>,
 }
 

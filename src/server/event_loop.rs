@@ -10,6 +10,7 @@ use mio::{Events, Token};
 use super::conn::CloseReason;
 use super::metrics::METRICS_BASE;
 use super::session::Expiry;
+use super::timers::ServerTimer;
 use super::{Server, ServerError, COMPAT_LISTENER, LISTENER, METRICS_LISTENER, SIGNALS, WAKER};
 use crate::wheel::Tick;
 
@@ -79,54 +80,48 @@ impl Server {
         }
     }
 
-    /// Sleep until the earliest deadline; not at all while work is left over. `now` is the
-    /// tick of the wake-up just served: reading the clock again costs more than the few
-    /// microseconds of lateness it would save.
+    /// Sleep until the earliest deadline (lock table, idle wheel, the server's own timers);
+    /// not at all while work is left over. `now` is the tick of the wake-up just served:
+    /// reading the clock again costs more than the few microseconds of lateness it would save.
     fn poll_timeout(&self, now: Tick) -> Option<Duration> {
         let leftover = self.conns.has_backlog() || self.table.has_pending_releases();
-        if leftover || (self.accept_pending && self.accept_resume_at.is_none()) {
+        if leftover || (self.accept_pending && !self.timers.is_armed(ServerTimer::AcceptResume)) {
             return Some(Duration::ZERO);
         }
-        let deadlines = [
-            self.table.next_deadline(),
-            self.idle.next_deadline(),
-            Some(self.next_housekeeping),
-            self.next_stats_log,
-            self.accept_resume_at,
-            self.watchdog.map(|(_, next)| next),
-        ];
+        let deadlines = [self.table.next_deadline(), self.idle.next_deadline(), self.timers.next_deadline()];
         let next = deadlines.into_iter().flatten().min()?;
         Some(Duration::from_millis(next.saturating_sub(now)))
     }
 
-    /// One bounded batch each of released holds (RESET, disconnect) and of wait timeouts; what
-    /// is left stays pending and makes the next poll return at once.
+    /// One bounded batch each of released holds (RESET, disconnect), of wait timeouts and of
+    /// idle connections; what is left stays pending and makes the next poll return at once.
+    /// Then the server's own due timers (at most one round of each).
     fn run_timers(&mut self, now: Tick) {
         self.table.release_step(now, &mut self.outputs);
         self.deliver_outputs();
         self.table.expire(now, &mut self.outputs);
         self.deliver_outputs();
         self.expire_idle(now);
-        if self.accept_resume_at.is_some_and(|t| t <= now) {
-            self.accept_resume_at = None;
-            self.accept_pending = true;
-            self.accept_ready(now);
+        while let Some(timer) = self.timers.pop_due(now) {
+            self.run_timer(timer, now);
         }
-        if let Some((every, next)) = self.watchdog.filter(|(_, next)| *next <= now) {
-            super::sys::notify(sd_notify::NotifyState::Watchdog);
-            self.watchdog = Some((every, next.max(now) + every));
-        }
-        if now >= self.next_housekeeping {
-            self.next_housekeeping = now + 1000;
-            if !self.housekeeping(now) {
-                self.shutdown_flag.store(true, std::sync::atomic::Ordering::SeqCst);
-                let _ = self.waker.wake();
+    }
+
+    /// One of the server's own timers, already re-armed (or disarmed) by `ServerTimers`.
+    fn run_timer(&mut self, timer: ServerTimer, now: Tick) {
+        match timer {
+            ServerTimer::AcceptResume => {
+                self.accept_pending = true;
+                self.accept_ready(now);
             }
-        }
-        if let Some(due) = self.next_stats_log.filter(|t| *t <= now) {
-            let every = self.config.stats_interval.map_or(5000, |d| d.as_millis() as Tick);
-            self.next_stats_log = Some(due.max(now) + every.max(1));
-            self.log_stats(now);
+            ServerTimer::Watchdog => super::sys::notify(sd_notify::NotifyState::Watchdog),
+            ServerTimer::Housekeeping => {
+                if !self.housekeeping(now) {
+                    self.shutdown_flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                    let _ = self.waker.wake();
+                }
+            }
+            ServerTimer::StatsLine => self.log_stats(now),
         }
     }
 
@@ -177,7 +172,7 @@ impl Server {
     fn housekeeping(&mut self, now: Tick) -> bool {
         self.expire_scrapes(now);
         let acquired = self.table.stats().acquired;
-        self.stats.sample_rate(now, acquired);
+        self.acquire_rate.sample(now, acquired);
         if let Some(state) = &mut self.state {
             if let Err(msg) = state.maybe_extend(self.table.last_token()) {
                 error!("cannot extend the fencing-token reservation, shutting down error={msg}");

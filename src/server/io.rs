@@ -14,6 +14,7 @@ use mio::{Interest, Token};
 use super::conn::{CloseReason, Conn};
 use super::connections::KEEP_BUF_CAPACITY;
 use super::session::Session;
+use super::timers::ServerTimer;
 use super::Server;
 use crate::wheel::Tick;
 
@@ -25,11 +26,11 @@ impl Server {
     /// budget). `accept_pending` is one flag for both: it clears only once both are drained,
     /// so an edge-triggered event on either is never lost.
     pub(super) fn accept_ready(&mut self, now: Tick) {
-        if !self.accept_pending || self.accept_resume_at.is_some() {
+        if !self.accept_pending || self.timers.is_armed(ServerTimer::AcceptResume) {
             return;
         }
         let main_drained = self.accept_from(false, now);
-        let compat_drained = self.accept_resume_at.is_none() && self.accept_from(true, now);
+        let compat_drained = !self.timers.is_armed(ServerTimer::AcceptResume) && self.accept_from(true, now);
         if main_drained && compat_drained {
             self.accept_pending = false;
         }
@@ -49,7 +50,7 @@ impl Server {
                     // from spinning on a listener that stays readable.
                     warn!("out of file descriptors, pausing accepts ms={EMFILE_BACKOFF_MS} error={e}");
                     self.stats.accept_errors += 1;
-                    self.accept_resume_at = Some(now + EMFILE_BACKOFF_MS);
+                    self.timers.arm(ServerTimer::AcceptResume, now + EMFILE_BACKOFF_MS);
                     return false;
                 }
                 Err(e) => {

@@ -21,9 +21,12 @@ mod metrics;
 pub(crate) mod net;
 pub mod pidfile;
 mod session;
+mod shutdown;
+mod snapshot;
 mod state_file;
 mod stats;
 mod sys;
+mod timers;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -44,8 +47,9 @@ pub use sys::raise_fd_limit;
 
 use connections::Connections;
 use net::Listener;
+use snapshot::{AcquireRate, ServerStats};
 use state_file::StateFile;
-use stats::ServerStats;
+use timers::ServerTimers;
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
@@ -137,18 +141,16 @@ pub struct Server {
     next_serial: u64,
     state: Option<StateFile>,
     stats: ServerStats,
+    acquire_rate: AcquireRate,
     shutdown_flag: Arc<AtomicBool>,
     waker: Arc<Waker>,
     signals: Option<signal_hook_mio::v1_0::Signals>,
     accept_pending: bool,
-    accept_resume_at: Option<Tick>,
-    next_housekeeping: Tick,
-    next_stats_log: Option<Tick>,
+    /// Housekeeping, the stats line, the accept back-off and the watchdog ping.
+    timers: ServerTimers,
     pid_file: Option<pidfile::PidFile>,
     metrics: Option<metrics::Metrics>,
     metrics_addr: Option<std::net::SocketAddr>,
-    /// systemd watchdog: ping interval and next ping, when WATCHDOG_USEC asks for it.
-    watchdog: Option<(Tick, Tick)>,
 }
 
 impl Server {
@@ -234,17 +236,18 @@ impl Server {
             next_serial: 1,
             state,
             stats: ServerStats::default(),
+            acquire_rate: AcquireRate::default(),
             shutdown_flag: Arc::new(AtomicBool::new(false)),
             waker,
             signals,
             accept_pending: false,
-            accept_resume_at: None,
-            next_housekeeping: 1000,
-            next_stats_log: config.stats_interval.map(|d| d.as_millis() as Tick),
+            timers: ServerTimers::new(
+                config.stats_interval.map(|d| d.as_millis() as Tick),
+                sys::watchdog_interval(),
+            ),
             pid_file: None,
             metrics,
             metrics_addr,
-            watchdog: sys::watchdog_interval().map(|every| (every, every)),
             config,
         })
     }

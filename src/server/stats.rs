@@ -1,122 +1,80 @@
-//! Server-level counters, the STATS response and the periodic `--stats` log line.
+//! The STATS response and the periodic `--stats` log line, both renderings of a `Snapshot`.
 
 use log::info;
 
-use super::conn::CloseReason;
+use super::snapshot::{Snapshot, TRAFFIC};
 use super::Server;
 use crate::wheel::Tick;
 
-/// Samples kept for the acquire rate: one per housekeeping second.
-const RATE_WINDOW: usize = 10;
-
-#[derive(Debug, Default)]
-pub(crate) struct ServerStats {
-    pub accepted: u64,
-    pub refused: u64,
-    pub accept_errors: u64,
-    pub requests: u64,
-    pub responses: u64,
-    pub bad_requests: u64,
-    pub bytes_in: u64,
-    pub bytes_out: u64,
-    /// Connections closed, one counter per reason (indexed by `CloseReason::index`).
-    closed: [u64; CloseReason::COUNT],
-    /// (tick, acquired counter) samples, oldest first.
-    rate_samples: std::collections::VecDeque<(Tick, u64)>,
+/// Every number STATS reports, as stable snake_case keys (clients ignore unknown keys).
+pub(super) fn entries(snap: &Snapshot) -> Vec<(String, u64)> {
+    let (t, s) = (&snap.table, &snap.counters);
+    let mut entries: Vec<(String, u64)> = [
+        ("uptime_ms", snap.uptime_ms),
+        ("connections", snap.connections),
+        ("connections_accepted", s.accepted),
+        ("connections_refused", s.refused),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), *v))
+    .collect();
+    entries.extend(s.closed().map(|(r, v)| (format!("connections_closed_{}", r.as_str()), v)));
+    let rest = [
+        ("max_connections", snap.max_connections),
+        ("locks_held", t.locks_held as u64),
+        ("waiters", t.waiters as u64),
+        ("grants_after_wait", t.grants_after_wait),
+        ("wait_time_total_ms", t.wait_time_total_ms),
+        ("acquire_rate_per_sec", snap.acquire_rate_per_sec),
+        ("last_token", t.last_token),
+    ];
+    let traffic = TRAFFIC.iter().map(|c| (c.key, (c.value)(s)));
+    let table = [("table_connections", t.connections as u64)].into_iter().chain(t.results());
+    entries.extend(rest.into_iter().chain(traffic).chain(table).map(|(k, v)| (k.to_string(), v)));
+    for (name, h) in [("wait_ms", &t.wait_ms), ("hold_ms", &t.hold_ms)] {
+        entries.push((format!("{name}_count"), h.count));
+        entries.push((format!("{name}_sum"), h.sum_ms));
+        for (bound, count) in h.cumulative() {
+            let le = bound.map_or_else(|| "inf".to_string(), |b| b.to_string());
+            entries.push((format!("{name}_le_{le}"), count));
+        }
+    }
+    if let Some(fds) = snap.process.open_fds {
+        entries.push(("open_fds".into(), fds));
+    }
+    if let Some(rss) = snap.process.rss {
+        entries.push(("resident_memory_bytes".into(), rss));
+    }
+    entries
 }
 
-impl ServerStats {
-    pub(crate) fn count_close(&mut self, reason: CloseReason) {
-        self.closed[reason.index()] += 1;
-    }
-
-    /// Every close reason with its count, in `CloseReason::ALL` order: the one list STATS,
-    /// /metrics and the `--stats` line all render.
-    pub(crate) fn closed(&self) -> impl Iterator<Item = (CloseReason, u64)> + '_ {
-        CloseReason::ALL.iter().map(|&r| (r, self.closed[r.index()]))
-    }
-
-    pub(crate) fn sample_rate(&mut self, now: Tick, acquired: u64) {
-        if self.rate_samples.len() == RATE_WINDOW {
-            self.rate_samples.pop_front();
-        }
-        self.rate_samples.push_back((now, acquired));
-    }
-
-    /// Grants per second over the last few seconds.
-    pub(crate) fn acquire_rate(&self, now: Tick, acquired: u64) -> u64 {
-        match self.rate_samples.front() {
-            Some(&(t, a)) if now > t => (acquired - a) * 1000 / (now - t),
-            _ => 0,
+/// The `--stats` line up to its deepest queues: STATS without the histogram buckets.
+pub(super) fn line(snap: &Snapshot) -> String {
+    let mut line = String::from("stats");
+    for (key, value) in entries(snap) {
+        if !key.contains("_le_") {
+            line.push_str(&format!(" {key}={value}"));
         }
     }
+    line
 }
 
 impl Server {
-    /// Every number STATS reports, as stable snake_case keys (clients ignore unknown keys).
+    /// The STATS response's entries.
     pub(super) fn stats_entries(&self, now: Tick) -> Vec<(String, u64)> {
-        let t = self.table.stats();
-        let s = &self.stats;
-        let mut entries: Vec<(String, u64)> = [
-            ("uptime_ms", now),
-            ("connections", self.conns.len() as u64),
-            ("connections_accepted", s.accepted),
-            ("connections_refused", s.refused),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), *v))
-        .collect();
-        entries.extend(s.closed().map(|(r, v)| (format!("connections_closed_{}", r.as_str()), v)));
-        let rest = [
-            ("max_connections", self.config.max_connections as u64),
-            ("locks_held", t.locks_held as u64),
-            ("waiters", t.waiters as u64),
-            ("grants_after_wait", t.grants_after_wait),
-            ("wait_time_total_ms", t.wait_time_total_ms),
-            ("acquire_rate_per_sec", self.stats.acquire_rate(now, t.acquired)),
-            ("last_token", t.last_token),
-            ("requests", s.requests),
-            ("responses", s.responses),
-            ("bad_requests", s.bad_requests),
-            ("bytes_in", s.bytes_in),
-            ("bytes_out", s.bytes_out),
-            ("accept_errors", s.accept_errors),
-            ("table_connections", t.connections as u64),
-        ];
-        let results = t.results();
-        entries.extend(rest.iter().chain(results.iter()).map(|(k, v)| (k.to_string(), *v)));
-        for (name, h) in [("wait_ms", &t.wait_ms), ("hold_ms", &t.hold_ms)] {
-            entries.push((format!("{name}_count"), h.count));
-            entries.push((format!("{name}_sum"), h.sum_ms));
-            for (bound, count) in h.cumulative() {
-                let le = bound.map_or_else(|| "inf".to_string(), |b| b.to_string());
-                entries.push((format!("{name}_le_{le}"), count));
-            }
-        }
-        if let Some(fds) = crate::procfs::open_fds() {
-            entries.push(("open_fds".into(), fds));
-        }
-        if let Some(rss) = crate::procfs::process_rss(std::process::id()) {
-            entries.push(("resident_memory_bytes".into(), rss));
-        }
-        entries
+        entries(&self.snapshot(now))
     }
 
     /// The `--stats` log line: the numbers STATS and /metrics report, plus the deepest queues.
     pub(super) fn log_stats(&self, now: Tick) {
-        let mut line = String::from("stats");
-        for (key, value) in self.stats_entries(now) {
-            if !key.contains("_le_") {
-                line.push_str(&format!(" {key}={value}"));
-            }
-        }
-        info!("{line} deepest_queues={:?}", self.table.deepest_queues(3));
+        info!("{} deepest_queues={:?}", line(&self.snapshot(now)), self.table.deepest_queues(3));
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::conn::CloseReason;
     use crate::server::{Config, Listen};
 
     fn server() -> Server {
@@ -152,7 +110,7 @@ mod tests {
         }
         server.stats.refused = 1000;
         let entries = server.stats_entries(0);
-        let metrics = server.render_metrics(0);
+        let metrics = crate::server::metrics::render(&server.metrics_snapshot(0));
         for (i, &r) in CloseReason::ALL.iter().enumerate() {
             let count = i as u64 + 1;
             let key = format!("connections_closed_{}", r.as_str());
@@ -167,6 +125,59 @@ mod tests {
         assert!(CloseReason::ALL
             .iter()
             .all(|r| line.contains(&&format!("connections_closed_{}", r.as_str()))));
+    }
+
+    #[test]
+    fn entries_and_the_line_take_each_value_from_its_snapshot_field() {
+        let mut snap = Snapshot {
+            uptime_ms: 1,
+            connections: 2,
+            max_connections: 3,
+            acquire_rate_per_sec: 4,
+            ..Default::default()
+        };
+        (snap.counters.accepted, snap.counters.accept_errors, snap.counters.responses) = (5, 6, 7);
+        for _ in 0..8 {
+            snap.counters.count_close(CloseReason::Shutdown);
+        }
+        snap.table.connections = 9;
+        snap.table.hold_ms.record(3);
+        snap.process.rss = Some(10);
+        let entries = entries(&snap);
+        let get = |key: &str| entries.iter().find(|(k, _)| k == key).map(|(_, v)| *v);
+        let expected = [
+            ("uptime_ms", 1),
+            ("connections", 2),
+            ("max_connections", 3),
+            ("acquire_rate_per_sec", 4),
+            ("connections_accepted", 5),
+            ("accept_errors", 6),
+            ("responses", 7),
+            ("connections_closed_shutdown", 8),
+            ("table_connections", 9),
+            ("hold_ms_count", 1),
+            ("hold_ms_le_5", 1),
+            ("resident_memory_bytes", 10),
+        ];
+        for (key, value) in expected {
+            assert_eq!(get(key), Some(value), "{key}");
+        }
+        assert_eq!(get("open_fds"), None, "a figure that was not read is left out");
+        assert_eq!(entries.last().map(|(k, _)| k.as_str()), Some("resident_memory_bytes"));
+        let line = line(&snap);
+        assert!(line.starts_with("stats uptime_ms=1 connections=2 connections_accepted=5 "), "{line}");
+        assert!(line.ends_with(" hold_ms_count=1 hold_ms_sum=3 resident_memory_bytes=10"), "{line}");
+        assert!(!line.contains("_le_"), "{line}");
+    }
+
+    #[test]
+    fn traffic_counters_sit_between_last_token_and_table_connections_in_stats() {
+        let keys: Vec<String> = entries(&Snapshot::default()).into_iter().map(|(k, _)| k).collect();
+        let at = keys.iter().position(|k| k == "last_token").unwrap();
+        let expected = ["requests", "responses", "bad_requests", "bytes_in", "bytes_out", "accept_errors"];
+        assert_eq!(keys[at + 1..at + 1 + expected.len()], expected);
+        assert_eq!(keys[at + 1 + expected.len()], "table_connections");
+        assert_eq!(keys[at + 2 + expected.len()], "acquired");
     }
 
     /// STATS clients and dashboards key on names and order: the close keys sit in ALL order

@@ -11,17 +11,22 @@
 //! top N (and never a holder's ephemeral port). The longest hold and the deepest queue take a
 //! pass over the lock table (O(locks)); it is reused for a second, so however often scrapes
 //! come, the table is walked at most once a second on their behalf.
+//!
+//! The text is rendered (exposition.rs) from a `Snapshot` (snapshot.rs) taken once per
+//! answer: the rendering never reads the server, so it is tested with hand-built snapshots.
 
-use std::cell::{Cell, RefCell};
-use std::fmt::Write as _;
+mod exposition;
+
 use std::io::{ErrorKind, Read, Write};
 
 use log::debug;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
 
+pub(super) use exposition::render;
+
+use super::snapshot::{ScrapeCounts, TopLocks};
 use super::Server;
-use crate::locks::Histogram;
 use crate::protocol::{Response, TopEntry};
 use crate::wheel::Tick;
 
@@ -37,8 +42,6 @@ const HEAD_DEADLINE_MS: Tick = 1_000;
 const SCRAPE_DEADLINE_MS: Tick = 5_000;
 /// How long one pass over the lock table serves the hold and queue gauges of later scrapes.
 const TOP_REUSE_MS: Tick = 1_000;
-/// Longest lock name shown whole in a label; longer ones are cut and hashed (`name_label`).
-const NAME_LABEL_MAX: usize = 128;
 /// The most per-lock series `--metrics-per-lock` may ask for.
 pub const MAX_PER_LOCK: u32 = 100;
 
@@ -102,9 +105,8 @@ pub(super) struct Metrics {
     next_serial: u64,
     served: u64,
     dropped: Dropped,
-    /// Rendering takes `&Server`; the cache is the only state it updates.
-    top: RefCell<Option<TopPass>>,
-    table_scans: Cell<u64>,
+    top: Option<TopPass>,
+    table_scans: u64,
 }
 
 impl Metrics {
@@ -115,8 +117,8 @@ impl Metrics {
             next_serial: 0,
             served: 0,
             dropped: Dropped::default(),
-            top: RefCell::new(None),
-            table_scans: Cell::new(0),
+            top: None,
+            table_scans: 0,
         }
     }
 
@@ -332,13 +334,13 @@ impl Server {
         *reason(&mut metrics.dropped) += 1;
     }
 
-    fn answer(&self, route: &Route, now: Tick) -> String {
+    fn answer(&mut self, route: &Route, now: Tick) -> String {
         match route {
             Route::Metrics => http_response(
                 "200 OK",
                 "text/plain; version=0.0.4; charset=utf-8",
                 "",
-                &self.render_metrics(now),
+                &render(&self.metrics_snapshot(now)),
             ),
             Route::NotFound => {
                 http_response("404 Not Found", "text/plain", "", "only GET /metrics is served here\n")
@@ -362,219 +364,49 @@ impl Server {
         }
     }
 
-    /// The exposition text: counters, gauges, histograms, the longest hold and deepest queue
-    /// (per lock only when opted in), the endpoint's own counters, process metrics.
-    pub(super) fn render_metrics(&self, now: Tick) -> String {
-        let mut m = String::with_capacity(8192);
-        self.render_table(&mut m);
-        self.render_connections(&mut m);
-        self.render_top(&mut m, now);
-        if let Some(metrics) = &self.metrics {
-            render_scrapes(&mut m, metrics);
-        }
-        header(&mut m, "officer_build_info", "gauge", "Always 1; the version of the running server.");
-        let _ = writeln!(m, "officer_build_info{{version=\"{}\"}} 1", escape(env!("CARGO_PKG_VERSION")));
-        render_process(&mut m);
-        m
-    }
-
-    fn render_table(&self, m: &mut String) {
-        let t = self.table.stats();
-        header(m, "officer_lock_results_total", "counter", "Lock and unlock outcomes by result.");
-        for (result, v) in t.results() {
-            let _ = writeln!(m, "officer_lock_results_total{{result=\"{result}\"}} {v}");
-        }
-        gauge(m, "officer_locks_held", "Locks held now.", t.locks_held as u64);
-        gauge(m, "officer_waiters", "Lock requests waiting now.", t.waiters as u64);
-        gauge(m, "officer_last_token", "Highest fencing token issued.", t.last_token);
-        histogram(m, "officer_lock_wait_seconds", "Time granted waiters waited.", &t.wait_ms);
-        histogram(m, "officer_lock_hold_seconds", "Time locks were held until released.", &t.hold_ms);
-    }
-
-    fn render_connections(&self, m: &mut String) {
-        let s = &self.stats;
-        gauge(m, "officer_connections", "Connections open now.", self.conns.len() as u64);
-        counter(m, "officer_connections_accepted_total", "Connections accepted.", s.accepted);
-        header(m, "officer_connections_closed_total", "counter", "Connections closed, by reason.");
-        // Every CloseReason, then refusals at the connection limit (not a CloseReason: they
-        // never became a connection, and STATS counts them as connections_refused).
-        let closed = s.closed().map(|(r, v)| (r.as_str(), v)).chain([("limit", s.refused)]);
-        for (reason, v) in closed {
-            let _ = writeln!(m, "officer_connections_closed_total{{reason=\"{reason}\"}} {v}");
-        }
-        counter(m, "officer_requests_total", "Requests decoded.", s.requests);
-        counter(m, "officer_bad_requests_total", "Requests answered with an error.", s.bad_requests);
-        counter(m, "officer_received_bytes_total", "Bytes read from clients.", s.bytes_in);
-        counter(m, "officer_sent_bytes_total", "Bytes written to clients.", s.bytes_out);
-    }
-
-    /// The longest hold and the deepest queue always, without labels; per lock (name only,
-    /// never the holder) for the top `--metrics-per-lock` locks when that is above 0.
-    fn render_top(&self, m: &mut String, now: Tick) {
+    /// The longest holds and deepest queues `/metrics` shows: from the endpoint's pass when
+    /// it is at most TOP_REUSE_MS old (hold times advanced to `now`; a lock released since may
+    /// still show until the next pass), else from a new pass, which is counted.
+    pub(super) fn top_locks(&mut self, now: Tick) -> TopLocks {
         let per_lock = self.config.metrics_per_lock.min(MAX_PER_LOCK);
-        let (longest_held, deepest_queues) = self.top_pass(now, per_lock.max(1));
-        let oldest = longest_held.first().map_or(0, |e| e.held_ms);
-        gauge_f(
-            m,
-            "officer_oldest_hold_seconds",
-            "How long the longest current hold has lasted.",
-            seconds(oldest),
-        );
-        let deepest = deepest_queues.first().map_or(0, |e| e.waiters);
-        gauge(m, "officer_max_queue_depth", "Waiters of the lock with the deepest queue.", deepest.into());
-        if per_lock > 0 {
-            render_per_lock(m, &longest_held, &deepest_queues);
-        }
-    }
-}
-
-impl Server {
-    /// The longest holds and deepest queues, from a pass at most TOP_REUSE_MS old (hold times
-    /// advanced to `now`; a lock released since may still show until the next pass).
-    fn top_pass(&self, now: Tick, n: u32) -> (Vec<TopEntry>, Vec<TopEntry>) {
+        let n = per_lock.max(1);
         let scan = || match self.table.top(now, n) {
             Response::Top { longest_held, deepest_queues } => (longest_held, deepest_queues),
             _ => (Vec::new(), Vec::new()),
         };
-        let Some(metrics) = &self.metrics else { return scan() };
-        let mut cache = metrics.top.borrow_mut();
-        if let Some(pass) = cache.as_ref().filter(|p| now < p.at + TOP_REUSE_MS) {
-            let age = now.saturating_sub(pass.at);
-            let held = pass.longest_held.iter().map(|e| TopEntry { held_ms: e.held_ms + age, ..e.clone() });
-            return (held.collect(), pass.deepest_queues.clone());
-        }
-        let (longest_held, deepest_queues) = scan();
-        metrics.table_scans.set(metrics.table_scans.get() + 1);
-        *cache = Some(TopPass {
-            at: now,
-            longest_held: longest_held.clone(),
-            deepest_queues: deepest_queues.clone(),
-        });
-        (longest_held, deepest_queues)
+        let (longest_held, deepest_queues) = match &mut self.metrics {
+            None => scan(),
+            Some(metrics) => match metrics.top.as_ref().filter(|p| now < p.at + TOP_REUSE_MS) {
+                Some(pass) => {
+                    let age = now.saturating_sub(pass.at);
+                    let held =
+                        pass.longest_held.iter().map(|e| TopEntry { held_ms: e.held_ms + age, ..e.clone() });
+                    (held.collect(), pass.deepest_queues.clone())
+                }
+                None => {
+                    let (longest_held, deepest_queues) = scan();
+                    metrics.table_scans += 1;
+                    metrics.top = Some(TopPass {
+                        at: now,
+                        longest_held: longest_held.clone(),
+                        deepest_queues: deepest_queues.clone(),
+                    });
+                    (longest_held, deepest_queues)
+                }
+            },
+        };
+        TopLocks { per_lock, longest_held, deepest_queues }
     }
-}
 
-fn render_per_lock(m: &mut String, longest_held: &[TopEntry], deepest_queues: &[TopEntry]) {
-    header(
-        m,
-        "officer_longest_hold_seconds",
-        "gauge",
-        "The locks held longest (--metrics-per-lock), by name.",
-    );
-    for e in longest_held {
-        let _ = writeln!(
-            m,
-            "officer_longest_hold_seconds{{name=\"{}\"}} {:.3}",
-            name_label(&e.name),
-            seconds(e.held_ms)
-        );
+    /// The endpoint's own counters, when it is enabled.
+    pub(super) fn scrape_counts(&self) -> Option<ScrapeCounts> {
+        let metrics = self.metrics.as_ref()?;
+        Some(ScrapeCounts {
+            served: metrics.served,
+            table_scans: metrics.table_scans,
+            dropped: metrics.dropped.by_reason(),
+        })
     }
-    header(m, "officer_queue_depth", "gauge", "Waiters of the deepest queues (--metrics-per-lock), by name.");
-    for e in deepest_queues {
-        let _ = writeln!(m, "officer_queue_depth{{name=\"{}\"}} {}", name_label(&e.name), e.waiters);
-    }
-}
-
-fn render_scrapes(m: &mut String, metrics: &Metrics) {
-    counter(m, "officer_metrics_scrapes_total", "Answers sent by this endpoint.", metrics.served);
-    let scans = metrics.table_scans.get();
-    counter(
-        m,
-        "officer_metrics_table_scans_total",
-        "Passes over the lock table for the hold and queue gauges.",
-        scans,
-    );
-    header(
-        m,
-        "officer_metrics_scrapes_dropped_total",
-        "counter",
-        "Scrape connections closed unanswered, by reason.",
-    );
-    for (reason, v) in metrics.dropped.by_reason() {
-        let _ = writeln!(m, "officer_metrics_scrapes_dropped_total{{reason=\"{reason}\"}} {v}");
-    }
-}
-
-/// The standard process collector's series, as the Prometheus client libraries name them.
-fn render_process(m: &mut String) {
-    let pid = std::process::id();
-    if let Some(stat) = crate::procfs::process_stat(pid) {
-        let cpu = stat.cpu.as_secs_f64();
-        header(m, "process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.");
-        let _ = writeln!(m, "process_cpu_seconds_total {cpu:.3}");
-        gauge_f(
-            m,
-            "process_start_time_seconds",
-            "Start time of the process since unix epoch in seconds.",
-            stat.start_time_secs,
-        );
-        gauge(m, "process_virtual_memory_bytes", "Virtual memory size in bytes.", stat.virtual_bytes);
-    }
-    if let Some(rss) = crate::procfs::process_rss(pid) {
-        gauge(m, "process_resident_memory_bytes", "Resident memory size in bytes.", rss);
-    }
-    if let Some(fds) = crate::procfs::open_fds() {
-        gauge(m, "process_open_fds", "Number of open file descriptors.", fds);
-    }
-    if let Some(max) = crate::procfs::max_fds() {
-        gauge(m, "process_max_fds", "Maximum number of open file descriptors.", max);
-    }
-}
-
-fn seconds(ms: u64) -> f64 {
-    ms as f64 / 1000.0
-}
-
-fn header(m: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(m, "# HELP {name} {help}\n# TYPE {name} {kind}");
-}
-
-fn counter(m: &mut String, name: &str, help: &str, v: u64) {
-    header(m, name, "counter", help);
-    let _ = writeln!(m, "{name} {v}");
-}
-
-fn gauge(m: &mut String, name: &str, help: &str, v: u64) {
-    header(m, name, "gauge", help);
-    let _ = writeln!(m, "{name} {v}");
-}
-
-fn gauge_f(m: &mut String, name: &str, help: &str, v: f64) {
-    header(m, name, "gauge", help);
-    let _ = writeln!(m, "{name} {v:.3}");
-}
-
-fn histogram(m: &mut String, name: &str, help: &str, h: &Histogram) {
-    header(m, name, "histogram", help);
-    for (bound, count) in h.cumulative() {
-        match bound {
-            Some(ms) => {
-                let _ = writeln!(m, "{name}_bucket{{le=\"{}\"}} {count}", seconds(ms));
-            }
-            None => {
-                let _ = writeln!(m, "{name}_bucket{{le=\"+Inf\"}} {count}");
-            }
-        }
-    }
-    let _ = writeln!(m, "{name}_sum {:.3}\n{name}_count {}", seconds(h.sum_ms), h.count);
-}
-
-/// A lock name as a label value: escaped, and a name longer than NAME_LABEL_MAX bytes cut at
-/// a character boundary and followed by `~` and the FNV-1a 64 of the whole name, so two long
-/// names sharing a prefix stay two series and an answer stays small (names may be 64 KiB).
-fn name_label(name: &str) -> String {
-    if name.len() <= NAME_LABEL_MAX {
-        return escape(name);
-    }
-    let cut = (0..=NAME_LABEL_MAX).rev().find(|&i| name.is_char_boundary(i)).unwrap_or(0);
-    let hash =
-        name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
-    format!("{}~{hash:016x}", escape(&name[..cut]))
-}
-
-/// Label values escape backslash, double quote and newline (the exposition format's rule).
-fn escape(value: &str) -> String {
-    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 /// `extra` is more header lines, each ending in CRLF.
@@ -588,6 +420,7 @@ fn http_response(status: &str, content_type: &str, extra: &str, body: &str) -> S
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::snapshot::Snapshot;
 
     /// A scrape connection as the server holds it, and the peer's end.
     fn pair(peers: &std::net::TcpListener) -> (TcpStream, std::net::TcpStream) {
@@ -650,45 +483,14 @@ mod tests {
         let mut metrics = Metrics::new(TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap());
         metrics.dropped =
             Dropped { evicted: 1, head_timeout: 2, deadline: 3, busy: 4, bad_request: 5, closed: 6 };
-        let mut m = String::new();
-        render_scrapes(&mut m, &metrics);
+        let scrapes = ScrapeCounts { served: 0, table_scans: 0, dropped: metrics.dropped.by_reason() };
+        let m = render(&Snapshot { scrapes: Some(scrapes), ..Snapshot::default() });
         let reasons = ["evicted", "head_timeout", "deadline", "busy", "bad_request", "closed"];
         for (i, reason) in reasons.iter().enumerate() {
             let series = format!("officer_metrics_scrapes_dropped_total{{reason=\"{reason}\"}} {}\n", i + 1);
             assert!(m.contains(&series), "{series:?} missing:\n{m}");
         }
         assert_eq!(m.matches("officer_metrics_scrapes_dropped_total{").count(), reasons.len(), "{m}");
-    }
-
-    #[test]
-    fn long_names_are_cut_and_hashed_in_labels() {
-        assert_eq!(name_label("short"), "short");
-        let a = format!("{}a", "x".repeat(200));
-        let b = format!("{}b", "x".repeat(200));
-        let (la, lb) = (name_label(&a), name_label(&b));
-        assert_ne!(la, lb, "a shared prefix must not merge two series");
-        assert!(la.starts_with(&"x".repeat(128)) && la.len() == 128 + 1 + 16, "{la}");
-        // A cut never splits a character.
-        let wide = "é".repeat(100);
-        assert!(name_label(&wide).starts_with(&"é".repeat(64)), "{}", name_label(&wide));
-    }
-
-    #[test]
-    fn label_values_are_escaped() {
-        assert_eq!(escape(r#"a"b\c"#), r#"a\"b\\c"#);
-        assert_eq!(escape("x\ny"), "x\\ny");
-    }
-
-    #[test]
-    fn histogram_lines_are_cumulative_with_inf() {
-        let mut h = Histogram::default();
-        h.record(3);
-        h.record(2000);
-        let mut m = String::new();
-        histogram(&mut m, "x", "help", &h);
-        assert!(m.contains("x_bucket{le=\"0.005\"} 1\n"), "{m}");
-        assert!(m.contains("x_bucket{le=\"+Inf\"} 2\n"), "{m}");
-        assert!(m.contains("x_count 2\n"), "{m}");
     }
 
     #[test]
