@@ -7,6 +7,13 @@
 //! expired timers, then flush every connection that got output with one write each. Work left
 //! over by a batch makes the next poll return at once, so it goes on next turn, after everyone
 //! else was served (README "Limits and guarantees").
+//!
+//! A connection's protocol (phases, JSON sniff, frame limits, handshake, AUTH, idle and auth
+//! deadlines, reply encoding) is `session/`, with no socket or clock; `dispatch.rs` drives a
+//! session over what was read and turns its requests into lock-table calls; `connections.rs`
+//! owns the sockets' bookkeeping (slab, dirty / backlog / closing lists, interest, writes,
+//! reaping); `io.rs` accepts, reads and closes. `loopback.rs` hosts sessions in process for
+//! the connection fuzz target.
 
 mod config;
 mod conn;
