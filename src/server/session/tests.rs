@@ -310,3 +310,26 @@ fn json_replies_are_lines_and_binary_replies_fit_max_frame() {
     binary.encode(3, &Response::TimedOut { queue: vec!["127.0.0.1:40000".into(); 10_000] }, 1024, &mut out);
     assert!(out.len() <= 1024 + 4);
 }
+
+#[test]
+fn hello_ok_carries_the_serial_and_the_limits() {
+    let config = Config { max_frame: 4096, max_name: 200, ..idle_config() };
+    let mut session = Session::new(42, false, 0, &config);
+    let (steps, _) = feed(&mut session, &hello(1), 0, &config);
+    let Seen::Reply(1, Response::HelloOk(h)) = &steps[0] else { panic!("{steps:?}") };
+    assert_eq!((h.version, h.connection_id, h.auth_required), (PROTOCOL_VERSION, 42, false));
+    assert_eq!((h.max_frame, h.max_name, h.idle_timeout_ms), (4096, 200, 1000));
+    assert_eq!(session.phase(), Phase::Binary);
+}
+
+#[test]
+fn before_hello_any_other_frame_is_a_bad_handshake() {
+    let config = idle_config();
+    // A frame of HELLO's size with an unknown opcode, and a valid PING: neither is HELLO.
+    for first in [vec![0, 0, 0, 5, 0, 0, 4, 0, 0x78], frame(&Request::Ping(b"12345678"), 1)] {
+        let mut session = Session::new(1, false, 0, &config);
+        let (steps, used) = feed(&mut session, &first, 0, &config);
+        assert_eq!(steps, [Seen::Close(CloseReason::Protocol, ErrorCode::BadHandshake)], "{first:?}");
+        assert_eq!(used, first.len());
+    }
+}
