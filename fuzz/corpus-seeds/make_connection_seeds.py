@@ -85,6 +85,8 @@ seeds = {
     + b'{"command":"reset"}\n',
     # One PING repeated to 40 KiB: 4552 pipelined requests, past the per-wake-up budget of 4096.
     "pings_past_budget": bytes([0b101, 0x00]) + frame(PING, 9),
+    # A holder that goes silent past max_idle (flag bit 3): its lock must go with it.
+    "idle_holder": bytes([0b1001, 0x00]) + lock(2, b"x"),
     # Strangers: HTTP and a TLS ClientHello (PROTOCOL.md §2.6).
     "http_get": bytes([0b00, 0x00]) + b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n",
     "tls_client_hello": bytes([0b00, 0x00]) + bytes.fromhex("160301020001000001fc0303"),

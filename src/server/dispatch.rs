@@ -1,246 +1,222 @@
-//! From bytes to the lock table: split frames, decode requests, route each one.
+//! The host's side of a session's steps: drive the session over a connection's input within
+//! the turn's budget ([`drive`], for the server and the in-process loopback alike), and run
+//! each `Execute` against the lock table ([`run`], the one place a request becomes a table
+//! call).
 
-use log::{debug, warn};
+use log::warn;
 
-use super::conn::{CloseReason, Phase};
-use super::Server;
-use crate::locks::{Command, Name};
-use crate::protocol::{split_frame, DecodeError, ErrorCode, Frame, HelloOk, Request, Response};
+use super::session::{Cause, CloseReason, Scratch, Session, Step};
+use super::{Config, Server};
+use crate::locks::{Command, LockTable, Name, Output, SessionId};
+use crate::protocol::{Request, Response};
 use crate::wheel::Tick;
 
-/// Before HELLO only a frame of exactly HELLO's size is plausible (its length field is 13; 17
-/// bytes on the wire); anything larger is not an officer client, and refusing it early keeps a
-/// stranger from making us buffer a body.
-const HELLO_FRAME_LEN: u32 = 13;
+/// What driving a session over a connection's input needs from the code that owns the
+/// connection: the server, or the in-process loopback the fuzz target drives ([`drive`]).
+pub(crate) trait Host {
+    /// The connection's session and the configuration, together (one borrow of the host).
+    fn session(&mut self, key: usize) -> Option<(&mut Session, &Config)>;
+    /// Whether the connection may be served another request: it is open and its unsent
+    /// output is under the limit (the server flushes first when it is not).
+    fn may_serve(&mut self, key: usize) -> bool;
+    /// Whether its requests wait: its RESET is still releasing holds (PROTOCOL.md §6.5).
+    fn holds_back(&self, key: usize) -> bool;
+    fn send(&mut self, key: usize, rid: u32, response: &Response);
+    fn close(&mut self, key: usize, reason: CloseReason, now: Tick);
+    /// Runs an `Execute` step (normally through [`run`]) and sends what it answers.
+    fn execute(&mut self, key: usize, rid: u32, request: Request<'_>, now: Tick);
+    /// Counts one request, or one bad request, in the host's statistics.
+    fn count(&mut self, bad: bool);
+    /// The connection's serial and peer label, for log lines.
+    fn names(&self, key: usize) -> (u64, &str);
+}
+
+/// Serves the complete frames (or JSON lines) at the front of `data`, within `budget`
+/// requests. Returns how many bytes were consumed; the rest is an incomplete frame or
+/// frames left for the next turn.
+pub(crate) fn drive<H: Host>(
+    host: &mut H,
+    key: usize,
+    data: &[u8],
+    now: Tick,
+    budget: &mut usize,
+    scratch: &mut Scratch,
+) -> usize {
+    let mut pos = 0;
+    while *budget > 0 {
+        if !host.may_serve(key) {
+            return data.len();
+        }
+        let Some((session, config)) = host.session(key) else { return data.len() };
+        let Some(next) = session.next(&data[pos..], now, config, scratch) else { break };
+        pos += next.used;
+        *budget -= 1;
+        if next.request {
+            host.count(false);
+        }
+        if !take_step(host, key, next.step, now) {
+            return data.len();
+        }
+        if next.scans || host.holds_back(key) {
+            // One O(locks) answer per connection per turn: the rest of its input waits in
+            // the backlog while everyone else is served. A RESET still releasing holds its
+            // later requests back the same way.
+            *budget = 0;
+        }
+    }
+    pos
+}
+
+/// Does what one step says; false once the connection is closing.
+fn take_step<H: Host>(host: &mut H, key: usize, step: Step<'_>, now: Tick) -> bool {
+    match step {
+        Step::Execute { rid, request } => host.execute(key, rid, request, now),
+        Step::Reply { rid, response } => host.send(key, rid, &response),
+        Step::Invalid { rid, code, message, quiet } => {
+            if !quiet {
+                warn!("bad request conn={} request_id={rid} error={message}", host.names(key).0);
+            }
+            host.count(true);
+            host.send(key, rid, &Response::error(code, message));
+        }
+        Step::Close { reason, response, cause } => {
+            log_cause(host, key, &cause);
+            // Fatal, so it carries request id 0 like every ERROR that ends a connection.
+            host.send(key, crate::protocol::SHUTDOWN_REQUEST_ID, &response);
+            host.close(key, reason, now);
+            return false;
+        }
+        Step::Activity => {}
+    }
+    true
+}
+
+fn log_cause<H: Host>(host: &mut H, key: usize, cause: &Cause) {
+    let (serial, peer) = host.names(key);
+    match cause {
+        Cause::Decode(error) => warn!("closing connection after protocol error conn={serial} error={error}"),
+        Cause::HelloTwice => {}
+        Cause::AuthFailed => warn!("authentication failed conn={serial} peer={peer}"),
+        Cause::JsonRefused(code) => {
+            warn!("refusing JSON-lines client conn={serial} peer={peer} code={}", code.as_str());
+            host.count(true);
+        }
+    }
+}
 
 impl Server {
-    /// Serves the complete frames (or JSON lines) at the front of `data`, within `budget`
-    /// requests. Returns how many bytes were consumed; the rest is an incomplete frame or
-    /// frames left for the next wake-up.
+    /// Serves the complete frames (or JSON lines) at the front of `data` ([`drive`]).
     pub(super) fn process(&mut self, key: usize, data: &[u8], now: Tick, budget: &mut usize) -> usize {
-        let Some(conn) = self.conns.get(key) else { return data.len() };
-        match conn.phase {
-            // The original protocol: served, or refused with one JSON error line (json.rs).
-            Phase::AwaitHello if data.first() == Some(&b'{') => self.begin_json(key, data, now, budget),
-            Phase::Json => self.process_json(key, data, now, budget),
-            Phase::AwaitHello | Phase::AwaitAuth | Phase::Binary => {
-                self.process_frames(key, data, now, budget)
-            }
-        }
+        let mut scratch = std::mem::take(&mut self.line_scratch);
+        let used = drive(self, key, data, now, budget, &mut scratch);
+        self.line_scratch = scratch;
+        used
+    }
+}
+
+impl Host for Server {
+    fn session(&mut self, key: usize) -> Option<(&mut Session, &Config)> {
+        self.conns.get_mut(key).map(|c| (&mut c.session, &self.config))
     }
 
-    fn process_frames(&mut self, key: usize, data: &[u8], now: Tick, budget: &mut usize) -> usize {
-        let mut pos = 0;
-        while *budget > 0 {
-            if !self.within_output_limit(key) {
-                return data.len();
-            }
-            let Some(conn) = self.conns.get(key).filter(|c| c.closing.is_none()) else { return data.len() };
-            let max_frame = match conn.phase {
-                Phase::AwaitHello => HELLO_FRAME_LEN,
-                Phase::AwaitAuth => self.config.pre_auth_max_frame,
-                Phase::Binary | Phase::Json => self.config.max_frame,
-            };
-            match split_frame(&data[pos..], max_frame) {
-                Ok(None) => break,
-                Ok(Some((frame, used))) => {
-                    pos += used;
-                    *budget -= 1;
-                    // Only a complete frame is activity (PROTOCOL.md §2.5): a trickle of bytes
-                    // cannot keep a connection open past the idle limit.
-                    if let Some(conn) = self.conns.get_mut(key) {
-                        conn.last_active = now;
-                    }
-                    self.stats.requests += 1;
-                    self.dispatch(key, &frame, now);
-                    if scans_the_table(frame.opcode) || self.holds_back(key) {
-                        // One O(locks) answer per connection per turn: the rest of its input
-                        // waits in the backlog while everyone else is served. A RESET still
-                        // releasing holds its later requests back the same way.
-                        *budget = 0;
-                    }
-                }
-                Err(e) => {
-                    let e = match (conn.phase, e) {
-                        (Phase::AwaitHello, DecodeError::FrameTooLarge { .. })
-                        | (Phase::AwaitHello, DecodeError::FrameTooShort(_)) => DecodeError::BadMagic,
-                        (_, e) => e,
-                    };
-                    self.fail(key, &e, now);
-                    return data.len();
-                }
-            }
-        }
-        pos
+    fn may_serve(&mut self, key: usize) -> bool {
+        self.within_output_limit(key)
     }
 
-    fn dispatch(&mut self, key: usize, frame: &Frame<'_>, now: Tick) {
+    fn holds_back(&self, key: usize) -> bool {
+        Server::holds_back(self, key)
+    }
+
+    fn send(&mut self, key: usize, rid: u32, response: &Response) {
+        Server::send(self, key, rid, response)
+    }
+
+    fn close(&mut self, key: usize, reason: CloseReason, now: Tick) {
+        Server::close(self, key, reason, now)
+    }
+
+    /// Runs one request of a greeted connection (binary or JSON) and sends its answers.
+    fn execute(&mut self, key: usize, rid: u32, request: Request<'_>, now: Tick) {
         let Some(conn) = self.conns.get(key) else { return };
-        let rid = frame.request_id;
-        let phase = conn.phase;
-        let request = match Request::decode(frame, self.config.max_name) {
-            Ok(request) => request,
-            Err(e) if e.is_fatal() => return self.fail(key, &e, now),
-            // Before HELLO any undecodable frame means the peer does not speak the protocol.
-            Err(_) if phase == Phase::AwaitHello => return self.fail(key, &DecodeError::BadMagic, now),
-            Err(e) => {
-                warn!("bad request conn={} request_id={rid} error={e}", conn.serial);
-                self.stats.bad_requests += 1;
-                return self.send(key, rid, &Response::error(e.code(), e.to_string()));
-            }
-        };
-        debug!("request conn={} request_id={rid} op=0x{:02x}", conn.serial, frame.opcode);
-        match (phase, request) {
-            (Phase::AwaitHello, Request::Hello(hello)) => self.greet(key, rid, hello.negotiated_version()),
-            (Phase::AwaitHello, _) => self.fail(key, &DecodeError::BadMagic, now),
-            (Phase::AwaitAuth, Request::Auth(secret)) => self.authenticate(key, rid, secret, now),
-            (Phase::AwaitAuth, Request::Ping(_)) => self.send(key, rid, &Response::Pong),
-            (Phase::AwaitAuth, Request::Hello(_)) => self.execute(key, rid, request, now),
-            (Phase::AwaitAuth, _) => {
-                let response = Response::error(ErrorCode::AuthRequired, "authenticate with AUTH first");
-                self.send(key, rid, &response);
-            }
-            (_, request) => self.execute(key, rid, request, now),
-        }
-    }
-
-    /// Runs one request of a greeted connection (binary or JSON).
-    pub(super) fn execute(&mut self, key: usize, rid: u32, request: Request<'_>, now: Tick) {
-        let Some(conn) = self.conns.get(key) else { return };
-        let session = conn.session;
-        let max_frame = self.config.max_frame;
-        match request {
-            Request::Hello(_) => {
-                // Fatal, so it carries request id 0 like every ERROR that ends a connection.
-                let response = Response::error(ErrorCode::BadHandshake, "HELLO was already received");
-                self.send(key, crate::protocol::SHUTDOWN_REQUEST_ID, &response);
-                self.close(key, CloseReason::Protocol, now);
-            }
-            Request::Ping(_) => self.send(key, rid, &Response::Pong),
-            Request::Lock(lock) => {
-                // Ticks are whole milliseconds rounded down, so the request may have arrived up
-                // to a tick after `now`: one more tick guarantees a wait never ends early.
-                let timeout_ms = lock.timeout_ms.map(|ms| if ms == 0 { 0 } else { ms.saturating_add(1) });
-                let (name, queue_max) = (Name::from(lock.name), lock.queue_max);
-                let cmd = Command::Lock { session, request_id: rid, name, timeout_ms, queue_max };
-                self.table.apply(now, &cmd, &mut self.outputs);
-                self.deliver_outputs();
-            }
-            Request::Unlock(name) => {
-                let cmd = Command::Unlock { session, request_id: rid, name: Name::from(name) };
-                self.table.apply(now, &cmd, &mut self.outputs);
-                self.deliver_outputs();
-            }
-            Request::Reset => {
-                self.table.apply(now, &Command::Reset { session, request_id: rid }, &mut self.outputs);
-                self.deliver_outputs();
-            }
-            // Listings are built within one frame (JSON replies get the same bound on their
-            // work), so each costs what it returns plus one pass over its candidates.
-            Request::Locks(list) => {
-                let response = self.table.locks_within(list.prefix, list.max, max_frame);
-                self.send(key, rid, &response);
-            }
-            Request::Connections(list) => {
-                let response = self.table.connections_within(list.prefix, list.max, max_frame);
-                self.send(key, rid, &response);
-            }
-            Request::MyLocks => {
-                let response = self.table.my_locks_within(session, max_frame);
-                self.send(key, rid, &response);
-            }
-            Request::MyLocksMatching(list) => {
-                let response = self.table.my_locks_matching(session, list.prefix, list.max, max_frame);
-                self.send(key, rid, &response);
-            }
-            Request::Stats => {
+        let sid = conn.sid;
+        match run(&mut self.table, now, sid, rid, request, self.config.max_frame, &mut self.outputs) {
+            Ran::Outputs => self.deliver_outputs(),
+            Ran::Reply(response) => Server::send(self, key, rid, &response),
+            Ran::Stats => {
                 let response = Response::Stats(self.stats_entries(now));
-                self.send(key, rid, &response);
+                Server::send(self, key, rid, &response);
             }
-            Request::Top(max) => {
-                let response = self.table.top_within(now, max, max_frame);
-                self.send(key, rid, &response);
-            }
-            // Without a configured secret there is nothing to check (PROTOCOL.md §2.5).
-            Request::Auth(_) => self.send(key, rid, &Response::AuthOk),
         }
     }
 
-    fn greet(&mut self, key: usize, rid: u32, version: u16) {
-        let auth_required = self.config.auth_secret.is_some();
-        let Some(conn) = self.conns.get_mut(key) else { return };
-        conn.phase = if auth_required { Phase::AwaitAuth } else { Phase::Binary };
-        let hello = HelloOk {
-            version,
-            auth_required,
-            connection_id: conn.serial,
-            max_frame: self.config.max_frame,
-            max_name: self.config.max_name,
-            idle_timeout_ms: self.config.max_idle.map_or(0, |d| d.as_millis().min(u32::MAX as u128) as u32),
-        };
-        self.send(key, rid, &Response::HelloOk(hello));
-    }
-}
-
-impl Server {
-    /// Checks an AUTH secret in constant time; one failure closes the connection.
-    fn authenticate(&mut self, key: usize, rid: u32, secret: &[u8], now: Tick) {
-        let expected = self.config.auth_secret.as_deref().unwrap_or_default();
-        if constant_time_eq(secret, expected) {
-            if let Some(conn) = self.conns.get_mut(key) {
-                conn.phase = Phase::Binary;
-                conn.auth_deadline = None;
-            }
-            self.send(key, rid, &Response::AuthOk);
-            return;
-        }
-        let (serial, peer) = self.conns.get(key).map_or((0, String::new()), |c| (c.serial, c.label.clone()));
-        warn!("authentication failed conn={serial} peer={peer}");
-        // Fatal, so it carries request id 0 like every ERROR that ends a connection (§2.4, §5).
-        let response = Response::error(ErrorCode::AuthFailed, "authentication failed");
-        self.send(key, crate::protocol::SHUTDOWN_REQUEST_ID, &response);
-        self.close(key, CloseReason::Auth, now);
-    }
-}
-
-/// Requests whose answer walks every lock or connection, or every lock of one connection (or
-/// /proc): they count as a whole turn of the connection's budget, so a pipeline of them is
-/// served one per turn of the loop, between everyone else's requests.
-pub(super) fn scans_the_table(opcode: u8) -> bool {
-    use crate::protocol::op;
-    matches!(opcode, op::LOCKS | op::CONNECTIONS | op::MY_LOCKS | op::MY_LOCKS_MATCHING | op::TOP | op::STATS)
-}
-
-/// Compares without an early exit, so the time taken does not reveal how much matched.
-fn constant_time_eq(given: &[u8], expected: &[u8]) -> bool {
-    let mut diff = (given.len() != expected.len()) as u8;
-    for (i, e) in expected.iter().enumerate() {
-        diff |= e ^ given.get(i).copied().unwrap_or(!e);
-    }
-    diff == 0
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{constant_time_eq, scans_the_table};
-    use crate::protocol::op;
-
-    #[test]
-    fn every_listing_ends_the_connections_turn() {
-        for opcode in [op::LOCKS, op::CONNECTIONS, op::MY_LOCKS, op::MY_LOCKS_MATCHING, op::TOP, op::STATS] {
-            assert!(scans_the_table(opcode), "opcode 0x{opcode:02x}");
-        }
-        for opcode in [op::HELLO, op::PING, op::LOCK, op::UNLOCK, op::RESET, op::AUTH] {
-            assert!(!scans_the_table(opcode), "opcode 0x{opcode:02x}");
+    fn count(&mut self, bad: bool) {
+        if bad {
+            self.stats.bad_requests += 1;
+        } else {
+            self.stats.requests += 1;
         }
     }
 
-    #[test]
-    fn constant_time_eq_matches_only_equal_secrets() {
-        assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(!constant_time_eq(b"secreT", b"secret"));
-        assert!(!constant_time_eq(b"secret!", b"secret"));
-        assert!(!constant_time_eq(b"secre", b"secret"));
-        assert!(!constant_time_eq(b"", b"secret"));
+    fn names(&self, key: usize) -> (u64, &str) {
+        self.conns.get(key).map_or((0, ""), |c| (c.serial, c.label.as_str()))
+    }
+}
+
+/// What running a request produced.
+pub(crate) enum Ran {
+    /// Responses were pushed to the outputs (for this connection and maybe others).
+    Outputs,
+    /// This connection's answer.
+    Reply(Response),
+    /// STATS: the caller builds it (the server's counters are not the table's).
+    Stats,
+}
+
+/// Turns one request into a lock-table call. Listings are built within one frame (JSON
+/// replies get the same bound on their work), so each costs what it returns plus one pass
+/// over its candidates.
+pub(crate) fn run(
+    table: &mut LockTable,
+    now: Tick,
+    session: SessionId,
+    rid: u32,
+    request: Request<'_>,
+    max_frame: u32,
+    outputs: &mut Vec<Output>,
+) -> Ran {
+    match request {
+        Request::Lock(lock) => {
+            // Ticks are whole milliseconds rounded down, so the request may have arrived up
+            // to a tick after `now`: one more tick guarantees a wait never ends early.
+            let timeout_ms = lock.timeout_ms.map(|ms| if ms == 0 { 0 } else { ms.saturating_add(1) });
+            let (name, queue_max) = (Name::from(lock.name), lock.queue_max);
+            let cmd = Command::Lock { session, request_id: rid, name, timeout_ms, queue_max };
+            table.apply(now, &cmd, outputs);
+            Ran::Outputs
+        }
+        Request::Unlock(name) => {
+            let cmd = Command::Unlock { session, request_id: rid, name: Name::from(name) };
+            table.apply(now, &cmd, outputs);
+            Ran::Outputs
+        }
+        Request::Reset => {
+            table.apply(now, &Command::Reset { session, request_id: rid }, outputs);
+            Ran::Outputs
+        }
+        Request::Locks(list) => Ran::Reply(table.locks_within(list.prefix, list.max, max_frame)),
+        Request::Connections(list) => Ran::Reply(table.connections_within(list.prefix, list.max, max_frame)),
+        Request::MyLocks => Ran::Reply(table.my_locks_within(session, max_frame)),
+        Request::MyLocksMatching(list) => {
+            Ran::Reply(table.my_locks_matching(session, list.prefix, list.max, max_frame))
+        }
+        Request::Top(max) => Ran::Reply(table.top_within(now, max, max_frame)),
+        Request::Stats => Ran::Stats,
+        // The session answers these itself (it owns the handshake); kept total for safety.
+        Request::Ping(_) => Ran::Reply(Response::Pong),
+        Request::Auth(_) => Ran::Reply(Response::AuthOk),
+        Request::Hello(_) => Ran::Reply(Response::error(
+            crate::protocol::ErrorCode::BadHandshake,
+            "HELLO was already received",
+        )),
     }
 }

@@ -9,6 +9,7 @@ use mio::{Events, Token};
 
 use super::conn::CloseReason;
 use super::metrics::METRICS_BASE;
+use super::session::Expiry;
 use super::timers::ServerTimer;
 use super::{Server, ServerError, COMPAT_LISTENER, LISTENER, METRICS_LISTENER, SIGNALS, WAKER};
 use crate::locks::Command;
@@ -84,7 +85,7 @@ impl Server {
     /// not at all while work is left over. `now` is the tick of the wake-up just served:
     /// reading the clock again costs more than the few microseconds of lateness it would save.
     fn poll_timeout(&self, now: Tick) -> Option<Duration> {
-        let leftover = !self.backlog.is_empty() || self.table.has_pending_releases();
+        let leftover = self.conns.has_backlog() || self.table.has_pending_releases();
         if leftover || (self.accept_pending && !self.timers.is_armed(ServerTimer::AcceptResume)) {
             return Some(Duration::ZERO);
         }
@@ -124,9 +125,9 @@ impl Server {
     }
 
     /// Idle and authentication deadlines share one timer per connection. Activity does not
-    /// touch the timer (no churn per request); a timer that fires early is re-armed.
+    /// touch the timer (no churn per request); a timer that fires early is re-armed at the
+    /// session's deadline.
     fn expire_idle(&mut self, now: Tick) {
-        let max_idle = self.config.max_idle.map(|d| d.as_millis() as Tick);
         let mut expired = Vec::new();
         self.idle.poll_max(now, IDLE_BATCH, &mut expired);
         for id in expired {
@@ -136,29 +137,29 @@ impl Server {
             if conn.closing.is_some() {
                 continue;
             }
-            if conn.auth_deadline.is_some_and(|t| t <= now) {
-                warn!(
-                    "closing connection that did not authenticate conn={} peer={}",
-                    conn.serial, conn.label
-                );
-                self.close(key, CloseReason::Auth, now);
-                continue;
-            }
-            if max_idle.is_some_and(|m| conn.last_active + m <= now) {
+            match conn.session.expired(now, &self.config) {
+                Some(Expiry::Auth) => {
+                    warn!(
+                        "closing connection that did not authenticate conn={} peer={}",
+                        conn.serial, conn.label
+                    );
+                    self.close(key, CloseReason::Auth, now);
+                    continue;
+                }
                 // Its input may still be unread: after a pause (SIGSTOP, a long stall) more
                 // sockets can be ready than one poll reports. Serve it first, then decide.
-                self.serve_conn(key, now, true);
+                Some(Expiry::Idle) => self.serve_conn(key, now, true),
+                None => {}
             }
             let Some(conn) = self.conns.get_mut(key).filter(|c| c.id == id && c.closing.is_none()) else {
                 continue;
             };
-            let idle_deadline = max_idle.map(|m| conn.last_active + m);
-            if idle_deadline.is_some_and(|t| t <= now) {
+            if conn.session.expired(now, &self.config) == Some(Expiry::Idle) {
                 info!("closing idle connection conn={} peer={}", conn.serial, conn.label);
                 self.close(key, CloseReason::Idle, now);
                 continue;
             }
-            if let Some(next) = [idle_deadline, conn.auth_deadline].into_iter().flatten().min() {
+            if let Some(next) = conn.session.deadline(&self.config) {
                 conn.idle_timer = Some(self.idle.insert(next, id));
             }
         }
@@ -187,18 +188,11 @@ impl Server {
     /// guarantees").
     fn give_back_memory(&mut self) {
         let mut shrank = self.table.shrink();
-        shrank |= self.idle.shrink_if_sparse();
         shrank |= self.routes.shrink_if_sparse();
-        shrank |= self.shrink_quiet_buffers();
-        let (len, capacity) = (self.conns.len(), self.conns.capacity());
-        if capacity > VEC_SHRINK_FLOOR && len * 4 <= capacity {
-            self.conns.shrink_to_fit();
-            shrank |= self.conns.capacity() < capacity;
-        }
+        shrank |= self.idle.shrink_if_sparse();
+        shrank |= self.conns.shrink_quiet_buffers();
+        shrank |= self.conns.shrink();
         shrank |= shrink_vec(&mut self.outputs);
-        shrank |= shrink_vec(&mut self.dirty);
-        shrank |= shrink_vec(&mut self.backlog);
-        shrank |= shrink_vec(&mut self.closing);
         if shrank {
             trim_heap();
         }

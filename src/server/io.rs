@@ -1,18 +1,19 @@
-//! Accepting, reading, writing and closing connections.
+//! Accepting, reading and closing connections, and queueing their output: where a socket's
+//! events meet the session and the lock table (the sockets' own bookkeeping, writes and
+//! reaping are `connections.rs`).
 //!
 //! Reads go into one shared scratch buffer and frames are decoded straight from it; only the
 //! tail of an incomplete frame is copied into the connection's own buffer, so an idle
-//! connection owns no buffer memory at all: a drained output buffer over 64 KiB is freed at
-//! once, a smaller one once its connection has sent nothing for a housekeeping round
-//! (`shrink_quiet_buffers`), so a burst that touched 15,000 connections does not pin 15,000
-//! buffers.
+//! connection owns no input buffer memory at all.
 
 use std::io::{ErrorKind, Read, Write};
 
 use log::{debug, info, warn};
 use mio::{Interest, Token};
 
-use super::conn::{CloseReason, Conn, ConnKey};
+use super::conn::{CloseReason, Conn};
+use super::connections::KEEP_BUF_CAPACITY;
+use super::session::Session;
 use super::timers::ServerTimer;
 use super::Server;
 use crate::locks::Command;
@@ -20,11 +21,6 @@ use crate::wheel::Tick;
 
 /// Retry accepting this long after running out of file descriptors.
 const EMFILE_BACKOFF_MS: Tick = 100;
-/// Output buffers larger than this are freed once drained, so a burst does not pin memory.
-const KEEP_OUTBUF_CAPACITY: usize = 64 * 1024;
-/// Connection slots one housekeeping round looks at for quiet buffers: the sweep is spread
-/// over rounds so that it stays a bounded step however many connections there are.
-const SWEEP_SLOTS: usize = 16 * 1024;
 
 impl Server {
     /// Accepts from the main listener, then from the compat listener (each within its own
@@ -81,17 +77,15 @@ impl Server {
             // The compat port is there for the original's clients: refuse them in their language.
             let mut bytes = Vec::new();
             if compat {
-                super::json::write_line(&refusal, &mut bytes);
+                super::session::json::write_line(&refusal, &mut bytes);
             } else {
                 refusal.encode(crate::protocol::SHUTDOWN_REQUEST_ID, &mut bytes);
             }
             let _ = stream.write(&bytes);
             return;
         }
-        let entry = self.conns.vacant_entry();
-        let key = entry.key();
-        let id = ConnKey { slot: key as u32, generation: self.next_generation };
-        self.next_generation = self.next_generation.wrapping_add(1);
+        let id = self.conns.next_id();
+        let key = id.slot as usize;
         let serial = self.next_serial;
         self.next_serial += 1;
         let label = match accepted.peer {
@@ -103,19 +97,15 @@ impl Server {
             return;
         }
         info!("connection accepted conn={serial} peer={label}");
-        let session = self.table.next_session();
-        let mut conn = Conn::new(stream, id, session, serial, label.clone(), now);
-        conn.compat = compat;
-        if self.config.auth_secret.is_some() {
-            conn.auth_deadline = Some(now + self.config.auth_timeout.as_millis() as Tick);
-        }
-        let idle_deadline = self.config.max_idle.map(|d| now + d.as_millis() as Tick);
-        if let Some(deadline) = [idle_deadline, conn.auth_deadline].into_iter().flatten().min() {
+        let session = Session::new(serial, compat, now, &self.config);
+        let sid = self.table.next_session();
+        let mut conn = Conn::new(stream, id, sid, serial, label.clone(), session);
+        if let Some(deadline) = conn.session.deadline(&self.config) {
             conn.idle_timer = Some(self.idle.insert(deadline, id));
         }
-        entry.insert(conn);
-        self.routes.insert(session, key);
-        self.table.apply(now, &Command::Attach { session, label }, &mut self.outputs);
+        self.conns.insert(conn);
+        self.routes.insert(sid, key);
+        self.table.apply(now, &Command::Attach { session: sid, label }, &mut self.outputs);
         self.stats.accepted += 1;
     }
 
@@ -129,7 +119,7 @@ impl Server {
     pub(super) fn serve_conn(&mut self, key: usize, now: Tick, drain: bool) {
         if self.holds_back(key) {
             // Its RESET is still releasing: nothing it sent later is served before RESET_OK.
-            self.push_backlog(key);
+            self.conns.push_backlog(key);
             return;
         }
         let mut budget = self.config.requests_per_wakeup;
@@ -139,7 +129,7 @@ impl Server {
         let mut scratch = std::mem::take(&mut self.scratch);
         while let Some(conn) = self.conns.get_mut(key).filter(|c| c.closing.is_none()) {
             if budget == 0 {
-                self.push_backlog(key);
+                self.conns.push_backlog(key);
                 break;
             }
             match conn.stream.read(&mut scratch) {
@@ -163,7 +153,7 @@ impl Server {
                     if !drain && n < scratch.len() {
                         // Requests left over by the budget get no new readiness event.
                         if budget == 0 {
-                            self.push_backlog(key);
+                            self.conns.push_backlog(key);
                         }
                         break;
                     }
@@ -192,12 +182,12 @@ impl Server {
         let mut buf = buf;
         buf.drain(..used);
         // A burst of pipelined input must not pin its buffer on an otherwise idle connection.
-        if buf.is_empty() && buf.capacity() > KEEP_OUTBUF_CAPACITY {
+        if buf.is_empty() && buf.capacity() > KEEP_BUF_CAPACITY {
             buf = Vec::new();
         }
         conn.inbuf = buf;
         if *budget == 0 {
-            self.push_backlog(key);
+            self.conns.push_backlog(key);
             return false;
         }
         true
@@ -208,64 +198,44 @@ impl Server {
     pub(super) fn holds_back(&self, key: usize) -> bool {
         // Checked after every request: no lookup at all while nothing is being released.
         self.table.has_pending_releases()
-            && self.conns.get(key).is_some_and(|c| self.table.is_releasing(c.session))
-    }
-
-    fn push_backlog(&mut self, key: usize) {
-        if let Some(conn) = self.conns.get_mut(key) {
-            if !conn.backlogged {
-                conn.backlogged = true;
-                self.backlog.push(key);
-            }
-        }
+            && self.conns.get(key).is_some_and(|c| self.table.is_releasing(c.sid))
     }
 
     /// Gives each connection left over from the previous wake-up another budget.
     pub(super) fn serve_backlog(&mut self, now: Tick) {
-        if self.backlog.is_empty() {
+        if !self.conns.has_backlog() {
             return;
         }
-        let keys = std::mem::take(&mut self.backlog);
-        for key in keys {
-            if let Some(conn) = self.conns.get_mut(key) {
-                conn.backlogged = false;
+        for key in self.conns.take_backlog() {
+            if self.conns.get(key).is_some() {
                 self.serve_conn(key, now, true);
             }
         }
     }
 
     pub(super) fn mark_dirty(&mut self, key: usize) {
-        if let Some(conn) = self.conns.get_mut(key) {
-            if !conn.dirty {
-                conn.dirty = true;
-                self.dirty.push(key);
-            }
-        }
+        self.conns.mark_dirty(key);
     }
 
     /// Appends one response frame to a connection's output.
     pub(super) fn send(&mut self, key: usize, request_id: u32, response: &crate::protocol::Response) {
         let Some(conn) = self.conns.get_mut(key) else { return };
-        if conn.phase == super::conn::Phase::Json {
-            super::json::encode_reply(conn, request_id, response);
-        } else {
-            super::fit::encode_within(response, request_id, self.config.max_frame, &mut conn.outbuf);
-        }
+        conn.session.encode(request_id, response, self.config.max_frame, &mut conn.outbuf);
         conn.out_recent = true;
         self.stats.responses += 1;
         self.mark_dirty(key);
     }
 
-    /// Routes the lock table's outputs to their connections; outputs for sessions that are
-    /// gone are dropped.
+    /// Routes the lock table's outputs to their connections; stale ids are dropped.
     pub(super) fn deliver_outputs(&mut self) {
         if self.outputs.is_empty() {
             return;
         }
         let mut outputs = std::mem::take(&mut self.outputs);
         for out in outputs.drain(..) {
+            // Session ids are the table's, not slab keys: one lookup of a u64 per output.
             let Some(key) = self.routes.get(out.session) else { continue };
-            let live = self.conns.get(key).is_some_and(|c| c.session == out.session && c.closing.is_none());
+            let live = self.conns.get(key).is_some_and(|c| c.sid == out.session && c.closing.is_none());
             if live {
                 self.send(key, out.request_id, &out.response);
             }
@@ -280,15 +250,11 @@ impl Server {
     /// a grant never waits for the next wake-up. Each round closes connections or ends, and a
     /// connection closes once, so this terminates.
     pub(super) fn flush_dirty(&mut self) {
-        while !self.dirty.is_empty() {
-            let mut keys = std::mem::take(&mut self.dirty);
+        while let Some(keys) = self.conns.take_dirty() {
             for &key in &keys {
                 self.flush(key);
             }
-            keys.clear();
-            if self.dirty.is_empty() {
-                self.dirty = keys;
-            }
+            self.conns.recycle_dirty(keys);
         }
     }
 
@@ -304,55 +270,14 @@ impl Server {
         self.conns.get(key).is_some_and(|c| c.closing.is_none())
     }
 
+    /// One write (`Connections::flush`); a connection it condemns is closed here, where the
+    /// lock table is.
     fn flush(&mut self, key: usize) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
-        conn.dirty = false;
-        while conn.pending_output() > 0 {
-            match conn.stream.write(&conn.outbuf[conn.out_pos..]) {
-                Ok(0) => break,
-                Ok(n) => {
-                    conn.out_pos += n;
-                    self.stats.bytes_out += n as u64;
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    debug!("write failed conn={} error={e}", conn.serial);
-                    conn.outbuf.clear();
-                    conn.out_pos = 0;
-                    if conn.closing.is_none() {
-                        let now = self.now();
-                        self.close(key, CloseReason::Error, now);
-                    }
-                    return;
-                }
-            }
-        }
-        let pending = conn.pending_output();
-        if pending == 0 {
-            conn.outbuf.clear();
-            conn.out_pos = 0;
-            if conn.outbuf.capacity() > KEEP_OUTBUF_CAPACITY {
-                conn.outbuf = Vec::new();
-            }
-        } else if pending > self.config.max_output && conn.closing.is_none() {
-            warn!("closing connection that does not read conn={} pending_bytes={pending}", conn.serial);
+        let registry = self.poll.registry();
+        let max_output = self.config.max_output;
+        if let Some(reason) = self.conns.flush(key, registry, max_output, &mut self.stats.bytes_out) {
             let now = self.now();
-            self.close(key, CloseReason::OutputOverflow, now);
-            return;
-        }
-        self.update_interest(key);
-    }
-
-    /// The one place that decides a socket's interest.
-    fn update_interest(&mut self, key: usize) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
-        let want_write = conn.pending_output() > 0;
-        if want_write != conn.want_write {
-            conn.want_write = want_write;
-            let interest =
-                if want_write { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
-            let _ = self.poll.registry().reregister(&mut conn.stream, Token(key), interest);
+            self.close(key, reason, now);
         }
     }
 
@@ -370,74 +295,18 @@ impl Server {
     /// locks are granted) and queues its socket for `reap_closed`.
     pub(super) fn forget(&mut self, key: usize, reason: CloseReason, now: Tick) {
         let Some(conn) = self.conns.get(key) else { return };
-        let session = conn.session;
+        let sid = conn.sid;
         info!("connection closed conn={} peer={} reason={}", conn.serial, conn.label, reason.as_str());
         self.stats.count_close(reason);
-        self.table.apply(now, &Command::Detach { session }, &mut self.outputs);
-        self.closing.push(key);
+        self.table.apply(now, &Command::Detach { session: sid }, &mut self.outputs);
+        self.conns.push_closing(key);
         self.deliver_outputs();
         // The table never answers a detached session again.
-        self.routes.remove(session);
+        self.routes.remove(sid);
     }
 
-    /// Removes closed connections: a last best-effort write (an ERROR frame), then the socket.
+    /// Removes closed connections (`Connections::reap`).
     pub(super) fn reap_closed(&mut self) {
-        for key in std::mem::take(&mut self.closing) {
-            if !self.conns.contains(key) {
-                continue;
-            }
-            let mut conn = self.conns.remove(key);
-            if conn.pending_output() > 0 {
-                let _ = conn.stream.write(&conn.outbuf[conn.out_pos..]);
-            }
-            if let Some(handle) = conn.idle_timer.take() {
-                self.idle.cancel(handle);
-            }
-            // A peer that hung up has nothing more to learn: dropping the socket closes it and
-            // takes it out of the poller, and skipping deregister and shutdown halves the
-            // syscalls of 10,000 peers hanging up together.
-            if conn.closing != Some(CloseReason::Eof) {
-                let _ = self.poll.registry().deregister(&mut conn.stream);
-                conn.stream.shutdown();
-            }
-        }
-    }
-
-    /// A protocol violation: answer with an ERROR frame (id 0) and close the connection.
-    pub(super) fn fail(&mut self, key: usize, error: &crate::protocol::DecodeError, now: Tick) {
-        let serial = self.conns.get(key).map_or(0, |c| c.serial);
-        warn!("closing connection after protocol error conn={serial} error={error}");
-        let response = crate::protocol::Response::error(error.code(), error.to_string());
-        self.send(key, crate::protocol::SHUTDOWN_REQUEST_ID, &response);
-        self.close(key, CloseReason::Protocol, now);
-    }
-}
-
-impl Server {
-    /// Housekeeping: frees the drained buffers of connections that sent and received nothing
-    /// since the previous round, looking at `SWEEP_SLOTS` slots per round. Returns whether a
-    /// buffer was freed. A busy connection keeps its buffers (no reallocation per request).
-    pub(super) fn shrink_quiet_buffers(&mut self) -> bool {
-        let capacity = self.conns.capacity();
-        if capacity == 0 {
-            return false;
-        }
-        let start = if self.sweep_cursor >= capacity { 0 } else { self.sweep_cursor };
-        let end = (start + SWEEP_SLOTS).min(capacity);
-        let mut freed = false;
-        for key in start..end {
-            let Some(conn) = self.conns.get_mut(key) else { continue };
-            let quiet = !std::mem::take(&mut conn.out_recent) && !conn.dirty;
-            if quiet && conn.pending_output() == 0 && conn.outbuf.capacity() > 0 {
-                (conn.outbuf, conn.out_pos) = (Vec::new(), 0);
-                freed = true;
-            }
-            if conn.inbuf.is_empty() && conn.inbuf.capacity() > 0 && !conn.backlogged {
-                conn.inbuf = Vec::new();
-                freed = true;
-            }
-        }
-        self.sweep_cursor = end;
-        freed
+        self.conns.reap(self.poll.registry(), &mut self.idle);
     }
 }

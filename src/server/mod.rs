@@ -7,19 +7,28 @@
 //! expired timers, then flush every connection that got output with one write each. Work left
 //! over by a batch makes the next poll return at once, so it goes on next turn, after everyone
 //! else was served (README "Limits and guarantees").
+//!
+//! A connection's protocol (phases, JSON sniff, frame limits, handshake, AUTH, idle and auth
+//! deadlines, reply encoding) is `session/`, with no socket or clock; `dispatch.rs` drives a
+//! session over what was read and turns its requests into lock-table calls; `connections.rs`
+//! owns the sockets' bookkeeping (slab, dirty / backlog / closing lists, interest, writes,
+//! reaping); `io.rs` accepts, reads and closes. `loopback.rs` hosts sessions in process for
+//! the connection fuzz target.
 
 mod config;
 mod conn;
+mod connections;
 pub mod daemon;
 mod dispatch;
 mod event_loop;
-mod fit;
 mod io;
-mod json;
+#[doc(hidden)]
+pub mod loopback;
 mod metrics;
 pub(crate) mod net;
 pub mod pidfile;
 mod routes;
+mod session;
 mod shutdown;
 mod snapshot;
 mod state_file;
@@ -32,18 +41,19 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use mio::{Poll, Token, Waker};
-use slab::Slab;
 
 use crate::locks::{LockTable, Output};
 use crate::wheel::{Tick, Wheel};
 
 pub use config::{Config, Listen, SocketPerms};
+#[doc(hidden)]
+pub use loopback::Loopback;
 pub use metrics::MAX_PER_LOCK as MAX_METRICS_PER_LOCK;
 pub use net::{parse_socket_mode, resolve_group, BoundAddr};
 pub use state_file::{Corruption, StateError};
 pub use sys::raise_fd_limit;
 
-use conn::Conn;
+use connections::Connections;
 use net::Listener;
 use snapshot::{AcquireRate, ServerStats};
 use state_file::StateFile;
@@ -127,19 +137,17 @@ pub struct Server {
     /// `--compat-listen`: JSON-lines clients are served here without the secret.
     compat_listener: Option<Listener>,
     compat_local: Option<BoundAddr>,
-    conns: Slab<Conn>,
+    conns: Connections,
     table: LockTable,
     outputs: Vec<Output>,
     /// Where the table's outputs go: each live session's slab key.
     routes: routes::Routes,
     idle: Wheel<conn::ConnKey>,
     scratch: Vec<u8>,
-    dirty: Vec<usize>,
-    backlog: Vec<usize>,
-    closing: Vec<usize>,
+    /// Where JSON request lines are parsed (each is served before the next is read).
+    line_scratch: session::Scratch,
     config: Config,
     start: Instant,
-    next_generation: u32,
     next_serial: u64,
     state: Option<StateFile>,
     stats: ServerStats,
@@ -153,8 +161,6 @@ pub struct Server {
     pid_file: Option<pidfile::PidFile>,
     metrics: Option<metrics::Metrics>,
     metrics_addr: Option<std::net::SocketAddr>,
-    /// Where the next housekeeping round goes on looking for quiet connection buffers.
-    sweep_cursor: usize,
 }
 
 impl Server {
@@ -230,17 +236,14 @@ impl Server {
             local,
             compat_listener,
             compat_local,
-            conns: Slab::new(),
+            conns: Connections::new(),
             table: LockTable::new(first_token, config.table),
             outputs: Vec::new(),
             routes: routes::Routes::default(),
             idle: Wheel::new(),
             scratch: vec![0; 64 * 1024],
-            dirty: Vec::new(),
-            backlog: Vec::new(),
-            closing: Vec::new(),
+            line_scratch: session::Scratch::default(),
             start: Instant::now(),
-            next_generation: 1,
             next_serial: 1,
             state,
             stats: ServerStats::default(),
@@ -256,7 +259,6 @@ impl Server {
             pid_file: None,
             metrics,
             metrics_addr,
-            sweep_cursor: 0,
             config,
         })
     }

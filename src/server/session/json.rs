@@ -1,24 +1,25 @@
-//! JSON-lines compatibility mode for clients of the original Ruby officer (PROTOCOL.md §7).
+//! The JSON-lines codec of compatibility mode, for clients of the original Ruby officer
+//! (PROTOCOL.md §7): one request line in, a `Request` out; one `Response` in, the original's
+//! reply line out. It imports only `protocol` (and serde_json); the session frames the lines.
 //!
-//! A connection whose first byte is `{` speaks the original protocol: one JSON object per
-//! `\n`-terminated line. Each line becomes a `Request` for the same dispatcher the binary
-//! protocol uses, under an internal request id, so both kinds of client share one lock table.
-//! Replies are turned back into the original's JSON, key for key (a `token` only when the lock
-//! command asked or `--json-tokens` is on); the replies the original never sent (a duplicate
-//! lock while waiting, a wait cancelled by unlock) are dropped here. Where the mode is not
-//! allowed (`--no-compat`, or a secret on a listener other than `--compat-listen`) the client
-//! is refused with one JSON error line (PROTOCOL.md §7.1).
+//! Each line becomes a `Request` for the same dispatcher the binary protocol uses, under an
+//! internal request id, so both kinds of client share one lock table. Replies are turned back
+//! into the original's JSON, key for key (a `token` only when the lock command asked or
+//! `--json-tokens` is on); the replies the original never sent (a duplicate lock while
+//! waiting, a wait cancelled by unlock) are dropped here.
 
 use std::collections::HashMap;
 
 use serde_json::{json, Map, Value};
 
-use log::warn;
+use crate::protocol::{validate_name, ErrorCode, ListRequest, LockRequest, Request, Response};
 
-use super::conn::{CloseReason, Conn, Phase};
-use super::Server;
-use crate::protocol::{validate_name, DecodeError, ErrorCode, ListRequest, LockRequest, Request, Response};
-use crate::wheel::Tick;
+/// Where a JSON request line is parsed to: the requests a line yields borrow their names from
+/// it. The server keeps one for all connections (each line is served before the next is read).
+#[derive(Debug, Default)]
+pub struct Scratch {
+    value: Value,
+}
 
 /// Per-connection state of the JSON mode.
 #[derive(Debug)]
@@ -39,20 +40,20 @@ struct Pending {
     token: bool,
 }
 
-impl JsonSession {
-    fn new(tokens_always: bool) -> JsonSession {
-        JsonSession { next_id: 0, tokens_always, pending: HashMap::new() }
-    }
-
-    fn next_request_id(&mut self) -> u32 {
-        // Id 0 is reserved for server notices.
-        self.next_id = self.next_id.wrapping_add(1).max(1);
-        self.next_id
-    }
-}
-
 /// A request line that cannot be served: the error code and message of its reply.
-type LineError = (ErrorCode, String);
+pub(crate) type LineError = (ErrorCode, String);
+
+/// What one non-blank request line asks for.
+pub(crate) enum Parsed<'a> {
+    Request {
+        rid: u32,
+        request: Request<'a>,
+    },
+    /// `keep_alive`: activity only, no reply.
+    KeepAlive,
+    /// Answered with an error line; the connection goes on.
+    Invalid(LineError),
+}
 
 /// One parsed request line.
 struct Command<'a> {
@@ -61,117 +62,44 @@ struct Command<'a> {
     token: bool,
 }
 
-impl Server {
-    /// The first byte of a connection was `{`: serve it in JSON mode, or refuse it with one
-    /// JSON error line and close it where the original protocol is not allowed (`--no-compat`,
-    /// or a secret is set and this is not the compat listener). Returns the bytes consumed.
-    pub(super) fn begin_json(&mut self, key: usize, data: &[u8], now: Tick, budget: &mut usize) -> usize {
-        let refusal = self.json_refusal(key);
-        let tokens_always = self.config.json_tokens;
-        let Some(conn) = self.conns.get_mut(key) else { return data.len() };
-        conn.phase = Phase::Json;
-        conn.json = Some(JsonSession::new(tokens_always));
-        let Some((code, message, reason)) = refusal else {
-            // No AUTH will come: the compat listener's JSON clients are served without one.
-            conn.auth_deadline = None;
-            return self.process_json(key, data, now, budget);
-        };
-        warn!("refusing JSON-lines client conn={} peer={} code={}", conn.serial, conn.label, code.as_str());
-        self.stats.bad_requests += 1;
-        self.send(key, crate::protocol::SHUTDOWN_REQUEST_ID, &Response::error(code, message));
-        self.close(key, reason, now);
-        data.len()
+impl JsonSession {
+    pub(crate) fn new(tokens_always: bool) -> JsonSession {
+        JsonSession { next_id: 0, tokens_always, pending: HashMap::new() }
     }
 
-    fn json_refusal(&self, key: usize) -> Option<(ErrorCode, &'static str, CloseReason)> {
-        let compat_conn = self.conns.get(key).is_some_and(|c| c.compat);
-        if !self.config.compat {
-            let message = "this server does not serve the original JSON-lines protocol (--no-compat)";
-            return Some((ErrorCode::BadHandshake, message, CloseReason::Protocol));
-        }
-        if self.config.auth_secret.is_some() && !compat_conn {
-            let message = if self.config.compat_listen.is_some() {
-                "this port requires authentication, which the original JSON-lines protocol cannot give: \
-                 connect to the server's --compat-listen address instead"
-            } else {
-                "this port requires authentication, which the original JSON-lines protocol cannot give, \
-                 and the server has no --compat-listen address for such clients"
-            };
-            return Some((ErrorCode::AuthRequired, message, CloseReason::Auth));
-        }
-        None
+    fn next_request_id(&mut self) -> u32 {
+        // Id 0 is reserved for server notices.
+        self.next_id = self.next_id.wrapping_add(1).max(1);
+        self.next_id
     }
 
-    /// Serves complete lines at the front of `data`; returns the bytes consumed.
-    pub(super) fn process_json(&mut self, key: usize, data: &[u8], now: Tick, budget: &mut usize) -> usize {
-        let mut pos = 0;
-        while *budget > 0 {
-            if !self.within_output_limit(key) {
-                return data.len();
-            }
-            let rest = &data[pos..];
-            let Some(end) = rest.iter().position(|&b| b == b'\n') else {
-                if rest.len() > self.config.max_frame as usize {
-                    let e = DecodeError::FrameTooLarge { len: rest.len() as u32, max: self.config.max_frame };
-                    self.fail(key, &e, now);
-                    return data.len();
-                }
-                break;
-            };
-            pos += end + 1;
-            *budget -= 1;
-            if let Some(conn) = self.conns.get_mut(key) {
-                conn.last_active = now;
-            }
-            if end > self.config.max_frame as usize {
-                let e = DecodeError::FrameTooLarge { len: end as u32, max: self.config.max_frame };
-                self.fail(key, &e, now);
-                return data.len();
-            }
-            let line = rest[..end].strip_suffix(b"\r").unwrap_or(&rest[..end]);
-            if !line.iter().all(u8::is_ascii_whitespace) {
-                self.stats.requests += 1;
-                if self.json_line(key, line, now) || self.holds_back(key) {
-                    // A listing walks the whole table: it ends this connection's turn; so does
-                    // a reset still releasing holds (its later lines wait for its reply).
-                    *budget = 0;
-                }
-            }
-        }
-        pos
-    }
-
-    /// Serves one line; true when it was a listing (a scan of the whole table).
-    fn json_line(&mut self, key: usize, line: &[u8], now: Tick) -> bool {
-        let value: Value = match serde_json::from_slice(line) {
+    /// Parses one line (without its `\n`) into `scratch` and the request it asks for.
+    pub(crate) fn parse<'a>(&mut self, line: &[u8], max_name: u32, scratch: &'a mut Scratch) -> Parsed<'a> {
+        scratch.value = match serde_json::from_slice(line) {
             Ok(v) => v,
-            Err(e) => {
-                self.json_error(key, (ErrorCode::Malformed, format!("invalid JSON: {e}")));
-                return false;
-            }
+            Err(e) => return Parsed::Invalid((ErrorCode::Malformed, format!("invalid JSON: {e}"))),
         };
-        let Some(conn) = self.conns.get_mut(key) else { return false };
-        let Some(session) = conn.json.as_mut() else { return false };
-        let rid = session.next_request_id();
-        let Command { request, token } = match parse_command(&value, self.config.max_name) {
+        let scratch: &'a Scratch = scratch;
+        let rid = self.next_request_id();
+        let Command { request, token } = match parse_command(&scratch.value, max_name) {
             Ok(Some(command)) => command,
-            Ok(None) => return false, // keep_alive: activity only, no reply
-            Err(error) => {
-                self.json_error(key, error);
-                return false;
-            }
+            Ok(None) => return Parsed::KeepAlive,
+            Err(error) => return Parsed::Invalid(error),
         };
         if let Request::Lock(LockRequest { name, .. }) | Request::Unlock(name) = request {
-            session.pending.insert(rid, Pending { name: name.into(), token });
+            self.pending.insert(rid, Pending { name: name.into(), token });
         }
-        let heavy = super::dispatch::scans_the_table(request.opcode());
-        self.execute(key, rid, request, now);
-        heavy
+        Parsed::Request { rid, request }
     }
 
-    fn json_error(&mut self, key: usize, (code, message): LineError) {
-        self.stats.bad_requests += 1;
-        self.send(key, 0, &Response::error(code, message));
+    /// Appends the original's JSON reply for `response`, or nothing where it sent nothing.
+    pub(crate) fn encode_reply(&mut self, request_id: u32, response: &Response, out: &mut Vec<u8>) {
+        let pending = self.pending.remove(&request_id);
+        let token = self.tokens_always || pending.as_ref().is_some_and(|p| p.token);
+        let name = pending.as_ref().map_or("", |p| &p.name);
+        if let Some(value) = reply_value(response, name, token) {
+            push_line(&value, out);
+        }
     }
 }
 
@@ -243,19 +171,8 @@ fn token_field(obj: &Map<String, Value>) -> Result<bool, &'static str> {
     }
 }
 
-/// Appends the original's JSON reply for `response`, or nothing where it sent nothing.
-pub(super) fn encode_reply(conn: &mut Conn, request_id: u32, response: &Response) {
-    let Some(session) = conn.json.as_mut() else { return };
-    let pending = session.pending.remove(&request_id);
-    let token = session.tokens_always || pending.as_ref().is_some_and(|p| p.token);
-    let name = pending.as_ref().map_or("", |p| &p.name);
-    if let Some(value) = reply_value(response, name, token) {
-        push_line(&value, &mut conn.outbuf);
-    }
-}
-
 /// Appends one reply line that belongs to no request (a refusal before any session exists).
-pub(super) fn write_line(response: &Response, out: &mut Vec<u8>) {
+pub(crate) fn write_line(response: &Response, out: &mut Vec<u8>) {
     if let Some(value) = reply_value(response, "", false) {
         push_line(&value, out);
     }
