@@ -219,8 +219,19 @@ impl Server {
 
     /// Appends one response frame to a connection's output.
     pub(super) fn send(&mut self, key: usize, request_id: u32, response: &crate::protocol::Response) {
+        self.send_about(key, request_id, None, response)
+    }
+
+    /// `send` for an answer about the lock `lock` (a lock-table output names it).
+    fn send_about(
+        &mut self,
+        key: usize,
+        request_id: u32,
+        lock: Option<&str>,
+        response: &crate::protocol::Response,
+    ) {
         let Some(conn) = self.conns.get_mut(key) else { return };
-        conn.session.encode(request_id, response, self.config.max_frame, &mut conn.outbuf);
+        conn.session.encode_about(request_id, lock, response, self.config.max_frame, &mut conn.outbuf);
         conn.out_recent = true;
         self.stats.responses += 1;
         self.mark_dirty(key);
@@ -237,7 +248,7 @@ impl Server {
             let Some(key) = self.routes.get(out.session) else { continue };
             let live = self.conns.get(key).is_some_and(|c| c.sid == out.session && c.closing.is_none());
             if live {
-                self.send(key, out.request_id, &out.response);
+                self.send_about(key, out.request_id, out.lock.as_deref(), &out.response);
             }
         }
         self.outputs = outputs;

@@ -188,7 +188,16 @@ impl Loopback {
             let Some(&key) = self.routes.get(&out.session) else { continue };
             let live = self.peers.get(key).is_some_and(|p| p.sid == out.session && p.closed.is_none());
             if live {
-                Host::send(self, key, out.request_id, &out.response);
+                if let Some(peer) = self.peers.get_mut(key) {
+                    let lock = out.lock.as_deref();
+                    peer.session.encode_about(
+                        out.request_id,
+                        lock,
+                        &out.response,
+                        self.config.max_frame,
+                        &mut peer.outbuf,
+                    );
+                }
             }
         }
         self.outputs = outputs;

@@ -7,8 +7,9 @@
 //! into the original's JSON, key for key (a `token` only when the lock command asked or
 //! `--json-tokens` is on); the replies the original never sent (a duplicate lock while
 //! waiting, a wait cancelled by unlock) are dropped here.
-
-use std::collections::HashMap;
+//!
+//! Nothing is kept per request: the lock table names the lock in every answer about one, and
+//! whether a lock command asked for its token is the low bit of its internal request id.
 
 use serde_json::{json, Map, Value};
 
@@ -27,18 +28,10 @@ pub(crate) struct JsonSession {
     next_id: u32,
     /// `--json-tokens`: every grant reply carries its token, asked for or not.
     tokens_always: bool,
-    /// Lock/unlock requests awaiting their reply, by internal request id. At most one entry
-    /// per request the lock table still owes an answer, so this is bounded like the table.
-    pending: HashMap<u32, Pending>,
 }
 
-/// What a reply needs that the lock table's `Response` does not carry.
-#[derive(Debug)]
-struct Pending {
-    name: Box<str>,
-    /// The lock command said `"token": true`.
-    token: bool,
-}
+/// The bit of an internal request id that says the lock command asked for its token.
+const TOKEN_BIT: u32 = 1;
 
 /// A request line that cannot be served: the error code and message of its reply.
 pub(crate) type LineError = (ErrorCode, String);
@@ -64,13 +57,14 @@ struct Command<'a> {
 
 impl JsonSession {
     pub(crate) fn new(tokens_always: bool) -> JsonSession {
-        JsonSession { next_id: 0, tokens_always, pending: HashMap::new() }
+        JsonSession { next_id: 0, tokens_always }
     }
 
-    fn next_request_id(&mut self) -> u32 {
-        // Id 0 is reserved for server notices.
-        self.next_id = self.next_id.wrapping_add(1).max(1);
-        self.next_id
+    /// The next internal request id: a serial above 0 (id 0 is reserved for server notices),
+    /// shifted to make room for `TOKEN_BIT`.
+    fn next_request_id(&mut self, token: bool) -> u32 {
+        self.next_id = (self.next_id.wrapping_add(1) & (u32::MAX >> 1)).max(1);
+        self.next_id << 1 | if token { TOKEN_BIT } else { 0 }
     }
 
     /// Parses one line (without its `\n`) into `scratch` and the request it asks for.
@@ -80,24 +74,25 @@ impl JsonSession {
             Err(e) => return Parsed::Invalid((ErrorCode::Malformed, format!("invalid JSON: {e}"))),
         };
         let scratch: &'a Scratch = scratch;
-        let rid = self.next_request_id();
         let Command { request, token } = match parse_command(&scratch.value, max_name) {
             Ok(Some(command)) => command,
             Ok(None) => return Parsed::KeepAlive,
             Err(error) => return Parsed::Invalid(error),
         };
-        if let Request::Lock(LockRequest { name, .. }) | Request::Unlock(name) = request {
-            self.pending.insert(rid, Pending { name: name.into(), token });
-        }
-        Parsed::Request { rid, request }
+        Parsed::Request { rid: self.next_request_id(token), request }
     }
 
-    /// Appends the original's JSON reply for `response`, or nothing where it sent nothing.
-    pub(crate) fn encode_reply(&mut self, request_id: u32, response: &Response, out: &mut Vec<u8>) {
-        let pending = self.pending.remove(&request_id);
-        let token = self.tokens_always || pending.as_ref().is_some_and(|p| p.token);
-        let name = pending.as_ref().map_or("", |p| &p.name);
-        if let Some(value) = reply_value(response, name, token) {
+    /// Appends the original's JSON reply for `response` to the request `request_id` about the
+    /// lock `lock` (as the lock table names it), or nothing where the original sent nothing.
+    pub(crate) fn encode_reply(
+        &self,
+        request_id: u32,
+        lock: Option<&str>,
+        response: &Response,
+        out: &mut Vec<u8>,
+    ) {
+        let token = self.tokens_always || request_id & TOKEN_BIT != 0;
+        if let Some(value) = reply_value(response, lock.unwrap_or(""), token) {
             push_line(&value, out);
         }
     }

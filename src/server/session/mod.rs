@@ -163,9 +163,22 @@ impl Session {
 
     /// Appends `response` to `out` in this connection's form: one frame within `max_frame`,
     /// or the original's JSON line (nothing where the original sent nothing).
-    pub fn encode(&mut self, request_id: u32, response: &Response, max_frame: u32, out: &mut Vec<u8>) {
-        match (&mut self.json, self.phase) {
-            (Some(session), Phase::Json) => session.encode_reply(request_id, response, out),
+    pub fn encode(&self, request_id: u32, response: &Response, max_frame: u32, out: &mut Vec<u8>) {
+        self.encode_about(request_id, None, response, max_frame, out)
+    }
+
+    /// `encode` for an answer about the lock `lock` (the lock table names it in its outputs):
+    /// the JSON mode's replies carry the name, which the binary frames leave out.
+    pub fn encode_about(
+        &self,
+        request_id: u32,
+        lock: Option<&str>,
+        response: &Response,
+        max_frame: u32,
+        out: &mut Vec<u8>,
+    ) {
+        match (&self.json, self.phase) {
+            (Some(session), Phase::Json) => session.encode_reply(request_id, lock, response, out),
             _ => fit::encode_within(response, request_id, max_frame, out),
         }
     }

@@ -259,11 +259,12 @@ fn a_brace_first_speaks_json_where_compat_is_on() {
     assert_eq!(
         steps,
         [
-            Seen::Execute(1, crate::protocol::op::LOCK),
+            // Internal ids count the requests (1, 2), shifted past the token bit.
+            Seen::Execute(1 << 1, crate::protocol::op::LOCK),
             Seen::Activity,
             Seen::Activity,
             Seen::Invalid(0, ErrorCode::Malformed),
-            Seen::Execute(3, crate::protocol::op::MY_LOCKS),
+            Seen::Execute(2 << 1, crate::protocol::op::MY_LOCKS),
         ]
     );
     assert_eq!(used, input.len());
@@ -291,7 +292,7 @@ fn json_is_refused_with_no_compat_and_on_a_secret_port() {
     // The compat listener serves JSON without the secret, and no auth deadline is left.
     let mut compat = Session::new(1, true, 0, &secret);
     let (steps, _) = feed(&mut compat, line, 0, &secret);
-    assert_eq!(steps, [Seen::Execute(1, crate::protocol::op::LOCK)]);
+    assert_eq!(steps, [Seen::Execute(1 << 1, crate::protocol::op::LOCK)]);
     assert_eq!(compat.deadline(&secret), Some(1000));
     assert_eq!(compat.expired(1000, &secret), Some(Expiry::Idle));
 }
@@ -300,12 +301,13 @@ fn json_is_refused_with_no_compat_and_on_a_secret_port() {
 fn json_replies_are_lines_and_binary_replies_fit_max_frame() {
     let config = idle_config();
     let mut json = Session::new(1, false, 0, &config);
-    feed(&mut json, b"{\"command\":\"lock\",\"name\":\"a\"}\n", 0, &config);
+    let (steps, _) = feed(&mut json, b"{\"command\":\"lock\",\"name\":\"a\"}\n", 0, &config);
+    let [Seen::Execute(rid, _)] = steps[..] else { panic!("one request: {steps:?}") };
     let mut out = Vec::new();
-    json.encode(1, &Response::Acquired { token: 5 }, config.max_frame, &mut out);
-    json.encode(1, &Response::Cancelled, config.max_frame, &mut out);
+    json.encode_about(rid, Some("a"), &Response::Acquired { token: 5 }, config.max_frame, &mut out);
+    json.encode_about(rid, Some("a"), &Response::Cancelled, config.max_frame, &mut out);
     assert_eq!(out, b"{\"name\":\"a\",\"result\":\"acquired\"}\n", "the original never sent CANCELLED");
-    let mut binary = greeted(&config);
+    let binary = greeted(&config);
     let mut out = Vec::new();
     binary.encode(3, &Response::TimedOut { queue: vec!["127.0.0.1:40000".into(); 10_000] }, 1024, &mut out);
     assert!(out.len() <= 1024 + 4);
@@ -332,4 +334,24 @@ fn before_hello_any_other_frame_is_a_bad_handshake() {
         assert_eq!(steps, [Seen::Close(CloseReason::Protocol, ErrorCode::BadHandshake)], "{first:?}");
         assert_eq!(used, first.len());
     }
+}
+
+#[test]
+fn a_json_lock_that_asks_for_its_token_gets_it_and_no_other_reply_does() {
+    let config = idle_config();
+    let mut json = Session::new(1, false, 0, &config);
+    let lines =
+        b"{\"command\":\"lock\",\"name\":\"a\",\"token\":true}\n{\"command\":\"lock\",\"name\":\"b\"}\n";
+    let (steps, _) = feed(&mut json, lines, 0, &config);
+    let [Seen::Execute(asked, _), Seen::Execute(plain, _)] = steps[..] else {
+        panic!("two requests: {steps:?}")
+    };
+    assert_ne!(asked, plain);
+    assert!(asked != 0 && plain != 0, "id 0 is the server's");
+    let mut out = Vec::new();
+    json.encode_about(plain, Some("b"), &Response::Acquired { token: 8 }, config.max_frame, &mut out);
+    json.encode_about(asked, Some("a"), &Response::Acquired { token: 7 }, config.max_frame, &mut out);
+    let expected =
+        "{\"name\":\"b\",\"result\":\"acquired\"}\n{\"name\":\"a\",\"result\":\"acquired\",\"token\":7}\n";
+    assert_eq!(String::from_utf8_lossy(&out), expected);
 }
