@@ -1,19 +1,27 @@
 //! officer: a distributed lock server and its client.
 //!
-//! Module map (dependencies point one way: `protocol` <- `locks` <- `server`, `protocol` <- `client`),
-//! with the cargo feature that builds each (Cargo.toml `[features]`; the default is `cli`, which
-//! implies `server` and `client`):
+//! Module map (dependencies point one way: `protocol` <- `locks` <- `server`, `protocol` <-
+//! `client`), with the cargo feature that builds each (Cargo.toml `[features]`; the default is
+//! `cli`, which implies `server` and `client`). README.md "Layout" maps each behaviour of
+//! PROTOCOL.md to the one file that implements it.
 //! - [`protocol`] (always): the binary wire codec, pure functions over byte slices (PROTOCOL.md).
-//! - [`client`] (`client`): a blocking, thread-safe client over `std::net` built on `protocol`;
-//!   `default-features = false, features = ["client"]` builds only these two (byteorder, log).
+//! - [`client`] (`client`): the blocking, thread-safe client over `std::net` and the sharded
+//!   client over several servers, built on `protocol` only; `default-features = false,
+//!   features = ["client"]` builds only these two (byteorder, log).
 //! - [`wheel`] (`server`): a hierarchical timer wheel over integer millisecond ticks.
-//! - [`locks`] (`server`): the lock table, a deterministic state machine handed `now`; no I/O.
-//! - [`server`] (`server`): the mio event loop, the only server code that touches sockets, signals,
-//!   files and the clock; also background mode (`start`/`stop`), the pid file and `/metrics`.
+//! - [`locks`] (`server`): the lock table, a deterministic state machine handed `now`, driven by
+//!   one owned [`locks::Command`] through [`locks::LockTable::apply`] and keyed by table-owned
+//!   [`locks::SessionId`]s; its outputs name their lock. No I/O.
+//! - [`server`] (`server`): the mio event loop, the only server code that touches sockets,
+//!   signals, files and the clock. Each connection's protocol is a sans-IO session
+//!   (`server/session/`: bytes and `now` in, steps and a deadline out); the loop reads, budgets,
+//!   turns steps into table commands (`server/dispatch.rs`) and writes. Also background mode
+//!   (`start`/`stop`), the pid file, the state file and `/metrics`.
 //! - [`procfs`] (`server`): CPU time, resident memory and open descriptors read from /proc.
 //! - [`cli`] (`cli`): the command-line client subcommands (`officer lock`, `locks`, `top`, ...).
-//! - [`bench`] (`cli`): `officer bench`, a load generator driving many connections from one mio
-//!   loop (a client-side tool: it opens its own connections, over the server's mio stream type).
+//! - [`bench`](mod@bench) (`cli`): `officer bench`, a load generator driving many connections
+//!   from one mio loop (a client-side tool: it opens its own connections, over the server's mio
+//!   stream type).
 
 // The map above links every module; a build without `cli` leaves some out, and their links are
 // expected to dangle there (the default build's docs check them).
