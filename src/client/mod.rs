@@ -8,6 +8,8 @@
 //! - `shard`, `shard_builder`: [`ShardedClient`] and [`ShardedBuilder`], names spread over
 //!   several servers; [`placement`] (public, pure: which server a name lives on) and `merge`
 //!   (how listings of several servers become one) hold what an async client can share.
+//! - `answer`, `handshake`: what answers mean and the handshake's checks, without I/O; shared
+//!   with [`tokio`] (cargo feature `tokio`), the async client.
 //!
 //! Locks belong to the connection, as in the original officer: every thread sharing a `Client`
 //! shares its locks (a second `lock` of a held name answers "already acquired" at once). For
@@ -39,6 +41,8 @@ mod shard_builder;
 mod stream;
 #[cfg(test)]
 mod tests;
+#[cfg(feature = "tokio")]
+pub mod tokio;
 mod types;
 
 use std::path::Path;
