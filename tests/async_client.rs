@@ -325,3 +325,64 @@ fn unix_socket_reconnect_and_auth() {
     });
     drop(server);
 }
+
+#[test]
+fn keep_alive_keeps_a_holder_past_the_idle_timeout() {
+    let server = TestServer::start_with(|cfg| cfg.max_idle = Some(Duration::from_millis(1500)));
+    let port = server.addr().port();
+    run(async {
+        let alive = client(&server).await;
+        let builder = AsyncClient::builder().host("127.0.0.1").port(port).no_keep_alive();
+        let silent = builder.connect().await.expect("connect");
+        alive.try_lock("kept").await.expect("lock");
+        silent.try_lock("dropped").await.expect("lock");
+        assert!(silent.wait_disconnected(Some(WAIT)).await, "the server closed the idle connection");
+        let err = silent.ping().await.unwrap_err();
+        assert!(err.is_connection_lost(), "{err}");
+        assert_eq!(err.released_locks(), ["dropped".to_string()]);
+        assert!(!alive.wait_disconnected(Some(Duration::from_millis(3500))).await);
+        assert_eq!(alive.my_locks().await.expect("mine").held, ["kept"]);
+    });
+}
+
+#[test]
+fn automatic_reconnect_only_without_locks() {
+    let dir = support::temp_dir();
+    let path = dir.path().join("officer.sock");
+    let listen = |p: &std::path::Path| {
+        let p = p.to_owned();
+        TestServer::start_with(move |cfg| cfg.listen = officer::server::Listen::Unix(p))
+    };
+    let server = listen(&path);
+    run(async {
+        let idle = AsyncClient::connect_unix(&path).await.expect("connect");
+        let holder = AsyncClient::connect_unix(&path).await.expect("connect");
+        holder.try_lock("u").await.expect("lock");
+        server.stop();
+        assert!(idle.wait_disconnected(Some(WAIT)).await && holder.wait_disconnected(Some(WAIT)).await);
+        let _server = listen(&path);
+        idle.ping().await.expect("a connection without locks is replaced on the next call");
+        assert!(
+            holder.ping().await.unwrap_err().is_connection_lost(),
+            "never silently while locks were held"
+        );
+        holder.reconnect().await.expect("explicit reconnect");
+        holder.try_lock("u").await.expect("lock on the new server");
+    });
+}
+
+#[test]
+fn a_client_outliving_its_runtime_fails_instead_of_hanging() {
+    let server = TestServer::start();
+    let port = server.addr().port();
+    let builder = || AsyncClient::builder().host("127.0.0.1").port(port);
+    let (fixed, replaced) = run(async {
+        let fixed = builder().auto_reconnect(false).connect().await.expect("connect");
+        (fixed, builder().connect().await.expect("connect"))
+    });
+    // The runtime that ran the connections' tasks is gone, so are the connections.
+    let err = run(fixed.ping()).unwrap_err();
+    assert!(err.is_connection_lost(), "{err}");
+    // One without locks is replaced on the next call, on the runtime making it.
+    run(async { replaced.ping().await.expect("reconnected on this runtime") });
+}

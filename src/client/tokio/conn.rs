@@ -120,8 +120,8 @@ impl AsyncConn {
             last_write_ms: AtomicU64::new(0),
         });
         let mut tasks = vec![
-            ::tokio::spawn(Arc::clone(&conn).read_loop(rd, leftover)).abort_handle(),
-            ::tokio::spawn(Arc::clone(&conn).write_loop(wr)).abort_handle(),
+            ::tokio::spawn(read_loop(EndOnDrop(Arc::clone(&conn)), rd, leftover)).abort_handle(),
+            ::tokio::spawn(write_loop(EndOnDrop(Arc::clone(&conn)), wr)).abort_handle(),
         ];
         if let Some(interval) = interval {
             tasks.push(::tokio::spawn(Arc::clone(&conn).keep_alive_loop(interval)).abort_handle());
@@ -267,23 +267,6 @@ impl AsyncConn {
         self.wake_writer.notify_one();
     }
 
-    async fn read_loop<R: AsyncRead + Unpin>(self: Arc<Self>, mut rd: R, mut buf: Vec<u8>) {
-        let reason = loop {
-            if let Err(reason) = self.dispatch_all(&mut buf) {
-                break reason;
-            }
-            buf.reserve(READ_CHUNK);
-            match rd.read_buf(&mut buf).await {
-                Ok(0) => break "the server closed the connection".to_owned(),
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => break format!("read failed: {e}"),
-            }
-        };
-        log::debug!("officer connection ended connection_id={} reason={reason}", self.hello.connection_id);
-        self.fail(&reason, false);
-    }
-
     /// Hands every complete frame in `buf` to its caller; `Err` ends the connection.
     fn dispatch_all(&self, buf: &mut Vec<u8>) -> std::result::Result<(), String> {
         let mut consumed = 0;
@@ -340,29 +323,6 @@ impl AsyncConn {
         }
     }
 
-    async fn write_loop<W: AsyncWrite + Unpin>(self: Arc<Self>, mut wr: W) {
-        let mut batch = Vec::new();
-        loop {
-            {
-                let mut st = lock(&self.state);
-                if st.lost.is_some() {
-                    return;
-                }
-                std::mem::swap(&mut st.out, &mut batch);
-            }
-            if batch.is_empty() {
-                self.wake_writer.notified().await;
-                continue;
-            }
-            if let Err(e) = wr.write_all(&batch).await {
-                self.fail(&format!("write failed: {e}"), false);
-                return;
-            }
-            self.last_write_ms.store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
-            batch.clear();
-        }
-    }
-
     async fn keep_alive_loop(self: Arc<Self>, interval: Duration) {
         loop {
             let now_ms = self.epoch.elapsed().as_millis() as u64;
@@ -378,6 +338,50 @@ impl AsyncConn {
                 return;
             }
         }
+    }
+}
+
+/// The reader task: every answer to its caller, until the connection ends.
+async fn read_loop<R: AsyncRead + Unpin>(conn: EndOnDrop, mut rd: R, mut buf: Vec<u8>) {
+    let conn = &*conn.0;
+    let reason = loop {
+        if let Err(reason) = conn.dispatch_all(&mut buf) {
+            break reason;
+        }
+        buf.reserve(READ_CHUNK);
+        match rd.read_buf(&mut buf).await {
+            Ok(0) => break "the server closed the connection".to_owned(),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => break format!("read failed: {e}"),
+        }
+    };
+    log::debug!("officer connection ended connection_id={} reason={reason}", conn.hello.connection_id);
+    conn.fail(&reason, false);
+}
+
+/// The writer task: whatever frames piled up, in one write each time it wakes.
+async fn write_loop<W: AsyncWrite + Unpin>(conn: EndOnDrop, mut wr: W) {
+    let conn = &*conn.0;
+    let mut batch = Vec::new();
+    loop {
+        {
+            let mut st = lock(&conn.state);
+            if st.lost.is_some() {
+                return;
+            }
+            std::mem::swap(&mut st.out, &mut batch);
+        }
+        if batch.is_empty() {
+            conn.wake_writer.notified().await;
+            continue;
+        }
+        if let Err(e) = wr.write_all(&batch).await {
+            conn.fail(&format!("write failed: {e}"), false);
+            return;
+        }
+        conn.last_write_ms.store(conn.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        batch.clear();
     }
 }
 
@@ -400,6 +404,17 @@ impl State {
                 && matches!(&p.track, Track::Lock(name) if name == full)
                 && p.tx.as_ref().is_some_and(|tx| !tx.is_closed())
         })
+    }
+}
+
+/// Ends the connection when the reader's or writer's future is dropped unfinished (aborted,
+/// or its runtime shut down, even before the task first ran), so no call waits for an answer
+/// nobody will read. A no-op after the connection ended, which is how those tasks usually stop.
+struct EndOnDrop(Arc<AsyncConn>);
+
+impl Drop for EndOnDrop {
+    fn drop(&mut self) {
+        self.0.fail("the connection's tasks were stopped (was their runtime shut down?)", false);
     }
 }
 
