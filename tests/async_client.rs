@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use officer::client::tokio::{AsyncClient, AsyncLockGuard};
-use officer::client::{ErrorKind, LockOptions};
+use officer::client::tokio::{AsyncClient, AsyncLockGuard, AsyncShardedClient};
+use officer::client::{ErrorKind, LockOptions, ShardedClient};
 use support::server::TestServer;
 use support::WAIT;
 
@@ -385,4 +385,51 @@ fn a_client_outliving_its_runtime_fails_instead_of_hanging() {
     assert!(err.is_connection_lost(), "{err}");
     // One without locks is replaced on the next call, on the runtime making it.
     run(async { replaced.ping().await.expect("reconnected on this runtime") });
+}
+
+#[test]
+fn sharded_places_as_the_blocking_client_and_a_down_server_fails_only_its_names() {
+    let servers: Vec<TestServer> = (0..3).map(|_| TestServer::start()).collect();
+    let addresses: Vec<String> = servers.iter().map(|s| format!("127.0.0.1:{}", s.addr().port())).collect();
+    let reversed: Vec<&String> = addresses.iter().rev().collect();
+    let blocking =
+        ShardedClient::builder().servers(&addresses).namespace("ns").connect_lazy().expect("build");
+    let names: Vec<String> = (0..60).map(|i| format!("job-{i}")).collect();
+    run(async {
+        let client = AsyncShardedClient::connect(ShardedClient::builder().servers(reversed).namespace("ns"))
+            .await
+            .expect("connect");
+        for name in &names {
+            assert_eq!(client.server_for(name), blocking.server_for(name), "{name}");
+            client.try_lock(name).await.expect("lock");
+        }
+        let listed: Vec<String> =
+            client.locks().await.expect("locks").iter().map(|l| l.name.clone()).collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(listed, sorted, "merged and sorted over the set");
+        assert_eq!(client.my_locks().await.expect("mine").held, sorted);
+        for (i, address) in addresses.iter().enumerate() {
+            let port = servers[i].addr().port();
+            let direct = AsyncClient::builder().host("127.0.0.1").port(port).namespace("ns").connect().await;
+            let on_it = direct.expect("connect").locks().await.expect("locks");
+            assert!(on_it.iter().all(|l| client.server_for(&l.name) == address), "only its own names");
+        }
+        assert_eq!(client.ping().await.expect("ping").len(), 3);
+
+        let down = addresses[0].clone();
+        let mut servers = servers;
+        servers.remove(0).stop();
+        for name in &names {
+            client.unlock(name).await.map(drop).unwrap_or_else(|e| {
+                assert_eq!(e.server_address(), Some(down.as_str()), "{e}");
+                assert!(e.is_connection_lost(), "{e}");
+            });
+            let relock = client.try_lock(name).await;
+            match client.server_for(name) == down {
+                true => assert_eq!(relock.unwrap_err().server_address(), Some(down.as_str())),
+                false => assert!(!relock.expect("the others keep working").already_acquired()),
+            }
+        }
+    });
 }

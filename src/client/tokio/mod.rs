@@ -5,6 +5,8 @@
 //! - `conn`: one connection multiplexing any number of tasks by request id, with a reader, a
 //!   writer and a keep-alive task; where dropped `lock` futures are withdrawn.
 //! - `guard`: [`AsyncLockGuard`] and [`AsyncClient::with_lock`].
+//! - `shard`: [`AsyncShardedClient`], names spread over several servers with the blocking
+//!   sharded client's placement and merging.
 //! - `stream`: connecting and the handshake.
 //!
 //! What an answer means, request ids, held-lock tracking and the handshake's checks are the
@@ -27,6 +29,7 @@
 mod builder;
 mod conn;
 mod guard;
+mod shard;
 mod stream;
 
 use std::path::Path;
@@ -35,6 +38,7 @@ use std::time::{Duration, Instant};
 
 pub use builder::AsyncClientBuilder;
 pub use guard::AsyncLockGuard;
+pub use shard::AsyncShardedClient;
 
 use super::answer::{self, Track};
 use super::builder::Config;
