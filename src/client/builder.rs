@@ -257,6 +257,12 @@ impl ClientBuilder {
     pub fn connect(self) -> Result<Client> {
         Client::from_config(self.config)
     }
+
+    /// The settings, for a client other than [`Client`] (the async one) built from them.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn into_config(self) -> Config {
+        self.config
+    }
 }
 
 #[cfg(test)]

@@ -21,41 +21,13 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
+pub(crate) use super::answer::Track;
+use super::answer::{alloc_id, unsolicited_reason};
 use super::builder::{Config, Target};
+use super::handshake::{self, AUTH_ID, FIRST_ID, HELLO_ID, MAX_RESPONSE_FRAME, PROBE_ID};
 use super::stream::Stream;
 use super::{Error, Result};
-use crate::protocol::{
-    split_frame, ErrorCode, Hello, HelloOk, Request, Response, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
-    SHUTDOWN_REQUEST_ID,
-};
-
-/// Largest response frame accepted. Listings of a big server can be large, but a length
-/// prefix beyond this means the stream is garbage, not a listing.
-const MAX_RESPONSE_FRAME: u32 = 64 << 20;
-/// Request ids of the handshake, sent before the reader thread exists.
-const HELLO_ID: u32 = 1;
-const AUTH_ID: u32 = 2;
-const PROBE_ID: u32 = 3;
-
-/// The payload of the PING sent right behind HELLO. An officer server answers it with PONG;
-/// to a line-based peer (an HTTP server, the original JSON-lines officer) the pair looks like
-/// one garbled line and an empty one, i.e. a complete request head, which such a server
-/// answers or closes at once: the client then names the peer instead of waiting out its
-/// connect timeout.
-const PROBE_PAYLOAD: &[u8] = b"\r\n\r\n";
-const FIRST_ID: u32 = 4;
-
-/// What the reader must record when the answer to a request arrives.
-#[derive(Debug)]
-pub(crate) enum Track {
-    None,
-    /// LOCK of this full name: ACQUIRED / ALREADY_ACQUIRED mean it is held.
-    Lock(String),
-    /// UNLOCK of this full name: RELEASED means it is no longer held.
-    Unlock(String),
-    /// RESET: RESET_OK means nothing is held.
-    Reset,
-}
+use crate::protocol::{split_frame, HelloOk, Request, Response, SHUTDOWN_REQUEST_ID};
 
 struct Pending {
     tx: SyncSender<Response>,
@@ -292,16 +264,7 @@ impl Conn {
 
     fn dispatch(&self, id: u32, resp: Response) -> std::result::Result<(), String> {
         if id == SHUTDOWN_REQUEST_ID {
-            return Err(match resp {
-                Response::Shutdown { message } if message.is_empty() => {
-                    "the server is shutting down".to_owned()
-                }
-                Response::Shutdown { message } => format!("the server is shutting down: {message}"),
-                Response::Error { code, message } => {
-                    format!("the server closed the connection: {code}: {message}")
-                }
-                other => format!("unexpected frame 0x{:02x} with request id 0", other.opcode()),
-            });
+            return Err(unsolicited_reason(resp));
         }
         let mut st = lock(&self.state);
         let Some(pending) = st.pending.remove(&id) else {
@@ -309,16 +272,7 @@ impl Conn {
             log::debug!("officer response for unknown request id={id}");
             return Ok(());
         };
-        match (&pending.track, &resp) {
-            (Track::Lock(name), Response::Acquired { .. } | Response::AlreadyAcquired { .. }) => {
-                st.held.insert(name.clone());
-            }
-            (Track::Unlock(name), Response::Released) => {
-                st.held.remove(name);
-            }
-            (Track::Reset, Response::ResetOk) => st.held.clear(),
-            _ => {}
-        }
+        pending.track.record(&mut st.held, &resp);
         // The slot holds one value and gets exactly one, so this cannot block; a caller that
         // gave up is simply gone.
         let _ = pending.tx.try_send(resp);
@@ -346,13 +300,8 @@ impl Conn {
 impl State {
     /// A fresh request id: never 0 (reserved for the server) and never one still waiting.
     fn alloc_id(&mut self) -> u32 {
-        loop {
-            let id = self.next_id;
-            self.next_id = self.next_id.wrapping_add(1);
-            if id != SHUTDOWN_REQUEST_ID && !self.pending.contains_key(&id) {
-                return id;
-            }
-        }
+        let pending = &self.pending;
+        alloc_id(&mut self.next_id, |id| pending.contains_key(&id))
     }
 }
 
@@ -362,72 +311,21 @@ fn handshake(stream: &mut Stream, config: &Config) -> Result<(HelloOk, Vec<u8>)>
     stream.set_read_timeout(Some(config.connect_timeout))?;
     stream.set_write_timeout(Some(config.connect_timeout))?;
     let mut buf = Vec::new();
-    let mut out = Vec::new();
-    Request::Hello(Hello { version: PROTOCOL_VERSION }).encode(HELLO_ID, &mut out);
-    Request::Ping(PROBE_PAYLOAD).encode(PROBE_ID, &mut out);
-    stream.write_all(&out)?;
-    let hello = match read_reply(stream, &mut buf, HELLO_ID, Some(&config.target))? {
-        Response::HelloOk(hello) => hello,
-        Response::Error { code, message } => return Err(Error::server(code, message)),
-        other => return Err(unexpected(&other, "HELLO")),
-    };
-    // PING is allowed before AUTH, so its PONG comes next on every officer server.
-    match read_reply(stream, &mut buf, PROBE_ID, None)? {
-        Response::Pong => {}
-        Response::Error { code, message } => return Err(Error::server(code, message)),
-        other => return Err(unexpected(&other, "PING")),
-    }
-    // The server picks the lower of its version and ours; anything outside what this crate
-    // speaks means the session cannot go on (PROTOCOL.md §2.5).
-    if !(MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&hello.version) {
-        let v = hello.version;
-        return Err(Error::protocol(format!(
-            "server chose protocol version {v}, this client speaks {MIN_PROTOCOL_VERSION} to {PROTOCOL_VERSION}"
-        )));
-    }
-    if hello.auth_required {
-        let Some(secret) = &config.secret else {
-            return Err(Error::server(
-                ErrorCode::AuthRequired,
-                "the server requires a secret (ClientBuilder::auth)",
-            ));
-        };
-        out.clear();
-        Request::Auth(secret).encode(AUTH_ID, &mut out);
-        stream.write_all(&out)?;
-        match read_reply(stream, &mut buf, AUTH_ID, None)? {
-            Response::AuthOk => {}
-            Response::Error { code, message } => return Err(Error::server(code, message)),
-            other => return Err(unexpected(&other, "AUTH")),
-        }
+    stream.write_all(&handshake::opening())?;
+    let hello = handshake::hello(read_reply(stream, &mut buf, HELLO_ID, Some(&config.target))?)?;
+    handshake::probe(read_reply(stream, &mut buf, PROBE_ID, None)?)?;
+    handshake::check_version(&hello)?;
+    if let Some(auth) = handshake::auth_request(config, &hello)? {
+        stream.write_all(&auth)?;
+        handshake::auth(read_reply(stream, &mut buf, AUTH_ID, None)?)?;
     }
     stream.set_read_timeout(None)?;
     stream.set_write_timeout(None)?;
     Ok((hello, buf))
 }
 
-/// Largest first frame an officer server sends: HELLO_OK is 29 bytes, and an ERROR or SHUTDOWN
-/// before it carries a short message.
-const MAX_FIRST_FRAME: u32 = 64 * 1024;
-
-/// Whether `buf`, the start of the server's first answer, can be officer's: frames are below
-/// 2^24 bytes, so the first byte is 0 (PROTOCOL.md §2.6), and the first frame answers HELLO or
-/// refuses the connection. An SSH banner, an HTTP reply or a JSON line fails on its first byte,
-/// so the caller learns at once instead of after a timeout or a "frame length ..." error.
-fn plausible_first_frame(buf: &[u8]) -> bool {
-    use crate::protocol::op;
-    if buf.first().is_some_and(|&b| b != 0) {
-        return false;
-    }
-    if buf.len() < 5 {
-        return true;
-    }
-    let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
-    len <= MAX_FIRST_FRAME && matches!(buf[4], op::HELLO_OK | op::ERROR | op::SHUTDOWN)
-}
-
-/// Reads until the answer to `id` arrives, during the handshake only. With `first_of`, the
-/// bytes are the server's very first and are checked to be officer's ([`plausible_first_frame`]).
+/// Reads until the answer to `id` arrives, during the handshake only (see
+/// [`handshake::next_reply`] for `first_of`).
 fn read_reply(
     stream: &mut Stream,
     buf: &mut Vec<u8>,
@@ -436,91 +334,24 @@ fn read_reply(
 ) -> Result<Response> {
     let mut chunk = [0u8; 4096];
     loop {
-        if let Some(target) = first_of {
-            if !plausible_first_frame(buf) {
-                return Err(Error::not_officer(target.to_string(), buf));
-            }
-        }
-        let split = split_frame(buf, MAX_RESPONSE_FRAME).map_err(|e| Error::protocol(e.to_string()))?;
-        if let Some((frame, len)) = split {
-            let resp = Response::decode(&frame).map_err(|e| Error::protocol(e.to_string()))?;
-            let rid = frame.request_id;
-            buf.drain(..len);
-            match resp {
-                resp if rid == id => return Ok(resp),
-                // The server may refuse a connection (limits, shutdown) before answering HELLO.
-                Response::Error { code, message } => return Err(Error::server(code, message)),
-                Response::Shutdown { message } => {
-                    return Err(Error::server(ErrorCode::ShuttingDown, message));
-                }
-                _ => continue,
-            }
+        if let Some(resp) = handshake::next_reply(buf, id, first_of)? {
+            return Ok(resp);
         }
         match stream.read(&mut chunk) {
-            Ok(0) if !buf.is_empty() && first_of.is_some() => {
-                // A few bytes, then the close: whatever it was, it did not finish a frame.
-                return Err(Error::not_officer(first_of.map(Target::to_string).unwrap_or_default(), buf));
-            }
-            Ok(0) => {
-                let eof = io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the server closed the connection during the handshake",
-                );
-                return Err(eof.into());
-            }
+            Ok(0) => return Err(handshake::closed_early(buf, first_of)),
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-                // Silence is what an HTTP server or the original Ruby officer (JSON lines
-                // only) gives a binary HELLO: say so rather than only "timed out".
-                let late = io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "no handshake answer within the connect timeout (is an officer server listening there?)",
-                );
-                return Err(late.into());
+                return Err(handshake::silent());
             }
             Err(e) => return Err(e.into()),
         }
     }
 }
 
-/// The error for an answer that does not fit the request.
-pub(crate) fn unexpected(resp: &Response, request: &str) -> Error {
-    Error::protocol(format!("unexpected answer (opcode 0x{:02x}) to {request}", resp.opcode()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_officer_frames_pass_the_first_bytes_check() {
-        let mut hello_ok = Vec::new();
-        Response::HelloOk(HelloOk {
-            version: 1,
-            auth_required: false,
-            connection_id: 1,
-            max_frame: 65536,
-            max_name: 1024,
-            idle_timeout_ms: 0,
-        })
-        .encode(HELLO_ID, &mut hello_ok);
-        for n in 0..=hello_ok.len() {
-            assert!(plausible_first_frame(&hello_ok[..n]), "HELLO_OK cut at {n}");
-        }
-        let mut refused = Vec::new();
-        Response::Error { code: ErrorCode::LimitExceeded, message: "too many".into() }
-            .encode(0, &mut refused);
-        assert!(plausible_first_frame(&refused));
-        for foreign in
-            [&b"SSH-2.0-OpenSSH_9.6\r\n"[..], b"HTTP/1.1 400 Bad Request\r\n", b"{\"result\":\"error\"}\n"]
-        {
-            assert!(!plausible_first_frame(&foreign[..1]), "{foreign:?}");
-        }
-        // Zero first byte but an opcode no server sends first, or an absurd length.
-        assert!(!plausible_first_frame(&[0, 0, 0, 9, 0x83, 0, 0, 0, 1]));
-        assert!(!plausible_first_frame(&[0, 0x10, 0, 0, 0x81]));
-    }
 
     #[test]
     fn request_ids_skip_zero_and_ids_in_use() {

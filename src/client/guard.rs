@@ -6,9 +6,9 @@
 
 use std::sync::Arc;
 
-use super::conn::{unexpected, Conn, Track};
-use super::{Acquired, Client, Error, LockOptions, Result};
-use crate::protocol::Response;
+use super::answer;
+use super::conn::{Conn, Track};
+use super::{Acquired, Client, LockOptions, Result};
 
 /// A held lock that is released when the guard is dropped, also while unwinding a panic.
 ///
@@ -93,10 +93,7 @@ impl LockGuard {
         }
         let track = Track::Unlock(self.full_name.clone());
         match self.conn.call(&crate::protocol::Request::Unlock(&self.full_name), track) {
-            Ok(Response::Released) => Ok(()),
-            Ok(Response::ReleaseFailed) => Err(Error::not_held(self.acquired.name())),
-            Ok(Response::Error { code, message }) => Err(Error::server(code, message)),
-            Ok(other) => Err(unexpected(&other, "UNLOCK")),
+            Ok(resp) => answer::unlock(self.acquired.name(), answer::refused(resp)?),
             Err(e) => {
                 // The full name ends with the caller's name; what precedes it is the namespace.
                 let prefix = &self.full_name[..self.full_name.len() - self.acquired.name().len()];

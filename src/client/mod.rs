@@ -8,6 +8,8 @@
 //! - `shard`, `shard_builder`: [`ShardedClient`] and [`ShardedBuilder`], names spread over
 //!   several servers; [`placement`] (public, pure: which server a name lives on) and `merge`
 //!   (how listings of several servers become one) hold what an async client can share.
+//! - `answer`, `handshake`: what answers mean and the handshake's checks, without I/O; shared
+//!   with [`tokio`] (cargo feature `tokio`), the async client.
 //!
 //! Locks belong to the connection, as in the original officer: every thread sharing a `Client`
 //! shares its locks (a second `lock` of a held name answers "already acquired" at once). For
@@ -26,10 +28,12 @@
 
 #![warn(missing_docs)]
 
+mod answer;
 mod builder;
 mod conn;
 mod error;
 mod guard;
+mod handshake;
 mod merge;
 pub mod placement;
 mod shard;
@@ -37,6 +41,8 @@ mod shard_builder;
 mod stream;
 #[cfg(test)]
 mod tests;
+#[cfg(feature = "tokio")]
+pub mod tokio;
 mod types;
 
 use std::path::Path;
@@ -53,9 +59,9 @@ pub use shard::ShardedClient;
 pub use shard_builder::ShardedBuilder;
 pub use types::{Acquired, Listing, LockOptions, MyLocks, MyLocksListing, Stats, Top};
 
-use crate::protocol::{validate_name, ListRequest, LockRequest, Request, Response};
+use crate::protocol::{validate_name, ListRequest, Request, Response};
 use builder::Config;
-use conn::{unexpected, Conn, Track};
+use conn::{Conn, Track};
 
 /// A connection to an officer server, shareable between threads (`Send + Sync`).
 ///
@@ -146,8 +152,7 @@ impl Client {
     /// namespace.
     fn call(&self, conn: &Conn, req: &Request<'_>, track: Track) -> Result<Response> {
         match conn.call(req, track) {
-            Ok(Response::Error { code, message }) => Err(Error::server(code, message)),
-            Ok(resp) => Ok(resp),
+            Ok(resp) => answer::refused(resp),
             Err(e) => Err(e.map_names(|n| self.config.display_name(n))),
         }
     }
@@ -165,21 +170,8 @@ impl Client {
     pub(crate) fn lock_on(&self, name: &str, opts: LockOptions) -> Result<(Arc<Conn>, String, Acquired)> {
         let conn = self.current()?;
         let full = self.full_name(&conn, name, false)?;
-        let req = Request::Lock(LockRequest {
-            name: &full,
-            timeout_ms: opts.timeout_ms(),
-            queue_max: opts.queue_max_wire(),
-        });
-        let acquired = |token, already| Acquired { name: name.to_owned(), token, already };
-        let result = match self.call(&conn, &req, Track::Lock(full.clone()))? {
-            Response::Acquired { token } => acquired(token, false),
-            Response::AlreadyAcquired { token } => acquired(token, true),
-            Response::TimedOut { queue } => return Err(Error::lock_timeout(name, queue)),
-            Response::QueueMaxed { queue } => return Err(Error::queue_maxed(name, queue)),
-            Response::AlreadyWaiting => return Err(Error::already_waiting(name)),
-            Response::Cancelled => return Err(Error::cancelled(name)),
-            other => return Err(unexpected(&other, "LOCK")),
-        };
+        let req = answer::lock_request(&full, &opts);
+        let result = answer::lock(name, self.call(&conn, &req, Track::Lock(full.clone()))?)?;
         Ok((conn, full, result))
     }
 
@@ -233,11 +225,7 @@ impl Client {
     pub fn unlock(&self, name: &str) -> Result<()> {
         let conn = self.current()?;
         let full = self.full_name(&conn, name, false)?;
-        match self.call(&conn, &Request::Unlock(&full), Track::Unlock(full.clone()))? {
-            Response::Released => Ok(()),
-            Response::ReleaseFailed => Err(Error::not_held(name)),
-            other => Err(unexpected(&other, "UNLOCK")),
-        }
+        answer::unlock(name, self.call(&conn, &Request::Unlock(&full), Track::Unlock(full.clone()))?)
     }
 
     /// Releases every lock of this connection and cancels its waits.
@@ -252,10 +240,7 @@ impl Client {
     /// ```
     pub fn reset(&self) -> Result<()> {
         let conn = self.current()?;
-        match self.call(&conn, &Request::Reset, Track::Reset)? {
-            Response::ResetOk => Ok(()),
-            other => Err(unexpected(&other, "RESET")),
-        }
+        answer::reset(self.call(&conn, &Request::Reset, Track::Reset)?)
     }
 
     /// Closes the connection (the server releases all its locks) and opens a new one. Waiting
@@ -342,18 +327,8 @@ impl Client {
     pub fn locks_matching(&self, prefix: &str, max: u32) -> Result<Listing<LockInfo>> {
         let conn = self.current()?;
         let full = self.full_name(&conn, prefix, true)?;
-        match self.call(&conn, &Request::Locks(ListRequest { prefix: &full, max }), Track::None)? {
-            Response::Locks { locks, truncated } => {
-                let items = locks
-                    .into_iter()
-                    .filter_map(|l| {
-                        Some(LockInfo { name: self.config.short_name(&l.name)?.to_owned(), queue: l.queue })
-                    })
-                    .collect();
-                Ok(Listing { items, truncated })
-            }
-            other => Err(unexpected(&other, "LOCKS")),
-        }
+        let resp = self.call(&conn, &Request::Locks(ListRequest { prefix: &full, max }), Track::None)?;
+        answer::locks(&self.config, resp)
     }
 
     /// Every connection on the server with the locks it holds and waits for. With a
@@ -382,20 +357,8 @@ impl Client {
         let conn = self.current()?;
         validate_name(prefix.as_bytes(), conn.hello().max_name, true)
             .map_err(|why| Error::invalid_name(prefix, why))?;
-        match self.call(&conn, &Request::Connections(ListRequest { prefix, max }), Track::None)? {
-            Response::Connections { connections, truncated } => {
-                let items = connections
-                    .into_iter()
-                    .map(|c| ConnectionInfo {
-                        label: c.label,
-                        held: self.strip_all(c.held),
-                        waiting: self.strip_all(c.waiting),
-                    })
-                    .collect();
-                Ok(Listing { items, truncated })
-            }
-            other => Err(unexpected(&other, "CONNECTIONS")),
-        }
+        let resp = self.call(&conn, &Request::Connections(ListRequest { prefix, max }), Track::None)?;
+        answer::connections(&self.config, resp)
     }
 
     /// The locks this connection holds and waits for. The server caps each list at its listing
@@ -410,12 +373,7 @@ impl Client {
     /// ```
     pub fn my_locks(&self) -> Result<MyLocks> {
         let conn = self.current()?;
-        match self.call(&conn, &Request::MyLocks, Track::None)? {
-            Response::MyLocks { held, waiting } => {
-                Ok(MyLocks { held: self.strip_all(held), waiting: self.strip_all(waiting) })
-            }
-            other => Err(unexpected(&other, "MY_LOCKS")),
-        }
+        answer::my_locks(&self.config, self.call(&conn, &Request::MyLocks, Track::None)?)
     }
 
     /// The locks this connection holds (sorted by name) and waits for (in the order the waits
@@ -434,12 +392,7 @@ impl Client {
         let conn = self.current()?;
         let full = self.full_name(&conn, prefix, true)?;
         let request = Request::MyLocksMatching(ListRequest { prefix: &full, max });
-        match self.call(&conn, &request, Track::None)? {
-            Response::MyLocksMatching { held, waiting, truncated } => {
-                Ok(MyLocksListing { held: self.strip_all(held), waiting: self.strip_all(waiting), truncated })
-            }
-            other => Err(unexpected(&other, "MY_LOCKS_MATCHING")),
-        }
+        answer::my_locks_matching(&self.config, self.call(&conn, &request, Track::None)?)
     }
 
     /// The server's counters.
@@ -453,10 +406,7 @@ impl Client {
     /// ```
     pub fn stats(&self) -> Result<Stats> {
         let conn = self.current()?;
-        match self.call(&conn, &Request::Stats, Track::None)? {
-            Response::Stats(entries) => Ok(Stats { entries }),
-            other => Err(unexpected(&other, "STATS")),
-        }
+        answer::stats(self.call(&conn, &Request::Stats, Track::None)?)
     }
 
     /// The busiest locks: held longest, and with the most waiters; at most `max` of each
@@ -471,20 +421,7 @@ impl Client {
     /// ```
     pub fn top(&self, max: u32) -> Result<Top> {
         let conn = self.current()?;
-        match self.call(&conn, &Request::Top(max), Track::None)? {
-            Response::Top { longest_held, deepest_queues } => {
-                let inside = |entries: Vec<TopEntry>| -> Vec<TopEntry> {
-                    entries
-                        .into_iter()
-                        .filter_map(|e| {
-                            Some(TopEntry { name: self.config.short_name(&e.name)?.to_owned(), ..e })
-                        })
-                        .collect()
-                };
-                Ok(Top { longest_held: inside(longest_held), deepest_queues: inside(deepest_queues) })
-            }
-            other => Err(unexpected(&other, "TOP")),
-        }
+        answer::top(&self.config, self.call(&conn, &Request::Top(max), Track::None)?)
     }
 
     /// Round trip to the server; returns how long it took.
@@ -497,10 +434,8 @@ impl Client {
     pub fn ping(&self) -> Result<Duration> {
         let conn = self.current()?;
         let start = Instant::now();
-        match self.call(&conn, &Request::Ping(&[]), Track::None)? {
-            Response::Pong => Ok(start.elapsed()),
-            other => Err(unexpected(&other, "PING")),
-        }
+        answer::pong(self.call(&conn, &Request::Ping(&[]), Track::None)?)?;
+        Ok(start.elapsed())
     }
 
     /// What the server said in the handshake of the current connection: its connection id
@@ -525,11 +460,6 @@ impl Client {
     /// ```
     pub fn namespace(&self) -> Option<&str> {
         self.config.prefix.strip_suffix(':')
-    }
-
-    /// Names inside the namespace, without it.
-    fn strip_all(&self, names: Vec<String>) -> Vec<String> {
-        names.iter().filter_map(|n| self.config.short_name(n)).map(str::to_owned).collect()
     }
 }
 

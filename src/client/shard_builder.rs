@@ -178,6 +178,13 @@ impl ShardedBuilder {
     /// # Ok::<(), officer::client::Error>(())
     /// ```
     pub fn connect_lazy(self) -> Result<ShardedClient> {
+        let (servers, prefix) = self.into_parts()?;
+        Ok(ShardedClient::from_parts(servers, prefix))
+    }
+
+    /// Each server's canonical address and connection options, and the namespace prefix:
+    /// what a sharded client (blocking or async) is made of.
+    pub(crate) fn into_parts(self) -> Result<(Vec<(String, ClientBuilder)>, String)> {
         let mut targets = Vec::with_capacity(self.servers.len());
         for server in self.servers {
             targets.push(server.map_err(|why| Error::io(io::Error::new(io::ErrorKind::InvalidInput, why)))?);
@@ -187,7 +194,7 @@ impl ShardedBuilder {
             return Err(Error::io(io::Error::new(io::ErrorKind::InvalidInput, why)));
         }
         let servers = targets.into_iter().map(|t| (t.to_string(), options_for(&self.options, t))).collect();
-        Ok(ShardedClient::from_parts(servers, self.prefix))
+        Ok((servers, self.prefix))
     }
 }
 

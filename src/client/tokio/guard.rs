@@ -1,0 +1,151 @@
+//! Scoped locking for async code: [`AsyncLockGuard`] (released on drop without blocking) and
+//! [`AsyncClient::with_lock`].
+//!
+//! As with the blocking guard, a guard unlocks only on the connection that granted the lock:
+//! after a reconnect the lock is gone with the old connection, and unlocking the same name on
+//! the new one would release somebody else's critical section.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use super::conn::AsyncConn;
+use super::AsyncClient;
+use crate::client::answer::{self, Track};
+use crate::client::{Acquired, LockOptions, Result};
+use crate::protocol::Request;
+
+/// A held lock, released when the guard is dropped: drop queues an UNLOCK on the connection's
+/// writer and returns at once, so it never blocks the runtime. Use
+/// [`unlock`](AsyncLockGuard::unlock) to learn whether the release succeeded.
+///
+/// When the connection already held the lock (a nested lock), the guard releases nothing.
+///
+/// ```no_run
+/// # async fn run(client: officer::client::tokio::AsyncClient) -> officer::client::Result<()> {
+/// {
+///     let guard = client.lock_guard("invoices", Default::default()).await?;
+///     println!("writing with fencing token {}", guard.token());
+/// } // an UNLOCK is queued here
+/// # Ok(()) }
+/// ```
+#[must_use = "the lock is released as soon as the guard is dropped"]
+#[derive(Debug)]
+pub struct AsyncLockGuard {
+    conn: Arc<AsyncConn>,
+    /// The name as the server knows it (with the namespace).
+    full_name: String,
+    acquired: Acquired,
+    /// Cleared once released, so drop does not unlock twice.
+    armed: bool,
+}
+
+impl AsyncLockGuard {
+    /// The lock name, without the client's namespace.
+    ///
+    /// ```no_run
+    /// # async fn run(client: officer::client::tokio::AsyncClient) -> officer::client::Result<()> {
+    /// let guard = client.lock_guard("a", Default::default()).await?;
+    /// assert_eq!(guard.name(), "a");
+    /// # Ok(()) }
+    /// ```
+    pub fn name(&self) -> &str {
+        self.acquired.name()
+    }
+
+    /// The fencing token of the grant.
+    ///
+    /// ```no_run
+    /// # async fn run(client: officer::client::tokio::AsyncClient) -> officer::client::Result<()> {
+    /// let guard = client.lock_guard("a", Default::default()).await?;
+    /// println!("token {}", guard.token());
+    /// # Ok(()) }
+    /// ```
+    pub fn token(&self) -> u64 {
+        self.acquired.token()
+    }
+
+    /// True when the connection already held the lock, so this guard will not release it.
+    ///
+    /// ```no_run
+    /// # async fn run(client: officer::client::tokio::AsyncClient) -> officer::client::Result<()> {
+    /// let outer = client.lock_guard("a", Default::default()).await?;
+    /// let inner = client.lock_guard("a", Default::default()).await?;
+    /// assert!(inner.already_acquired() && !outer.already_acquired());
+    /// # Ok(()) }
+    /// ```
+    pub fn already_acquired(&self) -> bool {
+        self.acquired.already_acquired()
+    }
+
+    /// Releases the lock now and reports failures that drop would swallow: a connection lost
+    /// while the guard was held means the critical section may not have been exclusive.
+    /// Dropping this future before it completes still releases the lock.
+    ///
+    /// ```no_run
+    /// # async fn run(client: officer::client::tokio::AsyncClient) -> officer::client::Result<()> {
+    /// let guard = client.lock_guard("a", Default::default()).await?;
+    /// guard.unlock().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn unlock(mut self) -> Result<()> {
+        if !std::mem::replace(&mut self.armed, false) || self.acquired.already {
+            return Ok(());
+        }
+        let track = Track::Unlock(self.full_name.clone());
+        // Once queued the UNLOCK goes out whether or not this future is awaited to the end.
+        match self.conn.call(&Request::Unlock(&self.full_name), track).await {
+            Ok(resp) => answer::unlock(self.acquired.name(), answer::refused(resp)?),
+            Err(e) => {
+                // The full name ends with the caller's name; what precedes it is the namespace.
+                let prefix = &self.full_name[..self.full_name.len() - self.acquired.name().len()];
+                Err(e.map_names(|n| n.strip_prefix(prefix).unwrap_or(n).to_owned()))
+            }
+        }
+    }
+}
+
+impl Drop for AsyncLockGuard {
+    fn drop(&mut self) {
+        if std::mem::replace(&mut self.armed, false) && !self.acquired.already {
+            let track = Track::Unlock(self.full_name.clone());
+            self.conn.send_detached(&Request::Unlock(&self.full_name), track);
+        }
+    }
+}
+
+impl AsyncClient {
+    /// Acquires `name` and returns a guard that releases it when dropped.
+    ///
+    /// ```no_run
+    /// # async fn run(client: officer::client::tokio::AsyncClient) -> officer::client::Result<()> {
+    /// use officer::client::LockOptions;
+    /// use std::time::Duration;
+    ///
+    /// let guard = client.lock_guard("daily-report", LockOptions::with_timeout(Duration::from_secs(10))).await?;
+    /// // ... produce the report, passing guard.token() to the storage layer ...
+    /// guard.unlock().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn lock_guard(&self, name: &str, opts: LockOptions) -> Result<AsyncLockGuard> {
+        let (conn, full_name, acquired) = self.lock_on(name, opts).await?;
+        Ok(AsyncLockGuard { conn, full_name, acquired, armed: true })
+    }
+
+    /// Runs the future `f` while holding `name` and releases the lock afterwards, also when
+    /// `f` panics or this future is dropped. Returns `f`'s value, or the error of locking or
+    /// unlocking: a failed unlock (such as a lost connection) means `f` may have run partly
+    /// without the lock.
+    ///
+    /// ```no_run
+    /// # async fn run(client: officer::client::tokio::AsyncClient) -> officer::client::Result<()> {
+    /// let total = client.with_lock("ledger", Default::default(), async { 40 + 2 }).await?;
+    /// assert_eq!(total, 42);
+    /// # Ok(()) }
+    /// ```
+    pub async fn with_lock<T>(&self, name: &str, opts: LockOptions, f: impl Future<Output = T>) -> Result<T> {
+        let guard = self.lock_guard(name, opts).await?;
+        let value = f.await;
+        guard.unlock().await?;
+        Ok(value)
+    }
+}
