@@ -7,7 +7,9 @@
 //! - [`protocol`] (always): the binary wire codec, pure functions over byte slices (PROTOCOL.md).
 //! - [`client`] (`client`): the blocking, thread-safe client over `std::net` and the sharded
 //!   client over several servers, built on `protocol` only; `default-features = false,
-//!   features = ["client"]` builds only these two (byteorder, log).
+//!   features = ["client"]` builds only these two (byteorder, log). With the `tokio` feature
+//!   (off by default), `client::tokio` adds the async client and async sharded client, sharing
+//!   every step that is not I/O (`client/answer.rs`, `client/handshake.rs`).
 //! - [`wheel`] (`server`): a hierarchical timer wheel over integer millisecond ticks.
 //! - [`locks`] (`server`): the lock table, a deterministic state machine handed `now`, driven by
 //!   one owned [`locks::Command`] through [`locks::LockTable::apply`] and keyed by table-owned
