@@ -54,8 +54,9 @@ struct State {
     lost: Option<Lost>,
     /// Frames queued for the writer task, in request-id order.
     out: Vec<u8>,
-    /// How many pending LOCKs are `orphan`: while 0, answers cost no scan.
-    orphans: usize,
+    /// The name of each pending LOCK that is `orphan` (once per orphan): an answer about a
+    /// name not in it costs no scan of `pending`.
+    orphans: Vec<String>,
     /// The reader, writer and keep-alive tasks, aborted when the connection ends.
     tasks: Vec<AbortHandle>,
 }
@@ -116,7 +117,7 @@ impl AsyncConn {
                 held: BTreeSet::new(),
                 lost: None,
                 out: Vec::new(),
-                orphans: 0,
+                orphans: Vec::new(),
                 tasks: Vec::new(),
             }),
             wake_writer: Notify::new(),
@@ -233,7 +234,7 @@ impl AsyncConn {
             st.lost = Some(Lost { reason: reason.to_owned(), released, by_client });
             // Dropping the senders fails every call still waiting.
             st.pending.clear();
-            st.orphans = 0;
+            st.orphans.clear();
             st.out.clear();
             std::mem::take(&mut st.tasks)
         };
@@ -273,7 +274,7 @@ impl AsyncConn {
                 // another caller is one decision, taken in `withdraw_orphans`.
                 let Some(p) = st.pending.get_mut(&id) else { return };
                 p.orphan = true;
-                st.orphans += 1;
+                st.orphans.push(full.to_owned());
                 st.withdraw_orphans(full)
             }
         };
@@ -319,8 +320,10 @@ impl AsyncConn {
             log::debug!("officer response for unknown request id={id}");
             return false;
         };
-        if orphan {
-            st.orphans -= 1;
+        if let (true, Track::Lock(full)) = (orphan, &track) {
+            if let Some(at) = st.orphans.iter().position(|n| n == full) {
+                st.orphans.swap_remove(at);
+            }
         }
         track.record(&mut st.held, &resp);
         let unclaimed = match tx {
@@ -337,7 +340,7 @@ impl AsyncConn {
             }
         }
         // This answer may have been what kept an orphaned LOCK of the name from its UNLOCK.
-        if let (true, Track::Lock(full) | Track::Unlock(full)) = (st.orphans > 0, &track) {
+        if let (false, Track::Lock(full) | Track::Unlock(full)) = (st.orphans.is_empty(), &track) {
             queued |= st.withdraw_orphans(full);
         }
         queued
@@ -427,11 +430,14 @@ impl State {
     /// cancels the connection's one wait for the name, or releases its grant), once the
     /// connection does not hold the name and no caller awaits a LOCK of it: until then the
     /// UNLOCK could release a hold or cancel a wait that is somebody's. True when it queued.
-    /// Scans the waiting requests: only while an orphan exists, never per request otherwise.
+    /// Scans the waiting requests only while an orphan of `full` exists.
     fn withdraw_orphans(&mut self, full: &str) -> bool {
         let of_name = |p: &Pending| matches!(&p.track, Track::Lock(name) if name == full);
         let live = |p: &Pending| p.tx.as_ref().is_some_and(|tx| !tx.is_closed());
-        if self.held.contains(full) || self.pending.values().any(|p| of_name(p) && live(p)) {
+        if !self.orphans.iter().any(|n| n == full)
+            || self.held.contains(full)
+            || self.pending.values().any(|p| of_name(p) && live(p))
+        {
             return false;
         }
         let mut withdrew = 0;
@@ -439,7 +445,7 @@ impl State {
             (p.orphan, p.withdrawn) = (false, true);
             withdrew += 1;
         }
-        self.orphans -= withdrew;
+        self.orphans.retain(|n| n != full);
         if withdrew > 0 {
             self.queue_unlock(full);
         }
