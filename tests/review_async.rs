@@ -98,3 +98,23 @@ fn a_wait_dropped_while_a_guard_release_is_in_flight_is_still_withdrawn() {
         assert!(mine.held.is_empty() && mine.waiting.is_empty(), "{mine:?}");
     });
 }
+
+/// A guard that outlives the runtime its connection ran on: the connection ended with the
+/// runtime (so the server released the lock), and dropping the guard outside any runtime
+/// neither panics nor blocks.
+#[test]
+fn a_guard_dropped_after_its_runtime_is_gone_is_a_no_op() {
+    let server = TestServer::start();
+    let (c, guard) = run(async {
+        let c = client(&server).await;
+        let guard = c.lock_guard("g", LockOptions::new()).await.expect("lock");
+        (c, guard)
+    });
+    drop(guard);
+    run(async {
+        let other = client(&server).await;
+        let acquired = other.lock("g", LockOptions::with_timeout(WAIT)).await;
+        acquired.expect("the lock went with the connection's runtime");
+        assert!(!c.is_connected());
+    });
+}
