@@ -41,6 +41,9 @@ struct Pending {
     track: Track,
     /// For a LOCK whose caller went away: an UNLOCK already follows it on the wire.
     withdrawn: bool,
+    /// A LOCK whose caller went away while the connection held the name or another caller
+    /// awaited a LOCK of it: its UNLOCK waits until neither is true (`withdraw_orphans`).
+    orphan: bool,
 }
 
 struct State {
@@ -51,6 +54,9 @@ struct State {
     lost: Option<Lost>,
     /// Frames queued for the writer task, in request-id order.
     out: Vec<u8>,
+    /// The name of each pending LOCK that is `orphan` (once per orphan): an answer about a
+    /// name not in it costs no scan of `pending`.
+    orphans: Vec<String>,
     /// The reader, writer and keep-alive tasks, aborted when the connection ends.
     tasks: Vec<AbortHandle>,
 }
@@ -111,6 +117,7 @@ impl AsyncConn {
                 held: BTreeSet::new(),
                 lost: None,
                 out: Vec::new(),
+                orphans: Vec::new(),
                 tasks: Vec::new(),
             }),
             wake_writer: Notify::new(),
@@ -155,7 +162,7 @@ impl AsyncConn {
             if let Some(lost) = &st.lost {
                 return Err(lost.error());
             }
-            st.queue(req, Pending { tx: Some(tx), track, withdrawn: false })
+            st.queue(req, Pending { tx: Some(tx), track, withdrawn: false, orphan: false })
         };
         self.wake_writer.notify_one();
         Ok(Call { conn: self, id, rx, lock_name, done: false })
@@ -171,7 +178,7 @@ impl AsyncConn {
     pub(crate) fn send_detached(&self, req: &Request<'_>, track: Track) {
         let mut st = lock(&self.state);
         if st.lost.is_none() {
-            st.queue(req, Pending { tx: None, track, withdrawn: false });
+            st.queue(req, Pending { tx: None, track, withdrawn: false, orphan: false });
             drop(st);
             self.wake_writer.notify_one();
         }
@@ -227,6 +234,7 @@ impl AsyncConn {
             st.lost = Some(Lost { reason: reason.to_owned(), released, by_client });
             // Dropping the senders fails every call still waiting.
             st.pending.clear();
+            st.orphans.clear();
             st.out.clear();
             std::mem::take(&mut st.tasks)
         };
@@ -238,9 +246,11 @@ impl AsyncConn {
 
     /// A call dropped before its answer was taken. A LOCK is withdrawn: if its answer came
     /// already and granted the lock, the lock is released; if not, an UNLOCK follows it so the
-    /// server cancels the wait (or releases the grant it sends meanwhile), unless the
-    /// connection holds the name already or another caller on it still awaits a LOCK of it
-    /// (that caller's LOCK is the one the server keeps; a late grant is released on arrival).
+    /// server cancels the wait (or releases the grant it sends meanwhile). While the
+    /// connection holds the name or another caller on it still awaits a LOCK of it, that
+    /// UNLOCK could release a hold or cancel a wait that is somebody's: the LOCK is left an
+    /// orphan, withdrawn by the answer that ends that state (`withdraw_orphans`); a grant it
+    /// gets meanwhile is released on arrival.
     fn abandon(&self, id: u32, rx: &mut oneshot::Receiver<Response>, lock_name: Option<&str>) {
         let mut st = lock(&self.state);
         // Closed under the state lock, so the reader either delivered the answer already
@@ -251,20 +261,27 @@ impl AsyncConn {
         if st.lost.is_some() {
             return;
         }
-        let unlock = match delivered {
-            Some(resp) => matches!(resp, Response::Acquired { .. }),
-            None => st.pending.contains_key(&id) && !st.held.contains(full) && !st.awaits_lock(full, id),
+        let queued = match delivered {
+            Some(resp) => {
+                let granted = matches!(resp, Response::Acquired { .. });
+                if granted {
+                    st.queue_unlock(full);
+                }
+                granted
+            }
+            None => {
+                // Whether to withdraw it now or once the name is neither held nor awaited by
+                // another caller is one decision, taken in `withdraw_orphans`.
+                let Some(p) = st.pending.get_mut(&id) else { return };
+                p.orphan = true;
+                st.orphans.push(full.to_owned());
+                st.withdraw_orphans(full)
+            }
         };
-        if !unlock {
-            return;
-        }
-        if let Some(p) = st.pending.get_mut(&id) {
-            p.withdrawn = true;
-        }
-        let unlock = Pending { tx: None, track: Track::Unlock(full.to_owned()), withdrawn: false };
-        st.queue(&Request::Unlock(full), unlock);
         drop(st);
-        self.wake_writer.notify_one();
+        if queued {
+            self.wake_writer.notify_one();
+        }
     }
 
     /// Hands every complete frame in `buf` to its caller; `Err` ends the connection.
@@ -298,29 +315,35 @@ impl AsyncConn {
     /// Delivers one answer; true when it queued a frame (the release of an orphaned grant).
     fn dispatch(&self, id: u32, resp: Response) -> bool {
         let mut st = lock(&self.state);
-        let Some(pending) = st.pending.remove(&id) else {
+        let Some(Pending { tx, track, withdrawn, orphan }) = st.pending.remove(&id) else {
             // Not fatal: nothing else is affected.
             log::debug!("officer response for unknown request id={id}");
             return false;
         };
-        pending.track.record(&mut st.held, &resp);
-        let resp = match pending.tx {
-            None => resp,
-            Some(tx) => match tx.send(resp) {
-                Ok(()) => return false,
-                Err(resp) => resp,
-            },
+        if let (true, Track::Lock(full)) = (orphan, &track) {
+            if let Some(at) = st.orphans.iter().position(|n| n == full) {
+                st.orphans.swap_remove(at);
+            }
+        }
+        track.record(&mut st.held, &resp);
+        let unclaimed = match tx {
+            None => Some(resp),
+            Some(tx) => tx.send(resp).err(),
         };
+        let mut queued = false;
         // Nobody takes this answer. A fresh grant to a LOCK not yet withdrawn would stay held
         // with nobody to release it.
-        match (&pending.track, &resp) {
-            (Track::Lock(full), Response::Acquired { .. }) if !pending.withdrawn => {
-                let unlock = Pending { tx: None, track: Track::Unlock(full.clone()), withdrawn: false };
-                st.queue(&Request::Unlock(full), unlock);
-                true
+        if let (Track::Lock(full), Some(Response::Acquired { .. })) = (&track, &unclaimed) {
+            if !withdrawn {
+                st.queue_unlock(full);
+                queued = true;
             }
-            _ => false,
         }
+        // This answer may have been what kept an orphaned LOCK of the name from its UNLOCK.
+        if let (false, Track::Lock(full) | Track::Unlock(full)) = (st.orphans.is_empty(), &track) {
+            queued |= st.withdraw_orphans(full);
+        }
+        queued
     }
 
     async fn keep_alive_loop(self: Arc<Self>, interval: Duration) {
@@ -396,14 +419,37 @@ impl State {
         id
     }
 
-    /// Whether a caller other than request `except` still awaits a LOCK of `full`. Scans the
-    /// waiting requests: this runs only when a pending LOCK is dropped, never per request.
-    fn awaits_lock(&self, full: &str, except: u32) -> bool {
-        self.pending.iter().any(|(&id, p)| {
-            id != except
-                && matches!(&p.track, Track::Lock(name) if name == full)
-                && p.tx.as_ref().is_some_and(|tx| !tx.is_closed())
-        })
+    /// Queues an UNLOCK of `full` that nobody awaits.
+    fn queue_unlock(&mut self, full: &str) {
+        let unlock =
+            Pending { tx: None, track: Track::Unlock(full.to_owned()), withdrawn: false, orphan: false };
+        self.queue(&Request::Unlock(full), unlock);
+    }
+
+    /// Withdraws the orphaned LOCKs of `full` with one UNLOCK (queued after all of them, it
+    /// cancels the connection's one wait for the name, or releases its grant), once the
+    /// connection does not hold the name and no caller awaits a LOCK of it: until then the
+    /// UNLOCK could release a hold or cancel a wait that is somebody's. True when it queued.
+    /// Scans the waiting requests only while an orphan of `full` exists.
+    fn withdraw_orphans(&mut self, full: &str) -> bool {
+        let of_name = |p: &Pending| matches!(&p.track, Track::Lock(name) if name == full);
+        let live = |p: &Pending| p.tx.as_ref().is_some_and(|tx| !tx.is_closed());
+        if !self.orphans.iter().any(|n| n == full)
+            || self.held.contains(full)
+            || self.pending.values().any(|p| of_name(p) && live(p))
+        {
+            return false;
+        }
+        let mut withdrew = 0;
+        for p in self.pending.values_mut().filter(|p| p.orphan && of_name(p)) {
+            (p.orphan, p.withdrawn) = (false, true);
+            withdrew += 1;
+        }
+        self.orphans.retain(|n| n != full);
+        if withdrew > 0 {
+            self.queue_unlock(full);
+        }
+        withdrew > 0
     }
 }
 
