@@ -20,6 +20,15 @@ use crate::protocol::Request;
 ///
 /// When the connection already held the lock (a nested lock), the guard releases nothing.
 ///
+/// **Locks belong to the connection, not to a task.** Tasks sharing one `AsyncClient` share its
+/// connection, so they do not exclude each other: a second task's `lock_guard` of a name the
+/// first task holds succeeds at once as a nested lock ([`already_acquired`] is true), and the
+/// name is released when the first task's guard goes, while the second still runs. For
+/// exclusion between tasks of one process, give each contender its own `AsyncClient` (one
+/// connection each), or guard the name with a `tokio::sync::Mutex` in front of the client.
+///
+/// [`already_acquired`]: AsyncLockGuard::already_acquired
+///
 /// ```no_run
 /// # async fn run(client: officer::client::tokio::AsyncClient) -> officer::client::Result<()> {
 /// {
