@@ -18,7 +18,7 @@
 
 use std::collections::BTreeMap;
 
-use officer::locks::{Command, LockTable, Name, Output, SessionId, TableLimits, Tick};
+use officer::locks::{Command, LockOpts, LockTable, Name, Output, SessionId, TableLimits, Tick};
 use officer::protocol::{LockInfo, Response};
 use proptest::prelude::*;
 
@@ -450,14 +450,22 @@ impl Run {
                 let rid = self.request(conn);
                 let session = self.model.conns[conn].id;
                 let name_arc = Name::from(NAMES[name]);
-                let cmd = Command::Lock { session, request_id: rid, name: name_arc, timeout_ms, queue_max };
+                let cmd = Command::Lock {
+                    session,
+                    request_id: rid,
+                    name: name_arc,
+                    timeout_ms,
+                    queue_max,
+                    opts: LockOpts::default(),
+                };
                 self.table.apply(now, &cmd, &mut out);
                 self.model.lock(now, conn, rid, NAMES[name], timeout_ms, queue_max);
             }
             Op::Unlock { conn, name } => {
                 let rid = self.request(conn);
                 let session = self.model.conns[conn].id;
-                let cmd = Command::Unlock { session, request_id: rid, name: Name::from(NAMES[name]) };
+                let cmd =
+                    Command::Unlock { session, request_id: rid, name: Name::from(NAMES[name]), token: None };
                 self.table.apply(now, &cmd, &mut out);
                 self.model.unlock(conn, rid, NAMES[name]);
             }

@@ -30,10 +30,12 @@ mod check;
 mod command;
 #[cfg(test)]
 mod command_tests;
+mod grant;
 mod histogram;
 mod holders;
 mod listing;
 mod name;
+mod refusal;
 mod release;
 mod session;
 mod store;
@@ -43,7 +45,7 @@ mod tests;
 mod top;
 
 pub use crate::wheel::Tick;
-pub use command::{Command, SessionId};
+pub use command::{Command, LockOpts, SessionId};
 pub use histogram::{Histogram, BOUNDS_MS};
 pub use holders::Mode;
 pub use name::Name;

@@ -4,7 +4,7 @@ use log::{debug, warn};
 
 use super::conn::{CloseReason, Phase};
 use super::Server;
-use crate::locks::{Command, Name};
+use crate::locks::{Command, LockOpts, Name};
 use crate::protocol::{split_frame, DecodeError, ErrorCode, Frame, HelloOk, Request, Response};
 use crate::wheel::Tick;
 
@@ -122,12 +122,19 @@ impl Server {
                 // to a tick after `now`: one more tick guarantees a wait never ends early.
                 let timeout_ms = lock.timeout_ms.map(|ms| if ms == 0 { 0 } else { ms.saturating_add(1) });
                 let (name, queue_max) = (Name::from(lock.name), lock.queue_max);
-                let cmd = Command::Lock { session, request_id: rid, name, timeout_ms, queue_max };
+                let cmd = Command::Lock {
+                    session,
+                    request_id: rid,
+                    name,
+                    timeout_ms,
+                    queue_max,
+                    opts: LockOpts::default(),
+                };
                 self.table.apply(now, &cmd, &mut self.outputs);
                 self.deliver_outputs();
             }
             Request::Unlock(name) => {
-                let cmd = Command::Unlock { session, request_id: rid, name: Name::from(name) };
+                let cmd = Command::Unlock { session, request_id: rid, name: Name::from(name), token: None };
                 self.table.apply(now, &cmd, &mut self.outputs);
                 self.deliver_outputs();
             }
