@@ -34,6 +34,8 @@ mod grant;
 mod histogram;
 mod holders;
 mod listing;
+#[cfg(test)]
+mod mode_tests;
 mod name;
 mod refusal;
 mod release;
