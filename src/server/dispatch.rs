@@ -5,7 +5,7 @@ use log::{debug, warn};
 use super::conn::{CloseReason, Phase};
 use super::Server;
 use crate::locks::{Command, LockOpts, Name};
-use crate::protocol::{split_frame, DecodeError, ErrorCode, Frame, HelloOk, Request, Response};
+use crate::protocol::{op, split_frame, DecodeError, ErrorCode, Frame, HelloOk, Request, Response};
 use crate::wheel::Tick;
 
 /// Before HELLO only a frame of exactly HELLO's size is plausible (its length field is 13; 17
@@ -78,7 +78,14 @@ impl Server {
         let Some(conn) = self.conns.get(key) else { return };
         let rid = frame.request_id;
         let phase = conn.phase;
-        let request = match Request::decode(frame, self.config.max_name) {
+        // Lock model v2 requests are decoded but not served yet: they get the answer they got
+        // before they existed, so no client is granted less than it asked for (PROTOCOL.md §8).
+        let decoded = if op::is_v2_request(frame.opcode) {
+            Err(DecodeError::UnknownOpcode(frame.opcode))
+        } else {
+            Request::decode(frame, self.config.max_name)
+        };
+        let request = match decoded {
             Ok(request) => request,
             Err(e) if e.is_fatal() => return self.fail(key, &e, now),
             // Before HELLO any undecodable frame means the peer does not speak the protocol.
@@ -170,6 +177,19 @@ impl Server {
             }
             // Without a configured secret there is nothing to check (PROTOCOL.md §2.5).
             Request::Auth(_) => self.send(key, rid, &Response::AuthOk),
+            // `dispatch` refuses these before decoding; refused here too, should one arrive.
+            Request::LockExt(_)
+            | Request::Downgrade(_)
+            | Request::Renew(_)
+            | Request::Check(_)
+            | Request::UnlockToken(_)
+            | Request::Revoke(_)
+            | Request::Kick(_)
+            | Request::AdminAuth(_)
+            | Request::LocksDetail(_) => {
+                let e = DecodeError::UnknownOpcode(request.opcode());
+                self.send(key, rid, &Response::error(e.code(), e.to_string()));
+            }
         }
     }
 
