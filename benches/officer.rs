@@ -6,7 +6,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use officer::locks::{Command, LockTable, Name, Output, SessionId, TableLimits};
+use officer::locks::{Command, LockOpts, LockTable, Name, Output, SessionId, TableLimits};
 use officer::protocol::{split_frame, LockRequest, Request, Response};
 use officer::wheel::Wheel;
 
@@ -67,11 +67,18 @@ fn attach(table: &mut LockTable, slot: u32, label: &str) {
 /// the read buffer into a shared `Name`, so that cost is measured too.
 fn lock(slot: u32, request_id: u32, req: &LockRequest<'_>) -> Command {
     let LockRequest { name, timeout_ms, queue_max } = *req;
-    Command::Lock { session: conn(slot), request_id, name: Name::from(name), timeout_ms, queue_max }
+    Command::Lock {
+        session: conn(slot),
+        request_id,
+        name: Name::from(name),
+        timeout_ms,
+        queue_max,
+        opts: LockOpts::default(),
+    }
 }
 
 fn unlock(slot: u32, request_id: u32, name: &str) -> Command {
-    Command::Unlock { session: conn(slot), request_id, name: Name::from(name) }
+    Command::Unlock { session: conn(slot), request_id, name: Name::from(name), token: None }
 }
 
 fn lock_table(c: &mut Criterion) {

@@ -1,6 +1,7 @@
 //! Model-based test of the lock table: random sequences of LOCK (with and without timeout and
-//! queue_max), UNLOCK, RESET, connect, disconnect and the passing of time over 4 connections and
-//! 3 names, run against `officer::locks::LockTable` and against a deliberately naive Vec-based
+//! queue_max; exclusive, shared or a number of semaphore permits), UNLOCK (with and without a
+//! token), RESET, connect, disconnect and the passing of time over 4 connections and 3 names
+//! (two mostly read/write locks, one mostly a semaphore of 3 permits), run against `officer::locks::LockTable` and against a deliberately naive Vec-based
 //! reference model written here. After every step both must have answered each connection the
 //! same responses in the same order and agree on holders and queues; over a run every request
 //! gets exactly one answer, except requests of a connection that went away.
@@ -11,6 +12,11 @@
 //! release too; a RESETting connection sends nothing until its RESET is answered, as the server
 //! holds its requests back.
 //!
+//! The invariants of issue 13 are checked after every step, on the model and by the table's
+//! self-check: never an exclusive holder beside any other holder, permits never above the
+//! limit, no waiter left waiting that fits (so FIFO grants are never skipped) and tokens
+//! strictly increasing in grant order.
+//!
 //! The table is driven only through `apply`; every output must also name the lock its
 //! response is about (the request's name, or the waited-for lock's), session ids come from
 //! `next_session` and are never handed out twice, and the table's self-check holds after
@@ -18,8 +24,8 @@
 
 use std::collections::BTreeMap;
 
-use officer::locks::{Command, LockTable, Name, Output, SessionId, TableLimits, Tick};
-use officer::protocol::{LockInfo, Response};
+use officer::locks::{Command, LockOpts, LockTable, Mode, Name, Output, SessionId, TableLimits, Tick};
+use officer::protocol::{ErrorCode, LockInfo, Response};
 use proptest::prelude::*;
 
 const CONNS: usize = 4;
@@ -33,10 +39,12 @@ enum Op {
         name: usize,
         timeout_ms: Option<u32>,
         queue_max: Option<u32>,
+        mode: Mode,
     },
     Unlock {
         conn: usize,
         name: usize,
+        token: TokenPick,
     },
     Reset {
         conn: usize,
@@ -55,13 +63,53 @@ enum Op {
     Step,
 }
 
+/// Which token an UNLOCK carries, picked from the model's state when it is sent.
+#[derive(Debug, Clone, Copy)]
+enum TokenPick {
+    /// None: the v1 UNLOCK.
+    Without,
+    /// The token of the sender's own grant of the name (one never issued if it has none).
+    Own,
+    /// The last token issued, whoever holds it.
+    Last,
+}
+
+/// The semaphore limit the users of `gamma` agree on.
+const LIMIT: u32 = 3;
+
+/// The mode of a LOCK of `name`: mostly what the name is used as (read/write locks for the
+/// first two, a semaphore of `LIMIT` for the third), sometimes a mismatch; permit counts
+/// sometimes out of range.
+fn mode_for(name: usize, roll: u32, count: u32) -> Mode {
+    match (name, roll) {
+        (2, 0) => Mode::Exclusive,
+        (2, 1) => Mode::Permits { count, limit: LIMIT - 1 },
+        (2, _) => Mode::Permits { count, limit: LIMIT },
+        (_, 0) => Mode::Permits { count: 1, limit: LIMIT },
+        (_, r) if r < 6 => Mode::Shared,
+        _ => Mode::Exclusive,
+    }
+}
+
 fn op() -> impl Strategy<Value = Op> {
+    op_on(vec![0, 1, 2])
+}
+
+/// Ops on the names of `names` (indices into `NAMES`) only: fewer names make more contention.
+fn op_on(names: Vec<usize>) -> impl Strategy<Value = Op> {
+    let name = prop::sample::select(names);
     let timeout = prop_oneof![2 => Just(None), 1 => Just(Some(0)), 3 => (1..20u32).prop_map(Some)];
     let queue_max = prop_oneof![3 => Just(None), 1 => (1..4u32).prop_map(Some)];
+    let count = prop_oneof![1 => Just(0u32), 10 => 1..=LIMIT, 1 => Just(LIMIT + 1)];
+    let token =
+        prop_oneof![4 => Just(TokenPick::Without), 1 => Just(TokenPick::Own), 1 => Just(TokenPick::Last)];
     prop_oneof![
-        6 => (0..CONNS, 0..NAMES.len(), timeout, queue_max)
-            .prop_map(|(conn, name, timeout_ms, queue_max)| Op::Lock { conn, name, timeout_ms, queue_max }),
-        3 => (0..CONNS, 0..NAMES.len()).prop_map(|(conn, name)| Op::Unlock { conn, name }),
+        6 => (0..CONNS, name.clone(), timeout, queue_max, 0..12u32, count).prop_map(
+            |(conn, name, timeout_ms, queue_max, roll, count)| {
+                Op::Lock { conn, name, timeout_ms, queue_max, mode: mode_for(name, roll, count) }
+            }
+        ),
+        3 => (0..CONNS, name, token).prop_map(|(conn, name, token)| Op::Unlock { conn, name, token }),
         1 => (0..CONNS).prop_map(|conn| Op::Reset { conn }),
         1 => (0..CONNS).prop_map(|conn| Op::Disconnect { conn }),
         1 => (0..CONNS).prop_map(|conn| Op::Connect { conn }),
@@ -89,16 +137,59 @@ fn limits() -> impl Strategy<Value = TableLimits> {
 struct Waiter {
     conn: usize,
     request_id: u32,
+    mode: Mode,
     deadline: Option<Tick>,
     /// Global arrival order, which is also the order wait timers were created.
     seq: u64,
 }
 
+/// One grant: `(conn, token, mode)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Grant {
+    conn: usize,
+    token: u64,
+    mode: Mode,
+}
+
 struct Lock {
     name: &'static str,
-    holder: usize,
-    token: u64,
+    /// The semaphore limit, or 0 for a read/write lock: fixed while the lock exists.
+    limit: u32,
+    /// In grant order; never empty at rest.
+    holders: Vec<Grant>,
     waiters: Vec<Waiter>,
+}
+
+fn limit_of(mode: Mode) -> u32 {
+    match mode {
+        Mode::Permits { limit, .. } => limit,
+        _ => 0,
+    }
+}
+
+impl Lock {
+    fn holder(&self, conn: usize) -> Option<Grant> {
+        self.holders.iter().copied().find(|g| g.conn == conn)
+    }
+
+    /// Whether a grant in `mode` could be made beside the holders, said as the spec says it.
+    fn fits(&self, mode: Mode) -> bool {
+        match mode {
+            Mode::Exclusive => self.holders.is_empty(),
+            Mode::Shared => self.holders.iter().all(|g| g.mode == Mode::Shared),
+            Mode::Permits { count, limit } => {
+                let used: u32 = self.holders.iter().map(|g| permits(g.mode)).sum();
+                used + count <= limit
+            }
+        }
+    }
+}
+
+fn permits(mode: Mode) -> u32 {
+    match mode {
+        Mode::Permits { count, .. } => count,
+        _ => 0,
+    }
 }
 
 struct Conn {
@@ -163,12 +254,12 @@ impl Model {
     }
 
     fn queue(&self, lock: &Lock) -> Vec<String> {
-        let conns = std::iter::once(lock.holder).chain(lock.waiters.iter().map(|w| w.conn));
+        let conns = lock.holders.iter().map(|g| g.conn).chain(lock.waiters.iter().map(|w| w.conn));
         conns.map(|c| self.conns[c].label.clone()).collect()
     }
 
     fn count(&self, conn: usize) -> usize {
-        let holds = self.locks.iter().filter(|l| l.holder == conn).count();
+        let holds = self.locks.iter().filter(|l| l.holder(conn).is_some()).count();
         holds + self.locks.iter().flat_map(|l| &l.waiters).filter(|w| w.conn == conn).count()
     }
 
@@ -182,6 +273,7 @@ impl Model {
         self.next_token - 1
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn lock(
         &mut self,
         now: Tick,
@@ -190,21 +282,47 @@ impl Model {
         name: &'static str,
         timeout: Option<u32>,
         qmax: Option<u32>,
+        mode: Mode,
     ) {
+        if let Mode::Permits { count, limit } = mode {
+            if count == 0 || count > limit {
+                return self.reply(conn, rid, Some(name), bad_permits());
+            }
+        }
         let Some(i) = self.locks.iter().position(|l| l.name == name) else {
             if self.over_conn_limit(conn) {
                 return self.reply(conn, rid, Some(name), limit_error());
             }
             let token = self.issue_token();
-            self.locks.push(Lock { name, holder: conn, token, waiters: Vec::new() });
+            let holders = vec![Grant { conn, token, mode }];
+            self.locks.push(Lock { name, limit: limit_of(mode), holders, waiters: Vec::new() });
             return self.reply(conn, rid, Some(name), Response::Acquired { token });
         };
         let lock = &self.locks[i];
         let per_lock = self.limits.max_waiters_per_lock as usize;
-        let response = if lock.holder == conn {
-            Response::AlreadyAcquired { token: lock.token }
+        let response = if lock.limit != limit_of(mode) {
+            kind_mismatch()
+        } else if let Some(grant) = lock.holder(conn) {
+            if grant.mode == mode {
+                Response::AlreadyAcquired { token: grant.token }
+            } else if (grant.mode, mode) == (Mode::Exclusive, Mode::Shared) {
+                // The downgrade: same grant, same token, now shared; readers behind may join.
+                self.locks[i].holders[0].mode = Mode::Shared;
+                self.reply(conn, rid, Some(name), Response::Acquired { token: grant.token });
+                return self.grant(i, now);
+            } else {
+                mode_conflict()
+            }
         } else if lock.waiters.iter().any(|w| w.conn == conn) {
             Response::AlreadyWaiting
+        } else if lock.waiters.is_empty() && lock.fits(mode) {
+            if self.over_conn_limit(conn) {
+                limit_error()
+            } else {
+                let token = self.issue_token();
+                self.locks[i].holders.push(Grant { conn, token, mode });
+                Response::Acquired { token }
+            }
         } else if qmax.is_some_and(|q| 1 + lock.waiters.len() >= q as usize) {
             Response::QueueMaxed { queue: self.queue(lock) }
         } else if timeout == Some(0) {
@@ -216,6 +334,7 @@ impl Model {
             let waiter = Waiter {
                 conn,
                 request_id: rid,
+                mode,
                 deadline: timeout.map(|t| now + Tick::from(t)),
                 seq: self.seq,
             };
@@ -224,48 +343,72 @@ impl Model {
         self.reply(conn, rid, Some(name), response);
     }
 
-    /// The holder of lock `i` let go: the first waiter gets it, or the lock disappears.
-    fn hand_over(&mut self, i: usize) {
-        if self.locks[i].waiters.is_empty() {
-            self.locks.remove(i);
-            return;
+    /// Lock `i` may have room: the head of its queue is granted while it fits beside every
+    /// holder; a lock nobody holds or awaits disappears. `i` is stale afterwards.
+    fn grant(&mut self, i: usize, _now: Tick) {
+        while self.locks[i].waiters.first().is_some_and(|w| self.locks[i].fits(w.mode)) {
+            let waiter = self.locks[i].waiters.remove(0);
+            let token = self.issue_token();
+            self.locks[i].holders.push(Grant { conn: waiter.conn, token, mode: waiter.mode });
+            let name = self.locks[i].name;
+            self.reply(waiter.conn, waiter.request_id, Some(name), Response::Acquired { token });
         }
-        let waiter = self.locks[i].waiters.remove(0);
-        let token = self.issue_token();
-        (self.locks[i].holder, self.locks[i].token) = (waiter.conn, token);
-        let name = self.locks[i].name;
-        self.reply(waiter.conn, waiter.request_id, Some(name), Response::Acquired { token });
+        if self.locks[i].holders.is_empty() && self.locks[i].waiters.is_empty() {
+            self.locks.remove(i);
+        }
     }
 
-    fn unlock(&mut self, conn: usize, rid: u32, name: &str) {
+    /// The grant of `conn` on lock `i` ends. `i` is stale afterwards.
+    fn release(&mut self, i: usize, conn: usize) {
+        self.locks[i].holders.retain(|g| g.conn != conn);
+        self.grant(i, 0);
+    }
+
+    fn unlock(&mut self, conn: usize, rid: u32, name: &str, token: Option<u64>) {
         let Some(i) = self.locks.iter().position(|l| l.name == name) else {
             return self.reply(conn, rid, Some(name), Response::ReleaseFailed);
         };
-        if self.locks[i].holder == conn {
+        let holds = self.locks[i].holder(conn).is_some_and(|g| token.is_none_or(|t| t == g.token));
+        let wait = self.locks[i].waiters.iter().position(|w| w.conn == conn).filter(|_| token.is_none());
+        if holds {
             self.reply(conn, rid, Some(name), Response::Released);
-            self.hand_over(i);
-        } else if let Some(pos) = self.locks[i].waiters.iter().position(|w| w.conn == conn) {
+            self.release(i, conn);
+        } else if let Some(pos) = wait {
             let waiter = self.locks[i].waiters.remove(pos);
             self.reply(conn, waiter.request_id, Some(name), Response::Cancelled);
             self.reply(conn, rid, Some(name), Response::Released);
+            self.grant(i, 0);
         } else {
             self.reply(conn, rid, Some(name), Response::ReleaseFailed);
         }
     }
 
+    /// The token `pick` names for an UNLOCK by `conn` of `name`.
+    fn pick(&self, pick: TokenPick, conn: usize, name: &str) -> Option<u64> {
+        let own = self.locks.iter().find(|l| l.name == name).and_then(|l| l.holder(conn));
+        match pick {
+            TokenPick::Without => None,
+            TokenPick::Own => Some(own.map_or(FIRST_TOKEN - 1, |g| g.token)),
+            TokenPick::Last => Some(self.next_token - 1),
+        }
+    }
+
     /// Waits end at once, in arrival order (answered `Cancelled` when `notify`).
+    /// Each wait that leaves may let the waiters behind it in.
     fn cancel_waits(&mut self, conn: usize, notify: bool) {
         let mut waits: Vec<(u64, u32, &'static str)> = Vec::new();
-        for lock in &mut self.locks {
+        for lock in &self.locks {
             let name = lock.name;
             waits.extend(lock.waiters.iter().filter(|w| w.conn == conn).map(|w| (w.seq, w.request_id, name)));
-            lock.waiters.retain(|w| w.conn != conn);
         }
         waits.sort();
         for (_, rid, name) in waits {
+            let Some(i) = self.locks.iter().position(|l| l.name == name) else { continue };
+            self.locks[i].waiters.retain(|w| w.conn != conn);
             if notify {
                 self.reply(conn, rid, Some(name), Response::Cancelled);
             }
+            self.grant(i, 0);
         }
     }
 
@@ -273,15 +416,14 @@ impl Model {
     /// none is left.
     fn release_holds(&mut self, conn: usize, budget: &mut usize) -> bool {
         loop {
-            let oldest = (0..self.locks.len())
-                .filter(|&i| self.locks[i].holder == conn)
-                .min_by_key(|&i| self.locks[i].token);
-            let Some(i) = oldest else { return true };
+            let oldest =
+                (0..self.locks.len()).filter_map(|i| self.locks[i].holder(conn).map(|g| (g.token, i))).min();
+            let Some((_, i)) = oldest else { return true };
             if *budget == 0 {
                 return false;
             }
             *budget -= 1;
-            self.hand_over(i);
+            self.release(i, conn);
         }
     }
 
@@ -352,7 +494,31 @@ impl Model {
             let queue = self.queue(&self.locks[i]);
             let name = self.locks[i].name;
             self.reply(waiter.conn, waiter.request_id, Some(name), Response::TimedOut { queue });
+            self.grant(i, now);
         }
+    }
+
+    /// Issue 13's invariants on the model itself, so a wrong model cannot agree with a wrong
+    /// table: an exclusive holder is alone, permits stay within the limit, the head of each
+    /// queue does not fit (no grant was skipped), tokens increase in grant order.
+    fn invariants(&self) -> Result<(), String> {
+        for lock in &self.locks {
+            let exclusive = lock.holders.iter().any(|g| g.mode == Mode::Exclusive);
+            if lock.holders.is_empty() || (exclusive && lock.holders.len() > 1) {
+                return Err(format!("{}: holders {:?}", lock.name, lock.holders));
+            }
+            let used: u32 = lock.holders.iter().map(|g| permits(g.mode)).sum();
+            if lock.limit != 0 && used > lock.limit {
+                return Err(format!("{}: {used} permits of {}", lock.name, lock.limit));
+            }
+            if lock.waiters.first().is_some_and(|w| lock.fits(w.mode)) {
+                return Err(format!("{}: the head of the queue fits but waits", lock.name));
+            }
+            if lock.holders.windows(2).any(|w| w[0].token >= w[1].token) {
+                return Err(format!("{}: tokens out of grant order {:?}", lock.name, lock.holders));
+            }
+        }
+        Ok(())
     }
 
     fn listing(&self) -> Vec<LockInfo> {
@@ -364,7 +530,7 @@ impl Model {
 
     fn my_locks(&self, conn: usize) -> Response {
         let mut held: Vec<String> =
-            self.locks.iter().filter(|l| l.holder == conn).map(|l| l.name.to_owned()).collect();
+            self.locks.iter().filter(|l| l.holder(conn).is_some()).map(|l| l.name.to_owned()).collect();
         held.sort();
         let mut waits: Vec<(u64, String)> = self
             .locks
@@ -381,7 +547,20 @@ fn label(slot: usize, session: SessionId) -> String {
 }
 
 fn limit_error() -> Response {
-    Response::error(officer::protocol::ErrorCode::LimitExceeded, "")
+    Response::error(ErrorCode::LimitExceeded, "")
+}
+
+/// The refusals of what a LOCK asks for; codes only are compared.
+fn bad_permits() -> Response {
+    Response::error(ErrorCode::Malformed, "")
+}
+
+fn kind_mismatch() -> Response {
+    Response::error(ErrorCode::Malformed, "")
+}
+
+fn mode_conflict() -> Response {
+    Response::error(ErrorCode::Malformed, "")
 }
 
 /// Per session, the responses in order, each with the lock it names. Error messages are
@@ -446,20 +625,23 @@ impl Run {
             {
                 prop_assert!(self.table.is_releasing(self.model.conns[conn].id));
             }
-            Op::Lock { conn, name, timeout_ms, queue_max } => {
+            Op::Lock { conn, name, timeout_ms, queue_max, mode } => {
                 let rid = self.request(conn);
                 let session = self.model.conns[conn].id;
                 let name_arc = Name::from(NAMES[name]);
-                let cmd = Command::Lock { session, request_id: rid, name: name_arc, timeout_ms, queue_max };
+                let opts = LockOpts { mode, ..LockOpts::default() };
+                let cmd =
+                    Command::Lock { session, request_id: rid, name: name_arc, timeout_ms, queue_max, opts };
                 self.table.apply(now, &cmd, &mut out);
-                self.model.lock(now, conn, rid, NAMES[name], timeout_ms, queue_max);
+                self.model.lock(now, conn, rid, NAMES[name], timeout_ms, queue_max, mode);
             }
-            Op::Unlock { conn, name } => {
+            Op::Unlock { conn, name, token } => {
                 let rid = self.request(conn);
                 let session = self.model.conns[conn].id;
-                let cmd = Command::Unlock { session, request_id: rid, name: Name::from(NAMES[name]) };
+                let token = self.model.pick(token, conn, NAMES[name]);
+                let cmd = Command::Unlock { session, request_id: rid, name: Name::from(NAMES[name]), token };
                 self.table.apply(now, &cmd, &mut out);
-                self.model.unlock(conn, rid, NAMES[name]);
+                self.model.unlock(conn, rid, NAMES[name], token);
             }
             Op::Reset { conn } => {
                 let rid = self.request(conn);
@@ -522,6 +704,7 @@ impl Run {
         prop_assert_eq!(self.table.last_token(), self.model.next_token - 1);
         prop_assert_eq!(self.table.has_pending_releases(), !self.model.pending.is_empty());
         prop_assert_eq!(self.table.check_invariants(), Ok(()), "after {:?}", op);
+        prop_assert_eq!(self.model.invariants(), Ok(()), "after {:?}", op);
         Ok(())
     }
 
@@ -566,6 +749,21 @@ proptest! {
         batches in batches(),
         ops in prop::collection::vec(op(), 1..80),
     ) {
+        let mut run = Run::new(limits, batches);
+        for op in &ops {
+            run.apply(op)?;
+        }
+        run.finish()?;
+    }
+
+    /// One read/write lock and the semaphore, with no limits: waits that end at the head of a
+    /// queue (a writer or a big permit request timing out, cancelled or gone) are frequent.
+    #[test]
+    fn modes_match_reference_model(
+        batches in batches(),
+        ops in prop::collection::vec(op_on(vec![0, 2]), 1..120),
+    ) {
+        let limits = TableLimits { max_locks_per_conn: 0, max_waiters_per_lock: 0, list_max_default: 100 };
         let mut run = Run::new(limits, batches);
         for op in &ops {
             run.apply(op)?;

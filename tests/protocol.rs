@@ -4,7 +4,8 @@
 
 use officer::protocol::{
     op, split_frame, validate_name, ConnectionInfo, DecodeError, ErrorCode, Frame, Hello, HelloOk,
-    ListRequest, LockInfo, LockRequest, Request, Response, DEFAULT_MAX_FRAME, DEFAULT_MAX_NAME, MAGIC,
+    HolderInfo, ListRequest, LockDetail, LockExtRequest, LockInfo, LockRequest, LostReason, Mode, Request,
+    Response, RevokeRequest, TokenRequest, WaiterInfo, DEFAULT_MAX_FRAME, DEFAULT_MAX_NAME, MAGIC,
     MAX_FRAME_CEILING, MAX_NAME_CEILING, MIN_FRAME_LEN, PROTOCOL_VERSION, SHUTDOWN_REQUEST_ID,
     TIMEOUT_FOREVER,
 };
@@ -562,6 +563,28 @@ enum OwnedRequest {
     Stats,
     Auth(Vec<u8>),
     MyLocksMatching(String, u32),
+    LockExt(OwnedLockExt),
+    /// DOWNGRADE, RENEW, CHECK or UNLOCK_TOKEN, by opcode.
+    Token(u8, String, u64),
+    Revoke(String, Option<u64>),
+    Kick(u64),
+    AdminAuth(Vec<u8>),
+    LocksDetail(String, u32),
+}
+
+/// The fields of a LOCK_EXT, owned; `as_request` borrows the name.
+#[derive(Debug, Clone)]
+struct OwnedLockExt {
+    name: String,
+    mode: Mode,
+    timeout_ms: Option<u32>,
+    queue_max: Option<u32>,
+    permits: u32,
+    limit: u32,
+    lease_ms: Option<u32>,
+    max_hold_ms: Option<u32>,
+    lock_delay_ms: u32,
+    notify_contention: bool,
 }
 
 impl OwnedRequest {
@@ -582,6 +605,23 @@ impl OwnedRequest {
             OwnedRequest::MyLocksMatching(prefix, max) => {
                 Request::MyLocksMatching(ListRequest { prefix, max: *max })
             }
+            OwnedRequest::LockExt(l) => Request::LockExt(LockExtRequest {
+                name: &l.name,
+                mode: l.mode,
+                timeout_ms: l.timeout_ms,
+                queue_max: l.queue_max,
+                permits: l.permits,
+                limit: l.limit,
+                lease_ms: l.lease_ms,
+                max_hold_ms: l.max_hold_ms,
+                lock_delay_ms: l.lock_delay_ms,
+                notify_contention: l.notify_contention,
+            }),
+            OwnedRequest::Token(opcode, name, token) => token_request(*opcode, name, *token),
+            OwnedRequest::Revoke(name, token) => Request::Revoke(RevokeRequest { name, token: *token }),
+            OwnedRequest::Kick(id) => Request::Kick(*id),
+            OwnedRequest::AdminAuth(secret) => Request::AdminAuth(secret),
+            OwnedRequest::LocksDetail(prefix, max) => Request::LocksDetail(ListRequest { prefix, max: *max }),
         }
     }
 }
@@ -608,8 +648,83 @@ fn queue_max() -> impl Strategy<Value = Option<u32>> {
     prop_oneof![Just(None), (1..=u32::MAX).prop_map(Some)]
 }
 
+/// DOWNGRADE, RENEW, CHECK or UNLOCK_TOKEN: the four requests of one layout (§3.13-§3.16).
+fn token_request(opcode: u8, name: &str, token: u64) -> Request<'_> {
+    let t = TokenRequest { name, token };
+    match opcode {
+        op::DOWNGRADE => Request::Downgrade(t),
+        op::RENEW => Request::Renew(t),
+        op::CHECK => Request::Check(t),
+        _ => Request::UnlockToken(t),
+    }
+}
+
+/// Lease and hold budget: 0 is the "none" sentinel, so `Some(0)` is left out.
+fn duration() -> impl Strategy<Value = Option<u32>> {
+    prop_oneof![Just(None), (1..=u32::MAX).prop_map(Some)]
+}
+
+/// A valid mode with its permits and limit (§3.12): 0 and 0 unless a semaphore.
+fn mode_permits_limit() -> impl Strategy<Value = (Mode, u32, u32)> {
+    prop_oneof![
+        Just((Mode::Exclusive, 0, 0)),
+        Just((Mode::Shared, 0, 0)),
+        (1..=u32::MAX).prop_flat_map(|limit| (Just(Mode::Semaphore), 1..=limit, Just(limit))),
+    ]
+}
+
+fn lock_ext() -> impl Strategy<Value = OwnedLockExt> {
+    (
+        name(),
+        mode_permits_limit(),
+        timeout(),
+        queue_max(),
+        duration(),
+        duration(),
+        any::<u32>(),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(
+                name,
+                (mode, permits, limit),
+                timeout_ms,
+                queue_max,
+                lease_ms,
+                max_hold_ms,
+                lock_delay_ms,
+                notify_contention,
+            )| {
+                OwnedLockExt {
+                    name,
+                    mode,
+                    timeout_ms,
+                    queue_max,
+                    permits,
+                    limit,
+                    lease_ms,
+                    max_hold_ms,
+                    lock_delay_ms,
+                    notify_contention,
+                }
+            },
+        )
+}
+
 fn request() -> impl Strategy<Value = OwnedRequest> {
     prop_oneof![
+        lock_ext().prop_map(OwnedRequest::LockExt),
+        (
+            prop::sample::select(vec![op::DOWNGRADE, op::RENEW, op::CHECK, op::UNLOCK_TOKEN]),
+            name(),
+            1..=u64::MAX
+        )
+            .prop_map(|(opcode, n, t)| OwnedRequest::Token(opcode, n, t)),
+        (name(), prop_oneof![Just(None), (1..=u64::MAX).prop_map(Some)])
+            .prop_map(|(n, t)| OwnedRequest::Revoke(n, t)),
+        any::<u64>().prop_map(OwnedRequest::Kick),
+        bytes().prop_map(OwnedRequest::AdminAuth),
+        (prefix(), any::<u32>()).prop_map(|(p, m)| OwnedRequest::LocksDetail(p, m)),
         (1..=u16::MAX).prop_map(OwnedRequest::Hello),
         bytes().prop_map(OwnedRequest::Ping),
         (name(), timeout(), queue_max()).prop_map(|(n, t, q)| OwnedRequest::Lock(n, t, q)),
@@ -633,7 +748,7 @@ fn texts() -> impl Strategy<Value = Vec<String>> {
 }
 
 fn error_code() -> impl Strategy<Value = ErrorCode> {
-    (0u16..=12).prop_map(|c| ErrorCode::from_u16(if c == 0 { 0xFFFF } else { c }))
+    (0u16..=19).prop_map(|c| ErrorCode::from_u16(if c == 0 { 0xFFFF } else { c }))
 }
 
 fn response() -> impl Strategy<Value = Response> {
@@ -651,7 +766,37 @@ fn response() -> impl Strategy<Value = Response> {
     let lock_info = (text(), texts()).prop_map(|(name, queue)| LockInfo { name, queue });
     let conn_info =
         (text(), texts(), texts()).prop_map(|(label, held, waiting)| ConnectionInfo { label, held, waiting });
-    prop_oneof![
+    let mode = prop::sample::select(vec![Mode::Exclusive, Mode::Shared, Mode::Semaphore]);
+    let holder = (text(), mode.clone(), any::<u32>(), any::<u64>())
+        .prop_map(|(label, mode, permits, token)| HolderInfo { label, mode, permits, token });
+    let waiter =
+        (text(), mode, any::<u32>()).prop_map(|(label, mode, permits)| WaiterInfo { label, mode, permits });
+    let lock_detail = (
+        text(),
+        any::<u32>(),
+        proptest::collection::vec(holder, 0..4),
+        proptest::collection::vec(waiter, 0..4),
+    )
+        .prop_map(|(name, limit, holders, waiters)| LockDetail { name, limit, holders, waiters });
+    // `Other` covers every byte the known reasons do not.
+    let reason = any::<u8>().prop_map(LostReason::from_u8);
+    let v2 = prop_oneof![
+        Just(Response::Downgraded),
+        prop_oneof![Just(None), (0..u32::MAX).prop_map(Some)]
+            .prop_map(|ends_in_ms| Response::Renewed { ends_in_ms }),
+        any::<bool>().prop_map(|held| Response::Checked { held }),
+        (any::<u64>(), reason, text()).prop_map(|(token, reason, name)| Response::Lost {
+            token,
+            reason,
+            name
+        }),
+        (any::<u64>(), text()).prop_map(|(token, name)| Response::Contended { token, name }),
+        any::<u32>().prop_map(|count| Response::Revoked { count }),
+        Just(Response::Kicked),
+        (proptest::collection::vec(lock_detail, 0..4), any::<bool>())
+            .prop_map(|(locks, truncated)| Response::LocksDetail { locks, truncated }),
+    ];
+    let v1 = prop_oneof![
         hello_ok,
         Just(Response::Pong),
         any::<u64>().prop_map(|token| Response::Acquired { token }),
@@ -668,16 +813,16 @@ fn response() -> impl Strategy<Value = Response> {
         (proptest::collection::vec(conn_info, 0..4), any::<bool>())
             .prop_map(|(connections, truncated)| Response::Connections { connections, truncated }),
         (texts(), texts()).prop_map(|(held, waiting)| Response::MyLocks { held, waiting }),
-        (texts(), texts(), any::<bool>()).prop_map(|(held, waiting, truncated)| Response::MyLocksMatching {
-            held,
-            waiting,
-            truncated
+        (texts(), texts(), any::<bool>()).prop_map(|(held, waiting, truncated)| {
+            Response::MyLocksMatching { held, waiting, truncated }
         }),
         proptest::collection::vec((text(), any::<u64>()), 0..5).prop_map(Response::Stats),
         Just(Response::AuthOk),
         text().prop_map(|message| Response::Shutdown { message }),
         (error_code(), text()).prop_map(|(code, message)| Response::Error { code, message }),
-    ]
+    ];
+    // Half v2, so each of its few variants is drawn about as often as a v1 one.
+    prop_oneof![v1, v2]
 }
 
 proptest! {
@@ -701,6 +846,10 @@ proptest! {
     /// and is `encode` byte for byte whenever the frame fits.
     #[test]
     fn encoding_within_a_limit_fits_and_changes_nothing_that_fits(resp in response(), max_frame in 29u32..400) {
+        if let Response::Lost { name, .. } | Response::Contended { name, .. } = &resp {
+            // Their name is never cut: it came in a LOCK_EXT (31 bytes and the name) that fit.
+            prop_assume!(5 + 31 + name.len() <= max_frame as usize);
+        }
         let mut bounded = Vec::new();
         resp.encode_within(7, max_frame, &mut bounded);
         let plain = encode_response(&resp, 7);
@@ -714,7 +863,8 @@ proptest! {
             prop_assert!(bounded.len() - 4 <= max_frame as usize, "{} > {}", bounded.len() - 4, max_frame);
             if let Response::Locks { truncated, .. }
             | Response::Connections { truncated, .. }
-            | Response::MyLocksMatching { truncated, .. } = decoded
+            | Response::MyLocksMatching { truncated, .. }
+            | Response::LocksDetail { truncated, .. } = decoded
             {
                 prop_assert!(truncated, "a cut listing says so");
             }
@@ -1137,7 +1287,7 @@ fn response_text_must_be_utf8() {
 
 #[test]
 fn unknown_error_codes_decode_as_unknown() {
-    for code in [0u16, 12, 0x1234, 0xFFFE, 0xFFFF] {
+    for code in [0u16, 19, 0x1234, 0xFFFE, 0xFFFF] {
         let mut payload = code.to_be_bytes().to_vec();
         payload.extend_from_slice(b"later");
         let (_, resp) = decode_response(&raw_frame(op::ERROR, 4, &payload)).expect("valid");
@@ -1192,5 +1342,99 @@ fn every_decode_error_has_a_message_and_a_consistent_fatality() {
     for err in all {
         assert!(!err.to_string().is_empty());
         assert_eq!(err.is_fatal(), err.code().is_fatal(), "{err}");
+    }
+}
+
+/// A LOCK_EXT payload: flags, mode, timeout forever, queue_max 0, permits, limit, no lease, no
+/// max hold, no lock-delay, name "a".
+fn lock_ext_payload(flags: u16, mode: u8, permits: u32, limit: u32) -> Vec<u8> {
+    let mut p = flags.to_be_bytes().to_vec();
+    p.push(mode);
+    p.extend_from_slice(&[0xFF; 4]);
+    p.extend_from_slice(&[0; 4]);
+    p.extend_from_slice(&permits.to_be_bytes());
+    p.extend_from_slice(&limit.to_be_bytes());
+    p.extend_from_slice(&[0; 12]);
+    p.push(b'a');
+    p
+}
+
+#[test]
+fn lock_ext_values_out_of_range_are_bad_values() {
+    let bad = |field, value| DecodeError::BadValue { opcode: op::LOCK_EXT, field, value };
+    let cases = [
+        (lock_ext_payload(0, 3, 0, 0), bad("mode", 3)),
+        (lock_ext_payload(0, 0xFF, 0, 0), bad("mode", 255)),
+        (lock_ext_payload(0, 0, 1, 0), bad("permits", 1)),
+        (lock_ext_payload(0, 1, 0, 5), bad("limit", 5)),
+        (lock_ext_payload(0, 2, 0, 5), bad("permits", 0)),
+        (lock_ext_payload(0, 2, 6, 5), bad("permits", 6)),
+        (lock_ext_payload(0, 2, 1, 0), bad("limit", 0)),
+    ];
+    for (payload, want) in cases {
+        let err = request_err(&raw_frame(op::LOCK_EXT, 3, &payload));
+        assert_eq!(err, want);
+        assert_eq!((err.code(), err.is_fatal()), (ErrorCode::BadValue, false));
+    }
+    let bytes = raw_frame(op::LOCK_EXT, 3, &lock_ext_payload(0, 2, 5, 5));
+    assert_eq!(decode_request(&bytes), Ok((3, Request::LockExt(LockExtRequest::semaphore("a", 5, 5)))));
+}
+
+#[test]
+fn lock_ext_reserved_flags_are_refused_and_bit_0_asks_for_contention_notices() {
+    for flags in [2, 0x0100, 0x8000, u16::MAX] {
+        let err = request_err(&raw_frame(op::LOCK_EXT, 3, &lock_ext_payload(flags, 0, 0, 0)));
+        assert_eq!(err, DecodeError::NonZeroFlags { opcode: op::LOCK_EXT, flags });
+        assert_eq!((err.code(), err.is_fatal()), (ErrorCode::UnsupportedFlags, false));
+    }
+    let bytes = raw_frame(op::LOCK_EXT, 3, &lock_ext_payload(1, 0, 0, 0));
+    let Ok((_, Request::LockExt(l))) = decode_request(&bytes) else { panic!("flag 1 is defined") };
+    assert!(l.notify_contention);
+    // Checked in the order of the fields' purpose: flags, then values, then the name.
+    let mut payload = lock_ext_payload(2, 9, 0, 0);
+    payload.pop();
+    let err = request_err(&raw_frame(op::LOCK_EXT, 3, &payload));
+    assert_eq!(err.code(), ErrorCode::UnsupportedFlags);
+    let err = request_err(&raw_frame(op::LOCK_EXT, 3, &lock_ext_payload(0, 9, 0, 0)[..30]));
+    assert_eq!(err, DecodeError::Truncated { opcode: op::LOCK_EXT });
+}
+
+#[test]
+fn lock_ext_sentinels_decode_to_none() {
+    let mut l = LockExtRequest::exclusive("a");
+    (l.timeout_ms, l.queue_max, l.lease_ms, l.max_hold_ms) =
+        (Some(TIMEOUT_FOREVER), Some(0), Some(0), Some(0));
+    let bytes = encode_request(&Request::LockExt(l), 9);
+    assert_eq!(decode_request(&bytes), Ok((9, Request::LockExt(LockExtRequest::exclusive("a")))));
+}
+
+#[test]
+fn token_zero_is_a_bad_value_except_in_revoke() {
+    for opcode in [op::DOWNGRADE, op::RENEW, op::CHECK, op::UNLOCK_TOKEN] {
+        let err = request_err(&raw_frame(opcode, 3, &hex("00 00 00 00 00 00 00 00 61")));
+        assert_eq!(err, DecodeError::BadValue { opcode, field: "token", value: 0 });
+        assert_eq!((err.code(), err.is_fatal()), (ErrorCode::BadValue, false));
+        let err = request_err(&raw_frame(opcode, 3, &hex("00 00 00 00 00 00 00 01")));
+        assert_eq!(err, DecodeError::EmptyName);
+        let err = request_err(&raw_frame(opcode, 3, &hex("00 00 00 01")));
+        assert_eq!(err, DecodeError::Truncated { opcode });
+    }
+    let bytes = raw_frame(op::REVOKE, 3, &hex("00 00 00 00 00 00 00 00 61"));
+    assert_eq!(decode_request(&bytes), Ok((3, Request::Revoke(RevokeRequest { name: "a", token: None }))));
+    let err = request_err(&raw_frame(op::KICK, 3, &hex("00 00 00 00 00 00 00 01 00")));
+    assert_eq!(err, DecodeError::TrailingBytes { opcode: op::KICK });
+}
+
+#[test]
+fn lost_reasons_keep_unknown_bytes() {
+    for (byte, reason, name) in [
+        (1, LostReason::LeaseExpired, "lease_expired"),
+        (2, LostReason::MaxHold, "max_hold"),
+        (3, LostReason::Revoked, "revoked"),
+        (0, LostReason::Other(0), "unknown"),
+        (9, LostReason::Other(9), "unknown"),
+    ] {
+        assert_eq!(LostReason::from_u8(byte), reason);
+        assert_eq!((reason.to_u8(), reason.as_str()), (byte, name));
     }
 }

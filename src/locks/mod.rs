@@ -30,10 +30,14 @@ mod check;
 mod command;
 #[cfg(test)]
 mod command_tests;
+mod grant;
 mod histogram;
 mod holders;
 mod listing;
+#[cfg(test)]
+mod mode_tests;
 mod name;
+mod refusal;
 mod release;
 mod session;
 mod store;
@@ -43,7 +47,7 @@ mod tests;
 mod top;
 
 pub use crate::wheel::Tick;
-pub use command::{Command, SessionId};
+pub use command::{Command, LockOpts, SessionId};
 pub use histogram::{Histogram, BOUNDS_MS};
 pub use holders::Mode;
 pub use name::Name;

@@ -35,7 +35,7 @@ impl LockTable {
             return;
         }
         self.finish_release(now, session, out);
-        self.cancel_waits(session, true, out);
+        self.cancel_waits(now, session, true, out);
         let mut budget = std::mem::take(&mut self.inline_budget);
         let done = self.release_holds(now, session, &mut budget, out);
         self.inline_budget = budget;
@@ -55,7 +55,7 @@ impl LockTable {
         }
         state.gone = true;
         let releasing = state.releasing;
-        self.cancel_waits(session, false, out);
+        self.cancel_waits(now, session, false, out);
         if releasing {
             // A RESET of this session is under way: it goes on, and answers nobody.
             if let Some(release) = self.releasing.iter_mut().find(|r| r.session == session) {
@@ -168,7 +168,7 @@ impl LockTable {
             *budget -= 1;
             self.unlink_held(session, key);
             self.counters.released += 1;
-            self.hand_over(now, key, out);
+            self.hand_over(now, session, key, out);
         }
     }
 }

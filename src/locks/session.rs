@@ -21,7 +21,7 @@ pub(super) struct SessionState {
     waiting: HashMap<u32, u64>,
     next_wait: u64,
     /// First and last of the holds in acquisition order, linked through the locks
-    /// (`Lock::held_prev` / `held_next`); `NO_LOCK` when nothing is held.
+    /// (`Holder::held_prev` / `held_next` of its grant in each); `NO_LOCK` when nothing is held.
     pub held_head: u32,
     pub held_tail: u32,
     /// The session is gone and its holds are still being released in batches: it is never

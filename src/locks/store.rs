@@ -17,6 +17,8 @@ pub(super) struct Waiter {
     pub session: SessionId,
     /// The LOCK request to answer when the wait ends.
     pub request_id: u32,
+    /// The share of the lock's capacity it asks for (see `Mode::weight`).
+    pub weight: u32,
     /// When the wait started, for wait-time metrics.
     pub since: Tick,
     /// When the wait times out; `None` waits forever. Kept beside the timer so the wheel can be
@@ -35,25 +37,21 @@ pub(super) struct Lock {
     /// Waiting requests in arrival order; `VecDeque::new` does not allocate, so an uncontended
     /// lock costs no allocation beyond its name.
     pub waiters: VecDeque<Waiter>,
-    /// Links of the holder's list of holds in acquisition order (`NO_LOCK` at either end), so
-    /// RESET and detach release in token order, a bounded batch at a time, without a sort.
-    pub held_prev: u32,
-    pub held_next: u32,
 }
 
 /// The end of a holder's list of holds.
 pub(super) const NO_LOCK: u32 = u32::MAX;
 
 impl Lock {
-    /// A lock just granted to `holder`, not yet linked into its list of holds.
-    pub fn new(name: Name, holder: Holder) -> Lock {
-        Lock {
-            name,
-            holders: Holders::new(holder),
-            waiters: VecDeque::new(),
-            held_prev: NO_LOCK,
-            held_next: NO_LOCK,
-        }
+    /// A lock just granted to `holder`, not yet linked into its list of holds; `limit` is the
+    /// semaphore limit, or 0 for a read/write lock.
+    pub fn new(name: Name, holder: Holder, limit: u32) -> Lock {
+        Lock { name, holders: Holders::new(holder, limit), waiters: VecDeque::new() }
+    }
+
+    /// Whether the first waiter could be granted now: what must never stay true at rest.
+    pub fn head_admitted(&self) -> bool {
+        self.waiters.front().is_some_and(|w| self.holders.admits(w.weight))
     }
 
     /// Gives back queue memory once the queue is far below its peak (a quarter of the capacity,

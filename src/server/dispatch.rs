@@ -7,7 +7,7 @@ use log::warn;
 
 use super::session::{Cause, CloseReason, Scratch, Session, Step};
 use super::{Config, Server};
-use crate::locks::{Command, LockTable, Name, Output, SessionId};
+use crate::locks::{Command, LockOpts, LockTable, Name, Output, SessionId};
 use crate::protocol::{Request, Response};
 use crate::wheel::Tick;
 
@@ -190,12 +190,13 @@ pub(crate) fn run(
             // to a tick after `now`: one more tick guarantees a wait never ends early.
             let timeout_ms = lock.timeout_ms.map(|ms| if ms == 0 { 0 } else { ms.saturating_add(1) });
             let (name, queue_max) = (Name::from(lock.name), lock.queue_max);
-            let cmd = Command::Lock { session, request_id: rid, name, timeout_ms, queue_max };
+            let opts = LockOpts::default();
+            let cmd = Command::Lock { session, request_id: rid, name, timeout_ms, queue_max, opts };
             table.apply(now, &cmd, outputs);
             Ran::Outputs
         }
         Request::Unlock(name) => {
-            let cmd = Command::Unlock { session, request_id: rid, name: Name::from(name) };
+            let cmd = Command::Unlock { session, request_id: rid, name: Name::from(name), token: None };
             table.apply(now, &cmd, outputs);
             Ran::Outputs
         }
@@ -218,5 +219,18 @@ pub(crate) fn run(
             crate::protocol::ErrorCode::BadHandshake,
             "HELLO was already received",
         )),
+        // The session refuses these before decoding; refused here too, should one arrive.
+        Request::LockExt(_)
+        | Request::Downgrade(_)
+        | Request::Renew(_)
+        | Request::Check(_)
+        | Request::UnlockToken(_)
+        | Request::Revoke(_)
+        | Request::Kick(_)
+        | Request::AdminAuth(_)
+        | Request::LocksDetail(_) => {
+            let e = crate::protocol::DecodeError::UnknownOpcode(request.opcode());
+            Ran::Reply(Response::error(e.code(), e.to_string()))
+        }
     }
 }

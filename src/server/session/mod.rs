@@ -24,7 +24,7 @@ mod tests;
 use log::debug;
 
 use super::Config;
-use crate::protocol::{split_frame, DecodeError, ErrorCode, Frame, HelloOk, Request, Response};
+use crate::protocol::{op, split_frame, DecodeError, ErrorCode, Frame, HelloOk, Request, Response};
 use crate::wheel::Tick;
 
 pub use close::CloseReason;
@@ -213,7 +213,14 @@ impl Session {
 
     fn on_frame<'a>(&mut self, frame: &Frame<'a>, config: &Config) -> Step<'a> {
         let rid = frame.request_id;
-        let request = match Request::decode(frame, config.max_name) {
+        // Lock model v2 requests the server does not serve yet get the answer they got before
+        // they existed, so no client is granted less than it asked for (PROTOCOL.md §8).
+        let decoded = if op::is_v2_request(frame.opcode) {
+            Err(DecodeError::UnknownOpcode(frame.opcode))
+        } else {
+            Request::decode(frame, config.max_name)
+        };
+        let request = match decoded {
             Ok(request) => request,
             Err(e) if e.is_fatal() => return fail(e),
             // Before HELLO any undecodable frame means the peer does not speak the protocol.
@@ -281,7 +288,6 @@ fn fail(error: DecodeError) -> Step<'static> {
 /// /proc): they count as a whole turn of the connection's budget, so a pipeline of them is
 /// served one per turn of the loop, between everyone else's requests.
 pub(crate) fn scans_the_table(opcode: u8) -> bool {
-    use crate::protocol::op;
     matches!(opcode, op::LOCKS | op::CONNECTIONS | op::MY_LOCKS | op::MY_LOCKS_MATCHING | op::TOP | op::STATS)
 }
 
