@@ -114,6 +114,9 @@ pub struct RunArgs {
     /// Group (name or GID) of every UNIX socket the server creates.
     #[arg(long, value_name = "NAME|GID", value_parser = crate::server::resolve_group)]
     socket_group: Option<u32>,
+    /// Longest lock-delay, in milliseconds, a client may ask for (a longer one is refused).
+    #[arg(long, value_name = "MS", default_value_t = 60_000)]
+    max_lock_delay: u64,
 }
 
 /// Background-mode options beside the server flags.
@@ -290,6 +293,7 @@ fn config_from(args: &RunArgs) -> Result<Config, String> {
         pre_auth_max_frame: args.max_frame_pre_auth,
         accepts_per_wakeup: args.accepts_per_wakeup as usize,
         requests_per_wakeup: args.requests_per_wakeup as usize,
+        max_lock_delay: Duration::from_millis(args.max_lock_delay),
         ..Config::default()
     };
     config.table.max_locks_per_conn = args.max_locks_per_conn;

@@ -5,7 +5,7 @@ use std::io::Write;
 
 use serde_json::{json, Map, Value};
 
-use super::{ConnectionsArgs, LocksArgs, PingArgs, StatsArgs};
+use super::{CheckArgs, ConnectionsArgs, LocksArgs, PingArgs, StatsArgs};
 use crate::client::{Client, ConnectionInfo, Listing, LockInfo, Result, Stats};
 
 pub(super) fn locks(args: LocksArgs) -> i32 {
@@ -84,6 +84,29 @@ pub(super) fn ping(args: PingArgs) -> i32 {
                 .collect()
         },
     )
+}
+
+/// `officer check NAME TOKEN`: 0 when the token holds the name now, 1 when not (as `test`
+/// answers), other statuses for errors; on a list of servers, asks the name's server.
+pub(super) fn check(args: CheckArgs) -> i32 {
+    let (client, _) = match args.connect.connect_for_name(&args.name) {
+        Ok(found) => found,
+        Err(code) => return code,
+    };
+    match client.check(&args.name, args.token) {
+        Ok(held) => {
+            if !args.quiet {
+                let what = if held { "holds" } else { "does not hold" };
+                println!("token {} {what} lock {}", args.token, super::shown_name(&args.name));
+            }
+            if held {
+                0
+            } else {
+                1
+            }
+        }
+        Err(e) => super::report(&e),
+    }
 }
 
 /// Connects, runs `ask`, prints `render`'s text; errors go to stderr with a non-zero status.

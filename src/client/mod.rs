@@ -4,7 +4,7 @@
 //! - `conn`: one connection, multiplexed by request id with a reader and a keep-alive thread.
 //! - `guard`: [`LockGuard`] and [`Client::with_lock`].
 //! - `error`: [`Error`] and [`ErrorKind`].
-//! - `types`: [`LockOptions`], [`Acquired`], [`Listing`], [`MyLocks`], [`MyLocksListing`], [`Stats`].
+//! - `types`: [`LockOptions`] and [`LockMode`], [`Acquired`], [`Listing`], [`MyLocks`], [`MyLocksListing`], [`Stats`].
 //! - `shard`, `shard_builder`: [`ShardedClient`] and [`ShardedBuilder`], names spread over
 //!   several servers; [`placement`] (public, pure: which server a name lives on) and `merge`
 //!   (how listings of several servers become one) hold what an async client can share.
@@ -43,7 +43,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-pub use crate::protocol::{ConnectionInfo, HelloOk, LockInfo, TopEntry};
+pub use crate::protocol::{ConnectionInfo, HelloOk, LockInfo, LostReason, TopEntry};
 pub use builder::{ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HOST, DEFAULT_PORT};
 #[cfg(feature = "cli")]
 pub(crate) use error::shown_name;
@@ -51,9 +51,9 @@ pub use error::{Error, ErrorKind, Result};
 pub use guard::LockGuard;
 pub use shard::ShardedClient;
 pub use shard_builder::ShardedBuilder;
-pub use types::{Acquired, Listing, LockOptions, MyLocks, MyLocksListing, Stats, Top};
+pub use types::{Acquired, Listing, LockMode, LockOptions, MyLocks, MyLocksListing, Stats, Top};
 
-use crate::protocol::{validate_name, ListRequest, LockRequest, Request, Response};
+use crate::protocol::{validate_name, ListRequest, LockRequest, Request, Response, TokenRequest};
 use builder::Config;
 use conn::{unexpected, Conn, Track};
 
@@ -165,11 +165,17 @@ impl Client {
     pub(crate) fn lock_on(&self, name: &str, opts: LockOptions) -> Result<(Arc<Conn>, String, Acquired)> {
         let conn = self.current()?;
         let full = self.full_name(&conn, name, false)?;
-        let req = Request::Lock(LockRequest {
-            name: &full,
-            timeout_ms: opts.timeout_ms(),
-            queue_max: opts.queue_max_wire(),
-        });
+        // What LOCK can say goes as LOCK, so an exclusive lock is the same bytes as always
+        // and works with every server; anything more is LOCK_EXT (PROTOCOL.md §3.12).
+        let req = if opts.is_v1() {
+            Request::Lock(LockRequest {
+                name: &full,
+                timeout_ms: opts.timeout_ms(),
+                queue_max: opts.queue_max_wire(),
+            })
+        } else {
+            Request::LockExt(opts.ext_request(&full))
+        };
         let acquired = |token, already| Acquired { name: name.to_owned(), token, already };
         let result = match self.call(&conn, &req, Track::Lock(full.clone()))? {
             Response::Acquired { token } => acquired(token, false),
@@ -237,6 +243,119 @@ impl Client {
             Response::Released => Ok(()),
             Response::ReleaseFailed => Err(Error::not_held(name)),
             other => Err(unexpected(&other, "UNLOCK")),
+        }
+    }
+
+    /// Releases this connection's grant of `name` only if its fencing token is `token`, so a
+    /// late unlock cannot release a newer grant of the same name. Fails with
+    /// [`ErrorKind::NotHeld`] for any other token, and [`ErrorKind::GrantLost`] when the
+    /// server ended that grant first. It never cancels a wait.
+    ///
+    /// ```no_run
+    /// # let client = officer::client::Client::connect("localhost", 11500)?;
+    /// let lock = client.try_lock("a")?;
+    /// assert!(client.unlock_token("a", lock.token() + 1).unwrap_err().is_not_held());
+    /// client.unlock_token("a", lock.token())?;
+    /// # Ok::<(), officer::client::Error>(())
+    /// ```
+    pub fn unlock_token(&self, name: &str, token: u64) -> Result<()> {
+        let conn = self.current()?;
+        let full = self.full_name(&conn, name, false)?;
+        let req = Request::UnlockToken(TokenRequest { name: &full, token });
+        match self.call(&conn, &req, Track::Unlock(full.clone()))? {
+            Response::Released => Ok(()),
+            Response::ReleaseFailed => Err(Error::not_held(name)),
+            Response::Lost { token, reason, .. } => Err(Error::grant_lost(name, token, reason)),
+            other => Err(unexpected(&other, "UNLOCK_TOKEN")),
+        }
+    }
+
+    /// Turns this connection's exclusive grant `token` of `name` into a shared one, at once
+    /// and keeping its token: the shared requests waiting at the head of the queue are granted
+    /// beside it, and no writer can come in between.
+    ///
+    /// ```no_run
+    /// use officer::client::{Client, LockOptions};
+    /// let client = Client::connect("localhost", 11500)?;
+    /// let lock = client.lock("config", LockOptions::new())?;
+    /// // ... write ...
+    /// client.downgrade("config", lock.token())?;
+    /// // ... keep reading while other readers come in ...
+    /// # Ok::<(), officer::client::Error>(())
+    /// ```
+    pub fn downgrade(&self, name: &str, token: u64) -> Result<()> {
+        let conn = self.current()?;
+        let full = self.full_name(&conn, name, false)?;
+        match self.call(&conn, &Request::Downgrade(TokenRequest { name: &full, token }), Track::None)? {
+            Response::Downgraded => Ok(()),
+            Response::Lost { token, reason, .. } => Err(Error::grant_lost(name, token, reason)),
+            other => Err(unexpected(&other, "DOWNGRADE")),
+        }
+    }
+
+    /// Asks the server whether `token` holds `name` right now, in any mode: a fence check for
+    /// a resource that cannot store the highest token it has seen. Any connection may ask.
+    ///
+    /// ```no_run
+    /// # let client = officer::client::Client::connect("localhost", 11500)?;
+    /// # let token = 7;
+    /// if !client.check("ledger", token)? {
+    ///     panic!("refusing a write from a stale holder");
+    /// }
+    /// # Ok::<(), officer::client::Error>(())
+    /// ```
+    pub fn check(&self, name: &str, token: u64) -> Result<bool> {
+        let conn = self.current()?;
+        let full = self.full_name(&conn, name, false)?;
+        match self.call(&conn, &Request::Check(TokenRequest { name: &full, token }), Track::None)? {
+            Response::Checked { held } => Ok(held),
+            other => Err(unexpected(&other, "CHECK")),
+        }
+    }
+
+    /// Extends the lease of this connection's grant `token` of `name`. Returns how long the
+    /// grant now lasts (bounded by its `max_hold`; `None` when it has neither lease nor
+    /// bound), or [`ErrorKind::GrantLost`] when the server already ended it.
+    ///
+    /// ```no_run
+    /// use officer::client::{Client, LockOptions};
+    /// use std::time::Duration;
+    /// let client = Client::connect("localhost", 11500)?;
+    /// let lock = client.lock("job", LockOptions::new().lease(Duration::from_secs(10)))?;
+    /// let left = client.renew("job", lock.token())?;
+    /// println!("held for {left:?} more");
+    /// # Ok::<(), officer::client::Error>(())
+    /// ```
+    pub fn renew(&self, name: &str, token: u64) -> Result<Option<Duration>> {
+        let conn = self.current()?;
+        let full = self.full_name(&conn, name, false)?;
+        match self.call(&conn, &Request::Renew(TokenRequest { name: &full, token }), Track::None)? {
+            Response::Renewed { ends_in_ms } => Ok(ends_in_ms.map(|ms| Duration::from_millis(ms.into()))),
+            Response::Lost { token, reason, .. } => Err(Error::grant_lost(name, token, reason)),
+            other => Err(unexpected(&other, "RENEW")),
+        }
+    }
+
+    /// Blocks until the server ends grant `token` of `name` on its own (a LOST notice: lease,
+    /// hold budget or revocation) or the connection is lost, at most `timeout` (`None`:
+    /// forever). Returns the error that describes the loss, or `None` when the time ran out
+    /// with the grant still held: a watchdog for work done under a lease.
+    ///
+    /// ```no_run
+    /// # let client = officer::client::Client::connect("localhost", 11500)?;
+    /// # let token = 7;
+    /// use std::time::Duration;
+    /// if let Some(e) = client.wait_lost("job", token, Some(Duration::from_millis(10))) {
+    ///     eprintln!("stop writing: {e}");
+    /// }
+    /// ```
+    pub fn wait_lost(&self, name: &str, token: u64, timeout: Option<Duration>) -> Option<Error> {
+        let conn = Arc::clone(&self.slot());
+        let full = self.config.full_name(name);
+        match conn.wait_grant_lost(&full, token, timeout) {
+            Err(()) => None,
+            Ok(Some(g)) => Some(Error::grant_lost(name, g.token, g.reason)),
+            Ok(None) => Some(conn.lost().map_or_else(|| Error::protocol("connection lost"), |l| l.error())),
         }
     }
 

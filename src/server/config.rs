@@ -74,6 +74,8 @@ pub struct Config {
     pub auth_timeout: Duration,
     /// Largest frame accepted before authentication (HELLO and AUTH are small).
     pub pre_auth_max_frame: u32,
+    /// Largest `lock_delay_ms` a LOCK_EXT may ask for (PROTOCOL.md §6.10); above it, `bad_value`.
+    pub max_lock_delay: Duration,
 }
 
 impl Config {
@@ -107,6 +109,7 @@ impl Default for Config {
             auth_secret: None,
             auth_timeout: Duration::from_secs(5),
             pre_auth_max_frame: 512,
+            max_lock_delay: Duration::from_secs(60),
         }
     }
 }

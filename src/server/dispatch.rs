@@ -7,8 +7,8 @@ use log::warn;
 
 use super::session::{Cause, CloseReason, Scratch, Session, Step};
 use super::{Config, Server};
-use crate::locks::{Command, LockOpts, LockTable, Name, Output, SessionId};
-use crate::protocol::{Request, Response};
+use crate::locks::{Command, LockOpts, LockTable, Mode, Name, Output, SessionId};
+use crate::protocol::{op, DecodeError, LockExtRequest, Mode as WireMode, Request, Response};
 use crate::wheel::Tick;
 
 /// What driving a session over a connection's input needs from the code that owns the
@@ -139,7 +139,7 @@ impl Host for Server {
     fn execute(&mut self, key: usize, rid: u32, request: Request<'_>, now: Tick) {
         let Some(conn) = self.conns.get(key) else { return };
         let sid = conn.sid;
-        match run(&mut self.table, now, sid, rid, request, self.config.max_frame, &mut self.outputs) {
+        match run(&mut self.table, now, sid, rid, request, &self.config, &mut self.outputs) {
             Ran::Outputs => self.deliver_outputs(),
             Ran::Reply(response) => Server::send(self, key, rid, &response),
             Ran::Stats => {
@@ -181,22 +181,43 @@ pub(crate) fn run(
     session: SessionId,
     rid: u32,
     request: Request<'_>,
-    max_frame: u32,
+    config: &Config,
     outputs: &mut Vec<Output>,
 ) -> Ran {
+    let max_frame = config.max_frame;
     match request {
         Request::Lock(lock) => {
-            // Ticks are whole milliseconds rounded down, so the request may have arrived up
-            // to a tick after `now`: one more tick guarantees a wait never ends early.
-            let timeout_ms = lock.timeout_ms.map(|ms| if ms == 0 { 0 } else { ms.saturating_add(1) });
+            let timeout_ms = server_timeout(lock.timeout_ms);
             let (name, queue_max) = (Name::from(lock.name), lock.queue_max);
             let opts = LockOpts::default();
             let cmd = Command::Lock { session, request_id: rid, name, timeout_ms, queue_max, opts };
             table.apply(now, &cmd, outputs);
             Ran::Outputs
         }
+        Request::LockExt(ext) => {
+            if u128::from(ext.lock_delay_ms) > config.max_lock_delay.as_millis() {
+                let e = DecodeError::BadValue {
+                    opcode: op::LOCK_EXT,
+                    field: "lock_delay_ms",
+                    value: ext.lock_delay_ms.into(),
+                };
+                return Ran::Reply(Response::error(e.code(), e.to_string()));
+            }
+            let (name, timeout_ms, queue_max) =
+                (Name::from(ext.name), server_timeout(ext.timeout_ms), ext.queue_max);
+            let opts = lock_opts(&ext);
+            let cmd = Command::Lock { session, request_id: rid, name, timeout_ms, queue_max, opts };
+            table.apply(now, &cmd, outputs);
+            Ran::Outputs
+        }
         Request::Unlock(name) => {
             let cmd = Command::Unlock { session, request_id: rid, name: Name::from(name), token: None };
+            table.apply(now, &cmd, outputs);
+            Ran::Outputs
+        }
+        Request::UnlockToken(t) => {
+            let cmd =
+                Command::Unlock { session, request_id: rid, name: Name::from(t.name), token: Some(t.token) };
             table.apply(now, &cmd, outputs);
             Ran::Outputs
         }
@@ -220,17 +241,38 @@ pub(crate) fn run(
             "HELLO was already received",
         )),
         // The session refuses these before decoding; refused here too, should one arrive.
-        Request::LockExt(_)
-        | Request::Downgrade(_)
+        Request::Downgrade(_)
         | Request::Renew(_)
         | Request::Check(_)
-        | Request::UnlockToken(_)
         | Request::Revoke(_)
         | Request::Kick(_)
         | Request::AdminAuth(_)
         | Request::LocksDetail(_) => {
-            let e = crate::protocol::DecodeError::UnknownOpcode(request.opcode());
+            let e = DecodeError::UnknownOpcode(request.opcode());
             Ran::Reply(Response::error(e.code(), e.to_string()))
         }
+    }
+}
+
+/// Ticks are whole milliseconds rounded down, so a request may have arrived up to a tick after
+/// `now`: one more tick guarantees a wait never ends early. Zero (try once) stays zero.
+fn server_timeout(timeout_ms: Option<u32>) -> Option<u32> {
+    timeout_ms.map(|ms| if ms == 0 { 0 } else { ms.saturating_add(1) })
+}
+
+/// The table's terms for a LOCK_EXT. The decoder has checked the ranges of mode, permits and
+/// limit (PROTOCOL.md §3.12); what the table does not implement yet it refuses itself.
+fn lock_opts(ext: &LockExtRequest<'_>) -> LockOpts {
+    let mode = match ext.mode {
+        WireMode::Exclusive => Mode::Exclusive,
+        WireMode::Shared => Mode::Shared,
+        WireMode::Semaphore => Mode::Permits { count: ext.permits, limit: ext.limit },
+    };
+    LockOpts {
+        mode,
+        lease_ms: ext.lease_ms,
+        max_hold_ms: ext.max_hold_ms,
+        lock_delay_ms: ext.lock_delay_ms,
+        notify_contention: ext.notify_contention,
     }
 }
