@@ -121,8 +121,8 @@ impl<'a> LockExtRequest<'a> {
             |field, value: u32| DecodeError::BadValue { opcode: op::LOCK_EXT, field, value: value.into() };
         let mode = Mode::from_u8(mode).ok_or(bad("mode", mode.into()))?;
         match mode {
-            Mode::Exclusive | Mode::Shared if permits != 0 => return Err(bad("permits", permits)),
             Mode::Exclusive | Mode::Shared if limit != 0 => return Err(bad("limit", limit)),
+            Mode::Exclusive | Mode::Shared if permits != 0 => return Err(bad("permits", permits)),
             Mode::Semaphore if limit == 0 => return Err(bad("limit", limit)),
             Mode::Semaphore if permits == 0 || permits > limit => return Err(bad("permits", permits)),
             _ => {}
