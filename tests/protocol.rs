@@ -3,11 +3,11 @@
 //! decoding a stream cut at every byte, and every way a frame can be malformed.
 
 use officer::protocol::{
-    op, split_frame, validate_name, ConnectionInfo, DecodeError, ErrorCode, Frame, Hello, HelloOk,
-    HolderInfo, ListRequest, LockDetail, LockExtRequest, LockInfo, LockRequest, LostReason, Mode, Request,
-    Response, RevokeRequest, TokenRequest, WaiterInfo, DEFAULT_MAX_FRAME, DEFAULT_MAX_NAME, MAGIC,
-    MAX_FRAME_CEILING, MAX_NAME_CEILING, MIN_FRAME_LEN, PROTOCOL_VERSION, SHUTDOWN_REQUEST_ID,
-    TIMEOUT_FOREVER,
+    op, split_frame, validate_name, AwaitedName, ConnectionDetail, ConnectionInfo, DecodeError, ErrorCode,
+    Frame, HeldName, Hello, HelloOk, HolderInfo, ListRequest, LockDetail, LockExtRequest, LockInfo,
+    LockRequest, LostReason, Mode, Request, Response, RevokeRequest, TokenRequest, WaiterInfo,
+    DEFAULT_MAX_FRAME, DEFAULT_MAX_NAME, MAGIC, MAX_FRAME_CEILING, MAX_NAME_CEILING, MIN_FRAME_LEN,
+    PROTOCOL_VERSION, SHUTDOWN_REQUEST_ID, TIMEOUT_FOREVER,
 };
 use proptest::prelude::*;
 
@@ -151,23 +151,33 @@ fn lock_ext_semaphore() -> LockExtRequest<'static> {
     l
 }
 
+fn holder(
+    label: &str,
+    mode: Mode,
+    permits: u32,
+    token: u64,
+    held_ms: u64,
+    ends_in_ms: Option<u32>,
+) -> HolderInfo {
+    HolderInfo { label: label.into(), mode, permits, token, held_ms, ends_in_ms }
+}
+
 /// §4.28's example: a semaphore and a shared lock with an exclusive waiter.
 fn locks_detail_list() -> Response {
-    let holder = |label: &str, mode, permits, token| HolderInfo { label: label.into(), mode, permits, token };
     Response::LocksDetail {
         locks: vec![
             LockDetail {
                 name: "db/pool".into(),
                 limit: 10,
-                holders: vec![holder("unix:7", Mode::Semaphore, 3, TOKEN - 1)],
+                holders: vec![holder("unix:7", Mode::Semaphore, 3, TOKEN - 1, 1500, None)],
                 waiters: vec![],
             },
             LockDetail {
                 name: USERS.into(),
                 limit: 0,
                 holders: vec![
-                    holder("unix:7", Mode::Shared, 0, TOKEN),
-                    holder("unix:9", Mode::Shared, 0, TOKEN + 1),
+                    holder("unix:7", Mode::Shared, 0, TOKEN, 1200, Some(28_800)),
+                    holder("unix:9", Mode::Shared, 0, TOKEN + 1, 300, None),
                 ],
                 waiters: vec![WaiterInfo {
                     label: "127.0.0.1:40112".into(),
@@ -176,6 +186,30 @@ fn locks_detail_list() -> Response {
                 }],
             },
         ],
+        truncated: false,
+    }
+}
+
+/// §4.29's example: the same grants, by connection.
+fn connections_detail_list() -> Response {
+    let held = |name: &str, mode, permits, token, held_ms, ends_in_ms| HeldName {
+        name: name.into(),
+        mode,
+        permits,
+        token,
+        held_ms,
+        ends_in_ms,
+    };
+    Response::ConnectionsDetail {
+        connections: vec![ConnectionDetail {
+            label: "unix:7".into(),
+            connection_id: 7,
+            held: vec![
+                held("db/pool", Mode::Semaphore, 3, TOKEN - 1, 1500, None),
+                held(USERS, Mode::Shared, 0, TOKEN, 1200, Some(28_800)),
+            ],
+            waiting: vec![AwaitedName { name: NIGHTLY.into(), mode: Mode::Exclusive, permits: 0 }],
+        }],
         truncated: false,
     }
 }
@@ -351,6 +385,12 @@ fn expected_examples() -> Vec<(&'static str, &'static str, Expected)> {
         ("response", "kicked", Resp(27, Response::Kicked)),
         ("response", "locks_detail_list", Resp(29, locks_detail_list())),
         (
+            "request",
+            "connections_detail",
+            Req(30, Request::ConnectionsDetail(ListRequest { prefix: "unix:", max: 0 })),
+        ),
+        ("response", "connections_detail_list", Resp(30, connections_detail_list())),
+        (
             "response",
             "error_limit_mismatch",
             Resp(
@@ -479,6 +519,7 @@ fn doc_covers_every_opcode() {
         op::KICK,
         op::ADMIN_AUTH,
         op::LOCKS_DETAIL,
+        op::CONNECTIONS_DETAIL,
         op::DOWNGRADED,
         op::RENEWED,
         op::CHECKED,
@@ -487,6 +528,7 @@ fn doc_covers_every_opcode() {
         op::REVOKED,
         op::KICKED,
         op::LOCKS_DETAIL_LIST,
+        op::CONNECTIONS_DETAIL_LIST,
         op::ERROR,
     ];
     for code in all {
@@ -520,6 +562,8 @@ fn doc_sections_cited_by_the_code_exist() {
         "### 4.26 REVOKED",
         "### 4.27 KICKED",
         "### 4.28 LOCKS_DETAIL_LIST",
+        "### 3.21 CONNECTIONS_DETAIL",
+        "### 4.29 CONNECTIONS_DETAIL_LIST",
         "### 6.7 Modes",
         "### 6.8 Counting semaphores",
         "### 6.9 Leases",
@@ -711,6 +755,7 @@ enum OwnedRequest {
     Kick(u64),
     AdminAuth(Vec<u8>),
     LocksDetail(String, u32),
+    ConnectionsDetail(String, u32),
 }
 
 /// The fields of a LOCK_EXT, owned; `as_request` borrows the name.
@@ -763,6 +808,9 @@ impl OwnedRequest {
             OwnedRequest::Kick(id) => Request::Kick(*id),
             OwnedRequest::AdminAuth(secret) => Request::AdminAuth(secret),
             OwnedRequest::LocksDetail(prefix, max) => Request::LocksDetail(ListRequest { prefix, max: *max }),
+            OwnedRequest::ConnectionsDetail(prefix, max) => {
+                Request::ConnectionsDetail(ListRequest { prefix, max: *max })
+            }
         }
     }
 }
@@ -866,6 +914,7 @@ fn request() -> impl Strategy<Value = OwnedRequest> {
         any::<u64>().prop_map(OwnedRequest::Kick),
         bytes().prop_map(OwnedRequest::AdminAuth),
         (prefix(), any::<u32>()).prop_map(|(p, m)| OwnedRequest::LocksDetail(p, m)),
+        (prefix(), any::<u32>()).prop_map(|(p, m)| OwnedRequest::ConnectionsDetail(p, m)),
         (1..=u16::MAX).prop_map(OwnedRequest::Hello),
         bytes().prop_map(OwnedRequest::Ping),
         (name(), timeout(), queue_max()).prop_map(|(n, t, q)| OwnedRequest::Lock(n, t, q)),
@@ -908,10 +957,39 @@ fn response() -> impl Strategy<Value = Response> {
     let conn_info =
         (text(), texts(), texts()).prop_map(|(label, held, waiting)| ConnectionInfo { label, held, waiting });
     let mode = prop::sample::select(vec![Mode::Exclusive, Mode::Shared, Mode::Semaphore]);
-    let holder = (text(), mode.clone(), any::<u32>(), any::<u64>())
-        .prop_map(|(label, mode, permits, token)| HolderInfo { label, mode, permits, token });
-    let waiter =
-        (text(), mode, any::<u32>()).prop_map(|(label, mode, permits)| WaiterInfo { label, mode, permits });
+    let ends = || prop_oneof![Just(None), (0..u32::MAX).prop_map(Some)];
+    let grant = || (text(), mode.clone(), any::<u32>(), any::<u64>(), any::<u64>(), ends());
+    let holder = grant().prop_map(|(label, mode, permits, token, held_ms, ends_in_ms)| HolderInfo {
+        label,
+        mode,
+        permits,
+        token,
+        held_ms,
+        ends_in_ms,
+    });
+    let held = grant().prop_map(|(name, mode, permits, token, held_ms, ends_in_ms)| HeldName {
+        name,
+        mode,
+        permits,
+        token,
+        held_ms,
+        ends_in_ms,
+    });
+    let wait = || (text(), mode.clone(), any::<u32>());
+    let waiter = wait().prop_map(|(label, mode, permits)| WaiterInfo { label, mode, permits });
+    let awaited = wait().prop_map(|(name, mode, permits)| AwaitedName { name, mode, permits });
+    let connection_detail = (
+        text(),
+        any::<u64>(),
+        proptest::collection::vec(held, 0..4),
+        proptest::collection::vec(awaited, 0..4),
+    )
+        .prop_map(|(label, connection_id, held, waiting)| ConnectionDetail {
+            label,
+            connection_id,
+            held,
+            waiting,
+        });
     let lock_detail = (
         text(),
         any::<u32>(),
@@ -923,8 +1001,7 @@ fn response() -> impl Strategy<Value = Response> {
     let reason = any::<u8>().prop_map(LostReason::from_u8);
     let v2 = prop_oneof![
         Just(Response::Downgraded),
-        prop_oneof![Just(None), (0..u32::MAX).prop_map(Some)]
-            .prop_map(|ends_in_ms| Response::Renewed { ends_in_ms }),
+        ends().prop_map(|ends_in_ms| Response::Renewed { ends_in_ms }),
         any::<bool>().prop_map(|held| Response::Checked { held }),
         (any::<u64>(), reason, text()).prop_map(|(token, reason, name)| Response::Lost {
             token,
@@ -936,6 +1013,8 @@ fn response() -> impl Strategy<Value = Response> {
         Just(Response::Kicked),
         (proptest::collection::vec(lock_detail, 0..4), any::<bool>())
             .prop_map(|(locks, truncated)| Response::LocksDetail { locks, truncated }),
+        (proptest::collection::vec(connection_detail, 0..4), any::<bool>())
+            .prop_map(|(connections, truncated)| Response::ConnectionsDetail { connections, truncated }),
     ];
     let v1 = prop_oneof![
         hello_ok,
@@ -1005,7 +1084,8 @@ proptest! {
             if let Response::Locks { truncated, .. }
             | Response::Connections { truncated, .. }
             | Response::MyLocksMatching { truncated, .. }
-            | Response::LocksDetail { truncated, .. } = decoded
+            | Response::LocksDetail { truncated, .. }
+            | Response::ConnectionsDetail { truncated, .. } = decoded
             {
                 prop_assert!(truncated, "a cut listing says so");
             }
