@@ -46,6 +46,16 @@ enum Op {
         name: usize,
         token: TokenPick,
     },
+    Downgrade {
+        conn: usize,
+        name: usize,
+        token: TokenPick,
+    },
+    Check {
+        conn: usize,
+        name: usize,
+        token: TokenPick,
+    },
     Reset {
         conn: usize,
     },
@@ -66,7 +76,7 @@ enum Op {
 /// Which token an UNLOCK carries, picked from the model's state when it is sent.
 #[derive(Debug, Clone, Copy)]
 enum TokenPick {
-    /// None: the v1 UNLOCK.
+    /// None: the v1 UNLOCK (DOWNGRADE and CHECK, which need one, take `Own` instead).
     Without,
     /// The token of the sender's own grant of the name (one never issued if it has none).
     Own,
@@ -109,7 +119,9 @@ fn op_on(names: Vec<usize>) -> impl Strategy<Value = Op> {
                 Op::Lock { conn, name, timeout_ms, queue_max, mode: mode_for(name, roll, count) }
             }
         ),
-        3 => (0..CONNS, name, token).prop_map(|(conn, name, token)| Op::Unlock { conn, name, token }),
+        3 => (0..CONNS, name.clone(), token.clone()).prop_map(|(conn, name, token)| Op::Unlock { conn, name, token }),
+        1 => (0..CONNS, name.clone(), token.clone()).prop_map(|(conn, name, token)| Op::Downgrade { conn, name, token }),
+        1 => (0..CONNS, name, token).prop_map(|(conn, name, token)| Op::Check { conn, name, token }),
         1 => (0..CONNS).prop_map(|conn| Op::Reset { conn }),
         1 => (0..CONNS).prop_map(|conn| Op::Disconnect { conn }),
         1 => (0..CONNS).prop_map(|conn| Op::Connect { conn }),
@@ -305,11 +317,6 @@ impl Model {
         } else if let Some(grant) = lock.holder(conn) {
             if grant.mode == mode {
                 Response::AlreadyAcquired { token: grant.token }
-            } else if (grant.mode, mode) == (Mode::Exclusive, Mode::Shared) {
-                // The downgrade: same grant, same token, now shared; readers behind may join.
-                self.locks[i].holders[0].mode = Mode::Shared;
-                self.reply(conn, rid, Some(name), Response::Acquired { token: grant.token });
-                return self.grant(i, now);
             } else {
                 mode_conflict()
             }
@@ -381,6 +388,27 @@ impl Model {
         } else {
             self.reply(conn, rid, Some(name), Response::ReleaseFailed);
         }
+    }
+
+    /// DOWNGRADE: the same grant, same token, now shared; readers behind it may join.
+    fn downgrade(&mut self, conn: usize, rid: u32, name: &'static str, token: u64) {
+        let i = self.locks.iter().position(|l| l.name == name);
+        let grant = i.and_then(|i| self.locks[i].holder(conn)).filter(|g| g.token == token);
+        match (i, grant) {
+            (Some(i), Some(g)) if g.mode == Mode::Exclusive => {
+                self.locks[i].holders[0].mode = Mode::Shared;
+                self.reply(conn, rid, Some(name), Response::Downgraded);
+                self.grant(i, 0);
+            }
+            (Some(_), Some(_)) => self.reply(conn, rid, Some(name), mode_conflict()),
+            _ => self.reply(conn, rid, Some(name), not_holder()),
+        }
+    }
+
+    fn check_token(&mut self, conn: usize, rid: u32, name: &'static str, token: u64) {
+        let lock = self.locks.iter().find(|l| l.name == name);
+        let held = lock.is_some_and(|l| l.holders.iter().any(|g| g.token == token));
+        self.reply(conn, rid, Some(name), Response::Checked { held });
     }
 
     /// The token `pick` names for an UNLOCK by `conn` of `name`.
@@ -552,15 +580,19 @@ fn limit_error() -> Response {
 
 /// The refusals of what a LOCK asks for; codes only are compared.
 fn bad_permits() -> Response {
-    Response::error(ErrorCode::Malformed, "")
+    Response::error(ErrorCode::BadValue, "")
 }
 
 fn kind_mismatch() -> Response {
-    Response::error(ErrorCode::Malformed, "")
+    Response::error(ErrorCode::LimitMismatch, "")
 }
 
 fn mode_conflict() -> Response {
-    Response::error(ErrorCode::Malformed, "")
+    Response::error(ErrorCode::ModeConflict, "")
+}
+
+fn not_holder() -> Response {
+    Response::error(ErrorCode::NotHolder, "")
 }
 
 /// Per session, the responses in order, each with the lock it names. Error messages are
@@ -616,11 +648,17 @@ impl Run {
         match *op {
             Op::Lock { conn, .. }
             | Op::Unlock { conn, .. }
+            | Op::Downgrade { conn, .. }
+            | Op::Check { conn, .. }
             | Op::Reset { conn }
             | Op::Disconnect { conn }
                 if !self.model.conns[conn].connected => {}
             // The server serves nothing of a connection whose RESET is still releasing.
-            Op::Lock { conn, .. } | Op::Unlock { conn, .. } | Op::Reset { conn }
+            Op::Lock { conn, .. }
+            | Op::Unlock { conn, .. }
+            | Op::Downgrade { conn, .. }
+            | Op::Check { conn, .. }
+            | Op::Reset { conn }
                 if self.model.releasing(conn) =>
             {
                 prop_assert!(self.table.is_releasing(self.model.conns[conn].id));
@@ -642,6 +680,23 @@ impl Run {
                 let cmd = Command::Unlock { session, request_id: rid, name: Name::from(NAMES[name]), token };
                 self.table.apply(now, &cmd, &mut out);
                 self.model.unlock(conn, rid, NAMES[name], token);
+            }
+            Op::Downgrade { conn, name, token } => {
+                let rid = self.request(conn);
+                let session = self.model.conns[conn].id;
+                let token = self.model.pick(token, conn, NAMES[name]).unwrap_or(FIRST_TOKEN - 1);
+                let cmd =
+                    Command::Downgrade { session, request_id: rid, name: Name::from(NAMES[name]), token };
+                self.table.apply(now, &cmd, &mut out);
+                self.model.downgrade(conn, rid, NAMES[name], token);
+            }
+            Op::Check { conn, name, token } => {
+                let rid = self.request(conn);
+                let session = self.model.conns[conn].id;
+                let token = self.model.pick(token, conn, NAMES[name]).unwrap_or(FIRST_TOKEN - 1);
+                let cmd = Command::Check { session, request_id: rid, name: Name::from(NAMES[name]), token };
+                self.table.apply(now, &cmd, &mut out);
+                self.model.check_token(conn, rid, NAMES[name], token);
             }
             Op::Reset { conn } => {
                 let rid = self.request(conn);

@@ -59,7 +59,11 @@ fn readers_never_overlap_a_writer() {
                     if writer {
                         assert_eq!(inside.swap(WRITER, Ordering::SeqCst), 0, "a writer beside others");
                         thread::yield_now();
-                        assert_eq!(inside.swap(0, Ordering::SeqCst), WRITER, "someone entered beside a writer");
+                        assert_eq!(
+                            inside.swap(0, Ordering::SeqCst),
+                            WRITER,
+                            "someone entered beside a writer"
+                        );
                     } else {
                         let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
                         assert!(now > 0, "a reader beside a writer");
@@ -102,7 +106,8 @@ fn shared_grants_hold_together_with_their_own_tokens() {
 #[test]
 fn a_waiting_writer_blocks_later_readers() {
     let server = TestServer::start();
-    let (reader, writer, late, observer) = (client(&server), client(&server), client(&server), client(&server));
+    let (reader, writer, late, observer) =
+        (client(&server), client(&server), client(&server), client(&server));
     let held = reader.lock("fifo", try_shared()).expect("reader");
     let (tx, rx) = mpsc::channel();
     let writing = thread::spawn(move || {
@@ -299,4 +304,63 @@ fn a_v1_client_sees_nothing_new() {
     // The next frame it reads is the answer to its next request: nothing unsolicited between.
     assert_eq!(old.call(&Request::Ping(b"")), Response::Pong);
     assert_eq!(old.call(&Request::Unlock("mixed")), Response::Released);
+}
+
+/// DOWNGRADE turns the writer into a reader at once, keeping its token, and grants the readers
+/// waiting behind it; a waiting writer behind them still waits.
+#[test]
+fn downgrade_grants_the_readers_behind() {
+    let server = TestServer::start();
+    let (writer, r1, r2, w2, observer) =
+        (client(&server), client(&server), client(&server), client(&server), client(&server));
+    let held = writer.lock("dg", LockOptions::new()).expect("writer");
+    let spawn_reader = |reader: Client| {
+        let (tx, rx) = mpsc::channel();
+        // The thread hands its client back, so the reader's grant outlives it.
+        let handle = thread::spawn(move || {
+            let lock = reader.lock("dg", LockOptions::new().shared()).expect("reader");
+            tx.send(lock.token()).expect("send");
+            reader
+        });
+        (rx, handle)
+    };
+    let (first, h1) = spawn_reader(r1);
+    wait_until("the first reader waits", WAIT, || queue_len(&observer, "dg") == 2);
+    let (second, h2) = spawn_reader(r2);
+    wait_until("the second reader waits", WAIT, || queue_len(&observer, "dg") == 3);
+    let (tx, later_writer) = mpsc::channel();
+    thread::spawn(move || {
+        let got = w2.lock("dg", LockOptions::new());
+        tx.send(got.map(|l| l.token())).expect("send");
+    });
+    wait_until("the second writer waits", WAIT, || queue_len(&observer, "dg") == 4);
+    // Only the grant's token downgrades it; a shared grant cannot be downgraded.
+    let e = writer.downgrade("dg", held.token() + 100).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Server(ErrorCode::NotHolder), "{e}");
+    writer.downgrade("dg", held.token()).expect("downgrade");
+    let t1 = first.recv_timeout(WAIT).expect("first reader granted");
+    let t2 = second.recv_timeout(WAIT).expect("second reader granted");
+    assert!(held.token() < t1 && t1 < t2, "tokens follow the grants");
+    let _readers = (h1.join().expect("reader"), h2.join().expect("reader"));
+    assert!(writer.check("dg", held.token()).expect("check"), "the downgraded grant keeps its token");
+    let e = writer.downgrade("dg", held.token()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Server(ErrorCode::ModeConflict), "{e}");
+    assert!(later_writer.try_recv().is_err(), "a writer came in beside readers");
+    assert_eq!(queue_len(&observer, "dg"), 4);
+}
+
+/// CHECK answers whether a token holds a name now, to any connection.
+#[test]
+fn check_is_true_only_for_a_current_grant() {
+    let server = TestServer::start();
+    let (a, b, other) = (client(&server), client(&server), client(&server));
+    let first = a.lock("chk", LockOptions::try_once().shared()).expect("a");
+    let second = b.lock("chk", LockOptions::try_once().shared()).expect("b");
+    assert!(other.check("chk", first.token()).expect("check"));
+    assert!(other.check("chk", second.token()).expect("check"));
+    assert!(!other.check("chk", second.token() + 1).expect("a token never issued"));
+    assert!(!other.check("nothing", first.token()).expect("another name"));
+    a.unlock("chk").expect("unlock");
+    assert!(!other.check("chk", first.token()).expect("a released grant"));
+    assert!(other.check("chk", second.token()).expect("still held"));
 }

@@ -33,6 +33,11 @@ pub enum Command {
     /// With a `token`, only the session's grant of that token is released: a waiter's wait is
     /// not abandoned, and any other token is `ReleaseFailed`.
     Unlock { session: SessionId, request_id: u32, name: Name, token: Option<u64> },
+    /// DOWNGRADE: the session's exclusive grant `token` of `name` becomes shared, keeping its
+    /// token; the shared waiters at the head of the queue are granted with it.
+    Downgrade { session: SessionId, request_id: u32, name: Name, token: u64 },
+    /// CHECK: does grant `token` hold `name` now? Any session may ask; nothing changes.
+    Check { session: SessionId, request_id: u32, name: Name, token: u64 },
     /// RESET: every wait of the session is cancelled and its holds released, then `ResetOk`.
     Reset { session: SessionId, request_id: u32 },
     /// The session is gone: its waits end unanswered, its holds are released, it is forgotten.
@@ -69,6 +74,12 @@ impl LockTable {
             }
             Command::Unlock { session, request_id, name, token } => {
                 self.unlock(now, *session, *request_id, name, *token, out)
+            }
+            Command::Downgrade { session, request_id, name, token } => {
+                self.downgrade(now, *session, *request_id, name, *token, out)
+            }
+            Command::Check { session, request_id, name, token } => {
+                self.check(now, *session, *request_id, name, *token, out)
             }
             Command::Reset { session, request_id } => self.reset(now, *session, *request_id, out),
             Command::Detach { session } => self.detach(now, *session, out),

@@ -9,6 +9,7 @@
 use std::mem;
 
 use super::holders::Holder;
+use super::refusal::Refusal;
 use super::session::SessionState;
 use super::store::{Store, NO_LOCK};
 use super::table::{reply, LockTable};
@@ -17,6 +18,16 @@ use crate::protocol::Response;
 use crate::wheel::Tick;
 
 impl LockTable {
+    /// Whether a request of `session` is served: never one of a gone session; a releasing
+    /// one's pending release is finished first, as for LOCK.
+    pub(super) fn ready(&mut self, now: Tick, session: SessionId, out: &mut Vec<Output>) -> bool {
+        if self.sessions.get(&session).is_some_and(|state| state.gone) {
+            return false;
+        }
+        self.finish_release(now, session, out);
+        true
+    }
+
     fn take_token(&mut self) -> u64 {
         let token = self.next_token;
         self.next_token = token.saturating_add(1);
@@ -43,25 +54,58 @@ impl LockTable {
         reply(out, session, request_id, &name, Response::Acquired { token });
     }
 
-    /// The exclusive holder `session` of lock `key` keeps it as a shared one, with its token,
-    /// at once: no writer can come between. The readers at the head of the queue join it.
+    /// DOWNGRADE: the exclusive grant `token` of `session` on `name` becomes a shared one, with
+    /// its token, at once: no writer can come between. The readers at the head of the queue
+    /// join it, after the DOWNGRADED.
     pub(super) fn downgrade(
         &mut self,
         now: Tick,
         session: SessionId,
         request_id: u32,
-        key: u32,
+        name: &Name,
+        token: u64,
         out: &mut Vec<Output>,
     ) {
-        let Some(lock) = self.store.get_mut(key) else { return };
-        if !lock.holders.downgrade(session) {
+        if !self.ready(now, session, out) {
             return;
         }
-        let token = lock.holders.first().token;
-        let name = Name::clone(&lock.name);
-        self.counters.acquired += 1;
-        reply(out, session, request_id, &name, Response::Acquired { token });
-        self.grant_waiters(now, key, out);
+        let key = self.store.find(name);
+        let Some((key, lock)) = key.and_then(|k| Some((k, self.store.get_mut(k)?))) else {
+            return reply(out, session, request_id, name, Refusal::NotHolder.response());
+        };
+        let response = match lock.holders.of(session) {
+            Some(hold) if hold.token == token => {
+                if lock.holders.downgrade(session) {
+                    Response::Downgraded
+                } else {
+                    Refusal::ModeConflict.response()
+                }
+            }
+            _ => Refusal::NotHolder.response(),
+        };
+        let downgraded = response == Response::Downgraded;
+        reply(out, session, request_id, name, response);
+        if downgraded {
+            self.grant_waiters(now, key, out);
+        }
+    }
+
+    /// CHECK: whether grant `token` of `name` is held now, by anyone (any session may ask).
+    pub(super) fn check(
+        &mut self,
+        now: Tick,
+        session: SessionId,
+        request_id: u32,
+        name: &Name,
+        token: u64,
+        out: &mut Vec<Output>,
+    ) {
+        if !self.ready(now, session, out) {
+            return;
+        }
+        let lock = self.store.find(name).and_then(|key| self.store.get(key));
+        let held = lock.is_some_and(|lock| lock.holders.iter().any(|h| h.token == token));
+        reply(out, session, request_id, name, Response::Checked { held });
     }
 
     /// The grant of `session` on lock `key` ends (it is already out of the session's list of

@@ -82,6 +82,13 @@ impl T {
         )
     }
 
+    fn downgrade(&mut self, now: Tick, s: u64, rid: u32, name: &str, token: u64) -> Out {
+        self.apply(
+            now,
+            Command::Downgrade { session: SessionId(s), request_id: rid, name: Name::from(name), token },
+        )
+    }
+
     fn unlock(&mut self, now: Tick, s: u64, rid: u32, name: &str) -> Out {
         self.unlock_token(now, s, rid, name, None)
     }
@@ -135,11 +142,37 @@ fn a_downgrade_keeps_the_token_and_lets_the_readers_at_the_head_in() {
     assert_eq!(t.lock(1, 3, 1, "d", S), []);
     assert_eq!(t.lock(1, 4, 1, "d", X), []);
     assert_eq!(t.lock(1, 5, 1, "d", S), []);
-    let out = t.lock(2, 1, 2, "d", S);
-    assert_eq!(out, [(1, 2, acquired(1)), (2, 1, acquired(2)), (3, 1, acquired(3))]);
-    assert_eq!(t.lock(3, 1, 3, "d", S), [(1, 3, Response::AlreadyAcquired { token: 1 })]);
-    assert_eq!(error_code(&t.lock(3, 1, 4, "d", X)), Some(ErrorCode::Malformed), "no upgrade");
+    assert_eq!(error_code(&t.lock(2, 1, 2, "d", S)), Some(ErrorCode::ModeConflict), "a LOCK is no downgrade");
+    assert_eq!(error_code(&t.downgrade(2, 1, 3, "d", 2)), Some(ErrorCode::NotHolder), "another token");
+    assert_eq!(error_code(&t.downgrade(2, 2, 1, "d", 1)), Some(ErrorCode::NotHolder), "a waiter");
+    assert_eq!(error_code(&t.downgrade(2, 1, 3, "nope", 1)), Some(ErrorCode::NotHolder));
+    let out = t.downgrade(2, 1, 4, "d", 1);
+    assert_eq!(out, [(1, 4, Response::Downgraded), (2, 1, acquired(2)), (3, 1, acquired(3))]);
+    assert_eq!(t.lock(3, 1, 5, "d", S), [(1, 5, Response::AlreadyAcquired { token: 1 })]);
+    assert_eq!(error_code(&t.lock(3, 1, 6, "d", X)), Some(ErrorCode::ModeConflict), "no upgrade");
+    assert_eq!(error_code(&t.downgrade(3, 1, 7, "d", 1)), Some(ErrorCode::ModeConflict), "shared already");
     assert_eq!(t.table.stats().waiters, 2, "the writer keeps its place before the last reader");
+}
+
+#[test]
+fn check_tells_whether_a_token_holds_a_name_now() {
+    let mut t = T::new();
+    assert_eq!(t.lock(0, 1, 1, "c", S), [(1, 1, acquired(1))]);
+    assert_eq!(t.lock(0, 2, 1, "c", S), [(2, 1, acquired(2))]);
+    assert_eq!(t.lock(0, 3, 1, "c", X), []);
+    let check = |t: &mut T, s, token| {
+        t.apply(1, Command::Check { session: SessionId(s), request_id: 9, name: Name::from("c"), token })
+    };
+    assert_eq!(check(&mut t, 4, 1), [(4, 9, Response::Checked { held: true })], "anyone may ask");
+    assert_eq!(check(&mut t, 4, 2), [(4, 9, Response::Checked { held: true })]);
+    assert_eq!(check(&mut t, 4, 3), [(4, 9, Response::Checked { held: false })], "not issued yet");
+    t.unlock(2, 1, 2, "c");
+    assert_eq!(check(&mut t, 1, 1), [(1, 9, Response::Checked { held: false })], "released");
+    t.unlock(3, 2, 2, "c");
+    assert_eq!(check(&mut t, 4, 3), [(4, 9, Response::Checked { held: true })], "the writer's now");
+    let other =
+        t.apply(4, Command::Check { session: SessionId(4), request_id: 9, name: Name::from("x"), token: 3 });
+    assert_eq!(other, [(4, 9, Response::Checked { held: false })], "a token holds only its own name");
 }
 
 #[test]
@@ -189,7 +222,7 @@ fn semaphore_permits_are_granted_in_fifo_order_without_barging() {
     assert_eq!(out, [(1, 2, Response::Released), (2, 1, acquired(2)), (3, 1, acquired(3))]);
     assert_eq!(t.lock(4, 4, 1, "s", permits(1, 3)), [], "all 3 permits are in use");
     assert_eq!(t.lock(4, 3, 2, "s", permits(1, 3)), [(3, 2, Response::AlreadyAcquired { token: 3 })]);
-    assert_eq!(error_code(&t.lock(4, 3, 3, "s", permits(2, 3))), Some(ErrorCode::Malformed));
+    assert_eq!(error_code(&t.lock(4, 3, 3, "s", permits(2, 3))), Some(ErrorCode::ModeConflict));
     assert_eq!(t.unlock(5, 3, 4, "s"), [(3, 4, Response::Released), (4, 1, acquired(4))]);
     assert_eq!(t.unlock(6, 2, 2, "s"), [(2, 2, Response::Released)]);
     assert_eq!(t.lock(7, 5, 1, "s", permits(2, 3)), [(5, 1, acquired(5))], "1 + 2 of 3");
@@ -201,10 +234,10 @@ fn every_user_of_a_name_must_agree_on_its_kind_and_limit() {
     assert_eq!(t.lock(0, 1, 1, "s", permits(1, 3)), [(1, 1, acquired(1))]);
     for (s, mode) in [(2, permits(1, 4)), (3, X), (4, S), (1, permits(1, 2))] {
         let out = t.lock(1, s, 1, "s", mode);
-        assert_eq!(error_code(&out), Some(ErrorCode::Malformed), "{mode:?}: {out:?}");
+        assert_eq!(error_code(&out), Some(ErrorCode::LimitMismatch), "{mode:?}: {out:?}");
     }
     assert_eq!(t.lock(1, 5, 1, "rw", S), [(5, 1, acquired(2))]);
-    assert_eq!(error_code(&t.lock(2, 6, 1, "rw", permits(1, 1))), Some(ErrorCode::Malformed));
+    assert_eq!(error_code(&t.lock(2, 6, 1, "rw", permits(1, 1))), Some(ErrorCode::LimitMismatch));
     assert_eq!(t.table.stats().waiters, 0, "a refused request does not wait");
     assert_eq!(t.unlock(3, 1, 2, "s"), [(1, 2, Response::Released)]);
     assert_eq!(t.lock(4, 2, 2, "s", permits(4, 4)), [(2, 2, acquired(3))], "a free name takes any limit");
@@ -215,7 +248,7 @@ fn bad_permit_counts_are_refused_before_the_table_is_looked_at() {
     let mut t = T::new();
     for mode in [permits(0, 3), permits(4, 3), permits(0, 0), permits(1, 0)] {
         let out = t.lock(0, 1, 1, "p", mode);
-        assert_eq!(error_code(&out), Some(ErrorCode::Malformed), "{mode:?}: {out:?}");
+        assert_eq!(error_code(&out), Some(ErrorCode::BadValue), "{mode:?}: {out:?}");
     }
     assert_eq!(t.table.stats().locks_held, 0);
     assert_eq!(t.lock(1, 1, 2, "p", permits(3, 3)), [(1, 2, acquired(1))], "k = N is fine");

@@ -1,5 +1,5 @@
-//! The table's refusals of the issue-13 requests, each with its error code in one place, so the
-//! codes the wire design names are a one-line change here.
+//! The table's refusals of the issue-13 requests, each with its error code (PROTOCOL.md §5)
+//! in one place.
 
 use crate::protocol::{ErrorCode, Response};
 
@@ -11,8 +11,11 @@ pub(super) enum Refusal {
     /// The name is a read/write lock and the request is for permits, or the other way round, or
     /// the request names another semaphore limit than the name's users agreed on.
     KindMismatch { held_limit: u32, asked_limit: u32 },
-    /// The session holds the name in another mode than it asks for (and it is no downgrade).
+    /// The session holds the name in another mode than it asks for, or a DOWNGRADE names a
+    /// grant that is not exclusive.
     ModeConflict,
+    /// A DOWNGRADE or RENEW names a grant (name and token) the session does not hold.
+    NotHolder,
     /// An option this table does not implement yet: refused as an unknown flag is today, so
     /// no client gets a weaker lock than it asked for.
     Unsupported(&'static str),
@@ -22,15 +25,16 @@ impl Refusal {
     pub fn response(self) -> Response {
         let (code, message) = match self {
             Refusal::BadPermits { count, limit } => (
-                ErrorCode::Malformed,
+                ErrorCode::BadValue,
                 format!("{count} permits of a limit of {limit}: need 1 <= permits <= limit"),
             ),
             Refusal::KindMismatch { held_limit, asked_limit } => {
-                (ErrorCode::Malformed, format!("{} asked of {}", kind(asked_limit), kind(held_limit)))
+                (ErrorCode::LimitMismatch, format!("{} asked of {}", kind(asked_limit), kind(held_limit)))
             }
             Refusal::ModeConflict => {
-                (ErrorCode::Malformed, "the lock is held by this connection in another mode".to_owned())
+                (ErrorCode::ModeConflict, "the lock is held by this connection in another mode".to_owned())
             }
+            Refusal::NotHolder => (ErrorCode::NotHolder, "this connection holds no such grant".to_owned()),
             Refusal::Unsupported(what) => (ErrorCode::UnsupportedFlags, format!("{what} is not supported")),
         };
         Response::error(code, message)

@@ -226,13 +226,12 @@ impl LockTable {
             let (held_limit, asked_limit) = (lock.holders.limit(), mode.limit());
             Refusal::KindMismatch { held_limit, asked_limit }.response()
         } else if let Some(hold) = lock.holders.of(session) {
-            match (lock.holders.mode_of(hold), mode) {
-                (held, asked) if held == asked => {
-                    self.counters.already_acquired += 1;
-                    Response::AlreadyAcquired { token: hold.token }
-                }
-                (Mode::Exclusive, Mode::Shared) => return self.downgrade(now, session, request_id, key, out),
-                _ => Refusal::ModeConflict.response(),
+            // A downgrade is its own request (DOWNGRADE), never a LOCK in another mode.
+            if lock.holders.mode_of(hold) == mode {
+                self.counters.already_acquired += 1;
+                Response::AlreadyAcquired { token: hold.token }
+            } else {
+                Refusal::ModeConflict.response()
             }
         } else if self.sessions.get(&session).is_some_and(|state| state.waits_on(key)) {
             // The first request keeps waiting with its own timer; this one is answered now.

@@ -1,9 +1,9 @@
 //! Responses, server to client (PROTOCOL.md §4). Responses own their data: the server builds
 //! them rarely with strings (listings, queues) and the client keeps them.
 
-use super::v2::{lock_detail, put_lock_detail};
+use super::detail::{connection_detail, lock_detail, put_connection_detail, put_lock_detail};
 use super::wire::{begin_frame, end_frame, put_str16, put_str_list, put_u16, put_u32, put_u64, Reader};
-use super::{op, DecodeError, ErrorCode, Frame, LockDetail, LostReason};
+use super::{op, ConnectionDetail, DecodeError, ErrorCode, Frame, LockDetail, LostReason};
 
 /// Request id of frames the server sends on its own (SHUTDOWN, and an ERROR that answers no
 /// readable request); clients never use it (§2.4).
@@ -148,6 +148,11 @@ pub enum Response {
         locks: Vec<LockDetail>,
         truncated: bool,
     },
+    /// §4.29: truncated `u8`, count `u32`, then each `ConnectionDetail`.
+    ConnectionsDetail {
+        connections: Vec<ConnectionDetail>,
+        truncated: bool,
+    },
 }
 
 impl Response {
@@ -185,6 +190,7 @@ impl Response {
             Response::Revoked { .. } => op::REVOKED,
             Response::Kicked => op::KICKED,
             Response::LocksDetail { .. } => op::LOCKS_DETAIL_LIST,
+            Response::ConnectionsDetail { .. } => op::CONNECTIONS_DETAIL_LIST,
         }
     }
 
@@ -261,6 +267,13 @@ impl Response {
                 put_u32(out, locks.len() as u32);
                 for lock in locks {
                     put_lock_detail(out, lock);
+                }
+            }
+            Response::ConnectionsDetail { connections, truncated } => {
+                out.push(*truncated as u8);
+                put_u32(out, connections.len() as u32);
+                for conn in connections {
+                    put_connection_detail(out, conn);
                 }
             }
             Response::Pong
@@ -367,6 +380,15 @@ impl Response {
                     locks.push(lock_detail(&mut r)?);
                 }
                 Response::LocksDetail { locks, truncated }
+            }
+            op::CONNECTIONS_DETAIL_LIST => {
+                let truncated = r.u8()? != 0;
+                let count = r.u32()?;
+                let mut connections = Vec::new();
+                for _ in 0..count {
+                    connections.push(connection_detail(&mut r)?);
+                }
+                Response::ConnectionsDetail { connections, truncated }
             }
             other => return Err(DecodeError::UnknownOpcode(other)),
         };

@@ -215,6 +215,17 @@ pub(crate) fn run(
             table.apply(now, &cmd, outputs);
             Ran::Outputs
         }
+        Request::Downgrade(t) => {
+            let cmd =
+                Command::Downgrade { session, request_id: rid, name: Name::from(t.name), token: t.token };
+            table.apply(now, &cmd, outputs);
+            Ran::Outputs
+        }
+        Request::Check(t) => {
+            let cmd = Command::Check { session, request_id: rid, name: Name::from(t.name), token: t.token };
+            table.apply(now, &cmd, outputs);
+            Ran::Outputs
+        }
         Request::UnlockToken(t) => {
             let cmd =
                 Command::Unlock { session, request_id: rid, name: Name::from(t.name), token: Some(t.token) };
@@ -241,13 +252,12 @@ pub(crate) fn run(
             "HELLO was already received",
         )),
         // The session refuses these before decoding; refused here too, should one arrive.
-        Request::Downgrade(_)
-        | Request::Renew(_)
-        | Request::Check(_)
+        Request::Renew(_)
         | Request::Revoke(_)
         | Request::Kick(_)
         | Request::AdminAuth(_)
-        | Request::LocksDetail(_) => {
+        | Request::LocksDetail(_)
+        | Request::ConnectionsDetail(_) => {
             let e = DecodeError::UnknownOpcode(request.opcode());
             Ran::Reply(Response::error(e.code(), e.to_string()))
         }

@@ -287,7 +287,8 @@ fn fail(error: DecodeError) -> Step<'static> {
 /// The lock model v2 requests this server does not serve yet: answered `unknown_opcode`, as
 /// before they were defined (PROTOCOL.md §8).
 fn refused_v2(opcode: u8) -> bool {
-    op::is_v2_request(opcode) && !matches!(opcode, op::LOCK_EXT | op::UNLOCK_TOKEN)
+    op::is_v2_request(opcode)
+        && !matches!(opcode, op::LOCK_EXT | op::UNLOCK_TOKEN | op::DOWNGRADE | op::CHECK)
 }
 
 /// Requests whose answer walks every lock or connection, or every lock of one connection (or
