@@ -755,3 +755,82 @@ fn lock_over_a_list_fails_with_69_naming_its_server_when_that_one_is_down() {
     });
     assert_eq!(out.status.code(), Some(0), "the other server's names still lock: {}", text(&out.stderr));
 }
+
+#[test]
+fn shared_lock_runs_beside_readers_and_not_beside_a_writer() {
+    let server = TestServer::start();
+    let port = server.addr().port();
+    let reader = client(&server);
+    reader.lock("rs", LockOptions::try_once().shared()).expect("reader");
+    // The command runs beside the other reader, and its own token holds the name.
+    let script = format!("{OFFICER} check -h 127.0.0.1 -p {port} rs \"$OFFICER_FENCING_TOKEN\"");
+    let out = run(officer(port, "lock", &["-s", "-n", "rs", "--", "sh", "-c", &script]));
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("holds lock"), "{}", text(&out.stdout));
+    // Not beside a writer.
+    let writer = client(&server);
+    writer.try_lock("rw").expect("writer");
+    let out = run(officer(port, "lock", &["--shared", "-n", "rw", "--", "true"]));
+    assert_eq!(out.status.code(), Some(1), "stderr: {}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("busy"), "{}", text(&out.stderr));
+    // -s and --permits do not go together.
+    let out = run(officer(port, "lock", &["-s", "--permits", "1", "--limit", "2", "rw", "--", "true"]));
+    assert_eq!(out.status.code(), Some(officer::cli::EXIT_USAGE));
+}
+
+#[test]
+fn permits_of_a_limit_run_up_to_the_limit() {
+    let server = TestServer::start();
+    let port = server.addr().port();
+    let first = client(&server);
+    first.lock("pool", LockOptions::try_once().permits(1, 2)).expect("one of two");
+    let out = run(officer(port, "lock", &["--permits", "1", "--limit", "2", "-n", "pool", "--", "true"]));
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    let second = client(&server);
+    second.lock("pool", LockOptions::try_once().permits(1, 2)).expect("two of two");
+    let out = run(officer(port, "lock", &["--permits", "1", "--limit", "2", "-n", "pool", "--", "true"]));
+    assert_eq!(out.status.code(), Some(1), "the limit was passed: {}", text(&out.stderr));
+    // Another limit than the name's is an error, not a silent change; the command never runs.
+    let out = run(officer(port, "lock", &["--permits", "1", "--limit", "3", "-n", "pool", "--", "true"]));
+    assert_ne!(out.status.code(), Some(0));
+    assert!(text(&out.stderr).contains("limit_mismatch"), "{}", text(&out.stderr));
+    // --permits needs --limit.
+    let out = run(officer(port, "lock", &["--permits", "1", "pool", "--", "true"]));
+    assert_eq!(out.status.code(), Some(officer::cli::EXIT_USAGE));
+}
+
+#[test]
+fn check_exits_0_while_the_token_holds_and_1_after() {
+    let server = TestServer::start();
+    let port = server.addr().port();
+    let holder = client(&server);
+    let lock = holder.try_lock("fenced").expect("lock");
+    let token = lock.token().to_string();
+    let out = run(officer(port, "check", &["fenced", &token]));
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), format!("token {token} holds lock \"fenced\"\n"));
+    holder.unlock("fenced").expect("unlock");
+    let out = run(officer(port, "check", &["fenced", &token]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stdout).contains("does not hold"), "{}", text(&out.stdout));
+    let out = run(officer(port, "check", &["-q", "fenced", &token]));
+    assert_eq!((out.status.code(), out.stdout.is_empty()), (Some(1), true));
+    let out = run(officer(port, "check", &["fenced", "0"]));
+    assert_eq!(out.status.code(), Some(officer::cli::EXIT_USAGE), "tokens are never 0");
+}
+
+/// Until the server enforces leases, `--lease` must not silently become a plain lock: the
+/// request is refused, and the command never runs without what it asked for.
+#[test]
+fn a_lease_the_server_does_not_serve_is_refused_and_the_command_never_runs() {
+    let server = TestServer::start();
+    let dir = support::temp_dir();
+    let marker = dir.path().join("ran");
+    let touch = format!("touch {}", marker.display());
+    for flag in ["--lease", "--max-hold", "--lock-delay"] {
+        let out = run(officer(server.addr().port(), "lock", &[flag, "5", "job", "--", "sh", "-c", &touch]));
+        assert_ne!(out.status.code(), Some(0), "{flag}");
+        assert!(text(&out.stderr).contains("unsupported_flags"), "{flag}: {}", text(&out.stderr));
+        assert!(!marker.exists(), "{flag}: the command ran without its lock");
+    }
+}
