@@ -78,7 +78,14 @@ impl LockTable {
         }
         let key = self.store.find(name);
         let Some((key, lock)) = key.and_then(|k| Some((k, self.store.get_mut(k)?))) else {
-            return reply(out, session, request_id, name, Refusal::NotHolder.response());
+            let answer = self.take_lost(session, name, Some(token));
+            return reply(
+                out,
+                session,
+                request_id,
+                name,
+                answer.unwrap_or_else(|| Refusal::NotHolder.response()),
+            );
         };
         let response = match lock.holders.of(session) {
             Some(hold) if hold.token == token => {

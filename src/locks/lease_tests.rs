@@ -130,3 +130,15 @@ fn a_gone_holder_loses_without_a_notice() {
     assert_eq!(t.table.stats().locks_held, 0);
     assert!(!t.table.has_pending_releases() || t.apply(11, Command::Expire).is_empty());
 }
+
+#[test]
+fn a_downgrade_of_a_lost_grant_is_answered_lost_even_once_the_lock_is_gone() {
+    let mut t = T::new();
+    assert_eq!(t.lock_opts(0, 1, 1, "d", None, leased(Some(10), None)), [(1, 1, acquired(1))]);
+    assert_eq!(t.apply(10, Command::Expire).len(), 1);
+    assert_eq!(t.table.stats().locks_held, 0);
+    let downgrade =
+        Command::Downgrade { session: SessionId(1), request_id: 2, name: Name::from("d"), token: 1 };
+    assert_eq!(t.apply(11, downgrade.clone()), [(1, 2, lost(1, LostReason::LeaseExpired, "d"))]);
+    assert_eq!(error_code(&t.apply(12, downgrade)), Some(ErrorCode::NotHolder));
+}
