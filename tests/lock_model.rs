@@ -25,7 +25,7 @@
 use std::collections::BTreeMap;
 
 use officer::locks::{Command, LockOpts, LockTable, Mode, Name, Output, SessionId, TableLimits, Tick};
-use officer::protocol::{ErrorCode, LockInfo, Response};
+use officer::protocol::{ErrorCode, LockInfo, LostReason, Response, NOTICE_REQUEST_ID};
 use proptest::prelude::*;
 
 const CONNS: usize = 4;
@@ -40,6 +40,12 @@ enum Op {
         timeout_ms: Option<u32>,
         queue_max: Option<u32>,
         mode: Mode,
+        lease: LeaseOpts,
+    },
+    Renew {
+        conn: usize,
+        name: usize,
+        token: TokenPick,
     },
     Unlock {
         conn: usize,
@@ -114,11 +120,12 @@ fn op_on(names: Vec<usize>) -> impl Strategy<Value = Op> {
     let token =
         prop_oneof![4 => Just(TokenPick::Without), 1 => Just(TokenPick::Own), 1 => Just(TokenPick::Last)];
     prop_oneof![
-        6 => (0..CONNS, name.clone(), timeout, queue_max, 0..12u32, count).prop_map(
-            |(conn, name, timeout_ms, queue_max, roll, count)| {
-                Op::Lock { conn, name, timeout_ms, queue_max, mode: mode_for(name, roll, count) }
+        6 => (0..CONNS, name.clone(), timeout, queue_max, 0..12u32, count, lease()).prop_map(
+            |(conn, name, timeout_ms, queue_max, roll, count, lease)| {
+                Op::Lock { conn, name, timeout_ms, queue_max, mode: mode_for(name, roll, count), lease }
             }
         ),
+        1 => (0..CONNS, name.clone(), token.clone()).prop_map(|(conn, name, token)| Op::Renew { conn, name, token }),
         3 => (0..CONNS, name.clone(), token.clone()).prop_map(|(conn, name, token)| Op::Unlock { conn, name, token }),
         1 => (0..CONNS, name.clone(), token.clone()).prop_map(|(conn, name, token)| Op::Downgrade { conn, name, token }),
         1 => (0..CONNS, name, token).prop_map(|(conn, name, token)| Op::Check { conn, name, token }),
@@ -128,6 +135,13 @@ fn op_on(names: Vec<usize>) -> impl Strategy<Value = Op> {
         3 => (0..15u64).prop_map(|ms| Op::Advance { ms }),
         3 => Just(Op::Step),
     ]
+}
+
+/// Mostly neither; leases short enough to end within a run, hold budgets a little longer.
+fn lease() -> impl Strategy<Value = LeaseOpts> {
+    let lease = prop_oneof![3 => Just(None), 1 => (1..30u32).prop_map(Some)];
+    let hold = prop_oneof![4 => Just(None), 1 => (1..60u32).prop_map(Some)];
+    (lease, hold)
 }
 
 /// `(expire batch, release batch)`: mostly tiny, sometimes the server's defaults.
@@ -150,17 +164,39 @@ struct Waiter {
     conn: usize,
     request_id: u32,
     mode: Mode,
+    lease: LeaseOpts,
     deadline: Option<Tick>,
     /// Global arrival order, which is also the order wait timers were created.
     seq: u64,
 }
 
-/// One grant: `(conn, token, mode)`.
+/// One grant.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Grant {
     conn: usize,
     token: u64,
     mode: Mode,
+    /// Its lease and hold budget, if it asked for either.
+    ends: Option<Ends>,
+}
+
+/// `(lease_ms, max_hold_ms)` of a LOCK.
+type LeaseOpts = (Option<u32>, Option<u32>);
+
+/// When a grant with a lease or hold budget ends, and the order of its timer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Ends {
+    lease_ms: Option<u32>,
+    lease_end: Option<Tick>,
+    hold_end: Option<Tick>,
+    /// When its timer was (last) set, in the order shared with wait timers.
+    seq: u64,
+}
+
+impl Ends {
+    fn at(&self) -> Tick {
+        self.lease_end.unwrap_or(Tick::MAX).min(self.hold_end.unwrap_or(Tick::MAX))
+    }
 }
 
 struct Lock {
@@ -230,6 +266,10 @@ struct Model {
     pending: Vec<Pending>,
     /// Holds RESETs and disconnects may release at once until the next step refills it.
     inline_budget: usize,
+    /// The tick of the op being applied.
+    now: Tick,
+    /// Per connection, the grants it lost without asking: `(name, token, reason)`.
+    lost: Vec<Vec<(&'static str, u64, LostReason)>>,
 }
 
 impl Model {
@@ -252,6 +292,8 @@ impl Model {
             release_batch,
             pending: Vec::new(),
             inline_budget: release_batch,
+            now: 0,
+            lost: vec![Vec::new(); CONNS],
         }
     }
 
@@ -285,6 +327,25 @@ impl Model {
         self.next_token - 1
     }
 
+    /// A grant made now, with a new token and, if it asked, its lease timer.
+    fn new_grant(&mut self, conn: usize, mode: Mode, (lease_ms, max_hold_ms): LeaseOpts) -> Grant {
+        let token = self.issue_token();
+        let ends = (lease_ms.is_some() || max_hold_ms.is_some()).then(|| {
+            self.seq += 1;
+            let after = |ms: Option<u32>| ms.map(|ms| self.now + Tick::from(ms));
+            Ends { lease_ms, lease_end: after(lease_ms), hold_end: after(max_hold_ms), seq: self.seq }
+        });
+        Grant { conn, token, mode, ends }
+    }
+
+    /// The answer to a request about grant `token` (any, if `None`) of `name` that `conn` lost.
+    fn take_lost(&mut self, conn: usize, name: &str, token: Option<u64>) -> Option<Response> {
+        let lost = &mut self.lost[conn];
+        let pos = lost.iter().position(|&(n, t, _)| n == name && token.is_none_or(|token| token == t))?;
+        let (name, token, reason) = lost.remove(pos);
+        Some(Response::Lost { token, reason, name: name.to_owned() })
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn lock(
         &mut self,
@@ -295,7 +356,9 @@ impl Model {
         timeout: Option<u32>,
         qmax: Option<u32>,
         mode: Mode,
+        lease: LeaseOpts,
     ) {
+        self.lost[conn].retain(|&(n, _, _)| n != name);
         if let Mode::Permits { count, limit } = mode {
             if count == 0 || count > limit {
                 return self.reply(conn, rid, Some(name), bad_permits());
@@ -305,8 +368,9 @@ impl Model {
             if self.over_conn_limit(conn) {
                 return self.reply(conn, rid, Some(name), limit_error());
             }
-            let token = self.issue_token();
-            let holders = vec![Grant { conn, token, mode }];
+            let grant = self.new_grant(conn, mode, lease);
+            let token = grant.token;
+            let holders = vec![grant];
             self.locks.push(Lock { name, limit: limit_of(mode), holders, waiters: Vec::new() });
             return self.reply(conn, rid, Some(name), Response::Acquired { token });
         };
@@ -326,9 +390,9 @@ impl Model {
             if self.over_conn_limit(conn) {
                 limit_error()
             } else {
-                let token = self.issue_token();
-                self.locks[i].holders.push(Grant { conn, token, mode });
-                Response::Acquired { token }
+                let grant = self.new_grant(conn, mode, lease);
+                self.locks[i].holders.push(grant);
+                Response::Acquired { token: grant.token }
             }
         } else if qmax.is_some_and(|q| 1 + lock.waiters.len() >= q as usize) {
             Response::QueueMaxed { queue: self.queue(lock) }
@@ -342,6 +406,7 @@ impl Model {
                 conn,
                 request_id: rid,
                 mode,
+                lease,
                 deadline: timeout.map(|t| now + Tick::from(t)),
                 seq: self.seq,
             };
@@ -355,10 +420,10 @@ impl Model {
     fn grant(&mut self, i: usize, _now: Tick) {
         while self.locks[i].waiters.first().is_some_and(|w| self.locks[i].fits(w.mode)) {
             let waiter = self.locks[i].waiters.remove(0);
-            let token = self.issue_token();
-            self.locks[i].holders.push(Grant { conn: waiter.conn, token, mode: waiter.mode });
+            let grant = self.new_grant(waiter.conn, waiter.mode, waiter.lease);
+            self.locks[i].holders.push(grant);
             let name = self.locks[i].name;
-            self.reply(waiter.conn, waiter.request_id, Some(name), Response::Acquired { token });
+            self.reply(waiter.conn, waiter.request_id, Some(name), Response::Acquired { token: grant.token });
         }
         if self.locks[i].holders.is_empty() && self.locks[i].waiters.is_empty() {
             self.locks.remove(i);
@@ -373,7 +438,8 @@ impl Model {
 
     fn unlock(&mut self, conn: usize, rid: u32, name: &str, token: Option<u64>) {
         let Some(i) = self.locks.iter().position(|l| l.name == name) else {
-            return self.reply(conn, rid, Some(name), Response::ReleaseFailed);
+            let answer = self.take_lost(conn, name, token).unwrap_or(Response::ReleaseFailed);
+            return self.reply(conn, rid, Some(name), answer);
         };
         let holds = self.locks[i].holder(conn).is_some_and(|g| token.is_none_or(|t| t == g.token));
         let wait = self.locks[i].waiters.iter().position(|w| w.conn == conn).filter(|_| token.is_none());
@@ -385,9 +451,36 @@ impl Model {
             self.reply(conn, waiter.request_id, Some(name), Response::Cancelled);
             self.reply(conn, rid, Some(name), Response::Released);
             self.grant(i, 0);
+        } else if let Some(lost) = self.take_lost(conn, name, token) {
+            self.reply(conn, rid, Some(name), lost);
         } else {
             self.reply(conn, rid, Some(name), Response::ReleaseFailed);
         }
+    }
+
+    /// RENEW: the lease starts again from now, never past the hold budget.
+    fn renew(&mut self, conn: usize, rid: u32, name: &'static str, token: u64) {
+        let now = self.now;
+        let i = self.locks.iter().position(|l| l.name == name);
+        let pos =
+            i.and_then(|i| self.locks[i].holders.iter().position(|g| g.conn == conn && g.token == token));
+        let (Some(i), Some(pos)) = (i, pos) else {
+            let answer = self.take_lost(conn, name, Some(token)).unwrap_or_else(not_holder);
+            return self.reply(conn, rid, Some(name), answer);
+        };
+        let ends_in_ms = match self.locks[i].holders[pos].ends {
+            None => None,
+            Some(mut ends) => {
+                if let Some(ms) = ends.lease_ms {
+                    self.seq += 1;
+                    ends.lease_end = Some(now + Tick::from(ms));
+                    ends.seq = self.seq;
+                }
+                self.locks[i].holders[pos].ends = Some(ends);
+                Some((ends.at() - now) as u32)
+            }
+        };
+        self.reply(conn, rid, Some(name), Response::Renewed { ends_in_ms });
     }
 
     /// DOWNGRADE: the same grant, same token, now shared; readers behind it may join.
@@ -401,7 +494,10 @@ impl Model {
                 self.grant(i, 0);
             }
             (Some(_), Some(_)) => self.reply(conn, rid, Some(name), mode_conflict()),
-            _ => self.reply(conn, rid, Some(name), not_holder()),
+            _ => {
+                let answer = self.take_lost(conn, name, Some(token)).unwrap_or_else(not_holder);
+                self.reply(conn, rid, Some(name), answer);
+            }
         }
     }
 
@@ -458,6 +554,7 @@ impl Model {
     /// A disconnect: waits end unanswered, up to a batch of holds goes now, the rest later.
     fn disconnect(&mut self, conn: usize) {
         self.conns[conn].connected = false;
+        self.lost[conn].clear();
         self.cancel_waits(conn, false);
         if let Some(p) = self.pending.iter_mut().find(|p| p.conn == conn) {
             p.reset = None;
@@ -502,8 +599,9 @@ impl Model {
         }
     }
 
-    /// Every wait whose deadline has come times out, earliest deadline (then arrival) first.
-    /// At most `expire_batch` of them per call; the others stay due for the next call.
+    /// Every wait whose deadline has come times out and every grant whose lease or hold
+    /// budget has run out ends with LOST, earliest deadline (then the order their timers were
+    /// set) first. At most `expire_batch` of them per call; the others stay due for the next.
     fn expire(&mut self, now: Tick) {
         let mut due: Vec<(Tick, u64)> = self
             .locks
@@ -511,9 +609,14 @@ impl Model {
             .flat_map(|l| &l.waiters)
             .filter_map(|w| w.deadline.filter(|&d| d <= now).map(|d| (d, w.seq)))
             .collect();
+        let ends = self.locks.iter().flat_map(|l| &l.holders).filter_map(|g| g.ends);
+        due.extend(ends.filter(|e| e.at() <= now).map(|e| (e.at(), e.seq)));
         due.sort();
         due.truncate(self.expire_batch);
         for (_, seq) in due {
+            if self.end_lease(seq, now) {
+                continue;
+            }
             let Some(i) = self.locks.iter().position(|l| l.waiters.iter().any(|w| w.seq == seq)) else {
                 continue;
             };
@@ -524,6 +627,29 @@ impl Model {
             self.reply(waiter.conn, waiter.request_id, Some(name), Response::TimedOut { queue });
             self.grant(i, now);
         }
+    }
+
+    /// Ends the grant whose lease timer is `seq`, if there is one: LOST to its holder.
+    fn end_lease(&mut self, seq: u64, now: Tick) -> bool {
+        let find = |l: &Lock| l.holders.iter().position(|g| g.ends.is_some_and(|e| e.seq == seq));
+        let Some((i, pos)) = self.locks.iter().enumerate().find_map(|(i, l)| find(l).map(|p| (i, p))) else {
+            return false;
+        };
+        let grant = self.locks[i].holders.remove(pos);
+        let ends = grant.ends.expect("found by its ends");
+        let reason = if ends.hold_end.is_some_and(|at| at <= now) {
+            LostReason::MaxHold
+        } else {
+            LostReason::LeaseExpired
+        };
+        let name = self.locks[i].name;
+        if self.conns[grant.conn].connected {
+            self.lost[grant.conn].push((name, grant.token, reason));
+            let response = Response::Lost { token: grant.token, reason, name: name.to_owned() };
+            self.reply(grant.conn, NOTICE_REQUEST_ID, Some(name), response);
+        }
+        self.grant(i, now);
+        true
     }
 
     /// Issue 13's invariants on the model itself, so a wrong model cannot agree with a wrong
@@ -645,10 +771,12 @@ impl Run {
     fn apply(&mut self, op: &Op) -> Result<(), TestCaseError> {
         let mut out = Vec::new();
         let now = self.now;
+        self.model.now = now;
         match *op {
             Op::Lock { conn, .. }
             | Op::Unlock { conn, .. }
             | Op::Downgrade { conn, .. }
+            | Op::Renew { conn, .. }
             | Op::Check { conn, .. }
             | Op::Reset { conn }
             | Op::Disconnect { conn }
@@ -657,21 +785,22 @@ impl Run {
             Op::Lock { conn, .. }
             | Op::Unlock { conn, .. }
             | Op::Downgrade { conn, .. }
+            | Op::Renew { conn, .. }
             | Op::Check { conn, .. }
             | Op::Reset { conn }
                 if self.model.releasing(conn) =>
             {
                 prop_assert!(self.table.is_releasing(self.model.conns[conn].id));
             }
-            Op::Lock { conn, name, timeout_ms, queue_max, mode } => {
+            Op::Lock { conn, name, timeout_ms, queue_max, mode, lease } => {
                 let rid = self.request(conn);
                 let session = self.model.conns[conn].id;
                 let name_arc = Name::from(NAMES[name]);
-                let opts = LockOpts { mode, ..LockOpts::default() };
+                let opts = LockOpts { mode, lease_ms: lease.0, max_hold_ms: lease.1, ..LockOpts::default() };
                 let cmd =
                     Command::Lock { session, request_id: rid, name: name_arc, timeout_ms, queue_max, opts };
                 self.table.apply(now, &cmd, &mut out);
-                self.model.lock(now, conn, rid, NAMES[name], timeout_ms, queue_max, mode);
+                self.model.lock(now, conn, rid, NAMES[name], timeout_ms, queue_max, mode, lease);
             }
             Op::Unlock { conn, name, token } => {
                 let rid = self.request(conn);
@@ -689,6 +818,14 @@ impl Run {
                     Command::Downgrade { session, request_id: rid, name: Name::from(NAMES[name]), token };
                 self.table.apply(now, &cmd, &mut out);
                 self.model.downgrade(conn, rid, NAMES[name], token);
+            }
+            Op::Renew { conn, name, token } => {
+                let rid = self.request(conn);
+                let session = self.model.conns[conn].id;
+                let token = self.model.pick(token, conn, NAMES[name]).unwrap_or(FIRST_TOKEN - 1);
+                let cmd = Command::Renew { session, request_id: rid, name: Name::from(NAMES[name]), token };
+                self.table.apply(now, &cmd, &mut out);
+                self.model.renew(conn, rid, NAMES[name], token);
             }
             Op::Check { conn, name, token } => {
                 let rid = self.request(conn);
@@ -723,6 +860,7 @@ impl Run {
             }
             Op::Advance { ms } => {
                 self.now += ms;
+                self.model.now = self.now;
                 self.table.apply(self.now, &Command::Expire, &mut out);
                 self.model.release_step();
                 self.model.expire(self.now);
@@ -742,6 +880,11 @@ impl Run {
         for o in &out {
             let live = self.model.conns.iter().any(|c| c.connected && c.id == o.session);
             prop_assert!(live, "answer to a departed connection: {:?}", o);
+            if o.request_id == NOTICE_REQUEST_ID {
+                // Unsolicited: answers no request.
+                prop_assert!(matches!(o.response, Response::Lost { .. }), "notice {:?}", o);
+                continue;
+            }
             let count = self.answers.get_mut(&(o.session, o.request_id));
             prop_assert!(count.is_some(), "answer to an unknown request: {:?}", o);
             if let Some(count) = count {

@@ -1700,3 +1700,25 @@ fn golden_token_requests_share_one_layout() {
     let opcodes: Vec<u8> = blocks.iter().map(|b| b[4]).collect();
     assert_eq!(opcodes, [op::DOWNGRADE, op::RENEW, op::CHECK, op::UNLOCK_TOKEN]);
 }
+
+#[test]
+fn lock_is_an_exclusive_lock_ext() {
+    let ext = LockExtRequest::from_lock(&LockRequest { name: "a", timeout_ms: Some(5), queue_max: Some(3) });
+    let mut want = LockExtRequest::exclusive("a");
+    (want.timeout_ms, want.queue_max) = (Some(5), Some(3));
+    assert_eq!(ext, want);
+    assert_eq!(
+        (ext.mode, ext.lease_ms, ext.max_hold_ms, ext.lock_delay_ms),
+        (Mode::Exclusive, None, None, 0)
+    );
+}
+
+#[test]
+fn notices_are_told_by_opcode_and_request_id_0() {
+    let lost = Response::Lost { token: 1, reason: LostReason::Revoked, name: "a".into() };
+    let contended = Response::Contended { token: 1, name: "a".into() };
+    assert!(lost.is_notice(0) && contended.is_notice(0));
+    assert!(!lost.is_notice(23), "LOST with a request id answers that request");
+    assert!(!Response::Shutdown { message: String::new() }.is_notice(0));
+    assert!(!Response::error(ErrorCode::Kicked, "").is_notice(0));
+}

@@ -60,13 +60,41 @@ impl LockTable {
             }
             self.check_held_list(*session, state.held_head, state.held_tail, state.held.len())?;
         }
-        if timed != self.timers.len() {
-            return Err(format!("{} wait timers for {timed} waiters with a deadline", self.timers.len()));
+        let leased = self.check_extras()?;
+        if timed + leased != self.timers.len() {
+            return Err(format!(
+                "{} timers for {timed} waiters with a deadline and {leased} grants with an end",
+                self.timers.len()
+            ));
         }
         if waiters != self.waiters {
             return Err(format!("waiter gauge {} for {waiters} waiters", self.waiters));
         }
         Ok(())
+    }
+
+    /// Each grant with a lease or hold budget has its state under its token, and the other
+    /// way round; each such state with an end has a live lease timer at exactly that end.
+    /// Returns the number of lease timers.
+    fn check_extras(&self) -> Result<usize, String> {
+        let flagged: usize =
+            self.store.iter().map(|lock| lock.holders.iter().filter(|h| h.extra).count()).sum();
+        if flagged != self.extras.len() {
+            return Err(format!("{flagged} grants with options, {} option states", self.extras.len()));
+        }
+        let mut timers = 0;
+        for (&token, extra) in &self.extras {
+            let grant = self.store.get(extra.lock).and_then(|lock| lock.holders.of(extra.session));
+            if !grant.is_some_and(|g| g.token == token && g.extra) {
+                return Err(format!("option state of token {token} has no grant"));
+            }
+            match (extra.ends_at(), extra.timer.and_then(|t| self.timers.get(t))) {
+                (None, None) if extra.timer.is_none() => {}
+                (Some(end), Some((at, Timer::Lease { token: t }))) if at == end && *t == token => timers += 1,
+                (end, timer) => return Err(format!("grant {token}: end {end:?}, timer {timer:?}")),
+            }
+        }
+        Ok(timers)
     }
 
     /// The grants of one lock: not empty, of the lock's kind, summing to its gauge within its

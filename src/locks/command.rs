@@ -36,6 +36,8 @@ pub enum Command {
     /// DOWNGRADE: the session's exclusive grant `token` of `name` becomes shared, keeping its
     /// token; the shared waiters at the head of the queue are granted with it.
     Downgrade { session: SessionId, request_id: u32, name: Name, token: u64 },
+    /// RENEW: the lease of the session's grant `token` of `name` starts again from `now`.
+    Renew { session: SessionId, request_id: u32, name: Name, token: u64 },
     /// CHECK: does grant `token` hold `name` now? Any session may ask; nothing changes.
     Check { session: SessionId, request_id: u32, name: Name, token: u64 },
     /// RESET: every wait of the session is cancelled and its holds released, then `ResetOk`.
@@ -77,6 +79,9 @@ impl LockTable {
             }
             Command::Downgrade { session, request_id, name, token } => {
                 self.downgrade(now, *session, *request_id, name, *token, out)
+            }
+            Command::Renew { session, request_id, name, token } => {
+                self.renew(now, *session, *request_id, name, *token, out)
             }
             Command::Check { session, request_id, name, token } => {
                 self.check(now, *session, *request_id, name, *token, out)

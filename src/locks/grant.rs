@@ -9,11 +9,12 @@
 use std::mem;
 
 use super::holders::Holder;
+use super::lease::GrantOpts;
 use super::refusal::Refusal;
 use super::session::SessionState;
 use super::store::{Store, NO_LOCK};
 use super::table::{reply, LockTable};
-use super::{Name, Output, SessionId};
+use super::{LockOpts, Name, Output, SessionId};
 use crate::protocol::Response;
 use crate::wheel::Tick;
 
@@ -42,14 +43,20 @@ impl LockTable {
         session: SessionId,
         request_id: u32,
         key: u32,
-        weight: u32,
+        opts: &LockOpts,
         out: &mut Vec<Output>,
     ) {
         let token = self.take_token();
+        let extra = GrantOpts::of(opts);
         let Some(lock) = self.store.get_mut(key) else { return };
-        lock.holders.grant(Holder::new(session, token, now, weight));
+        let mut holder = Holder::new(session, token, now, opts.mode.weight());
+        holder.extra = extra.is_some();
+        lock.holders.grant(holder);
         let name = Name::clone(&lock.name);
         self.link_held(session, key);
+        if let Some(extra) = extra {
+            self.start_extra(now, key, session, token, extra);
+        }
         self.counters.acquired += 1;
         reply(out, session, request_id, &name, Response::Acquired { token });
     }
@@ -71,7 +78,14 @@ impl LockTable {
         }
         let key = self.store.find(name);
         let Some((key, lock)) = key.and_then(|k| Some((k, self.store.get_mut(k)?))) else {
-            return reply(out, session, request_id, name, Refusal::NotHolder.response());
+            let answer = self.take_lost(session, name, Some(token));
+            return reply(
+                out,
+                session,
+                request_id,
+                name,
+                answer.unwrap_or_else(|| Refusal::NotHolder.response()),
+            );
         };
         let response = match lock.holders.of(session) {
             Some(hold) if hold.token == token => {
@@ -81,7 +95,7 @@ impl LockTable {
                     Refusal::ModeConflict.response()
                 }
             }
-            _ => Refusal::NotHolder.response(),
+            _ => self.take_lost(session, name, Some(token)).unwrap_or_else(|| Refusal::NotHolder.response()),
         };
         let downgraded = response == Response::Downgraded;
         reply(out, session, request_id, name, response);
@@ -114,6 +128,7 @@ impl LockTable {
         let Some(lock) = self.store.get_mut(key) else { return };
         if let Some(holder) = lock.holders.remove(session) {
             self.counters.hold_ms.record(now.saturating_sub(holder.since));
+            self.end_extra(&holder);
         }
         self.grant_waiters(now, key, out);
     }
@@ -147,9 +162,14 @@ impl LockTable {
             state.stop_waiting(key);
             let token = self.next_token;
             self.next_token = token.saturating_add(1);
-            lock.holders.grant(Holder::new(waiter.session, token, now, waiter.weight));
+            let mut holder = Holder::new(waiter.session, token, now, waiter.weight);
+            holder.extra = waiter.opts.is_some();
+            lock.holders.grant(holder);
             let name = Name::clone(&lock.name);
             link_held(&mut self.store, state, waiter.session, key);
+            if let Some(opts) = waiter.opts.as_deref() {
+                self.start_extra(now, key, waiter.session, token, *opts);
+            }
             let waited = now.saturating_sub(waiter.since);
             self.counters.acquired += 1;
             self.counters.grants_after_wait += 1;

@@ -53,6 +53,9 @@ pub(super) struct Holder {
     pub since: Tick,
     /// Its share of the capacity (see [`Mode::weight`]).
     pub weight: u32,
+    /// It has a lease or a hold budget, kept out of line under its token (`lease`); in what
+    /// would be padding, so a plain grant pays one test of it when it ends.
+    pub extra: bool,
     /// Links of the holder's list of holds in acquisition order (`NO_LOCK` at either end), so
     /// RESET and detach release in token order, a bounded batch at a time, without a sort. Per
     /// grant, not per lock: each holder of a shared lock is in its own session's list.
@@ -63,7 +66,7 @@ pub(super) struct Holder {
 impl Holder {
     /// A grant not yet linked into its session's list of holds.
     pub fn new(session: SessionId, token: u64, since: Tick, weight: u32) -> Holder {
-        Holder { session, token, since, weight, held_prev: NO_LOCK, held_next: NO_LOCK }
+        Holder { session, token, since, weight, extra: false, held_prev: NO_LOCK, held_next: NO_LOCK }
     }
 }
 

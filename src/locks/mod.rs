@@ -33,6 +33,9 @@ mod command_tests;
 mod grant;
 mod histogram;
 mod holders;
+mod lease;
+#[cfg(test)]
+mod lease_tests;
 mod listing;
 #[cfg(test)]
 mod mode_tests;
@@ -50,6 +53,7 @@ pub use crate::wheel::Tick;
 pub use command::{Command, LockOpts, SessionId};
 pub use histogram::{Histogram, BOUNDS_MS};
 pub use holders::Mode;
+pub use lease::LOST_MEMORY;
 pub use name::Name;
 pub use table::{LockTable, EXPIRE_BATCH, REFUSAL_QUEUE_MAX, RELEASE_BATCH};
 
@@ -127,6 +131,8 @@ pub struct TableStats {
     /// Grants to a waiter, and the sum of their waits in milliseconds.
     pub grants_after_wait: u64,
     pub wait_time_total_ms: u64,
+    /// Grants ended by a lease, `max_hold` or revocation (each told with LOST).
+    pub lost: u64,
     /// The highest token issued so far (`first_token - 1` if none).
     pub last_token: u64,
     /// How long granted waiters waited, in milliseconds.

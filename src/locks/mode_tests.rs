@@ -13,20 +13,20 @@ fn permits(count: u32, limit: u32) -> Mode {
 }
 
 /// `(session, request id, response)` of each output.
-type Out = Vec<(u64, u32, Response)>;
+pub(super) type Out = Vec<(u64, u32, Response)>;
 
-fn acquired(token: u64) -> Response {
+pub(super) fn acquired(token: u64) -> Response {
     Response::Acquired { token }
 }
 
 /// A table with sessions 1..=9 and first token 1.
-struct T {
-    table: LockTable,
+pub(super) struct T {
+    pub table: LockTable,
     out: Vec<Output>,
 }
 
 impl T {
-    fn new() -> Self {
+    pub fn new() -> Self {
         let mut table = LockTable::new(1, TableLimits::default());
         for s in 1..=9 {
             table.apply(
@@ -38,7 +38,7 @@ impl T {
         T { table, out: Vec::new() }
     }
 
-    fn apply(&mut self, now: Tick, cmd: Command) -> Out {
+    pub fn apply(&mut self, now: Tick, cmd: Command) -> Out {
         self.table.apply(now, &cmd, &mut self.out);
         if let Err(broken) = self.table.check_invariants() {
             panic!("after {cmd:?}: {broken}");
@@ -46,7 +46,7 @@ impl T {
         self.out.drain(..).map(|o| (o.session.0, o.request_id, o.response)).collect()
     }
 
-    fn lock_opts(
+    pub fn lock_opts(
         &mut self,
         now: Tick,
         s: u64,
@@ -67,7 +67,7 @@ impl T {
         self.apply(now, cmd)
     }
 
-    fn lock(&mut self, now: Tick, s: u64, rid: u32, name: &str, mode: Mode) -> Out {
+    pub fn lock(&mut self, now: Tick, s: u64, rid: u32, name: &str, mode: Mode) -> Out {
         self.lock_opts(now, s, rid, name, None, LockOpts { mode, ..LockOpts::default() })
     }
 
@@ -89,12 +89,12 @@ impl T {
         )
     }
 
-    fn unlock(&mut self, now: Tick, s: u64, rid: u32, name: &str) -> Out {
+    pub fn unlock(&mut self, now: Tick, s: u64, rid: u32, name: &str) -> Out {
         self.unlock_token(now, s, rid, name, None)
     }
 }
 
-fn error_code(out: &Out) -> Option<ErrorCode> {
+pub(super) fn error_code(out: &Out) -> Option<ErrorCode> {
     match &out[..] {
         [(_, _, Response::Error { code, .. })] => Some(*code),
         _ => None,
@@ -258,8 +258,6 @@ fn bad_permit_counts_are_refused_before_the_table_is_looked_at() {
 fn options_not_implemented_yet_are_refused_as_unsupported_flags() {
     let mut t = T::new();
     let unsupported = [
-        LockOpts { lease_ms: Some(1000), ..LockOpts::default() },
-        LockOpts { max_hold_ms: Some(1000), ..LockOpts::default() },
         LockOpts { lock_delay_ms: 5, ..LockOpts::default() },
         LockOpts { notify_contention: true, mode: S, ..LockOpts::default() },
     ];

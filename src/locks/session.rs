@@ -3,6 +3,7 @@
 
 use hashbrown::{HashMap, HashSet};
 
+use super::lease::LostGrant;
 use super::store::NO_LOCK;
 
 /// Sets up to this capacity are never shrunk.
@@ -29,6 +30,8 @@ pub(super) struct SessionState {
     pub gone: bool,
     /// A RESET or detach is releasing its holds in batches (`LockTable::release_step`).
     pub releasing: bool,
+    /// Grants it lost without asking, oldest first, at most `LOST_MEMORY`.
+    pub lost: Vec<LostGrant>,
 }
 
 impl SessionState {
@@ -42,6 +45,7 @@ impl SessionState {
             held_tail: NO_LOCK,
             gone: false,
             releasing: false,
+            lost: Vec::new(),
         }
     }
 

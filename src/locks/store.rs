@@ -8,6 +8,7 @@ use hashbrown::{DefaultHashBuilder, HashTable};
 use slab::Slab;
 
 use super::holders::{Holder, Holders};
+use super::lease::GrantOpts;
 use super::{Name, SessionId};
 use crate::wheel::{Tick, TimerHandle};
 
@@ -19,6 +20,8 @@ pub(super) struct Waiter {
     pub request_id: u32,
     /// The share of the lock's capacity it asks for (see `Mode::weight`).
     pub weight: u32,
+    /// The lease and hold budget the grant will have; boxed, as few waits have them.
+    pub opts: Option<Box<GrantOpts>>,
     /// When the wait started, for wait-time metrics.
     pub since: Tick,
     /// When the wait times out; `None` waits forever. Kept beside the timer so the wheel can be

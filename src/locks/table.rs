@@ -8,6 +8,7 @@ use hashbrown::hash_map::Entry;
 use hashbrown::HashMap;
 
 use super::holders::{Holder, Mode};
+use super::lease::{Extra, GrantOpts};
 use super::refusal::Refusal;
 use super::release::Release;
 use super::session::SessionState;
@@ -23,6 +24,8 @@ use crate::wheel::{Tick, Wheel};
 pub(super) enum Timer {
     /// The wait of `session`'s LOCK `request_id` on lock `lock` times out.
     Wait { lock: u32, session: SessionId, request_id: u32 },
+    /// The lease or hold budget of grant `token` ends (`lease`).
+    Lease { token: u64 },
 }
 
 /// Named locks with FIFO wait queues; see the module documentation for the guarantees.
@@ -30,6 +33,8 @@ pub struct LockTable {
     pub(super) store: Store,
     pub(super) sessions: HashMap<SessionId, SessionState>,
     pub(super) timers: Wheel<Timer>,
+    /// The lease state of the grants that have one, by token.
+    pub(super) extras: HashMap<u64, Extra>,
     /// Reused buffer for fired timers, so `expire` does not allocate in steady state; it never
     /// holds more than `expire_batch` of them.
     fired: Vec<Timer>,
@@ -94,12 +99,6 @@ fn refusal_of(opts: &LockOpts) -> Option<Refusal> {
             return Some(Refusal::BadPermits { count, limit });
         }
     }
-    if opts.lease_ms.is_some() {
-        return Some(Refusal::Unsupported("a lease"));
-    }
-    if opts.max_hold_ms.is_some() {
-        return Some(Refusal::Unsupported("max_hold"));
-    }
     if opts.lock_delay_ms != 0 {
         return Some(Refusal::Unsupported("lock_delay"));
     }
@@ -116,6 +115,7 @@ impl LockTable {
             store: Store::new(),
             sessions: HashMap::new(),
             timers: Wheel::new(),
+            extras: HashMap::new(),
             fired: Vec::new(),
             next_token: first_token,
             next_session: 1,
@@ -170,6 +170,10 @@ impl LockTable {
         if state.gone {
             return;
         }
+        if !state.lost.is_empty() {
+            // A LOCK of a name starts afresh: a loss of it is no longer news.
+            state.lost.retain(|lost| lost.name != *name);
+        }
         // The server holds a releasing session's requests back; a caller that does not
         // gets the release finished first, so the request sees the state after it.
         if state.releasing {
@@ -179,7 +183,7 @@ impl LockTable {
             return reply(out, session, request_id, name, refusal.response());
         }
         match self.store.find(name) {
-            None => self.acquire_free(now, session, request_id, name, terms.opts.mode, out),
+            None => self.acquire_free(now, session, request_id, name, &terms.opts, out),
             Some(key) => self.contend(now, session, request_id, key, name, terms, out),
         }
     }
@@ -190,20 +194,24 @@ impl LockTable {
         session: SessionId,
         request_id: u32,
         name: &Name,
-        mode: Mode,
+        opts: &LockOpts,
         out: &mut Vec<Output>,
     ) {
         if let Some(message) = self.limit_refusal(session, None) {
             return self.refuse(session, request_id, name, message, out);
         }
-        let token = self.next_token;
-        let lock =
-            Lock::new(Name::clone(name), Holder::new(session, token, now, mode.weight()), mode.limit());
+        let (token, mode, extra) = (self.next_token, opts.mode, GrantOpts::of(opts));
+        let mut holder = Holder::new(session, token, now, mode.weight());
+        holder.extra = extra.is_some();
+        let lock = Lock::new(Name::clone(name), holder, mode.limit());
         let Some(key) = self.store.insert(lock) else {
             return self.refuse(session, request_id, name, "the lock table is full".to_owned(), out);
         };
         self.next_token = token.saturating_add(1);
         self.link_held(session, key);
+        if let Some(extra) = extra {
+            self.start_extra(now, key, session, token, extra);
+        }
         self.counters.acquired += 1;
         reply(out, session, request_id, name, Response::Acquired { token });
     }
@@ -243,7 +251,7 @@ impl LockTable {
             if let Some(message) = self.limit_refusal(session, None) {
                 return self.refuse(session, request_id, name, message, out);
             }
-            return self.grant_now(now, session, request_id, key, mode.weight(), out);
+            return self.grant_now(now, session, request_id, key, &terms.opts, out);
         } else if terms.queue_max.is_some_and(|q| 1 + lock.waiters.len() >= q as usize) {
             self.counters.queue_maxed += 1;
             Response::QueueMaxed { queue: self.queue_head(lock) }
@@ -253,7 +261,7 @@ impl LockTable {
         } else if let Some(message) = self.limit_refusal(session, Some(lock.waiters.len())) {
             return self.refuse(session, request_id, name, message, out);
         } else {
-            return self.enqueue(now, session, request_id, key, terms.timeout_ms, mode.weight());
+            return self.enqueue(now, session, request_id, key, terms.timeout_ms, &terms.opts);
         };
         reply(out, session, request_id, name, response);
     }
@@ -266,12 +274,13 @@ impl LockTable {
         request_id: u32,
         key: u32,
         timeout_ms: Option<u32>,
-        weight: u32,
+        opts: &LockOpts,
     ) {
+        let (weight, opts) = (opts.mode.weight(), GrantOpts::of(opts).map(Box::new));
         let deadline = timeout_ms.map(|ms| now.saturating_add(u64::from(ms)));
         let timer = deadline.map(|at| self.timers.insert(at, Timer::Wait { lock: key, session, request_id }));
         if let Some(lock) = self.store.get_mut(key) {
-            lock.waiters.push_back(Waiter { session, request_id, weight, since: now, deadline, timer });
+            lock.waiters.push_back(Waiter { session, request_id, weight, opts, since: now, deadline, timer });
         }
         if let Some(state) = self.sessions.get_mut(&session) {
             state.start_waiting(key);
@@ -353,10 +362,13 @@ impl LockTable {
                 reply(out, session, request_id, name, Response::Released);
                 self.grant_waiters(now, key, out);
             }
-            _ => {
-                self.counters.release_failed += 1;
-                reply(out, session, request_id, name, Response::ReleaseFailed);
-            }
+            _ => match self.take_lost(session, name, token) {
+                Some(lost) => reply(out, session, request_id, name, lost),
+                None => {
+                    self.counters.release_failed += 1;
+                    reply(out, session, request_id, name, Response::ReleaseFailed);
+                }
+            },
         }
     }
 
@@ -408,15 +420,19 @@ impl LockTable {
         let mut fired = mem::take(&mut self.fired);
         self.timers.poll_max(now, self.expire_batch, &mut fired);
         for timer in fired.drain(..) {
-            self.time_out(now, timer, out);
+            match timer {
+                Timer::Wait { lock, session, request_id } => {
+                    self.time_out(now, lock, session, request_id, out)
+                }
+                Timer::Lease { token } => self.lease_timer(now, token, out),
+            }
         }
         self.fired = fired;
     }
 
     /// Ends one timed-out wait; the queue reported is the holder and the first waiters left.
     /// A head of the queue that leaves may let the waiters behind it in, after the TIMED_OUT.
-    fn time_out(&mut self, now: Tick, timer: Timer, out: &mut Vec<Output>) {
-        let Timer::Wait { lock: key, session, request_id } = timer;
+    fn time_out(&mut self, now: Tick, key: u32, session: SessionId, request_id: u32, out: &mut Vec<Output>) {
         let Some(lock) = self.store.get_mut(key) else { return };
         let matches = |w: &Waiter| w.session == session && w.request_id == request_id && w.timer.is_some();
         let Some(pos) = lock.waiters.iter().position(matches) else { return };

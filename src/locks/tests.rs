@@ -893,5 +893,10 @@ fn lock_and_waiter_sizes() {
         "name 24 (inline up to 22 bytes), holders 72 (first grant 40 with its hold-list links, \
          further grants 24, limit and gauge 8), queue 32; 88 before shared locks and semaphores"
     );
-    assert_eq!(std::mem::size_of::<store::Waiter>(), 64, "48 before waiters kept their deadline");
+    assert_eq!(
+        std::mem::size_of::<store::Waiter>(),
+        72,
+        "48 before waiters kept their deadline, 64 before the boxed lease options"
+    );
+    assert_eq!(std::mem::size_of::<holders::Holder>(), 40, "the lease flag sits in padding");
 }

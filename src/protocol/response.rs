@@ -160,6 +160,14 @@ impl Response {
         Response::Error { code, message: message.into() }
     }
 
+    /// True for the notices (LOST, CONTENDED, §4.24, §4.25): sent with request id 0
+    /// (`NOTICE_REQUEST_ID`) they answer no request, and a client hands them to the grant they
+    /// name instead of to a waiting caller. LOST with another id is an answer (§6.9).
+    pub fn is_notice(&self, request_id: u32) -> bool {
+        request_id == super::NOTICE_REQUEST_ID
+            && matches!(self, Response::Lost { .. } | Response::Contended { .. })
+    }
+
     pub fn opcode(&self) -> u8 {
         match self {
             Response::HelloOk(_) => op::HELLO_OK,

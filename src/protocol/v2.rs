@@ -4,7 +4,7 @@
 //! listings are in `detail.rs`.
 
 use super::wire::{put_u16, put_u32, put_u64, Reader};
-use super::{op, validate_name, DecodeError, TIMEOUT_FOREVER};
+use super::{op, validate_name, DecodeError, LockRequest, TIMEOUT_FOREVER};
 
 /// Request id of the notices the server sends on its own (LOST, CONTENDED): 0, the id §2.4
 /// reserves for frames that answer no request. They are told from SHUTDOWN and ERROR by opcode.
@@ -103,6 +103,14 @@ impl<'a> LockExtRequest<'a> {
             lock_delay_ms: 0,
             notify_contention: false,
         }
+    }
+
+    /// LOCK as the LOCK_EXT it is (§6.7): exclusive, with its timeout and queue limit, and no
+    /// lease, hold budget, lock-delay or notice. One code path can then serve both requests.
+    pub fn from_lock(lock: &LockRequest<'a>) -> Self {
+        let mut ext = Self::exclusive(lock.name);
+        (ext.timeout_ms, ext.queue_max) = (lock.timeout_ms, lock.queue_max);
+        ext
     }
 
     pub(crate) fn decode(r: &mut Reader<'a>, max_name: u32) -> Result<Self, DecodeError> {

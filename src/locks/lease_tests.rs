@@ -1,0 +1,144 @@
+//! Lock table tests of leases, `max_hold`, RENEW and LOST with literal ticks (issue 13,
+//! PROTOCOL.md §6.9). Every step is followed by the self-check, which also checks each lease
+//! timer against its grant.
+
+use super::mode_tests::{acquired, error_code, T};
+use super::*;
+use crate::protocol::{ErrorCode, LostReason, Response, NOTICE_REQUEST_ID};
+
+fn leased(lease_ms: Option<u32>, max_hold_ms: Option<u32>) -> LockOpts {
+    LockOpts { lease_ms, max_hold_ms, ..LockOpts::default() }
+}
+
+fn lost(token: u64, reason: LostReason, name: &str) -> Response {
+    Response::Lost { token, reason, name: name.to_owned() }
+}
+
+fn renew(t: &mut T, now: Tick, s: u64, rid: u32, name: &str, token: u64) -> Vec<(u64, u32, Response)> {
+    t.apply(now, Command::Renew { session: SessionId(s), request_id: rid, name: Name::from(name), token })
+}
+
+#[test]
+fn an_unrenewed_lease_ends_with_lost_and_the_next_waiter_is_granted() {
+    let mut t = T::new();
+    assert_eq!(t.lock_opts(0, 1, 1, "l", None, leased(Some(100), None)), [(1, 1, acquired(1))]);
+    assert_eq!(t.lock(5, 2, 1, "l", Mode::Exclusive), []);
+    assert_eq!(t.table.next_deadline().map(|d| d <= 100), Some(true));
+    assert_eq!(t.apply(99, Command::Expire), []);
+    let out = t.apply(100, Command::Expire);
+    assert_eq!(out, [(1, NOTICE_REQUEST_ID, lost(1, LostReason::LeaseExpired, "l")), (2, 1, acquired(2))]);
+    assert_eq!(t.table.stats().lost, 1);
+    assert_eq!(
+        t.unlock(101, 1, 2, "l"),
+        [(1, 2, lost(1, LostReason::LeaseExpired, "l"))],
+        "the next request says so"
+    );
+    assert_eq!(t.unlock(102, 1, 3, "l"), [(1, 3, Response::ReleaseFailed)], "once");
+    assert_eq!(t.table.next_deadline(), None, "the plain grant has no timer");
+}
+
+#[test]
+fn renew_restarts_the_lease_but_never_past_max_hold() {
+    let mut t = T::new();
+    assert_eq!(t.lock_opts(0, 1, 1, "r", None, leased(Some(100), Some(250))), [(1, 1, acquired(1))]);
+    assert_eq!(renew(&mut t, 80, 1, 2, "r", 1), [(1, 2, Response::Renewed { ends_in_ms: Some(100) })]);
+    assert_eq!(t.apply(100, Command::Expire), [], "renewed at 80: ends at 180");
+    assert_eq!(renew(&mut t, 170, 1, 3, "r", 1), [(1, 3, Response::Renewed { ends_in_ms: Some(80) })]);
+    assert_eq!(t.apply(249, Command::Expire), []);
+    assert_eq!(t.apply(250, Command::Expire), [(1, NOTICE_REQUEST_ID, lost(1, LostReason::MaxHold, "r"))]);
+    assert_eq!(renew(&mut t, 251, 1, 4, "r", 1), [(1, 4, lost(1, LostReason::MaxHold, "r"))]);
+    assert_eq!(error_code(&renew(&mut t, 252, 1, 5, "r", 1)), Some(ErrorCode::NotHolder));
+    assert_eq!(t.table.stats().locks_held, 0);
+}
+
+#[test]
+fn renew_answers_the_end_of_a_grant_without_a_lease_and_refuses_strangers() {
+    let mut t = T::new();
+    assert_eq!(t.lock(0, 1, 1, "plain", Mode::Exclusive), [(1, 1, acquired(1))]);
+    assert_eq!(renew(&mut t, 1, 1, 2, "plain", 1), [(1, 2, Response::Renewed { ends_in_ms: None })]);
+    assert_eq!(t.lock_opts(10, 2, 1, "budget", None, leased(None, Some(50))), [(2, 1, acquired(2))]);
+    assert_eq!(renew(&mut t, 30, 2, 2, "budget", 2), [(2, 2, Response::Renewed { ends_in_ms: Some(30) })]);
+    assert_eq!(error_code(&renew(&mut t, 31, 2, 3, "budget", 1)), Some(ErrorCode::NotHolder), "other token");
+    assert_eq!(
+        error_code(&renew(&mut t, 31, 3, 1, "budget", 2)),
+        Some(ErrorCode::NotHolder),
+        "other session"
+    );
+    assert_eq!(error_code(&renew(&mut t, 31, 1, 3, "none", 1)), Some(ErrorCode::NotHolder), "no such lock");
+}
+
+#[test]
+fn a_waiter_gets_its_lease_when_granted_and_release_paths_drop_it() {
+    let mut t = T::new();
+    assert_eq!(t.lock(0, 1, 1, "w", Mode::Shared), [(1, 1, acquired(1))]);
+    assert_eq!(t.lock_opts(0, 2, 1, "w", None, leased(Some(50), None)), [], "a writer waits behind");
+    assert_eq!(t.unlock(10, 1, 2, "w"), [(1, 2, Response::Released), (2, 1, acquired(2))]);
+    assert_eq!(t.apply(59, Command::Expire), [], "the lease runs from the grant, not the request");
+    assert_eq!(
+        t.apply(60, Command::Expire),
+        [(2, NOTICE_REQUEST_ID, lost(2, LostReason::LeaseExpired, "w"))]
+    );
+
+    // UNLOCK, RESET and detach each end a leased grant and its timer.
+    for (s, end) in [(3, 0), (4, 1), (5, 2)] {
+        assert_eq!(t.lock_opts(100, s, 1, "w", None, leased(Some(50), Some(70))).len(), 1);
+        let out = match end {
+            0 => t.unlock(101, s, 2, "w"),
+            1 => t.apply(101, Command::Reset { session: SessionId(s), request_id: 2 }),
+            _ => t.apply(101, Command::Detach { session: SessionId(s) }),
+        };
+        assert!(out.iter().all(|(_, _, r)| !matches!(r, Response::Lost { .. })), "{out:?}");
+        assert_eq!(t.table.next_deadline(), None, "no lease timer outlives its grant");
+    }
+    assert_eq!(t.apply(200, Command::Expire), []);
+}
+
+#[test]
+fn a_lock_of_the_name_forgets_the_loss() {
+    let mut t = T::new();
+    assert_eq!(t.lock_opts(0, 1, 1, "f", None, leased(Some(10), None)), [(1, 1, acquired(1))]);
+    assert_eq!(t.apply(10, Command::Expire).len(), 1);
+    assert_eq!(t.lock(11, 1, 2, "f", Mode::Exclusive), [(1, 2, acquired(2))]);
+    assert_eq!(t.unlock(12, 1, 3, "f"), [(1, 3, Response::Released)], "the new grant, not the loss");
+}
+
+#[test]
+fn a_session_remembers_a_bounded_number_of_losses() {
+    let mut t = T::new();
+    let n = LOST_MEMORY as u64 + 1;
+    for i in 0..n {
+        let name = format!("m{i}");
+        assert_eq!(t.lock_opts(0, 1, 1, &name, None, leased(Some(5), None)), [(1, 1, acquired(i + 1))]);
+    }
+    assert_eq!(t.apply(5, Command::Expire).len(), n as usize, "every loss is told");
+    assert_eq!(t.unlock(6, 1, 2, "m0"), [(1, 2, Response::ReleaseFailed)], "the oldest is forgotten");
+    assert_eq!(t.unlock(6, 1, 3, "m1"), [(1, 3, lost(2, LostReason::LeaseExpired, "m1"))]);
+}
+
+#[test]
+fn a_gone_holder_loses_without_a_notice() {
+    let mut t = T::new();
+    t.table.set_batches(1000, 1);
+    for name in ["g1", "g2", "g3"] {
+        assert_eq!(t.lock_opts(0, 1, 1, name, None, leased(Some(10), None)).len(), 1);
+    }
+    // Release batch 1: the detach releases "g1", the step at 10 "g2", and "g3" is still held
+    // by the gone session when its lease ends.
+    assert_eq!(t.apply(1, Command::Detach { session: SessionId(1) }), []);
+    assert_eq!(t.apply(10, Command::Expire), [], "nobody to tell");
+    assert_eq!(t.table.stats().lost, 1);
+    assert_eq!(t.table.stats().locks_held, 0);
+    assert!(!t.table.has_pending_releases() || t.apply(11, Command::Expire).is_empty());
+}
+
+#[test]
+fn a_downgrade_of_a_lost_grant_is_answered_lost_even_once_the_lock_is_gone() {
+    let mut t = T::new();
+    assert_eq!(t.lock_opts(0, 1, 1, "d", None, leased(Some(10), None)), [(1, 1, acquired(1))]);
+    assert_eq!(t.apply(10, Command::Expire).len(), 1);
+    assert_eq!(t.table.stats().locks_held, 0);
+    let downgrade =
+        Command::Downgrade { session: SessionId(1), request_id: 2, name: Name::from("d"), token: 1 };
+    assert_eq!(t.apply(11, downgrade.clone()), [(1, 2, lost(1, LostReason::LeaseExpired, "d"))]);
+    assert_eq!(error_code(&t.apply(12, downgrade)), Some(ErrorCode::NotHolder));
+}
