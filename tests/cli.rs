@@ -819,18 +819,46 @@ fn check_exits_0_while_the_token_holds_and_1_after() {
     assert_eq!(out.status.code(), Some(officer::cli::EXIT_USAGE), "tokens are never 0");
 }
 
-/// Until the server enforces leases, `--lease` must not silently become a plain lock: the
-/// request is refused, and the command never runs without what it asked for.
+/// Until the server enforces lock-delay, `--lock-delay` must not silently become a plain
+/// lock: the request is refused, and the command never runs without what it asked for.
 #[test]
-fn a_lease_the_server_does_not_serve_is_refused_and_the_command_never_runs() {
+fn a_lock_delay_the_server_does_not_serve_is_refused_and_the_command_never_runs() {
     let server = TestServer::start();
     let dir = support::temp_dir();
     let marker = dir.path().join("ran");
     let touch = format!("touch {}", marker.display());
-    for flag in ["--lease", "--max-hold", "--lock-delay"] {
-        let out = run(officer(server.addr().port(), "lock", &[flag, "5", "job", "--", "sh", "-c", &touch]));
-        assert_ne!(out.status.code(), Some(0), "{flag}");
-        assert!(text(&out.stderr).contains("unsupported_flags"), "{flag}: {}", text(&out.stderr));
-        assert!(!marker.exists(), "{flag}: the command ran without its lock");
-    }
+    let out =
+        run(officer(server.addr().port(), "lock", &["--lock-delay", "5", "job", "--", "sh", "-c", &touch]));
+    assert_ne!(out.status.code(), Some(0));
+    assert!(text(&out.stderr).contains("unsupported_flags"), "{}", text(&out.stderr));
+    assert!(!marker.exists(), "the command ran without its lock");
+}
+
+/// With `--lease`, officer renews while the command runs: the grant outlives its lease
+/// several times over, and the command's own token still holds at its end.
+#[test]
+fn a_lease_is_renewed_while_the_command_runs() {
+    let server = TestServer::start();
+    let port = server.addr().port();
+    let script = format!("sleep 1; {OFFICER} check -h 127.0.0.1 -p {port} leased \"$OFFICER_FENCING_TOKEN\"");
+    let out = run(officer(port, "lock", &["--lease", "0.3", "leased", "--", "sh", "-c", &script]));
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("holds lock"), "{}", text(&out.stdout));
+    client(&server).try_lock("leased").expect("released after the command");
+}
+
+/// A hold budget ends the grant whatever the renewals: officer says so, stops the command with
+/// --kill-on-loss, and exits 75 as on a lost connection.
+#[test]
+fn max_hold_ending_the_grant_is_a_loss_exit_75() {
+    let server = TestServer::start();
+    let child = start_holding(
+        server.addr().port(),
+        &["--lease", "0.2", "--max-hold", "0.5", "--kill-on-loss"],
+        "echo started; exec sleep 60",
+    );
+    let out = finish(child);
+    assert_eq!(out.status.code(), Some(officer::cli::EXIT_LOCK_LOST));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("max_hold") && stderr.contains("stopping the command"), "{stderr}");
 }

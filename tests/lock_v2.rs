@@ -10,7 +10,9 @@ use std::thread;
 use std::time::Duration;
 
 use officer::client::{Client, ErrorKind, LockOptions};
-use officer::protocol::{op, ErrorCode, LockExtRequest, LockRequest, Request, Response, TokenRequest};
+use officer::protocol::{
+    op, ErrorCode, LockExtRequest, LockRequest, LostReason, Request, Response, TokenRequest,
+};
 use support::frames::frame;
 use support::process::wait_until;
 use support::raw::Raw;
@@ -274,8 +276,6 @@ fn options_not_served_yet_are_refused_as_unsupported() {
     let server = TestServer::start();
     let mut raw = Raw::connect(server.addr());
     for (what, req) in [
-        ("lease", LockExtRequest { lease_ms: Some(1000), ..LockExtRequest::exclusive("x") }),
-        ("max_hold", LockExtRequest { max_hold_ms: Some(1000), ..LockExtRequest::exclusive("x") }),
         ("lock_delay", LockExtRequest { lock_delay_ms: 100, ..LockExtRequest::exclusive("x") }),
         ("notify", LockExtRequest { notify_contention: true, ..LockExtRequest::exclusive("x") }),
     ] {
@@ -363,4 +363,109 @@ fn check_is_true_only_for_a_current_grant() {
     a.unlock("chk").expect("unlock");
     assert!(!other.check("chk", first.token()).expect("a released grant"));
     assert!(other.check("chk", second.token()).expect("still held"));
+}
+
+fn lease_req(name: &str, lease_ms: Option<u32>, max_hold_ms: Option<u32>) -> Request<'_> {
+    Request::LockExt(LockExtRequest { lease_ms, max_hold_ms, ..LockExtRequest::exclusive(name) })
+}
+
+fn acquired(response: Response) -> u64 {
+    match response {
+        Response::Acquired { token } => token,
+        other => panic!("expected ACQUIRED, got {other:?}"),
+    }
+}
+
+/// A lease that is not renewed ends by itself: the holder gets LOST (request id 0, reason
+/// lease_expired), the next waiter is granted, and the holder's later UNLOCK says LOST.
+#[test]
+fn an_unrenewed_lease_ends_with_lost_and_the_next_waiter_is_granted() {
+    let server = TestServer::start();
+    let mut holder = Raw::connect(server.addr());
+    let mut waiter = Raw::connect(server.addr());
+    let token = acquired(holder.call(&lease_req("lease", Some(100), None)));
+    let wait_id =
+        waiter.send(&Request::Lock(LockRequest { name: "lease", timeout_ms: None, queue_max: None }));
+    let (rid, notice) = holder.recv();
+    assert_eq!(rid, 0, "LOST is a notice");
+    assert_eq!(notice, Response::Lost { token, reason: LostReason::LeaseExpired, name: "lease".into() });
+    let (rid, granted) = waiter.recv();
+    assert_eq!(rid, wait_id);
+    assert!(acquired(granted) > token);
+    assert_eq!(
+        holder.call(&Request::UnlockToken(TokenRequest { name: "lease", token })),
+        Response::Lost { token, reason: LostReason::LeaseExpired, name: "lease".into() }
+    );
+    // Said once: now it is simply not held.
+    assert_eq!(
+        holder.call(&Request::UnlockToken(TokenRequest { name: "lease", token })),
+        Response::ReleaseFailed
+    );
+}
+
+/// RENEW keeps a lease alive well past its length; the grant stays held throughout.
+#[test]
+fn renew_keeps_the_lease() {
+    let server = TestServer::start();
+    let (holder, other) = (client(&server), client(&server));
+    let lock = holder.lock("kept", LockOptions::new().lease(Duration::from_millis(300))).expect("lock");
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_millis(900) {
+        let left = holder.renew("kept", lock.token()).expect("renew").expect("a lease has an end");
+        assert!(left <= Duration::from_millis(300) && left > Duration::ZERO, "{left:?}");
+        assert!(other.check("kept", lock.token()).expect("check"), "the renewed grant ended");
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert!(holder.wait_lost("kept", lock.token(), Some(Duration::ZERO)).is_none());
+    holder.unlock_token("kept", lock.token()).expect("unlock");
+}
+
+/// max_hold ends the grant however often it is renewed; the guard learns it.
+#[test]
+fn max_hold_ends_the_grant_regardless_of_renewals() {
+    let server = TestServer::start();
+    let holder = client(&server);
+    let opts = LockOptions::new().lease(Duration::from_millis(200)).max_hold(Duration::from_millis(400));
+    let guard = holder.lock_guard("budget", opts).expect("lock");
+    let token = guard.token();
+    let renewing = {
+        let holder = &holder;
+        move || loop {
+            match holder.renew("budget", token) {
+                Ok(left) => assert!(left.expect("an end") <= Duration::from_millis(400)),
+                Err(e) => return e,
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let e = thread::scope(|s| s.spawn(renewing).join().expect("renewer"));
+    assert_eq!(e.lost_reason(), Some((LostReason::MaxHold, token)), "{e}");
+    assert!(guard.wait_lost(Some(WAIT)) && guard.is_lost());
+    assert!(holder.is_connected(), "a lost grant is not a lost connection");
+    assert!(!holder.check("budget", token).expect("check"));
+}
+
+/// A version-1 LOCK never gets LOST: its grant has no lease. An old client beside a leased
+/// one reads only the answers to its own requests.
+#[test]
+fn a_v1_client_never_gets_lost_frames() {
+    let server = TestServer::start();
+    let mut old = Raw::connect(server.addr());
+    let mut leased = Raw::connect(server.addr());
+    let token = acquired(leased.call(&lease_req("old", Some(50), None)));
+    let id = old.send(&Request::Lock(LockRequest { name: "old", timeout_ms: None, queue_max: None }));
+    assert_eq!(
+        leased.recv(),
+        (0, Response::Lost { token, reason: LostReason::LeaseExpired, name: "old".into() })
+    );
+    let (rid, granted) = old.recv();
+    assert_eq!(rid, id);
+    let old_token = acquired(granted);
+    // The next frame it reads is the answer to its next request.
+    assert_eq!(old.call(&Request::Ping(b"")), Response::Pong);
+    assert_eq!(
+        old.call(&Request::Check(TokenRequest { name: "old", token: old_token })),
+        Response::Checked { held: true }
+    );
+    assert_eq!(old.call(&Request::Unlock("old")), Response::Released);
 }

@@ -221,6 +221,11 @@ pub(crate) fn run(
             table.apply(now, &cmd, outputs);
             Ran::Outputs
         }
+        Request::Renew(t) => {
+            let cmd = Command::Renew { session, request_id: rid, name: Name::from(t.name), token: t.token };
+            table.apply(now, &cmd, outputs);
+            Ran::Outputs
+        }
         Request::Check(t) => {
             let cmd = Command::Check { session, request_id: rid, name: Name::from(t.name), token: t.token };
             table.apply(now, &cmd, outputs);
@@ -252,8 +257,7 @@ pub(crate) fn run(
             "HELLO was already received",
         )),
         // The session refuses these before decoding; refused here too, should one arrive.
-        Request::Renew(_)
-        | Request::Revoke(_)
+        Request::Revoke(_)
         | Request::Kick(_)
         | Request::AdminAuth(_)
         | Request::LocksDetail(_)

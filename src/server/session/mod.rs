@@ -288,7 +288,7 @@ fn fail(error: DecodeError) -> Step<'static> {
 /// before they were defined (PROTOCOL.md §8).
 fn refused_v2(opcode: u8) -> bool {
     op::is_v2_request(opcode)
-        && !matches!(opcode, op::LOCK_EXT | op::UNLOCK_TOKEN | op::DOWNGRADE | op::CHECK)
+        && !matches!(opcode, op::LOCK_EXT | op::UNLOCK_TOKEN | op::DOWNGRADE | op::CHECK | op::RENEW)
 }
 
 /// Requests whose answer walks every lock or connection, or every lock of one connection (or
