@@ -469,3 +469,75 @@ fn a_v1_client_never_gets_lost_frames() {
     );
     assert_eq!(old.call(&Request::Unlock("old")), Response::Released);
 }
+
+const ADMIN_SECRET: &[u8] = b"an admin secret of 32 bytes or more";
+
+/// KICK needs admin rights; with them it closes the victim (ERROR `kicked`, request id 0), its
+/// locks go to the waiters, and the admin gets KICKED. Unknown ids are `not_found`.
+#[test]
+fn kick_closes_a_connection_for_an_admin_only() {
+    let server = TestServer::start_with(|c| c.admin_secret = Some(ADMIN_SECRET.to_vec()));
+    let victim = client(&server);
+    let victim_id = victim.server_info().connection_id;
+    victim.try_lock("kicked").expect("victim lock");
+    let mut waiter = Raw::connect(server.addr());
+    let wait_id =
+        waiter.send(&Request::Lock(LockRequest { name: "kicked", timeout_ms: None, queue_max: None }));
+    let mut admin = Raw::connect(server.addr());
+    assert_eq!(error_code(&admin.call(&Request::Kick(victim_id))), ErrorCode::Forbidden);
+    assert_eq!(admin.call(&Request::AdminAuth(ADMIN_SECRET)), Response::AuthOk);
+    assert_eq!(error_code(&admin.call(&Request::Kick(u64::MAX))), ErrorCode::NotFound);
+    assert_eq!(admin.call(&Request::Kick(victim_id)), Response::Kicked);
+    assert!(victim.wait_disconnected(Some(WAIT)), "the victim was not closed");
+    let (rid, granted) = waiter.recv();
+    assert_eq!(rid, wait_id);
+    assert!(matches!(granted, Response::Acquired { .. }), "{granted:?}");
+}
+
+/// The victim hears why: ERROR `kicked` under request id 0, then the close.
+#[test]
+fn a_kicked_connection_is_told_then_closed() {
+    let server = TestServer::start_with(|c| c.admin_secret = Some(ADMIN_SECRET.to_vec()));
+    let mut victim = Raw::connect_no_hello(server.addr());
+    let hello = Request::Hello(officer::protocol::Hello { version: officer::protocol::PROTOCOL_VERSION });
+    let Response::HelloOk(greeting) = victim.call(&hello) else { panic!("no HELLO_OK") };
+    let victim_id = greeting.connection_id;
+    let mut admin = Raw::connect(server.addr());
+    assert_eq!(admin.call(&Request::AdminAuth(ADMIN_SECRET)), Response::AuthOk);
+    assert_eq!(admin.call(&Request::Kick(victim_id)), Response::Kicked);
+    let (frames, closed) = victim.wait_closed(WAIT);
+    assert!(closed, "the victim was not closed");
+    assert_eq!(frames, vec![(0, Response::error(ErrorCode::Kicked, "closed by an operator"))]);
+}
+
+/// A wrong admin secret closes the connection as a wrong AUTH does; a server without an admin
+/// secret refuses ADMIN_AUTH without closing.
+#[test]
+fn admin_auth_refusals() {
+    let server = TestServer::start_with(|c| c.admin_secret = Some(ADMIN_SECRET.to_vec()));
+    let mut wrong = Raw::connect(server.addr());
+    wrong.send(&Request::AdminAuth(b"not the secret"));
+    let (frames, closed) = wrong.wait_closed(WAIT);
+    assert!(closed);
+    assert_eq!(frames.len(), 1);
+    assert_eq!((frames[0].0, error_code(&frames[0].1)), (0, ErrorCode::AuthFailed));
+    let plain = TestServer::start();
+    let mut raw = Raw::connect(plain.addr());
+    assert_eq!(error_code(&raw.call(&Request::AdminAuth(ADMIN_SECRET))), ErrorCode::Forbidden);
+    assert_eq!(error_code(&raw.call(&Request::Kick(1))), ErrorCode::Forbidden);
+    assert_eq!(raw.call(&Request::Ping(b"")), Response::Pong);
+}
+
+/// On the UNIX socket the server's own user is an admin without a secret.
+#[test]
+fn the_same_user_on_the_unix_socket_is_an_admin() {
+    let dir = support::temp_dir();
+    let path = dir.path().join("officer.sock");
+    let server = TestServer::start_with(|c| c.listen = officer::server::Listen::Unix(path.clone()));
+    let victim = Client::connect_unix(&path).expect("victim");
+    let victim_id = victim.server_info().connection_id;
+    let mut admin = Raw::connect_unix(&path);
+    assert_eq!(admin.call(&Request::Kick(victim_id)), Response::Kicked);
+    assert!(victim.wait_disconnected(Some(WAIT)));
+    drop(server);
+}

@@ -114,6 +114,10 @@ pub struct RunArgs {
     /// Group (name or GID) of every UNIX socket the server creates.
     #[arg(long, value_name = "NAME|GID", value_parser = crate::server::resolve_group)]
     socket_group: Option<u32>,
+    /// Give admin rights (officer kick, release --force) to clients that present the secret in
+    /// this file (at least 32 bytes). Without it, only this user on the UNIX socket has them.
+    #[arg(long, value_name = "PATH")]
+    admin_file: Option<PathBuf>,
     /// Longest lock-delay, in milliseconds, a client may ask for (a longer one is refused).
     #[arg(long, value_name = "MS", default_value_t = 60_000)]
     max_lock_delay: u64,
@@ -294,6 +298,7 @@ fn config_from(args: &RunArgs) -> Result<Config, String> {
         accepts_per_wakeup: args.accepts_per_wakeup as usize,
         requests_per_wakeup: args.requests_per_wakeup as usize,
         max_lock_delay: Duration::from_millis(args.max_lock_delay),
+        admin_secret: args.admin_file.as_deref().map(read_secret).transpose()?,
         ..Config::default()
     };
     config.table.max_locks_per_conn = args.max_locks_per_conn;

@@ -137,6 +137,10 @@ impl Host for Server {
 
     /// Runs one request of a greeted connection (binary or JSON) and sends its answers.
     fn execute(&mut self, key: usize, rid: u32, request: Request<'_>, now: Tick) {
+        // Operators' requests act on connections, which the table does not know.
+        if let Request::Kick(victim) = request {
+            return self.kick(key, rid, victim, now);
+        }
         let Some(conn) = self.conns.get(key) else { return };
         let sid = conn.sid;
         match run(&mut self.table, now, sid, rid, request, &self.config, &mut self.outputs) {

@@ -97,7 +97,10 @@ impl Server {
             return;
         }
         info!("connection accepted conn={serial} peer={label}");
-        let session = Session::new(serial, compat, now, &self.config);
+        let mut session = Session::new(serial, compat, now, &self.config);
+        if super::admin::same_user(&stream) {
+            session.grant_admin();
+        }
         let sid = self.table.next_session();
         let mut conn = Conn::new(stream, id, sid, serial, label.clone(), session);
         if let Some(deadline) = conn.session.deadline(&self.config) {

@@ -34,6 +34,7 @@ close_reasons! {
     OutputOverflow => "output_overflow",
     Auth => "auth",
     Shutdown => "shutdown",
+    Kicked => "kicked",
 }
 
 impl CloseReason {

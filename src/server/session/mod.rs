@@ -112,6 +112,8 @@ pub struct Session {
     /// Close the connection at this tick unless it has authenticated by then.
     auth_deadline: Option<Tick>,
     json: Option<json::JsonSession>,
+    /// May KICK and REVOKE (PROTOCOL.md §6.12).
+    admin: bool,
 }
 
 impl Session {
@@ -119,7 +121,26 @@ impl Session {
     pub fn new(serial: u64, compat: bool, now: Tick, config: &Config) -> Session {
         let auth_deadline =
             config.auth_secret.as_ref().map(|_| now + config.auth_timeout.as_millis() as Tick);
-        Session { phase: Phase::AwaitHello, serial, compat, last_active: now, auth_deadline, json: None }
+        Session {
+            phase: Phase::AwaitHello,
+            serial,
+            compat,
+            last_active: now,
+            auth_deadline,
+            json: None,
+            admin: false,
+        }
+    }
+
+    /// Gives the connection admin rights from the start: its peer is the server's own user
+    /// on the UNIX socket.
+    pub fn grant_admin(&mut self) {
+        self.admin = true;
+    }
+
+    /// Whether the connection may KICK and REVOKE.
+    pub fn is_admin(&self) -> bool {
+        self.admin
     }
 
     #[cfg(test)]
@@ -244,6 +265,7 @@ impl Session {
             }
             // Without a configured secret there is nothing to check (PROTOCOL.md §2.5).
             (_, Request::Auth(_)) => Step::Reply { rid, response: Response::AuthOk },
+            (_, Request::AdminAuth(secret)) => self.admin_authenticate(rid, secret, config),
             (_, request) => Step::Execute { rid, request },
         }
     }
@@ -278,6 +300,26 @@ impl Session {
     }
 }
 
+impl Session {
+    /// ADMIN_AUTH: the admin secret in constant time; a wrong one closes the connection as a
+    /// wrong AUTH does, and a server without an admin secret refuses it (not fatal).
+    fn admin_authenticate(&mut self, rid: u32, secret: &[u8], config: &Config) -> Step<'static> {
+        let Some(expected) = config.admin_secret.as_deref() else {
+            let response = Response::error(ErrorCode::Forbidden, "this server has no admin secret");
+            return Step::Reply { rid, response };
+        };
+        if constant_time_eq(secret, expected) {
+            self.admin = true;
+            return Step::Reply { rid, response: Response::AuthOk };
+        }
+        Step::Close {
+            reason: CloseReason::Auth,
+            response: Response::error(ErrorCode::AuthFailed, "authentication failed"),
+            cause: Cause::AuthFailed,
+        }
+    }
+}
+
 /// A protocol violation: an ERROR with the decode error's code and text, then the close.
 fn fail(error: DecodeError) -> Step<'static> {
     let response = Response::error(error.code(), error.to_string());
@@ -288,14 +330,26 @@ fn fail(error: DecodeError) -> Step<'static> {
 /// before they were defined (PROTOCOL.md §8).
 fn refused_v2(opcode: u8) -> bool {
     op::is_v2_request(opcode)
-        && !matches!(opcode, op::LOCK_EXT | op::UNLOCK_TOKEN | op::DOWNGRADE | op::CHECK | op::RENEW)
+        && !matches!(
+            opcode,
+            op::LOCK_EXT
+                | op::UNLOCK_TOKEN
+                | op::DOWNGRADE
+                | op::CHECK
+                | op::RENEW
+                | op::ADMIN_AUTH
+                | op::KICK
+        )
 }
 
 /// Requests whose answer walks every lock or connection, or every lock of one connection (or
 /// /proc): they count as a whole turn of the connection's budget, so a pipeline of them is
 /// served one per turn of the loop, between everyone else's requests.
 pub(crate) fn scans_the_table(opcode: u8) -> bool {
-    matches!(opcode, op::LOCKS | op::CONNECTIONS | op::MY_LOCKS | op::MY_LOCKS_MATCHING | op::TOP | op::STATS)
+    matches!(
+        opcode,
+        op::LOCKS | op::CONNECTIONS | op::MY_LOCKS | op::MY_LOCKS_MATCHING | op::TOP | op::STATS | op::KICK
+    )
 }
 
 /// Compares without an early exit, so the time taken does not reveal how much matched.
