@@ -157,6 +157,7 @@ fn limits() -> impl Strategy<Value = TableLimits> {
         max_locks_per_conn,
         max_waiters_per_lock,
         list_max_default: 100,
+        max_lock_delay_ms: 100,
     })
 }
 
@@ -961,7 +962,7 @@ proptest! {
         batches in batches(),
         ops in prop::collection::vec(op_on(vec![0, 2]), 1..120),
     ) {
-        let limits = TableLimits { max_locks_per_conn: 0, max_waiters_per_lock: 0, list_max_default: 100 };
+        let limits = TableLimits { max_locks_per_conn: 0, max_waiters_per_lock: 0, list_max_default: 100, max_lock_delay_ms: 100 };
         let mut run = Run::new(limits, batches);
         for op in &ops {
             run.apply(op)?;
