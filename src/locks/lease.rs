@@ -206,6 +206,39 @@ impl LockTable {
         }
     }
 
+    /// REVOKE (issue 13, part 7): ends grant `token` of `name`, or every grant of it if `None`,
+    /// each with LOST `revoked` to its holder (a normal end: no lock-delay), then answers
+    /// REVOKED with the count. Only the grants held when it arrives are revoked, not the
+    /// waiters they make room for. Whether the session may revoke is the server's business.
+    pub(super) fn revoke(
+        &mut self,
+        now: Tick,
+        session: SessionId,
+        request_id: u32,
+        name: &Name,
+        token: Option<u64>,
+        out: &mut Vec<Output>,
+    ) {
+        if !self.ready(now, session, out) {
+            return;
+        }
+        let key = self.store.find(name);
+        let victims: Vec<(SessionId, u64)> = key
+            .and_then(|key| self.store.get(key))
+            .map(|lock| {
+                let hit = |h: &&Holder| h.session != NOBODY && token.is_none_or(|t| t == h.token);
+                lock.holders.iter().filter(hit).map(|h| (h.session, h.token)).collect()
+            })
+            .unwrap_or_default();
+        if let Some(key) = key {
+            for &(victim, token) in &victims {
+                self.lose(now, victim, key, token, LostReason::Revoked, out);
+            }
+        }
+        let count = u32::try_from(victims.len()).unwrap_or(u32::MAX);
+        reply(out, session, request_id, name, Response::Revoked { count });
+    }
+
     /// The loss `session` remembers of grant `token` (any token if `None`) of `name`, taken:
     /// the answer to its request about that grant is LOST.
     pub(super) fn take_lost(

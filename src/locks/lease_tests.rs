@@ -209,3 +209,32 @@ fn a_delayed_reader_keeps_only_its_own_share() {
     assert_eq!(t.unlock(3, 3, 2, "s"), [(3, 2, Response::Released)], "the vanished reader's delay remains");
     assert_eq!(t.apply(21, Command::Expire), [(4, 1, acquired(4))]);
 }
+
+fn revoke(t: &mut T, now: Tick, s: u64, name: &str, token: Option<u64>) -> Vec<(u64, u32, Response)> {
+    t.apply(now, Command::Revoke { session: SessionId(s), request_id: 9, name: Name::from(name), token })
+}
+
+#[test]
+fn revoke_ends_one_grant_or_all_with_lost_revoked_and_no_lock_delay() {
+    let mut t = T::new();
+    let shared = LockOpts { mode: Mode::Shared, lock_delay_ms: 50, ..LockOpts::default() };
+    assert_eq!(t.lock_opts(0, 1, 1, "v", None, shared), [(1, 1, acquired(1))]);
+    assert_eq!(t.lock_opts(0, 2, 1, "v", None, shared), [(2, 1, acquired(2))]);
+    assert_eq!(t.lock(0, 3, 1, "v", Mode::Exclusive), []);
+    assert_eq!(t.lock(0, 4, 1, "v", Mode::Exclusive), []);
+    let out = revoke(&mut t, 1, 9, "v", Some(2));
+    assert_eq!(
+        out,
+        [(2, NOTICE_REQUEST_ID, lost(2, LostReason::Revoked, "v")), (9, 9, Response::Revoked { count: 1 })]
+    );
+    assert_eq!(revoke(&mut t, 1, 9, "v", Some(2)), [(9, 9, Response::Revoked { count: 0 })], "gone already");
+    let out = revoke(&mut t, 2, 9, "v", None);
+    let expected = [
+        (1, NOTICE_REQUEST_ID, lost(1, LostReason::Revoked, "v")),
+        (3, 1, acquired(3)),
+        (9, 9, Response::Revoked { count: 1 }),
+    ];
+    assert_eq!(out, expected, "no lock-delay, and the new holder is not revoked with the old");
+    assert_eq!(t.unlock(3, 1, 2, "v"), [(1, 2, lost(1, LostReason::Revoked, "v"))]);
+    assert_eq!(revoke(&mut t, 4, 9, "nothing", None), [(9, 9, Response::Revoked { count: 0 })]);
+}
