@@ -10,8 +10,12 @@ use officer::locks::{Command, LockOpts, LockTable, Mode, Name, Output, SessionId
 use officer::protocol::{split_frame, LockRequest, Request, Response};
 use officer::wheel::Wheel;
 
-const LIMITS: TableLimits =
-    TableLimits { max_locks_per_conn: 0, max_waiters_per_lock: 0, list_max_default: 10_000 };
+const LIMITS: TableLimits = TableLimits {
+    max_locks_per_conn: 0,
+    max_waiters_per_lock: 0,
+    list_max_default: 10_000,
+    max_lock_delay_ms: 0,
+};
 
 fn lock_req(name: &str) -> LockRequest<'_> {
     LockRequest { name, timeout_ms: None, queue_max: None }

@@ -47,6 +47,12 @@ enum Op {
         name: usize,
         token: TokenPick,
     },
+    /// An operator's REVOKE, sent by `conn`, of every grant (`Without`) or one.
+    Revoke {
+        conn: usize,
+        name: usize,
+        token: TokenPick,
+    },
     Unlock {
         conn: usize,
         name: usize,
@@ -126,6 +132,7 @@ fn op_on(names: Vec<usize>) -> impl Strategy<Value = Op> {
             }
         ),
         1 => (0..CONNS, name.clone(), token.clone()).prop_map(|(conn, name, token)| Op::Renew { conn, name, token }),
+        1 => (0..CONNS, name.clone(), token.clone()).prop_map(|(conn, name, token)| Op::Revoke { conn, name, token }),
         3 => (0..CONNS, name.clone(), token.clone()).prop_map(|(conn, name, token)| Op::Unlock { conn, name, token }),
         1 => (0..CONNS, name.clone(), token.clone()).prop_map(|(conn, name, token)| Op::Downgrade { conn, name, token }),
         1 => (0..CONNS, name, token).prop_map(|(conn, name, token)| Op::Check { conn, name, token }),
@@ -141,7 +148,9 @@ fn op_on(names: Vec<usize>) -> impl Strategy<Value = Op> {
 fn lease() -> impl Strategy<Value = LeaseOpts> {
     let lease = prop_oneof![3 => Just(None), 1 => (1..30u32).prop_map(Some)];
     let hold = prop_oneof![4 => Just(None), 1 => (1..60u32).prop_map(Some)];
-    (lease, hold)
+    // Above the model test's maximum of 100 now and then: refused.
+    let delay = prop_oneof![3 => Just(0u32), 1 => 1..40u32, 1 => Just(101u32)];
+    (lease, hold, delay)
 }
 
 /// `(expire batch, release batch)`: mostly tiny, sometimes the server's defaults.
@@ -157,6 +166,7 @@ fn limits() -> impl Strategy<Value = TableLimits> {
         max_locks_per_conn,
         max_waiters_per_lock,
         list_max_default: 100,
+        max_lock_delay_ms: 100,
     })
 }
 
@@ -178,10 +188,17 @@ struct Grant {
     mode: Mode,
     /// Its lease and hold budget, if it asked for either.
     ends: Option<Ends>,
+    /// Its lock-delay, and once its holder vanished (`conn == NOBODY`), the delay's end and
+    /// the order of its timer.
+    delay: u32,
+    delay_end: Option<(Tick, u64)>,
 }
 
-/// `(lease_ms, max_hold_ms)` of a LOCK.
-type LeaseOpts = (Option<u32>, Option<u32>);
+/// The holder of a grant whose lock-delay runs after its connection vanished.
+const NOBODY: usize = usize::MAX;
+
+/// `(lease_ms, max_hold_ms, lock_delay_ms)` of a LOCK.
+type LeaseOpts = (Option<u32>, Option<u32>, u32);
 
 /// When a grant with a lease or hold budget ends, and the order of its timer.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -309,7 +326,7 @@ impl Model {
 
     fn queue(&self, lock: &Lock) -> Vec<String> {
         let conns = lock.holders.iter().map(|g| g.conn).chain(lock.waiters.iter().map(|w| w.conn));
-        conns.map(|c| self.conns[c].label.clone()).collect()
+        conns.map(|c| if c == NOBODY { String::new() } else { self.conns[c].label.clone() }).collect()
     }
 
     fn count(&self, conn: usize) -> usize {
@@ -328,14 +345,14 @@ impl Model {
     }
 
     /// A grant made now, with a new token and, if it asked, its lease timer.
-    fn new_grant(&mut self, conn: usize, mode: Mode, (lease_ms, max_hold_ms): LeaseOpts) -> Grant {
+    fn new_grant(&mut self, conn: usize, mode: Mode, (lease_ms, max_hold_ms, delay): LeaseOpts) -> Grant {
         let token = self.issue_token();
         let ends = (lease_ms.is_some() || max_hold_ms.is_some()).then(|| {
             self.seq += 1;
             let after = |ms: Option<u32>| ms.map(|ms| self.now + Tick::from(ms));
             Ends { lease_ms, lease_end: after(lease_ms), hold_end: after(max_hold_ms), seq: self.seq }
         });
-        Grant { conn, token, mode, ends }
+        Grant { conn, token, mode, ends, delay, delay_end: None }
     }
 
     /// The answer to a request about grant `token` (any, if `None`) of `name` that `conn` lost.
@@ -363,6 +380,9 @@ impl Model {
             if count == 0 || count > limit {
                 return self.reply(conn, rid, Some(name), bad_permits());
             }
+        }
+        if lease.2 > self.limits.max_lock_delay_ms {
+            return self.reply(conn, rid, Some(name), bad_permits());
         }
         let Some(i) = self.locks.iter().position(|l| l.name == name) else {
             if self.over_conn_limit(conn) {
@@ -434,6 +454,19 @@ impl Model {
     fn release(&mut self, i: usize, conn: usize) {
         self.locks[i].holders.retain(|g| g.conn != conn);
         self.grant(i, 0);
+    }
+
+    /// The grant of `conn` on lock `i` ends abnormally: with a lock-delay, its share stays
+    /// taken by nobody until the delay ends; without, as `release`. `i` is stale afterwards.
+    fn vanish(&mut self, i: usize, conn: usize) {
+        let Some(pos) = self.locks[i].holders.iter().position(|g| g.conn == conn) else { return };
+        let grant = &mut self.locks[i].holders[pos];
+        if grant.delay == 0 {
+            return self.release(i, conn);
+        }
+        self.seq += 1;
+        (grant.conn, grant.ends) = (NOBODY, None);
+        grant.delay_end = Some((self.now + Tick::from(grant.delay), self.seq));
     }
 
     fn unlock(&mut self, conn: usize, rid: u32, name: &str, token: Option<u64>) {
@@ -547,7 +580,11 @@ impl Model {
                 return false;
             }
             *budget -= 1;
-            self.release(i, conn);
+            if self.conns[conn].connected {
+                self.release(i, conn);
+            } else {
+                self.vanish(i, conn);
+            }
         }
     }
 
@@ -611,10 +648,12 @@ impl Model {
             .collect();
         let ends = self.locks.iter().flat_map(|l| &l.holders).filter_map(|g| g.ends);
         due.extend(ends.filter(|e| e.at() <= now).map(|e| (e.at(), e.seq)));
+        let delays = self.locks.iter().flat_map(|l| &l.holders).filter_map(|g| g.delay_end);
+        due.extend(delays.filter(|&(at, _)| at <= now));
         due.sort();
         due.truncate(self.expire_batch);
         for (_, seq) in due {
-            if self.end_lease(seq, now) {
+            if self.end_lease(seq, now) || self.end_delay(seq, now) {
                 continue;
             }
             let Some(i) = self.locks.iter().position(|l| l.waiters.iter().any(|w| w.seq == seq)) else {
@@ -629,13 +668,24 @@ impl Model {
         }
     }
 
+    /// Ends the lock-delay whose timer is `seq`, if there is one: the waiters may have room.
+    fn end_delay(&mut self, seq: u64, now: Tick) -> bool {
+        let find = |l: &Lock| l.holders.iter().position(|g| g.delay_end.is_some_and(|(_, s)| s == seq));
+        let Some((i, pos)) = self.locks.iter().enumerate().find_map(|(i, l)| find(l).map(|p| (i, p))) else {
+            return false;
+        };
+        self.locks[i].holders.remove(pos);
+        self.grant(i, now);
+        true
+    }
+
     /// Ends the grant whose lease timer is `seq`, if there is one: LOST to its holder.
     fn end_lease(&mut self, seq: u64, now: Tick) -> bool {
         let find = |l: &Lock| l.holders.iter().position(|g| g.ends.is_some_and(|e| e.seq == seq));
         let Some((i, pos)) = self.locks.iter().enumerate().find_map(|(i, l)| find(l).map(|p| (i, p))) else {
             return false;
         };
-        let grant = self.locks[i].holders.remove(pos);
+        let grant = self.locks[i].holders[pos];
         let ends = grant.ends.expect("found by its ends");
         let reason = if ends.hold_end.is_some_and(|at| at <= now) {
             LostReason::MaxHold
@@ -648,8 +698,34 @@ impl Model {
             let response = Response::Lost { token: grant.token, reason, name: name.to_owned() };
             self.reply(grant.conn, NOTICE_REQUEST_ID, Some(name), response);
         }
-        self.grant(i, now);
+        self.vanish(i, grant.conn);
         true
+    }
+
+    /// REVOKE: the grants held now (one, or all), each with LOST `revoked`, no lock-delay.
+    fn revoke(&mut self, conn: usize, rid: u32, name: &'static str, token: Option<u64>) {
+        let lock = self.locks.iter().find(|l| l.name == name);
+        let victims: Vec<Grant> = lock
+            .map(|l| {
+                l.holders
+                    .iter()
+                    .filter(|g| g.conn != NOBODY && token.is_none_or(|t| t == g.token))
+                    .copied()
+                    .collect()
+            })
+            .unwrap_or_default();
+        for g in &victims {
+            let Some(i) = self.locks.iter().position(|l| l.name == name) else { break };
+            if self.conns[g.conn].connected {
+                self.lost[g.conn].push((name, g.token, LostReason::Revoked));
+                let response =
+                    Response::Lost { token: g.token, reason: LostReason::Revoked, name: name.to_owned() };
+                self.reply(g.conn, NOTICE_REQUEST_ID, Some(name), response);
+            }
+            self.locks[i].holders.retain(|h| h.token != g.token);
+            self.grant(i, 0);
+        }
+        self.reply(conn, rid, Some(name), Response::Revoked { count: victims.len() as u32 });
     }
 
     /// Issue 13's invariants on the model itself, so a wrong model cannot agree with a wrong
@@ -777,6 +853,7 @@ impl Run {
             | Op::Unlock { conn, .. }
             | Op::Downgrade { conn, .. }
             | Op::Renew { conn, .. }
+            | Op::Revoke { conn, .. }
             | Op::Check { conn, .. }
             | Op::Reset { conn }
             | Op::Disconnect { conn }
@@ -786,6 +863,7 @@ impl Run {
             | Op::Unlock { conn, .. }
             | Op::Downgrade { conn, .. }
             | Op::Renew { conn, .. }
+            | Op::Revoke { conn, .. }
             | Op::Check { conn, .. }
             | Op::Reset { conn }
                 if self.model.releasing(conn) =>
@@ -796,7 +874,8 @@ impl Run {
                 let rid = self.request(conn);
                 let session = self.model.conns[conn].id;
                 let name_arc = Name::from(NAMES[name]);
-                let opts = LockOpts { mode, lease_ms: lease.0, max_hold_ms: lease.1, ..LockOpts::default() };
+                let (lease_ms, max_hold_ms, lock_delay_ms) = lease;
+                let opts = LockOpts { mode, lease_ms, max_hold_ms, lock_delay_ms, ..LockOpts::default() };
                 let cmd =
                     Command::Lock { session, request_id: rid, name: name_arc, timeout_ms, queue_max, opts };
                 self.table.apply(now, &cmd, &mut out);
@@ -826,6 +905,14 @@ impl Run {
                 let cmd = Command::Renew { session, request_id: rid, name: Name::from(NAMES[name]), token };
                 self.table.apply(now, &cmd, &mut out);
                 self.model.renew(conn, rid, NAMES[name], token);
+            }
+            Op::Revoke { conn, name, token } => {
+                let rid = self.request(conn);
+                let session = self.model.conns[conn].id;
+                let token = self.model.pick(token, conn, NAMES[name]);
+                let cmd = Command::Revoke { session, request_id: rid, name: Name::from(NAMES[name]), token };
+                self.table.apply(now, &cmd, &mut out);
+                self.model.revoke(conn, rid, NAMES[name], token);
             }
             Op::Check { conn, name, token } => {
                 let rid = self.request(conn);
@@ -961,7 +1048,7 @@ proptest! {
         batches in batches(),
         ops in prop::collection::vec(op_on(vec![0, 2]), 1..120),
     ) {
-        let limits = TableLimits { max_locks_per_conn: 0, max_waiters_per_lock: 0, list_max_default: 100 };
+        let limits = TableLimits { max_locks_per_conn: 0, max_waiters_per_lock: 0, list_max_default: 100, max_lock_delay_ms: 100 };
         let mut run = Run::new(limits, batches);
         for op in &ops {
             run.apply(op)?;

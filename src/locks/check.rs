@@ -3,7 +3,7 @@
 //! model's invariants hold at rest. O(locks + waiters + holds x holders); never called by the
 //! server.
 
-use super::holders::Mode;
+use super::holders::{Mode, NOBODY};
 use super::store::{Lock, NO_LOCK};
 use super::table::{LockTable, Timer};
 use super::SessionId;
@@ -21,7 +21,7 @@ impl LockTable {
         let (mut waiters, mut timed) = (0, 0);
         for (key, lock) in self.store.iter_keyed() {
             self.check_grants(lock)?;
-            for holder in lock.holders.iter() {
+            for holder in lock.holders.iter().filter(|h| h.session != NOBODY) {
                 let known = self.sessions.get(&holder.session).is_some_and(|state| state.held.contains(&key));
                 if !known {
                     return Err(format!("holder {:?} of {:?} does not list it", holder.session, lock.name));
@@ -61,9 +61,11 @@ impl LockTable {
             self.check_held_list(*session, state.held_head, state.held_tail, state.held.len())?;
         }
         let leased = self.check_extras()?;
-        if timed + leased != self.timers.len() {
+        let delayed: usize =
+            self.store.iter().map(|lock| lock.holders.iter().filter(|h| h.session == NOBODY).count()).sum();
+        if timed + leased + delayed != self.timers.len() {
             return Err(format!(
-                "{} timers for {timed} waiters with a deadline and {leased} grants with an end",
+                "{} timers for {timed} waiters with a deadline, {leased} grants with an end, {delayed} delays",
                 self.timers.len()
             ));
         }

@@ -38,6 +38,9 @@ pub enum Command {
     Downgrade { session: SessionId, request_id: u32, name: Name, token: u64 },
     /// RENEW: the lease of the session's grant `token` of `name` starts again from `now`.
     Renew { session: SessionId, request_id: u32, name: Name, token: u64 },
+    /// REVOKE: ends grant `token` of `name` (every grant of it if `None`) with LOST `revoked`
+    /// to its holder; the server checks the session's right to ask first.
+    Revoke { session: SessionId, request_id: u32, name: Name, token: Option<u64> },
     /// CHECK: does grant `token` hold `name` now? Any session may ask; nothing changes.
     Check { session: SessionId, request_id: u32, name: Name, token: u64 },
     /// RESET: every wait of the session is cancelled and its holds released, then `ResetOk`.
@@ -82,6 +85,9 @@ impl LockTable {
             }
             Command::Renew { session, request_id, name, token } => {
                 self.renew(now, *session, *request_id, name, *token, out)
+            }
+            Command::Revoke { session, request_id, name, token } => {
+                self.revoke(now, *session, *request_id, name, *token, out)
             }
             Command::Check { session, request_id, name, token } => {
                 self.check(now, *session, *request_id, name, *token, out)

@@ -8,8 +8,9 @@
 //! id `NOTICE_REQUEST_ID`) and the session remembers the loss, so that its next UNLOCK, RENEW
 //! or DOWNGRADE of that grant is answered LOST too, not a puzzling "not held".
 
-use super::holders::Holder;
+use super::holders::{Holder, NOBODY};
 use super::refusal::Refusal;
+use super::store::NO_LOCK;
 use super::table::{reply, LockTable, Timer};
 use super::{LockOpts, Name, Output, SessionId};
 use crate::protocol::{LostReason, Response, NOTICE_REQUEST_ID};
@@ -24,13 +25,19 @@ pub const LOST_MEMORY: usize = 64;
 pub(super) struct GrantOpts {
     pub lease_ms: Option<u32>,
     pub max_hold_ms: Option<u32>,
+    /// How long the grant's share stays taken after an abnormal end; 0: not at all.
+    pub lock_delay_ms: u32,
 }
 
 impl GrantOpts {
     /// The options of `opts` that need state beside the grant; `None` for a v1 LOCK.
     pub fn of(opts: &LockOpts) -> Option<GrantOpts> {
-        let grant = GrantOpts { lease_ms: opts.lease_ms, max_hold_ms: opts.max_hold_ms };
-        (grant.lease_ms.is_some() || grant.max_hold_ms.is_some()).then_some(grant)
+        let grant = GrantOpts {
+            lease_ms: opts.lease_ms,
+            max_hold_ms: opts.max_hold_ms,
+            lock_delay_ms: opts.lock_delay_ms,
+        };
+        (grant.lease_ms.is_some() || grant.max_hold_ms.is_some() || grant.lock_delay_ms != 0).then_some(grant)
     }
 }
 
@@ -142,6 +149,7 @@ impl LockTable {
         let name = Name::clone(&lock.name);
         self.unlink_held(session, key);
         self.counters.lost += 1;
+        let abnormal = reason != LostReason::Revoked;
         if let Some(state) = self.sessions.get_mut(&session).filter(|state| !state.gone) {
             if state.lost.len() >= LOST_MEMORY {
                 state.lost.remove(0);
@@ -155,7 +163,80 @@ impl LockTable {
                 response,
             });
         }
-        self.hand_over(now, session, key, out);
+        self.end_grant(now, session, key, abnormal, out);
+    }
+
+    /// The grant of `session` on lock `key` ends (it is out of the session's list of holds);
+    /// after an `abnormal` end (detach, lease or hold budget) a grant with a lock-delay keeps
+    /// its share of the lock, held by `NOBODY`, until its `Timer::Delay`; waiters keep their
+    /// places. Any other end hands the lock over at once.
+    pub(super) fn end_grant(
+        &mut self,
+        now: Tick,
+        session: SessionId,
+        key: u32,
+        abnormal: bool,
+        out: &mut Vec<Output>,
+    ) {
+        let delay = abnormal.then(|| self.lock_delay_of(key, session)).flatten();
+        let Some(delay) = delay else { return self.hand_over(now, session, key, out) };
+        let Some(holder) = self.store.get_mut(key).and_then(|lock| lock.holders.of_mut(session)) else {
+            return;
+        };
+        let ended = *holder;
+        (holder.session, holder.extra) = (NOBODY, false);
+        (holder.held_prev, holder.held_next) = (NO_LOCK, NO_LOCK);
+        self.counters.hold_ms.record(now.saturating_sub(ended.since));
+        self.end_extra(&ended);
+        let token = ended.token;
+        self.timers.insert(now.saturating_add(u64::from(delay)), Timer::Delay { lock: key, token });
+    }
+
+    fn lock_delay_of(&self, key: u32, session: SessionId) -> Option<u32> {
+        let holder = self.store.get(key)?.holders.of(session).filter(|h| h.extra)?;
+        let delay = self.extras.get(&holder.token)?.opts.lock_delay_ms;
+        (delay != 0).then_some(delay)
+    }
+
+    /// A lock-delay ended: the share grant `token` kept of lock `key` is free for the waiters.
+    pub(super) fn delay_end(&mut self, now: Tick, key: u32, token: u64, out: &mut Vec<Output>) {
+        let Some(lock) = self.store.get_mut(key) else { return };
+        if lock.holders.remove_where(|h| h.session == NOBODY && h.token == token).is_some() {
+            self.grant_waiters(now, key, out);
+        }
+    }
+
+    /// REVOKE (issue 13, part 7): ends grant `token` of `name`, or every grant of it if `None`,
+    /// each with LOST `revoked` to its holder (a normal end: no lock-delay), then answers
+    /// REVOKED with the count. Only the grants held when it arrives are revoked, not the
+    /// waiters they make room for. Whether the session may revoke is the server's business.
+    pub(super) fn revoke(
+        &mut self,
+        now: Tick,
+        session: SessionId,
+        request_id: u32,
+        name: &Name,
+        token: Option<u64>,
+        out: &mut Vec<Output>,
+    ) {
+        if !self.ready(now, session, out) {
+            return;
+        }
+        let key = self.store.find(name);
+        let victims: Vec<(SessionId, u64)> = key
+            .and_then(|key| self.store.get(key))
+            .map(|lock| {
+                let hit = |h: &&Holder| h.session != NOBODY && token.is_none_or(|t| t == h.token);
+                lock.holders.iter().filter(hit).map(|h| (h.session, h.token)).collect()
+            })
+            .unwrap_or_default();
+        if let Some(key) = key {
+            for &(victim, token) in &victims {
+                self.lose(now, victim, key, token, LostReason::Revoked, out);
+            }
+        }
+        let count = u32::try_from(victims.len()).unwrap_or(u32::MAX);
+        reply(out, session, request_id, name, Response::Revoked { count });
     }
 
     /// The loss `session` remembers of grant `token` (any token if `None`) of `name`, taken:

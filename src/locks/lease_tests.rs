@@ -142,3 +142,99 @@ fn a_downgrade_of_a_lost_grant_is_answered_lost_even_once_the_lock_is_gone() {
     assert_eq!(t.apply(11, downgrade.clone()), [(1, 2, lost(1, LostReason::LeaseExpired, "d"))]);
     assert_eq!(error_code(&t.apply(12, downgrade)), Some(ErrorCode::NotHolder));
 }
+
+fn delayed(lock_delay_ms: u32, lease_ms: Option<u32>) -> LockOpts {
+    LockOpts { lock_delay_ms, lease_ms, ..LockOpts::default() }
+}
+
+#[test]
+fn a_vanished_holder_keeps_the_name_for_its_lock_delay_and_waiters_keep_their_places() {
+    let mut t = T::new();
+    assert_eq!(t.lock_opts(0, 1, 1, "d", None, delayed(50, None)), [(1, 1, acquired(1))]);
+    assert_eq!(t.lock(1, 2, 1, "d", Mode::Exclusive), []);
+    assert_eq!(t.apply(10, Command::Detach { session: SessionId(1) }), [], "nothing granted yet");
+    assert_eq!(t.table.stats().locks_held, 1, "the name stays taken");
+    let out = t.lock_for(11, 3, 1, "d", Mode::Exclusive, 0);
+    assert!(matches!(out[..], [(3, 1, Response::TimedOut { .. })]), "{out:?}");
+    assert_eq!(t.apply(59, Command::Expire), []);
+    assert_eq!(t.apply(60, Command::Expire), [(2, 1, acquired(2))], "the first waiter, at the delay's end");
+}
+
+#[test]
+fn unlock_and_reset_are_normal_ends_without_lock_delay() {
+    let mut t = T::new();
+    assert_eq!(t.lock_opts(0, 1, 1, "u", None, delayed(50, None)), [(1, 1, acquired(1))]);
+    assert_eq!(t.lock(0, 2, 1, "u", Mode::Exclusive), []);
+    assert_eq!(t.unlock(1, 1, 2, "u"), [(1, 2, Response::Released), (2, 1, acquired(2))]);
+    assert_eq!(t.lock_opts(2, 3, 1, "r", None, delayed(50, None)), [(3, 1, acquired(3))]);
+    assert_eq!(t.lock(2, 4, 1, "r", Mode::Exclusive), []);
+    let out = t.apply(3, Command::Reset { session: SessionId(3), request_id: 2 });
+    assert_eq!(out, [(4, 1, acquired(4)), (3, 2, Response::ResetOk)]);
+    assert_eq!(t.table.next_deadline(), None);
+}
+
+#[test]
+fn a_lease_that_runs_out_is_followed_by_its_lock_delay() {
+    let mut t = T::new();
+    assert_eq!(t.lock_opts(0, 1, 1, "l", None, delayed(30, Some(10))), [(1, 1, acquired(1))]);
+    assert_eq!(t.lock(1, 2, 1, "l", Mode::Exclusive), []);
+    assert_eq!(
+        t.apply(10, Command::Expire),
+        [(1, NOTICE_REQUEST_ID, lost(1, LostReason::LeaseExpired, "l"))]
+    );
+    assert_eq!(t.apply(39, Command::Expire), []);
+    assert_eq!(t.apply(40, Command::Expire), [(2, 1, acquired(2))]);
+}
+
+#[test]
+fn a_delayed_reader_keeps_only_its_own_share() {
+    let mut t = T::new();
+    assert_eq!(
+        t.lock_opts(
+            0,
+            1,
+            1,
+            "s",
+            None,
+            LockOpts { mode: Mode::Shared, lock_delay_ms: 20, ..LockOpts::default() }
+        )
+        .len(),
+        1
+    );
+    assert_eq!(t.lock(0, 2, 1, "s", Mode::Shared), [(2, 1, acquired(2))]);
+    assert_eq!(t.apply(1, Command::Detach { session: SessionId(1) }), []);
+    assert_eq!(t.lock(2, 3, 1, "s", Mode::Shared), [(3, 1, acquired(3))], "readers still fit");
+    assert_eq!(t.lock(2, 4, 1, "s", Mode::Exclusive), []);
+    assert_eq!(t.unlock(3, 2, 2, "s"), [(2, 2, Response::Released)]);
+    assert_eq!(t.unlock(3, 3, 2, "s"), [(3, 2, Response::Released)], "the vanished reader's delay remains");
+    assert_eq!(t.apply(21, Command::Expire), [(4, 1, acquired(4))]);
+}
+
+fn revoke(t: &mut T, now: Tick, s: u64, name: &str, token: Option<u64>) -> Vec<(u64, u32, Response)> {
+    t.apply(now, Command::Revoke { session: SessionId(s), request_id: 9, name: Name::from(name), token })
+}
+
+#[test]
+fn revoke_ends_one_grant_or_all_with_lost_revoked_and_no_lock_delay() {
+    let mut t = T::new();
+    let shared = LockOpts { mode: Mode::Shared, lock_delay_ms: 50, ..LockOpts::default() };
+    assert_eq!(t.lock_opts(0, 1, 1, "v", None, shared), [(1, 1, acquired(1))]);
+    assert_eq!(t.lock_opts(0, 2, 1, "v", None, shared), [(2, 1, acquired(2))]);
+    assert_eq!(t.lock(0, 3, 1, "v", Mode::Exclusive), []);
+    assert_eq!(t.lock(0, 4, 1, "v", Mode::Exclusive), []);
+    let out = revoke(&mut t, 1, 9, "v", Some(2));
+    assert_eq!(
+        out,
+        [(2, NOTICE_REQUEST_ID, lost(2, LostReason::Revoked, "v")), (9, 9, Response::Revoked { count: 1 })]
+    );
+    assert_eq!(revoke(&mut t, 1, 9, "v", Some(2)), [(9, 9, Response::Revoked { count: 0 })], "gone already");
+    let out = revoke(&mut t, 2, 9, "v", None);
+    let expected = [
+        (1, NOTICE_REQUEST_ID, lost(1, LostReason::Revoked, "v")),
+        (3, 1, acquired(3)),
+        (9, 9, Response::Revoked { count: 1 }),
+    ];
+    assert_eq!(out, expected, "no lock-delay, and the new holder is not revoked with the old");
+    assert_eq!(t.unlock(3, 1, 2, "v"), [(1, 2, lost(1, LostReason::Revoked, "v"))]);
+    assert_eq!(revoke(&mut t, 4, 9, "nothing", None), [(9, 9, Response::Revoked { count: 0 })]);
+}

@@ -95,11 +95,21 @@ pub struct TableLimits {
     pub max_waiters_per_lock: u32,
     /// Default and ceiling of entries in LOCKS and CONNECTIONS listings; 0 = no ceiling.
     pub list_max_default: u32,
+    /// The longest lock-delay a LOCK may ask for; longer ones are refused (`bad_value`).
+    pub max_lock_delay_ms: u32,
 }
+
+/// The default of `TableLimits::max_lock_delay_ms`: a minute, Chubby's order of magnitude.
+pub const MAX_LOCK_DELAY_MS: u32 = 60_000;
 
 impl Default for TableLimits {
     fn default() -> Self {
-        TableLimits { max_locks_per_conn: 0, max_waiters_per_lock: 0, list_max_default: 10_000 }
+        TableLimits {
+            max_locks_per_conn: 0,
+            max_waiters_per_lock: 0,
+            list_max_default: 10_000,
+            max_lock_delay_ms: MAX_LOCK_DELAY_MS,
+        }
     }
 }
 

@@ -71,7 +71,7 @@ impl T {
         self.lock_opts(now, s, rid, name, None, LockOpts { mode, ..LockOpts::default() })
     }
 
-    fn lock_for(&mut self, now: Tick, s: u64, rid: u32, name: &str, mode: Mode, timeout_ms: u32) -> Out {
+    pub fn lock_for(&mut self, now: Tick, s: u64, rid: u32, name: &str, mode: Mode, timeout_ms: u32) -> Out {
         self.lock_opts(now, s, rid, name, Some(timeout_ms), LockOpts { mode, ..LockOpts::default() })
     }
 
@@ -257,10 +257,9 @@ fn bad_permit_counts_are_refused_before_the_table_is_looked_at() {
 #[test]
 fn options_not_implemented_yet_are_refused_as_unsupported_flags() {
     let mut t = T::new();
-    let unsupported = [
-        LockOpts { lock_delay_ms: 5, ..LockOpts::default() },
-        LockOpts { notify_contention: true, mode: S, ..LockOpts::default() },
-    ];
+    let too_long = LockOpts { lock_delay_ms: MAX_LOCK_DELAY_MS + 1, ..LockOpts::default() };
+    assert_eq!(error_code(&t.lock_opts(0, 1, 1, "o", None, too_long)), Some(ErrorCode::BadValue));
+    let unsupported = [LockOpts { notify_contention: true, mode: S, ..LockOpts::default() }];
     for opts in unsupported {
         let out = t.lock_opts(0, 1, 1, "o", None, opts);
         assert_eq!(error_code(&out), Some(ErrorCode::UnsupportedFlags), "{opts:?}: {out:?}");

@@ -16,6 +16,8 @@ pub(super) enum Refusal {
     ModeConflict,
     /// A DOWNGRADE or RENEW names a grant (name and token) the session does not hold.
     NotHolder,
+    /// A lock-delay above the server's maximum.
+    LockDelayTooLong { asked: u32, max: u32 },
     /// An option this table does not implement yet: refused as an unknown flag is today, so
     /// no client gets a weaker lock than it asked for.
     Unsupported(&'static str),
@@ -35,6 +37,9 @@ impl Refusal {
                 (ErrorCode::ModeConflict, "the lock is held by this connection in another mode".to_owned())
             }
             Refusal::NotHolder => (ErrorCode::NotHolder, "this connection holds no such grant".to_owned()),
+            Refusal::LockDelayTooLong { asked, max } => {
+                (ErrorCode::BadValue, format!("lock_delay_ms {asked} is above the server's maximum {max}"))
+            }
             Refusal::Unsupported(what) => (ErrorCode::UnsupportedFlags, format!("{what} is not supported")),
         };
         Response::error(code, message)

@@ -158,7 +158,7 @@ impl LockTable {
     ) -> bool {
         loop {
             let Some(state) = self.sessions.get(&session) else { return true };
-            let key = state.held_head;
+            let (key, gone) = (state.held_head, state.gone);
             if self.store.get(key).is_none() {
                 return true;
             }
@@ -168,7 +168,8 @@ impl LockTable {
             *budget -= 1;
             self.unlink_held(session, key);
             self.counters.released += 1;
-            self.hand_over(now, session, key, out);
+            // A detach is an abnormal end: a grant's lock-delay applies; a RESET's is not.
+            self.end_grant(now, session, key, gone, out);
         }
     }
 }

@@ -26,6 +26,8 @@ pub(super) enum Timer {
     Wait { lock: u32, session: SessionId, request_id: u32 },
     /// The lease or hold budget of grant `token` ends (`lease`).
     Lease { token: u64 },
+    /// The lock-delay of grant `token` of lock `lock`, whose holder vanished, ends.
+    Delay { lock: u32, token: u64 },
 }
 
 /// Named locks with FIFO wait queues; see the module documentation for the guarantees.
@@ -90,7 +92,7 @@ pub(super) struct Terms {
 
 /// Why the request itself cannot be served, whatever the table holds; `None` for every v1 LOCK
 /// after one comparison.
-fn refusal_of(opts: &LockOpts) -> Option<Refusal> {
+fn refusal_of(opts: &LockOpts, limits: &TableLimits) -> Option<Refusal> {
     if *opts == LockOpts::default() {
         return None;
     }
@@ -99,8 +101,8 @@ fn refusal_of(opts: &LockOpts) -> Option<Refusal> {
             return Some(Refusal::BadPermits { count, limit });
         }
     }
-    if opts.lock_delay_ms != 0 {
-        return Some(Refusal::Unsupported("lock_delay"));
+    if opts.lock_delay_ms > limits.max_lock_delay_ms {
+        return Some(Refusal::LockDelayTooLong { asked: opts.lock_delay_ms, max: limits.max_lock_delay_ms });
     }
     if opts.notify_contention {
         return Some(Refusal::Unsupported("a contention notice"));
@@ -179,7 +181,7 @@ impl LockTable {
         if state.releasing {
             self.finish_release(now, session, out);
         }
-        if let Some(refusal) = refusal_of(&terms.opts) {
+        if let Some(refusal) = refusal_of(&terms.opts, &self.limits) {
             return reply(out, session, request_id, name, refusal.response());
         }
         match self.store.find(name) {
@@ -425,6 +427,7 @@ impl LockTable {
                     self.time_out(now, lock, session, request_id, out)
                 }
                 Timer::Lease { token } => self.lease_timer(now, token, out),
+                Timer::Delay { lock, token } => self.delay_end(now, lock, token, out),
             }
         }
         self.fired = fired;

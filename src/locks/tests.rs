@@ -393,7 +393,12 @@ fn tokens_strictly_increase() {
 
 #[test]
 fn limits_refuse_new_holds_and_waits() {
-    let limits = TableLimits { max_locks_per_conn: 2, max_waiters_per_lock: 1, list_max_default: 10 };
+    let limits = TableLimits {
+        max_locks_per_conn: 2,
+        max_waiters_per_lock: 1,
+        list_max_default: 10,
+        ..TableLimits::default()
+    };
     let mut h = Harness::with_limits(limits);
     let refused =
         |out: &Out| matches!(out[..], [(_, _, Response::Error { code: ErrorCode::LimitExceeded, .. })]);

@@ -95,7 +95,12 @@ impl Default for Config {
             max_frame: DEFAULT_MAX_FRAME,
             max_name: DEFAULT_MAX_NAME,
             max_output: 4 * 1024 * 1024,
-            table: TableLimits { max_locks_per_conn: 0, max_waiters_per_lock: 0, list_max_default: 10_000 },
+            table: TableLimits {
+                max_locks_per_conn: 0,
+                max_waiters_per_lock: 0,
+                list_max_default: 10_000,
+                ..TableLimits::default()
+            },
             state_file: None,
             pid_file: None,
             stats_interval: None,
