@@ -819,21 +819,6 @@ fn check_exits_0_while_the_token_holds_and_1_after() {
     assert_eq!(out.status.code(), Some(officer::cli::EXIT_USAGE), "tokens are never 0");
 }
 
-/// Until the server enforces lock-delay, `--lock-delay` must not silently become a plain
-/// lock: the request is refused, and the command never runs without what it asked for.
-#[test]
-fn a_lock_delay_the_server_does_not_serve_is_refused_and_the_command_never_runs() {
-    let server = TestServer::start();
-    let dir = support::temp_dir();
-    let marker = dir.path().join("ran");
-    let touch = format!("touch {}", marker.display());
-    let out =
-        run(officer(server.addr().port(), "lock", &["--lock-delay", "5", "job", "--", "sh", "-c", &touch]));
-    assert_ne!(out.status.code(), Some(0));
-    assert!(text(&out.stderr).contains("unsupported_flags"), "{}", text(&out.stderr));
-    assert!(!marker.exists(), "the command ran without its lock");
-}
-
 /// With `--lease`, officer renews while the command runs: the grant outlives its lease
 /// several times over, and the command's own token still holds at its end.
 #[test]

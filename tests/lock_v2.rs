@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use officer::client::{Client, ErrorKind, LockOptions};
 use officer::protocol::{
-    op, ErrorCode, LockExtRequest, LockRequest, LostReason, Request, Response, TokenRequest,
+    op, ErrorCode, LockExtRequest, LockRequest, LostReason, Request, Response, RevokeRequest, TokenRequest,
 };
 use support::frames::frame;
 use support::process::wait_until;
@@ -235,7 +235,7 @@ fn unlock_token_leaves_a_wait_alone() {
 /// on, and nothing was taken by the refused requests.
 #[test]
 fn bad_values_of_every_new_field_get_their_error_code() {
-    let server = TestServer::start_with(|c| c.max_lock_delay = Duration::from_millis(500));
+    let server = TestServer::start_with(|c| c.table.max_lock_delay_ms = 500);
     let mut raw = Raw::connect(server.addr());
     // flags `u16`, mode `u8`, timeout, queue_max, permits, limit, lease, max_hold, lock_delay, name.
     let ext = |flags: u16, mode: u8, permits: u32, limit: u32, delay: u32| {
@@ -275,13 +275,9 @@ fn bad_values_of_every_new_field_get_their_error_code() {
 fn options_not_served_yet_are_refused_as_unsupported() {
     let server = TestServer::start();
     let mut raw = Raw::connect(server.addr());
-    for (what, req) in [
-        ("lock_delay", LockExtRequest { lock_delay_ms: 100, ..LockExtRequest::exclusive("x") }),
-        ("notify", LockExtRequest { notify_contention: true, ..LockExtRequest::exclusive("x") }),
-    ] {
-        let response = raw.call(&Request::LockExt(req));
-        assert_eq!(error_code(&response), ErrorCode::UnsupportedFlags, "{what}: {response:?}");
-    }
+    let req = LockExtRequest { notify_contention: true, ..LockExtRequest::exclusive("x") };
+    let response = raw.call(&Request::LockExt(req));
+    assert_eq!(error_code(&response), ErrorCode::UnsupportedFlags, "notify: {response:?}");
     // Nothing was taken.
     assert_eq!(raw.call(&Request::Unlock("x")), Response::ReleaseFailed);
 }
@@ -540,4 +536,88 @@ fn the_same_user_on_the_unix_socket_is_an_admin() {
     assert_eq!(admin.call(&Request::Kick(victim_id)), Response::Kicked);
     assert!(victim.wait_disconnected(Some(WAIT)));
     drop(server);
+}
+
+/// REVOKE needs admin rights; a LOCK_EXT holder gets LOST `revoked`, the admin REVOKED with the
+/// count, and the next waiter is granted.
+#[test]
+fn revoke_ends_a_grant_with_lost_revoked() {
+    let server = TestServer::start_with(|c| c.admin_secret = Some(ADMIN_SECRET.to_vec()));
+    let mut holder = Raw::connect(server.addr());
+    let token = acquired(holder.call(&Request::LockExt(LockExtRequest::exclusive("rv"))));
+    let mut waiter = Raw::connect(server.addr());
+    let wait_id = waiter.send(&Request::Lock(LockRequest { name: "rv", timeout_ms: None, queue_max: None }));
+    let mut admin = Raw::connect(server.addr());
+    let revoke = Request::Revoke(RevokeRequest { name: "rv", token: None });
+    assert_eq!(error_code(&admin.call(&revoke)), ErrorCode::Forbidden);
+    assert_eq!(
+        holder.call(&Request::Check(TokenRequest { name: "rv", token })),
+        Response::Checked { held: true }
+    );
+    assert_eq!(admin.call(&Request::AdminAuth(ADMIN_SECRET)), Response::AuthOk);
+    assert_eq!(admin.call(&revoke), Response::Revoked { count: 1 });
+    assert_eq!(holder.recv(), (0, Response::Lost { token, reason: LostReason::Revoked, name: "rv".into() }));
+    let (rid, granted) = waiter.recv();
+    assert_eq!(rid, wait_id);
+    let next = acquired(granted);
+    // A token that holds nothing revokes nothing.
+    assert_eq!(
+        admin.call(&Request::Revoke(RevokeRequest { name: "rv", token: Some(token) })),
+        Response::Revoked { count: 0 }
+    );
+    assert_eq!(
+        admin.call(&Request::Check(TokenRequest { name: "rv", token: next })),
+        Response::Checked { held: true }
+    );
+}
+
+/// A holder that cannot be told (a version-1 LOCK client) loses its connection instead, which
+/// every old client already takes as the loss of its locks; it never sees a LOST frame.
+#[test]
+fn revoking_an_old_clients_grant_closes_its_connection() {
+    let dir = support::temp_dir();
+    let path = dir.path().join("officer.sock");
+    let server = TestServer::start_with(|c| c.listen = officer::server::Listen::Unix(path.clone()));
+    let mut old = Raw::connect_unix(&path);
+    assert!(matches!(
+        old.call(&Request::Lock(LockRequest { name: "old", timeout_ms: None, queue_max: None })),
+        Response::Acquired { .. }
+    ));
+    let admin = Client::connect_unix(&path).expect("admin");
+    assert_eq!(admin.revoke("old", None).expect("revoke"), 1);
+    let (frames, closed) = old.wait_closed(WAIT);
+    assert!(closed, "the old client was not closed");
+    assert!(frames.is_empty(), "an old client got {frames:?}");
+    admin.try_lock("old").expect("free again");
+    drop(server);
+}
+
+/// After a holder with a lock-delay vanishes, the name grants nothing for that long; the
+/// waiter keeps its place and is granted after it. A normal UNLOCK starts no delay.
+#[test]
+fn lock_delay_holds_the_name_after_an_abnormal_end() {
+    let server = TestServer::start();
+    let delayed = LockOptions::new().lock_delay(Duration::from_millis(300));
+    let (holder, waiter) = (client(&server), client(&server));
+    holder.lock("ld", delayed).expect("holder");
+    let observer = client(&server);
+    let (tx, rx) = mpsc::channel();
+    let waiting = thread::spawn(move || {
+        let got = waiter.lock("ld", LockOptions::new());
+        tx.send(std::time::Instant::now()).expect("send");
+        got.map(|_| waiter)
+    });
+    wait_until("the waiter waits", WAIT, || queue_len(&observer, "ld") == 2);
+    let gone = std::time::Instant::now();
+    holder.disconnect();
+    let granted = rx.recv_timeout(WAIT).expect("granted after the delay");
+    // The server counts whole milliseconds; no more than that tick early.
+    let waited = granted.duration_since(gone);
+    assert!(waited >= Duration::from_millis(299), "granted early: {waited:?}");
+    let waiter = waiting.join().expect("waiter thread").expect("lock");
+    // A normal end: the next one is granted at once.
+    let other = client(&server);
+    let lock = other.lock("ld2", delayed).expect("lock");
+    other.unlock_token("ld2", lock.token()).expect("unlock");
+    waiter.try_lock("ld2").expect("no delay after UNLOCK");
 }

@@ -53,7 +53,9 @@ pub use shard::ShardedClient;
 pub use shard_builder::ShardedBuilder;
 pub use types::{Acquired, Listing, LockMode, LockOptions, MyLocks, MyLocksListing, Stats, Top};
 
-use crate::protocol::{validate_name, ListRequest, LockRequest, Request, Response, TokenRequest};
+use crate::protocol::{
+    validate_name, ListRequest, LockRequest, Request, Response, RevokeRequest, TokenRequest,
+};
 use builder::Config;
 use conn::{unexpected, Conn, Track};
 
@@ -356,6 +358,59 @@ impl Client {
             Err(()) => None,
             Ok(Some(g)) => Some(Error::grant_lost(name, g.token, g.reason)),
             Ok(None) => Some(conn.lost().map_or_else(|| Error::protocol("connection lost"), |l| l.error())),
+        }
+    }
+
+    /// Presents the admin secret (the server's `--admin-file`), which gives this connection
+    /// the rights of [`Client::revoke`] and [`Client::kick`]. A wrong secret closes the
+    /// connection. On the server's UNIX socket, its own user has the rights without it. A
+    /// reconnected connection has to present it again.
+    ///
+    /// ```no_run
+    /// # let client = officer::client::Client::connect("localhost", 11500)?;
+    /// client.admin_auth(&std::fs::read("/etc/officer/admin.secret")?)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn admin_auth(&self, secret: &[u8]) -> Result<()> {
+        let conn = self.current()?;
+        match self.call(&conn, &Request::AdminAuth(secret), Track::None)? {
+            Response::AuthOk => Ok(()),
+            other => Err(unexpected(&other, "ADMIN_AUTH")),
+        }
+    }
+
+    /// An operator's forced release: ends grant `token` of `name`, or every grant of it with
+    /// `None`; each holder is told LOST `revoked` (or, for a client that cannot be told,
+    /// loses its connection). Returns how many grants ended. Needs admin rights.
+    ///
+    /// ```no_run
+    /// # let client = officer::client::Client::connect_unix("/tmp/officer.sock")?;
+    /// let ended = client.revoke("stuck-job", None)?;
+    /// println!("{ended} grants revoked");
+    /// # Ok::<(), officer::client::Error>(())
+    /// ```
+    pub fn revoke(&self, name: &str, token: Option<u64>) -> Result<u32> {
+        let conn = self.current()?;
+        let full = self.full_name(&conn, name, false)?;
+        match self.call(&conn, &Request::Revoke(RevokeRequest { name: &full, token }), Track::None)? {
+            Response::Revoked { count } => Ok(count),
+            other => Err(unexpected(&other, "REVOKE")),
+        }
+    }
+
+    /// Closes the server's connection `connection_id` (as listings and logs show it); its
+    /// locks are released as on any disconnect. Needs admin rights.
+    ///
+    /// ```no_run
+    /// # let client = officer::client::Client::connect_unix("/tmp/officer.sock")?;
+    /// client.kick(42)?;
+    /// # Ok::<(), officer::client::Error>(())
+    /// ```
+    pub fn kick(&self, connection_id: u64) -> Result<()> {
+        let conn = self.current()?;
+        match self.call(&conn, &Request::Kick(connection_id), Track::None)? {
+            Response::Kicked => Ok(()),
+            other => Err(unexpected(&other, "KICK")),
         }
     }
 

@@ -77,8 +77,6 @@ pub struct Config {
     /// The secret of ADMIN_AUTH, which gives a connection admin rights (KICK, REVOKE);
     /// `None`: only the server's own user on its UNIX socket has them (PROTOCOL.md §6.12).
     pub admin_secret: Option<Vec<u8>>,
-    /// Largest `lock_delay_ms` a LOCK_EXT may ask for (PROTOCOL.md §6.10); above it, `bad_value`.
-    pub max_lock_delay: Duration,
 }
 
 impl Config {
@@ -118,7 +116,6 @@ impl Default for Config {
             auth_timeout: Duration::from_secs(5),
             pre_auth_max_frame: 512,
             admin_secret: None,
-            max_lock_delay: Duration::from_secs(60),
         }
     }
 }

@@ -8,7 +8,7 @@ use log::warn;
 use super::session::{Cause, CloseReason, Scratch, Session, Step};
 use super::{Config, Server};
 use crate::locks::{Command, LockOpts, LockTable, Mode, Name, Output, SessionId};
-use crate::protocol::{op, DecodeError, LockExtRequest, Mode as WireMode, Request, Response};
+use crate::protocol::{DecodeError, LockExtRequest, Mode as WireMode, Request, Response};
 use crate::wheel::Tick;
 
 /// What driving a session over a connection's input needs from the code that owns the
@@ -141,10 +141,15 @@ impl Host for Server {
         if let Request::Kick(victim) = request {
             return self.kick(key, rid, victim, now);
         }
+        if let Request::Revoke(revoke) = &request {
+            if !self.may_revoke(key, rid, revoke) {
+                return;
+            }
+        }
         let Some(conn) = self.conns.get(key) else { return };
         let sid = conn.sid;
         match run(&mut self.table, now, sid, rid, request, &self.config, &mut self.outputs) {
-            Ran::Outputs => self.deliver_outputs(),
+            Ran::Outputs => self.deliver_outputs(now),
             Ran::Reply(response) => Server::send(self, key, rid, &response),
             Ran::Stats => {
                 let response = Response::Stats(self.stats_entries(now));
@@ -199,14 +204,6 @@ pub(crate) fn run(
             Ran::Outputs
         }
         Request::LockExt(ext) => {
-            if u128::from(ext.lock_delay_ms) > config.max_lock_delay.as_millis() {
-                let e = DecodeError::BadValue {
-                    opcode: op::LOCK_EXT,
-                    field: "lock_delay_ms",
-                    value: ext.lock_delay_ms.into(),
-                };
-                return Ran::Reply(Response::error(e.code(), e.to_string()));
-            }
             let (name, timeout_ms, queue_max) =
                 (Name::from(ext.name), server_timeout(ext.timeout_ms), ext.queue_max);
             let opts = lock_opts(&ext);
@@ -227,6 +224,11 @@ pub(crate) fn run(
         }
         Request::Renew(t) => {
             let cmd = Command::Renew { session, request_id: rid, name: Name::from(t.name), token: t.token };
+            table.apply(now, &cmd, outputs);
+            Ran::Outputs
+        }
+        Request::Revoke(r) => {
+            let cmd = Command::Revoke { session, request_id: rid, name: Name::from(r.name), token: r.token };
             table.apply(now, &cmd, outputs);
             Ran::Outputs
         }
@@ -261,8 +263,7 @@ pub(crate) fn run(
             "HELLO was already received",
         )),
         // The session refuses these before decoding; refused here too, should one arrive.
-        Request::Revoke(_)
-        | Request::Kick(_)
+        Request::Kick(_)
         | Request::AdminAuth(_)
         | Request::LocksDetail(_)
         | Request::ConnectionsDetail(_) => {

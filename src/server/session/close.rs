@@ -35,6 +35,7 @@ close_reasons! {
     Auth => "auth",
     Shutdown => "shutdown",
     Kicked => "kicked",
+    Revoked => "revoked",
 }
 
 impl CloseReason {

@@ -114,6 +114,8 @@ pub struct Session {
     json: Option<json::JsonSession>,
     /// May KICK and REVOKE (PROTOCOL.md §6.12).
     admin: bool,
+    /// Sent a LOCK_EXT: a client that knows the LOST notice (PROTOCOL.md §4.24).
+    speaks_v2: bool,
 }
 
 impl Session {
@@ -129,6 +131,7 @@ impl Session {
             auth_deadline,
             json: None,
             admin: false,
+            speaks_v2: false,
         }
     }
 
@@ -136,6 +139,12 @@ impl Session {
     /// on the UNIX socket.
     pub fn grant_admin(&mut self) {
         self.admin = true;
+    }
+
+    /// Whether a LOST notice can be sent to this connection: a binary one that has sent
+    /// LOCK_EXT. Any other holder of a revoked grant is closed instead (PROTOCOL.md §6.12).
+    pub fn understands_lost(&self) -> bool {
+        self.speaks_v2 && self.phase == Phase::Binary
     }
 
     /// Whether the connection may KICK and REVOKE.
@@ -249,6 +258,9 @@ impl Session {
             Err(e) => return Step::Invalid { rid, code: e.code(), message: e.to_string(), quiet: false },
         };
         debug!("request conn={} request_id={rid} op=0x{:02x}", self.serial, frame.opcode);
+        if let Request::LockExt(_) = request {
+            self.speaks_v2 = true;
+        }
         match (self.phase, request) {
             (Phase::AwaitHello, Request::Hello(hello)) => self.greet(rid, hello.negotiated_version(), config),
             (Phase::AwaitHello, _) => fail(DecodeError::BadMagic),
@@ -329,17 +341,7 @@ fn fail(error: DecodeError) -> Step<'static> {
 /// The lock model v2 requests this server does not serve yet: answered `unknown_opcode`, as
 /// before they were defined (PROTOCOL.md §8).
 fn refused_v2(opcode: u8) -> bool {
-    op::is_v2_request(opcode)
-        && !matches!(
-            opcode,
-            op::LOCK_EXT
-                | op::UNLOCK_TOKEN
-                | op::DOWNGRADE
-                | op::CHECK
-                | op::RENEW
-                | op::ADMIN_AUTH
-                | op::KICK
-        )
+    matches!(opcode, op::LOCKS_DETAIL | op::CONNECTIONS_DETAIL)
 }
 
 /// Requests whose answer walks every lock or connection, or every lock of one connection (or
