@@ -188,14 +188,9 @@ struct Grant {
     mode: Mode,
     /// Its lease and hold budget, if it asked for either.
     ends: Option<Ends>,
-    /// Its lock-delay, and once its holder vanished (`conn == NOBODY`), the delay's end and
-    /// the order of its timer.
+    /// Its lock-delay after an abnormal end.
     delay: u32,
-    delay_end: Option<(Tick, u64)>,
 }
-
-/// The holder of a grant whose lock-delay runs after its connection vanished.
-const NOBODY: usize = usize::MAX;
 
 /// `(lease_ms, max_hold_ms, lock_delay_ms)` of a LOCK.
 type LeaseOpts = (Option<u32>, Option<u32>, u32);
@@ -220,9 +215,11 @@ struct Lock {
     name: &'static str,
     /// The semaphore limit, or 0 for a read/write lock: fixed while the lock exists.
     limit: u32,
-    /// In grant order; never empty at rest.
+    /// In grant order; never empty at rest, except during a lock-delay.
     holders: Vec<Grant>,
     waiters: Vec<Waiter>,
+    /// A lock-delay's end and the order of its timer: the lock grants nothing until then.
+    delay: Option<(Tick, u64)>,
 }
 
 fn limit_of(mode: Mode) -> u32 {
@@ -326,7 +323,7 @@ impl Model {
 
     fn queue(&self, lock: &Lock) -> Vec<String> {
         let conns = lock.holders.iter().map(|g| g.conn).chain(lock.waiters.iter().map(|w| w.conn));
-        conns.map(|c| if c == NOBODY { String::new() } else { self.conns[c].label.clone() }).collect()
+        conns.map(|c| self.conns[c].label.clone()).collect()
     }
 
     fn count(&self, conn: usize) -> usize {
@@ -352,7 +349,7 @@ impl Model {
             let after = |ms: Option<u32>| ms.map(|ms| self.now + Tick::from(ms));
             Ends { lease_ms, lease_end: after(lease_ms), hold_end: after(max_hold_ms), seq: self.seq }
         });
-        Grant { conn, token, mode, ends, delay, delay_end: None }
+        Grant { conn, token, mode, ends, delay }
     }
 
     /// The answer to a request about grant `token` (any, if `None`) of `name` that `conn` lost.
@@ -391,7 +388,7 @@ impl Model {
             let grant = self.new_grant(conn, mode, lease);
             let token = grant.token;
             let holders = vec![grant];
-            self.locks.push(Lock { name, limit: limit_of(mode), holders, waiters: Vec::new() });
+            self.locks.push(Lock { name, limit: limit_of(mode), holders, waiters: Vec::new(), delay: None });
             return self.reply(conn, rid, Some(name), Response::Acquired { token });
         };
         let lock = &self.locks[i];
@@ -406,7 +403,7 @@ impl Model {
             }
         } else if lock.waiters.iter().any(|w| w.conn == conn) {
             Response::AlreadyWaiting
-        } else if lock.waiters.is_empty() && lock.fits(mode) {
+        } else if lock.waiters.is_empty() && lock.delay.is_none() && lock.fits(mode) {
             if self.over_conn_limit(conn) {
                 limit_error()
             } else {
@@ -438,14 +435,17 @@ impl Model {
     /// Lock `i` may have room: the head of its queue is granted while it fits beside every
     /// holder; a lock nobody holds or awaits disappears. `i` is stale afterwards.
     fn grant(&mut self, i: usize, _now: Tick) {
-        while self.locks[i].waiters.first().is_some_and(|w| self.locks[i].fits(w.mode)) {
+        while self.locks[i].delay.is_none()
+            && self.locks[i].waiters.first().is_some_and(|w| self.locks[i].fits(w.mode))
+        {
             let waiter = self.locks[i].waiters.remove(0);
             let grant = self.new_grant(waiter.conn, waiter.mode, waiter.lease);
             self.locks[i].holders.push(grant);
             let name = self.locks[i].name;
             self.reply(waiter.conn, waiter.request_id, Some(name), Response::Acquired { token: grant.token });
         }
-        if self.locks[i].holders.is_empty() && self.locks[i].waiters.is_empty() {
+        let lock = &self.locks[i];
+        if lock.holders.is_empty() && lock.waiters.is_empty() && lock.delay.is_none() {
             self.locks.remove(i);
         }
     }
@@ -456,17 +456,16 @@ impl Model {
         self.grant(i, 0);
     }
 
-    /// The grant of `conn` on lock `i` ends abnormally: with a lock-delay, its share stays
-    /// taken by nobody until the delay ends; without, as `release`. `i` is stale afterwards.
+    /// The grant of `conn` on lock `i` ends abnormally: with a lock-delay, the lock grants
+    /// nothing until the latest delay's end. `i` is stale afterwards.
     fn vanish(&mut self, i: usize, conn: usize) {
-        let Some(pos) = self.locks[i].holders.iter().position(|g| g.conn == conn) else { return };
-        let grant = &mut self.locks[i].holders[pos];
-        if grant.delay == 0 {
-            return self.release(i, conn);
+        let delay = self.locks[i].holder(conn).map_or(0, |g| g.delay);
+        let until = self.now + Tick::from(delay);
+        if delay != 0 && self.locks[i].delay.is_none_or(|(at, _)| at < until) {
+            self.seq += 1;
+            self.locks[i].delay = Some((until, self.seq));
         }
-        self.seq += 1;
-        (grant.conn, grant.ends) = (NOBODY, None);
-        grant.delay_end = Some((self.now + Tick::from(grant.delay), self.seq));
+        self.release(i, conn);
     }
 
     fn unlock(&mut self, conn: usize, rid: u32, name: &str, token: Option<u64>) {
@@ -648,8 +647,7 @@ impl Model {
             .collect();
         let ends = self.locks.iter().flat_map(|l| &l.holders).filter_map(|g| g.ends);
         due.extend(ends.filter(|e| e.at() <= now).map(|e| (e.at(), e.seq)));
-        let delays = self.locks.iter().flat_map(|l| &l.holders).filter_map(|g| g.delay_end);
-        due.extend(delays.filter(|&(at, _)| at <= now));
+        due.extend(self.locks.iter().filter_map(|l| l.delay).filter(|&(at, _)| at <= now));
         due.sort();
         due.truncate(self.expire_batch);
         for (_, seq) in due {
@@ -670,11 +668,10 @@ impl Model {
 
     /// Ends the lock-delay whose timer is `seq`, if there is one: the waiters may have room.
     fn end_delay(&mut self, seq: u64, now: Tick) -> bool {
-        let find = |l: &Lock| l.holders.iter().position(|g| g.delay_end.is_some_and(|(_, s)| s == seq));
-        let Some((i, pos)) = self.locks.iter().enumerate().find_map(|(i, l)| find(l).map(|p| (i, p))) else {
+        let Some(i) = self.locks.iter().position(|l| l.delay.is_some_and(|(_, s)| s == seq)) else {
             return false;
         };
-        self.locks[i].holders.remove(pos);
+        self.locks[i].delay = None;
         self.grant(i, now);
         true
     }
@@ -706,13 +703,7 @@ impl Model {
     fn revoke(&mut self, conn: usize, rid: u32, name: &'static str, token: Option<u64>) {
         let lock = self.locks.iter().find(|l| l.name == name);
         let victims: Vec<Grant> = lock
-            .map(|l| {
-                l.holders
-                    .iter()
-                    .filter(|g| g.conn != NOBODY && token.is_none_or(|t| t == g.token))
-                    .copied()
-                    .collect()
-            })
+            .map(|l| l.holders.iter().filter(|g| token.is_none_or(|t| t == g.token)).copied().collect())
             .unwrap_or_default();
         for g in &victims {
             let Some(i) = self.locks.iter().position(|l| l.name == name) else { break };
@@ -722,8 +713,7 @@ impl Model {
                     Response::Lost { token: g.token, reason: LostReason::Revoked, name: name.to_owned() };
                 self.reply(g.conn, NOTICE_REQUEST_ID, Some(name), response);
             }
-            self.locks[i].holders.retain(|h| h.token != g.token);
-            self.grant(i, 0);
+            self.vanish(i, g.conn);
         }
         self.reply(conn, rid, Some(name), Response::Revoked { count: victims.len() as u32 });
     }
@@ -734,14 +724,14 @@ impl Model {
     fn invariants(&self) -> Result<(), String> {
         for lock in &self.locks {
             let exclusive = lock.holders.iter().any(|g| g.mode == Mode::Exclusive);
-            if lock.holders.is_empty() || (exclusive && lock.holders.len() > 1) {
+            if (lock.holders.is_empty() && lock.delay.is_none()) || (exclusive && lock.holders.len() > 1) {
                 return Err(format!("{}: holders {:?}", lock.name, lock.holders));
             }
             let used: u32 = lock.holders.iter().map(|g| permits(g.mode)).sum();
             if lock.limit != 0 && used > lock.limit {
                 return Err(format!("{}: {used} permits of {}", lock.name, lock.limit));
             }
-            if lock.waiters.first().is_some_and(|w| lock.fits(w.mode)) {
+            if lock.delay.is_none() && lock.waiters.first().is_some_and(|w| lock.fits(w.mode)) {
                 return Err(format!("{}: the head of the queue fits but waits", lock.name));
             }
             if lock.holders.windows(2).any(|w| w[0].token >= w[1].token) {
@@ -752,8 +742,9 @@ impl Model {
     }
 
     fn listing(&self) -> Vec<LockInfo> {
+        let listed = self.locks.iter().filter(|l| !l.holders.is_empty() || !l.waiters.is_empty());
         let mut locks: Vec<LockInfo> =
-            self.locks.iter().map(|l| LockInfo { name: l.name.to_owned(), queue: self.queue(l) }).collect();
+            listed.map(|l| LockInfo { name: l.name.to_owned(), queue: self.queue(l) }).collect();
         locks.sort_by(|a, b| a.name.cmp(&b.name));
         locks
     }
@@ -985,7 +976,8 @@ impl Run {
         }
         let stats = self.table.stats();
         let waiters = self.model.locks.iter().map(|l| l.waiters.len()).sum::<usize>();
-        prop_assert_eq!((stats.locks_held, stats.waiters), (self.model.locks.len(), waiters));
+        let held = self.model.locks.iter().filter(|l| !l.holders.is_empty()).count();
+        prop_assert_eq!((stats.locks_held, stats.waiters), (held, waiters));
         prop_assert_eq!(self.table.last_token(), self.model.next_token - 1);
         prop_assert_eq!(self.table.has_pending_releases(), !self.model.pending.is_empty());
         prop_assert_eq!(self.table.check_invariants(), Ok(()), "after {:?}", op);

@@ -3,7 +3,7 @@
 //! model's invariants hold at rest. O(locks + waiters + holds x holders); never called by the
 //! server.
 
-use super::holders::{Mode, NOBODY};
+use super::holders::Mode;
 use super::store::{Lock, NO_LOCK};
 use super::table::{LockTable, Timer};
 use super::SessionId;
@@ -21,7 +21,7 @@ impl LockTable {
         let (mut waiters, mut timed) = (0, 0);
         for (key, lock) in self.store.iter_keyed() {
             self.check_grants(lock)?;
-            for holder in lock.holders.iter().filter(|h| h.session != NOBODY) {
+            for holder in lock.holders.iter() {
                 let known = self.sessions.get(&holder.session).is_some_and(|state| state.held.contains(&key));
                 if !known {
                     return Err(format!("holder {:?} of {:?} does not list it", holder.session, lock.name));
@@ -61,8 +61,7 @@ impl LockTable {
             self.check_held_list(*session, state.held_head, state.held_tail, state.held.len())?;
         }
         let leased = self.check_extras()?;
-        let delayed: usize =
-            self.store.iter().map(|lock| lock.holders.iter().filter(|h| h.session == NOBODY).count()).sum();
+        let delayed = self.check_delays()?;
         if timed + leased + delayed != self.timers.len() {
             return Err(format!(
                 "{} timers for {timed} waiters with a deadline, {leased} grants with an end, {delayed} delays",
@@ -73,6 +72,32 @@ impl LockTable {
             return Err(format!("waiter gauge {} for {waiters} waiters", self.waiters));
         }
         Ok(())
+    }
+
+    /// Each lock in a lock-delay has one live delay timer at its end and no other lock has
+    /// one; the gauge of unheld delayed locks is right. Returns the number of delay timers.
+    fn check_delays(&self) -> Result<usize, String> {
+        let mut unheld = 0;
+        for (key, lock) in self.store.iter_keyed() {
+            let timer = self.delays.get(&key).and_then(|&t| self.timers.get(t));
+            match (lock.delay_until, timer) {
+                (0, None) if !self.delays.contains_key(&key) => {}
+                (until, Some((at, Timer::Delay { lock: k }))) if until == at && *k == key => {
+                    unheld += usize::from(lock.holders.is_empty());
+                }
+                (until, timer) => {
+                    return Err(format!("lock {:?}: delay until {until}, timer {timer:?}", lock.name))
+                }
+            }
+        }
+        if self.delays.len() > self.store.len() || unheld != self.delayed_unheld {
+            return Err(format!(
+                "{} delays, {unheld} unheld delayed locks, gauge {}",
+                self.delays.len(),
+                self.delayed_unheld
+            ));
+        }
+        Ok(self.delays.len())
     }
 
     /// Each grant with a lease or hold budget has its state under its token, and the other
@@ -104,8 +129,8 @@ impl LockTable {
     fn check_grants(&self, lock: &Lock) -> Result<(), String> {
         let holders = &lock.holders;
         let name = &lock.name;
-        if holders.is_empty() {
-            return Err(format!("lock {name:?} has no holder"));
+        if holders.is_empty() && lock.delay_until == 0 {
+            return Err(format!("lock {name:?} has no holder and no lock-delay"));
         }
         let capacity = if holders.limit() == 0 { u64::from(u32::MAX) } else { u64::from(holders.limit()) };
         let used: u64 = holders.iter().map(|h| u64::from(h.weight)).sum();

@@ -127,6 +127,9 @@ impl LockTable {
     pub(super) fn hand_over(&mut self, now: Tick, session: SessionId, key: u32, out: &mut Vec<Output>) {
         let Some(lock) = self.store.get_mut(key) else { return };
         if let Some(holder) = lock.holders.remove(session) {
+            if lock.delay_until != 0 && lock.holders.is_empty() {
+                self.delayed_unheld += 1;
+            }
             self.counters.hold_ms.record(now.saturating_sub(holder.since));
             self.end_extra(&holder);
         }
@@ -139,6 +142,9 @@ impl LockTable {
     pub(super) fn grant_waiters(&mut self, now: Tick, key: u32, out: &mut Vec<Output>) {
         loop {
             let Some(lock) = self.store.get_mut(key) else { return };
+            if lock.delay_until != 0 {
+                return;
+            }
             let Some(head) = lock.waiters.front() else {
                 if lock.holders.is_empty() {
                     self.store.remove(key);

@@ -43,11 +43,6 @@ impl Mode {
     }
 }
 
-/// The session of a grant whose holder vanished while its lock-delay runs (`lease`): it
-/// keeps its share of the lock until its `Timer::Delay`, and belongs to no session's list of
-/// holds. Session ids count up from 1 and never reach it.
-pub(super) const NOBODY: SessionId = SessionId(u64::MAX);
-
 /// One grant of a lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Holder {
@@ -187,22 +182,17 @@ impl Holders {
 
     /// Takes the grant of `session` out, keeping the others in token order. O(holders).
     pub fn remove(&mut self, session: SessionId) -> Option<Holder> {
-        self.remove_where(|h| h.session == session)
-    }
-
-    /// Takes the first grant `pick` chooses out, keeping the others in token order.
-    pub fn remove_where(&mut self, pick: impl Fn(&Holder) -> bool) -> Option<Holder> {
         if self.used == 0 {
             return None;
         }
-        let holder = if pick(&self.first) {
+        let holder = if self.first.session == session {
             let holder = self.first;
             if !self.more.is_empty() {
                 self.first = self.more.remove(0);
             }
             holder
         } else {
-            let pos = self.more.iter().position(pick)?;
+            let pos = self.more.iter().position(|h| h.session == session)?;
             self.more.remove(pos)
         };
         self.used -= holder.weight;

@@ -8,9 +8,8 @@
 //! id `NOTICE_REQUEST_ID`) and the session remembers the loss, so that its next UNLOCK, RENEW
 //! or DOWNGRADE of that grant is answered LOST too, not a puzzling "not held".
 
-use super::holders::{Holder, NOBODY};
+use super::holders::Holder;
 use super::refusal::Refusal;
-use super::store::NO_LOCK;
 use super::table::{reply, LockTable, Timer};
 use super::{LockOpts, Name, Output, SessionId};
 use crate::protocol::{LostReason, Response, NOTICE_REQUEST_ID};
@@ -149,7 +148,6 @@ impl LockTable {
         let name = Name::clone(&lock.name);
         self.unlink_held(session, key);
         self.counters.lost += 1;
-        let abnormal = reason != LostReason::Revoked;
         if let Some(state) = self.sessions.get_mut(&session).filter(|state| !state.gone) {
             if state.lost.len() >= LOST_MEMORY {
                 state.lost.remove(0);
@@ -163,13 +161,13 @@ impl LockTable {
                 response,
             });
         }
-        self.end_grant(now, session, key, abnormal, out);
+        self.end_grant(now, session, key, true, out);
     }
 
-    /// The grant of `session` on lock `key` ends (it is out of the session's list of holds);
-    /// after an `abnormal` end (detach, lease or hold budget) a grant with a lock-delay keeps
-    /// its share of the lock, held by `NOBODY`, until its `Timer::Delay`; waiters keep their
-    /// places. Any other end hands the lock over at once.
+    /// The grant of `session` on lock `key` ends (it is out of the session's list of holds).
+    /// After an `abnormal` end (detach, lease, hold budget, REVOKE) of a grant with a
+    /// lock-delay, the lock grants nothing until the delay ends (the latest of several counts);
+    /// its other holders keep their grants and its waiters their places (PROTOCOL.md §6.10).
     pub(super) fn end_grant(
         &mut self,
         now: Tick,
@@ -178,18 +176,10 @@ impl LockTable {
         abnormal: bool,
         out: &mut Vec<Output>,
     ) {
-        let delay = abnormal.then(|| self.lock_delay_of(key, session)).flatten();
-        let Some(delay) = delay else { return self.hand_over(now, session, key, out) };
-        let Some(holder) = self.store.get_mut(key).and_then(|lock| lock.holders.of_mut(session)) else {
-            return;
-        };
-        let ended = *holder;
-        (holder.session, holder.extra) = (NOBODY, false);
-        (holder.held_prev, holder.held_next) = (NO_LOCK, NO_LOCK);
-        self.counters.hold_ms.record(now.saturating_sub(ended.since));
-        self.end_extra(&ended);
-        let token = ended.token;
-        self.timers.insert(now.saturating_add(u64::from(delay)), Timer::Delay { lock: key, token });
+        if let Some(delay) = abnormal.then(|| self.lock_delay_of(key, session)).flatten() {
+            self.start_delay(key, now.saturating_add(u64::from(delay)));
+        }
+        self.hand_over(now, session, key, out);
     }
 
     fn lock_delay_of(&self, key: u32, session: SessionId) -> Option<u32> {
@@ -198,16 +188,36 @@ impl LockTable {
         (delay != 0).then_some(delay)
     }
 
-    /// A lock-delay ended: the share grant `token` kept of lock `key` is free for the waiters.
-    pub(super) fn delay_end(&mut self, now: Tick, key: u32, token: u64, out: &mut Vec<Output>) {
+    /// Lock `key` grants nothing until `until` (or a later end it has already).
+    fn start_delay(&mut self, key: u32, until: Tick) {
         let Some(lock) = self.store.get_mut(key) else { return };
-        if lock.holders.remove_where(|h| h.session == NOBODY && h.token == token).is_some() {
-            self.grant_waiters(now, key, out);
+        if lock.delay_until >= until {
+            return;
+        }
+        if lock.delay_until == 0 && lock.holders.is_empty() {
+            self.delayed_unheld += 1;
+        }
+        lock.delay_until = until;
+        let timer = self.timers.insert(until, Timer::Delay { lock: key });
+        if let Some(old) = self.delays.insert(key, timer) {
+            self.timers.cancel(old);
         }
     }
 
+    /// The lock-delay of lock `key` ended: the queue moves on as after a release, and a lock
+    /// with no holder and no waiter goes.
+    pub(super) fn delay_end(&mut self, now: Tick, key: u32, out: &mut Vec<Output>) {
+        self.delays.remove(&key);
+        let Some(lock) = self.store.get_mut(key) else { return };
+        lock.delay_until = 0;
+        if lock.holders.is_empty() {
+            self.delayed_unheld -= 1;
+        }
+        self.grant_waiters(now, key, out);
+    }
+
     /// REVOKE (issue 13, part 7): ends grant `token` of `name`, or every grant of it if `None`,
-    /// each with LOST `revoked` to its holder (a normal end: no lock-delay), then answers
+    /// each with LOST `revoked` to its holder (as a lease does: a lock-delay starts), then answers
     /// REVOKED with the count. Only the grants held when it arrives are revoked, not the
     /// waiters they make room for. Whether the session may revoke is the server's business.
     pub(super) fn revoke(
@@ -226,7 +236,7 @@ impl LockTable {
         let victims: Vec<(SessionId, u64)> = key
             .and_then(|key| self.store.get(key))
             .map(|lock| {
-                let hit = |h: &&Holder| h.session != NOBODY && token.is_none_or(|t| t == h.token);
+                let hit = |h: &&Holder| token.is_none_or(|t| t == h.token);
                 lock.holders.iter().filter(hit).map(|h| (h.session, h.token)).collect()
             })
             .unwrap_or_default();

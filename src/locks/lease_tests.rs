@@ -153,7 +153,7 @@ fn a_vanished_holder_keeps_the_name_for_its_lock_delay_and_waiters_keep_their_pl
     assert_eq!(t.lock_opts(0, 1, 1, "d", None, delayed(50, None)), [(1, 1, acquired(1))]);
     assert_eq!(t.lock(1, 2, 1, "d", Mode::Exclusive), []);
     assert_eq!(t.apply(10, Command::Detach { session: SessionId(1) }), [], "nothing granted yet");
-    assert_eq!(t.table.stats().locks_held, 1, "the name stays taken");
+    assert_eq!((t.table.stats().locks_held, t.table.stats().waiters), (0, 1), "held by no one, yet taken");
     let out = t.lock_for(11, 3, 1, "d", Mode::Exclusive, 0);
     assert!(matches!(out[..], [(3, 1, Response::TimedOut { .. })]), "{out:?}");
     assert_eq!(t.apply(59, Command::Expire), []);
@@ -187,27 +187,36 @@ fn a_lease_that_runs_out_is_followed_by_its_lock_delay() {
 }
 
 #[test]
-fn a_delayed_reader_keeps_only_its_own_share() {
+fn a_lock_delay_stops_every_grant_but_the_other_holders_keep_theirs() {
     let mut t = T::new();
-    assert_eq!(
-        t.lock_opts(
-            0,
-            1,
-            1,
-            "s",
-            None,
-            LockOpts { mode: Mode::Shared, lock_delay_ms: 20, ..LockOpts::default() }
-        )
-        .len(),
-        1
-    );
+    let delayed_reader = LockOpts { mode: Mode::Shared, lock_delay_ms: 20, ..LockOpts::default() };
+    assert_eq!(t.lock_opts(0, 1, 1, "s", None, delayed_reader).len(), 1);
     assert_eq!(t.lock(0, 2, 1, "s", Mode::Shared), [(2, 1, acquired(2))]);
     assert_eq!(t.apply(1, Command::Detach { session: SessionId(1) }), []);
-    assert_eq!(t.lock(2, 3, 1, "s", Mode::Shared), [(3, 1, acquired(3))], "readers still fit");
+    assert_eq!(t.lock(2, 3, 1, "s", Mode::Shared), [], "even a reader waits during the delay");
     assert_eq!(t.lock(2, 4, 1, "s", Mode::Exclusive), []);
-    assert_eq!(t.unlock(3, 2, 2, "s"), [(2, 2, Response::Released)]);
-    assert_eq!(t.unlock(3, 3, 2, "s"), [(3, 2, Response::Released)], "the vanished reader's delay remains");
-    assert_eq!(t.apply(21, Command::Expire), [(4, 1, acquired(4))]);
+    assert_eq!(t.unlock(3, 2, 2, "s"), [(2, 2, Response::Released)], "the other reader kept its grant");
+    assert_eq!(t.table.stats().locks_held, 0, "held by no one, yet not free");
+    assert_eq!(t.apply(20, Command::Expire), []);
+    assert_eq!(t.apply(21, Command::Expire), [(3, 1, acquired(3))], "the queue moves on in order");
+    assert_eq!(t.unlock(22, 3, 2, "s"), [(3, 2, Response::Released), (4, 1, acquired(4))]);
+}
+
+#[test]
+fn the_latest_of_several_lock_delays_counts_and_an_idle_delayed_name_is_not_listed() {
+    let mut t = T::new();
+    let opts = |ms| LockOpts { mode: Mode::Shared, lock_delay_ms: ms, ..LockOpts::default() };
+    assert_eq!(t.lock_opts(0, 1, 1, "n", None, opts(30)).len(), 1);
+    assert_eq!(t.lock_opts(0, 2, 1, "n", None, opts(10)).len(), 1);
+    assert_eq!(t.apply(1, Command::Detach { session: SessionId(1) }), []);
+    assert_eq!(t.apply(2, Command::Detach { session: SessionId(2) }), [], "ends at 12, before 31");
+    assert_eq!(t.table.locks("", 0), Response::Locks { locks: Vec::new(), truncated: false });
+    assert_eq!(t.lock_for(15, 3, 1, "n", Mode::Exclusive, 0).len(), 1, "a try-once request times out");
+    assert_eq!(t.apply(30, Command::Expire), []);
+    assert_eq!(t.lock(31, 3, 2, "n", Mode::Exclusive), [], "still in its delay at 31 until the timer runs");
+    assert_eq!(t.apply(31, Command::Expire), [(3, 2, acquired(3))]);
+    assert_eq!(t.unlock(32, 3, 3, "n"), [(3, 3, Response::Released)]);
+    assert_eq!(t.table.stats().locks_held, 0, "the name went with its last grant");
 }
 
 fn revoke(t: &mut T, now: Tick, s: u64, name: &str, token: Option<u64>) -> Vec<(u64, u32, Response)> {
@@ -215,7 +224,7 @@ fn revoke(t: &mut T, now: Tick, s: u64, name: &str, token: Option<u64>) -> Vec<(
 }
 
 #[test]
-fn revoke_ends_one_grant_or_all_with_lost_revoked_and_no_lock_delay() {
+fn revoke_ends_one_grant_or_all_with_lost_revoked_and_starts_the_lock_delay() {
     let mut t = T::new();
     let shared = LockOpts { mode: Mode::Shared, lock_delay_ms: 50, ..LockOpts::default() };
     assert_eq!(t.lock_opts(0, 1, 1, "v", None, shared), [(1, 1, acquired(1))]);
@@ -229,12 +238,12 @@ fn revoke_ends_one_grant_or_all_with_lost_revoked_and_no_lock_delay() {
     );
     assert_eq!(revoke(&mut t, 1, 9, "v", Some(2)), [(9, 9, Response::Revoked { count: 0 })], "gone already");
     let out = revoke(&mut t, 2, 9, "v", None);
-    let expected = [
-        (1, NOTICE_REQUEST_ID, lost(1, LostReason::Revoked, "v")),
-        (3, 1, acquired(3)),
-        (9, 9, Response::Revoked { count: 1 }),
-    ];
-    assert_eq!(out, expected, "no lock-delay, and the new holder is not revoked with the old");
-    assert_eq!(t.unlock(3, 1, 2, "v"), [(1, 2, lost(1, LostReason::Revoked, "v"))]);
-    assert_eq!(revoke(&mut t, 4, 9, "nothing", None), [(9, 9, Response::Revoked { count: 0 })]);
+    assert_eq!(
+        out,
+        [(1, NOTICE_REQUEST_ID, lost(1, LostReason::Revoked, "v")), (9, 9, Response::Revoked { count: 1 })]
+    );
+    assert_eq!(t.apply(51, Command::Expire), [], "the later revoke's delay counts");
+    assert_eq!(t.apply(52, Command::Expire), [(3, 1, acquired(3))], "not revoked with the old holders");
+    assert_eq!(t.unlock(53, 1, 2, "v"), [(1, 2, lost(1, LostReason::Revoked, "v"))]);
+    assert_eq!(revoke(&mut t, 54, 9, "nothing", None), [(9, 9, Response::Revoked { count: 0 })]);
 }

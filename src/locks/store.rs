@@ -32,7 +32,8 @@ pub(super) struct Waiter {
     pub timer: Option<TimerHandle>,
 }
 
-/// A held lock. A lock without a holder is removed, so `holders` is never empty.
+/// A held lock. A lock without a holder is removed, so `holders` is never empty, except
+/// while a lock-delay runs.
 #[derive(Debug)]
 pub(super) struct Lock {
     pub name: Name,
@@ -40,6 +41,10 @@ pub(super) struct Lock {
     /// Waiting requests in arrival order; `VecDeque::new` does not allocate, so an uncontended
     /// lock costs no allocation beyond its name.
     pub waiters: VecDeque<Waiter>,
+    /// While nonzero, a lock-delay runs until this tick (PROTOCOL.md §6.10): the lock grants
+    /// nothing, and it is kept even with no holder and no waiter. One compare on the paths
+    /// that grant.
+    pub delay_until: Tick,
 }
 
 /// The end of a holder's list of holds.
@@ -49,12 +54,12 @@ impl Lock {
     /// A lock just granted to `holder`, not yet linked into its list of holds; `limit` is the
     /// semaphore limit, or 0 for a read/write lock.
     pub fn new(name: Name, holder: Holder, limit: u32) -> Lock {
-        Lock { name, holders: Holders::new(holder, limit), waiters: VecDeque::new() }
+        Lock { name, holders: Holders::new(holder, limit), waiters: VecDeque::new(), delay_until: 0 }
     }
 
     /// Whether the first waiter could be granted now: what must never stay true at rest.
     pub fn head_admitted(&self) -> bool {
-        self.waiters.front().is_some_and(|w| self.holders.admits(w.weight))
+        self.delay_until == 0 && self.waiters.front().is_some_and(|w| self.holders.admits(w.weight))
     }
 
     /// Gives back queue memory once the queue is far below its peak (a quarter of the capacity,

@@ -15,7 +15,7 @@ use super::session::SessionState;
 use super::store::{Lock, Store, Waiter};
 use super::{LockOpts, Name, Output, SessionId, TableLimits, TableStats};
 use crate::protocol::{ErrorCode, Response};
-use crate::wheel::{Tick, Wheel};
+use crate::wheel::{Tick, TimerHandle, Wheel};
 
 /// What a timer of the table carries to find its subject again. It is looked up, not trusted:
 /// every path that ends a wait cancels its timer, and a timer that still outlived its waiter is
@@ -26,8 +26,8 @@ pub(super) enum Timer {
     Wait { lock: u32, session: SessionId, request_id: u32 },
     /// The lease or hold budget of grant `token` ends (`lease`).
     Lease { token: u64 },
-    /// The lock-delay of grant `token` of lock `lock`, whose holder vanished, ends.
-    Delay { lock: u32, token: u64 },
+    /// The lock-delay of lock `lock` ends.
+    Delay { lock: u32 },
 }
 
 /// Named locks with FIFO wait queues; see the module documentation for the guarantees.
@@ -37,6 +37,10 @@ pub struct LockTable {
     pub(super) timers: Wheel<Timer>,
     /// The lease state of the grants that have one, by token.
     pub(super) extras: HashMap<u64, Extra>,
+    /// The timer of each lock whose lock-delay runs, by lock key.
+    pub(super) delays: HashMap<u32, TimerHandle>,
+    /// Locks in a lock-delay with no holder: in the table, but not held.
+    pub(super) delayed_unheld: usize,
     /// Reused buffer for fired timers, so `expire` does not allocate in steady state; it never
     /// holds more than `expire_batch` of them.
     fired: Vec<Timer>,
@@ -118,6 +122,8 @@ impl LockTable {
             sessions: HashMap::new(),
             timers: Wheel::new(),
             extras: HashMap::new(),
+            delays: HashMap::new(),
+            delayed_unheld: 0,
             fired: Vec::new(),
             next_token: first_token,
             next_session: 1,
@@ -247,7 +253,7 @@ impl LockTable {
             // The first request keeps waiting with its own timer; this one is answered now.
             self.counters.already_waiting += 1;
             Response::AlreadyWaiting
-        } else if lock.waiters.is_empty() && lock.holders.admits(mode.weight()) {
+        } else if lock.waiters.is_empty() && lock.delay_until == 0 && lock.holders.admits(mode.weight()) {
             // Compatible with every holder and no one waits before it: granted now. An
             // exclusive hold admits nothing, so a v1 LOCK never gets here.
             if let Some(message) = self.limit_refusal(session, None) {
@@ -427,7 +433,7 @@ impl LockTable {
                     self.time_out(now, lock, session, request_id, out)
                 }
                 Timer::Lease { token } => self.lease_timer(now, token, out),
-                Timer::Delay { lock, token } => self.delay_end(now, lock, token, out),
+                Timer::Delay { lock } => self.delay_end(now, lock, out),
             }
         }
         self.fired = fired;
