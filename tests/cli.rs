@@ -847,3 +847,65 @@ fn max_hold_ending_the_grant_is_a_loss_exit_75() {
     let stderr = text(&out.stderr);
     assert!(stderr.contains("max_hold") && stderr.contains("stopping the command"), "{stderr}");
 }
+
+/// `officer release --force` and `officer kick` as the server's own user on its UNIX socket
+/// (no secret needed there): the holder learns its grant was revoked, the victim of a kick
+/// loses its connection. Over TCP without the admin secret both are refused.
+#[test]
+fn release_force_and_kick_need_admin_rights() {
+    let dir = support::temp_dir();
+    let path = dir.path().join("officer.sock");
+    let server = TestServer::start_with(|c| c.listen = officer::server::Listen::Unix(path.clone()));
+    let sock = path.to_str().expect("utf-8 path");
+    let unix = |sub: &str, args: &[&str]| {
+        let mut cmd = bare();
+        cmd.arg(sub).args(["-o", "unix", "-f", sock]).args(args);
+        run(cmd)
+    };
+    let holder = Client::connect_unix(&path).expect("holder");
+    let guard = holder.lock_guard("stuck", LockOptions::new().shared()).expect("lock");
+    let out = unix("release", &["stuck"]);
+    assert_eq!(out.status.code(), Some(officer::cli::EXIT_USAGE), "--force is required");
+    let out = unix("release", &["--force", "stuck"]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "revoked 1 grant of lock \"stuck\"\n");
+    assert!(guard.wait_lost(Some(WAIT)), "the holder was not told");
+    let victim = Client::connect_unix(&path).expect("victim");
+    let id = victim.server_info().connection_id.to_string();
+    let out = unix("kick", &[&id]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert!(victim.wait_disconnected(Some(WAIT)));
+    let out = unix("kick", &["999999"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(text(&out.stderr).contains("not_found"), "{}", text(&out.stderr));
+    drop(server);
+
+    let tcp = TestServer::start();
+    let out = run(officer(tcp.addr().port(), "kick", &["1"]));
+    assert_ne!(out.status.code(), Some(0));
+    assert!(text(&out.stderr).contains("forbidden"), "{}", text(&out.stderr));
+    let out = run(officer(tcp.addr().port(), "release", &["--force", "x"]));
+    assert!(text(&out.stderr).contains("forbidden"), "{}", text(&out.stderr));
+}
+
+/// With the server's admin secret, `--admin-file` gives the rights over TCP.
+#[test]
+fn admin_file_gives_the_rights_over_tcp() {
+    let secret = "an admin secret of thirty-two bytes or more";
+    let server = TestServer::start_with(|c| c.admin_secret = Some(secret.as_bytes().to_vec()));
+    let dir = support::temp_dir();
+    let file = dir.path().join("admin.secret");
+    std::fs::write(&file, format!("{secret}\n")).expect("write secret");
+    let holder = client(&server);
+    let lock = holder.lock("held", LockOptions::new().shared()).expect("lock");
+    let file = file.to_str().expect("utf-8 path");
+    let token = lock.token().to_string();
+    let out = run(officer(
+        server.addr().port(),
+        "release",
+        &["--force", "--token", &token, "--admin-file", file, "held"],
+    ));
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    let e = holder.wait_lost("held", lock.token(), Some(WAIT)).expect("told");
+    assert_eq!(e.lost_reason().map(|(r, _)| r), Some(officer::client::LostReason::Revoked));
+}

@@ -13,6 +13,7 @@
 //! `-h` means `--host` here, as in `officer run`, so every subcommand turns clap's help flag
 //! off and offers `--help` alone.
 
+mod admin;
 pub mod bench;
 mod lock;
 pub mod serve;
@@ -177,6 +178,64 @@ pub enum ClientCommand {
     /// Ask whether a fencing token holds a lock now (exit 0 if it does, 1 if not).
     #[command(disable_help_flag = true)]
     Check(CheckArgs),
+    /// End a lock's grants by force (an operator's action; the holders are told they lost it).
+    #[command(disable_help_flag = true)]
+    Release(ReleaseArgs),
+    /// Close a connection by its id (an operator's action; its locks are released).
+    #[command(disable_help_flag = true)]
+    Kick(KickArgs),
+}
+
+/// `officer release --force NAME [--token T]`.
+///
+/// ```
+/// # use clap::Parser;
+/// # #[derive(Parser)] #[command(disable_help_flag = true)]
+/// # struct Cli { #[command(subcommand)] command: officer::cli::ClientCommand }
+/// use officer::cli::ClientCommand;
+/// let Cli { command: ClientCommand::Release(args) } = Cli::parse_from(["officer", "release", "--force", "db"]) else { panic!() };
+/// assert_eq!((args.name.as_str(), args.token), ("db", None));
+/// ```
+#[derive(clap::Args, Debug)]
+pub struct ReleaseArgs {
+    /// The lock whose grants end.
+    pub name: String,
+    /// Required: releasing another's lock is a forced act (the holder gets LOST revoked).
+    #[arg(long, required = true)]
+    pub force: bool,
+    /// End only the grant with this fencing token [default: every grant of the name].
+    #[arg(long, value_name = "TOKEN", value_parser = clap::value_parser!(u64).range(1..))]
+    pub token: Option<u64>,
+    /// The server's admin secret (its --admin-file); not needed on its UNIX socket as its user.
+    #[arg(long, value_name = "PATH")]
+    pub admin_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    #[arg(long, action = clap::ArgAction::Help, help = "Print help")]
+    help: Option<bool>,
+}
+
+/// `officer kick CONN`.
+///
+/// ```
+/// # use clap::Parser;
+/// # #[derive(Parser)] #[command(disable_help_flag = true)]
+/// # struct Cli { #[command(subcommand)] command: officer::cli::ClientCommand }
+/// use officer::cli::ClientCommand;
+/// let Cli { command: ClientCommand::Kick(args) } = Cli::parse_from(["officer", "kick", "42"]) else { panic!() };
+/// assert_eq!(args.connection, 42);
+/// ```
+#[derive(clap::Args, Debug)]
+pub struct KickArgs {
+    /// The connection's id, as the server's logs and HELLO_OK show it.
+    pub connection: u64,
+    /// The server's admin secret (its --admin-file); not needed on its UNIX socket as its user.
+    #[arg(long, value_name = "PATH")]
+    pub admin_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    #[arg(long, action = clap::ArgAction::Help, help = "Print help")]
+    help: Option<bool>,
 }
 
 /// `officer check NAME TOKEN`.
@@ -711,6 +770,8 @@ pub fn run(cmd: ClientCommand) -> i32 {
         ClientCommand::Ping(args) => show::ping(args),
         ClientCommand::Top(args) => top::run(args),
         ClientCommand::Check(args) => show::check(args),
+        ClientCommand::Release(args) => admin::release(args),
+        ClientCommand::Kick(args) => admin::kick(args),
     }
 }
 
