@@ -350,6 +350,7 @@ impl Client {
     /// if let Some(e) = client.wait_lost("job", token, Some(Duration::from_millis(10))) {
     ///     eprintln!("stop writing: {e}");
     /// }
+    /// # Ok::<(), officer::client::Error>(())
     /// ```
     pub fn wait_lost(&self, name: &str, token: u64, timeout: Option<Duration>) -> Option<Error> {
         let conn = Arc::clone(&self.slot());

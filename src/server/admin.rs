@@ -1,7 +1,7 @@
 //! The operator's requests (PROTOCOL.md §6.12): who has admin rights (ADMIN_AUTH with the
 //! admin secret, or the server's own user on its UNIX socket), KICK, which closes another
-//! connection, and the rights check of REVOKE (which the table carries out). Each is logged
-//! with the admin's connection and what it ends.
+//! connection, and the log line of REVOKE (`dispatch::run` checks the rights of both and the
+//! table carries REVOKE out). Each is logged with the admin's connection and what it ends.
 
 use std::os::fd::AsRawFd;
 
@@ -14,18 +14,11 @@ use crate::protocol::{ErrorCode, Response, RevokeRequest, SHUTDOWN_REQUEST_ID};
 use crate::wheel::Tick;
 
 impl Server {
-    /// Whether the connection on `key` may REVOKE (else it is answered `forbidden`); logs the
-    /// admin's REVOKE, which the table then carries out.
-    pub(super) fn may_revoke(&mut self, key: usize, rid: u32, revoke: &RevokeRequest<'_>) -> bool {
-        let Some(admin) = self.conns.get(key) else { return false };
-        if !admin.session.is_admin() {
-            let response = Response::error(ErrorCode::Forbidden, "REVOKE needs admin rights");
-            self.send(key, rid, &response);
-            return false;
-        }
+    /// Logs an admin's REVOKE (`run` refuses it without the rights), with who asked.
+    pub(super) fn log_revoke(&self, key: usize, revoke: &RevokeRequest<'_>) {
+        let Some(admin) = self.conns.get(key).filter(|c| c.session.is_admin()) else { return };
         let token = revoke.token.map_or_else(|| "all".to_owned(), |t| t.to_string());
         warn!("revoke by conn={} peer={}: lock={:?} token={token}", admin.serial, admin.label, revoke.name);
-        true
     }
 
     /// KICK `victim` (a connection id, as HELLO_OK and logs show it) for the admin on `key`.

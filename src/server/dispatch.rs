@@ -8,7 +8,7 @@ use log::warn;
 use super::session::{Cause, CloseReason, Scratch, Session, Step};
 use super::{Config, Server};
 use crate::locks::{Command, LockOpts, LockTable, Mode, Name, Output, SessionId};
-use crate::protocol::{DecodeError, LockExtRequest, Mode as WireMode, Request, Response};
+use crate::protocol::{DecodeError, ErrorCode, LockExtRequest, Mode as WireMode, Request, Response};
 use crate::wheel::Tick;
 
 /// What driving a session over a connection's input needs from the code that owns the
@@ -141,14 +141,12 @@ impl Host for Server {
         if let Request::Kick(victim) = request {
             return self.kick(key, rid, victim, now);
         }
-        if let Request::Revoke(revoke) = &request {
-            if !self.may_revoke(key, rid, revoke) {
-                return;
-            }
-        }
         let Some(conn) = self.conns.get(key) else { return };
-        let sid = conn.sid;
-        match run(&mut self.table, now, sid, rid, request, &self.config, &mut self.outputs) {
+        let (sid, admin) = (conn.sid, conn.session.is_admin());
+        if let Request::Revoke(revoke) = &request {
+            self.log_revoke(key, revoke);
+        }
+        match run(&mut self.table, now, (sid, admin), rid, request, &self.config, &mut self.outputs) {
             Ran::Outputs => self.deliver_outputs(now),
             Ran::Reply(response) => Server::send(self, key, rid, &response),
             Ran::Stats => {
@@ -187,7 +185,7 @@ pub(crate) enum Ran {
 pub(crate) fn run(
     table: &mut LockTable,
     now: Tick,
-    session: SessionId,
+    (session, admin): (SessionId, bool),
     rid: u32,
     request: Request<'_>,
     config: &Config,
@@ -226,6 +224,11 @@ pub(crate) fn run(
             let cmd = Command::Renew { session, request_id: rid, name: Name::from(t.name), token: t.token };
             table.apply(now, &cmd, outputs);
             Ran::Outputs
+        }
+        // Operators' requests: only with admin rights (PROTOCOL.md §6.12), checked first.
+        Request::Revoke(_) | Request::Kick(_) if !admin => {
+            let what = if matches!(request, Request::Kick(_)) { "KICK" } else { "REVOKE" };
+            Ran::Reply(Response::error(ErrorCode::Forbidden, format!("{what} needs admin rights")))
         }
         Request::Revoke(r) => {
             let cmd = Command::Revoke { session, request_id: rid, name: Name::from(r.name), token: r.token };
