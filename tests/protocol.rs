@@ -3,11 +3,11 @@
 //! decoding a stream cut at every byte, and every way a frame can be malformed.
 
 use officer::protocol::{
-    op, split_frame, validate_name, ConnectionInfo, DecodeError, ErrorCode, Frame, Hello, HelloOk,
-    HolderInfo, ListRequest, LockDetail, LockExtRequest, LockInfo, LockRequest, LostReason, Mode, Request,
-    Response, RevokeRequest, TokenRequest, WaiterInfo, DEFAULT_MAX_FRAME, DEFAULT_MAX_NAME, MAGIC,
-    MAX_FRAME_CEILING, MAX_NAME_CEILING, MIN_FRAME_LEN, PROTOCOL_VERSION, SHUTDOWN_REQUEST_ID,
-    TIMEOUT_FOREVER,
+    op, split_frame, validate_name, AwaitedName, ConnectionDetail, ConnectionInfo, DecodeError, ErrorCode,
+    Frame, HeldName, Hello, HelloOk, HolderInfo, ListRequest, LockDetail, LockExtRequest, LockInfo,
+    LockRequest, LostReason, Mode, Request, Response, RevokeRequest, TokenRequest, WaiterInfo,
+    DEFAULT_MAX_FRAME, DEFAULT_MAX_NAME, MAGIC, MAX_FRAME_CEILING, MAX_NAME_CEILING, MIN_FRAME_LEN,
+    PROTOCOL_VERSION, SHUTDOWN_REQUEST_ID, TIMEOUT_FOREVER,
 };
 use proptest::prelude::*;
 
@@ -125,6 +125,93 @@ const TOKEN: u64 = 0x0000_0001_0000_002A;
 
 fn lock(name: &'static str, timeout_ms: Option<u32>, queue_max: Option<u32>) -> Request<'static> {
     Request::Lock(LockRequest { name, timeout_ms, queue_max })
+}
+
+const USERS: &str = "db/users";
+
+fn users_token() -> TokenRequest<'static> {
+    TokenRequest { name: USERS, token: TOKEN }
+}
+
+fn lock_ext_bad(field: &'static str, value: u64) -> DecodeError {
+    DecodeError::BadValue { opcode: op::LOCK_EXT, field, value }
+}
+
+/// §3.12's first example: shared, 5 s timeout, 30 s lease.
+fn lock_ext_shared() -> LockExtRequest<'static> {
+    let mut l = LockExtRequest::shared(USERS);
+    (l.timeout_ms, l.lease_ms) = (Some(5000), Some(30_000));
+    l
+}
+
+/// §3.12's second example: 2 of 10 permits, 10 min hold budget, 1 s lock-delay, notice.
+fn lock_ext_semaphore() -> LockExtRequest<'static> {
+    let mut l = LockExtRequest::semaphore("db/pool", 2, 10);
+    (l.max_hold_ms, l.lock_delay_ms, l.notify_contention) = (Some(600_000), 1000, true);
+    l
+}
+
+fn holder(
+    label: &str,
+    mode: Mode,
+    permits: u32,
+    token: u64,
+    held_ms: u64,
+    ends_in_ms: Option<u32>,
+) -> HolderInfo {
+    HolderInfo { label: label.into(), mode, permits, token, held_ms, ends_in_ms }
+}
+
+/// §4.28's example: a semaphore and a shared lock with an exclusive waiter.
+fn locks_detail_list() -> Response {
+    Response::LocksDetail {
+        locks: vec![
+            LockDetail {
+                name: "db/pool".into(),
+                limit: 10,
+                holders: vec![holder("unix:7", Mode::Semaphore, 3, TOKEN - 1, 1500, None)],
+                waiters: vec![],
+            },
+            LockDetail {
+                name: USERS.into(),
+                limit: 0,
+                holders: vec![
+                    holder("unix:7", Mode::Shared, 0, TOKEN, 1200, Some(28_800)),
+                    holder("unix:9", Mode::Shared, 0, TOKEN + 1, 300, None),
+                ],
+                waiters: vec![WaiterInfo {
+                    label: "127.0.0.1:40112".into(),
+                    mode: Mode::Exclusive,
+                    permits: 0,
+                }],
+            },
+        ],
+        truncated: false,
+    }
+}
+
+/// §4.29's example: the same grants, by connection.
+fn connections_detail_list() -> Response {
+    let held = |name: &str, mode, permits, token, held_ms, ends_in_ms| HeldName {
+        name: name.into(),
+        mode,
+        permits,
+        token,
+        held_ms,
+        ends_in_ms,
+    };
+    Response::ConnectionsDetail {
+        connections: vec![ConnectionDetail {
+            label: "unix:7".into(),
+            connection_id: 7,
+            held: vec![
+                held("db/pool", Mode::Semaphore, 3, TOKEN - 1, 1500, None),
+                held(USERS, Mode::Shared, 0, TOKEN, 1200, Some(28_800)),
+            ],
+            waiting: vec![AwaitedName { name: NIGHTLY.into(), mode: Mode::Exclusive, permits: 0 }],
+        }],
+        truncated: false,
+    }
 }
 
 /// What each example of PROTOCOL.md decodes to, by kind and name.
@@ -270,6 +357,64 @@ fn expected_examples() -> Vec<(&'static str, &'static str, Expected)> {
                 },
             ),
         ),
+        ("request", "lock_ext_shared", Req(20, Request::LockExt(lock_ext_shared()))),
+        ("request", "lock_ext_semaphore", Req(21, Request::LockExt(lock_ext_semaphore()))),
+        ("request", "downgrade", Req(22, Request::Downgrade(users_token()))),
+        ("request", "renew", Req(23, Request::Renew(users_token()))),
+        ("request", "check", Req(24, Request::Check(users_token()))),
+        ("request", "unlock_token", Req(25, Request::UnlockToken(users_token()))),
+        ("request", "revoke", Req(26, Request::Revoke(RevokeRequest { name: USERS, token: None }))),
+        ("request", "kick", Req(27, Request::Kick(42))),
+        ("request", "admin_auth", Req(28, Request::AdminAuth(b"r00t"))),
+        ("request", "locks_detail", Req(29, Request::LocksDetail(ListRequest { prefix: "db/", max: 100 }))),
+        ("response", "downgraded", Resp(22, Response::Downgraded)),
+        ("response", "renewed", Resp(23, Response::Renewed { ends_in_ms: Some(30_000) })),
+        ("response", "checked", Resp(24, Response::Checked { held: true })),
+        (
+            "response",
+            "lost",
+            Resp(0, Response::Lost { token: TOKEN, reason: LostReason::LeaseExpired, name: USERS.into() }),
+        ),
+        (
+            "response",
+            "lost_answer",
+            Resp(23, Response::Lost { token: TOKEN, reason: LostReason::MaxHold, name: USERS.into() }),
+        ),
+        ("response", "contended", Resp(0, Response::Contended { token: TOKEN, name: USERS.into() })),
+        ("response", "revoked", Resp(26, Response::Revoked { count: 2 })),
+        ("response", "kicked", Resp(27, Response::Kicked)),
+        ("response", "locks_detail_list", Resp(29, locks_detail_list())),
+        (
+            "request",
+            "connections_detail",
+            Req(30, Request::ConnectionsDetail(ListRequest { prefix: "unix:", max: 0 })),
+        ),
+        ("response", "connections_detail_list", Resp(30, connections_detail_list())),
+        (
+            "response",
+            "error_limit_mismatch",
+            Resp(
+                21,
+                Response::error(ErrorCode::LimitMismatch, "db/pool is a semaphore of 10 permits, not 8"),
+            ),
+        ),
+        ("response", "error_kicked", Resp(0, Response::error(ErrorCode::Kicked, "closed by an operator"))),
+        (
+            "reject",
+            "lock_ext_flags",
+            Reject(DecodeError::NonZeroFlags { opcode: op::LOCK_EXT, flags: 2 }, false),
+        ),
+        ("reject", "lock_ext_mode", Reject(lock_ext_bad("mode", 3), false)),
+        ("reject", "lock_ext_permits_not_semaphore", Reject(lock_ext_bad("permits", 1), false)),
+        ("reject", "lock_ext_limit_not_semaphore", Reject(lock_ext_bad("limit", 10), false)),
+        ("reject", "lock_ext_permits_zero", Reject(lock_ext_bad("permits", 0), false)),
+        ("reject", "lock_ext_permits_above_limit", Reject(lock_ext_bad("permits", 11), false)),
+        ("reject", "lock_ext_limit_zero", Reject(lock_ext_bad("limit", 0), false)),
+        (
+            "reject",
+            "renew_token_zero",
+            Reject(DecodeError::BadValue { opcode: op::RENEW, field: "token", value: 0 }, false),
+        ),
         ("reject", "http_get", Reject(DecodeError::FrameTooLarge { len: 0x4745_5420, max: MAX_FRAME }, true)),
         (
             "reject",
@@ -365,6 +510,25 @@ fn doc_covers_every_opcode() {
         op::SHUTDOWN,
         op::TOP_LIST,
         op::MY_LOCKS_MATCHING_LIST,
+        op::LOCK_EXT,
+        op::DOWNGRADE,
+        op::RENEW,
+        op::CHECK,
+        op::UNLOCK_TOKEN,
+        op::REVOKE,
+        op::KICK,
+        op::ADMIN_AUTH,
+        op::LOCKS_DETAIL,
+        op::CONNECTIONS_DETAIL,
+        op::DOWNGRADED,
+        op::RENEWED,
+        op::CHECKED,
+        op::LOST,
+        op::CONTENDED,
+        op::REVOKED,
+        op::KICKED,
+        op::LOCKS_DETAIL_LIST,
+        op::CONNECTIONS_DETAIL_LIST,
         op::ERROR,
     ];
     for code in all {
@@ -386,6 +550,27 @@ fn doc_sections_cited_by_the_code_exist() {
         "### 3.11 MY_LOCKS_MATCHING",
         "### 4.14 MY_LOCKS_LIST",
         "### 4.20 MY_LOCKS_MATCHING_LIST",
+        "### 3.12 LOCK_EXT",
+        "### 3.13 DOWNGRADE",
+        "### 3.17 REVOKE",
+        "### 3.20 LOCKS_DETAIL",
+        "### 4.21 DOWNGRADED",
+        "### 4.22 RENEWED",
+        "### 4.23 CHECKED",
+        "### 4.24 LOST",
+        "### 4.25 CONTENDED",
+        "### 4.26 REVOKED",
+        "### 4.27 KICKED",
+        "### 4.28 LOCKS_DETAIL_LIST",
+        "### 3.21 CONNECTIONS_DETAIL",
+        "### 4.29 CONNECTIONS_DETAIL_LIST",
+        "### 6.7 Modes",
+        "### 6.8 Counting semaphores",
+        "### 6.9 Leases",
+        "### 6.10 Lock-delay",
+        "### 6.11 Server-checked fences",
+        "### 6.12 Forced release",
+        "### 6.13 Listings",
     ] {
         assert!(DOC.contains(section), "PROTOCOL.md lacks {section}");
     }
@@ -570,6 +755,7 @@ enum OwnedRequest {
     Kick(u64),
     AdminAuth(Vec<u8>),
     LocksDetail(String, u32),
+    ConnectionsDetail(String, u32),
 }
 
 /// The fields of a LOCK_EXT, owned; `as_request` borrows the name.
@@ -622,6 +808,9 @@ impl OwnedRequest {
             OwnedRequest::Kick(id) => Request::Kick(*id),
             OwnedRequest::AdminAuth(secret) => Request::AdminAuth(secret),
             OwnedRequest::LocksDetail(prefix, max) => Request::LocksDetail(ListRequest { prefix, max: *max }),
+            OwnedRequest::ConnectionsDetail(prefix, max) => {
+                Request::ConnectionsDetail(ListRequest { prefix, max: *max })
+            }
         }
     }
 }
@@ -725,6 +914,7 @@ fn request() -> impl Strategy<Value = OwnedRequest> {
         any::<u64>().prop_map(OwnedRequest::Kick),
         bytes().prop_map(OwnedRequest::AdminAuth),
         (prefix(), any::<u32>()).prop_map(|(p, m)| OwnedRequest::LocksDetail(p, m)),
+        (prefix(), any::<u32>()).prop_map(|(p, m)| OwnedRequest::ConnectionsDetail(p, m)),
         (1..=u16::MAX).prop_map(OwnedRequest::Hello),
         bytes().prop_map(OwnedRequest::Ping),
         (name(), timeout(), queue_max()).prop_map(|(n, t, q)| OwnedRequest::Lock(n, t, q)),
@@ -767,10 +957,39 @@ fn response() -> impl Strategy<Value = Response> {
     let conn_info =
         (text(), texts(), texts()).prop_map(|(label, held, waiting)| ConnectionInfo { label, held, waiting });
     let mode = prop::sample::select(vec![Mode::Exclusive, Mode::Shared, Mode::Semaphore]);
-    let holder = (text(), mode.clone(), any::<u32>(), any::<u64>())
-        .prop_map(|(label, mode, permits, token)| HolderInfo { label, mode, permits, token });
-    let waiter =
-        (text(), mode, any::<u32>()).prop_map(|(label, mode, permits)| WaiterInfo { label, mode, permits });
+    let ends = || prop_oneof![Just(None), (0..u32::MAX).prop_map(Some)];
+    let grant = || (text(), mode.clone(), any::<u32>(), any::<u64>(), any::<u64>(), ends());
+    let holder = grant().prop_map(|(label, mode, permits, token, held_ms, ends_in_ms)| HolderInfo {
+        label,
+        mode,
+        permits,
+        token,
+        held_ms,
+        ends_in_ms,
+    });
+    let held = grant().prop_map(|(name, mode, permits, token, held_ms, ends_in_ms)| HeldName {
+        name,
+        mode,
+        permits,
+        token,
+        held_ms,
+        ends_in_ms,
+    });
+    let wait = || (text(), mode.clone(), any::<u32>());
+    let waiter = wait().prop_map(|(label, mode, permits)| WaiterInfo { label, mode, permits });
+    let awaited = wait().prop_map(|(name, mode, permits)| AwaitedName { name, mode, permits });
+    let connection_detail = (
+        text(),
+        any::<u64>(),
+        proptest::collection::vec(held, 0..4),
+        proptest::collection::vec(awaited, 0..4),
+    )
+        .prop_map(|(label, connection_id, held, waiting)| ConnectionDetail {
+            label,
+            connection_id,
+            held,
+            waiting,
+        });
     let lock_detail = (
         text(),
         any::<u32>(),
@@ -782,8 +1001,7 @@ fn response() -> impl Strategy<Value = Response> {
     let reason = any::<u8>().prop_map(LostReason::from_u8);
     let v2 = prop_oneof![
         Just(Response::Downgraded),
-        prop_oneof![Just(None), (0..u32::MAX).prop_map(Some)]
-            .prop_map(|ends_in_ms| Response::Renewed { ends_in_ms }),
+        ends().prop_map(|ends_in_ms| Response::Renewed { ends_in_ms }),
         any::<bool>().prop_map(|held| Response::Checked { held }),
         (any::<u64>(), reason, text()).prop_map(|(token, reason, name)| Response::Lost {
             token,
@@ -795,6 +1013,8 @@ fn response() -> impl Strategy<Value = Response> {
         Just(Response::Kicked),
         (proptest::collection::vec(lock_detail, 0..4), any::<bool>())
             .prop_map(|(locks, truncated)| Response::LocksDetail { locks, truncated }),
+        (proptest::collection::vec(connection_detail, 0..4), any::<bool>())
+            .prop_map(|(connections, truncated)| Response::ConnectionsDetail { connections, truncated }),
     ];
     let v1 = prop_oneof![
         hello_ok,
@@ -864,7 +1084,8 @@ proptest! {
             if let Response::Locks { truncated, .. }
             | Response::Connections { truncated, .. }
             | Response::MyLocksMatching { truncated, .. }
-            | Response::LocksDetail { truncated, .. } = decoded
+            | Response::LocksDetail { truncated, .. }
+            | Response::ConnectionsDetail { truncated, .. } = decoded
             {
                 prop_assert!(truncated, "a cut listing says so");
             }
@@ -1310,6 +1531,13 @@ fn error_codes_match_the_table() {
         (9, ErrorCode::AuthFailed, "auth_failed", true),
         (10, ErrorCode::LimitExceeded, "limit_exceeded", false),
         (11, ErrorCode::ShuttingDown, "shutting_down", false),
+        (12, ErrorCode::BadValue, "bad_value", false),
+        (13, ErrorCode::LimitMismatch, "limit_mismatch", false),
+        (14, ErrorCode::NotHolder, "not_holder", false),
+        (15, ErrorCode::ModeConflict, "mode_conflict", false),
+        (16, ErrorCode::Forbidden, "forbidden", false),
+        (17, ErrorCode::NotFound, "not_found", false),
+        (18, ErrorCode::Kicked, "kicked", true),
     ];
     for (number, code, name, fatal) in table {
         assert_eq!(ErrorCode::from_u16(number), code);
@@ -1338,6 +1566,7 @@ fn every_decode_error_has_a_message_and_a_consistent_fatality() {
         DecodeError::ZeroRequestId { opcode: op::PING },
         DecodeError::BadMagic,
         DecodeError::UnsupportedVersion(0),
+        DecodeError::BadValue { opcode: op::LOCK_EXT, field: "mode", value: 3 },
     ];
     for err in all {
         assert!(!err.to_string().is_empty());
@@ -1437,4 +1666,59 @@ fn lost_reasons_keep_unknown_bytes() {
         assert_eq!(LostReason::from_u8(byte), reason);
         assert_eq!((reason.to_u8(), reason.as_str()), (byte, name));
     }
+}
+
+/// The offsets of §3.12's table, read off the document's own example.
+#[test]
+fn golden_lock_ext_offsets() {
+    let bytes = doc_block("request", "lock_ext_semaphore");
+    let payload = &bytes[9..];
+    let u32_at =
+        |at: usize| u32::from_be_bytes([payload[at], payload[at + 1], payload[at + 2], payload[at + 3]]);
+    assert_eq!(&payload[..2], &[0, 1], "flags: notify contention");
+    assert_eq!(payload[2], Mode::Semaphore as u8);
+    assert_eq!(u32_at(3), TIMEOUT_FOREVER);
+    assert_eq!((u32_at(7), u32_at(11), u32_at(15)), (0, 2, 10), "queue_max, permits, limit");
+    assert_eq!((u32_at(19), u32_at(23), u32_at(27)), (0, 600_000, 1000), "lease, max hold, lock-delay");
+    assert_eq!(&payload[31..], b"db/pool");
+    // LOST is 20 bytes shorter than the LOCK_EXT of the same name, so it always fits (§4.24).
+    let lost =
+        encode_response(&Response::Lost { token: 1, reason: LostReason::Revoked, name: "db/pool".into() }, 0);
+    assert_eq!(bytes.len() - lost.len(), 20);
+}
+
+/// §3.13's layout, shared by DOWNGRADE, RENEW, CHECK and UNLOCK_TOKEN: only the opcode differs.
+#[test]
+fn golden_token_requests_share_one_layout() {
+    let names = ["downgrade", "renew", "check", "unlock_token"];
+    let blocks: Vec<Vec<u8>> = names.iter().map(|n| doc_block("request", n)).collect();
+    for b in &blocks {
+        assert_eq!(&b[9..17], &TOKEN.to_be_bytes());
+        assert_eq!(&b[17..], USERS.as_bytes());
+        assert_eq!(&b[..4], &blocks[0][..4]);
+    }
+    let opcodes: Vec<u8> = blocks.iter().map(|b| b[4]).collect();
+    assert_eq!(opcodes, [op::DOWNGRADE, op::RENEW, op::CHECK, op::UNLOCK_TOKEN]);
+}
+
+#[test]
+fn lock_is_an_exclusive_lock_ext() {
+    let ext = LockExtRequest::from_lock(&LockRequest { name: "a", timeout_ms: Some(5), queue_max: Some(3) });
+    let mut want = LockExtRequest::exclusive("a");
+    (want.timeout_ms, want.queue_max) = (Some(5), Some(3));
+    assert_eq!(ext, want);
+    assert_eq!(
+        (ext.mode, ext.lease_ms, ext.max_hold_ms, ext.lock_delay_ms),
+        (Mode::Exclusive, None, None, 0)
+    );
+}
+
+#[test]
+fn notices_are_told_by_opcode_and_request_id_0() {
+    let lost = Response::Lost { token: 1, reason: LostReason::Revoked, name: "a".into() };
+    let contended = Response::Contended { token: 1, name: "a".into() };
+    assert!(lost.is_notice(0) && contended.is_notice(0));
+    assert!(!lost.is_notice(23), "LOST with a request id answers that request");
+    assert!(!Response::Shutdown { message: String::new() }.is_notice(0));
+    assert!(!Response::error(ErrorCode::Kicked, "").is_notice(0));
 }

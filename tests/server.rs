@@ -502,6 +502,7 @@ fn v2_requests_are_refused_as_unknown_opcodes() {
         Request::Kick(1),
         Request::AdminAuth(b"secret"),
         Request::LocksDetail(ListRequest { prefix: "", max: 0 }),
+        Request::ConnectionsDetail(ListRequest { prefix: "", max: 0 }),
     ];
     for request in requests {
         let id = raw.send(&request);

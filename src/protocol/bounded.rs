@@ -9,9 +9,12 @@
 
 use byteorder::{BigEndian, ByteOrder};
 
+use super::detail::{
+    awaited_sizes, connection_detail_sizes, held_sizes, holder_sizes, lock_detail_sizes, put_awaited,
+    put_held, put_holder, put_waiter, waiter_sizes,
+};
 use super::frame::LENGTH_PREFIX_LEN;
 use super::response::{ConnectionInfo, LockInfo, TopEntry};
-use super::v2::{put_holder, put_waiter, HolderInfo, LockDetail, WaiterInfo};
 use super::wire::{begin_frame, end_frame, put_str16, put_u16, put_u32, put_u64, str16_len};
 use super::Response;
 
@@ -122,26 +125,6 @@ fn connection_sizes(conn: &ConnectionInfo) -> (usize, usize) {
     (head, head + strings_size(&conn.held) + strings_size(&conn.waiting))
 }
 
-/// Label, mode, permits, token.
-fn holder_sizes(h: &HolderInfo) -> (usize, usize) {
-    let size = str16_size(&h.label) + 1 + 4 + 8;
-    (size, size)
-}
-
-/// Label, mode, permits.
-fn waiter_sizes(w: &WaiterInfo) -> (usize, usize) {
-    let size = str16_size(&w.label) + 1 + 4;
-    (size, size)
-}
-
-/// Name, limit and the two counts; then every holder and waiter.
-fn lock_detail_sizes(lock: &LockDetail) -> (usize, usize) {
-    let head = str16_size(&lock.name) + 4 + 2 * LIST_COUNT_SIZE;
-    let holders: usize = lock.holders.iter().map(|h| holder_sizes(h).1).sum();
-    let waiters: usize = lock.waiters.iter().map(|w| waiter_sizes(w).1).sum();
-    (head, head + holders + waiters)
-}
-
 fn top_sizes(entry: &TopEntry) -> (usize, usize) {
     let size = str16_size(&entry.name) + str16_size(&entry.holder) + 8 + 4;
     (size, size)
@@ -153,7 +136,7 @@ impl Response {
     /// entries says so with its `truncated` flag. Identical to [`Response::encode`] when the
     /// frame fits. Fixed fields are never cut: `max_frame` must be at least 29 (HELLO_OK), which
     /// every server limit is (the smallest is 64). Nor is the name of LOST or CONTENDED: it came
-    /// in a LOCK_EXT frame, 18 bytes longer than the notice, under the same limit.
+    /// in a LOCK_EXT frame, 20 bytes longer than the notice, under the same limit.
     pub fn encode_within(&self, request_id: u32, max_frame: u32, out: &mut Vec<u8>) {
         let start = out.len();
         begin_frame(out, self.opcode(), request_id);
@@ -188,6 +171,17 @@ impl Response {
                     put_u32(b.out, lock.limit);
                     b.entries(&lock.holders, LIST_COUNT_SIZE, holder_sizes, |b, h| put_holder(b.out, h));
                     b.entries(&lock.waiters, 0, waiter_sizes, |b, w| put_waiter(b.out, w));
+                });
+                b.out[flag] = (*truncated || b.cut) as u8;
+            }
+            Response::ConnectionsDetail { connections, truncated } => {
+                let flag = b.out.len();
+                b.out.push(0);
+                b.entries(connections, 0, connection_detail_sizes, |b, conn| {
+                    put_str16(b.out, &conn.label);
+                    put_u64(b.out, conn.connection_id);
+                    b.entries(&conn.held, LIST_COUNT_SIZE, held_sizes, |b, h| put_held(b.out, h));
+                    b.entries(&conn.waiting, 0, awaited_sizes, |b, w| put_awaited(b.out, w));
                 });
                 b.out[flag] = (*truncated || b.cut) as u8;
             }

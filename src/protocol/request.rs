@@ -78,6 +78,8 @@ pub enum Request<'a> {
     AdminAuth(&'a [u8]),
     /// §3.20: LOCKS with every holder's mode, permits and token, and every waiter's mode.
     LocksDetail(ListRequest<'a>),
+    /// §3.21: CONNECTIONS with each connection's id and every grant's mode, permits and token.
+    ConnectionsDetail(ListRequest<'a>),
 }
 
 impl<'a> Request<'a> {
@@ -133,6 +135,7 @@ impl<'a> Request<'a> {
             }
             op::ADMIN_AUTH => Request::AdminAuth(r.rest()),
             op::LOCKS_DETAIL => Request::LocksDetail(list(&mut r, max_name)?),
+            op::CONNECTIONS_DETAIL => Request::ConnectionsDetail(list(&mut r, max_name)?),
             other => return Err(DecodeError::UnknownOpcode(other)),
         };
         Ok(req)
@@ -162,6 +165,7 @@ impl<'a> Request<'a> {
             Request::Kick(_) => op::KICK,
             Request::AdminAuth(_) => op::ADMIN_AUTH,
             Request::LocksDetail(_) => op::LOCKS_DETAIL,
+            Request::ConnectionsDetail(_) => op::CONNECTIONS_DETAIL,
         }
     }
 
@@ -192,7 +196,8 @@ impl<'a> Request<'a> {
             Request::Locks(l)
             | Request::Connections(l)
             | Request::MyLocksMatching(l)
-            | Request::LocksDetail(l) => {
+            | Request::LocksDetail(l)
+            | Request::ConnectionsDetail(l) => {
                 put_u32(out, l.max);
                 out.extend_from_slice(l.prefix.as_bytes());
             }

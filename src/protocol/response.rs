@@ -1,9 +1,9 @@
 //! Responses, server to client (PROTOCOL.md §4). Responses own their data: the server builds
 //! them rarely with strings (listings, queues) and the client keeps them.
 
-use super::v2::{lock_detail, put_lock_detail};
+use super::detail::{connection_detail, lock_detail, put_connection_detail, put_lock_detail};
 use super::wire::{begin_frame, end_frame, put_str16, put_str_list, put_u16, put_u32, put_u64, Reader};
-use super::{op, DecodeError, ErrorCode, Frame, LockDetail, LostReason};
+use super::{op, ConnectionDetail, DecodeError, ErrorCode, Frame, LockDetail, LostReason};
 
 /// Request id of frames the server sends on its own (SHUTDOWN, and an ERROR that answers no
 /// readable request); clients never use it (§2.4).
@@ -148,11 +148,24 @@ pub enum Response {
         locks: Vec<LockDetail>,
         truncated: bool,
     },
+    /// §4.29: truncated `u8`, count `u32`, then each `ConnectionDetail`.
+    ConnectionsDetail {
+        connections: Vec<ConnectionDetail>,
+        truncated: bool,
+    },
 }
 
 impl Response {
     pub fn error(code: ErrorCode, message: impl Into<String>) -> Response {
         Response::Error { code, message: message.into() }
+    }
+
+    /// True for the notices (LOST, CONTENDED, §4.24, §4.25): sent with request id 0
+    /// (`NOTICE_REQUEST_ID`) they answer no request, and a client hands them to the grant they
+    /// name instead of to a waiting caller. LOST with another id is an answer (§6.9).
+    pub fn is_notice(&self, request_id: u32) -> bool {
+        request_id == super::NOTICE_REQUEST_ID
+            && matches!(self, Response::Lost { .. } | Response::Contended { .. })
     }
 
     pub fn opcode(&self) -> u8 {
@@ -185,6 +198,7 @@ impl Response {
             Response::Revoked { .. } => op::REVOKED,
             Response::Kicked => op::KICKED,
             Response::LocksDetail { .. } => op::LOCKS_DETAIL_LIST,
+            Response::ConnectionsDetail { .. } => op::CONNECTIONS_DETAIL_LIST,
         }
     }
 
@@ -261,6 +275,13 @@ impl Response {
                 put_u32(out, locks.len() as u32);
                 for lock in locks {
                     put_lock_detail(out, lock);
+                }
+            }
+            Response::ConnectionsDetail { connections, truncated } => {
+                out.push(*truncated as u8);
+                put_u32(out, connections.len() as u32);
+                for conn in connections {
+                    put_connection_detail(out, conn);
                 }
             }
             Response::Pong
@@ -367,6 +388,15 @@ impl Response {
                     locks.push(lock_detail(&mut r)?);
                 }
                 Response::LocksDetail { locks, truncated }
+            }
+            op::CONNECTIONS_DETAIL_LIST => {
+                let truncated = r.u8()? != 0;
+                let count = r.u32()?;
+                let mut connections = Vec::new();
+                for _ in 0..count {
+                    connections.push(connection_detail(&mut r)?);
+                }
+                Response::ConnectionsDetail { connections, truncated }
             }
             other => return Err(DecodeError::UnknownOpcode(other)),
         };

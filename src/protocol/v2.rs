@@ -1,9 +1,10 @@
-//! The payloads of the lock model v2 messages (PROTOCOL.md §3.12-§3.20, §4.21-§4.28): modes,
-//! semaphores, leases, token-checked requests, notices and the detailed listing. They are new
-//! messages under new opcodes, so the version-1 layouts (and their clients) are untouched (§8).
+//! The payloads of the lock model v2 requests (PROTOCOL.md §3.12-§3.21): modes, semaphores,
+//! leases, token-checked requests, and the reasons of LOST (§4.24). They are new messages under
+//! new opcodes, so the version-1 layouts (and their clients) are untouched (§8). The detailed
+//! listings are in `detail.rs`.
 
-use super::wire::{put_str16, put_u16, put_u32, put_u64, Reader};
-use super::{op, validate_name, DecodeError, TIMEOUT_FOREVER};
+use super::wire::{put_u16, put_u32, put_u64, Reader};
+use super::{op, validate_name, DecodeError, LockRequest, TIMEOUT_FOREVER};
 
 /// Request id of the notices the server sends on its own (LOST, CONTENDED): 0, the id §2.4
 /// reserves for frames that answer no request. They are told from SHUTDOWN and ERROR by opcode.
@@ -104,6 +105,14 @@ impl<'a> LockExtRequest<'a> {
         }
     }
 
+    /// LOCK as the LOCK_EXT it is (§6.7): exclusive, with its timeout and queue limit, and no
+    /// lease, hold budget, lock-delay or notice. One code path can then serve both requests.
+    pub fn from_lock(lock: &LockRequest<'a>) -> Self {
+        let mut ext = Self::exclusive(lock.name);
+        (ext.timeout_ms, ext.queue_max) = (lock.timeout_ms, lock.queue_max);
+        ext
+    }
+
     pub(crate) fn decode(r: &mut Reader<'a>, max_name: u32) -> Result<Self, DecodeError> {
         let flags = r.u16()?;
         let mode = r.u8()?;
@@ -121,8 +130,8 @@ impl<'a> LockExtRequest<'a> {
             |field, value: u32| DecodeError::BadValue { opcode: op::LOCK_EXT, field, value: value.into() };
         let mode = Mode::from_u8(mode).ok_or(bad("mode", mode.into()))?;
         match mode {
-            Mode::Exclusive | Mode::Shared if permits != 0 => return Err(bad("permits", permits)),
             Mode::Exclusive | Mode::Shared if limit != 0 => return Err(bad("limit", limit)),
+            Mode::Exclusive | Mode::Shared if permits != 0 => return Err(bad("permits", permits)),
             Mode::Semaphore if limit == 0 => return Err(bad("limit", limit)),
             Mode::Semaphore if permits == 0 || permits > limit => return Err(bad("permits", permits)),
             _ => {}
@@ -242,92 +251,4 @@ impl LostReason {
             LostReason::Other(_) => "unknown",
         }
     }
-}
-
-/// One grant in a LOCKS_DETAIL_LIST entry (§4.28): label `str16`, mode `u8`, permits `u32`,
-/// token `u64`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HolderInfo {
-    pub label: String,
-    pub mode: Mode,
-    /// 0 for exclusive and shared grants.
-    pub permits: u32,
-    pub token: u64,
-}
-
-/// One waiting request in a LOCKS_DETAIL_LIST entry (§4.28): label `str16`, mode `u8`,
-/// permits `u32`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WaiterInfo {
-    pub label: String,
-    pub mode: Mode,
-    pub permits: u32,
-}
-
-/// One lock in a LOCKS_DETAIL_LIST (§4.28): name `str16`, limit `u32` (0: not a semaphore),
-/// holders (`u32` count, then each `HolderInfo`, in grant order), waiters (`u32` count, then
-/// each `WaiterInfo`, in queue order).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LockDetail {
-    pub name: String,
-    pub limit: u32,
-    pub holders: Vec<HolderInfo>,
-    pub waiters: Vec<WaiterInfo>,
-}
-
-impl LockDetail {
-    /// Permits in use: the sum over the holders (0 for a lock that is not a semaphore).
-    pub fn permits_in_use(&self) -> u64 {
-        self.holders.iter().map(|h| u64::from(h.permits)).sum()
-    }
-}
-
-pub(crate) fn put_holder(out: &mut Vec<u8>, h: &HolderInfo) {
-    put_str16(out, &h.label);
-    out.push(h.mode as u8);
-    put_u32(out, h.permits);
-    put_u64(out, h.token);
-}
-
-pub(crate) fn put_waiter(out: &mut Vec<u8>, w: &WaiterInfo) {
-    put_str16(out, &w.label);
-    out.push(w.mode as u8);
-    put_u32(out, w.permits);
-}
-
-pub(crate) fn put_lock_detail(out: &mut Vec<u8>, lock: &LockDetail) {
-    put_str16(out, &lock.name);
-    put_u32(out, lock.limit);
-    put_u32(out, lock.holders.len() as u32);
-    for h in &lock.holders {
-        put_holder(out, h);
-    }
-    put_u32(out, lock.waiters.len() as u32);
-    for w in &lock.waiters {
-        put_waiter(out, w);
-    }
-}
-
-/// A mode byte in a response; an unknown one means the server speaks something newer.
-fn mode(r: &mut Reader<'_>) -> Result<Mode, DecodeError> {
-    let byte = r.u8()?;
-    Mode::from_u8(byte).ok_or(DecodeError::BadValue {
-        opcode: op::LOCKS_DETAIL_LIST,
-        field: "mode",
-        value: byte.into(),
-    })
-}
-
-pub(crate) fn lock_detail(r: &mut Reader<'_>) -> Result<LockDetail, DecodeError> {
-    let name = r.str16()?;
-    let limit = r.u32()?;
-    let mut holders = Vec::new();
-    for _ in 0..r.u32()? {
-        holders.push(HolderInfo { label: r.str16()?, mode: mode(r)?, permits: r.u32()?, token: r.u64()? });
-    }
-    let mut waiters = Vec::new();
-    for _ in 0..r.u32()? {
-        waiters.push(WaiterInfo { label: r.str16()?, mode: mode(r)?, permits: r.u32()? });
-    }
-    Ok(LockDetail { name, limit, holders, waiters })
 }

@@ -186,7 +186,8 @@ impl Server {
             | Request::Revoke(_)
             | Request::Kick(_)
             | Request::AdminAuth(_)
-            | Request::LocksDetail(_) => {
+            | Request::LocksDetail(_)
+            | Request::ConnectionsDetail(_) => {
                 let e = DecodeError::UnknownOpcode(request.opcode());
                 self.send(key, rid, &Response::error(e.code(), e.to_string()));
             }

@@ -323,7 +323,8 @@ fn reply_value(response: &Response, name: &str, token: bool) -> Option<Value> {
         | Response::Contended { .. }
         | Response::Revoked { .. }
         | Response::Kicked
-        | Response::LocksDetail { .. } => return None,
+        | Response::LocksDetail { .. }
+        | Response::ConnectionsDetail { .. } => return None,
     };
     Some(value)
 }
