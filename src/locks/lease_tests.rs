@@ -293,3 +293,32 @@ fn a_grant_made_while_others_wait_is_contended_just_after_its_acquired() {
         [(1, 2, Response::Released), (2, 1, acquired(2)), (2, NOTICE_REQUEST_ID, contended(2, "g"))]
     );
 }
+
+#[test]
+fn the_detail_of_a_lock_shows_every_grant_and_wait_with_its_mode() {
+    use crate::protocol::{HolderInfo, LockDetail, Mode as Wire, WaiterInfo};
+    let mut t = T::new();
+    let leased_reader = LockOpts { mode: Mode::Shared, lease_ms: Some(100), ..LockOpts::default() };
+    assert_eq!(t.lock_opts(0, 1, 1, "x", None, leased_reader).len(), 1);
+    assert_eq!(t.lock(5, 2, 1, "x", Mode::Shared).len(), 1);
+    assert_eq!(t.lock(6, 3, 1, "x", Mode::Exclusive), []);
+    let holder = |s: u64, token, held_ms, ends_in_ms| HolderInfo {
+        label: format!("c{s}"),
+        mode: Wire::Shared,
+        permits: 0,
+        token,
+        held_ms,
+        ends_in_ms,
+    };
+    let expected = LockDetail {
+        name: "x".to_owned(),
+        limit: 0,
+        holders: vec![holder(1, 1, 10, Some(90)), holder(2, 2, 5, None)],
+        waiters: vec![WaiterInfo { label: "c3".to_owned(), mode: Wire::Exclusive, permits: 0 }],
+    };
+    assert_eq!(t.table.lock_detail(10, "x"), Some(expected));
+    assert_eq!(t.lock(10, 4, 1, "sem", Mode::Permits { count: 2, limit: 5 }).len(), 1);
+    let sem = t.table.lock_detail(10, "sem").expect("held");
+    assert_eq!((sem.limit, sem.holders[0].mode, sem.holders[0].permits), (5, Wire::Semaphore, 2));
+    assert_eq!(t.table.lock_detail(10, "none"), None);
+}

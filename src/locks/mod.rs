@@ -36,6 +36,7 @@ mod check;
 mod command;
 #[cfg(test)]
 mod command_tests;
+mod detail;
 mod grant;
 mod histogram;
 mod holders;
