@@ -140,6 +140,7 @@ impl LockTable {
     /// lock if no one holds it. Costs one admission check when nothing fits (every exclusive
     /// lock with a holder), else O(1) per grant.
     pub(super) fn grant_waiters(&mut self, now: Tick, key: u32, out: &mut Vec<Output>) {
+        let mut granted = false;
         loop {
             let Some(lock) = self.store.get_mut(key) else { return };
             if lock.delay_until != 0 {
@@ -152,7 +153,7 @@ impl LockTable {
                 return;
             };
             if !lock.holders.admits(head.weight) {
-                return;
+                break;
             }
             let Some(waiter) = lock.waiters.pop_front() else { return };
             lock.shrink_queue();
@@ -182,6 +183,11 @@ impl LockTable {
             self.counters.wait_time_total_ms += waited;
             self.counters.wait_ms.record(waited);
             reply(out, waiter.session, waiter.request_id, &name, Response::Acquired { token });
+            granted = true;
+        }
+        // New grants with requests still waiting behind them are contended from the start.
+        if granted {
+            self.notify_contention(key, out);
         }
     }
 

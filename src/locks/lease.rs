@@ -24,8 +24,10 @@ pub const LOST_MEMORY: usize = 64;
 pub(super) struct GrantOpts {
     pub lease_ms: Option<u32>,
     pub max_hold_ms: Option<u32>,
-    /// How long the grant's share stays taken after an abnormal end; 0: not at all.
+    /// How long the name stays unavailable after an abnormal end; 0: not at all.
     pub lock_delay_ms: u32,
+    /// Send CONTENDED the first time a request waits behind the grant.
+    pub notify: bool,
 }
 
 impl GrantOpts {
@@ -35,8 +37,10 @@ impl GrantOpts {
             lease_ms: opts.lease_ms,
             max_hold_ms: opts.max_hold_ms,
             lock_delay_ms: opts.lock_delay_ms,
+            notify: opts.notify_contention,
         };
-        (grant.lease_ms.is_some() || grant.max_hold_ms.is_some() || grant.lock_delay_ms != 0).then_some(grant)
+        let needed = grant.lease_ms.is_some() || grant.max_hold_ms.is_some() || grant.lock_delay_ms != 0;
+        (needed || grant.notify).then_some(grant)
     }
 }
 
@@ -52,6 +56,8 @@ pub(super) struct Extra {
     pub hold_end: Option<Tick>,
     /// The timer at the earlier of the two ends.
     pub timer: Option<TimerHandle>,
+    /// A CONTENDED is still to be sent (the grant asked for one and none was sent yet).
+    pub notify: bool,
 }
 
 impl Extra {
@@ -93,6 +99,7 @@ impl LockTable {
             lease_end: after(now, opts.lease_ms),
             hold_end: after(now, opts.max_hold_ms),
             timer: None,
+            notify: opts.notify,
         };
         extra.timer = extra.ends_at().map(|at| self.timers.insert(at, Timer::Lease { token }));
         self.extras.insert(token, extra);
@@ -214,6 +221,28 @@ impl LockTable {
             self.delayed_unheld -= 1;
         }
         self.grant_waiters(now, key, out);
+    }
+
+    /// Sends CONTENDED (PROTOCOL.md §6.11) to each holder of lock `key` that asked for it and
+    /// was not told yet, if requests wait for the lock: at most one per grant. O(holders) flag
+    /// tests; one for an exclusive lock.
+    pub(super) fn notify_contention(&mut self, key: u32, out: &mut Vec<Output>) {
+        let Some(lock) = self.store.get(key) else { return };
+        if lock.waiters.is_empty() {
+            return;
+        }
+        for holder in lock.holders.iter().filter(|h| h.extra) {
+            let Some(extra) = self.extras.get_mut(&holder.token).filter(|e| e.notify) else { continue };
+            extra.notify = false;
+            let response = Response::Contended { token: holder.token, name: lock.name.to_string() };
+            let notice = Output {
+                session: holder.session,
+                request_id: NOTICE_REQUEST_ID,
+                lock: Some(Name::clone(&lock.name)),
+                response,
+            };
+            out.push(notice);
+        }
     }
 
     /// REVOKE (issue 13, part 7): ends grant `token` of `name`, or every grant of it if `None`,

@@ -247,3 +247,78 @@ fn revoke_ends_one_grant_or_all_with_lost_revoked_and_starts_the_lock_delay() {
     assert_eq!(t.unlock(53, 1, 2, "v"), [(1, 2, lost(1, LostReason::Revoked, "v"))]);
     assert_eq!(revoke(&mut t, 54, 9, "nothing", None), [(9, 9, Response::Revoked { count: 0 })]);
 }
+
+fn contended(token: u64, name: &str) -> Response {
+    Response::Contended { token, name: name.to_owned() }
+}
+
+#[test]
+fn a_holder_that_asked_is_told_once_when_someone_waits_behind_it() {
+    let mut t = T::new();
+    let notify = |mode| LockOpts { mode, notify_contention: true, ..LockOpts::default() };
+    assert_eq!(t.lock_opts(0, 1, 1, "c", None, notify(Mode::Shared)), [(1, 1, acquired(1))]);
+    assert_eq!(
+        t.lock(0, 2, 1, "c", Mode::Shared),
+        [(2, 1, acquired(2))],
+        "a reader beside it is no contention"
+    );
+    assert_eq!(t.lock(1, 3, 1, "c", Mode::Exclusive), [(1, NOTICE_REQUEST_ID, contended(1, "c"))]);
+    assert_eq!(t.lock(2, 4, 1, "c", Mode::Exclusive), [], "at most one per grant");
+    // A grant made while requests wait is contended from the start, just after its ACQUIRED.
+    assert_eq!(t.lock_opts(3, 5, 1, "c", None, notify(Mode::Exclusive)), []);
+    assert_eq!(t.unlock(4, 1, 2, "c"), [(1, 2, Response::Released)]);
+    assert_eq!(t.unlock(4, 2, 2, "c"), [(2, 2, Response::Released), (3, 1, acquired(3))]);
+    assert_eq!(t.unlock(5, 3, 2, "c"), [(3, 2, Response::Released), (4, 1, acquired(4))]);
+    let out = t.unlock(6, 4, 2, "c");
+    assert_eq!(out, [(4, 2, Response::Released), (5, 1, acquired(5))], "nobody waits behind the last");
+    assert_eq!(t.lock(7, 6, 1, "c", Mode::Shared), [(5, NOTICE_REQUEST_ID, contended(5, "c"))]);
+    assert_eq!(t.lock(8, 7, 1, "c", Mode::Exclusive), []);
+    let out = t.unlock(9, 5, 2, "c");
+    assert_eq!(out, [(5, 2, Response::Released), (6, 1, acquired(6))]);
+    let notified_later = t.lock_opts(10, 8, 1, "c2", None, notify(Mode::Exclusive));
+    assert_eq!(notified_later, [(8, 1, acquired(7))]);
+    assert_eq!(t.lock(10, 9, 1, "c2", Mode::Exclusive), [(8, NOTICE_REQUEST_ID, contended(7, "c2"))]);
+}
+
+#[test]
+fn a_grant_made_while_others_wait_is_contended_just_after_its_acquired() {
+    let mut t = T::new();
+    let notify = LockOpts { notify_contention: true, ..LockOpts::default() };
+    assert_eq!(t.lock(0, 1, 1, "g", Mode::Exclusive), [(1, 1, acquired(1))]);
+    assert_eq!(t.lock_opts(0, 2, 1, "g", None, notify), []);
+    assert_eq!(t.lock(0, 3, 1, "g", Mode::Exclusive), [], "the plain holder is not told");
+    let out = t.unlock(1, 1, 2, "g");
+    assert_eq!(
+        out,
+        [(1, 2, Response::Released), (2, 1, acquired(2)), (2, NOTICE_REQUEST_ID, contended(2, "g"))]
+    );
+}
+
+#[test]
+fn the_detail_of_a_lock_shows_every_grant_and_wait_with_its_mode() {
+    use crate::protocol::{HolderInfo, LockDetail, Mode as Wire, WaiterInfo};
+    let mut t = T::new();
+    let leased_reader = LockOpts { mode: Mode::Shared, lease_ms: Some(100), ..LockOpts::default() };
+    assert_eq!(t.lock_opts(0, 1, 1, "x", None, leased_reader).len(), 1);
+    assert_eq!(t.lock(5, 2, 1, "x", Mode::Shared).len(), 1);
+    assert_eq!(t.lock(6, 3, 1, "x", Mode::Exclusive), []);
+    let holder = |s: u64, token, held_ms, ends_in_ms| HolderInfo {
+        label: format!("c{s}"),
+        mode: Wire::Shared,
+        permits: 0,
+        token,
+        held_ms,
+        ends_in_ms,
+    };
+    let expected = LockDetail {
+        name: "x".to_owned(),
+        limit: 0,
+        holders: vec![holder(1, 1, 10, Some(90)), holder(2, 2, 5, None)],
+        waiters: vec![WaiterInfo { label: "c3".to_owned(), mode: Wire::Exclusive, permits: 0 }],
+    };
+    assert_eq!(t.table.lock_detail(10, "x"), Some(expected));
+    assert_eq!(t.lock(10, 4, 1, "sem", Mode::Permits { count: 2, limit: 5 }).len(), 1);
+    let sem = t.table.lock_detail(10, "sem").expect("held");
+    assert_eq!((sem.limit, sem.holders[0].mode, sem.holders[0].permits), (5, Wire::Semaphore, 2));
+    assert_eq!(t.table.lock_detail(10, "none"), None);
+}

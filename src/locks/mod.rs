@@ -10,26 +10,33 @@
 //! sleeping while [`LockTable::next_deadline`] has passed or releases are pending).
 //!
 //! Guarantees:
-//! - every LOCK, UNLOCK and RESET gets exactly one response, possibly later (a wait ends in
-//!   `Acquired`, `TimedOut` or `Cancelled`), except requests of a detached session;
-//! - waiters are granted in strict arrival order;
-//! - tokens are strictly increasing over the life of the table;
-//! - a lock with no holder is removed at once (a lock with waiters always has a holder).
+//! - every request gets exactly one response, possibly later (a wait ends in `Acquired`,
+//!   `TimedOut` or `Cancelled`), except requests of a detached session; the notices LOST and
+//!   CONTENDED (request id `NOTICE_REQUEST_ID`) answer no request;
+//! - waiters are granted in strict arrival order across modes (issue 13, PROTOCOL.md §6.7,
+//!   §6.8): the head is granted while it fits beside every holder, no one barges past it;
+//! - tokens are strictly increasing over the life of the table, one per grant;
+//! - a lock with no holder is removed at once (a lock with waiters always has a holder),
+//!   except while its lock-delay runs (§6.10).
 //!
 //! Bounded work (README "Limits and guarantees"): one `Expire` answers at most `EXPIRE_BATCH`
 //! timeouts, one RESET, detach or release step releases at most `RELEASE_BATCH` holds,
 //! and TIMED_OUT / QUEUE_MAXED report at most `REFUSAL_QUEUE_MAX` queue entries; the rest is
 //! left for the next call, which the server makes on its next turn.
 //!
-//! Layout: `command` is the way in (`Command`, `SessionId`, `Name`, `apply`); `store` keeps each
-//! lock (and its name) once; `holders` who holds a lock and what it admits; `session` keeps
-//! per-session state; `table` holds the transitions; `release` the batched RESET and detach;
-//! `listing` and `top` the read-only views and metrics; `check` a self-check for tests.
+//! Layout: `command` is the way in (`Command`, `LockOpts`, `SessionId`, `Name`, `apply`);
+//! `store` keeps each lock (and its name) once; `holders` who holds a lock, in which mode, and
+//! what it admits; `session` keeps per-session state; `table` holds the LOCK, UNLOCK and timeout
+//! transitions; `grant` grants in FIFO order, DOWNGRADE and CHECK; `lease` leases, RENEW,
+//! LOST, lock-delay, CONTENDED and REVOKE; `refusal` the refusals of what a LOCK asks for;
+//! `release` the batched RESET and detach; `listing` and `top` the read-only views and metrics;
+//! `check` a self-check for tests.
 
 mod check;
 mod command;
 #[cfg(test)]
 mod command_tests;
+mod detail;
 mod grant;
 mod histogram;
 mod holders;

@@ -255,16 +255,13 @@ fn bad_permit_counts_are_refused_before_the_table_is_looked_at() {
 }
 
 #[test]
-fn options_not_implemented_yet_are_refused_as_unsupported_flags() {
+fn a_lock_delay_above_the_maximum_is_a_bad_value() {
     let mut t = T::new();
     let too_long = LockOpts { lock_delay_ms: MAX_LOCK_DELAY_MS + 1, ..LockOpts::default() };
     assert_eq!(error_code(&t.lock_opts(0, 1, 1, "o", None, too_long)), Some(ErrorCode::BadValue));
-    let unsupported = [LockOpts { notify_contention: true, mode: S, ..LockOpts::default() }];
-    for opts in unsupported {
-        let out = t.lock_opts(0, 1, 1, "o", None, opts);
-        assert_eq!(error_code(&out), Some(ErrorCode::UnsupportedFlags), "{opts:?}: {out:?}");
-    }
     assert_eq!(t.table.stats().locks_held, 0, "nothing is granted without what was asked");
+    let longest = LockOpts { lock_delay_ms: MAX_LOCK_DELAY_MS, ..LockOpts::default() };
+    assert_eq!(t.lock_opts(0, 1, 2, "o", None, longest), [(1, 2, acquired(1))]);
 }
 
 #[test]

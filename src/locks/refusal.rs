@@ -18,9 +18,6 @@ pub(super) enum Refusal {
     NotHolder,
     /// A lock-delay above the server's maximum.
     LockDelayTooLong { asked: u32, max: u32 },
-    /// An option this table does not implement yet: refused as an unknown flag is today, so
-    /// no client gets a weaker lock than it asked for.
-    Unsupported(&'static str),
 }
 
 impl Refusal {
@@ -40,7 +37,6 @@ impl Refusal {
             Refusal::LockDelayTooLong { asked, max } => {
                 (ErrorCode::BadValue, format!("lock_delay_ms {asked} is above the server's maximum {max}"))
             }
-            Refusal::Unsupported(what) => (ErrorCode::UnsupportedFlags, format!("{what} is not supported")),
         };
         Response::error(code, message)
     }

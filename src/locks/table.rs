@@ -108,9 +108,6 @@ fn refusal_of(opts: &LockOpts, limits: &TableLimits) -> Option<Refusal> {
     if opts.lock_delay_ms > limits.max_lock_delay_ms {
         return Some(Refusal::LockDelayTooLong { asked: opts.lock_delay_ms, max: limits.max_lock_delay_ms });
     }
-    if opts.notify_contention {
-        return Some(Refusal::Unsupported("a contention notice"));
-    }
     None
 }
 
@@ -269,7 +266,7 @@ impl LockTable {
         } else if let Some(message) = self.limit_refusal(session, Some(lock.waiters.len())) {
             return self.refuse(session, request_id, name, message, out);
         } else {
-            return self.enqueue(now, session, request_id, key, terms.timeout_ms, &terms.opts);
+            return self.enqueue(now, session, request_id, key, terms, out);
         };
         reply(out, session, request_id, name, response);
     }
@@ -281,10 +278,11 @@ impl LockTable {
         session: SessionId,
         request_id: u32,
         key: u32,
-        timeout_ms: Option<u32>,
-        opts: &LockOpts,
+        terms: Terms,
+        out: &mut Vec<Output>,
     ) {
-        let (weight, opts) = (opts.mode.weight(), GrantOpts::of(opts).map(Box::new));
+        let (timeout_ms, weight) = (terms.timeout_ms, terms.opts.mode.weight());
+        let opts = GrantOpts::of(&terms.opts).map(Box::new);
         let deadline = timeout_ms.map(|ms| now.saturating_add(u64::from(ms)));
         let timer = deadline.map(|at| self.timers.insert(at, Timer::Wait { lock: key, session, request_id }));
         if let Some(lock) = self.store.get_mut(key) {
@@ -295,6 +293,7 @@ impl LockTable {
         }
         self.waiters += 1;
         self.counters.queued += 1;
+        self.notify_contention(key, out);
     }
 
     /// Why a new hold or wait by `session` (on a lock with `lock_waiters` waiters) is refused.
