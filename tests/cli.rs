@@ -909,3 +909,28 @@ fn admin_file_gives_the_rights_over_tcp() {
     let e = holder.wait_lost("held", lock.token(), Some(WAIT)).expect("told");
     assert_eq!(e.lost_reason().map(|(r, _)| r), Some(officer::client::LostReason::Revoked));
 }
+
+#[test]
+fn locks_detail_shows_modes_tokens_and_permits() {
+    let server = TestServer::start();
+    let port = server.addr().port();
+    let (a, b) = (client(&server), client(&server));
+    let r1 = a.lock("rw", LockOptions::try_once().shared()).expect("reader");
+    let r2 = b.lock("rw", LockOptions::try_once().shared()).expect("reader");
+    a.lock("sem", LockOptions::try_once().permits(2, 5)).expect("permits");
+    let out = run(officer(port, "locks", &["--detail"]));
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let rw = stdout.lines().find(|l| l.starts_with("rw ")).expect("rw row");
+    assert!(rw.contains("shared") && rw.contains(&format!("({})", r1.token())), "{stdout}");
+    assert!(rw.contains(&format!("({})", r2.token())), "{stdout}");
+    assert!(stdout.lines().any(|l| l.starts_with("sem ") && l.contains("semaphore 2/5")), "{stdout}");
+    let out = run(officer(port, "locks", &["-l", "--json", "se"]));
+    let doc: Value = serde_json::from_str(&text(&out.stdout)).expect("json");
+    assert_eq!(doc["locks"][0]["name"], "sem");
+    assert_eq!(
+        (doc["locks"][0]["limit"].as_u64(), doc["locks"][0]["permits_in_use"].as_u64()),
+        (Some(5), Some(2))
+    );
+    assert_eq!(doc["locks"][0]["holders"][0]["mode"], "semaphore");
+}

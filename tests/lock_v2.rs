@@ -269,21 +269,36 @@ fn bad_values_of_every_new_field_get_their_error_code() {
     assert!(matches!(ok, Response::Acquired { .. }), "{ok:?}");
 }
 
-/// What the server does not implement yet is refused exactly as an unknown flag is today, so
-/// no client is granted a weaker lock than it asked for (a lease it would not enforce).
+/// A holder that asked for the contention notice is told once when someone starts waiting
+/// behind it (CONTENDED, request id 0); a holder that did not ask is told nothing.
 #[test]
-fn options_not_served_yet_are_refused_as_unsupported() {
+fn the_contention_notice_comes_once_to_a_holder_that_asked() {
     let server = TestServer::start();
-    let mut raw = Raw::connect(server.addr());
-    let req = LockExtRequest { notify_contention: true, ..LockExtRequest::exclusive("x") };
-    let response = raw.call(&Request::LockExt(req));
-    assert_eq!(error_code(&response), ErrorCode::UnsupportedFlags, "notify: {response:?}");
-    // Nothing was taken.
-    assert_eq!(raw.call(&Request::Unlock("x")), Response::ReleaseFailed);
+    let mut holder = Raw::connect(server.addr());
+    let req = LockExtRequest { notify_contention: true, ..LockExtRequest::exclusive("busy") };
+    let token = acquired(holder.call(&Request::LockExt(req)));
+    let (mut w1, mut w2) = (Raw::connect(server.addr()), Raw::connect(server.addr()));
+    let lock = |name| Request::Lock(LockRequest { name, timeout_ms: None, queue_max: None });
+    w1.send(&lock("busy"));
+    assert_eq!(holder.recv(), (0, Response::Contended { token, name: "busy".into() }));
+    w2.send(&lock("busy"));
+    // Once per grant: the next frame is the answer to the holder's next request.
+    assert_eq!(holder.call(&Request::Ping(b"")), Response::Pong);
+    let client = client(&server);
+    let guard = client.lock_guard("quiet", LockOptions::new().notify_contention()).expect("lock");
+    let other = Client::connect("127.0.0.1", server.addr().port()).expect("connect");
+    let (tx, rx) = mpsc::channel();
+    let waiting = thread::spawn(move || {
+        let got = other.lock("quiet", LockOptions::new());
+        tx.send(()).expect("send");
+        got.map(|_| ())
+    });
+    wait_until("the client hears it", WAIT, || guard.is_contended());
+    drop(guard);
+    rx.recv_timeout(WAIT).expect("the waiter is granted");
+    waiting.join().expect("thread").expect("lock");
 }
 
-/// A version-1 client and a LOCK_EXT client contend on one name in one FIFO queue; the old
-/// client gets only the frames it always got.
 #[test]
 fn a_v1_client_sees_nothing_new() {
     let server = TestServer::start();
@@ -620,4 +635,32 @@ fn lock_delay_holds_the_name_after_an_abnormal_end() {
     let lock = other.lock("ld2", delayed).expect("lock");
     other.unlock_token("ld2", lock.token()).expect("unlock");
     waiter.try_lock("ld2").expect("no delay after UNLOCK");
+}
+
+/// LOCKS_DETAIL shows what LOCKS cannot: each holder's mode, permits and token, each waiter's
+/// mode, and a semaphore's limit with the permits in use.
+#[test]
+fn the_detailed_listing_shows_modes_holders_and_permits() {
+    use officer::protocol::Mode;
+    let server = TestServer::start();
+    let (a, b, c, observer) = (client(&server), client(&server), client(&server), client(&server));
+    let r1 = a.lock("d/rw", try_shared()).expect("reader");
+    let r2 = b.lock("d/rw", try_shared()).expect("reader");
+    let waiting = thread::spawn(move || c.lock("d/rw", LockOptions::new()).map(|_| c));
+    wait_until("the writer waits", WAIT, || queue_len(&observer, "d/rw") == 3);
+    let p = a.lock("d/sem", LockOptions::try_once().permits(2, 5)).expect("permits");
+    let listing = observer.locks_detail("d/", 0).expect("detail");
+    assert!(!listing.truncated);
+    let names: Vec<&str> = listing.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(names, ["d/rw", "d/sem"]);
+    let rw = &listing.items[0];
+    let holders: Vec<(Mode, u64)> = rw.holders.iter().map(|h| (h.mode, h.token)).collect();
+    assert_eq!(holders, [(Mode::Shared, r1.token()), (Mode::Shared, r2.token())]);
+    assert_eq!(rw.waiters.iter().map(|w| w.mode).collect::<Vec<_>>(), [Mode::Exclusive]);
+    assert_eq!(rw.limit, 0);
+    let sem = &listing.items[1];
+    assert_eq!((sem.limit, sem.permits_in_use(), sem.holders[0].token), (5, 2, p.token()));
+    assert_eq!(sem.holders[0].mode, Mode::Semaphore);
+    drop((a, b));
+    waiting.join().expect("writer thread").expect("writer granted");
 }

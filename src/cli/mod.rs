@@ -670,6 +670,10 @@ pub struct LocksArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Show each holder's mode and fencing token, each waiter's mode, and a semaphore's
+    /// permits in use of its limit (one server at a time).
+    #[arg(short = 'l', long)]
+    pub detail: bool,
     #[command(flatten)]
     pub connect: ConnectArgs,
     #[arg(long, action = clap::ArgAction::Help, help = "Print help")]

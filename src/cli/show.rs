@@ -6,9 +6,12 @@ use std::io::Write;
 use serde_json::{json, Map, Value};
 
 use super::{CheckArgs, ConnectionsArgs, LocksArgs, PingArgs, StatsArgs};
-use crate::client::{Client, ConnectionInfo, Listing, LockInfo, Result, Stats};
+use crate::client::{Client, ConnectionInfo, Listing, LockDetail, LockInfo, Result, Stats};
 
 pub(super) fn locks(args: LocksArgs) -> i32 {
+    if args.detail {
+        return locks_detail(&args);
+    }
     if let Some(status) = super::shard::locks(&args) {
         return status;
     }
@@ -26,6 +29,53 @@ pub(super) fn locks(args: LocksArgs) -> i32 {
             table(&["NAME", "HOLDER", "WAITING"], rows, "no locks", listing.truncated)
         },
     )
+}
+
+/// `officer locks --detail`: LOCKS_DETAIL, one row per lock.
+fn locks_detail(args: &LocksArgs) -> i32 {
+    query(
+        &args.connect,
+        |client| client.locks_detail(&args.prefix, args.max),
+        |listing| {
+            if args.json {
+                return json_listing("locks", &listing, lock_detail_json);
+            }
+            let rows = listing.iter().map(|l| {
+                let holders: Vec<String> =
+                    l.holders.iter().map(|h| format!("{} ({})", h.label, h.token)).collect();
+                let waiters: Vec<String> = l.waiters.iter().map(|w| w.label.clone()).collect();
+                vec![l.name.clone(), lock_kind(l), holders.join(", "), waiters.join(", ")]
+            });
+            table(&["NAME", "MODE", "HOLDERS (TOKEN)", "WAITING"], rows, "no locks", listing.truncated)
+        },
+    )
+}
+
+/// "exclusive", "shared" or "semaphore 2/5" (permits in use of the limit).
+fn lock_kind(lock: &LockDetail) -> String {
+    match lock.holders.first() {
+        _ if lock.limit > 0 => format!("semaphore {}/{}", lock.permits_in_use(), lock.limit),
+        Some(h) => h.mode.as_str().to_owned(),
+        None => "-".to_owned(),
+    }
+}
+
+fn lock_detail_json(lock: &LockDetail) -> Value {
+    let holders: Vec<Value> = lock
+        .holders
+        .iter()
+        .map(|h| {
+            json!({ "label": h.label, "mode": h.mode.as_str(), "permits": h.permits, "token": h.token,
+                    "held_ms": h.held_ms, "ends_in_ms": h.ends_in_ms })
+        })
+        .collect();
+    let waiters: Vec<Value> = lock
+        .waiters
+        .iter()
+        .map(|w| json!({ "label": w.label, "mode": w.mode.as_str(), "permits": w.permits }))
+        .collect();
+    json!({ "name": lock.name, "limit": lock.limit, "permits_in_use": lock.permits_in_use(),
+            "holders": holders, "waiters": waiters })
 }
 
 pub(super) fn connections(args: ConnectionsArgs) -> i32 {

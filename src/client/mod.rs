@@ -43,7 +43,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-pub use crate::protocol::{ConnectionInfo, HelloOk, LockInfo, LostReason, TopEntry};
+pub use crate::protocol::{
+    ConnectionInfo, HelloOk, HolderInfo, LockDetail, LockInfo, LostReason, Mode, TopEntry, WaiterInfo,
+};
 pub use builder::{ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HOST, DEFAULT_PORT};
 #[cfg(feature = "cli")]
 pub(crate) use error::shown_name;
@@ -528,6 +530,35 @@ impl Client {
                 Ok(Listing { items, truncated })
             }
             other => Err(unexpected(&other, "LOCKS")),
+        }
+    }
+
+    /// The locks whose name starts with `prefix` (at most `max`; 0: the server's default), each
+    /// with every holder's mode, permits and fencing token, every waiter's mode, and a
+    /// semaphore's limit. With a namespace, only names inside it (without the prefix).
+    ///
+    /// ```no_run
+    /// # let client = officer::client::Client::connect("localhost", 11500)?;
+    /// for lock in client.locks_detail("db/", 0)?.iter() {
+    ///     println!("{}: {} holders, {} permits in use", lock.name, lock.holders.len(), lock.permits_in_use());
+    /// }
+    /// # Ok::<(), officer::client::Error>(())
+    /// ```
+    pub fn locks_detail(&self, prefix: &str, max: u32) -> Result<Listing<LockDetail>> {
+        let conn = self.current()?;
+        let full = self.full_name(&conn, prefix, true)?;
+        match self.call(&conn, &Request::LocksDetail(ListRequest { prefix: &full, max }), Track::None)? {
+            Response::LocksDetail { locks, truncated } => {
+                let items = locks
+                    .into_iter()
+                    .filter_map(|mut l| {
+                        l.name = self.config.short_name(&l.name)?.to_owned();
+                        Some(l)
+                    })
+                    .collect();
+                Ok(Listing { items, truncated })
+            }
+            other => Err(unexpected(&other, "LOCKS_DETAIL")),
         }
     }
 

@@ -251,6 +251,7 @@ pub(crate) fn run(
             Ran::Outputs
         }
         Request::Locks(list) => Ran::Reply(table.locks_within(list.prefix, list.max, max_frame)),
+        Request::LocksDetail(list) => Ran::Reply(locks_detail(table, now, list.prefix, list.max, max_frame)),
         Request::Connections(list) => Ran::Reply(table.connections_within(list.prefix, list.max, max_frame)),
         Request::MyLocks => Ran::Reply(table.my_locks_within(session, max_frame)),
         Request::MyLocksMatching(list) => {
@@ -265,11 +266,10 @@ pub(crate) fn run(
             crate::protocol::ErrorCode::BadHandshake,
             "HELLO was already received",
         )),
-        // The session refuses these before decoding; refused here too, should one arrive.
-        Request::Kick(_)
-        | Request::AdminAuth(_)
-        | Request::LocksDetail(_)
-        | Request::ConnectionsDetail(_) => {
+        // The server closes connections itself (it takes KICK before `run`), the session answers
+        // ADMIN_AUTH and refuses CONNECTIONS_DETAIL before decoding: refused here too, should
+        // one arrive.
+        Request::Kick(_) | Request::AdminAuth(_) | Request::ConnectionsDetail(_) => {
             let e = DecodeError::UnknownOpcode(request.opcode());
             Ran::Reply(Response::error(e.code(), e.to_string()))
         }
@@ -297,4 +297,15 @@ fn lock_opts(ext: &LockExtRequest<'_>) -> LockOpts {
         lock_delay_ms: ext.lock_delay_ms,
         notify_contention: ext.notify_contention,
     }
+}
+
+/// LOCKS_DETAIL: the locks LOCKS would list (the same selection, order and bound), each in
+/// detail. The frame bound cuts the larger entries again when the answer is encoded, with its
+/// `truncated` flag set (PROTOCOL.md §4.28).
+fn locks_detail(table: &LockTable, now: Tick, prefix: &str, max: u32, max_frame: u32) -> Response {
+    let Response::Locks { locks, truncated } = table.locks_within(prefix, max, max_frame) else {
+        return Response::LocksDetail { locks: Vec::new(), truncated: true };
+    };
+    let locks = locks.iter().filter_map(|l| table.lock_detail(now, &l.name)).collect();
+    Response::LocksDetail { locks, truncated }
 }

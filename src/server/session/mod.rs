@@ -341,7 +341,7 @@ fn fail(error: DecodeError) -> Step<'static> {
 /// The lock model v2 requests this server does not serve yet: answered `unknown_opcode`, as
 /// before they were defined (PROTOCOL.md §8).
 fn refused_v2(opcode: u8) -> bool {
-    matches!(opcode, op::LOCKS_DETAIL | op::CONNECTIONS_DETAIL)
+    opcode == op::CONNECTIONS_DETAIL
 }
 
 /// Requests whose answer walks every lock or connection, or every lock of one connection (or
@@ -350,7 +350,14 @@ fn refused_v2(opcode: u8) -> bool {
 pub(crate) fn scans_the_table(opcode: u8) -> bool {
     matches!(
         opcode,
-        op::LOCKS | op::CONNECTIONS | op::MY_LOCKS | op::MY_LOCKS_MATCHING | op::TOP | op::STATS | op::KICK
+        op::LOCKS
+            | op::CONNECTIONS
+            | op::MY_LOCKS
+            | op::MY_LOCKS_MATCHING
+            | op::TOP
+            | op::STATS
+            | op::KICK
+            | op::LOCKS_DETAIL
     )
 }
 
