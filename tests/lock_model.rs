@@ -1,7 +1,9 @@
 //! Model-based test of the lock table: random sequences of LOCK (with and without timeout and
 //! queue_max; exclusive, shared or a number of semaphore permits), UNLOCK (with and without a
 //! token), RESET, connect, disconnect and the passing of time over 4 connections and 3 names
-//! (two mostly read/write locks, one mostly a semaphore of 3 permits), run against `officer::locks::LockTable` and against a deliberately naive Vec-based
+//! (two mostly read/write locks, one mostly a semaphore of 3 permits), with leases, hold
+//! budgets, lock-delays and contention notices now and then, RENEW, DOWNGRADE, CHECK and
+//! REVOKE, run against `officer::locks::LockTable` and against a deliberately naive Vec-based
 //! reference model written here. After every step both must have answered each connection the
 //! same responses in the same order and agree on holders and queues; over a run every request
 //! gets exactly one answer, except requests of a connection that went away.
@@ -150,7 +152,8 @@ fn lease() -> impl Strategy<Value = LeaseOpts> {
     let hold = prop_oneof![4 => Just(None), 1 => (1..60u32).prop_map(Some)];
     // Above the model test's maximum of 100 now and then: refused.
     let delay = prop_oneof![3 => Just(0u32), 1 => 1..40u32, 1 => Just(101u32)];
-    (lease, hold, delay)
+    let notify = prop_oneof![2 => Just(false), 1 => Just(true)];
+    (lease, hold, delay, notify)
 }
 
 /// `(expire batch, release batch)`: mostly tiny, sometimes the server's defaults.
@@ -190,10 +193,12 @@ struct Grant {
     ends: Option<Ends>,
     /// Its lock-delay after an abnormal end.
     delay: u32,
+    /// It asked for CONTENDED and has not been told yet.
+    notify: bool,
 }
 
-/// `(lease_ms, max_hold_ms, lock_delay_ms)` of a LOCK.
-type LeaseOpts = (Option<u32>, Option<u32>, u32);
+/// `(lease_ms, max_hold_ms, lock_delay_ms, notify_contention)` of a LOCK.
+type LeaseOpts = (Option<u32>, Option<u32>, u32, bool);
 
 /// When a grant with a lease or hold budget ends, and the order of its timer.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -342,14 +347,19 @@ impl Model {
     }
 
     /// A grant made now, with a new token and, if it asked, its lease timer.
-    fn new_grant(&mut self, conn: usize, mode: Mode, (lease_ms, max_hold_ms, delay): LeaseOpts) -> Grant {
+    fn new_grant(
+        &mut self,
+        conn: usize,
+        mode: Mode,
+        (lease_ms, max_hold_ms, delay, notify): LeaseOpts,
+    ) -> Grant {
         let token = self.issue_token();
         let ends = (lease_ms.is_some() || max_hold_ms.is_some()).then(|| {
             self.seq += 1;
             let after = |ms: Option<u32>| ms.map(|ms| self.now + Tick::from(ms));
             Ends { lease_ms, lease_end: after(lease_ms), hold_end: after(max_hold_ms), seq: self.seq }
         });
-        Grant { conn, token, mode, ends, delay }
+        Grant { conn, token, mode, ends, delay, notify }
     }
 
     /// The answer to a request about grant `token` (any, if `None`) of `name` that `conn` lost.
@@ -427,14 +437,36 @@ impl Model {
                 deadline: timeout.map(|t| now + Tick::from(t)),
                 seq: self.seq,
             };
-            return self.locks[i].waiters.push(waiter);
+            self.locks[i].waiters.push(waiter);
+            return self.notify(i);
         };
         self.reply(conn, rid, Some(name), response);
+    }
+
+    /// CONTENDED to each holder of lock `i` that asked and was not told, if anyone waits.
+    fn notify(&mut self, i: usize) {
+        if self.locks[i].waiters.is_empty() {
+            return;
+        }
+        let name = self.locks[i].name;
+        for pos in 0..self.locks[i].holders.len() {
+            let g = &mut self.locks[i].holders[pos];
+            if std::mem::take(&mut g.notify) {
+                let (conn, token) = (g.conn, g.token);
+                self.reply(
+                    conn,
+                    NOTICE_REQUEST_ID,
+                    Some(name),
+                    Response::Contended { token, name: name.to_owned() },
+                );
+            }
+        }
     }
 
     /// Lock `i` may have room: the head of its queue is granted while it fits beside every
     /// holder; a lock nobody holds or awaits disappears. `i` is stale afterwards.
     fn grant(&mut self, i: usize, _now: Tick) {
+        let mut granted = false;
         while self.locks[i].delay.is_none()
             && self.locks[i].waiters.first().is_some_and(|w| self.locks[i].fits(w.mode))
         {
@@ -443,6 +475,10 @@ impl Model {
             self.locks[i].holders.push(grant);
             let name = self.locks[i].name;
             self.reply(waiter.conn, waiter.request_id, Some(name), Response::Acquired { token: grant.token });
+            granted = true;
+        }
+        if granted {
+            self.notify(i);
         }
         let lock = &self.locks[i];
         if lock.holders.is_empty() && lock.waiters.is_empty() && lock.delay.is_none() {
@@ -865,8 +901,8 @@ impl Run {
                 let rid = self.request(conn);
                 let session = self.model.conns[conn].id;
                 let name_arc = Name::from(NAMES[name]);
-                let (lease_ms, max_hold_ms, lock_delay_ms) = lease;
-                let opts = LockOpts { mode, lease_ms, max_hold_ms, lock_delay_ms, ..LockOpts::default() };
+                let (lease_ms, max_hold_ms, lock_delay_ms, notify_contention) = lease;
+                let opts = LockOpts { mode, lease_ms, max_hold_ms, lock_delay_ms, notify_contention };
                 let cmd =
                     Command::Lock { session, request_id: rid, name: name_arc, timeout_ms, queue_max, opts };
                 self.table.apply(now, &cmd, &mut out);
@@ -960,7 +996,8 @@ impl Run {
             prop_assert!(live, "answer to a departed connection: {:?}", o);
             if o.request_id == NOTICE_REQUEST_ID {
                 // Unsolicited: answers no request.
-                prop_assert!(matches!(o.response, Response::Lost { .. }), "notice {:?}", o);
+                let notice = matches!(o.response, Response::Lost { .. } | Response::Contended { .. });
+                prop_assert!(notice, "notice {:?}", o);
                 continue;
             }
             let count = self.answers.get_mut(&(o.session, o.request_id));
