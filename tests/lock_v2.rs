@@ -536,6 +536,15 @@ fn admin_auth_refusals() {
     let mut raw = Raw::connect(plain.addr());
     assert_eq!(error_code(&raw.call(&Request::AdminAuth(ADMIN_SECRET))), ErrorCode::Forbidden);
     assert_eq!(error_code(&raw.call(&Request::Kick(1))), ErrorCode::Forbidden);
+    // Before anything else is looked at: a malformed KICK, a REVOKE of a bad name.
+    raw.send_bytes(&frame(op::KICK, 7, &[1, 2])).expect("write");
+    let (id, response) = raw.recv();
+    assert_eq!((id, error_code(&response)), (7, ErrorCode::Forbidden));
+    let mut bad_name = 0u64.to_be_bytes().to_vec();
+    bad_name.push(b'\n');
+    raw.send_bytes(&frame(op::REVOKE, 8, &bad_name)).expect("write");
+    let (id, response) = raw.recv();
+    assert_eq!((id, error_code(&response)), (8, ErrorCode::Forbidden));
     assert_eq!(raw.call(&Request::Ping(b"")), Response::Pong);
 }
 

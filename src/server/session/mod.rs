@@ -245,6 +245,13 @@ impl Session {
         let rid = frame.request_id;
         // Lock model v2 requests the server does not serve yet get the answer they got before
         // they existed, so no client is granted less than it asked for (PROTOCOL.md §8).
+        // Without admin rights an operator's request is refused before anything else is
+        // looked at, so it learns nothing, not even whether its payload names anything (§6.12).
+        if self.phase == Phase::Binary && !self.admin && matches!(frame.opcode, op::REVOKE | op::KICK) {
+            let what = if frame.opcode == op::KICK { "KICK" } else { "REVOKE" };
+            let response = Response::error(ErrorCode::Forbidden, format!("{what} needs admin rights"));
+            return Step::Reply { rid, response };
+        }
         let decoded = if refused_v2(frame.opcode) {
             Err(DecodeError::UnknownOpcode(frame.opcode))
         } else {
