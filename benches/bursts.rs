@@ -9,7 +9,9 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use officer::locks::{Command, LockTable, Name, Output, SessionId, TableLimits, EXPIRE_BATCH, RELEASE_BATCH};
+use officer::locks::{
+    Command, LockOpts, LockTable, Name, Output, SessionId, TableLimits, EXPIRE_BATCH, RELEASE_BATCH,
+};
 
 const WAITERS: u32 = 15_000;
 const HOLDS: u32 = 20_000;
@@ -24,7 +26,14 @@ fn attach(table: &mut LockTable, slot: u32) {
 }
 
 fn lock(slot: u32, request_id: u32, name: &str, timeout_ms: Option<u32>) -> Command {
-    Command::Lock { session: id(slot), request_id, name: Name::from(name), timeout_ms, queue_max: None }
+    Command::Lock {
+        session: id(slot),
+        request_id,
+        name: Name::from(name),
+        timeout_ms,
+        queue_max: None,
+        opts: LockOpts::default(),
+    }
 }
 
 fn label(slot: u32) -> String {

@@ -6,12 +6,16 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use officer::locks::{Command, LockTable, Name, Output, SessionId, TableLimits};
+use officer::locks::{Command, LockOpts, LockTable, Mode, Name, Output, SessionId, TableLimits};
 use officer::protocol::{split_frame, LockRequest, Request, Response};
 use officer::wheel::Wheel;
 
-const LIMITS: TableLimits =
-    TableLimits { max_locks_per_conn: 0, max_waiters_per_lock: 0, list_max_default: 10_000 };
+const LIMITS: TableLimits = TableLimits {
+    max_locks_per_conn: 0,
+    max_waiters_per_lock: 0,
+    list_max_default: 10_000,
+    max_lock_delay_ms: 0,
+};
 
 fn lock_req(name: &str) -> LockRequest<'_> {
     LockRequest { name, timeout_ms: None, queue_max: None }
@@ -67,11 +71,31 @@ fn attach(table: &mut LockTable, slot: u32, label: &str) {
 /// the read buffer into a shared `Name`, so that cost is measured too.
 fn lock(slot: u32, request_id: u32, req: &LockRequest<'_>) -> Command {
     let LockRequest { name, timeout_ms, queue_max } = *req;
-    Command::Lock { session: conn(slot), request_id, name: Name::from(name), timeout_ms, queue_max }
+    Command::Lock {
+        session: conn(slot),
+        request_id,
+        name: Name::from(name),
+        timeout_ms,
+        queue_max,
+        opts: LockOpts::default(),
+    }
+}
+
+/// A LOCK in `mode` that waits forever, as the server builds it from a LOCK_EXT.
+fn lock_in(slot: u32, request_id: u32, name: &str, mode: Mode) -> Command {
+    let opts = LockOpts { mode, ..LockOpts::default() };
+    Command::Lock {
+        session: conn(slot),
+        request_id,
+        name: Name::from(name),
+        timeout_ms: None,
+        queue_max: None,
+        opts,
+    }
 }
 
 fn unlock(slot: u32, request_id: u32, name: &str) -> Command {
-    Command::Unlock { session: conn(slot), request_id, name: Name::from(name) }
+    Command::Unlock { session: conn(slot), request_id, name: Name::from(name), token: None }
 }
 
 fn lock_table(c: &mut Criterion) {
@@ -133,6 +157,77 @@ fn lock_table(c: &mut Criterion) {
             i += 1;
             table.apply(0, &lock(1, 1, &lock_req(name)), &mut out);
             table.apply(0, &unlock(1, 2, name), &mut out);
+            out.clear();
+        })
+    });
+    g.finish();
+}
+
+/// The shared and semaphore forms of the `lock_table` benches (issue 13's target: within 1.2x
+/// of the exclusive ones), alone and beside other holders, and the hand-off between modes.
+fn lock_table_modes(c: &mut Criterion) {
+    const SEM: Mode = Mode::Permits { count: 1, limit: 10 };
+    let mut g = c.benchmark_group("lock_table");
+    g.throughput(Throughput::Elements(1));
+    let mut out: Vec<Output> = Vec::with_capacity(16);
+    let name = "bench:0000000001";
+
+    for (what, mode) in [("shared", Mode::Shared), ("semaphore", SEM)] {
+        g.bench_function(format!("{what}_uncontended_acquire_release"), |b| {
+            let mut table = LockTable::new(1, LIMITS);
+            attach(&mut table, 0, "127.0.0.1:1");
+            b.iter(|| {
+                table.apply(0, &lock_in(0, 1, name, mode), &mut out);
+                table.apply(0, &unlock(0, 2, name), &mut out);
+                out.clear();
+            })
+        });
+        g.bench_function(format!("{what}_acquire_release_beside_4_holders"), |b| {
+            let mut table = LockTable::new(1, LIMITS);
+            for slot in 0..=4 {
+                attach(&mut table, slot, "127.0.0.1:1");
+            }
+            for slot in 1..=4 {
+                table.apply(0, &lock_in(slot, 1, name, mode), &mut out);
+            }
+            b.iter(|| {
+                table.apply(0, &lock_in(0, 1, name, mode), &mut out);
+                table.apply(0, &unlock(0, 2, name), &mut out);
+                out.clear();
+            })
+        });
+    }
+
+    g.bench_function("semaphore_contended_handoff", |b| {
+        // A semaphore of one permit passed back and forth, like `contended_handoff`.
+        let one = Mode::Permits { count: 1, limit: 1 };
+        let mut table = LockTable::new(1, LIMITS);
+        attach(&mut table, 0, "127.0.0.1:1");
+        attach(&mut table, 1, "127.0.0.1:2");
+        table.apply(0, &lock_in(0, 1, "hot", one), &mut out);
+        let mut holder = 0;
+        b.iter(|| {
+            let other = 1 - holder;
+            table.apply(0, &lock_in(other, 3, "hot", one), &mut out);
+            table.apply(0, &unlock(holder, 4, "hot"), &mut out);
+            holder = other;
+            out.clear();
+        })
+    });
+
+    g.bench_function("writer_reader_handoff", |b| {
+        // A writer and a reader take turns: every release grants the other mode.
+        let mut table = LockTable::new(1, LIMITS);
+        attach(&mut table, 0, "127.0.0.1:1");
+        attach(&mut table, 1, "127.0.0.1:2");
+        let modes = [Mode::Exclusive, Mode::Shared];
+        table.apply(0, &lock_in(0, 1, "hot", modes[0]), &mut out);
+        let mut holder = 0;
+        b.iter(|| {
+            let other = 1 - holder;
+            table.apply(0, &lock_in(other as u32, 3, "hot", modes[other]), &mut out);
+            table.apply(0, &unlock(holder as u32, 4, "hot"), &mut out);
+            holder = other;
             out.clear();
         })
     });
@@ -316,5 +411,5 @@ fn read_frames(stream: &mut std::net::TcpStream, buf: &mut Vec<u8>, n: usize) {
     }
 }
 
-criterion_group!(benches, codec, lock_table, listings, wheel, end_to_end);
+criterion_group!(benches, codec, lock_table, lock_table_modes, listings, wheel, end_to_end);
 criterion_main!(benches);

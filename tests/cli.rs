@@ -755,3 +755,182 @@ fn lock_over_a_list_fails_with_69_naming_its_server_when_that_one_is_down() {
     });
     assert_eq!(out.status.code(), Some(0), "the other server's names still lock: {}", text(&out.stderr));
 }
+
+#[test]
+fn shared_lock_runs_beside_readers_and_not_beside_a_writer() {
+    let server = TestServer::start();
+    let port = server.addr().port();
+    let reader = client(&server);
+    reader.lock("rs", LockOptions::try_once().shared()).expect("reader");
+    // The command runs beside the other reader, and its own token holds the name.
+    let script = format!("{OFFICER} check -h 127.0.0.1 -p {port} rs \"$OFFICER_FENCING_TOKEN\"");
+    let out = run(officer(port, "lock", &["-s", "-n", "rs", "--", "sh", "-c", &script]));
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("holds lock"), "{}", text(&out.stdout));
+    // Not beside a writer.
+    let writer = client(&server);
+    writer.try_lock("rw").expect("writer");
+    let out = run(officer(port, "lock", &["--shared", "-n", "rw", "--", "true"]));
+    assert_eq!(out.status.code(), Some(1), "stderr: {}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("busy"), "{}", text(&out.stderr));
+    // -s and --permits do not go together.
+    let out = run(officer(port, "lock", &["-s", "--permits", "1", "--limit", "2", "rw", "--", "true"]));
+    assert_eq!(out.status.code(), Some(officer::cli::EXIT_USAGE));
+}
+
+#[test]
+fn permits_of_a_limit_run_up_to_the_limit() {
+    let server = TestServer::start();
+    let port = server.addr().port();
+    let first = client(&server);
+    first.lock("pool", LockOptions::try_once().permits(1, 2)).expect("one of two");
+    let out = run(officer(port, "lock", &["--permits", "1", "--limit", "2", "-n", "pool", "--", "true"]));
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    let second = client(&server);
+    second.lock("pool", LockOptions::try_once().permits(1, 2)).expect("two of two");
+    let out = run(officer(port, "lock", &["--permits", "1", "--limit", "2", "-n", "pool", "--", "true"]));
+    assert_eq!(out.status.code(), Some(1), "the limit was passed: {}", text(&out.stderr));
+    // Another limit than the name's is an error, not a silent change; the command never runs.
+    let out = run(officer(port, "lock", &["--permits", "1", "--limit", "3", "-n", "pool", "--", "true"]));
+    assert_ne!(out.status.code(), Some(0));
+    assert!(text(&out.stderr).contains("limit_mismatch"), "{}", text(&out.stderr));
+    // --permits needs --limit.
+    let out = run(officer(port, "lock", &["--permits", "1", "pool", "--", "true"]));
+    assert_eq!(out.status.code(), Some(officer::cli::EXIT_USAGE));
+}
+
+#[test]
+fn check_exits_0_while_the_token_holds_and_1_after() {
+    let server = TestServer::start();
+    let port = server.addr().port();
+    let holder = client(&server);
+    let lock = holder.try_lock("fenced").expect("lock");
+    let token = lock.token().to_string();
+    let out = run(officer(port, "check", &["fenced", &token]));
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), format!("token {token} holds lock \"fenced\"\n"));
+    holder.unlock("fenced").expect("unlock");
+    let out = run(officer(port, "check", &["fenced", &token]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stdout).contains("does not hold"), "{}", text(&out.stdout));
+    let out = run(officer(port, "check", &["-q", "fenced", &token]));
+    assert_eq!((out.status.code(), out.stdout.is_empty()), (Some(1), true));
+    let out = run(officer(port, "check", &["fenced", "0"]));
+    assert_eq!(out.status.code(), Some(officer::cli::EXIT_USAGE), "tokens are never 0");
+}
+
+/// With `--lease`, officer renews while the command runs: the grant outlives its lease
+/// several times over, and the command's own token still holds at its end.
+#[test]
+fn a_lease_is_renewed_while_the_command_runs() {
+    let server = TestServer::start();
+    let port = server.addr().port();
+    let script = format!("sleep 1; {OFFICER} check -h 127.0.0.1 -p {port} leased \"$OFFICER_FENCING_TOKEN\"");
+    let out = run(officer(port, "lock", &["--lease", "0.3", "leased", "--", "sh", "-c", &script]));
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("holds lock"), "{}", text(&out.stdout));
+    client(&server).try_lock("leased").expect("released after the command");
+}
+
+/// A hold budget ends the grant whatever the renewals: officer says so, stops the command with
+/// --kill-on-loss, and exits 75 as on a lost connection.
+#[test]
+fn max_hold_ending_the_grant_is_a_loss_exit_75() {
+    let server = TestServer::start();
+    let child = start_holding(
+        server.addr().port(),
+        &["--lease", "0.2", "--max-hold", "0.5", "--kill-on-loss"],
+        "echo started; exec sleep 60",
+    );
+    let out = finish(child);
+    assert_eq!(out.status.code(), Some(officer::cli::EXIT_LOCK_LOST));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("max_hold") && stderr.contains("stopping the command"), "{stderr}");
+}
+
+/// `officer release --force` and `officer kick` as the server's own user on its UNIX socket
+/// (no secret needed there): the holder learns its grant was revoked, the victim of a kick
+/// loses its connection. Over TCP without the admin secret both are refused.
+#[test]
+fn release_force_and_kick_need_admin_rights() {
+    let dir = support::temp_dir();
+    let path = dir.path().join("officer.sock");
+    let server = TestServer::start_with(|c| c.listen = officer::server::Listen::Unix(path.clone()));
+    let sock = path.to_str().expect("utf-8 path");
+    let unix = |sub: &str, args: &[&str]| {
+        let mut cmd = bare();
+        cmd.arg(sub).args(["-o", "unix", "-f", sock]).args(args);
+        run(cmd)
+    };
+    let holder = Client::connect_unix(&path).expect("holder");
+    let guard = holder.lock_guard("stuck", LockOptions::new().shared()).expect("lock");
+    let out = unix("release", &["stuck"]);
+    assert_eq!(out.status.code(), Some(officer::cli::EXIT_USAGE), "--force is required");
+    let out = unix("release", &["--force", "stuck"]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "revoked 1 grant of lock \"stuck\"\n");
+    assert!(guard.wait_lost(Some(WAIT)), "the holder was not told");
+    let victim = Client::connect_unix(&path).expect("victim");
+    let id = victim.server_info().connection_id.to_string();
+    let out = unix("kick", &[&id]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert!(victim.wait_disconnected(Some(WAIT)));
+    let out = unix("kick", &["999999"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(text(&out.stderr).contains("not_found"), "{}", text(&out.stderr));
+    drop(server);
+
+    let tcp = TestServer::start();
+    let out = run(officer(tcp.addr().port(), "kick", &["1"]));
+    assert_ne!(out.status.code(), Some(0));
+    assert!(text(&out.stderr).contains("forbidden"), "{}", text(&out.stderr));
+    let out = run(officer(tcp.addr().port(), "release", &["--force", "x"]));
+    assert!(text(&out.stderr).contains("forbidden"), "{}", text(&out.stderr));
+}
+
+/// With the server's admin secret, `--admin-file` gives the rights over TCP.
+#[test]
+fn admin_file_gives_the_rights_over_tcp() {
+    let secret = "an admin secret of thirty-two bytes or more";
+    let server = TestServer::start_with(|c| c.admin_secret = Some(secret.as_bytes().to_vec()));
+    let dir = support::temp_dir();
+    let file = dir.path().join("admin.secret");
+    std::fs::write(&file, format!("{secret}\n")).expect("write secret");
+    let holder = client(&server);
+    let lock = holder.lock("held", LockOptions::new().shared()).expect("lock");
+    let file = file.to_str().expect("utf-8 path");
+    let token = lock.token().to_string();
+    let out = run(officer(
+        server.addr().port(),
+        "release",
+        &["--force", "--token", &token, "--admin-file", file, "held"],
+    ));
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    let e = holder.wait_lost("held", lock.token(), Some(WAIT)).expect("told");
+    assert_eq!(e.lost_reason().map(|(r, _)| r), Some(officer::client::LostReason::Revoked));
+}
+
+#[test]
+fn locks_detail_shows_modes_tokens_and_permits() {
+    let server = TestServer::start();
+    let port = server.addr().port();
+    let (a, b) = (client(&server), client(&server));
+    let r1 = a.lock("rw", LockOptions::try_once().shared()).expect("reader");
+    let r2 = b.lock("rw", LockOptions::try_once().shared()).expect("reader");
+    a.lock("sem", LockOptions::try_once().permits(2, 5)).expect("permits");
+    let out = run(officer(port, "locks", &["--detail"]));
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let rw = stdout.lines().find(|l| l.starts_with("rw ")).expect("rw row");
+    assert!(rw.contains("shared") && rw.contains(&format!("({})", r1.token())), "{stdout}");
+    assert!(rw.contains(&format!("({})", r2.token())), "{stdout}");
+    assert!(stdout.lines().any(|l| l.starts_with("sem ") && l.contains("semaphore 2/5")), "{stdout}");
+    let out = run(officer(port, "locks", &["-l", "--json", "se"]));
+    let doc: Value = serde_json::from_str(&text(&out.stdout)).expect("json");
+    assert_eq!(doc["locks"][0]["name"], "sem");
+    assert_eq!(
+        (doc["locks"][0]["limit"].as_u64(), doc["locks"][0]["permits_in_use"].as_u64()),
+        (Some(5), Some(2))
+    );
+    assert_eq!(doc["locks"][0]["holders"][0]["mode"], "semaphore");
+}

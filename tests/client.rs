@@ -467,3 +467,25 @@ fn authentication_with_the_builder_secret() {
     let none = builder().connect().unwrap_err();
     assert_eq!(none.server_code(), Some(officer::protocol::ErrorCode::AuthRequired), "{none}");
 }
+
+/// The lock model v2 calls take and give names within the client's namespace, like the
+/// original calls: a grant's token is checked, renewed and listed under the short name, and a
+/// LOST notice (which carries the full name) reaches the guard of the short one.
+#[test]
+fn v2_calls_work_within_a_namespace() {
+    let server = TestServer::start();
+    let a = client_ns(&server, "team");
+    let outside = client(&server);
+    let lock = a.lock("job", LockOptions::new().shared()).expect("shared");
+    assert!(a.check("job", lock.token()).expect("check"));
+    assert!(outside.check("team:job", lock.token()).expect("the full name outside"));
+    assert!(!outside.check("job", lock.token()).expect("another name outside"));
+    let listed = a.locks_detail("", 0).expect("detail");
+    assert_eq!(listed.iter().map(|l| l.name.as_str()).collect::<Vec<_>>(), ["job"]);
+    a.unlock_token("job", lock.token()).expect("unlock");
+    let guard = a.lock_guard("leased", LockOptions::new().lease(Duration::from_millis(50))).expect("lease");
+    assert!(guard.wait_lost(Some(WAIT)), "the lease ran out unrenewed");
+    let e = a.renew("leased", guard.token()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::GrantLost);
+    assert_eq!(e.lock_name(), Some("leased"), "{e}");
+}

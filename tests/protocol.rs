@@ -3,10 +3,11 @@
 //! decoding a stream cut at every byte, and every way a frame can be malformed.
 
 use officer::protocol::{
-    op, split_frame, validate_name, ConnectionInfo, DecodeError, ErrorCode, Frame, Hello, HelloOk,
-    ListRequest, LockInfo, LockRequest, Request, Response, DEFAULT_MAX_FRAME, DEFAULT_MAX_NAME, MAGIC,
-    MAX_FRAME_CEILING, MAX_NAME_CEILING, MIN_FRAME_LEN, PROTOCOL_VERSION, SHUTDOWN_REQUEST_ID,
-    TIMEOUT_FOREVER,
+    op, split_frame, validate_name, AwaitedName, ConnectionDetail, ConnectionInfo, DecodeError, ErrorCode,
+    Frame, HeldName, Hello, HelloOk, HolderInfo, ListRequest, LockDetail, LockExtRequest, LockInfo,
+    LockRequest, LostReason, Mode, Request, Response, RevokeRequest, TokenRequest, WaiterInfo,
+    DEFAULT_MAX_FRAME, DEFAULT_MAX_NAME, MAGIC, MAX_FRAME_CEILING, MAX_NAME_CEILING, MIN_FRAME_LEN,
+    PROTOCOL_VERSION, SHUTDOWN_REQUEST_ID, TIMEOUT_FOREVER,
 };
 use proptest::prelude::*;
 
@@ -124,6 +125,93 @@ const TOKEN: u64 = 0x0000_0001_0000_002A;
 
 fn lock(name: &'static str, timeout_ms: Option<u32>, queue_max: Option<u32>) -> Request<'static> {
     Request::Lock(LockRequest { name, timeout_ms, queue_max })
+}
+
+const USERS: &str = "db/users";
+
+fn users_token() -> TokenRequest<'static> {
+    TokenRequest { name: USERS, token: TOKEN }
+}
+
+fn lock_ext_bad(field: &'static str, value: u64) -> DecodeError {
+    DecodeError::BadValue { opcode: op::LOCK_EXT, field, value }
+}
+
+/// §3.12's first example: shared, 5 s timeout, 30 s lease.
+fn lock_ext_shared() -> LockExtRequest<'static> {
+    let mut l = LockExtRequest::shared(USERS);
+    (l.timeout_ms, l.lease_ms) = (Some(5000), Some(30_000));
+    l
+}
+
+/// §3.12's second example: 2 of 10 permits, 10 min hold budget, 1 s lock-delay, notice.
+fn lock_ext_semaphore() -> LockExtRequest<'static> {
+    let mut l = LockExtRequest::semaphore("db/pool", 2, 10);
+    (l.max_hold_ms, l.lock_delay_ms, l.notify_contention) = (Some(600_000), 1000, true);
+    l
+}
+
+fn holder(
+    label: &str,
+    mode: Mode,
+    permits: u32,
+    token: u64,
+    held_ms: u64,
+    ends_in_ms: Option<u32>,
+) -> HolderInfo {
+    HolderInfo { label: label.into(), mode, permits, token, held_ms, ends_in_ms }
+}
+
+/// §4.28's example: a semaphore and a shared lock with an exclusive waiter.
+fn locks_detail_list() -> Response {
+    Response::LocksDetail {
+        locks: vec![
+            LockDetail {
+                name: "db/pool".into(),
+                limit: 10,
+                holders: vec![holder("unix:7", Mode::Semaphore, 3, TOKEN - 1, 1500, None)],
+                waiters: vec![],
+            },
+            LockDetail {
+                name: USERS.into(),
+                limit: 0,
+                holders: vec![
+                    holder("unix:7", Mode::Shared, 0, TOKEN, 1200, Some(28_800)),
+                    holder("unix:9", Mode::Shared, 0, TOKEN + 1, 300, None),
+                ],
+                waiters: vec![WaiterInfo {
+                    label: "127.0.0.1:40112".into(),
+                    mode: Mode::Exclusive,
+                    permits: 0,
+                }],
+            },
+        ],
+        truncated: false,
+    }
+}
+
+/// §4.29's example: the same grants, by connection.
+fn connections_detail_list() -> Response {
+    let held = |name: &str, mode, permits, token, held_ms, ends_in_ms| HeldName {
+        name: name.into(),
+        mode,
+        permits,
+        token,
+        held_ms,
+        ends_in_ms,
+    };
+    Response::ConnectionsDetail {
+        connections: vec![ConnectionDetail {
+            label: "unix:7".into(),
+            connection_id: 7,
+            held: vec![
+                held("db/pool", Mode::Semaphore, 3, TOKEN - 1, 1500, None),
+                held(USERS, Mode::Shared, 0, TOKEN, 1200, Some(28_800)),
+            ],
+            waiting: vec![AwaitedName { name: NIGHTLY.into(), mode: Mode::Exclusive, permits: 0 }],
+        }],
+        truncated: false,
+    }
 }
 
 /// What each example of PROTOCOL.md decodes to, by kind and name.
@@ -269,6 +357,64 @@ fn expected_examples() -> Vec<(&'static str, &'static str, Expected)> {
                 },
             ),
         ),
+        ("request", "lock_ext_shared", Req(20, Request::LockExt(lock_ext_shared()))),
+        ("request", "lock_ext_semaphore", Req(21, Request::LockExt(lock_ext_semaphore()))),
+        ("request", "downgrade", Req(22, Request::Downgrade(users_token()))),
+        ("request", "renew", Req(23, Request::Renew(users_token()))),
+        ("request", "check", Req(24, Request::Check(users_token()))),
+        ("request", "unlock_token", Req(25, Request::UnlockToken(users_token()))),
+        ("request", "revoke", Req(26, Request::Revoke(RevokeRequest { name: USERS, token: None }))),
+        ("request", "kick", Req(27, Request::Kick(42))),
+        ("request", "admin_auth", Req(28, Request::AdminAuth(b"r00t"))),
+        ("request", "locks_detail", Req(29, Request::LocksDetail(ListRequest { prefix: "db/", max: 100 }))),
+        ("response", "downgraded", Resp(22, Response::Downgraded)),
+        ("response", "renewed", Resp(23, Response::Renewed { ends_in_ms: Some(30_000) })),
+        ("response", "checked", Resp(24, Response::Checked { held: true })),
+        (
+            "response",
+            "lost",
+            Resp(0, Response::Lost { token: TOKEN, reason: LostReason::LeaseExpired, name: USERS.into() }),
+        ),
+        (
+            "response",
+            "lost_answer",
+            Resp(23, Response::Lost { token: TOKEN, reason: LostReason::MaxHold, name: USERS.into() }),
+        ),
+        ("response", "contended", Resp(0, Response::Contended { token: TOKEN, name: USERS.into() })),
+        ("response", "revoked", Resp(26, Response::Revoked { count: 2 })),
+        ("response", "kicked", Resp(27, Response::Kicked)),
+        ("response", "locks_detail_list", Resp(29, locks_detail_list())),
+        (
+            "request",
+            "connections_detail",
+            Req(30, Request::ConnectionsDetail(ListRequest { prefix: "unix:", max: 0 })),
+        ),
+        ("response", "connections_detail_list", Resp(30, connections_detail_list())),
+        (
+            "response",
+            "error_limit_mismatch",
+            Resp(
+                21,
+                Response::error(ErrorCode::LimitMismatch, "db/pool is a semaphore of 10 permits, not 8"),
+            ),
+        ),
+        ("response", "error_kicked", Resp(0, Response::error(ErrorCode::Kicked, "closed by an operator"))),
+        (
+            "reject",
+            "lock_ext_flags",
+            Reject(DecodeError::NonZeroFlags { opcode: op::LOCK_EXT, flags: 2 }, false),
+        ),
+        ("reject", "lock_ext_mode", Reject(lock_ext_bad("mode", 3), false)),
+        ("reject", "lock_ext_permits_not_semaphore", Reject(lock_ext_bad("permits", 1), false)),
+        ("reject", "lock_ext_limit_not_semaphore", Reject(lock_ext_bad("limit", 10), false)),
+        ("reject", "lock_ext_permits_zero", Reject(lock_ext_bad("permits", 0), false)),
+        ("reject", "lock_ext_permits_above_limit", Reject(lock_ext_bad("permits", 11), false)),
+        ("reject", "lock_ext_limit_zero", Reject(lock_ext_bad("limit", 0), false)),
+        (
+            "reject",
+            "renew_token_zero",
+            Reject(DecodeError::BadValue { opcode: op::RENEW, field: "token", value: 0 }, false),
+        ),
         ("reject", "http_get", Reject(DecodeError::FrameTooLarge { len: 0x4745_5420, max: MAX_FRAME }, true)),
         (
             "reject",
@@ -364,6 +510,25 @@ fn doc_covers_every_opcode() {
         op::SHUTDOWN,
         op::TOP_LIST,
         op::MY_LOCKS_MATCHING_LIST,
+        op::LOCK_EXT,
+        op::DOWNGRADE,
+        op::RENEW,
+        op::CHECK,
+        op::UNLOCK_TOKEN,
+        op::REVOKE,
+        op::KICK,
+        op::ADMIN_AUTH,
+        op::LOCKS_DETAIL,
+        op::CONNECTIONS_DETAIL,
+        op::DOWNGRADED,
+        op::RENEWED,
+        op::CHECKED,
+        op::LOST,
+        op::CONTENDED,
+        op::REVOKED,
+        op::KICKED,
+        op::LOCKS_DETAIL_LIST,
+        op::CONNECTIONS_DETAIL_LIST,
         op::ERROR,
     ];
     for code in all {
@@ -385,6 +550,27 @@ fn doc_sections_cited_by_the_code_exist() {
         "### 3.11 MY_LOCKS_MATCHING",
         "### 4.14 MY_LOCKS_LIST",
         "### 4.20 MY_LOCKS_MATCHING_LIST",
+        "### 3.12 LOCK_EXT",
+        "### 3.13 DOWNGRADE",
+        "### 3.17 REVOKE",
+        "### 3.20 LOCKS_DETAIL",
+        "### 4.21 DOWNGRADED",
+        "### 4.22 RENEWED",
+        "### 4.23 CHECKED",
+        "### 4.24 LOST",
+        "### 4.25 CONTENDED",
+        "### 4.26 REVOKED",
+        "### 4.27 KICKED",
+        "### 4.28 LOCKS_DETAIL_LIST",
+        "### 3.21 CONNECTIONS_DETAIL",
+        "### 4.29 CONNECTIONS_DETAIL_LIST",
+        "### 6.7 Modes",
+        "### 6.8 Counting semaphores",
+        "### 6.9 Leases",
+        "### 6.10 Lock-delay",
+        "### 6.11 Server-checked fences",
+        "### 6.12 Forced release",
+        "### 6.13 Listings",
     ] {
         assert!(DOC.contains(section), "PROTOCOL.md lacks {section}");
     }
@@ -562,6 +748,29 @@ enum OwnedRequest {
     Stats,
     Auth(Vec<u8>),
     MyLocksMatching(String, u32),
+    LockExt(OwnedLockExt),
+    /// DOWNGRADE, RENEW, CHECK or UNLOCK_TOKEN, by opcode.
+    Token(u8, String, u64),
+    Revoke(String, Option<u64>),
+    Kick(u64),
+    AdminAuth(Vec<u8>),
+    LocksDetail(String, u32),
+    ConnectionsDetail(String, u32),
+}
+
+/// The fields of a LOCK_EXT, owned; `as_request` borrows the name.
+#[derive(Debug, Clone)]
+struct OwnedLockExt {
+    name: String,
+    mode: Mode,
+    timeout_ms: Option<u32>,
+    queue_max: Option<u32>,
+    permits: u32,
+    limit: u32,
+    lease_ms: Option<u32>,
+    max_hold_ms: Option<u32>,
+    lock_delay_ms: u32,
+    notify_contention: bool,
 }
 
 impl OwnedRequest {
@@ -581,6 +790,26 @@ impl OwnedRequest {
             OwnedRequest::Auth(secret) => Request::Auth(secret),
             OwnedRequest::MyLocksMatching(prefix, max) => {
                 Request::MyLocksMatching(ListRequest { prefix, max: *max })
+            }
+            OwnedRequest::LockExt(l) => Request::LockExt(LockExtRequest {
+                name: &l.name,
+                mode: l.mode,
+                timeout_ms: l.timeout_ms,
+                queue_max: l.queue_max,
+                permits: l.permits,
+                limit: l.limit,
+                lease_ms: l.lease_ms,
+                max_hold_ms: l.max_hold_ms,
+                lock_delay_ms: l.lock_delay_ms,
+                notify_contention: l.notify_contention,
+            }),
+            OwnedRequest::Token(opcode, name, token) => token_request(*opcode, name, *token),
+            OwnedRequest::Revoke(name, token) => Request::Revoke(RevokeRequest { name, token: *token }),
+            OwnedRequest::Kick(id) => Request::Kick(*id),
+            OwnedRequest::AdminAuth(secret) => Request::AdminAuth(secret),
+            OwnedRequest::LocksDetail(prefix, max) => Request::LocksDetail(ListRequest { prefix, max: *max }),
+            OwnedRequest::ConnectionsDetail(prefix, max) => {
+                Request::ConnectionsDetail(ListRequest { prefix, max: *max })
             }
         }
     }
@@ -608,8 +837,84 @@ fn queue_max() -> impl Strategy<Value = Option<u32>> {
     prop_oneof![Just(None), (1..=u32::MAX).prop_map(Some)]
 }
 
+/// DOWNGRADE, RENEW, CHECK or UNLOCK_TOKEN: the four requests of one layout (§3.13-§3.16).
+fn token_request(opcode: u8, name: &str, token: u64) -> Request<'_> {
+    let t = TokenRequest { name, token };
+    match opcode {
+        op::DOWNGRADE => Request::Downgrade(t),
+        op::RENEW => Request::Renew(t),
+        op::CHECK => Request::Check(t),
+        _ => Request::UnlockToken(t),
+    }
+}
+
+/// Lease and hold budget: 0 is the "none" sentinel, so `Some(0)` is left out.
+fn duration() -> impl Strategy<Value = Option<u32>> {
+    prop_oneof![Just(None), (1..=u32::MAX).prop_map(Some)]
+}
+
+/// A valid mode with its permits and limit (§3.12): 0 and 0 unless a semaphore.
+fn mode_permits_limit() -> impl Strategy<Value = (Mode, u32, u32)> {
+    prop_oneof![
+        Just((Mode::Exclusive, 0, 0)),
+        Just((Mode::Shared, 0, 0)),
+        (1..=u32::MAX).prop_flat_map(|limit| (Just(Mode::Semaphore), 1..=limit, Just(limit))),
+    ]
+}
+
+fn lock_ext() -> impl Strategy<Value = OwnedLockExt> {
+    (
+        name(),
+        mode_permits_limit(),
+        timeout(),
+        queue_max(),
+        duration(),
+        duration(),
+        any::<u32>(),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(
+                name,
+                (mode, permits, limit),
+                timeout_ms,
+                queue_max,
+                lease_ms,
+                max_hold_ms,
+                lock_delay_ms,
+                notify_contention,
+            )| {
+                OwnedLockExt {
+                    name,
+                    mode,
+                    timeout_ms,
+                    queue_max,
+                    permits,
+                    limit,
+                    lease_ms,
+                    max_hold_ms,
+                    lock_delay_ms,
+                    notify_contention,
+                }
+            },
+        )
+}
+
 fn request() -> impl Strategy<Value = OwnedRequest> {
     prop_oneof![
+        lock_ext().prop_map(OwnedRequest::LockExt),
+        (
+            prop::sample::select(vec![op::DOWNGRADE, op::RENEW, op::CHECK, op::UNLOCK_TOKEN]),
+            name(),
+            1..=u64::MAX
+        )
+            .prop_map(|(opcode, n, t)| OwnedRequest::Token(opcode, n, t)),
+        (name(), prop_oneof![Just(None), (1..=u64::MAX).prop_map(Some)])
+            .prop_map(|(n, t)| OwnedRequest::Revoke(n, t)),
+        any::<u64>().prop_map(OwnedRequest::Kick),
+        bytes().prop_map(OwnedRequest::AdminAuth),
+        (prefix(), any::<u32>()).prop_map(|(p, m)| OwnedRequest::LocksDetail(p, m)),
+        (prefix(), any::<u32>()).prop_map(|(p, m)| OwnedRequest::ConnectionsDetail(p, m)),
         (1..=u16::MAX).prop_map(OwnedRequest::Hello),
         bytes().prop_map(OwnedRequest::Ping),
         (name(), timeout(), queue_max()).prop_map(|(n, t, q)| OwnedRequest::Lock(n, t, q)),
@@ -633,7 +938,7 @@ fn texts() -> impl Strategy<Value = Vec<String>> {
 }
 
 fn error_code() -> impl Strategy<Value = ErrorCode> {
-    (0u16..=12).prop_map(|c| ErrorCode::from_u16(if c == 0 { 0xFFFF } else { c }))
+    (0u16..=19).prop_map(|c| ErrorCode::from_u16(if c == 0 { 0xFFFF } else { c }))
 }
 
 fn response() -> impl Strategy<Value = Response> {
@@ -651,7 +956,67 @@ fn response() -> impl Strategy<Value = Response> {
     let lock_info = (text(), texts()).prop_map(|(name, queue)| LockInfo { name, queue });
     let conn_info =
         (text(), texts(), texts()).prop_map(|(label, held, waiting)| ConnectionInfo { label, held, waiting });
-    prop_oneof![
+    let mode = prop::sample::select(vec![Mode::Exclusive, Mode::Shared, Mode::Semaphore]);
+    let ends = || prop_oneof![Just(None), (0..u32::MAX).prop_map(Some)];
+    let grant = || (text(), mode.clone(), any::<u32>(), any::<u64>(), any::<u64>(), ends());
+    let holder = grant().prop_map(|(label, mode, permits, token, held_ms, ends_in_ms)| HolderInfo {
+        label,
+        mode,
+        permits,
+        token,
+        held_ms,
+        ends_in_ms,
+    });
+    let held = grant().prop_map(|(name, mode, permits, token, held_ms, ends_in_ms)| HeldName {
+        name,
+        mode,
+        permits,
+        token,
+        held_ms,
+        ends_in_ms,
+    });
+    let wait = || (text(), mode.clone(), any::<u32>());
+    let waiter = wait().prop_map(|(label, mode, permits)| WaiterInfo { label, mode, permits });
+    let awaited = wait().prop_map(|(name, mode, permits)| AwaitedName { name, mode, permits });
+    let connection_detail = (
+        text(),
+        any::<u64>(),
+        proptest::collection::vec(held, 0..4),
+        proptest::collection::vec(awaited, 0..4),
+    )
+        .prop_map(|(label, connection_id, held, waiting)| ConnectionDetail {
+            label,
+            connection_id,
+            held,
+            waiting,
+        });
+    let lock_detail = (
+        text(),
+        any::<u32>(),
+        proptest::collection::vec(holder, 0..4),
+        proptest::collection::vec(waiter, 0..4),
+    )
+        .prop_map(|(name, limit, holders, waiters)| LockDetail { name, limit, holders, waiters });
+    // `Other` covers every byte the known reasons do not.
+    let reason = any::<u8>().prop_map(LostReason::from_u8);
+    let v2 = prop_oneof![
+        Just(Response::Downgraded),
+        ends().prop_map(|ends_in_ms| Response::Renewed { ends_in_ms }),
+        any::<bool>().prop_map(|held| Response::Checked { held }),
+        (any::<u64>(), reason, text()).prop_map(|(token, reason, name)| Response::Lost {
+            token,
+            reason,
+            name
+        }),
+        (any::<u64>(), text()).prop_map(|(token, name)| Response::Contended { token, name }),
+        any::<u32>().prop_map(|count| Response::Revoked { count }),
+        Just(Response::Kicked),
+        (proptest::collection::vec(lock_detail, 0..4), any::<bool>())
+            .prop_map(|(locks, truncated)| Response::LocksDetail { locks, truncated }),
+        (proptest::collection::vec(connection_detail, 0..4), any::<bool>())
+            .prop_map(|(connections, truncated)| Response::ConnectionsDetail { connections, truncated }),
+    ];
+    let v1 = prop_oneof![
         hello_ok,
         Just(Response::Pong),
         any::<u64>().prop_map(|token| Response::Acquired { token }),
@@ -668,16 +1033,16 @@ fn response() -> impl Strategy<Value = Response> {
         (proptest::collection::vec(conn_info, 0..4), any::<bool>())
             .prop_map(|(connections, truncated)| Response::Connections { connections, truncated }),
         (texts(), texts()).prop_map(|(held, waiting)| Response::MyLocks { held, waiting }),
-        (texts(), texts(), any::<bool>()).prop_map(|(held, waiting, truncated)| Response::MyLocksMatching {
-            held,
-            waiting,
-            truncated
+        (texts(), texts(), any::<bool>()).prop_map(|(held, waiting, truncated)| {
+            Response::MyLocksMatching { held, waiting, truncated }
         }),
         proptest::collection::vec((text(), any::<u64>()), 0..5).prop_map(Response::Stats),
         Just(Response::AuthOk),
         text().prop_map(|message| Response::Shutdown { message }),
         (error_code(), text()).prop_map(|(code, message)| Response::Error { code, message }),
-    ]
+    ];
+    // Half v2, so each of its few variants is drawn about as often as a v1 one.
+    prop_oneof![v1, v2]
 }
 
 proptest! {
@@ -701,6 +1066,10 @@ proptest! {
     /// and is `encode` byte for byte whenever the frame fits.
     #[test]
     fn encoding_within_a_limit_fits_and_changes_nothing_that_fits(resp in response(), max_frame in 29u32..400) {
+        if let Response::Lost { name, .. } | Response::Contended { name, .. } = &resp {
+            // Their name is never cut: it came in a LOCK_EXT (31 bytes and the name) that fit.
+            prop_assume!(5 + 31 + name.len() <= max_frame as usize);
+        }
         let mut bounded = Vec::new();
         resp.encode_within(7, max_frame, &mut bounded);
         let plain = encode_response(&resp, 7);
@@ -714,7 +1083,9 @@ proptest! {
             prop_assert!(bounded.len() - 4 <= max_frame as usize, "{} > {}", bounded.len() - 4, max_frame);
             if let Response::Locks { truncated, .. }
             | Response::Connections { truncated, .. }
-            | Response::MyLocksMatching { truncated, .. } = decoded
+            | Response::MyLocksMatching { truncated, .. }
+            | Response::LocksDetail { truncated, .. }
+            | Response::ConnectionsDetail { truncated, .. } = decoded
             {
                 prop_assert!(truncated, "a cut listing says so");
             }
@@ -1137,7 +1508,7 @@ fn response_text_must_be_utf8() {
 
 #[test]
 fn unknown_error_codes_decode_as_unknown() {
-    for code in [0u16, 12, 0x1234, 0xFFFE, 0xFFFF] {
+    for code in [0u16, 19, 0x1234, 0xFFFE, 0xFFFF] {
         let mut payload = code.to_be_bytes().to_vec();
         payload.extend_from_slice(b"later");
         let (_, resp) = decode_response(&raw_frame(op::ERROR, 4, &payload)).expect("valid");
@@ -1160,6 +1531,13 @@ fn error_codes_match_the_table() {
         (9, ErrorCode::AuthFailed, "auth_failed", true),
         (10, ErrorCode::LimitExceeded, "limit_exceeded", false),
         (11, ErrorCode::ShuttingDown, "shutting_down", false),
+        (12, ErrorCode::BadValue, "bad_value", false),
+        (13, ErrorCode::LimitMismatch, "limit_mismatch", false),
+        (14, ErrorCode::NotHolder, "not_holder", false),
+        (15, ErrorCode::ModeConflict, "mode_conflict", false),
+        (16, ErrorCode::Forbidden, "forbidden", false),
+        (17, ErrorCode::NotFound, "not_found", false),
+        (18, ErrorCode::Kicked, "kicked", true),
     ];
     for (number, code, name, fatal) in table {
         assert_eq!(ErrorCode::from_u16(number), code);
@@ -1188,9 +1566,159 @@ fn every_decode_error_has_a_message_and_a_consistent_fatality() {
         DecodeError::ZeroRequestId { opcode: op::PING },
         DecodeError::BadMagic,
         DecodeError::UnsupportedVersion(0),
+        DecodeError::BadValue { opcode: op::LOCK_EXT, field: "mode", value: 3 },
     ];
     for err in all {
         assert!(!err.to_string().is_empty());
         assert_eq!(err.is_fatal(), err.code().is_fatal(), "{err}");
     }
+}
+
+/// A LOCK_EXT payload: flags, mode, timeout forever, queue_max 0, permits, limit, no lease, no
+/// max hold, no lock-delay, name "a".
+fn lock_ext_payload(flags: u16, mode: u8, permits: u32, limit: u32) -> Vec<u8> {
+    let mut p = flags.to_be_bytes().to_vec();
+    p.push(mode);
+    p.extend_from_slice(&[0xFF; 4]);
+    p.extend_from_slice(&[0; 4]);
+    p.extend_from_slice(&permits.to_be_bytes());
+    p.extend_from_slice(&limit.to_be_bytes());
+    p.extend_from_slice(&[0; 12]);
+    p.push(b'a');
+    p
+}
+
+#[test]
+fn lock_ext_values_out_of_range_are_bad_values() {
+    let bad = |field, value| DecodeError::BadValue { opcode: op::LOCK_EXT, field, value };
+    let cases = [
+        (lock_ext_payload(0, 3, 0, 0), bad("mode", 3)),
+        (lock_ext_payload(0, 0xFF, 0, 0), bad("mode", 255)),
+        (lock_ext_payload(0, 0, 1, 0), bad("permits", 1)),
+        (lock_ext_payload(0, 1, 0, 5), bad("limit", 5)),
+        (lock_ext_payload(0, 2, 0, 5), bad("permits", 0)),
+        (lock_ext_payload(0, 2, 6, 5), bad("permits", 6)),
+        (lock_ext_payload(0, 2, 1, 0), bad("limit", 0)),
+    ];
+    for (payload, want) in cases {
+        let err = request_err(&raw_frame(op::LOCK_EXT, 3, &payload));
+        assert_eq!(err, want);
+        assert_eq!((err.code(), err.is_fatal()), (ErrorCode::BadValue, false));
+    }
+    let bytes = raw_frame(op::LOCK_EXT, 3, &lock_ext_payload(0, 2, 5, 5));
+    assert_eq!(decode_request(&bytes), Ok((3, Request::LockExt(LockExtRequest::semaphore("a", 5, 5)))));
+}
+
+#[test]
+fn lock_ext_reserved_flags_are_refused_and_bit_0_asks_for_contention_notices() {
+    for flags in [2, 0x0100, 0x8000, u16::MAX] {
+        let err = request_err(&raw_frame(op::LOCK_EXT, 3, &lock_ext_payload(flags, 0, 0, 0)));
+        assert_eq!(err, DecodeError::NonZeroFlags { opcode: op::LOCK_EXT, flags });
+        assert_eq!((err.code(), err.is_fatal()), (ErrorCode::UnsupportedFlags, false));
+    }
+    let bytes = raw_frame(op::LOCK_EXT, 3, &lock_ext_payload(1, 0, 0, 0));
+    let Ok((_, Request::LockExt(l))) = decode_request(&bytes) else { panic!("flag 1 is defined") };
+    assert!(l.notify_contention);
+    // Checked in the order of the fields' purpose: flags, then values, then the name.
+    let mut payload = lock_ext_payload(2, 9, 0, 0);
+    payload.pop();
+    let err = request_err(&raw_frame(op::LOCK_EXT, 3, &payload));
+    assert_eq!(err.code(), ErrorCode::UnsupportedFlags);
+    let err = request_err(&raw_frame(op::LOCK_EXT, 3, &lock_ext_payload(0, 9, 0, 0)[..30]));
+    assert_eq!(err, DecodeError::Truncated { opcode: op::LOCK_EXT });
+}
+
+#[test]
+fn lock_ext_sentinels_decode_to_none() {
+    let mut l = LockExtRequest::exclusive("a");
+    (l.timeout_ms, l.queue_max, l.lease_ms, l.max_hold_ms) =
+        (Some(TIMEOUT_FOREVER), Some(0), Some(0), Some(0));
+    let bytes = encode_request(&Request::LockExt(l), 9);
+    assert_eq!(decode_request(&bytes), Ok((9, Request::LockExt(LockExtRequest::exclusive("a")))));
+}
+
+#[test]
+fn token_zero_is_a_bad_value_except_in_revoke() {
+    for opcode in [op::DOWNGRADE, op::RENEW, op::CHECK, op::UNLOCK_TOKEN] {
+        let err = request_err(&raw_frame(opcode, 3, &hex("00 00 00 00 00 00 00 00 61")));
+        assert_eq!(err, DecodeError::BadValue { opcode, field: "token", value: 0 });
+        assert_eq!((err.code(), err.is_fatal()), (ErrorCode::BadValue, false));
+        let err = request_err(&raw_frame(opcode, 3, &hex("00 00 00 00 00 00 00 01")));
+        assert_eq!(err, DecodeError::EmptyName);
+        let err = request_err(&raw_frame(opcode, 3, &hex("00 00 00 01")));
+        assert_eq!(err, DecodeError::Truncated { opcode });
+    }
+    let bytes = raw_frame(op::REVOKE, 3, &hex("00 00 00 00 00 00 00 00 61"));
+    assert_eq!(decode_request(&bytes), Ok((3, Request::Revoke(RevokeRequest { name: "a", token: None }))));
+    let err = request_err(&raw_frame(op::KICK, 3, &hex("00 00 00 00 00 00 00 01 00")));
+    assert_eq!(err, DecodeError::TrailingBytes { opcode: op::KICK });
+}
+
+#[test]
+fn lost_reasons_keep_unknown_bytes() {
+    for (byte, reason, name) in [
+        (1, LostReason::LeaseExpired, "lease_expired"),
+        (2, LostReason::MaxHold, "max_hold"),
+        (3, LostReason::Revoked, "revoked"),
+        (0, LostReason::Other(0), "unknown"),
+        (9, LostReason::Other(9), "unknown"),
+    ] {
+        assert_eq!(LostReason::from_u8(byte), reason);
+        assert_eq!((reason.to_u8(), reason.as_str()), (byte, name));
+    }
+}
+
+/// The offsets of §3.12's table, read off the document's own example.
+#[test]
+fn golden_lock_ext_offsets() {
+    let bytes = doc_block("request", "lock_ext_semaphore");
+    let payload = &bytes[9..];
+    let u32_at =
+        |at: usize| u32::from_be_bytes([payload[at], payload[at + 1], payload[at + 2], payload[at + 3]]);
+    assert_eq!(&payload[..2], &[0, 1], "flags: notify contention");
+    assert_eq!(payload[2], Mode::Semaphore as u8);
+    assert_eq!(u32_at(3), TIMEOUT_FOREVER);
+    assert_eq!((u32_at(7), u32_at(11), u32_at(15)), (0, 2, 10), "queue_max, permits, limit");
+    assert_eq!((u32_at(19), u32_at(23), u32_at(27)), (0, 600_000, 1000), "lease, max hold, lock-delay");
+    assert_eq!(&payload[31..], b"db/pool");
+    // LOST is 20 bytes shorter than the LOCK_EXT of the same name, so it always fits (§4.24).
+    let lost =
+        encode_response(&Response::Lost { token: 1, reason: LostReason::Revoked, name: "db/pool".into() }, 0);
+    assert_eq!(bytes.len() - lost.len(), 20);
+}
+
+/// §3.13's layout, shared by DOWNGRADE, RENEW, CHECK and UNLOCK_TOKEN: only the opcode differs.
+#[test]
+fn golden_token_requests_share_one_layout() {
+    let names = ["downgrade", "renew", "check", "unlock_token"];
+    let blocks: Vec<Vec<u8>> = names.iter().map(|n| doc_block("request", n)).collect();
+    for b in &blocks {
+        assert_eq!(&b[9..17], &TOKEN.to_be_bytes());
+        assert_eq!(&b[17..], USERS.as_bytes());
+        assert_eq!(&b[..4], &blocks[0][..4]);
+    }
+    let opcodes: Vec<u8> = blocks.iter().map(|b| b[4]).collect();
+    assert_eq!(opcodes, [op::DOWNGRADE, op::RENEW, op::CHECK, op::UNLOCK_TOKEN]);
+}
+
+#[test]
+fn lock_is_an_exclusive_lock_ext() {
+    let ext = LockExtRequest::from_lock(&LockRequest { name: "a", timeout_ms: Some(5), queue_max: Some(3) });
+    let mut want = LockExtRequest::exclusive("a");
+    (want.timeout_ms, want.queue_max) = (Some(5), Some(3));
+    assert_eq!(ext, want);
+    assert_eq!(
+        (ext.mode, ext.lease_ms, ext.max_hold_ms, ext.lock_delay_ms),
+        (Mode::Exclusive, None, None, 0)
+    );
+}
+
+#[test]
+fn notices_are_told_by_opcode_and_request_id_0() {
+    let lost = Response::Lost { token: 1, reason: LostReason::Revoked, name: "a".into() };
+    let contended = Response::Contended { token: 1, name: "a".into() };
+    assert!(lost.is_notice(0) && contended.is_notice(0));
+    assert!(!lost.is_notice(23), "LOST with a request id answers that request");
+    assert!(!Response::Shutdown { message: String::new() }.is_notice(0));
+    assert!(!Response::error(ErrorCode::Kicked, "").is_notice(0));
 }

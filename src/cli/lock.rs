@@ -13,6 +13,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command, ExitStatus};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
+use std::time::Duration;
 
 use std::ffi::OsString;
 
@@ -22,7 +23,29 @@ use crate::client::{Error, LockGuard, LockOptions};
 /// What the main thread waits for while the command runs.
 enum Event {
     Exited(std::io::Result<ExitStatus>),
-    Lost,
+    /// The lock is gone: the connection (`None`) or the grant, as the server said (`Some`).
+    Lost(Option<Error>),
+}
+
+/// The options of the lock request the flags ask for.
+fn lock_options(args: &LockArgs) -> LockOptions {
+    let timeout = if args.nonblock { Some(Duration::ZERO) } else { args.timeout };
+    let mut opts = LockOptions { timeout, queue_max: args.queue_max, ..LockOptions::default() };
+    if args.shared {
+        opts = opts.shared();
+    }
+    if let (Some(permits), Some(limit)) = (args.permits, args.limit) {
+        opts = opts.permits(permits, limit);
+    }
+    opts.lease = args.lease;
+    opts.max_hold = args.max_hold;
+    opts.lock_delay = args.lock_delay;
+    opts
+}
+
+/// How often a lease is renewed: three times per lease, so one late renewal still leaves time.
+fn renew_interval(lease: Duration) -> Duration {
+    (lease / 3).max(Duration::from_millis(1))
 }
 
 pub(super) fn run(args: LockArgs) -> i32 {
@@ -31,8 +54,7 @@ pub(super) fn run(args: LockArgs) -> i32 {
         Ok(found) => found,
         Err(code) => return code,
     };
-    let timeout = if args.nonblock { Some(std::time::Duration::ZERO) } else { args.timeout };
-    let opts = LockOptions { timeout, queue_max: args.queue_max };
+    let opts = lock_options(&args);
     let guard = match client.lock_guard(&args.name, opts) {
         Ok(guard) => guard,
         Err(e) if e.is_timeout() || e.is_queue_maxed() => {
@@ -74,40 +96,50 @@ pub(super) fn run(args: LockArgs) -> i32 {
     }
     let (tx, rx) = mpsc::channel();
     let lost_tx = tx.clone();
+    let renew_tx = tx.clone();
+    let (stop_renewing, renew_stop) = mpsc::channel::<()>();
+    let token = guard.token();
     thread::scope(|s| {
         s.spawn(move || {
             let mut child = child;
             let _ = tx.send(Event::Exited(child.wait()));
         });
-        // Ends when the command is done too: `disconnect` below counts as the end.
+        // Ends when the command is done too: `disconnect` below counts as the end. A grant
+        // the server ends (lease, hold budget, revocation) is lost like the connection.
         s.spawn(|| {
-            if client.wait_disconnected(None) {
-                let _ = lost_tx.send(Event::Lost);
+            if let Some(e) = client.wait_lost(&args.name, token, None) {
+                let grant = e.lost_reason().is_some().then_some(e);
+                let _ = lost_tx.send(Event::Lost(grant));
             }
         });
+        if let Some(lease) = args.lease {
+            let (client, name) = (&client, &args.name);
+            s.spawn(move || renew_while_running(client, name, token, lease, &renew_stop, &renew_tx));
+        }
         let mut lost = false;
         let status = loop {
             match rx.recv() {
                 Ok(Event::Exited(status)) => break status,
-                Ok(Event::Lost) if !lost => {
+                Ok(Event::Lost(why)) if !lost => {
                     lost = true;
-                    report_loss(&args, &server);
+                    report_loss(&args, &server, why.as_ref());
                     if args.kill_on_loss {
                         terminate(pid);
                     }
                 }
-                Ok(Event::Lost) => {}
+                Ok(Event::Lost(_)) => {}
                 // Both senders gone without an exit: cannot happen, as the waiter always sends.
                 Err(_) => break Err(std::io::Error::other("lost track of the command")),
             }
         };
+        drop(stop_renewing);
         drop(signals);
         // Lost while the command ended: the unlock fails, and the lock was not held throughout.
         if let Err(e) = guard.unlock() {
             if !lost {
                 lost = true;
-                if e.is_connection_lost() {
-                    report_loss(&args, &server);
+                if e.is_connection_lost() || e.lost_reason().is_some() {
+                    report_loss(&args, &server, e.lost_reason().is_some().then_some(&e));
                 } else {
                     eprintln!("officer: releasing lock {} failed: {e}", shown_name(&args.name));
                 }
@@ -208,13 +240,48 @@ fn spawn(args: &LockArgs, guard: &LockGuard) -> Result<Child, i32> {
         })
 }
 
-fn report_loss(args: &LockArgs, server: &str) {
-    eprintln!(
-        "officer: lost the connection to the server at {}; lock {} is no longer held{}",
-        server,
-        shown_name(&args.name),
-        if args.kill_on_loss { ", stopping the command" } else { "" }
-    );
+/// Renews the lease every third of it until `stop` closes; a renewal that fails means the
+/// grant is gone (or going), which the main thread hears as a loss.
+fn renew_while_running(
+    client: &crate::client::Client,
+    name: &str,
+    token: u64,
+    lease: Duration,
+    stop: &mpsc::Receiver<()>,
+    events: &mpsc::Sender<Event>,
+) {
+    while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(renew_interval(lease)) {
+        match client.renew(name, token) {
+            Ok(_) => {}
+            // The connection watcher reports a lost connection.
+            Err(e) if e.is_connection_lost() => return,
+            Err(e) => {
+                let _ = events.send(Event::Lost(Some(e)));
+                return;
+            }
+        }
+    }
+}
+
+/// Says the lock is gone: the connection to `server` was lost, or (`grant`) the server ended
+/// the grant itself (its lease, hold budget, or an operator).
+fn report_loss(args: &LockArgs, server: &str, grant: Option<&Error>) {
+    let stopping = if args.kill_on_loss { ", stopping the command" } else { "" };
+    let name = shown_name(&args.name);
+    match grant.map(|e| (e, e.lost_reason())) {
+        Some((_, Some((reason, _)))) => eprintln!(
+            "officer: the server at {server} ended lock {name} ({}); it is no longer held{stopping}",
+            reason.as_str()
+        ),
+        Some((e, None)) => {
+            eprintln!(
+                "officer: renewing lock {name} at {server} failed: {e}; it may no longer be held{stopping}"
+            )
+        }
+        None => eprintln!(
+            "officer: lost the connection to the server at {server}; lock {name} is no longer held{stopping}"
+        ),
+    }
 }
 
 /// Asks the command to stop. The pid cannot have been reused: the child is reaped only by the

@@ -13,6 +13,7 @@
 //! `-h` means `--host` here, as in `officer run`, so every subcommand turns clap's help flag
 //! off and offers `--help` alone.
 
+mod admin;
 pub mod bench;
 mod lock;
 pub mod serve;
@@ -174,6 +175,93 @@ pub enum ClientCommand {
     /// Live view of the busiest locks, refreshed every second until interrupted.
     #[command(disable_help_flag = true)]
     Top(TopArgs),
+    /// Ask whether a fencing token holds a lock now (exit 0 if it does, 1 if not).
+    #[command(disable_help_flag = true)]
+    Check(CheckArgs),
+    /// End a lock's grants by force (an operator's action; the holders are told they lost it).
+    #[command(disable_help_flag = true)]
+    Release(ReleaseArgs),
+    /// Close a connection by its id (an operator's action; its locks are released).
+    #[command(disable_help_flag = true)]
+    Kick(KickArgs),
+}
+
+/// `officer release --force NAME [--token T]`.
+///
+/// ```
+/// # use clap::Parser;
+/// # #[derive(Parser)] #[command(disable_help_flag = true)]
+/// # struct Cli { #[command(subcommand)] command: officer::cli::ClientCommand }
+/// use officer::cli::ClientCommand;
+/// let Cli { command: ClientCommand::Release(args) } = Cli::parse_from(["officer", "release", "--force", "db"]) else { panic!() };
+/// assert_eq!((args.name.as_str(), args.token), ("db", None));
+/// ```
+#[derive(clap::Args, Debug)]
+pub struct ReleaseArgs {
+    /// The lock whose grants end.
+    pub name: String,
+    /// Required: releasing another's lock is a forced act (the holder gets LOST revoked).
+    #[arg(long, required = true)]
+    pub force: bool,
+    /// End only the grant with this fencing token [default: every grant of the name].
+    #[arg(long, value_name = "TOKEN", value_parser = clap::value_parser!(u64).range(1..))]
+    pub token: Option<u64>,
+    /// The server's admin secret (its --admin-file); not needed on its UNIX socket as its user.
+    #[arg(long, value_name = "PATH")]
+    pub admin_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    #[arg(long, action = clap::ArgAction::Help, help = "Print help")]
+    help: Option<bool>,
+}
+
+/// `officer kick CONN`.
+///
+/// ```
+/// # use clap::Parser;
+/// # #[derive(Parser)] #[command(disable_help_flag = true)]
+/// # struct Cli { #[command(subcommand)] command: officer::cli::ClientCommand }
+/// use officer::cli::ClientCommand;
+/// let Cli { command: ClientCommand::Kick(args) } = Cli::parse_from(["officer", "kick", "42"]) else { panic!() };
+/// assert_eq!(args.connection, 42);
+/// ```
+#[derive(clap::Args, Debug)]
+pub struct KickArgs {
+    /// The connection's id, as the server's logs and HELLO_OK show it.
+    pub connection: u64,
+    /// The server's admin secret (its --admin-file); not needed on its UNIX socket as its user.
+    #[arg(long, value_name = "PATH")]
+    pub admin_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    #[arg(long, action = clap::ArgAction::Help, help = "Print help")]
+    help: Option<bool>,
+}
+
+/// `officer check NAME TOKEN`.
+///
+/// ```
+/// # use clap::Parser;
+/// # #[derive(Parser)] #[command(disable_help_flag = true)]
+/// # struct Cli { #[command(subcommand)] command: officer::cli::ClientCommand }
+/// use officer::cli::ClientCommand;
+/// let Cli { command: ClientCommand::Check(args) } = Cli::parse_from(["officer", "check", "db", "42"]) else { panic!() };
+/// assert_eq!((args.name.as_str(), args.token), ("db", 42));
+/// ```
+#[derive(clap::Args, Debug)]
+pub struct CheckArgs {
+    /// The lock name.
+    pub name: String,
+    /// The fencing token (as `officer lock` passes it in OFFICER_FENCING_TOKEN).
+    #[arg(value_parser = clap::value_parser!(u64).range(1..))]
+    pub token: u64,
+    /// Print nothing; the exit status says it.
+    #[arg(short, long)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    #[arg(long, action = clap::ArgAction::Help, help = "Print help")]
+    help: Option<bool>,
 }
 
 /// `officer top`.
@@ -516,11 +604,32 @@ pub struct LockArgs {
     /// Do not queue when holder + waiters already number N.
     #[arg(long, value_name = "N")]
     pub queue_max: Option<u32>,
+    /// Take a shared lock (a reader's, like flock -s): shared holders run together, never
+    /// beside an exclusive one.
+    #[arg(short = 's', long, conflicts_with = "permits")]
+    pub shared: bool,
+    /// Take K permits of a counting semaphore of --limit N permits.
+    #[arg(long, value_name = "K", requires = "limit")]
+    pub permits: Option<u32>,
+    /// The semaphore's number of permits (every user of the name must give the same N).
+    #[arg(long, value_name = "N", requires = "permits")]
+    pub limit: Option<u32>,
+    /// Hold the lock on a lease of this many seconds, renewed while COMMAND runs: if officer
+    /// stops renewing (it hangs, or the network does), the server frees the lock itself.
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub lease: Option<Duration>,
+    /// End the hold after this many seconds whatever the renewals (the lock is then lost).
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub max_hold: Option<Duration>,
+    /// After the hold ends abnormally, keep the name unavailable this many seconds.
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub lock_delay: Option<Duration>,
     /// Exit status when the lock is busy, times out, or its queue is full.
     #[arg(short = 'E', long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(i32).range(0..=255))]
     pub conflict_exit_code: i32,
-    /// Send SIGTERM to COMMAND as soon as the lock is lost (the connection broke).
+    /// Send SIGTERM to COMMAND as soon as the lock is lost (the connection broke, or the
+    /// server ended the lease or hold).
     #[arg(long)]
     pub kill_on_loss: bool,
     /// Run this shell command line with `sh -c` instead of COMMAND (as flock(1) -c).
@@ -561,6 +670,10 @@ pub struct LocksArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Show each holder's mode and fencing token, each waiter's mode, and a semaphore's
+    /// permits in use of its limit (one server at a time).
+    #[arg(short = 'l', long)]
+    pub detail: bool,
     #[command(flatten)]
     pub connect: ConnectArgs,
     #[arg(long, action = clap::ArgAction::Help, help = "Print help")]
@@ -660,6 +773,9 @@ pub fn run(cmd: ClientCommand) -> i32 {
         ClientCommand::Stats(args) => show::stats(args),
         ClientCommand::Ping(args) => show::ping(args),
         ClientCommand::Top(args) => top::run(args),
+        ClientCommand::Check(args) => show::check(args),
+        ClientCommand::Release(args) => admin::release(args),
+        ClientCommand::Kick(args) => admin::kick(args),
     }
 }
 

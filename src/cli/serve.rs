@@ -114,6 +114,13 @@ pub struct RunArgs {
     /// Group (name or GID) of every UNIX socket the server creates.
     #[arg(long, value_name = "NAME|GID", value_parser = crate::server::resolve_group)]
     socket_group: Option<u32>,
+    /// Give admin rights (officer kick, release --force) to clients that present the secret in
+    /// this file (at least 32 bytes). Without it, only this user on the UNIX socket has them.
+    #[arg(long, value_name = "PATH")]
+    admin_file: Option<PathBuf>,
+    /// Longest lock-delay, in milliseconds, a client may ask for (a longer one is refused).
+    #[arg(long, value_name = "MS", default_value_t = crate::locks::MAX_LOCK_DELAY_MS)]
+    max_lock_delay: u32,
 }
 
 /// Background-mode options beside the server flags.
@@ -290,10 +297,12 @@ fn config_from(args: &RunArgs) -> Result<Config, String> {
         pre_auth_max_frame: args.max_frame_pre_auth,
         accepts_per_wakeup: args.accepts_per_wakeup as usize,
         requests_per_wakeup: args.requests_per_wakeup as usize,
+        admin_secret: args.admin_file.as_deref().map(read_secret).transpose()?,
         ..Config::default()
     };
     config.table.max_locks_per_conn = args.max_locks_per_conn;
     config.table.max_waiters_per_lock = args.max_waiters;
+    config.table.max_lock_delay_ms = args.max_lock_delay;
     Ok(config)
 }
 

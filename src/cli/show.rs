@@ -5,10 +5,13 @@ use std::io::Write;
 
 use serde_json::{json, Map, Value};
 
-use super::{ConnectionsArgs, LocksArgs, PingArgs, StatsArgs};
-use crate::client::{Client, ConnectionInfo, Listing, LockInfo, Result, Stats};
+use super::{CheckArgs, ConnectionsArgs, LocksArgs, PingArgs, StatsArgs};
+use crate::client::{Client, ConnectionInfo, Listing, LockDetail, LockInfo, Result, Stats};
 
 pub(super) fn locks(args: LocksArgs) -> i32 {
+    if args.detail {
+        return locks_detail(&args);
+    }
     if let Some(status) = super::shard::locks(&args) {
         return status;
     }
@@ -26,6 +29,53 @@ pub(super) fn locks(args: LocksArgs) -> i32 {
             table(&["NAME", "HOLDER", "WAITING"], rows, "no locks", listing.truncated)
         },
     )
+}
+
+/// `officer locks --detail`: LOCKS_DETAIL, one row per lock.
+fn locks_detail(args: &LocksArgs) -> i32 {
+    query(
+        &args.connect,
+        |client| client.locks_detail(&args.prefix, args.max),
+        |listing| {
+            if args.json {
+                return json_listing("locks", &listing, lock_detail_json);
+            }
+            let rows = listing.iter().map(|l| {
+                let holders: Vec<String> =
+                    l.holders.iter().map(|h| format!("{} ({})", h.label, h.token)).collect();
+                let waiters: Vec<String> = l.waiters.iter().map(|w| w.label.clone()).collect();
+                vec![l.name.clone(), lock_kind(l), holders.join(", "), waiters.join(", ")]
+            });
+            table(&["NAME", "MODE", "HOLDERS (TOKEN)", "WAITING"], rows, "no locks", listing.truncated)
+        },
+    )
+}
+
+/// "exclusive", "shared" or "semaphore 2/5" (permits in use of the limit).
+fn lock_kind(lock: &LockDetail) -> String {
+    match lock.holders.first() {
+        _ if lock.limit > 0 => format!("semaphore {}/{}", lock.permits_in_use(), lock.limit),
+        Some(h) => h.mode.as_str().to_owned(),
+        None => "-".to_owned(),
+    }
+}
+
+fn lock_detail_json(lock: &LockDetail) -> Value {
+    let holders: Vec<Value> = lock
+        .holders
+        .iter()
+        .map(|h| {
+            json!({ "label": h.label, "mode": h.mode.as_str(), "permits": h.permits, "token": h.token,
+                    "held_ms": h.held_ms, "ends_in_ms": h.ends_in_ms })
+        })
+        .collect();
+    let waiters: Vec<Value> = lock
+        .waiters
+        .iter()
+        .map(|w| json!({ "label": w.label, "mode": w.mode.as_str(), "permits": w.permits }))
+        .collect();
+    json!({ "name": lock.name, "limit": lock.limit, "permits_in_use": lock.permits_in_use(),
+            "holders": holders, "waiters": waiters })
 }
 
 pub(super) fn connections(args: ConnectionsArgs) -> i32 {
@@ -84,6 +134,29 @@ pub(super) fn ping(args: PingArgs) -> i32 {
                 .collect()
         },
     )
+}
+
+/// `officer check NAME TOKEN`: 0 when the token holds the name now, 1 when not (as `test`
+/// answers), other statuses for errors; on a list of servers, asks the name's server.
+pub(super) fn check(args: CheckArgs) -> i32 {
+    let (client, _) = match args.connect.connect_for_name(&args.name) {
+        Ok(found) => found,
+        Err(code) => return code,
+    };
+    match client.check(&args.name, args.token) {
+        Ok(held) => {
+            if !args.quiet {
+                let what = if held { "holds" } else { "does not hold" };
+                println!("token {} {what} lock {}", args.token, super::shown_name(&args.name));
+            }
+            if held {
+                0
+            } else {
+                1
+            }
+        }
+        Err(e) => super::report(&e),
+    }
 }
 
 /// Connects, runs `ask`, prints `render`'s text; errors go to stderr with a non-zero status.

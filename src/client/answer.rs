@@ -37,6 +37,10 @@ impl Track {
                 held.remove(name);
             }
             (Track::Reset, Response::ResetOk) => held.clear(),
+            // The answer form of LOST: the grant is gone as surely as by the notice.
+            (Track::Unlock(name), Response::Lost { .. }) => {
+                held.remove(name);
+            }
             _ => {}
         }
     }
@@ -79,7 +83,17 @@ pub(crate) fn refused(resp: Response) -> Result<Response> {
 
 /// The LOCK request for the full name `full`.
 pub(crate) fn lock_request<'a>(full: &'a str, opts: &LockOptions) -> Request<'a> {
-    Request::Lock(LockRequest { name: full, timeout_ms: opts.timeout_ms(), queue_max: opts.queue_max_wire() })
+    // What LOCK can say goes as LOCK, so an exclusive lock is the same bytes as always and
+    // works with every server; anything more is LOCK_EXT (PROTOCOL.md §3.12).
+    if opts.is_v1() {
+        Request::Lock(LockRequest {
+            name: full,
+            timeout_ms: opts.timeout_ms(),
+            queue_max: opts.queue_max_wire(),
+        })
+    } else {
+        Request::LockExt(opts.ext_request(full))
+    }
 }
 
 /// The answer to LOCK of `name` (as the caller named it).

@@ -13,7 +13,7 @@
 //! A keep-alive thread pings when nothing was written for the interval, because the server
 //! closes connections that stay silent past its idle timeout, even ones holding locks.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender};
@@ -27,7 +27,9 @@ use super::builder::{Config, Target};
 use super::handshake::{self, AUTH_ID, FIRST_ID, HELLO_ID, MAX_RESPONSE_FRAME, PROBE_ID};
 use super::stream::Stream;
 use super::{Error, Result};
-use crate::protocol::{split_frame, HelloOk, Request, Response, SHUTDOWN_REQUEST_ID};
+use crate::protocol::{
+    split_frame, HelloOk, LostReason, Request, Response, NOTICE_REQUEST_ID, SHUTDOWN_REQUEST_ID,
+};
 
 struct Pending {
     tx: SyncSender<Response>,
@@ -55,6 +57,30 @@ struct State {
     pending: HashMap<u32, Pending>,
     held: BTreeSet<String>,
     lost: Option<Lost>,
+    /// Grants the server said it ended (LOST notices), newest last, at most `NOTICES_KEPT`.
+    lost_grants: VecDeque<LostGrant>,
+    /// Grants someone started waiting behind (CONTENDED notices), at most `NOTICES_KEPT`.
+    contended: VecDeque<(String, u64)>,
+}
+
+/// A grant the server ended without our UNLOCK: full name, token and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LostGrant {
+    pub(crate) name: String,
+    pub(crate) token: u64,
+    pub(crate) reason: LostReason,
+}
+
+/// How many notices of each kind are remembered: a client that never looks cannot make the
+/// reader grow without bound (the server keeps as many lost grants, PROTOCOL.md §6.9).
+const NOTICES_KEPT: usize = 64;
+
+/// Appends `item`, forgetting the oldest past `NOTICES_KEPT`.
+fn remember<T>(list: &mut VecDeque<T>, item: T) {
+    if list.len() == NOTICES_KEPT {
+        list.pop_front();
+    }
+    list.push_back(item);
 }
 
 struct Writer {
@@ -108,6 +134,8 @@ impl Conn {
                 pending: HashMap::new(),
                 held: BTreeSet::new(),
                 lost: None,
+                lost_grants: VecDeque::new(),
+                contended: VecDeque::new(),
             }),
             changed: Condvar::new(),
             epoch: Instant::now(),
@@ -263,6 +291,12 @@ impl Conn {
     }
 
     fn dispatch(&self, id: u32, resp: Response) -> std::result::Result<(), String> {
+        // Notices share request id 0 with SHUTDOWN and fatal errors; their opcode tells them
+        // apart (PROTOCOL.md §4.24, §4.25).
+        if id == NOTICE_REQUEST_ID && matches!(resp, Response::Lost { .. } | Response::Contended { .. }) {
+            self.notice(resp);
+            return Ok(());
+        }
         if id == SHUTDOWN_REQUEST_ID {
             return Err(unsolicited_reason(resp));
         }
@@ -277,6 +311,66 @@ impl Conn {
         // gave up is simply gone.
         let _ = pending.tx.try_send(resp);
         Ok(())
+    }
+
+    /// Records a LOST or CONTENDED notice and wakes whoever waits for one.
+    fn notice(&self, resp: Response) {
+        {
+            let mut st = lock(&self.state);
+            match resp {
+                Response::Lost { token, reason, name } => {
+                    log::debug!("officer grant lost name={name} token={token} reason={}", reason.as_str());
+                    st.held.remove(&name);
+                    remember(&mut st.lost_grants, LostGrant { name, token, reason });
+                }
+                Response::Contended { token, name } => remember(&mut st.contended, (name, token)),
+                _ => return,
+            }
+        }
+        self.changed.notify_all();
+    }
+
+    /// The LOST notice of grant `token` of `full_name`, if the server sent one.
+    pub(crate) fn grant_lost(&self, full_name: &str, token: u64) -> Option<LostGrant> {
+        let st = lock(&self.state);
+        st.lost_grants.iter().find(|g| g.token == token && g.name == full_name).cloned()
+    }
+
+    /// Whether someone started waiting behind grant `token` of `full_name` (CONTENDED).
+    pub(crate) fn contended(&self, full_name: &str, token: u64) -> bool {
+        let st = lock(&self.state);
+        st.contended.iter().any(|(name, t)| *t == token && name == full_name)
+    }
+
+    /// Waits until grant `token` of `full_name` is lost (a LOST notice) or the connection
+    /// is, at most `timeout` (`None`: forever). `Some` with the notice, or `None` for the
+    /// connection; `Err(())` when the time ran out first.
+    pub(crate) fn wait_grant_lost(
+        &self,
+        full_name: &str,
+        token: u64,
+        timeout: Option<Duration>,
+    ) -> std::result::Result<Option<LostGrant>, ()> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut st = lock(&self.state);
+        loop {
+            if let Some(g) = st.lost_grants.iter().find(|g| g.token == token && g.name == full_name) {
+                return Ok(Some(g.clone()));
+            }
+            if st.lost.is_some() {
+                return Ok(None);
+            }
+            st = match deadline {
+                None => self.changed.wait(st).unwrap_or_else(|e| e.into_inner()),
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(());
+                    }
+                    self.changed.wait_timeout(st, left).unwrap_or_else(|e| e.into_inner()).0
+                }
+            };
+        }
     }
 
     fn keep_alive_loop(self: Arc<Self>, interval: Duration) {
@@ -356,7 +450,14 @@ mod tests {
     #[test]
     fn request_ids_skip_zero_and_ids_in_use() {
         let (tx, _rx) = sync_channel(1);
-        let mut st = State { next_id: u32::MAX, pending: HashMap::new(), held: BTreeSet::new(), lost: None };
+        let mut st = State {
+            next_id: u32::MAX,
+            pending: HashMap::new(),
+            held: BTreeSet::new(),
+            lost: None,
+            lost_grants: VecDeque::new(),
+            contended: VecDeque::new(),
+        };
         st.pending.insert(1, Pending { tx, track: Track::None });
         assert_eq!(st.alloc_id(), u32::MAX);
         assert_eq!(st.alloc_id(), 2);

@@ -8,7 +8,7 @@
 use std::fmt;
 use std::io;
 
-use crate::protocol::{DecodeError, ErrorCode};
+use crate::protocol::{DecodeError, ErrorCode, LostReason};
 
 /// A shorthand for results of client calls.
 ///
@@ -52,6 +52,9 @@ pub enum ErrorKind {
     AlreadyWaiting,
     /// The wait was ended by an `unlock` or `reset` from another thread on this connection.
     Cancelled,
+    /// The grant ended without this client's unlock: its lease ran out, its `max_hold` passed,
+    /// or an operator revoked it (the server said LOST; see [`Error::lost_reason`]).
+    GrantLost,
 }
 
 /// An error of a client call; see [`ErrorKind`] for the classification.
@@ -111,6 +114,11 @@ enum Repr {
     Cancelled {
         name: String,
     },
+    GrantLost {
+        name: String,
+        token: u64,
+        reason: LostReason,
+    },
     /// A failure of one server of a sharded client, with that server's address.
     OnServer {
         server: String,
@@ -165,6 +173,30 @@ impl Error {
         Error { repr: Repr::Cancelled { name: name.to_owned() } }
     }
 
+    pub(crate) fn grant_lost(name: &str, token: u64, reason: LostReason) -> Error {
+        Error { repr: Repr::GrantLost { name: name.to_owned(), token, reason } }
+    }
+
+    /// For [`ErrorKind::GrantLost`]: why the server ended the grant, and its token.
+    ///
+    /// ```no_run
+    /// # let client = officer::client::Client::connect("localhost", 11500)?;
+    /// # let (name, token) = ("a", 1);
+    /// if let Err(e) = client.renew(name, token) {
+    ///     if let Some((reason, token)) = e.lost_reason() {
+    ///         eprintln!("grant {token} ended: {}", reason.as_str());
+    ///     }
+    /// }
+    /// # Ok::<(), officer::client::Error>(())
+    /// ```
+    pub fn lost_reason(&self) -> Option<(LostReason, u64)> {
+        match &self.repr {
+            Repr::GrantLost { reason, token, .. } => Some((*reason, *token)),
+            Repr::OnServer { inner, .. } => inner.lost_reason(),
+            _ => None,
+        }
+    }
+
     /// `self` as a failure of the server at `server` (a sharded client's shard). Kind, queue,
     /// lock name and released locks stay those of `self`; the message names the server.
     pub(crate) fn on_server(self, server: &str) -> Error {
@@ -214,6 +246,7 @@ impl Error {
             Repr::InvalidName { .. } => ErrorKind::InvalidName,
             Repr::AlreadyWaiting { .. } => ErrorKind::AlreadyWaiting,
             Repr::Cancelled { .. } => ErrorKind::Cancelled,
+            Repr::GrantLost { .. } => ErrorKind::GrantLost,
             Repr::OnServer { inner, .. } => inner.kind(),
         }
     }
@@ -331,7 +364,8 @@ impl Error {
             | Repr::NotHeld { name }
             | Repr::InvalidName { name, .. }
             | Repr::AlreadyWaiting { name }
-            | Repr::Cancelled { name } => Some(name),
+            | Repr::Cancelled { name }
+            | Repr::GrantLost { name, .. } => Some(name),
             Repr::OnServer { inner, .. } => inner.lock_name(),
             _ => None,
         }
@@ -368,7 +402,8 @@ impl Error {
             | Repr::NotHeld { name }
             | Repr::InvalidName { name, .. }
             | Repr::AlreadyWaiting { name }
-            | Repr::Cancelled { name } => *name = f(name),
+            | Repr::Cancelled { name }
+            | Repr::GrantLost { name, .. } => *name = f(name),
             Repr::OnServer { inner, .. } => {
                 let taken = std::mem::replace(inner.as_mut(), Error::protocol(""));
                 **inner = taken.map_names(f);
@@ -448,6 +483,9 @@ impl fmt::Display for Error {
             }
             Repr::Cancelled { name } => {
                 write!(f, "the wait for lock {} was cancelled by unlock or reset", shown_name(name))
+            }
+            Repr::GrantLost { name, token, reason } => {
+                write!(f, "lock {} (token {token}) was lost: {}", shown_name(name), reason.as_str())
             }
             Repr::OnServer { server, inner } => write!(f, "officer server {server}: {inner}"),
         }

@@ -5,6 +5,7 @@
 //! would release somebody else's critical section, so the guard never does.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::answer;
 use super::conn::{Conn, Track};
@@ -72,6 +73,53 @@ impl LockGuard {
     /// ```
     pub fn already_acquired(&self) -> bool {
         self.acquired.already_acquired()
+    }
+
+    /// True when the server has ended this grant on its own (a LOST notice: its lease ran
+    /// out, its `max_hold` passed, or it was revoked) or the connection is gone: from then on
+    /// the holder must act as if it held nothing.
+    ///
+    /// ```no_run
+    /// # let client = officer::client::Client::connect("localhost", 11500)?;
+    /// use officer::client::LockOptions;
+    /// use std::time::Duration;
+    /// let guard = client.lock_guard("job", LockOptions::new().lease(Duration::from_secs(5)))?;
+    /// while !guard.is_lost() {
+    ///     // ... one bounded step of work, then renew ...
+    /// #   break;
+    /// }
+    /// # Ok::<(), officer::client::Error>(())
+    /// ```
+    pub fn is_lost(&self) -> bool {
+        self.conn.lost().is_some() || self.conn.grant_lost(&self.full_name, self.token()).is_some()
+    }
+
+    /// Blocks until the grant is lost (see [`LockGuard::is_lost`]), at most `timeout`
+    /// (`None`: forever); true when it was.
+    ///
+    /// ```no_run
+    /// # let client = officer::client::Client::connect("localhost", 11500)?;
+    /// use std::time::Duration;
+    /// let guard = client.lock_guard("job", Default::default())?;
+    /// assert!(!guard.wait_lost(Some(Duration::from_millis(10))));
+    /// # Ok::<(), officer::client::Error>(())
+    /// ```
+    pub fn wait_lost(&self, timeout: Option<Duration>) -> bool {
+        self.conn.wait_grant_lost(&self.full_name, self.token(), timeout).is_ok()
+    }
+
+    /// True once the server said that someone waits behind this grant (a grant taken with
+    /// [`LockOptions::notify_contention`]): a hint to finish early.
+    ///
+    /// ```no_run
+    /// # let client = officer::client::Client::connect("localhost", 11500)?;
+    /// use officer::client::LockOptions;
+    /// let guard = client.lock_guard("batch", LockOptions::new().notify_contention())?;
+    /// if guard.is_contended() { /* wrap up */ }
+    /// # Ok::<(), officer::client::Error>(())
+    /// ```
+    pub fn is_contended(&self) -> bool {
+        self.conn.contended(&self.full_name, self.token())
     }
 
     /// Releases the lock now and reports failures that drop would swallow: a connection lost

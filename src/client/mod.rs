@@ -4,7 +4,9 @@
 //! - `conn`: one connection, multiplexed by request id with a reader and a keep-alive thread.
 //! - `guard`: [`LockGuard`] and [`Client::with_lock`].
 //! - `error`: [`Error`] and [`ErrorKind`].
-//! - `types`: [`LockOptions`], [`Acquired`], [`Listing`], [`MyLocks`], [`MyLocksListing`], [`Stats`].
+//! - `v2`: the lock model v2 calls of [`Client`]: token-checked unlock, downgrade, check,
+//!   renew, waiting for a lost grant, the detailed listing and the operator's calls.
+//! - `types`: [`LockOptions`] and [`LockMode`], [`Acquired`], [`Listing`], [`MyLocks`], [`MyLocksListing`], [`Stats`].
 //! - `shard`, `shard_builder`: [`ShardedClient`] and [`ShardedBuilder`], names spread over
 //!   several servers; [`placement`] (public, pure: which server a name lives on) and `merge`
 //!   (how listings of several servers become one) hold what an async client can share.
@@ -44,12 +46,15 @@ mod tests;
 #[cfg(feature = "tokio")]
 pub mod tokio;
 mod types;
+mod v2;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-pub use crate::protocol::{ConnectionInfo, HelloOk, LockInfo, TopEntry};
+pub use crate::protocol::{
+    ConnectionInfo, HelloOk, HolderInfo, LockDetail, LockInfo, LostReason, Mode, TopEntry, WaiterInfo,
+};
 pub use builder::{ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HOST, DEFAULT_PORT};
 #[cfg(feature = "cli")]
 pub(crate) use error::shown_name;
@@ -57,7 +62,7 @@ pub use error::{Error, ErrorKind, Result};
 pub use guard::LockGuard;
 pub use shard::ShardedClient;
 pub use shard_builder::ShardedBuilder;
-pub use types::{Acquired, Listing, LockOptions, MyLocks, MyLocksListing, Stats, Top};
+pub use types::{Acquired, Listing, LockMode, LockOptions, MyLocks, MyLocksListing, Stats, Top};
 
 use crate::protocol::{validate_name, ListRequest, Request, Response};
 use builder::Config;

@@ -8,7 +8,7 @@ use std::thread;
 use std::time::Duration;
 
 use super::*;
-use crate::protocol::{op, split_frame, ErrorCode, HelloOk, Response, PROTOCOL_VERSION};
+use crate::protocol::{op, split_frame, ErrorCode, HelloOk, LostReason, Response, PROTOCOL_VERSION};
 
 /// The server side of one scripted connection.
 struct Peer {
@@ -234,4 +234,72 @@ fn request_ids_are_never_zero() {
     }
     drop(client);
     done.recv_timeout(Duration::from_secs(10)).expect("server saw the close");
+}
+
+#[test]
+fn plain_options_send_lock_and_more_sends_lock_ext() {
+    let (addr, done) = fake_server(hello(0, false), |peer| {
+        let plain = peer.recv().expect("plain lock");
+        assert_eq!(plain.opcode, op::LOCK, "an exclusive lock is the version-1 LOCK");
+        peer.send(plain.id, &Response::Acquired { token: 1 });
+        let shared = peer.recv().expect("shared lock");
+        assert_eq!(shared.opcode, op::LOCK_EXT);
+        assert_eq!(shared.payload[2], 1, "mode shared");
+        peer.send(shared.id, &Response::Acquired { token: 2 });
+        let sem = peer.recv().expect("semaphore");
+        assert_eq!(sem.opcode, op::LOCK_EXT);
+        // flags, mode 2, timeout 0 (try once), queue_max, permits 2, limit 5, lease 1500 ms.
+        assert_eq!(
+            &sem.payload[..23],
+            &[0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 5, 0, 0, 5, 0xdc]
+        );
+        peer.send(sem.id, &Response::Acquired { token: 3 });
+    });
+    let client = connect(addr);
+    client.lock("a", LockOptions::new()).expect("plain");
+    client.lock("b", LockOptions::new().shared()).expect("shared");
+    let opts = LockOptions::try_once().permits(2, 5).lease(Duration::from_millis(1500));
+    client.lock("c", opts).expect("semaphore");
+    done.recv_timeout(Duration::from_secs(10)).expect("script finished");
+}
+
+#[test]
+fn a_lost_notice_marks_the_grant_lost_and_leaves_the_connection_up() {
+    let (addr, done) = fake_server(hello(0, false), |peer| {
+        let lock = peer.recv().expect("lock");
+        peer.send(lock.id, &Response::Acquired { token: 9 });
+        let other = peer.recv().expect("second lock");
+        peer.send(other.id, &Response::Acquired { token: 10 });
+        let ping = peer.recv().expect("ping");
+        // The notices come unasked, under request id 0, before the ping's answer.
+        peer.send(0, &Response::Contended { token: 10, name: "ns:other".into() });
+        peer.send(0, &Response::Lost { token: 9, reason: LostReason::LeaseExpired, name: "ns:job".into() });
+        peer.send(ping.id, &Response::Pong);
+        let renew = peer.recv().expect("renew");
+        assert_eq!(renew.opcode, op::RENEW);
+        peer.send(
+            renew.id,
+            &Response::Lost { token: 9, reason: LostReason::LeaseExpired, name: "ns:job".into() },
+        );
+        let _ = peer.recv();
+    });
+    let client =
+        Client::builder().host("127.0.0.1").port(addr.port()).namespace("ns").connect().expect("connect");
+    let guard = client.lock_guard("job", LockOptions::new().lease(Duration::from_secs(1))).expect("lock");
+    let other = client.lock_guard("other", LockOptions::new().notify_contention()).expect("lock");
+    assert!(!guard.is_lost() && !other.is_contended());
+    client.ping().expect("ping");
+    assert!(guard.is_lost() && guard.wait_lost(Some(Duration::ZERO)));
+    assert!(other.is_contended() && !other.is_lost());
+    let e = client.wait_lost("job", 9, None).expect("lost");
+    assert_eq!((e.kind(), e.lost_reason()), (ErrorKind::GrantLost, Some((LostReason::LeaseExpired, 9))));
+    assert!(client.wait_lost("other", 10, Some(Duration::from_millis(1))).is_none());
+    let e = client.renew("job", 9).unwrap_err();
+    assert_eq!(e.lost_reason(), Some((LostReason::LeaseExpired, 9)));
+    assert!(e.to_string().contains("\"job\"") && e.to_string().contains("lease_expired"), "{e}");
+    assert!(client.is_connected());
+    // The guards' unlocks fail quietly on the closed connection.
+    client.disconnect();
+    drop((guard, other));
+    done.recv_timeout(Duration::from_secs(10)).expect("script finished");
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::protocol::TIMEOUT_FOREVER;
+use crate::protocol::{LockExtRequest, TIMEOUT_FOREVER};
 
 /// How `lock` waits: for how long, and whether to queue behind a long line at all.
 ///
@@ -26,6 +26,44 @@ pub struct LockOptions {
     pub timeout: Option<Duration>,
     /// Refuse to wait when holder + waiters already number this many (`None` or 0: no limit).
     pub queue_max: Option<u32>,
+    /// Exclusive (the default), shared, or permits of a counting semaphore.
+    pub mode: LockMode,
+    /// The grant ends by itself unless renewed ([`Client::renew`](super::Client::renew))
+    /// within this long; `None`: held until unlocked or the connection ends.
+    pub lease: Option<Duration>,
+    /// The grant ends this long after it was granted, renewed or not; `None`: no bound.
+    pub max_hold: Option<Duration>,
+    /// After this grant ends abnormally (connection lost, lease expired, revoked), the name
+    /// grants nothing for this long; `None`: free at once, as always.
+    pub lock_delay: Option<Duration>,
+    /// Ask the server to say when someone starts waiting behind this grant.
+    pub notify_contention: bool,
+}
+
+/// How a grant holds its name (PROTOCOL.md §6.7, §6.8).
+///
+/// ```
+/// use officer::client::{LockMode, LockOptions};
+/// assert_eq!(LockOptions::new().mode, LockMode::Exclusive);
+/// assert_eq!(LockOptions::new().shared().mode, LockMode::Shared);
+/// assert_eq!(LockOptions::new().permits(2, 5).mode, LockMode::Semaphore { permits: 2, limit: 5 });
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LockMode {
+    /// Alone: no other grant of the name beside it.
+    #[default]
+    Exclusive,
+    /// Beside other shared grants, never beside an exclusive one; a waiting exclusive request
+    /// is served before shared requests that came after it.
+    Shared,
+    /// `permits` of the name's `limit` permits; every user of the name must give the same
+    /// `limit` (another one is refused with `limit_mismatch`).
+    Semaphore {
+        /// Permits this grant takes, `1..=limit`.
+        permits: u32,
+        /// The name's number of permits.
+        limit: u32,
+    },
 }
 
 impl LockOptions {
@@ -45,7 +83,7 @@ impl LockOptions {
     /// assert_eq!(opts.timeout, Some(std::time::Duration::ZERO));
     /// ```
     pub fn try_once() -> LockOptions {
-        LockOptions { timeout: Some(Duration::ZERO), queue_max: None }
+        LockOptions { timeout: Some(Duration::ZERO), ..LockOptions::default() }
     }
 
     /// Wait at most `timeout`.
@@ -56,7 +94,7 @@ impl LockOptions {
     /// assert_eq!(opts.timeout, Some(Duration::from_millis(250)));
     /// ```
     pub fn with_timeout(timeout: Duration) -> LockOptions {
-        LockOptions { timeout: Some(timeout), queue_max: None }
+        LockOptions { timeout: Some(timeout), ..LockOptions::default() }
     }
 
     /// Sets the timeout (`Duration::ZERO` tries once).
@@ -82,6 +120,101 @@ impl LockOptions {
         self
     }
 
+    /// A shared grant (a reader's lock, like `flock -s`).
+    ///
+    /// ```
+    /// let opts = officer::client::LockOptions::new().shared();
+    /// assert_eq!(opts.mode, officer::client::LockMode::Shared);
+    /// ```
+    pub fn shared(mut self) -> LockOptions {
+        self.mode = LockMode::Shared;
+        self
+    }
+
+    /// `permits` of a counting semaphore of `limit` permits.
+    ///
+    /// ```
+    /// let opts = officer::client::LockOptions::new().permits(1, 4);
+    /// assert_eq!(opts.mode, officer::client::LockMode::Semaphore { permits: 1, limit: 4 });
+    /// ```
+    pub fn permits(mut self, permits: u32, limit: u32) -> LockOptions {
+        self.mode = LockMode::Semaphore { permits, limit };
+        self
+    }
+
+    /// A lease: the grant ends unless renewed within `lease` (at least 1 ms).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let opts = officer::client::LockOptions::new().lease(Duration::from_secs(10));
+    /// assert_eq!(opts.lease, Some(Duration::from_secs(10)));
+    /// ```
+    pub fn lease(mut self, lease: Duration) -> LockOptions {
+        self.lease = Some(lease);
+        self
+    }
+
+    /// A hold budget: the grant ends `max_hold` after it was granted, renewed or not.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let opts = officer::client::LockOptions::new().max_hold(Duration::from_secs(60));
+    /// assert_eq!(opts.max_hold, Some(Duration::from_secs(60)));
+    /// ```
+    pub fn max_hold(mut self, max_hold: Duration) -> LockOptions {
+        self.max_hold = Some(max_hold);
+        self
+    }
+
+    /// A lock-delay: after the grant ends abnormally, the name stays unavailable this long.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let opts = officer::client::LockOptions::new().lock_delay(Duration::from_secs(5));
+    /// assert_eq!(opts.lock_delay, Some(Duration::from_secs(5)));
+    /// ```
+    pub fn lock_delay(mut self, delay: Duration) -> LockOptions {
+        self.lock_delay = Some(delay);
+        self
+    }
+
+    /// Ask to be told when someone starts waiting behind the grant
+    /// ([`LockGuard::is_contended`](super::LockGuard::is_contended)).
+    ///
+    /// ```
+    /// assert!(officer::client::LockOptions::new().notify_contention().notify_contention);
+    /// ```
+    pub fn notify_contention(mut self) -> LockOptions {
+        self.notify_contention = true;
+        self
+    }
+
+    /// True when these options ask for nothing the version-1 LOCK cannot say: then the client
+    /// sends LOCK, byte for byte as before, which every server understands.
+    pub(crate) fn is_v1(&self) -> bool {
+        self.mode == LockMode::Exclusive
+            && self.lease.is_none()
+            && self.max_hold.is_none()
+            && self.lock_delay.is_none()
+            && !self.notify_contention
+    }
+
+    /// The LOCK_EXT request of these options for `name`.
+    pub(crate) fn ext_request<'a>(&self, name: &'a str) -> LockExtRequest<'a> {
+        let mut req = match self.mode {
+            LockMode::Exclusive => LockExtRequest::exclusive(name),
+            LockMode::Shared => LockExtRequest::shared(name),
+            LockMode::Semaphore { permits, limit } => LockExtRequest::semaphore(name, permits, limit),
+        };
+        req.timeout_ms = self.timeout_ms();
+        req.queue_max = self.queue_max_wire();
+        req.lease_ms = self.lease.map(duration_ms);
+        req.max_hold_ms = self.max_hold.map(duration_ms);
+        req.lock_delay_ms = self.lock_delay.map_or(0, duration_ms);
+        req.notify_contention = self.notify_contention;
+        req
+    }
+
     /// The LOCK request's `timeout_ms`: rounded up so a short non-zero timeout never turns
     /// into a try-once, and kept below the "forever" value.
     pub(crate) fn timeout_ms(&self) -> Option<u32> {
@@ -95,6 +228,12 @@ impl LockOptions {
     pub(crate) fn queue_max_wire(&self) -> Option<u32> {
         self.queue_max.filter(|&n| n != 0)
     }
+}
+
+/// A duration in whole milliseconds for a LOCK_EXT field where 0 means "none": rounded up, at
+/// least 1, at most `u32::MAX`.
+fn duration_ms(d: Duration) -> u32 {
+    d.as_nanos().div_ceil(1_000_000).clamp(1, u128::from(u32::MAX)) as u32
 }
 
 /// A granted lock: its name and fencing token, and whether this connection already held it.

@@ -3,7 +3,7 @@
 //! replica to the same effect. The transitions themselves live in `table` and `release`.
 
 use super::table::{LockTable, Terms};
-use super::{Name, Output};
+use super::{Mode, Name, Output};
 use crate::wheel::Tick;
 
 /// A session of the table: opaque, allocated by the table's counter (see
@@ -20,9 +20,29 @@ pub enum Command {
     Attach { session: SessionId, label: String },
     /// LOCK: acquire, report an existing hold or wait, refuse, or join the queue. The timeout
     /// is taken as given: rounding for the caller's clock resolution is the caller's business.
-    Lock { session: SessionId, request_id: u32, name: Name, timeout_ms: Option<u32>, queue_max: Option<u32> },
+    Lock {
+        session: SessionId,
+        request_id: u32,
+        name: Name,
+        timeout_ms: Option<u32>,
+        queue_max: Option<u32>,
+        /// How to hold it (issue 13); `LockOpts::default()` is the v1 LOCK.
+        opts: LockOpts,
+    },
     /// UNLOCK: the holder releases (the next waiter is granted); a waiter abandons its wait.
-    Unlock { session: SessionId, request_id: u32, name: Name },
+    /// With a `token`, only the session's grant of that token is released: a waiter's wait is
+    /// not abandoned, and any other token is `ReleaseFailed`.
+    Unlock { session: SessionId, request_id: u32, name: Name, token: Option<u64> },
+    /// DOWNGRADE: the session's exclusive grant `token` of `name` becomes shared, keeping its
+    /// token; the shared waiters at the head of the queue are granted with it.
+    Downgrade { session: SessionId, request_id: u32, name: Name, token: u64 },
+    /// RENEW: the lease of the session's grant `token` of `name` starts again from `now`.
+    Renew { session: SessionId, request_id: u32, name: Name, token: u64 },
+    /// REVOKE: ends grant `token` of `name` (every grant of it if `None`) with LOST `revoked`
+    /// to its holder; the server checks the session's right to ask first.
+    Revoke { session: SessionId, request_id: u32, name: Name, token: Option<u64> },
+    /// CHECK: does grant `token` hold `name` now? Any session may ask; nothing changes.
+    Check { session: SessionId, request_id: u32, name: Name, token: u64 },
     /// RESET: every wait of the session is cancelled and its holds released, then `ResetOk`.
     Reset { session: SessionId, request_id: u32 },
     /// The session is gone: its waits end unanswered, its holds are released, it is forgotten.
@@ -33,17 +53,44 @@ pub enum Command {
     Expire,
 }
 
+/// What a LOCK asks for beyond the v1 request (issue 13). Plain values: the table parses no
+/// wire form. The default is the v1 LOCK: exclusive, bound to the session, nothing else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LockOpts {
+    pub mode: Mode,
+    /// The grant ends by itself this long after it is made (or last renewed) unless renewed.
+    pub lease_ms: Option<u32>,
+    /// The grant ends by itself this long after it is made, renewed or not.
+    pub max_hold_ms: Option<u32>,
+    /// After the grant ends abnormally, the name stays unavailable this long.
+    pub lock_delay_ms: u32,
+    /// Tell the holder when someone starts waiting behind it.
+    pub notify_contention: bool,
+}
+
 impl LockTable {
     /// Applies one command at `now`, pushing the responses it causes, in causal order, to `out`.
     pub fn apply(&mut self, now: Tick, cmd: &Command, out: &mut Vec<Output>) {
         match cmd {
             Command::Attach { session, label } => self.attach(*session, label),
-            Command::Lock { session, request_id, name, timeout_ms, queue_max } => {
-                let terms = Terms { timeout_ms: *timeout_ms, queue_max: *queue_max };
+            Command::Lock { session, request_id, name, timeout_ms, queue_max, opts } => {
+                let terms = Terms { timeout_ms: *timeout_ms, queue_max: *queue_max, opts: *opts };
                 self.lock(now, *session, *request_id, name, terms, out)
             }
-            Command::Unlock { session, request_id, name } => {
-                self.unlock(now, *session, *request_id, name, out)
+            Command::Unlock { session, request_id, name, token } => {
+                self.unlock(now, *session, *request_id, name, *token, out)
+            }
+            Command::Downgrade { session, request_id, name, token } => {
+                self.downgrade(now, *session, *request_id, name, *token, out)
+            }
+            Command::Renew { session, request_id, name, token } => {
+                self.renew(now, *session, *request_id, name, *token, out)
+            }
+            Command::Revoke { session, request_id, name, token } => {
+                self.revoke(now, *session, *request_id, name, *token, out)
+            }
+            Command::Check { session, request_id, name, token } => {
+                self.check(now, *session, *request_id, name, *token, out)
             }
             Command::Reset { session, request_id } => self.reset(now, *session, *request_id, out),
             Command::Detach { session } => self.detach(now, *session, out),

@@ -11,11 +11,18 @@ fn attach(t: &mut LockTable, session: SessionId, label: &str) {
 }
 
 fn lock(session: SessionId, request_id: u32, name: &str, timeout_ms: Option<u32>) -> Command {
-    Command::Lock { session, request_id, name: Name::from(name), timeout_ms, queue_max: None }
+    Command::Lock {
+        session,
+        request_id,
+        name: Name::from(name),
+        timeout_ms,
+        queue_max: None,
+        opts: LockOpts::default(),
+    }
 }
 
 fn unlock(session: SessionId, request_id: u32, name: &str) -> Command {
-    Command::Unlock { session, request_id, name: Name::from(name) }
+    Command::Unlock { session, request_id, name: Name::from(name), token: None }
 }
 
 /// `(session, request id, lock named, response)` of each output.
@@ -89,7 +96,14 @@ fn every_answer_names_its_lock() {
     t.apply(0, &lock(c, 6, "x", None), &mut out);
     t.apply(
         0,
-        &Command::Lock { session: c, request_id: 7, name: "x".into(), timeout_ms: None, queue_max: Some(1) },
+        &Command::Lock {
+            session: c,
+            request_id: 7,
+            name: "x".into(),
+            timeout_ms: None,
+            queue_max: Some(1),
+            opts: LockOpts::default(),
+        },
         &mut out,
     );
     t.apply(0, &unlock(c, 8, "nothing"), &mut out);

@@ -78,8 +78,12 @@ impl LockTable {
         let cap = self.list_cap(max).min(room.most(MIN_LOCK_ENTRY));
         // The name travels beside the lock, so a comparison reads the name alone, not the
         // lock first (half the memory touched per comparison).
-        let matching =
-            self.store.iter().map(|lock| (&*lock.name, lock)).filter(|(name, _)| has_prefix(name, prefix));
+        let matching = self
+            .store
+            .iter()
+            .filter(|l| is_listed(l))
+            .map(|l| (&*l.name, l))
+            .filter(|(name, _)| has_prefix(name, prefix));
         let (found, mut truncated) = smallest(matching, cap, |a, b| a.0.cmp(b.0));
         let mut locks = Vec::with_capacity(found.len());
         for (_, lock) in found {
@@ -280,7 +284,7 @@ impl LockTable {
     pub fn stats(&self) -> TableStats {
         TableStats {
             connections: self.sessions.len(),
-            locks_held: self.store.len(),
+            locks_held: self.store.len() - self.delayed_unheld,
             waiters: self.waiters,
             last_token: self.last_token(),
             ..self.counters.clone()
@@ -289,7 +293,8 @@ impl LockTable {
 
     /// The `n` locks held longest: `(name, held since)`, oldest first.
     pub fn longest_holds(&self, n: usize) -> Vec<(String, Tick)> {
-        let holds = self.store.iter().map(|lock| (lock.holders.first().since, &*lock.name));
+        let held = self.store.iter().filter(|lock| !lock.holders.is_empty());
+        let holds = held.map(|lock| (lock.holders.first().since, &*lock.name));
         let (found, _) = smallest(holds, n, Ord::cmp);
         found.into_iter().map(|(since, name)| (name.to_owned(), since)).collect()
     }
@@ -383,6 +388,12 @@ fn keep_first<T: Copy>(items: &mut Vec<T>, cap: usize, cmp: &impl Fn(&T, &T) -> 
     items.select_nth_unstable_by(cap - 1, cmp);
     items.truncate(cap);
     items[cap - 1]
+}
+
+/// Whether LOCKS lists a lock: one in its lock-delay with neither holders nor waiters is not
+/// (PROTOCOL.md §6.10).
+fn is_listed(lock: &super::store::Lock) -> bool {
+    !lock.holders.is_empty() || !lock.waiters.is_empty()
 }
 
 #[cfg(test)]

@@ -10,30 +10,44 @@
 //! sleeping while [`LockTable::next_deadline`] has passed or releases are pending).
 //!
 //! Guarantees:
-//! - every LOCK, UNLOCK and RESET gets exactly one response, possibly later (a wait ends in
-//!   `Acquired`, `TimedOut` or `Cancelled`), except requests of a detached session;
-//! - waiters are granted in strict arrival order;
-//! - tokens are strictly increasing over the life of the table;
-//! - a lock with no holder is removed at once (a lock with waiters always has a holder).
+//! - every request gets exactly one response, possibly later (a wait ends in `Acquired`,
+//!   `TimedOut` or `Cancelled`), except requests of a detached session; the notices LOST and
+//!   CONTENDED (request id `NOTICE_REQUEST_ID`) answer no request;
+//! - waiters are granted in strict arrival order across modes (issue 13, PROTOCOL.md §6.7,
+//!   §6.8): the head is granted while it fits beside every holder, no one barges past it;
+//! - tokens are strictly increasing over the life of the table, one per grant;
+//! - a lock with no holder is removed at once (a lock with waiters always has a holder),
+//!   except while its lock-delay runs (§6.10).
 //!
 //! Bounded work (README "Limits and guarantees"): one `Expire` answers at most `EXPIRE_BATCH`
 //! timeouts, one RESET, detach or release step releases at most `RELEASE_BATCH` holds,
 //! and TIMED_OUT / QUEUE_MAXED report at most `REFUSAL_QUEUE_MAX` queue entries; the rest is
 //! left for the next call, which the server makes on its next turn.
 //!
-//! Layout: `command` is the way in (`Command`, `SessionId`, `Name`, `apply`); `store` keeps each
-//! lock (and its name) once; `holders` who holds a lock and what it admits; `session` keeps
-//! per-session state; `table` holds the transitions; `release` the batched RESET and detach;
-//! `listing` and `top` the read-only views and metrics; `check` a self-check for tests.
+//! Layout: `command` is the way in (`Command`, `LockOpts`, `SessionId`, `Name`, `apply`);
+//! `store` keeps each lock (and its name) once; `holders` who holds a lock, in which mode, and
+//! what it admits; `session` keeps per-session state; `table` holds the LOCK, UNLOCK and timeout
+//! transitions; `grant` grants in FIFO order, DOWNGRADE and CHECK; `lease` leases, RENEW,
+//! LOST, lock-delay, CONTENDED and REVOKE; `refusal` the refusals of what a LOCK asks for;
+//! `release` the batched RESET and detach; `listing` and `top` the read-only views and metrics;
+//! `check` a self-check for tests.
 
 mod check;
 mod command;
 #[cfg(test)]
 mod command_tests;
+mod detail;
+mod grant;
 mod histogram;
 mod holders;
+mod lease;
+#[cfg(test)]
+mod lease_tests;
 mod listing;
+#[cfg(test)]
+mod mode_tests;
 mod name;
+mod refusal;
 mod release;
 mod session;
 mod store;
@@ -43,9 +57,10 @@ mod tests;
 mod top;
 
 pub use crate::wheel::Tick;
-pub use command::{Command, SessionId};
+pub use command::{Command, LockOpts, SessionId};
 pub use histogram::{Histogram, BOUNDS_MS};
 pub use holders::Mode;
+pub use lease::LOST_MEMORY;
 pub use name::Name;
 pub use table::{LockTable, EXPIRE_BATCH, REFUSAL_QUEUE_MAX, RELEASE_BATCH};
 
@@ -87,11 +102,21 @@ pub struct TableLimits {
     pub max_waiters_per_lock: u32,
     /// Default and ceiling of entries in LOCKS and CONNECTIONS listings; 0 = no ceiling.
     pub list_max_default: u32,
+    /// The longest lock-delay a LOCK may ask for; longer ones are refused (`bad_value`).
+    pub max_lock_delay_ms: u32,
 }
+
+/// The default of `TableLimits::max_lock_delay_ms`: a minute, Chubby's order of magnitude.
+pub const MAX_LOCK_DELAY_MS: u32 = 60_000;
 
 impl Default for TableLimits {
     fn default() -> Self {
-        TableLimits { max_locks_per_conn: 0, max_waiters_per_lock: 0, list_max_default: 10_000 }
+        TableLimits {
+            max_locks_per_conn: 0,
+            max_waiters_per_lock: 0,
+            list_max_default: 10_000,
+            max_lock_delay_ms: MAX_LOCK_DELAY_MS,
+        }
     }
 }
 
@@ -123,6 +148,8 @@ pub struct TableStats {
     /// Grants to a waiter, and the sum of their waits in milliseconds.
     pub grants_after_wait: u64,
     pub wait_time_total_ms: u64,
+    /// Grants ended by a lease, `max_hold` or revocation (each told with LOST).
+    pub lost: u64,
     /// The highest token issued so far (`first_token - 1` if none).
     pub last_token: u64,
     /// How long granted waiters waited, in milliseconds.

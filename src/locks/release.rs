@@ -35,7 +35,7 @@ impl LockTable {
             return;
         }
         self.finish_release(now, session, out);
-        self.cancel_waits(session, true, out);
+        self.cancel_waits(now, session, true, out);
         let mut budget = std::mem::take(&mut self.inline_budget);
         let done = self.release_holds(now, session, &mut budget, out);
         self.inline_budget = budget;
@@ -55,7 +55,7 @@ impl LockTable {
         }
         state.gone = true;
         let releasing = state.releasing;
-        self.cancel_waits(session, false, out);
+        self.cancel_waits(now, session, false, out);
         if releasing {
             // A RESET of this session is under way: it goes on, and answers nobody.
             if let Some(release) = self.releasing.iter_mut().find(|r| r.session == session) {
@@ -158,7 +158,7 @@ impl LockTable {
     ) -> bool {
         loop {
             let Some(state) = self.sessions.get(&session) else { return true };
-            let key = state.held_head;
+            let (key, gone) = (state.held_head, state.gone);
             if self.store.get(key).is_none() {
                 return true;
             }
@@ -168,7 +168,8 @@ impl LockTable {
             *budget -= 1;
             self.unlink_held(session, key);
             self.counters.released += 1;
-            self.hand_over(now, key, out);
+            // A detach is an abnormal end: a grant's lock-delay applies; a RESET's is not.
+            self.end_grant(now, session, key, gone, out);
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use hashbrown::{HashMap, HashSet};
 
+use super::lease::LostGrant;
 use super::store::NO_LOCK;
 
 /// Sets up to this capacity are never shrunk.
@@ -21,7 +22,7 @@ pub(super) struct SessionState {
     waiting: HashMap<u32, u64>,
     next_wait: u64,
     /// First and last of the holds in acquisition order, linked through the locks
-    /// (`Lock::held_prev` / `held_next`); `NO_LOCK` when nothing is held.
+    /// (`Holder::held_prev` / `held_next` of its grant in each); `NO_LOCK` when nothing is held.
     pub held_head: u32,
     pub held_tail: u32,
     /// The session is gone and its holds are still being released in batches: it is never
@@ -29,6 +30,8 @@ pub(super) struct SessionState {
     pub gone: bool,
     /// A RESET or detach is releasing its holds in batches (`LockTable::release_step`).
     pub releasing: bool,
+    /// Grants it lost without asking, oldest first, at most `LOST_MEMORY`.
+    pub lost: Vec<LostGrant>,
 }
 
 impl SessionState {
@@ -42,6 +45,7 @@ impl SessionState {
             held_tail: NO_LOCK,
             gone: false,
             releasing: false,
+            lost: Vec::new(),
         }
     }
 

@@ -8,6 +8,7 @@ use hashbrown::{DefaultHashBuilder, HashTable};
 use slab::Slab;
 
 use super::holders::{Holder, Holders};
+use super::lease::GrantOpts;
 use super::{Name, SessionId};
 use crate::wheel::{Tick, TimerHandle};
 
@@ -17,6 +18,10 @@ pub(super) struct Waiter {
     pub session: SessionId,
     /// The LOCK request to answer when the wait ends.
     pub request_id: u32,
+    /// The share of the lock's capacity it asks for (see `Mode::weight`).
+    pub weight: u32,
+    /// The lease and hold budget the grant will have; boxed, as few waits have them.
+    pub opts: Option<Box<GrantOpts>>,
     /// When the wait started, for wait-time metrics.
     pub since: Tick,
     /// When the wait times out; `None` waits forever. Kept beside the timer so the wheel can be
@@ -27,7 +32,8 @@ pub(super) struct Waiter {
     pub timer: Option<TimerHandle>,
 }
 
-/// A held lock. A lock without a holder is removed, so `holders` is never empty.
+/// A held lock. A lock without a holder is removed, so `holders` is never empty, except
+/// while a lock-delay runs.
 #[derive(Debug)]
 pub(super) struct Lock {
     pub name: Name,
@@ -35,25 +41,25 @@ pub(super) struct Lock {
     /// Waiting requests in arrival order; `VecDeque::new` does not allocate, so an uncontended
     /// lock costs no allocation beyond its name.
     pub waiters: VecDeque<Waiter>,
-    /// Links of the holder's list of holds in acquisition order (`NO_LOCK` at either end), so
-    /// RESET and detach release in token order, a bounded batch at a time, without a sort.
-    pub held_prev: u32,
-    pub held_next: u32,
+    /// While nonzero, a lock-delay runs until this tick (PROTOCOL.md §6.10): the lock grants
+    /// nothing, and it is kept even with no holder and no waiter. One compare on the paths
+    /// that grant.
+    pub delay_until: Tick,
 }
 
 /// The end of a holder's list of holds.
 pub(super) const NO_LOCK: u32 = u32::MAX;
 
 impl Lock {
-    /// A lock just granted to `holder`, not yet linked into its list of holds.
-    pub fn new(name: Name, holder: Holder) -> Lock {
-        Lock {
-            name,
-            holders: Holders::new(holder),
-            waiters: VecDeque::new(),
-            held_prev: NO_LOCK,
-            held_next: NO_LOCK,
-        }
+    /// A lock just granted to `holder`, not yet linked into its list of holds; `limit` is the
+    /// semaphore limit, or 0 for a read/write lock.
+    pub fn new(name: Name, holder: Holder, limit: u32) -> Lock {
+        Lock { name, holders: Holders::new(holder, limit), waiters: VecDeque::new(), delay_until: 0 }
+    }
+
+    /// Whether the first waiter could be granted now: what must never stay true at rest.
+    pub fn head_admitted(&self) -> bool {
+        self.delay_until == 0 && self.waiters.front().is_some_and(|w| self.holders.admits(w.weight))
     }
 
     /// Gives back queue memory once the queue is far below its peak (a quarter of the capacity,

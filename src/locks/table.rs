@@ -8,12 +8,14 @@ use hashbrown::hash_map::Entry;
 use hashbrown::HashMap;
 
 use super::holders::{Holder, Mode};
+use super::lease::{Extra, GrantOpts};
+use super::refusal::Refusal;
 use super::release::Release;
 use super::session::SessionState;
-use super::store::{Lock, Store, Waiter, NO_LOCK};
-use super::{Name, Output, SessionId, TableLimits, TableStats};
+use super::store::{Lock, Store, Waiter};
+use super::{LockOpts, Name, Output, SessionId, TableLimits, TableStats};
 use crate::protocol::{ErrorCode, Response};
-use crate::wheel::{Tick, Wheel};
+use crate::wheel::{Tick, TimerHandle, Wheel};
 
 /// What a timer of the table carries to find its subject again. It is looked up, not trusted:
 /// every path that ends a wait cancels its timer, and a timer that still outlived its waiter is
@@ -22,6 +24,10 @@ use crate::wheel::{Tick, Wheel};
 pub(super) enum Timer {
     /// The wait of `session`'s LOCK `request_id` on lock `lock` times out.
     Wait { lock: u32, session: SessionId, request_id: u32 },
+    /// The lease or hold budget of grant `token` ends (`lease`).
+    Lease { token: u64 },
+    /// The lock-delay of lock `lock` ends.
+    Delay { lock: u32 },
 }
 
 /// Named locks with FIFO wait queues; see the module documentation for the guarantees.
@@ -29,6 +35,12 @@ pub struct LockTable {
     pub(super) store: Store,
     pub(super) sessions: HashMap<SessionId, SessionState>,
     pub(super) timers: Wheel<Timer>,
+    /// The lease state of the grants that have one, by token.
+    pub(super) extras: HashMap<u64, Extra>,
+    /// The timer of each lock whose lock-delay runs, by lock key.
+    pub(super) delays: HashMap<u32, TimerHandle>,
+    /// Locks in a lock-delay with no holder: in the table, but not held.
+    pub(super) delayed_unheld: usize,
     /// Reused buffer for fired timers, so `expire` does not allocate in steady state; it never
     /// holds more than `expire_batch` of them.
     fired: Vec<Timer>,
@@ -64,7 +76,13 @@ pub const EXPIRE_BATCH: usize = 1000;
 pub const RELEASE_BATCH: usize = 1000;
 
 /// The `Output` of a response about lock `name`.
-fn reply(out: &mut Vec<Output>, session: SessionId, request_id: u32, name: &Name, response: Response) {
+pub(super) fn reply(
+    out: &mut Vec<Output>,
+    session: SessionId,
+    request_id: u32,
+    name: &Name,
+    response: Response,
+) {
     out.push(Output { session, request_id, lock: Some(Name::clone(name)), response });
 }
 
@@ -73,6 +91,24 @@ fn reply(out: &mut Vec<Output>, session: SessionId, request_id: u32, name: &Name
 pub(super) struct Terms {
     pub timeout_ms: Option<u32>,
     pub queue_max: Option<u32>,
+    pub opts: LockOpts,
+}
+
+/// Why the request itself cannot be served, whatever the table holds; `None` for every v1 LOCK
+/// after one comparison.
+fn refusal_of(opts: &LockOpts, limits: &TableLimits) -> Option<Refusal> {
+    if *opts == LockOpts::default() {
+        return None;
+    }
+    if let Mode::Permits { count, limit } = opts.mode {
+        if count == 0 || count > limit {
+            return Some(Refusal::BadPermits { count, limit });
+        }
+    }
+    if opts.lock_delay_ms > limits.max_lock_delay_ms {
+        return Some(Refusal::LockDelayTooLong { asked: opts.lock_delay_ms, max: limits.max_lock_delay_ms });
+    }
+    None
 }
 
 impl LockTable {
@@ -82,6 +118,9 @@ impl LockTable {
             store: Store::new(),
             sessions: HashMap::new(),
             timers: Wheel::new(),
+            extras: HashMap::new(),
+            delays: HashMap::new(),
+            delayed_unheld: 0,
             fired: Vec::new(),
             next_token: first_token,
             next_session: 1,
@@ -136,13 +175,20 @@ impl LockTable {
         if state.gone {
             return;
         }
+        if !state.lost.is_empty() {
+            // A LOCK of a name starts afresh: a loss of it is no longer news.
+            state.lost.retain(|lost| lost.name != *name);
+        }
         // The server holds a releasing session's requests back; a caller that does not
         // gets the release finished first, so the request sees the state after it.
         if state.releasing {
             self.finish_release(now, session, out);
         }
+        if let Some(refusal) = refusal_of(&terms.opts, &self.limits) {
+            return reply(out, session, request_id, name, refusal.response());
+        }
         match self.store.find(name) {
-            None => self.acquire_free(now, session, request_id, name, out),
+            None => self.acquire_free(now, session, request_id, name, &terms.opts, out),
             Some(key) => self.contend(now, session, request_id, key, name, terms, out),
         }
     }
@@ -153,18 +199,24 @@ impl LockTable {
         session: SessionId,
         request_id: u32,
         name: &Name,
+        opts: &LockOpts,
         out: &mut Vec<Output>,
     ) {
         if let Some(message) = self.limit_refusal(session, None) {
             return self.refuse(session, request_id, name, message, out);
         }
-        let token = self.next_token;
-        let lock = Lock::new(Name::clone(name), Holder { session, token, since: now });
+        let (token, mode, extra) = (self.next_token, opts.mode, GrantOpts::of(opts));
+        let mut holder = Holder::new(session, token, now, mode.weight());
+        holder.extra = extra.is_some();
+        let lock = Lock::new(Name::clone(name), holder, mode.limit());
         let Some(key) = self.store.insert(lock) else {
             return self.refuse(session, request_id, name, "the lock table is full".to_owned(), out);
         };
         self.next_token = token.saturating_add(1);
         self.link_held(session, key);
+        if let Some(extra) = extra {
+            self.start_extra(now, key, session, token, extra);
+        }
         self.counters.acquired += 1;
         reply(out, session, request_id, name, Response::Acquired { token });
     }
@@ -182,13 +234,29 @@ impl LockTable {
         out: &mut Vec<Output>,
     ) {
         let Some(lock) = self.store.get(key) else { return };
-        let response = if let Some(hold) = lock.holders.of(session) {
-            self.counters.already_acquired += 1;
-            Response::AlreadyAcquired { token: hold.token }
+        let mode = terms.opts.mode;
+        let response = if !lock.holders.kind_matches(mode) {
+            let (held_limit, asked_limit) = (lock.holders.limit(), mode.limit());
+            Refusal::KindMismatch { held_limit, asked_limit }.response()
+        } else if let Some(hold) = lock.holders.of(session) {
+            // A downgrade is its own request (DOWNGRADE), never a LOCK in another mode.
+            if lock.holders.mode_of(hold) == mode {
+                self.counters.already_acquired += 1;
+                Response::AlreadyAcquired { token: hold.token }
+            } else {
+                Refusal::ModeConflict.response()
+            }
         } else if self.sessions.get(&session).is_some_and(|state| state.waits_on(key)) {
             // The first request keeps waiting with its own timer; this one is answered now.
             self.counters.already_waiting += 1;
             Response::AlreadyWaiting
+        } else if lock.waiters.is_empty() && lock.delay_until == 0 && lock.holders.admits(mode.weight()) {
+            // Compatible with every holder and no one waits before it: granted now. An
+            // exclusive hold admits nothing, so a v1 LOCK never gets here.
+            if let Some(message) = self.limit_refusal(session, None) {
+                return self.refuse(session, request_id, name, message, out);
+            }
+            return self.grant_now(now, session, request_id, key, &terms.opts, out);
         } else if terms.queue_max.is_some_and(|q| 1 + lock.waiters.len() >= q as usize) {
             self.counters.queue_maxed += 1;
             Response::QueueMaxed { queue: self.queue_head(lock) }
@@ -198,25 +266,34 @@ impl LockTable {
         } else if let Some(message) = self.limit_refusal(session, Some(lock.waiters.len())) {
             return self.refuse(session, request_id, name, message, out);
         } else {
-            // Every hold today is exclusive and admits no one beside it: the request waits.
-            debug_assert!(!lock.holders.admits(Mode::Exclusive));
-            return self.enqueue(now, session, request_id, key, terms.timeout_ms);
+            return self.enqueue(now, session, request_id, key, terms, out);
         };
         reply(out, session, request_id, name, response);
     }
 
     /// Joins the queue of lock `key`; only a finite timeout puts a timer in the wheel.
-    fn enqueue(&mut self, now: Tick, session: SessionId, request_id: u32, key: u32, timeout_ms: Option<u32>) {
+    fn enqueue(
+        &mut self,
+        now: Tick,
+        session: SessionId,
+        request_id: u32,
+        key: u32,
+        terms: Terms,
+        out: &mut Vec<Output>,
+    ) {
+        let (timeout_ms, weight) = (terms.timeout_ms, terms.opts.mode.weight());
+        let opts = GrantOpts::of(&terms.opts).map(Box::new);
         let deadline = timeout_ms.map(|ms| now.saturating_add(u64::from(ms)));
         let timer = deadline.map(|at| self.timers.insert(at, Timer::Wait { lock: key, session, request_id }));
         if let Some(lock) = self.store.get_mut(key) {
-            lock.waiters.push_back(Waiter { session, request_id, since: now, deadline, timer });
+            lock.waiters.push_back(Waiter { session, request_id, weight, opts, since: now, deadline, timer });
         }
         if let Some(state) = self.sessions.get_mut(&session) {
             state.start_waiting(key);
         }
         self.waiters += 1;
         self.counters.queued += 1;
+        self.notify_contention(key, out);
     }
 
     /// Why a new hold or wait by `session` (on a lock with `lock_waiters` waiters) is refused.
@@ -260,6 +337,7 @@ impl LockTable {
         session: SessionId,
         request_id: u32,
         name: &Name,
+        token: Option<u64>,
         out: &mut Vec<Output>,
     ) {
         // Gone or releasing sessions exist only while a release is pending.
@@ -270,33 +348,49 @@ impl LockTable {
             self.finish_release(now, session, out);
         }
         let key = self.store.find(name);
-        let holds =
-            key.and_then(|k| self.store.get(k)).is_some_and(|lock| lock.holders.of(session).is_some());
+        let hold = key.and_then(|k| self.store.get(k)).and_then(|lock| lock.holders.of(session));
+        let holds = hold.is_some_and(|h| token.is_none_or(|t| t == h.token));
         match key {
             Some(key) if holds => {
                 self.unlink_held(session, key);
                 self.counters.released += 1;
                 reply(out, session, request_id, name, Response::Released);
-                self.hand_over(now, key, out);
+                self.hand_over(now, session, key, out);
             }
-            Some(key) if self.sessions.get(&session).is_some_and(|state| state.waits_on(key)) => {
-                if let Some(waiter) = self.remove_waiter(key, session) {
+            Some(key)
+                if token.is_none()
+                    && self.sessions.get(&session).is_some_and(|state| state.waits_on(key)) =>
+            {
+                let waiter = self.remove_waiter(key, session);
+                if let Some(waiter) = &waiter {
                     self.counters.cancelled += 1;
                     reply(out, session, waiter.request_id, name, Response::Cancelled);
                 }
                 reply(out, session, request_id, name, Response::Released);
+                self.grant_waiters(now, key, out);
             }
-            _ => {
-                self.counters.release_failed += 1;
-                reply(out, session, request_id, name, Response::ReleaseFailed);
-            }
+            _ => match self.take_lost(session, name, token) {
+                Some(lost) => reply(out, session, request_id, name, lost),
+                None => {
+                    self.counters.release_failed += 1;
+                    reply(out, session, request_id, name, Response::ReleaseFailed);
+                }
+            },
         }
     }
 
     /// Ends the waits of `session`, in the order they started, answering `Cancelled` when
     /// `notify`. Each costs O(its queue position); their number is what `max_locks_per_conn`
     /// bounds.
-    pub(super) fn cancel_waits(&mut self, session: SessionId, notify: bool, out: &mut Vec<Output>) {
+    /// A wait that leaves may let the waiters behind it in (a writer that gives up lets the
+    /// readers behind it join the readers that hold), so each is followed by a grant step.
+    pub(super) fn cancel_waits(
+        &mut self,
+        now: Tick,
+        session: SessionId,
+        notify: bool,
+        out: &mut Vec<Output>,
+    ) {
         let Some(state) = self.sessions.get_mut(&session) else { return };
         for key in state.take_waiting() {
             let Some(name) = self.store.get(key).map(|lock| Name::clone(&lock.name)) else { continue };
@@ -306,39 +400,7 @@ impl LockTable {
                     reply(out, session, waiter.request_id, &name, Response::Cancelled);
                 }
             }
-        }
-    }
-
-    /// Links lock `key`, just granted to `session`, at the end of its holds.
-    pub(super) fn link_held(&mut self, session: SessionId, key: u32) {
-        if let Some(state) = self.sessions.get_mut(&session) {
-            link_held(&mut self.store, state, key);
-        }
-    }
-
-    /// Takes lock `key` out of the holds of `session` in O(1); the lock itself stays.
-    pub(super) fn unlink_held(&mut self, session: SessionId, key: u32) {
-        let Some(lock) = self.store.get_mut(key) else { return };
-        let (prev, next) =
-            (mem::replace(&mut lock.held_prev, NO_LOCK), mem::replace(&mut lock.held_next, NO_LOCK));
-        if let Some(p) = self.store.get_mut(prev) {
-            p.held_next = next;
-        }
-        if let Some(n) = self.store.get_mut(next) {
-            n.held_prev = prev;
-        }
-        let Some(state) = self.sessions.get_mut(&session) else { return };
-        if prev == NO_LOCK {
-            state.held_head = next;
-        }
-        if next == NO_LOCK {
-            state.held_tail = prev;
-        }
-        state.held.remove(&key);
-        // A bulk release empties the set anyway and frees it at the end: rehashing it on the
-        // way down would put O(holds) steps into single release batches.
-        if !state.releasing && !state.gone {
-            state.shrink_if_sparse();
+            self.grant_waiters(now, key, out);
         }
     }
 
@@ -358,44 +420,6 @@ impl LockTable {
         Some(waiter)
     }
 
-    /// The holder of lock `key` let go (and it is out of the holder's list of holds): grant it
-    /// to the first waiter, or remove the lock.
-    pub(super) fn hand_over(&mut self, now: Tick, key: u32, out: &mut Vec<Output>) {
-        if let Some(lock) = self.store.get(key) {
-            self.counters.hold_ms.record(now.saturating_sub(lock.holders.first().since));
-        }
-        let granted = loop {
-            let Some(lock) = self.store.get_mut(key) else { return };
-            let Some(waiter) = lock.waiters.pop_front() else {
-                self.store.remove(key);
-                return;
-            };
-            lock.shrink_queue();
-            self.waiters -= 1;
-            if let Some(timer) = waiter.timer {
-                self.timers.cancel(timer);
-            }
-            // Detach drops a session's waits first; this guard only keeps a waiter whose
-            // session is unknown or gone from ever being granted.
-            let Some(state) = self.sessions.get_mut(&waiter.session).filter(|state| !state.gone) else {
-                continue;
-            };
-            state.stop_waiting(key);
-            let token = self.next_token;
-            self.next_token = token.saturating_add(1);
-            lock.holders.hand_to(Holder { session: waiter.session, token, since: now });
-            let name = Name::clone(&lock.name);
-            link_held(&mut self.store, state, key);
-            break (waiter, token, name);
-        };
-        let (waiter, token, name) = granted;
-        self.counters.acquired += 1;
-        self.counters.grants_after_wait += 1;
-        self.counters.wait_time_total_ms += now.saturating_sub(waiter.since);
-        self.counters.wait_ms.record(now.saturating_sub(waiter.since));
-        reply(out, waiter.session, waiter.request_id, &name, Response::Acquired { token });
-    }
-
     /// Answers `TimedOut` to the waits whose deadline is at or before `now`, in deadline order,
     /// at most `EXPIRE_BATCH` of them: the others stay due, `next_deadline` reports them, and
     /// the next call answers them. Cost: O(batch x `REFUSAL_QUEUE_MAX`) plus the queue scans.
@@ -403,14 +427,20 @@ impl LockTable {
         let mut fired = mem::take(&mut self.fired);
         self.timers.poll_max(now, self.expire_batch, &mut fired);
         for timer in fired.drain(..) {
-            self.time_out(timer, out);
+            match timer {
+                Timer::Wait { lock, session, request_id } => {
+                    self.time_out(now, lock, session, request_id, out)
+                }
+                Timer::Lease { token } => self.lease_timer(now, token, out),
+                Timer::Delay { lock } => self.delay_end(now, lock, out),
+            }
         }
         self.fired = fired;
     }
 
     /// Ends one timed-out wait; the queue reported is the holder and the first waiters left.
-    fn time_out(&mut self, timer: Timer, out: &mut Vec<Output>) {
-        let Timer::Wait { lock: key, session, request_id } = timer;
+    /// A head of the queue that leaves may let the waiters behind it in, after the TIMED_OUT.
+    fn time_out(&mut self, now: Tick, key: u32, session: SessionId, request_id: u32, out: &mut Vec<Output>) {
         let Some(lock) = self.store.get_mut(key) else { return };
         let matches = |w: &Waiter| w.session == session && w.request_id == request_id && w.timer.is_some();
         let Some(pos) = lock.waiters.iter().position(matches) else { return };
@@ -425,12 +455,14 @@ impl LockTable {
         };
         self.waiters -= 1;
         self.counters.timed_out += 1;
-        if gone {
-            return;
+        if !gone {
+            let Some(lock) = self.store.get(key) else { return };
+            let queue = self.queue_head(lock);
+            reply(out, session, request_id, &lock.name, Response::TimedOut { queue });
         }
-        let Some(lock) = self.store.get(key) else { return };
-        let queue = self.queue_head(lock);
-        reply(out, session, request_id, &lock.name, Response::TimedOut { queue });
+        if pos == 0 {
+            self.grant_waiters(now, key, out);
+        }
     }
 
     /// A tick at or before the earliest wait deadline; `None` when no wait can time out.
@@ -499,18 +531,3 @@ impl LockTable {
 
 /// Containers up to this capacity are never shrunk.
 const CONTAINER_SHRINK_FLOOR: usize = 64;
-
-/// Links lock `key` at the end of the holds of `state` (its new holder), in O(1).
-fn link_held(store: &mut Store, state: &mut SessionState, key: u32) {
-    let tail = mem::replace(&mut state.held_tail, key);
-    if tail == NO_LOCK {
-        state.held_head = key;
-    }
-    state.held.insert(key);
-    if let Some(prev) = store.get_mut(tail) {
-        prev.held_next = key;
-    }
-    if let Some(lock) = store.get_mut(key) {
-        (lock.held_prev, lock.held_next) = (tail, NO_LOCK);
-    }
-}

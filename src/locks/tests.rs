@@ -43,12 +43,23 @@ impl Drive for LockTable {
         out: &mut Vec<Output>,
     ) {
         let LockRequest { name, timeout_ms, queue_max } = *req;
-        let cmd = Command::Lock { session, request_id: rid, name: Name::from(name), timeout_ms, queue_max };
+        let cmd = Command::Lock {
+            session,
+            request_id: rid,
+            name: Name::from(name),
+            timeout_ms,
+            queue_max,
+            opts: LockOpts::default(),
+        };
         self.apply(now, &cmd, out);
     }
 
     fn unlock_name(&mut self, now: Tick, session: SessionId, rid: u32, name: &str, out: &mut Vec<Output>) {
-        self.apply(now, &Command::Unlock { session, request_id: rid, name: Name::from(name) }, out);
+        self.apply(
+            now,
+            &Command::Unlock { session, request_id: rid, name: Name::from(name), token: None },
+            out,
+        );
     }
 
     fn reset_req(&mut self, now: Tick, session: SessionId, rid: u32, out: &mut Vec<Output>) {
@@ -382,7 +393,12 @@ fn tokens_strictly_increase() {
 
 #[test]
 fn limits_refuse_new_holds_and_waits() {
-    let limits = TableLimits { max_locks_per_conn: 2, max_waiters_per_lock: 1, list_max_default: 10 };
+    let limits = TableLimits {
+        max_locks_per_conn: 2,
+        max_waiters_per_lock: 1,
+        list_max_default: 10,
+        ..TableLimits::default()
+    };
     let mut h = Harness::with_limits(limits);
     let refused =
         |out: &Out| matches!(out[..], [(_, _, Response::Error { code: ErrorCode::LimitExceeded, .. })]);
@@ -878,8 +894,14 @@ fn the_self_check_catches_a_waiter_without_its_timer() {
 fn lock_and_waiter_sizes() {
     assert_eq!(
         std::mem::size_of::<store::Lock>(),
-        88,
-        "name 24 (inline up to 22 bytes), holder 24, queue 32, links 8"
+        136,
+        "name 24 (inline up to 22 bytes), holders 72 (first grant 40 with its hold-list links, \
+         further grants 24, limit and gauge 8), queue 32, lock-delay end 8; 88 before issue 13"
     );
-    assert_eq!(std::mem::size_of::<store::Waiter>(), 64, "48 before waiters kept their deadline");
+    assert_eq!(
+        std::mem::size_of::<store::Waiter>(),
+        72,
+        "48 before waiters kept their deadline, 64 before the boxed lease options"
+    );
+    assert_eq!(std::mem::size_of::<holders::Holder>(), 40, "the lease flag sits in padding");
 }

@@ -28,7 +28,7 @@ impl LockTable {
     /// of at most `max_frame`: when both lists do not fit, each gets at least half the room.
     pub fn top_within(&self, now: Tick, n: u32, max_frame: u32) -> Response {
         let n = if n == 0 { TOP_DEFAULT } else { n.min(TOP_MAX) } as usize;
-        let (held, _) = smallest(self.store.iter(), n, |a, b| {
+        let (held, _) = smallest(self.store.iter().filter(|l| !l.holders.is_empty()), n, |a, b| {
             (a.holders.first().since, &*a.name).cmp(&(b.holders.first().since, &*b.name))
         });
         let deep = self.store.iter().filter(|l| !l.waiters.is_empty());

@@ -9,6 +9,10 @@
 
 use byteorder::{BigEndian, ByteOrder};
 
+use super::detail::{
+    awaited_sizes, connection_detail_sizes, held_sizes, holder_sizes, lock_detail_sizes, put_awaited,
+    put_held, put_holder, put_waiter, waiter_sizes,
+};
 use super::frame::LENGTH_PREFIX_LEN;
 use super::response::{ConnectionInfo, LockInfo, TopEntry};
 use super::wire::{begin_frame, end_frame, put_str16, put_u16, put_u32, put_u64, str16_len};
@@ -131,7 +135,8 @@ impl Response {
     /// lists at an entry boundary and text at a character boundary; a listing that lost
     /// entries says so with its `truncated` flag. Identical to [`Response::encode`] when the
     /// frame fits. Fixed fields are never cut: `max_frame` must be at least 29 (HELLO_OK), which
-    /// every server limit is (the smallest is 64).
+    /// every server limit is (the smallest is 64). Nor is the name of LOST or CONTENDED: it came
+    /// in a LOCK_EXT frame, 20 bytes longer than the notice, under the same limit.
     pub fn encode_within(&self, request_id: u32, max_frame: u32, out: &mut Vec<u8>) {
         let start = out.len();
         begin_frame(out, self.opcode(), request_id);
@@ -155,6 +160,28 @@ impl Response {
                     put_str16(b.out, &conn.label);
                     b.str_list(&conn.held, LIST_COUNT_SIZE);
                     b.str_list(&conn.waiting, 0);
+                });
+                b.out[flag] = (*truncated || b.cut) as u8;
+            }
+            Response::LocksDetail { locks, truncated } => {
+                let flag = b.out.len();
+                b.out.push(0);
+                b.entries(locks, 0, lock_detail_sizes, |b, lock| {
+                    put_str16(b.out, &lock.name);
+                    put_u32(b.out, lock.limit);
+                    b.entries(&lock.holders, LIST_COUNT_SIZE, holder_sizes, |b, h| put_holder(b.out, h));
+                    b.entries(&lock.waiters, 0, waiter_sizes, |b, w| put_waiter(b.out, w));
+                });
+                b.out[flag] = (*truncated || b.cut) as u8;
+            }
+            Response::ConnectionsDetail { connections, truncated } => {
+                let flag = b.out.len();
+                b.out.push(0);
+                b.entries(connections, 0, connection_detail_sizes, |b, conn| {
+                    put_str16(b.out, &conn.label);
+                    put_u64(b.out, conn.connection_id);
+                    b.entries(&conn.held, LIST_COUNT_SIZE, held_sizes, |b, h| put_held(b.out, h));
+                    b.entries(&conn.waiting, 0, awaited_sizes, |b, w| put_awaited(b.out, w));
                 });
                 b.out[flag] = (*truncated || b.cut) as u8;
             }

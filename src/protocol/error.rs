@@ -33,6 +33,24 @@ pub enum ErrorCode {
     LimitExceeded = 10,
     /// The server is shutting down.
     ShuttingDown = 11,
+    /// A field of a v2 request holds a value outside its range (§5): a mode this version does
+    /// not define, permits 0 or above the limit, token 0, a lock-delay above the server's maximum.
+    BadValue = 12,
+    /// A semaphore's limit disagrees with the limit the name is in use with, or the name is in
+    /// use as a lock of the other kind (semaphore against exclusive/shared).
+    LimitMismatch = 13,
+    /// RENEW or DOWNGRADE names a grant (name and token) this connection does not hold, and
+    /// did not lose either (a lost grant is answered with LOST, §4.24).
+    NotHolder = 14,
+    /// The connection holds the name already, in another mode or with other permits, or a
+    /// DOWNGRADE names a grant that is not exclusive.
+    ModeConflict = 15,
+    /// An admin request (REVOKE, KICK) from a connection without admin rights.
+    Forbidden = 16,
+    /// KICK names no open connection.
+    NotFound = 17,
+    /// An operator closed this connection (KICK). Fatal.
+    Kicked = 18,
     /// A code this version does not know (decoding only; never sent).
     Unknown = 0xFFFF,
 }
@@ -47,6 +65,7 @@ impl ErrorCode {
                 | ErrorCode::UnsupportedVersion
                 | ErrorCode::BadFrameLength
                 | ErrorCode::AuthFailed
+                | ErrorCode::Kicked
         )
     }
 
@@ -63,6 +82,13 @@ impl ErrorCode {
             9 => ErrorCode::AuthFailed,
             10 => ErrorCode::LimitExceeded,
             11 => ErrorCode::ShuttingDown,
+            12 => ErrorCode::BadValue,
+            13 => ErrorCode::LimitMismatch,
+            14 => ErrorCode::NotHolder,
+            15 => ErrorCode::ModeConflict,
+            16 => ErrorCode::Forbidden,
+            17 => ErrorCode::NotFound,
+            18 => ErrorCode::Kicked,
             _ => ErrorCode::Unknown,
         }
     }
@@ -81,6 +107,13 @@ impl ErrorCode {
             ErrorCode::AuthFailed => "auth_failed",
             ErrorCode::LimitExceeded => "limit_exceeded",
             ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::BadValue => "bad_value",
+            ErrorCode::LimitMismatch => "limit_mismatch",
+            ErrorCode::NotHolder => "not_holder",
+            ErrorCode::ModeConflict => "mode_conflict",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::Kicked => "kicked",
             ErrorCode::Unknown => "unknown",
         }
     }
@@ -133,6 +166,12 @@ pub enum DecodeError {
     BadMagic,
     /// HELLO asked for a version below the lowest this codec speaks.
     UnsupportedVersion(u16),
+    /// A field of a v2 request (`opcode`) holds a value outside its range (PROTOCOL.md §5.1).
+    BadValue {
+        opcode: u8,
+        field: &'static str,
+        value: u64,
+    },
 }
 
 impl DecodeError {
@@ -162,6 +201,7 @@ impl DecodeError {
             | DecodeError::NameNotUtf8
             | DecodeError::NameHasControl => ErrorCode::BadName,
             DecodeError::NonZeroFlags { .. } => ErrorCode::UnsupportedFlags,
+            DecodeError::BadValue { .. } => ErrorCode::BadValue,
         }
     }
 
@@ -199,6 +239,9 @@ impl fmt::Display for DecodeError {
             }
             DecodeError::BadMagic => f.write_str("HELLO does not start with the magic OFCR"),
             DecodeError::UnsupportedVersion(v) => write!(f, "protocol version {v} is not supported"),
+            DecodeError::BadValue { opcode, field, value } => {
+                write!(f, "{field} {value} is out of range in opcode 0x{opcode:02x}")
+            }
         }
     }
 }

@@ -6,17 +6,21 @@
 //! in `PROTOCOL.md`, which is the normative description.
 
 mod bounded;
+mod detail;
 mod error;
 mod frame;
 mod request;
 mod response;
+mod v2;
 mod wire;
 
 pub use bounded::{str16_size, LIST_COUNT_SIZE};
+pub use detail::{AwaitedName, ConnectionDetail, HeldName, HolderInfo, LockDetail, WaiterInfo};
 pub use error::{DecodeError, ErrorCode};
 pub use frame::{split_frame, Frame, FRAME_HEADER_LEN, LENGTH_PREFIX_LEN, MIN_FRAME_LEN};
 pub use request::{Hello, ListRequest, LockRequest, Request};
 pub use response::{ConnectionInfo, HelloOk, LockInfo, Response, TopEntry, SHUTDOWN_REQUEST_ID};
+pub use v2::{LockExtRequest, LostReason, Mode, RevokeRequest, TokenRequest, NOTICE_REQUEST_ID};
 
 /// The four magic bytes that open the handshake payload: `OFCR`.
 pub const MAGIC: [u8; 4] = *b"OFCR";
@@ -52,6 +56,17 @@ pub mod op {
     pub const AUTH: u8 = 0x0A;
     pub const TOP: u8 = 0x0B;
     pub const MY_LOCKS_MATCHING: u8 = 0x0C;
+    // Lock model v2 (PROTOCOL.md §3.12-§3.21): new messages, so version-1 layouts stay as they are.
+    pub const LOCK_EXT: u8 = 0x0D;
+    pub const DOWNGRADE: u8 = 0x0E;
+    pub const RENEW: u8 = 0x0F;
+    pub const CHECK: u8 = 0x10;
+    pub const UNLOCK_TOKEN: u8 = 0x11;
+    pub const REVOKE: u8 = 0x12;
+    pub const KICK: u8 = 0x13;
+    pub const ADMIN_AUTH: u8 = 0x14;
+    pub const LOCKS_DETAIL: u8 = 0x15;
+    pub const CONNECTIONS_DETAIL: u8 = 0x16;
 
     pub const HELLO_OK: u8 = 0x81;
     pub const PONG: u8 = 0x82;
@@ -72,7 +87,23 @@ pub mod op {
     pub const SHUTDOWN: u8 = 0x91;
     pub const TOP_LIST: u8 = 0x92;
     pub const MY_LOCKS_MATCHING_LIST: u8 = 0x93;
+    // Lock model v2 (PROTOCOL.md §4.21-§4.29).
+    pub const DOWNGRADED: u8 = 0x94;
+    pub const RENEWED: u8 = 0x95;
+    pub const CHECKED: u8 = 0x96;
+    pub const LOST: u8 = 0x97;
+    pub const CONTENDED: u8 = 0x98;
+    pub const REVOKED: u8 = 0x99;
+    pub const KICKED: u8 = 0x9A;
+    pub const LOCKS_DETAIL_LIST: u8 = 0x9B;
+    pub const CONNECTIONS_DETAIL_LIST: u8 = 0x9C;
     pub const ERROR: u8 = 0xFF;
+
+    /// True for the request opcodes of the lock model v2 (§3.12-§3.21): a server that does not
+    /// serve them yet answers each with `unknown_opcode`, exactly as before they were defined.
+    pub const fn is_v2_request(opcode: u8) -> bool {
+        opcode >= LOCK_EXT && opcode <= CONNECTIONS_DETAIL
+    }
 }
 
 /// Checks a lock name (or listing prefix when `allow_empty`) against the rules of

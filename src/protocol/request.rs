@@ -1,9 +1,10 @@
 //! Requests, client to server (PROTOCOL.md §3). Decoded requests borrow names from the frame,
 //! so the server copies a name only when it creates a lock.
 
-use super::wire::{begin_frame, end_frame, put_u16, put_u32, Reader};
+use super::wire::{begin_frame, end_frame, put_u16, put_u32, put_u64, Reader};
 use super::{
-    op, validate_name, DecodeError, Frame, MAGIC, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, TIMEOUT_FOREVER,
+    op, validate_name, DecodeError, Frame, LockExtRequest, RevokeRequest, TokenRequest, MAGIC,
+    MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, TIMEOUT_FOREVER,
 };
 
 /// HELLO payload (§3.1), exactly 8 bytes: magic `OFCR`, version `u16`, flags `u16` (zero).
@@ -59,6 +60,26 @@ pub enum Request<'a> {
     Top(u32),
     /// §3.11: MY_LOCKS with a prefix and a most-entries count, answered with a `truncated` flag.
     MyLocksMatching(ListRequest<'a>),
+    /// §3.12: LOCK with a mode, permits, lease, hold budget, lock-delay and contention notice.
+    LockExt(LockExtRequest<'a>),
+    /// §3.13: turn this exclusive grant into a shared one, atomically.
+    Downgrade(TokenRequest<'a>),
+    /// §3.14: extend a lease.
+    Renew(TokenRequest<'a>),
+    /// §3.15: does this token hold this name now? Any connection may ask.
+    Check(TokenRequest<'a>),
+    /// §3.16: UNLOCK that releases only the grant with this token.
+    UnlockToken(TokenRequest<'a>),
+    /// §3.17 (admin): end one grant of a name, or all of them, with LOST `revoked`.
+    Revoke(RevokeRequest<'a>),
+    /// §3.18 (admin): close the connection with this id.
+    Kick(u64),
+    /// §3.19: present the admin secret.
+    AdminAuth(&'a [u8]),
+    /// §3.20: LOCKS with every holder's mode, permits and token, and every waiter's mode.
+    LocksDetail(ListRequest<'a>),
+    /// §3.21: CONNECTIONS with each connection's id and every grant's mode, permits and token.
+    ConnectionsDetail(ListRequest<'a>),
 }
 
 impl<'a> Request<'a> {
@@ -99,6 +120,22 @@ impl<'a> Request<'a> {
                 r.finish()?;
                 Request::Top(max)
             }
+            op::LOCK_EXT => Request::LockExt(LockExtRequest::decode(&mut r, max_name)?),
+            op::DOWNGRADE => Request::Downgrade(TokenRequest::decode(&mut r, op::DOWNGRADE, max_name)?),
+            op::RENEW => Request::Renew(TokenRequest::decode(&mut r, op::RENEW, max_name)?),
+            op::CHECK => Request::Check(TokenRequest::decode(&mut r, op::CHECK, max_name)?),
+            op::UNLOCK_TOKEN => {
+                Request::UnlockToken(TokenRequest::decode(&mut r, op::UNLOCK_TOKEN, max_name)?)
+            }
+            op::REVOKE => Request::Revoke(RevokeRequest::decode(&mut r, max_name)?),
+            op::KICK => {
+                let id = r.u64()?;
+                r.finish()?;
+                Request::Kick(id)
+            }
+            op::ADMIN_AUTH => Request::AdminAuth(r.rest()),
+            op::LOCKS_DETAIL => Request::LocksDetail(list(&mut r, max_name)?),
+            op::CONNECTIONS_DETAIL => Request::ConnectionsDetail(list(&mut r, max_name)?),
             other => return Err(DecodeError::UnknownOpcode(other)),
         };
         Ok(req)
@@ -119,6 +156,16 @@ impl<'a> Request<'a> {
             Request::Auth(_) => op::AUTH,
             Request::Top(_) => op::TOP,
             Request::MyLocksMatching(_) => op::MY_LOCKS_MATCHING,
+            Request::LockExt(_) => op::LOCK_EXT,
+            Request::Downgrade(_) => op::DOWNGRADE,
+            Request::Renew(_) => op::RENEW,
+            Request::Check(_) => op::CHECK,
+            Request::UnlockToken(_) => op::UNLOCK_TOKEN,
+            Request::Revoke(_) => op::REVOKE,
+            Request::Kick(_) => op::KICK,
+            Request::AdminAuth(_) => op::ADMIN_AUTH,
+            Request::LocksDetail(_) => op::LOCKS_DETAIL,
+            Request::ConnectionsDetail(_) => op::CONNECTIONS_DETAIL,
         }
     }
 
@@ -131,7 +178,7 @@ impl<'a> Request<'a> {
                 put_u16(out, h.version);
                 put_u16(out, 0);
             }
-            Request::Ping(pad) | Request::Auth(pad) => out.extend_from_slice(pad),
+            Request::Ping(pad) | Request::Auth(pad) | Request::AdminAuth(pad) => out.extend_from_slice(pad),
             Request::Top(max) => put_u32(out, *max),
             Request::Lock(l) => {
                 put_u16(out, 0);
@@ -140,7 +187,17 @@ impl<'a> Request<'a> {
                 out.extend_from_slice(l.name.as_bytes());
             }
             Request::Unlock(name) => out.extend_from_slice(name.as_bytes()),
-            Request::Locks(l) | Request::Connections(l) | Request::MyLocksMatching(l) => {
+            Request::LockExt(l) => l.encode(out),
+            Request::Downgrade(t) | Request::Renew(t) | Request::Check(t) | Request::UnlockToken(t) => {
+                t.encode(out)
+            }
+            Request::Revoke(r) => r.encode(out),
+            Request::Kick(id) => put_u64(out, *id),
+            Request::Locks(l)
+            | Request::Connections(l)
+            | Request::MyLocksMatching(l)
+            | Request::LocksDetail(l)
+            | Request::ConnectionsDetail(l) => {
                 put_u32(out, l.max);
                 out.extend_from_slice(l.prefix.as_bytes());
             }

@@ -1,8 +1,9 @@
 //! Responses, server to client (PROTOCOL.md §4). Responses own their data: the server builds
 //! them rarely with strings (listings, queues) and the client keeps them.
 
+use super::detail::{connection_detail, lock_detail, put_connection_detail, put_lock_detail};
 use super::wire::{begin_frame, end_frame, put_str16, put_str_list, put_u16, put_u32, put_u64, Reader};
-use super::{op, DecodeError, ErrorCode, Frame};
+use super::{op, ConnectionDetail, DecodeError, ErrorCode, Frame, LockDetail, LostReason};
 
 /// Request id of frames the server sends on its own (SHUTDOWN, and an ERROR that answers no
 /// readable request); clients never use it (§2.4).
@@ -112,11 +113,59 @@ pub enum Response {
         code: ErrorCode,
         message: String,
     },
+    /// §4.21: the exclusive grant is shared now; it keeps its token. Empty.
+    Downgraded,
+    /// §4.22: ends_in_ms `u32`: the grant now ends this long from the answer, by lease or
+    /// `max_hold_ms`, whichever comes first; `0xFFFFFFFF` (`None`): it has neither.
+    Renewed {
+        ends_in_ms: Option<u32>,
+    },
+    /// §4.23: held `u8`: the token holds the name now (clients treat any nonzero value as 1).
+    Checked {
+        held: bool,
+    },
+    /// §4.24: token `u64`, reason `u8`, name `str16`. Unsolicited (request id 0) when a grant
+    /// ends without its holder's UNLOCK; or the answer to a request on a grant that was lost.
+    Lost {
+        token: u64,
+        reason: LostReason,
+        name: String,
+    },
+    /// §4.25: token `u64`, name `str16`; unsolicited (request id 0): a request started waiting
+    /// behind this grant.
+    Contended {
+        token: u64,
+        name: String,
+    },
+    /// §4.26: count `u32`, the grants REVOKE ended.
+    Revoked {
+        count: u32,
+    },
+    /// §4.27: KICK closed the connection. Empty.
+    Kicked,
+    /// §4.28: truncated `u8`, count `u32`, then each `LockDetail`.
+    LocksDetail {
+        locks: Vec<LockDetail>,
+        truncated: bool,
+    },
+    /// §4.29: truncated `u8`, count `u32`, then each `ConnectionDetail`.
+    ConnectionsDetail {
+        connections: Vec<ConnectionDetail>,
+        truncated: bool,
+    },
 }
 
 impl Response {
     pub fn error(code: ErrorCode, message: impl Into<String>) -> Response {
         Response::Error { code, message: message.into() }
+    }
+
+    /// True for the notices (LOST, CONTENDED, §4.24, §4.25): sent with request id 0
+    /// (`NOTICE_REQUEST_ID`) they answer no request, and a client hands them to the grant they
+    /// name instead of to a waiting caller. LOST with another id is an answer (§6.9).
+    pub fn is_notice(&self, request_id: u32) -> bool {
+        request_id == super::NOTICE_REQUEST_ID
+            && matches!(self, Response::Lost { .. } | Response::Contended { .. })
     }
 
     pub fn opcode(&self) -> u8 {
@@ -141,6 +190,15 @@ impl Response {
             Response::Top { .. } => op::TOP_LIST,
             Response::Shutdown { .. } => op::SHUTDOWN,
             Response::Error { .. } => op::ERROR,
+            Response::Downgraded => op::DOWNGRADED,
+            Response::Renewed { .. } => op::RENEWED,
+            Response::Checked { .. } => op::CHECKED,
+            Response::Lost { .. } => op::LOST,
+            Response::Contended { .. } => op::CONTENDED,
+            Response::Revoked { .. } => op::REVOKED,
+            Response::Kicked => op::KICKED,
+            Response::LocksDetail { .. } => op::LOCKS_DETAIL_LIST,
+            Response::ConnectionsDetail { .. } => op::CONNECTIONS_DETAIL_LIST,
         }
     }
 
@@ -200,7 +258,35 @@ impl Response {
                 put_u16(out, *code as u16);
                 out.extend_from_slice(message.as_bytes());
             }
+            Response::Renewed { ends_in_ms } => put_u32(out, ends_in_ms.unwrap_or(u32::MAX)),
+            Response::Checked { held } => out.push(*held as u8),
+            Response::Lost { token, reason, name } => {
+                put_u64(out, *token);
+                out.push(reason.to_u8());
+                put_str16(out, name);
+            }
+            Response::Contended { token, name } => {
+                put_u64(out, *token);
+                put_str16(out, name);
+            }
+            Response::Revoked { count } => put_u32(out, *count),
+            Response::LocksDetail { locks, truncated } => {
+                out.push(*truncated as u8);
+                put_u32(out, locks.len() as u32);
+                for lock in locks {
+                    put_lock_detail(out, lock);
+                }
+            }
+            Response::ConnectionsDetail { connections, truncated } => {
+                out.push(*truncated as u8);
+                put_u32(out, connections.len() as u32);
+                for conn in connections {
+                    put_connection_detail(out, conn);
+                }
+            }
             Response::Pong
+            | Response::Downgraded
+            | Response::Kicked
             | Response::AlreadyWaiting
             | Response::Cancelled
             | Response::Released
@@ -281,6 +367,36 @@ impl Response {
             op::ERROR => {
                 let code = ErrorCode::from_u16(r.u16()?);
                 Response::Error { code, message: text(r.rest())? }
+            }
+            op::DOWNGRADED => Response::Downgraded,
+            op::RENEWED => {
+                let ms = r.u32()?;
+                Response::Renewed { ends_in_ms: (ms != u32::MAX).then_some(ms) }
+            }
+            op::CHECKED => Response::Checked { held: r.u8()? != 0 },
+            op::LOST => {
+                Response::Lost { token: r.u64()?, reason: LostReason::from_u8(r.u8()?), name: r.str16()? }
+            }
+            op::CONTENDED => Response::Contended { token: r.u64()?, name: r.str16()? },
+            op::REVOKED => Response::Revoked { count: r.u32()? },
+            op::KICKED => Response::Kicked,
+            op::LOCKS_DETAIL_LIST => {
+                let truncated = r.u8()? != 0;
+                let count = r.u32()?;
+                let mut locks = Vec::new();
+                for _ in 0..count {
+                    locks.push(lock_detail(&mut r)?);
+                }
+                Response::LocksDetail { locks, truncated }
+            }
+            op::CONNECTIONS_DETAIL_LIST => {
+                let truncated = r.u8()? != 0;
+                let count = r.u32()?;
+                let mut connections = Vec::new();
+                for _ in 0..count {
+                    connections.push(connection_detail(&mut r)?);
+                }
+                Response::ConnectionsDetail { connections, truncated }
             }
             other => return Err(DecodeError::UnknownOpcode(other)),
         };

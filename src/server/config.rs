@@ -74,6 +74,9 @@ pub struct Config {
     pub auth_timeout: Duration,
     /// Largest frame accepted before authentication (HELLO and AUTH are small).
     pub pre_auth_max_frame: u32,
+    /// The secret of ADMIN_AUTH, which gives a connection admin rights (KICK, REVOKE);
+    /// `None`: only the server's own user on its UNIX socket has them (PROTOCOL.md §6.12).
+    pub admin_secret: Option<Vec<u8>>,
 }
 
 impl Config {
@@ -90,7 +93,12 @@ impl Default for Config {
             max_frame: DEFAULT_MAX_FRAME,
             max_name: DEFAULT_MAX_NAME,
             max_output: 4 * 1024 * 1024,
-            table: TableLimits { max_locks_per_conn: 0, max_waiters_per_lock: 0, list_max_default: 10_000 },
+            table: TableLimits {
+                max_locks_per_conn: 0,
+                max_waiters_per_lock: 0,
+                list_max_default: 10_000,
+                ..TableLimits::default()
+            },
             state_file: None,
             pid_file: None,
             stats_interval: None,
@@ -107,6 +115,7 @@ impl Default for Config {
             auth_secret: None,
             auth_timeout: Duration::from_secs(5),
             pre_auth_max_frame: 512,
+            admin_secret: None,
         }
     }
 }

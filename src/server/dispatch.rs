@@ -7,8 +7,8 @@ use log::warn;
 
 use super::session::{Cause, CloseReason, Scratch, Session, Step};
 use super::{Config, Server};
-use crate::locks::{Command, LockTable, Name, Output, SessionId};
-use crate::protocol::{Request, Response};
+use crate::locks::{Command, LockOpts, LockTable, Mode, Name, Output, SessionId};
+use crate::protocol::{DecodeError, ErrorCode, LockExtRequest, Mode as WireMode, Request, Response};
 use crate::wheel::Tick;
 
 /// What driving a session over a connection's input needs from the code that owns the
@@ -137,10 +137,17 @@ impl Host for Server {
 
     /// Runs one request of a greeted connection (binary or JSON) and sends its answers.
     fn execute(&mut self, key: usize, rid: u32, request: Request<'_>, now: Tick) {
+        // Operators' requests act on connections, which the table does not know.
+        if let Request::Kick(victim) = request {
+            return self.kick(key, rid, victim, now);
+        }
         let Some(conn) = self.conns.get(key) else { return };
-        let sid = conn.sid;
-        match run(&mut self.table, now, sid, rid, request, self.config.max_frame, &mut self.outputs) {
-            Ran::Outputs => self.deliver_outputs(),
+        let (sid, admin) = (conn.sid, conn.session.is_admin());
+        if let Request::Revoke(revoke) = &request {
+            self.log_revoke(key, revoke);
+        }
+        match run(&mut self.table, now, (sid, admin), rid, request, &self.config, &mut self.outputs) {
+            Ran::Outputs => self.deliver_outputs(now),
             Ran::Reply(response) => Server::send(self, key, rid, &response),
             Ran::Stats => {
                 let response = Response::Stats(self.stats_entries(now));
@@ -178,24 +185,64 @@ pub(crate) enum Ran {
 pub(crate) fn run(
     table: &mut LockTable,
     now: Tick,
-    session: SessionId,
+    (session, admin): (SessionId, bool),
     rid: u32,
     request: Request<'_>,
-    max_frame: u32,
+    config: &Config,
     outputs: &mut Vec<Output>,
 ) -> Ran {
+    let max_frame = config.max_frame;
     match request {
         Request::Lock(lock) => {
-            // Ticks are whole milliseconds rounded down, so the request may have arrived up
-            // to a tick after `now`: one more tick guarantees a wait never ends early.
-            let timeout_ms = lock.timeout_ms.map(|ms| if ms == 0 { 0 } else { ms.saturating_add(1) });
+            let timeout_ms = server_timeout(lock.timeout_ms);
             let (name, queue_max) = (Name::from(lock.name), lock.queue_max);
-            let cmd = Command::Lock { session, request_id: rid, name, timeout_ms, queue_max };
+            let opts = LockOpts::default();
+            let cmd = Command::Lock { session, request_id: rid, name, timeout_ms, queue_max, opts };
+            table.apply(now, &cmd, outputs);
+            Ran::Outputs
+        }
+        Request::LockExt(ext) => {
+            let (name, timeout_ms, queue_max) =
+                (Name::from(ext.name), server_timeout(ext.timeout_ms), ext.queue_max);
+            let opts = lock_opts(&ext);
+            let cmd = Command::Lock { session, request_id: rid, name, timeout_ms, queue_max, opts };
             table.apply(now, &cmd, outputs);
             Ran::Outputs
         }
         Request::Unlock(name) => {
-            let cmd = Command::Unlock { session, request_id: rid, name: Name::from(name) };
+            let cmd = Command::Unlock { session, request_id: rid, name: Name::from(name), token: None };
+            table.apply(now, &cmd, outputs);
+            Ran::Outputs
+        }
+        Request::Downgrade(t) => {
+            let cmd =
+                Command::Downgrade { session, request_id: rid, name: Name::from(t.name), token: t.token };
+            table.apply(now, &cmd, outputs);
+            Ran::Outputs
+        }
+        Request::Renew(t) => {
+            let cmd = Command::Renew { session, request_id: rid, name: Name::from(t.name), token: t.token };
+            table.apply(now, &cmd, outputs);
+            Ran::Outputs
+        }
+        // Operators' requests: only with admin rights (PROTOCOL.md §6.12), checked first.
+        Request::Revoke(_) | Request::Kick(_) if !admin => {
+            let what = if matches!(request, Request::Kick(_)) { "KICK" } else { "REVOKE" };
+            Ran::Reply(Response::error(ErrorCode::Forbidden, format!("{what} needs admin rights")))
+        }
+        Request::Revoke(r) => {
+            let cmd = Command::Revoke { session, request_id: rid, name: Name::from(r.name), token: r.token };
+            table.apply(now, &cmd, outputs);
+            Ran::Outputs
+        }
+        Request::Check(t) => {
+            let cmd = Command::Check { session, request_id: rid, name: Name::from(t.name), token: t.token };
+            table.apply(now, &cmd, outputs);
+            Ran::Outputs
+        }
+        Request::UnlockToken(t) => {
+            let cmd =
+                Command::Unlock { session, request_id: rid, name: Name::from(t.name), token: Some(t.token) };
             table.apply(now, &cmd, outputs);
             Ran::Outputs
         }
@@ -204,6 +251,7 @@ pub(crate) fn run(
             Ran::Outputs
         }
         Request::Locks(list) => Ran::Reply(table.locks_within(list.prefix, list.max, max_frame)),
+        Request::LocksDetail(list) => Ran::Reply(locks_detail(table, now, list.prefix, list.max, max_frame)),
         Request::Connections(list) => Ran::Reply(table.connections_within(list.prefix, list.max, max_frame)),
         Request::MyLocks => Ran::Reply(table.my_locks_within(session, max_frame)),
         Request::MyLocksMatching(list) => {
@@ -218,5 +266,46 @@ pub(crate) fn run(
             crate::protocol::ErrorCode::BadHandshake,
             "HELLO was already received",
         )),
+        // The server closes connections itself (it takes KICK before `run`), the session answers
+        // ADMIN_AUTH and refuses CONNECTIONS_DETAIL before decoding: refused here too, should
+        // one arrive.
+        Request::Kick(_) | Request::AdminAuth(_) | Request::ConnectionsDetail(_) => {
+            let e = DecodeError::UnknownOpcode(request.opcode());
+            Ran::Reply(Response::error(e.code(), e.to_string()))
+        }
     }
+}
+
+/// Ticks are whole milliseconds rounded down, so a request may have arrived up to a tick after
+/// `now`: one more tick guarantees a wait never ends early. Zero (try once) stays zero.
+fn server_timeout(timeout_ms: Option<u32>) -> Option<u32> {
+    timeout_ms.map(|ms| if ms == 0 { 0 } else { ms.saturating_add(1) })
+}
+
+/// The table's terms for a LOCK_EXT. The decoder has checked the ranges of mode, permits and
+/// limit (PROTOCOL.md §3.12); what the table does not implement yet it refuses itself.
+fn lock_opts(ext: &LockExtRequest<'_>) -> LockOpts {
+    let mode = match ext.mode {
+        WireMode::Exclusive => Mode::Exclusive,
+        WireMode::Shared => Mode::Shared,
+        WireMode::Semaphore => Mode::Permits { count: ext.permits, limit: ext.limit },
+    };
+    LockOpts {
+        mode,
+        lease_ms: ext.lease_ms,
+        max_hold_ms: ext.max_hold_ms,
+        lock_delay_ms: ext.lock_delay_ms,
+        notify_contention: ext.notify_contention,
+    }
+}
+
+/// LOCKS_DETAIL: the locks LOCKS would list (the same selection, order and bound), each in
+/// detail. The frame bound cuts the larger entries again when the answer is encoded, with its
+/// `truncated` flag set (PROTOCOL.md §4.28).
+fn locks_detail(table: &LockTable, now: Tick, prefix: &str, max: u32, max_frame: u32) -> Response {
+    let Response::Locks { locks, truncated } = table.locks_within(prefix, max, max_frame) else {
+        return Response::LocksDetail { locks: Vec::new(), truncated: true };
+    };
+    let locks = locks.iter().filter_map(|l| table.lock_detail(now, &l.name)).collect();
+    Response::LocksDetail { locks, truncated }
 }

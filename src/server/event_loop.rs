@@ -99,7 +99,7 @@ impl Server {
     /// Then the server's own due timers (at most one round of each).
     fn run_timers(&mut self, now: Tick) {
         self.table.apply(now, &Command::Expire, &mut self.outputs);
-        self.deliver_outputs();
+        self.deliver_outputs(now);
         self.expire_idle(now);
         while let Some(timer) = self.timers.pop_due(now) {
             self.run_timer(timer, now);

@@ -17,6 +17,7 @@ use super::session::Session;
 use super::timers::ServerTimer;
 use super::Server;
 use crate::locks::Command;
+use crate::protocol::{Response, NOTICE_REQUEST_ID};
 use crate::wheel::Tick;
 
 /// Retry accepting this long after running out of file descriptors.
@@ -97,7 +98,10 @@ impl Server {
             return;
         }
         info!("connection accepted conn={serial} peer={label}");
-        let session = Session::new(serial, compat, now, &self.config);
+        let mut session = Session::new(serial, compat, now, &self.config);
+        if super::admin::same_user(&stream) {
+            session.grant_admin();
+        }
         let sid = self.table.next_session();
         let mut conn = Conn::new(stream, id, sid, serial, label.clone(), session);
         if let Some(deadline) = conn.session.deadline(&self.config) {
@@ -238,20 +242,33 @@ impl Server {
     }
 
     /// Routes the lock table's outputs to their connections; stale ids are dropped.
-    pub(super) fn deliver_outputs(&mut self) {
+    pub(super) fn deliver_outputs(&mut self, now: Tick) {
         if self.outputs.is_empty() {
             return;
         }
         let mut outputs = std::mem::take(&mut self.outputs);
+        let mut revoked = Vec::new();
         for out in outputs.drain(..) {
             // Session ids are the table's, not slab keys: one lookup of a u64 per output.
             let Some(key) = self.routes.get(out.session) else { continue };
-            let live = self.conns.get(key).is_some_and(|c| c.sid == out.session && c.closing.is_none());
-            if live {
-                self.send_about(key, out.request_id, out.lock.as_deref(), &out.response);
+            let Some(conn) = self.conns.get(key).filter(|c| c.sid == out.session && c.closing.is_none())
+            else {
+                continue;
+            };
+            if out.request_id == NOTICE_REQUEST_ID && !conn.session.understands_lost() {
+                // A version-1 or JSON client cannot be told a grant ended: losing the
+                // connection is how it learns it lost its locks (PROTOCOL.md §6.12).
+                if matches!(out.response, Response::Lost { .. }) && !revoked.contains(&key) {
+                    revoked.push(key);
+                }
+                continue;
             }
+            self.send_about(key, out.request_id, out.lock.as_deref(), &out.response);
         }
         self.outputs = outputs;
+        for key in revoked {
+            self.close(key, CloseReason::Revoked, now);
+        }
     }
 
     /// One write per connection that got output; WRITABLE interest only while some is left.
@@ -311,7 +328,7 @@ impl Server {
         self.stats.count_close(reason);
         self.table.apply(now, &Command::Detach { session: sid }, &mut self.outputs);
         self.conns.push_closing(key);
-        self.deliver_outputs();
+        self.deliver_outputs(now);
         // The table never answers a detached session again.
         self.routes.remove(sid);
     }

@@ -236,8 +236,8 @@ impl Host for Loopback {
 
     fn execute(&mut self, key: usize, rid: u32, request: Request<'_>, now: Tick) {
         let Some(peer) = self.peers.get(key) else { return };
-        let sid = peer.sid;
-        match run(&mut self.table, now, sid, rid, request, self.config.max_frame, &mut self.outputs) {
+        let who = (peer.sid, peer.session.is_admin());
+        match run(&mut self.table, now, who, rid, request, &self.config, &mut self.outputs) {
             Ran::Outputs => self.deliver(),
             Ran::Reply(response) => Host::send(self, key, rid, &response),
             // The server's STATS reports its own counters; these are the loopback's.

@@ -15,6 +15,7 @@
 //! reaping); `io.rs` accepts, reads and closes. `loopback.rs` hosts sessions in process for
 //! the connection fuzz target.
 
+mod admin;
 mod config;
 mod conn;
 mod connections;

@@ -29,7 +29,11 @@ pub(super) fn entries(snap: &Snapshot) -> Vec<(String, u64)> {
         ("last_token", t.last_token),
     ];
     let traffic = TRAFFIC.iter().map(|c| (c.key, (c.value)(s)));
-    let table = [("table_connections", t.connections as u64)].into_iter().chain(t.results());
+    // grants_lost (issue 13) comes after the keys that were there before it.
+    let table = [("table_connections", t.connections as u64)]
+        .into_iter()
+        .chain(t.results())
+        .chain([("grants_lost", t.lost)]);
     entries.extend(rest.into_iter().chain(traffic).chain(table).map(|(k, v)| (k.to_string(), v)));
     for (name, h) in [("wait_ms", &t.wait_ms), ("hold_ms", &t.hold_ms)] {
         entries.push((format!("{name}_count"), h.count));

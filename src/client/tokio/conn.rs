@@ -298,6 +298,13 @@ impl AsyncConn {
                         Ok(resp) => resp,
                         Err(e) => break Err(format!("bad response from the server: {e}")),
                     };
+                    // LOST and CONTENDED notices share request id 0 with fatal frames; the
+                    // async client has no notice API yet, so it only stops counting a lost
+                    // grant as held (PROTOCOL.md §4.24, §4.25).
+                    if resp.is_notice(frame.request_id) {
+                        self.notice(resp);
+                        continue;
+                    }
                     if frame.request_id == SHUTDOWN_REQUEST_ID {
                         break Err(unsolicited_reason(resp));
                     }
@@ -310,6 +317,14 @@ impl AsyncConn {
             self.wake_writer.notify_one();
         }
         result
+    }
+
+    /// A LOST notice: the server ended that grant, so the name is no longer held.
+    fn notice(&self, resp: Response) {
+        if let Response::Lost { name, token, reason } = resp {
+            log::debug!("officer grant lost name={name} token={token} reason={}", reason.as_str());
+            lock(&self.state).held.remove(&name);
+        }
     }
 
     /// Delivers one answer; true when it queued a frame (the release of an orphaned grant).

@@ -41,6 +41,7 @@ fn render_table(m: &mut String, t: &TableStats) {
     gauge(m, "officer_locks_held", "Locks held now.", t.locks_held as u64);
     gauge(m, "officer_waiters", "Lock requests waiting now.", t.waiters as u64);
     gauge(m, "officer_last_token", "Highest fencing token issued.", t.last_token);
+    counter(m, "officer_grants_lost_total", "Grants ended by a lease, max_hold or revocation.", t.lost);
     histogram(m, "officer_lock_wait_seconds", "Time granted waiters waited.", &t.wait_ms);
     histogram(m, "officer_lock_hold_seconds", "Time locks were held until released.", &t.hold_ms);
 }
@@ -214,8 +215,14 @@ mod tests {
     /// A snapshot with a different value in every field, so a series rendered from the wrong
     /// field shows.
     fn snapshot() -> Snapshot {
-        let mut table =
-            TableStats { locks_held: 3, waiters: 4, last_token: 77, acquired: 11, ..Default::default() };
+        let mut table = TableStats {
+            locks_held: 3,
+            waiters: 4,
+            last_token: 77,
+            acquired: 11,
+            lost: 6,
+            ..Default::default()
+        };
         table.limit_refused = 19;
         table.wait_ms.record(3);
         table.hold_ms.record(2000);
@@ -260,6 +267,7 @@ mod tests {
             "officer_locks_held 3\n",
             "officer_waiters 4\n",
             "officer_last_token 77\n",
+            "officer_grants_lost_total 6\n",
             "officer_lock_wait_seconds_count 1\n",
             "officer_lock_hold_seconds_sum 2.000\n",
             "officer_connections 5\n",
@@ -294,6 +302,7 @@ mod tests {
                 "officer_locks_held gauge",
                 "officer_waiters gauge",
                 "officer_last_token gauge",
+                "officer_grants_lost_total counter",
                 "officer_lock_wait_seconds histogram",
                 "officer_lock_hold_seconds histogram",
                 "officer_connections gauge",

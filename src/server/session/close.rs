@@ -34,6 +34,8 @@ close_reasons! {
     OutputOverflow => "output_overflow",
     Auth => "auth",
     Shutdown => "shutdown",
+    Kicked => "kicked",
+    Revoked => "revoked",
 }
 
 impl CloseReason {

@@ -227,6 +227,16 @@ fn reply_value(response: &Response, name: &str, token: bool) -> Option<Value> {
         | Response::AuthOk
         | Response::Top { .. }
         | Response::MyLocksMatching { .. } => return None,
+        // Lock model v2 answers and notices: a JSON client never asked for one (§7, §8).
+        Response::Downgraded
+        | Response::Renewed { .. }
+        | Response::Checked { .. }
+        | Response::Lost { .. }
+        | Response::Contended { .. }
+        | Response::Revoked { .. }
+        | Response::Kicked
+        | Response::LocksDetail { .. }
+        | Response::ConnectionsDetail { .. } => return None,
     };
     Some(value)
 }

@@ -24,7 +24,7 @@ mod tests;
 use log::debug;
 
 use super::Config;
-use crate::protocol::{split_frame, DecodeError, ErrorCode, Frame, HelloOk, Request, Response};
+use crate::protocol::{op, split_frame, DecodeError, ErrorCode, Frame, HelloOk, Request, Response};
 use crate::wheel::Tick;
 
 pub use close::CloseReason;
@@ -112,6 +112,10 @@ pub struct Session {
     /// Close the connection at this tick unless it has authenticated by then.
     auth_deadline: Option<Tick>,
     json: Option<json::JsonSession>,
+    /// May KICK and REVOKE (PROTOCOL.md §6.12).
+    admin: bool,
+    /// Sent a LOCK_EXT: a client that knows the LOST notice (PROTOCOL.md §4.24).
+    speaks_v2: bool,
 }
 
 impl Session {
@@ -119,7 +123,33 @@ impl Session {
     pub fn new(serial: u64, compat: bool, now: Tick, config: &Config) -> Session {
         let auth_deadline =
             config.auth_secret.as_ref().map(|_| now + config.auth_timeout.as_millis() as Tick);
-        Session { phase: Phase::AwaitHello, serial, compat, last_active: now, auth_deadline, json: None }
+        Session {
+            phase: Phase::AwaitHello,
+            serial,
+            compat,
+            last_active: now,
+            auth_deadline,
+            json: None,
+            admin: false,
+            speaks_v2: false,
+        }
+    }
+
+    /// Gives the connection admin rights from the start: its peer is the server's own user
+    /// on the UNIX socket.
+    pub fn grant_admin(&mut self) {
+        self.admin = true;
+    }
+
+    /// Whether a LOST notice can be sent to this connection: a binary one that has sent
+    /// LOCK_EXT. Any other holder of a revoked grant is closed instead (PROTOCOL.md §6.12).
+    pub fn understands_lost(&self) -> bool {
+        self.speaks_v2 && self.phase == Phase::Binary
+    }
+
+    /// Whether the connection may KICK and REVOKE.
+    pub fn is_admin(&self) -> bool {
+        self.admin
     }
 
     #[cfg(test)]
@@ -213,7 +243,21 @@ impl Session {
 
     fn on_frame<'a>(&mut self, frame: &Frame<'a>, config: &Config) -> Step<'a> {
         let rid = frame.request_id;
-        let request = match Request::decode(frame, config.max_name) {
+        // Lock model v2 requests the server does not serve yet get the answer they got before
+        // they existed, so no client is granted less than it asked for (PROTOCOL.md §8).
+        // Without admin rights an operator's request is refused before anything else is
+        // looked at, so it learns nothing, not even whether its payload names anything (§6.12).
+        if self.phase == Phase::Binary && !self.admin && matches!(frame.opcode, op::REVOKE | op::KICK) {
+            let what = if frame.opcode == op::KICK { "KICK" } else { "REVOKE" };
+            let response = Response::error(ErrorCode::Forbidden, format!("{what} needs admin rights"));
+            return Step::Reply { rid, response };
+        }
+        let decoded = if refused_v2(frame.opcode) {
+            Err(DecodeError::UnknownOpcode(frame.opcode))
+        } else {
+            Request::decode(frame, config.max_name)
+        };
+        let request = match decoded {
             Ok(request) => request,
             Err(e) if e.is_fatal() => return fail(e),
             // Before HELLO any undecodable frame means the peer does not speak the protocol.
@@ -221,6 +265,9 @@ impl Session {
             Err(e) => return Step::Invalid { rid, code: e.code(), message: e.to_string(), quiet: false },
         };
         debug!("request conn={} request_id={rid} op=0x{:02x}", self.serial, frame.opcode);
+        if let Request::LockExt(_) = request {
+            self.speaks_v2 = true;
+        }
         match (self.phase, request) {
             (Phase::AwaitHello, Request::Hello(hello)) => self.greet(rid, hello.negotiated_version(), config),
             (Phase::AwaitHello, _) => fail(DecodeError::BadMagic),
@@ -237,6 +284,7 @@ impl Session {
             }
             // Without a configured secret there is nothing to check (PROTOCOL.md §2.5).
             (_, Request::Auth(_)) => Step::Reply { rid, response: Response::AuthOk },
+            (_, Request::AdminAuth(secret)) => self.admin_authenticate(rid, secret, config),
             (_, request) => Step::Execute { rid, request },
         }
     }
@@ -271,18 +319,53 @@ impl Session {
     }
 }
 
+impl Session {
+    /// ADMIN_AUTH: the admin secret in constant time; a wrong one closes the connection as a
+    /// wrong AUTH does, and a server without an admin secret refuses it (not fatal).
+    fn admin_authenticate(&mut self, rid: u32, secret: &[u8], config: &Config) -> Step<'static> {
+        let Some(expected) = config.admin_secret.as_deref() else {
+            let response = Response::error(ErrorCode::Forbidden, "this server has no admin secret");
+            return Step::Reply { rid, response };
+        };
+        if constant_time_eq(secret, expected) {
+            self.admin = true;
+            return Step::Reply { rid, response: Response::AuthOk };
+        }
+        Step::Close {
+            reason: CloseReason::Auth,
+            response: Response::error(ErrorCode::AuthFailed, "authentication failed"),
+            cause: Cause::AuthFailed,
+        }
+    }
+}
+
 /// A protocol violation: an ERROR with the decode error's code and text, then the close.
 fn fail(error: DecodeError) -> Step<'static> {
     let response = Response::error(error.code(), error.to_string());
     Step::Close { reason: CloseReason::Protocol, response, cause: Cause::Decode(error) }
 }
 
+/// The lock model v2 requests this server does not serve yet: answered `unknown_opcode`, as
+/// before they were defined (PROTOCOL.md §8).
+fn refused_v2(opcode: u8) -> bool {
+    opcode == op::CONNECTIONS_DETAIL
+}
+
 /// Requests whose answer walks every lock or connection, or every lock of one connection (or
 /// /proc): they count as a whole turn of the connection's budget, so a pipeline of them is
 /// served one per turn of the loop, between everyone else's requests.
 pub(crate) fn scans_the_table(opcode: u8) -> bool {
-    use crate::protocol::op;
-    matches!(opcode, op::LOCKS | op::CONNECTIONS | op::MY_LOCKS | op::MY_LOCKS_MATCHING | op::TOP | op::STATS)
+    matches!(
+        opcode,
+        op::LOCKS
+            | op::CONNECTIONS
+            | op::MY_LOCKS
+            | op::MY_LOCKS_MATCHING
+            | op::TOP
+            | op::STATS
+            | op::KICK
+            | op::LOCKS_DETAIL
+    )
 }
 
 /// Compares without an early exit, so the time taken does not reveal how much matched.

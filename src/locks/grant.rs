@@ -1,0 +1,248 @@
+//! Grants: a request granted at once, the waiters granted when a holder lets go, a downgrade,
+//! and each session's list of holds in acquisition order (linked through its grants).
+//!
+//! Strict FIFO across modes: after every change that can make room (a release, a downgrade, a
+//! wait that leaves the head of the queue) the head is granted while it fits beside every
+//! holder, so a run of readers at the head is granted together, and a writer at the head stops
+//! the readers behind it. A waiter is never granted past the one before it.
+
+use std::mem;
+
+use super::holders::Holder;
+use super::lease::GrantOpts;
+use super::refusal::Refusal;
+use super::session::SessionState;
+use super::store::{Store, NO_LOCK};
+use super::table::{reply, LockTable};
+use super::{LockOpts, Name, Output, SessionId};
+use crate::protocol::Response;
+use crate::wheel::Tick;
+
+impl LockTable {
+    /// Whether a request of `session` is served: never one of a gone session; a releasing
+    /// one's pending release is finished first, as for LOCK.
+    pub(super) fn ready(&mut self, now: Tick, session: SessionId, out: &mut Vec<Output>) -> bool {
+        if self.sessions.get(&session).is_some_and(|state| state.gone) {
+            return false;
+        }
+        self.finish_release(now, session, out);
+        true
+    }
+
+    fn take_token(&mut self) -> u64 {
+        let token = self.next_token;
+        self.next_token = token.saturating_add(1);
+        token
+    }
+
+    /// Grants lock `key` to `session` beside its holders; the caller checked that it fits and
+    /// that no one waits.
+    pub(super) fn grant_now(
+        &mut self,
+        now: Tick,
+        session: SessionId,
+        request_id: u32,
+        key: u32,
+        opts: &LockOpts,
+        out: &mut Vec<Output>,
+    ) {
+        let token = self.take_token();
+        let extra = GrantOpts::of(opts);
+        let Some(lock) = self.store.get_mut(key) else { return };
+        let mut holder = Holder::new(session, token, now, opts.mode.weight());
+        holder.extra = extra.is_some();
+        lock.holders.grant(holder);
+        let name = Name::clone(&lock.name);
+        self.link_held(session, key);
+        if let Some(extra) = extra {
+            self.start_extra(now, key, session, token, extra);
+        }
+        self.counters.acquired += 1;
+        reply(out, session, request_id, &name, Response::Acquired { token });
+    }
+
+    /// DOWNGRADE: the exclusive grant `token` of `session` on `name` becomes a shared one, with
+    /// its token, at once: no writer can come between. The readers at the head of the queue
+    /// join it, after the DOWNGRADED.
+    pub(super) fn downgrade(
+        &mut self,
+        now: Tick,
+        session: SessionId,
+        request_id: u32,
+        name: &Name,
+        token: u64,
+        out: &mut Vec<Output>,
+    ) {
+        if !self.ready(now, session, out) {
+            return;
+        }
+        let key = self.store.find(name);
+        let Some((key, lock)) = key.and_then(|k| Some((k, self.store.get_mut(k)?))) else {
+            let answer = self.take_lost(session, name, Some(token));
+            return reply(
+                out,
+                session,
+                request_id,
+                name,
+                answer.unwrap_or_else(|| Refusal::NotHolder.response()),
+            );
+        };
+        let response = match lock.holders.of(session) {
+            Some(hold) if hold.token == token => {
+                if lock.holders.downgrade(session) {
+                    Response::Downgraded
+                } else {
+                    Refusal::ModeConflict.response()
+                }
+            }
+            _ => self.take_lost(session, name, Some(token)).unwrap_or_else(|| Refusal::NotHolder.response()),
+        };
+        let downgraded = response == Response::Downgraded;
+        reply(out, session, request_id, name, response);
+        if downgraded {
+            self.grant_waiters(now, key, out);
+        }
+    }
+
+    /// CHECK: whether grant `token` of `name` is held now, by anyone (any session may ask).
+    pub(super) fn check(
+        &mut self,
+        now: Tick,
+        session: SessionId,
+        request_id: u32,
+        name: &Name,
+        token: u64,
+        out: &mut Vec<Output>,
+    ) {
+        if !self.ready(now, session, out) {
+            return;
+        }
+        let lock = self.store.find(name).and_then(|key| self.store.get(key));
+        let held = lock.is_some_and(|lock| lock.holders.iter().any(|h| h.token == token));
+        reply(out, session, request_id, name, Response::Checked { held });
+    }
+
+    /// The grant of `session` on lock `key` ends (it is already out of the session's list of
+    /// holds): the waiters it made room for are granted, or the lock is removed.
+    pub(super) fn hand_over(&mut self, now: Tick, session: SessionId, key: u32, out: &mut Vec<Output>) {
+        let Some(lock) = self.store.get_mut(key) else { return };
+        if let Some(holder) = lock.holders.remove(session) {
+            if lock.delay_until != 0 && lock.holders.is_empty() {
+                self.delayed_unheld += 1;
+            }
+            self.counters.hold_ms.record(now.saturating_sub(holder.since));
+            self.end_extra(&holder);
+        }
+        self.grant_waiters(now, key, out);
+    }
+
+    /// Grants the head of lock `key`'s queue while it fits beside the holders, then removes the
+    /// lock if no one holds it. Costs one admission check when nothing fits (every exclusive
+    /// lock with a holder), else O(1) per grant.
+    pub(super) fn grant_waiters(&mut self, now: Tick, key: u32, out: &mut Vec<Output>) {
+        let mut granted = false;
+        loop {
+            let Some(lock) = self.store.get_mut(key) else { return };
+            if lock.delay_until != 0 {
+                return;
+            }
+            let Some(head) = lock.waiters.front() else {
+                if lock.holders.is_empty() {
+                    self.store.remove(key);
+                }
+                return;
+            };
+            if !lock.holders.admits(head.weight) {
+                break;
+            }
+            let Some(waiter) = lock.waiters.pop_front() else { return };
+            lock.shrink_queue();
+            self.waiters -= 1;
+            if let Some(timer) = waiter.timer {
+                self.timers.cancel(timer);
+            }
+            // Detach drops a session's waits first; this guard only keeps a waiter whose
+            // session is unknown or gone from ever being granted.
+            let Some(state) = self.sessions.get_mut(&waiter.session).filter(|state| !state.gone) else {
+                continue;
+            };
+            state.stop_waiting(key);
+            let token = self.next_token;
+            self.next_token = token.saturating_add(1);
+            let mut holder = Holder::new(waiter.session, token, now, waiter.weight);
+            holder.extra = waiter.opts.is_some();
+            lock.holders.grant(holder);
+            let name = Name::clone(&lock.name);
+            link_held(&mut self.store, state, waiter.session, key);
+            if let Some(opts) = waiter.opts.as_deref() {
+                self.start_extra(now, key, waiter.session, token, *opts);
+            }
+            let waited = now.saturating_sub(waiter.since);
+            self.counters.acquired += 1;
+            self.counters.grants_after_wait += 1;
+            self.counters.wait_time_total_ms += waited;
+            self.counters.wait_ms.record(waited);
+            reply(out, waiter.session, waiter.request_id, &name, Response::Acquired { token });
+            granted = true;
+        }
+        // New grants with requests still waiting behind them are contended from the start.
+        if granted {
+            self.notify_contention(key, out);
+        }
+    }
+
+    /// Links lock `key`, just granted to `session`, at the end of its holds.
+    pub(super) fn link_held(&mut self, session: SessionId, key: u32) {
+        if let Some(state) = self.sessions.get_mut(&session) {
+            link_held(&mut self.store, state, session, key);
+        }
+    }
+
+    /// Takes lock `key` out of the holds of `session` in O(1) for exclusive locks (O(holders)
+    /// of the neighbouring locks otherwise); the grant itself stays.
+    pub(super) fn unlink_held(&mut self, session: SessionId, key: u32) {
+        let Some(grant) = grant_of(&mut self.store, key, session) else { return };
+        let (prev, next) =
+            (mem::replace(&mut grant.held_prev, NO_LOCK), mem::replace(&mut grant.held_next, NO_LOCK));
+        if let Some(p) = grant_of(&mut self.store, prev, session) {
+            p.held_next = next;
+        }
+        if let Some(n) = grant_of(&mut self.store, next, session) {
+            n.held_prev = prev;
+        }
+        let Some(state) = self.sessions.get_mut(&session) else { return };
+        if prev == NO_LOCK {
+            state.held_head = next;
+        }
+        if next == NO_LOCK {
+            state.held_tail = prev;
+        }
+        state.held.remove(&key);
+        // A bulk release empties the set anyway and frees it at the end: rehashing it on the
+        // way down would put O(holds) steps into single release batches.
+        if !state.releasing && !state.gone {
+            state.shrink_if_sparse();
+        }
+    }
+}
+
+/// The grant `session` holds on lock `key`.
+fn grant_of(store: &mut Store, key: u32, session: SessionId) -> Option<&mut Holder> {
+    store.get_mut(key)?.holders.of_mut(session)
+}
+
+/// Links lock `key` at the end of the holds of `state` (the session of its new grant), in O(1)
+/// for exclusive locks.
+fn link_held(store: &mut Store, state: &mut SessionState, session: SessionId, key: u32) {
+    let tail = mem::replace(&mut state.held_tail, key);
+    if tail == NO_LOCK {
+        state.held_head = key;
+    }
+    state.held.insert(key);
+    if let Some(prev) = grant_of(store, tail, session) {
+        prev.held_next = key;
+    }
+    if let Some(grant) = grant_of(store, key, session) {
+        (grant.held_prev, grant.held_next) = (tail, NO_LOCK);
+    }
+}
