@@ -13,7 +13,7 @@ use crate::protocol::{ListRequest, Request, Response, RevokeRequest, TokenReques
 impl Client {
     /// Releases this connection's grant of `name` only if its fencing token is `token`, so a
     /// late unlock cannot release a newer grant of the same name. Fails with
-    /// [`ErrorKind::NotHeld`] for any other token, and [`ErrorKind::GrantLost`] when the
+    /// [`ErrorKind::NotHeld`](crate::client::ErrorKind::NotHeld) for any other token, and [`ErrorKind::GrantLost`](crate::client::ErrorKind::GrantLost) when the
     /// server ended that grant first. It never cancels a wait.
     ///
     /// ```no_run
@@ -80,7 +80,7 @@ impl Client {
 
     /// Extends the lease of this connection's grant `token` of `name`. Returns how long the
     /// grant now lasts (bounded by its `max_hold`; `None` when it has neither lease nor
-    /// bound), or [`ErrorKind::GrantLost`] when the server already ended it.
+    /// bound), or [`ErrorKind::GrantLost`](crate::client::ErrorKind::GrantLost) when the server already ended it.
     ///
     /// ```no_run
     /// use officer::client::{Client, LockOptions};
