@@ -227,6 +227,11 @@ impl LockTable {
     /// was not told yet, if requests wait for the lock: at most one per grant. O(holders) flag
     /// tests; one for an exclusive lock.
     pub(super) fn notify_contention(&mut self, key: u32, out: &mut Vec<Output>) {
+        // Only a grant with lease state can ask for notices: without any, every wait that
+        // starts (the hot path of a contended lock) costs one test, not a scan of the holders.
+        if self.extras.is_empty() {
+            return;
+        }
         let Some(lock) = self.store.get(key) else { return };
         if lock.waiters.is_empty() {
             return;

@@ -107,17 +107,29 @@ impl Store {
         self.locks.len()
     }
 
+    /// The hash the index files `name` under, for `find_hashed` and `insert`.
+    pub fn hash(&self, name: &str) -> u64 {
+        self.hasher.hash_one(name)
+    }
+
     pub fn find(&self, name: &str) -> Option<u32> {
-        let hash = self.hasher.hash_one(name);
+        self.find_hashed(self.hash(name), name)
+    }
+
+    /// `find` with the hash of `name` already computed (by `hash`).
+    pub fn find_hashed(&self, hash: u64, name: &str) -> Option<u32> {
         let locks = &self.locks;
         self.index.find(hash, |&key| locks.get(key as usize).is_some_and(|l| &*l.name == name)).copied()
     }
 
-    /// Adds a lock the caller has checked is absent; `None` once keys no longer fit a `u32`
-    /// (four billion locks), which the caller reports as a limit.
-    pub fn insert(&mut self, lock: Lock) -> Option<u32> {
+    /// Adds a lock the caller has checked is absent, `hash` being the `hash` of its name;
+    /// `None` once keys no longer fit a `u32` (four billion locks), which the caller reports
+    /// as a limit. The hash comes from the caller's lookup: hashing the name again here would
+    /// cost a second hash on every LOCK of a free name, and would read the lock's name just
+    /// after it was moved in, a store-forwarding stall.
+    pub fn insert(&mut self, hash: u64, lock: Lock) -> Option<u32> {
         let key = u32::try_from(self.locks.vacant_key()).ok()?;
-        let hash = self.hasher.hash_one(&*lock.name);
+        debug_assert_eq!(hash, self.hash(&lock.name));
         self.locks.insert(lock);
         let (locks, hasher) = (&self.locks, &self.hasher);
         self.index.insert_unique(hash, key, |&k| rehash(locks, hasher, k));
@@ -125,8 +137,10 @@ impl Store {
     }
 
     pub fn remove(&mut self, key: u32) -> Option<Lock> {
+        // Hashed in place, before the lock moves out: hashing the moved copy read bytes still
+        // in flight from the move, a store-forwarding stall on every lock that goes.
+        let hash = self.hash(&self.locks.get(key as usize)?.name);
         let lock = self.locks.try_remove(key as usize)?;
-        let hash = self.hasher.hash_one(&*lock.name);
         if let Ok(entry) = self.index.find_entry(hash, |&k| k == key) {
             entry.remove();
         }

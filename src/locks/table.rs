@@ -187,8 +187,9 @@ impl LockTable {
         if let Some(refusal) = refusal_of(&terms.opts, &self.limits) {
             return reply(out, session, request_id, name, refusal.response());
         }
-        match self.store.find(name) {
-            None => self.acquire_free(now, session, request_id, name, &terms.opts, out),
+        let hash = self.store.hash(name);
+        match self.store.find_hashed(hash, name) {
+            None => self.acquire_free(now, session, request_id, (name, hash), &terms.opts, out),
             Some(key) => self.contend(now, session, request_id, key, name, terms, out),
         }
     }
@@ -198,7 +199,7 @@ impl LockTable {
         now: Tick,
         session: SessionId,
         request_id: u32,
-        name: &Name,
+        (name, hash): (&Name, u64),
         opts: &LockOpts,
         out: &mut Vec<Output>,
     ) {
@@ -209,7 +210,7 @@ impl LockTable {
         let mut holder = Holder::new(session, token, now, mode.weight());
         holder.extra = extra.is_some();
         let lock = Lock::new(Name::clone(name), holder, mode.limit());
-        let Some(key) = self.store.insert(lock) else {
+        let Some(key) = self.store.insert(hash, lock) else {
             return self.refuse(session, request_id, name, "the lock table is full".to_owned(), out);
         };
         self.next_token = token.saturating_add(1);
