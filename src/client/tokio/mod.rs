@@ -180,7 +180,7 @@ impl AsyncClient {
         let resp = {
             let req = answer::lock_request(&full, &opts);
             match conn.start_call(&req, Track::Lock(full.clone()), Some(&full)) {
-                Ok(call) => call.answer().await,
+                Ok(call) => call.await,
                 Err(e) => Err(e),
             }
         };
@@ -240,7 +240,11 @@ impl AsyncClient {
     pub async fn unlock(&self, name: &str) -> Result<()> {
         let conn = self.current().await?;
         let full = self.full_name(&conn, name, false)?;
-        answer::unlock(name, self.call(&conn, &Request::Unlock(&full), Track::Unlock(full.clone())).await?)
+        let resp = match conn.start_unlock(full) {
+            Ok(call) => call.await,
+            Err(e) => Err(e),
+        };
+        answer::unlock(name, self.answered(resp)?)
     }
 
     /// Releases every lock of this connection and cancels its waits.
