@@ -24,6 +24,7 @@
 //! ```
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -171,22 +172,37 @@ fn lock_name(index: u64) -> String {
 }
 
 /// One client shared by `tasks` tasks, each cycling on random names of its own residue class
-/// modulo `tasks`: cycles per second over the measured window, after the warm-up.
+/// modulo `tasks`: cycles per second over the measured window, after the warm-up. A timer task
+/// moves the phase (warm-up, measuring, stop), so a cycle costs no clock read, as `officer
+/// bench` reads the clock once per wake-up rather than per cycle.
 async fn throughput(args: &Args, port: u16) -> f64 {
+    const WARMUP: u8 = 0;
+    const MEASURING: u8 = 1;
+    const STOP: u8 = 2;
     let client = Arc::new(AsyncClient::connect(&args.host, port).await.expect("connect"));
-    let started = Instant::now();
-    let measure_from = started + Duration::from_secs_f64(args.warmup);
-    let measure_to = measure_from + Duration::from_secs_f64(args.seconds);
+    let phase = Arc::new(AtomicU8::new(WARMUP));
+    let (warmup, seconds) = (Duration::from_secs_f64(args.warmup), Duration::from_secs_f64(args.seconds));
+    let timer = tokio::spawn({
+        let phase = Arc::clone(&phase);
+        async move {
+            tokio::time::sleep(warmup).await;
+            let from = Instant::now();
+            phase.store(MEASURING, Ordering::Relaxed);
+            tokio::time::sleep(seconds).await;
+            phase.store(STOP, Ordering::Relaxed);
+            from.elapsed()
+        }
+    });
     let (tasks, per_task) = (args.tasks as u64, args.names / args.tasks as u64);
     let handles: Vec<_> = (0..tasks)
         .map(|i| {
-            let client = Arc::clone(&client);
+            let (client, phase) = (Arc::clone(&client), Arc::clone(&phase));
             tokio::spawn(async move {
                 let mut rng = 0x5eed_u64.wrapping_add(i * 7919) | 1;
                 let mut done = 0u64;
                 loop {
-                    let now = Instant::now();
-                    if now >= measure_to {
+                    let now = phase.load(Ordering::Relaxed);
+                    if now == STOP {
                         return done;
                     }
                     // xorshift64*, as `officer bench` draws its names.
@@ -197,7 +213,7 @@ async fn throughput(args: &Args, port: u16) -> f64 {
                     let name = lock_name(pick * tasks + i);
                     client.lock(&name, LockOptions::new()).await.expect("lock");
                     client.unlock(&name).await.expect("unlock");
-                    if now >= measure_from {
+                    if now == MEASURING {
                         done += 1;
                     }
                 }
@@ -208,7 +224,8 @@ async fn throughput(args: &Args, port: u16) -> f64 {
     for handle in handles {
         total += handle.await.expect("task");
     }
-    total as f64 / (measure_to - measure_from).as_secs_f64()
+    let measured = timer.await.expect("timer");
+    total as f64 / measured.as_secs_f64()
 }
 
 /// The median of one task's lock/unlock cycles over `run`.

@@ -203,45 +203,26 @@ impl AsyncConn {
         &self.hello
     }
 
-    /// Queues `req` and returns the call awaiting its answer. `lock_name` is the full name
-    /// for a LOCK, so that dropping the call withdraws it.
+    /// The call that sends `req` and awaits its answer; `lock_name` is the full name for a
+    /// LOCK, so that dropping the call withdraws it. The request is queued when the call is
+    /// first polled, in the same critical section that registers its waker.
     pub(crate) fn start_call<'a>(
         &'a self,
-        req: &Request<'_>,
+        req: Request<'a>,
         track: Track,
         lock_name: Option<&'a str>,
-    ) -> Result<Call<'a>> {
-        let (idx, wake) = {
-            let mut st = lock(&self.state);
-            if let Some(lost) = &st.lost {
-                return Err(lost.error());
-            }
-            st.queue(req, Slot { waiter: Waiter::Caller(None), track, withdrawn: false, orphan: false })
-        };
-        if wake {
-            self.wake_writer.notify_one();
-        }
-        Ok(Call { conn: self, idx, lock_name, done: false })
+    ) -> Call<'a> {
+        Call { conn: self, stage: Stage::Unsent(Unsent::Request(req, track)), lock_name }
     }
 
-    /// Queues an UNLOCK of `full` (moved into its tracking, not copied) and returns the call.
-    pub(crate) fn start_unlock(&self, full: String) -> Result<Call<'_>> {
-        let (idx, wake) = {
-            let mut st = lock(&self.state);
-            if let Some(lost) = &st.lost {
-                return Err(lost.error());
-            }
-            st.queue_unlock_owned(full, Waiter::Caller(None))
-        };
-        if wake {
-            self.wake_writer.notify_one();
-        }
-        Ok(Call { conn: self, idx, lock_name: None, done: false })
+    /// The call that sends an UNLOCK of `full` (moved into its tracking, not copied).
+    pub(crate) fn start_unlock(&self, full: String) -> Call<'_> {
+        Call { conn: self, stage: Stage::Unsent(Unsent::Unlock(full)), lock_name: None }
     }
 
     /// Sends `req` and waits for its answer (an ERROR answer is returned as a response).
-    pub(crate) async fn call(&self, req: &Request<'_>, track: Track) -> Result<Response> {
-        self.start_call(req, track, None)?.await
+    pub(crate) async fn call(&self, req: Request<'_>, track: Track) -> Result<Response> {
+        self.start_call(req, track, None).await
     }
 
     /// Queues `req` with nobody awaiting its answer; never waits. On a lost connection there
@@ -457,7 +438,7 @@ impl AsyncConn {
             let silent =
                 Duration::from_millis(now_ms.saturating_sub(self.last_write_ms.load(Ordering::Relaxed)));
             if silent >= interval {
-                if self.call(&Request::Ping(&[]), Track::None).await.is_err() {
+                if self.call(Request::Ping(&[]), Track::None).await.is_err() {
                     return;
                 }
                 continue;
@@ -681,15 +662,28 @@ impl Drop for EndOnDrop {
     }
 }
 
-/// One request on the wire, awaiting its answer: a future that polls its slot. Dropping it
-/// before the answer is taken abandons it ([`AsyncConn::abandon`]): that is what makes a
-/// dropped `lock` future safe.
+/// One request, sent on its first poll, then awaiting its answer: a future that polls its
+/// slot. Dropping it once sent and before the answer is taken abandons it
+/// ([`AsyncConn::abandon`]): that is what makes a dropped `lock` future safe.
 pub(crate) struct Call<'a> {
     conn: &'a AsyncConn,
-    idx: usize,
+    stage: Stage<'a>,
     /// The full name, for a LOCK.
     lock_name: Option<&'a str>,
-    done: bool,
+}
+
+enum Stage<'a> {
+    Unsent(Unsent<'a>),
+    /// Queued in this slot.
+    Sent(usize),
+    Done,
+}
+
+/// A request not yet queued.
+enum Unsent<'a> {
+    Request(Request<'a>, Track),
+    /// An UNLOCK, its name moving into the tracking once encoded.
+    Unlock(String),
 }
 
 impl Future for Call<'_> {
@@ -698,24 +692,46 @@ impl Future for Call<'_> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<Response>> {
         let this = &mut *self;
-        if this.done {
-            return Poll::Ready(Err(Error::protocol("an answered call was polled again")));
-        }
+        let idx = match std::mem::replace(&mut this.stage, Stage::Done) {
+            Stage::Done => return Poll::Ready(Err(Error::protocol("an answered call was polled again"))),
+            Stage::Unsent(unsent) => {
+                let waker = Waiter::Caller(Some(cx.waker().clone()));
+                let (idx, wake) = {
+                    let mut st = lock(&this.conn.state);
+                    if let Some(lost) = &st.lost {
+                        return Poll::Ready(Err(lost.error()));
+                    }
+                    match unsent {
+                        Unsent::Request(req, track) => {
+                            st.queue(&req, Slot { waiter: waker, track, withdrawn: false, orphan: false })
+                        }
+                        Unsent::Unlock(full) => st.queue_unlock_owned(full, waker),
+                    }
+                };
+                this.stage = Stage::Sent(idx);
+                if wake {
+                    this.conn.wake_writer.notify_one();
+                }
+                // The answer cannot be in before the writer ran.
+                return Poll::Pending;
+            }
+            Stage::Sent(idx) => idx,
+        };
         let mut guard = lock(&this.conn.state);
         let st = &mut *guard;
-        let answered = match st.slots.get_mut(this.idx).and_then(Option::as_mut) {
+        let answered = match st.slots.get_mut(idx).and_then(Option::as_mut) {
             Some(Slot { waiter: Waiter::Answered(_), .. }) => true,
             Some(Slot { waiter: Waiter::Caller(waker), .. }) if st.lost.is_none() => {
                 if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                     *waker = Some(cx.waker().clone());
                 }
+                this.stage = Stage::Sent(idx);
                 return Poll::Pending;
             }
             _ => false,
         };
-        this.done = true;
         if answered {
-            if let Some(Slot { waiter: Waiter::Answered(resp), .. }) = st.release(this.idx) {
+            if let Some(Slot { waiter: Waiter::Answered(resp), .. }) = st.release(idx) {
                 return Poll::Ready(Ok(resp));
             }
         }
@@ -729,8 +745,9 @@ impl Future for Call<'_> {
 
 impl Drop for Call<'_> {
     fn drop(&mut self) {
-        if !self.done {
-            self.conn.abandon(self.idx, self.lock_name);
+        // Unsent: nothing went out. Done: the answer was taken.
+        if let Stage::Sent(idx) = self.stage {
+            self.conn.abandon(idx, self.lock_name);
         }
     }
 }

@@ -179,7 +179,7 @@ impl AsyncLockGuard {
         }
         let track = Track::Unlock(self.full_name.clone());
         // Once queued the UNLOCK goes out whether or not this future is awaited to the end.
-        match self.conn.call(&Request::Unlock(&self.full_name), track).await {
+        match self.conn.call(Request::Unlock(&self.full_name), track).await {
             Ok(resp) => answer::unlock(self.acquired.name(), answer::refused(resp)?),
             Err(e) => {
                 // The full name ends with the caller's name; what precedes it is the namespace.

@@ -156,7 +156,7 @@ impl AsyncClient {
         }
     }
 
-    async fn call(&self, conn: &AsyncConn, req: &Request<'_>, track: Track) -> Result<Response> {
+    async fn call(&self, conn: &AsyncConn, req: Request<'_>, track: Track) -> Result<Response> {
         self.answered(conn.call(req, track).await)
     }
 
@@ -183,10 +183,7 @@ impl AsyncClient {
         let full = self.full_name(&conn, name, false)?;
         let resp = {
             let req = answer::lock_request(&full, &opts);
-            match conn.start_call(&req, Track::Lock(full.clone()), Some(&full)) {
-                Ok(call) => call.await,
-                Err(e) => Err(e),
-            }
+            conn.start_call(req, Track::Lock(full.clone()), Some(&full)).await
         };
         let acquired = answer::lock(name, self.answered(resp)?)?;
         Ok((Arc::clone(&conn), full, acquired))
@@ -244,10 +241,7 @@ impl AsyncClient {
     pub async fn unlock(&self, name: &str) -> Result<()> {
         let conn = self.current().await?;
         let full = self.full_name(&conn, name, false)?;
-        let resp = match conn.start_unlock(full) {
-            Ok(call) => call.await,
-            Err(e) => Err(e),
-        };
+        let resp = conn.start_unlock(full).await;
         answer::unlock(name, self.answered(resp)?)
     }
 
@@ -262,7 +256,7 @@ impl AsyncClient {
     /// ```
     pub async fn reset(&self) -> Result<()> {
         let conn = self.current().await?;
-        answer::reset(self.call(&conn, &Request::Reset, Track::Reset).await?)
+        answer::reset(self.call(&conn, Request::Reset, Track::Reset).await?)
     }
 
     /// Closes the connection (the server releases all its locks) and opens a new one. Waiting
@@ -349,7 +343,7 @@ impl AsyncClient {
     pub async fn locks_matching(&self, prefix: &str, max: u32) -> Result<Listing<LockInfo>> {
         let conn = self.current().await?;
         let full = self.full_name(&conn, prefix, true)?;
-        let resp = self.call(&conn, &Request::Locks(ListRequest { prefix: &full, max }), Track::None).await?;
+        let resp = self.call(&conn, Request::Locks(ListRequest { prefix: &full, max }), Track::None).await?;
         answer::locks(&self.config, resp)
     }
 
@@ -379,7 +373,7 @@ impl AsyncClient {
         let conn = self.current().await?;
         validate_name(prefix.as_bytes(), conn.hello().max_name, true)
             .map_err(|why| Error::invalid_name(prefix, why))?;
-        let resp = self.call(&conn, &Request::Connections(ListRequest { prefix, max }), Track::None).await?;
+        let resp = self.call(&conn, Request::Connections(ListRequest { prefix, max }), Track::None).await?;
         answer::connections(&self.config, resp)
     }
 
@@ -394,7 +388,7 @@ impl AsyncClient {
     /// ```
     pub async fn my_locks(&self) -> Result<MyLocks> {
         let conn = self.current().await?;
-        answer::my_locks(&self.config, self.call(&conn, &Request::MyLocks, Track::None).await?)
+        answer::my_locks(&self.config, self.call(&conn, Request::MyLocks, Track::None).await?)
     }
 
     /// The locks this connection holds and waits for whose names start with `prefix`, at
@@ -409,7 +403,7 @@ impl AsyncClient {
         let conn = self.current().await?;
         let full = self.full_name(&conn, prefix, true)?;
         let request = Request::MyLocksMatching(ListRequest { prefix: &full, max });
-        answer::my_locks_matching(&self.config, self.call(&conn, &request, Track::None).await?)
+        answer::my_locks_matching(&self.config, self.call(&conn, request, Track::None).await?)
     }
 
     /// The server's counters.
@@ -421,7 +415,7 @@ impl AsyncClient {
     /// ```
     pub async fn stats(&self) -> Result<Stats> {
         let conn = self.current().await?;
-        answer::stats(self.call(&conn, &Request::Stats, Track::None).await?)
+        answer::stats(self.call(&conn, Request::Stats, Track::None).await?)
     }
 
     /// The busiest locks: held longest, and with the most waiters; at most `max` of each
@@ -436,7 +430,7 @@ impl AsyncClient {
     /// ```
     pub async fn top(&self, max: u32) -> Result<Top> {
         let conn = self.current().await?;
-        answer::top(&self.config, self.call(&conn, &Request::Top(max), Track::None).await?)
+        answer::top(&self.config, self.call(&conn, Request::Top(max), Track::None).await?)
     }
 
     /// Round trip to the server; returns how long it took.
@@ -449,7 +443,7 @@ impl AsyncClient {
     pub async fn ping(&self) -> Result<Duration> {
         let conn = self.current().await?;
         let start = Instant::now();
-        answer::pong(self.call(&conn, &Request::Ping(&[]), Track::None).await?)?;
+        answer::pong(self.call(&conn, Request::Ping(&[]), Track::None).await?)?;
         Ok(start.elapsed())
     }
 
