@@ -5,6 +5,8 @@
 //! (p) `officer bench -c 1 -P <tasks>`'s pipelined load ([`officer::bench::run_cycles`]);
 //! (a) one `AsyncClient` shared by `<tasks>` concurrent tasks, each doing lock/unlock cycles;
 //!     (a)/(p) should reach 0.8;
+//! with each load's client-thread CPU time per cycle (both run on this thread: what each client
+//! costs, which a neighbour's load on a shared machine disturbs far less than the rates);
 //! and once at the end:
 //! (b) p50 latency of one task's lock/unlock cycle on the async client;
 //! (c) the same p50 on the blocking `Client`; (b)/(c) should stay within 1.2.
@@ -107,33 +109,38 @@ fn main() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let part = |name: &str| args.only.as_deref().is_none_or(|only| only == name);
 
-    let mut ratios = Vec::new();
+    let (mut ratios, mut cpu) = (Vec::new(), (Vec::new(), Vec::new()));
     for round in 1..=args.rounds {
-        let pipelined = part("pipelined").then(|| pipelined(&args, port));
-        let asynced = part("async").then(|| rt.block_on(throughput(&args, port)));
-        let show = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.0}"));
+        let pipelined = part("pipelined").then(|| measured(|| pipelined(&args, port)));
+        let asynced = part("async").then(|| measured(|| rt.block_on(throughput(&args, port))));
+        let show = |v: Option<Measured>| {
+            v.map_or("-".to_owned(), |m| {
+                format!("{:.0} cycles/s ({:.2} us client CPU/cycle)", m.rate, m.cpu_us)
+            })
+        };
         print!(
-            "round {round}: (p) officer bench -c 1 -P {}: {} cycles/s, (a) async {} tasks: {} cycles/s",
+            "round {round}: (p) officer bench -c 1 -P {}: {}, (a) async {} tasks: {}",
             args.tasks,
             show(pipelined),
             args.tasks,
             show(asynced)
         );
         if let (Some(p), Some(a)) = (pipelined, asynced) {
-            print!(", (a)/(p) = {:.2}", a / p);
-            ratios.push(a / p);
+            print!(", (a)/(p) = {:.2}", a.rate / p.rate);
+            ratios.push(a.rate / p.rate);
         }
+        cpu.0.extend(pipelined.map(|m| m.cpu_us));
+        cpu.1.extend(asynced.map(|m| m.cpu_us));
         println!();
     }
     if !ratios.is_empty() {
-        ratios.sort_by(f64::total_cmp);
+        let (mid, lo, hi) = spread(&mut ratios);
         println!(
-            "(a)/(p) over {} rounds: median {:.2}, min {:.2}, max {:.2} (target >= 0.8)",
-            ratios.len(),
-            ratios[ratios.len() / 2],
-            ratios[0],
-            ratios[ratios.len() - 1]
+            "(a)/(p) over {} rounds: median {mid:.2}, min {lo:.2}, max {hi:.2} (target >= 0.8)",
+            ratios.len()
         );
+        let ((p, _, _), (a, _, _)) = (spread(&mut cpu.0), spread(&mut cpu.1));
+        println!("client thread CPU per cycle, median: (p) {p:.2} us, (a) {a:.2} us");
     }
 
     if part("latency") {
@@ -144,6 +151,39 @@ fn main() {
         println!("(c) blocking, 1 thread: p50 cycle {:.1} us", micros(blocking_p50));
         println!("(b)/(c) = {:.2} (target <= 1.2)", micros(async_p50) / micros(blocking_p50));
     }
+}
+
+/// A load's rate, and the CPU time this thread spent per cycle (user and system: the client's
+/// side of a cycle, its sends' loopback delivery included). Both loads run on this thread, so
+/// this compares what each client costs without the neighbours' load on a shared machine.
+#[derive(Clone, Copy)]
+struct Measured {
+    rate: f64,
+    cpu_us: f64,
+}
+
+/// Runs `load` (which returns cycles per second over its measured window) and charges this
+/// thread's CPU over the whole run to the cycles of the whole run (the warm-up is run at
+/// about the same rate), the same way for both loads.
+fn measured(load: impl FnOnce() -> f64) -> Measured {
+    let (cpu0, wall0) = (thread_cpu(), Instant::now());
+    let rate = load();
+    let (cpu, wall) = (thread_cpu() - cpu0, wall0.elapsed());
+    Measured { rate, cpu_us: cpu.as_secs_f64() * 1e6 / (rate * wall.as_secs_f64()).max(1.0) }
+}
+
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid pointer to a timespec; CLOCK_THREAD_CPUTIME_ID is always available on Linux.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Median, min and max.
+fn spread(v: &mut [f64]) -> (f64, f64, f64) {
+    v.sort_by(f64::total_cmp);
+    (v[v.len() / 2], v[0], v[v.len() - 1])
 }
 
 /// `officer bench -c 1 -P <tasks> -k <names>`: cycles per second.
