@@ -148,9 +148,11 @@ fn reset_and_listings_within_a_namespace() {
         let ns = client_ns(&server, "ns").await;
         let other = client_ns(&server, "other").await;
         assert_eq!(ns.namespace(), Some("ns"));
-        ns.try_lock("a").await.expect("a");
+        assert_eq!(ns.try_lock("a").await.expect("a").name(), "a", "the name without the namespace");
         ns.try_lock("b").await.expect("b");
         other.try_lock("a").await.expect("same name, other namespace");
+        let again = ns.try_lock("a").await.expect("nested");
+        assert!(again.already_acquired() && again.name() == "a");
         let names: Vec<String> = ns.locks().await.expect("locks").iter().map(|l| l.name.clone()).collect();
         assert_eq!(names, ["a", "b"]);
         assert_eq!(ns.locks_matching("b", 0).await.expect("matching").len(), 1);

@@ -173,20 +173,28 @@ impl AsyncClient {
         Ok(full)
     }
 
-    /// Locks on the current connection and returns it with the full name, for guards.
-    pub(crate) async fn lock_on(
-        &self,
-        name: &str,
-        opts: LockOptions,
-    ) -> Result<(Arc<AsyncConn>, String, Acquired)> {
+    /// Sends LOCK on the current connection; the connection, the full name and the answer
+    /// (an ERROR answer as `Err`).
+    async fn lock_answer(&self, name: &str, opts: LockOptions) -> Result<(Arc<AsyncConn>, String, Response)> {
         let conn = self.current().await?;
         let full = self.full_name(&conn, name, false)?;
         let resp = {
             let req = answer::lock_request(&full, &opts);
             conn.start_call(req, Track::Lock(full.clone()), Some(&full)).await
         };
-        let acquired = answer::lock(name, self.answered(resp)?)?;
-        Ok((Arc::clone(&conn), full, acquired))
+        let resp = self.answered(resp)?;
+        Ok((conn, full, resp))
+    }
+
+    /// Locks on the current connection and returns it with the full name, for guards.
+    pub(crate) async fn lock_on(
+        &self,
+        name: &str,
+        opts: LockOptions,
+    ) -> Result<(Arc<AsyncConn>, String, Acquired)> {
+        let (conn, full, resp) = self.lock_answer(name, opts).await?;
+        let acquired = answer::lock(name, resp)?;
+        Ok((conn, full, acquired))
     }
 
     /// Acquires `name`, waiting as `opts` says; see [`Client::lock`](crate::client::Client::lock)
@@ -208,7 +216,13 @@ impl AsyncClient {
     /// # Ok(()) }
     /// ```
     pub async fn lock(&self, name: &str, opts: LockOptions) -> Result<Acquired> {
-        self.lock_on(name, opts).await.map(|(_, _, acquired)| acquired)
+        let (_, mut full, resp) = self.lock_answer(name, opts).await?;
+        let granted = matches!(resp, Response::Acquired { .. } | Response::AlreadyAcquired { .. });
+        // A grant's name is the full name without the namespace: that buffer, not a copy.
+        let mut acquired = answer::lock(if granted { "" } else { name }, resp)?;
+        full.drain(..self.config.prefix.len());
+        acquired.name = full;
+        Ok(acquired)
     }
 
     /// Acquires `name` only if it is free (or already held by this connection); otherwise
