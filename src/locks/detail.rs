@@ -3,6 +3,7 @@
 //! listing around it (prefix, page, frame bound) is the caller's.
 
 use super::holders::Mode;
+use super::lease::ms_left;
 use super::store::Lock;
 use super::table::LockTable;
 use crate::protocol::{self, HolderInfo, LockDetail, WaiterInfo};
@@ -29,7 +30,7 @@ impl LockTable {
         let holders = lock.holders.iter().map(|h| {
             let (mode, permits) = wire_mode(lock.holders.mode_of(h));
             let ends = h.extra.then(|| self.extras.get(&h.token).and_then(|e| e.ends_at())).flatten();
-            let ends_in_ms = ends.map(|at| u32::try_from(at.saturating_sub(now)).unwrap_or(u32::MAX - 1));
+            let ends_in_ms = ends.map(|at| ms_left(now, at));
             let label = self.label(h.session).to_owned();
             HolderInfo {
                 label,

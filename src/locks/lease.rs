@@ -77,8 +77,23 @@ pub(super) struct LostGrant {
     pub reason: LostReason,
 }
 
+/// The tick at which a span of `ms` started at `now` is over for certain. Ticks are whole
+/// milliseconds rounded down, so the grant (or renewal, or abnormal end) made "at `now`" may
+/// have happened up to a tick later: ending at `now + ms` could end it up to 1 ms early on the
+/// monotonic clock. One more tick, as the server gives wait timeouts, means a lease, hold
+/// budget or lock-delay never ends before its `ms` have passed (it may last up to 1 ms more).
+pub(super) fn end_after(now: Tick, ms: u32) -> Tick {
+    now.saturating_add(u64::from(ms)).saturating_add(1)
+}
+
+/// The time left until `at` as a client may count on it: the slack tick of [`end_after`] is not
+/// promised, so a RENEW or a listing right after the grant reports the full `ms`.
+pub(super) fn ms_left(now: Tick, at: Tick) -> u32 {
+    u32::try_from(at.saturating_sub(now).saturating_sub(1)).unwrap_or(u32::MAX - 1)
+}
+
 fn after(now: Tick, ms: Option<u32>) -> Option<Tick> {
-    ms.map(|ms| now.saturating_add(u64::from(ms)))
+    ms.map(|ms| end_after(now, ms))
 }
 
 impl LockTable {
@@ -184,7 +199,7 @@ impl LockTable {
         out: &mut Vec<Output>,
     ) {
         if let Some(delay) = abnormal.then(|| self.lock_delay_of(key, session)).flatten() {
-            self.start_delay(key, now.saturating_add(u64::from(delay)));
+            self.start_delay(key, end_after(now, delay));
         }
         self.hand_over(now, session, key, out);
     }
@@ -334,14 +349,14 @@ impl LockTable {
     fn renew_grant(&mut self, now: Tick, token: u64) -> Response {
         let Some(extra) = self.extras.get_mut(&token) else { return Response::Renewed { ends_in_ms: None } };
         if let Some(ms) = extra.opts.lease_ms {
-            let lease_end = now.saturating_add(u64::from(ms));
+            let lease_end = end_after(now, ms);
             extra.lease_end = Some(extra.hold_end.map_or(lease_end, |hold| lease_end.min(hold)));
             if let Some(timer) = extra.timer.take() {
                 self.timers.cancel(timer);
             }
             extra.timer = extra.ends_at().map(|at| self.timers.insert(at, Timer::Lease { token }));
         }
-        let ends_in = extra.ends_at().map(|at| u32::try_from(at.saturating_sub(now)).unwrap_or(u32::MAX - 1));
+        let ends_in = extra.ends_at().map(|at| ms_left(now, at));
         Response::Renewed { ends_in_ms: ends_in }
     }
 }
