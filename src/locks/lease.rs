@@ -4,7 +4,7 @@
 //! one flag test when it ends and nothing else. Each such grant has at most one timer in the
 //! wheel, at the earlier of its two deadlines; it shares the wait timers' `EXPIRE_BATCH`.
 //!
-//! When a grant ends this way, or by revocation, its holder gets an unsolicited LOST (request
+//! When a grant ends this way, or by revocation (`revoke`), its holder gets an unsolicited LOST (request
 //! id `NOTICE_REQUEST_ID`) and the session remembers the loss, so that its next UNLOCK, RENEW
 //! or DOWNGRADE of that grant is answered LOST too, not a puzzling "not held".
 
@@ -170,20 +170,27 @@ impl LockTable {
         let name = Name::clone(&lock.name);
         self.unlink_held(session, key);
         self.counters.lost += 1;
-        if let Some(state) = self.sessions.get_mut(&session).filter(|state| !state.gone) {
-            if state.lost.len() >= LOST_MEMORY {
-                state.lost.remove(0);
-            }
-            state.lost.push(LostGrant { name: Name::clone(&name), token, reason });
-            let response = Response::Lost { token, reason, name: name.to_string() };
-            out.push(Output {
-                session,
-                request_id: NOTICE_REQUEST_ID,
-                lock: Some(Name::clone(&name)),
-                response,
-            });
-        }
+        self.tell_lost(session, &name, token, reason, out);
         self.end_grant(now, session, key, true, out);
+    }
+
+    /// LOST to the holder of grant `token` of `name`, remembered for its next request about it;
+    /// nothing for a gone session.
+    pub(super) fn tell_lost(
+        &mut self,
+        session: SessionId,
+        name: &Name,
+        token: u64,
+        reason: LostReason,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(state) = self.sessions.get_mut(&session).filter(|state| !state.gone) else { return };
+        if state.lost.len() >= LOST_MEMORY {
+            state.lost.remove(0);
+        }
+        state.lost.push(LostGrant { name: Name::clone(name), token, reason });
+        let response = Response::Lost { token, reason, name: name.to_string() };
+        out.push(Output { session, request_id: NOTICE_REQUEST_ID, lock: Some(Name::clone(name)), response });
     }
 
     /// The grant of `session` on lock `key` ends (it is out of the session's list of holds).
@@ -211,7 +218,7 @@ impl LockTable {
     }
 
     /// Lock `key` grants nothing until `until` (or a later end it has already).
-    fn start_delay(&mut self, key: u32, until: Tick) {
+    pub(super) fn start_delay(&mut self, key: u32, until: Tick) {
         let Some(lock) = self.store.get_mut(key) else { return };
         if lock.delay_until >= until {
             return;
@@ -268,39 +275,6 @@ impl LockTable {
             };
             out.push(notice);
         }
-    }
-
-    /// REVOKE (issue 13, part 7): ends grant `token` of `name`, or every grant of it if `None`,
-    /// each with LOST `revoked` to its holder (as a lease does: a lock-delay starts), then answers
-    /// REVOKED with the count. Only the grants held when it arrives are revoked, not the
-    /// waiters they make room for. Whether the session may revoke is the server's business.
-    pub(super) fn revoke(
-        &mut self,
-        now: Tick,
-        session: SessionId,
-        request_id: u32,
-        name: &Name,
-        token: Option<u64>,
-        out: &mut Vec<Output>,
-    ) {
-        if !self.ready(now, session, out) {
-            return;
-        }
-        let key = self.store.find(name);
-        let victims: Vec<(SessionId, u64)> = key
-            .and_then(|key| self.store.get(key))
-            .map(|lock| {
-                let hit = |h: &&Holder| token.is_none_or(|t| t == h.token);
-                lock.holders.iter().filter(hit).map(|h| (h.session, h.token)).collect()
-            })
-            .unwrap_or_default();
-        if let Some(key) = key {
-            for &(victim, token) in &victims {
-                self.lose(now, victim, key, token, LostReason::Revoked, out);
-            }
-        }
-        let count = u32::try_from(victims.len()).unwrap_or(u32::MAX);
-        reply(out, session, request_id, name, Response::Revoked { count });
     }
 
     /// The loss `session` remembers of grant `token` (any token if `None`) of `name`, taken:

@@ -352,3 +352,114 @@ fn lease_hold_budget_and_lock_delay_never_end_before_their_span_has_passed() {
         [(5, NOTICE_REQUEST_ID, lost(5, LostReason::LeaseExpired, "again"))]
     );
 }
+
+#[test]
+fn a_revoke_of_many_grants_ends_them_in_batches_and_answers_after_the_last() {
+    let mut t = T::new();
+    t.table.set_revoke_batch(2);
+    for s in 1..=5 {
+        assert_eq!(t.lock(0, s, 1, "big", Mode::Shared), [(s, 1, acquired(s))]);
+    }
+    assert_eq!(t.lock(0, 6, 1, "big", Mode::Exclusive), [], "a writer waits");
+    let out = revoke(&mut t, 1, 9, "big", None);
+    assert_eq!(
+        out,
+        [
+            (1, NOTICE_REQUEST_ID, lost(1, LostReason::Revoked, "big")),
+            (2, 0, lost(2, LostReason::Revoked, "big"))
+        ]
+    );
+    assert!(t.table.is_releasing(SessionId(9)) && t.table.has_pending_releases(), "the admin is held back");
+    assert!(!t.table.is_releasing(SessionId(3)));
+    assert_eq!(t.lock(1, 7, 1, "big", Mode::Shared), [], "queues behind the writer, not a victim");
+    assert_eq!(t.unlock(1, 3, 2, "big"), [(3, 2, Response::Released)], "a victim may still let go itself");
+    let out = t.apply(2, Command::Expire);
+    let expected = [
+        (4, NOTICE_REQUEST_ID, lost(4, LostReason::Revoked, "big")),
+        (5, NOTICE_REQUEST_ID, lost(5, LostReason::Revoked, "big")),
+        (6, 1, acquired(6)),
+        (9, 9, Response::Revoked { count: 4 }),
+    ];
+    assert_eq!(out, expected, "the last victims, the writer they made room for, then REVOKED");
+    assert!(!t.table.is_releasing(SessionId(9)) && !t.table.has_pending_releases());
+    assert_eq!(
+        t.unlock(4, 6, 2, "big"),
+        [(6, 2, Response::Released), (7, 1, acquired(7))],
+        "granted, not revoked"
+    );
+}
+
+#[test]
+fn a_batched_revoke_starts_the_lock_delay_and_survives_the_name_going() {
+    let mut t = T::new();
+    t.table.set_revoke_batch(1);
+    let shared = |d| LockOpts { mode: Mode::Shared, lock_delay_ms: d, ..LockOpts::default() };
+    assert_eq!(t.lock_opts(0, 1, 1, "d", None, shared(0)).len(), 1);
+    assert_eq!(t.lock_opts(0, 2, 1, "d", None, shared(20)).len(), 1);
+    assert_eq!(t.lock(0, 3, 1, "d", Mode::Exclusive), []);
+    assert_eq!(revoke(&mut t, 1, 9, "d", None).len(), 1);
+    let out = t.apply(2, Command::Expire);
+    let expected =
+        [(2, NOTICE_REQUEST_ID, lost(2, LostReason::Revoked, "d")), (9, 9, Response::Revoked { count: 2 })];
+    assert_eq!(out, expected, "the second grant, whose delay runs to 23");
+    assert_eq!(t.apply(22, Command::Expire), []);
+    assert_eq!(t.apply(23, Command::Expire), [(3, 1, acquired(3))]);
+
+    // The name goes (and a new one takes its place) while its revoke is pending.
+    for s in 4..=6 {
+        assert_eq!(t.lock(30, s, 1, "g", Mode::Shared).len(), 1);
+    }
+    assert_eq!(revoke(&mut t, 31, 9, "g", None).len(), 1);
+    for s in 5..=6 {
+        assert_eq!(t.unlock(32, s, 2, "g"), [(s, 2, Response::Released)]);
+    }
+    assert_eq!(t.lock(32, 7, 1, "g", Mode::Shared), [(7, 1, acquired(7))]);
+    assert_eq!(t.apply(33, Command::Expire), [(9, 9, Response::Revoked { count: 1 })], "not the new grant");
+}
+
+/// A semaphore of a million permits with 20,000 holders: no step ends more than a batch.
+#[test]
+fn a_revoke_of_a_huge_semaphore_is_bounded_per_step() {
+    let mut table = LockTable::new(1, TableLimits::default());
+    let mut out = Vec::new();
+    let n = 20_000u64;
+    let mode = Mode::Permits { count: 1, limit: 1_000_000 };
+    for s in 1..=n {
+        let opts = LockOpts { mode, ..LockOpts::default() };
+        let cmd = Command::Lock {
+            session: SessionId(s),
+            request_id: 1,
+            name: Name::from("sem"),
+            timeout_ms: None,
+            queue_max: None,
+            opts,
+        };
+        table.apply(0, &cmd, &mut out);
+    }
+    assert_eq!(out.len() as u64, n);
+    out.clear();
+    let admin = SessionId(n + 1);
+    table.apply(0, &Command::Attach { session: admin, label: "admin".into() }, &mut out);
+    table.apply(
+        1,
+        &Command::Revoke { session: admin, request_id: 7, name: Name::from("sem"), token: None },
+        &mut out,
+    );
+    let (mut lost, mut steps) = (0, 0);
+    loop {
+        assert!(out.len() <= REVOKE_BATCH + 1, "{} outputs in one step", out.len());
+        lost += out.iter().filter(|o| matches!(o.response, Response::Lost { .. })).count();
+        if let Some(done) = out.iter().find(|o| o.session == admin) {
+            assert_eq!(done.response, Response::Revoked { count: n as u32 });
+            break;
+        }
+        out.clear();
+        steps += 1;
+        assert!(steps <= n as usize / REVOKE_BATCH, "it ends");
+        table.apply(2, &Command::Expire, &mut out);
+    }
+    assert_eq!(lost as u64, n);
+    assert_eq!(steps, n as usize / REVOKE_BATCH - 1);
+    assert_eq!(table.stats().locks_held, 0);
+    table.check_invariants().expect("consistent after the revoke");
+}
