@@ -463,3 +463,62 @@ fn a_revoke_of_a_huge_semaphore_is_bounded_per_step() {
     assert_eq!(table.stats().locks_held, 0);
     table.check_invariants().expect("consistent after the revoke");
 }
+
+/// LOCKS_DETAIL builds only what fits its frame: a name with 5,000 readers and 100 waiters
+/// costs about `max_frame / 27` grant entries, not 5,100, and the answer needs no further cut.
+#[test]
+fn the_detail_of_a_crowded_lock_is_built_only_as_far_as_the_frame_goes() {
+    let mut table = LockTable::new(1, TableLimits::default());
+    let mut out = Vec::new();
+    for s in 1..=5_100u64 {
+        table.apply(0, &Command::Attach { session: SessionId(s), label: format!("c{s}") }, &mut out);
+        let mode = if s == 5_001 { Mode::Exclusive } else { Mode::Shared };
+        let opts = LockOpts { mode, ..LockOpts::default() };
+        let name = Name::from("crowd");
+        table.apply(
+            0,
+            &Command::Lock {
+                session: SessionId(s),
+                request_id: 1,
+                name,
+                timeout_ms: None,
+                queue_max: None,
+                opts,
+            },
+            &mut out,
+        );
+    }
+    assert_eq!(table.stats().waiters, 100);
+    let max_frame = 4096;
+    let (details, cut) = table.locks_detail_within(1, ["crowd", "crowd2"], max_frame);
+    assert!(cut, "what was left out is said");
+    assert_eq!(details.len(), 1);
+    let built = details[0].holders.len() + details[0].waiters.len();
+    assert!(built <= max_frame as usize / 27 && built > 100, "{built} entries built");
+    assert!(details[0].waiters.is_empty(), "holders first, in grant order");
+    assert_eq!(details[0].holders[0].token, 1);
+    let mut frame = Vec::new();
+    Response::LocksDetail { locks: details, truncated: cut }.encode(1, &mut frame);
+    assert!(frame.len() <= max_frame as usize, "fits without a further cut: {}", frame.len());
+
+    // Small locks beside it: whole entries until the frame is full, then `truncated`.
+    let (details, cut) = table.locks_detail_within(1, ["crowd"], 1 << 20);
+    assert!(!cut);
+    assert_eq!((details[0].holders.len(), details[0].waiters.len()), (5_000, 100));
+    for s in 1..=3u64 {
+        let name = Name::from(format!("small{s}").as_str());
+        let cmd = Command::Lock {
+            session: SessionId(s),
+            request_id: 2,
+            name,
+            timeout_ms: None,
+            queue_max: None,
+            opts: LockOpts::default(),
+        };
+        table.apply(1, &cmd, &mut out);
+    }
+    let (details, cut) = table.locks_detail_within(1, ["small1", "small2", "crowd", "small3"], 4096);
+    assert!(cut);
+    let names: Vec<&str> = details.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(names, ["small1", "small2"], "a later entry that does not fit whole is left out");
+}

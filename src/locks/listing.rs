@@ -38,18 +38,18 @@ const SCAN_STORE_WHEN_HOLDING_ONE_IN: usize = 8;
 const SORT_WAITS_ABOVE: usize = 65_536;
 
 /// The payload bytes a listing may still fill.
-struct Room {
-    left: usize,
+pub(super) struct Room {
+    pub left: usize,
 }
 
 impl Room {
     /// The payload of one `max_frame` frame, less the response's `fixed` fields.
-    fn new(max_frame: u32, fixed: usize) -> Room {
+    pub fn new(max_frame: u32, fixed: usize) -> Room {
         Room { left: (max_frame as usize).saturating_sub(FRAME_HEAD + fixed) }
     }
 
     /// Takes `n` bytes if they are left.
-    fn take(&mut self, n: usize) -> bool {
+    pub fn take(&mut self, n: usize) -> bool {
         let fits = n <= self.left;
         if fits {
             self.left -= n;

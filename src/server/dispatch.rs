@@ -300,12 +300,11 @@ fn lock_opts(ext: &LockExtRequest<'_>) -> LockOpts {
 }
 
 /// LOCKS_DETAIL: the locks LOCKS would list (the same selection, order and bound), each in
-/// detail. The frame bound cuts the larger entries again when the answer is encoded, with its
-/// `truncated` flag set (PROTOCOL.md §4.28).
+/// detail, built only as far as the frame bound lets it (PROTOCOL.md §4.28).
 fn locks_detail(table: &LockTable, now: Tick, prefix: &str, max: u32, max_frame: u32) -> Response {
     let Response::Locks { locks, truncated } = table.locks_within(prefix, max, max_frame) else {
         return Response::LocksDetail { locks: Vec::new(), truncated: true };
     };
-    let locks = locks.iter().filter_map(|l| table.lock_detail(now, &l.name)).collect();
-    Response::LocksDetail { locks, truncated }
+    let (locks, cut) = table.locks_detail_within(now, locks.iter().map(|l| l.name.as_str()), max_frame);
+    Response::LocksDetail { locks, truncated: truncated || cut }
 }
