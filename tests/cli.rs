@@ -601,6 +601,29 @@ fn top_shows_the_longest_hold_and_the_deepest_queue() {
 }
 
 #[test]
+fn top_shows_each_ranked_name_s_mode_holders_and_permits() {
+    let server = TestServer::start();
+    let (a, b) = (client(&server), client(&server));
+    a.lock("rw", LockOptions::new().shared()).unwrap();
+    b.lock("rw", LockOptions::new().shared()).unwrap();
+    a.lock("pool", LockOptions::new().permits(2, 5)).unwrap();
+    a.lock("plain", LockOptions::new()).unwrap();
+    let out = run(officer(server.addr().port(), "top", &["-n", "1", "--json"]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let doc: Value = serde_json::from_str(text(&out.stdout).trim()).expect("one JSON document");
+    let mode = |name: &str| {
+        let entries = doc["longest_held"].as_array().expect("a list");
+        entries.iter().find(|e| e["name"] == name).map(|e| e["mode"].clone())
+    };
+    assert_eq!(mode("rw"), Some(Value::from("shared x2")), "{doc}");
+    assert_eq!(mode("pool"), Some(Value::from("semaphore 2/5")), "{doc}");
+    assert_eq!(mode("plain"), Some(Value::from("exclusive")), "{doc}");
+    let screen = run(officer(server.addr().port(), "top", &["-n", "1"]));
+    let screen = text(&screen.stdout);
+    assert!(screen.contains("MODE") && screen.contains("semaphore 2/5"), "{screen}");
+}
+
+#[test]
 fn stats_json_carries_histograms_and_process_numbers() {
     let server = TestServer::start();
     let c = client(&server);

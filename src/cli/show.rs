@@ -52,7 +52,7 @@ fn locks_detail(args: &LocksArgs) -> i32 {
 }
 
 /// "exclusive", "shared" or "semaphore 2/5" (permits in use of the limit).
-fn lock_kind(lock: &LockDetail) -> String {
+pub(super) fn lock_kind(lock: &LockDetail) -> String {
     match lock.holders.first() {
         _ if lock.limit > 0 => format!("semaphore {}/{}", lock.permits_in_use(), lock.limit),
         Some(h) => h.mode.as_str().to_owned(),
