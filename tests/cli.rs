@@ -957,3 +957,21 @@ fn locks_detail_shows_modes_tokens_and_permits() {
     );
     assert_eq!(doc["locks"][0]["holders"][0]["mode"], "semaphore");
 }
+
+#[test]
+fn bench_cycles_shared_and_semaphore_locks() {
+    let server = TestServer::start();
+    for mode in ["shared", "semaphore"] {
+        let args = ["-c", "4", "-k", "100", "-n", "200", "--warmup", "0", "--lock-mode", mode, "--json"];
+        let out = run(officer(server.addr().port(), "bench", &args));
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let doc: Value = serde_json::from_str(text(&out.stdout).trim()).expect("one JSON document");
+        assert_eq!(doc["mode"], mode);
+        assert_eq!(doc["unexpected"], 0, "every LOCK_EXT acquired and was released: {doc}");
+        assert!(doc["cycles"].as_u64().is_some_and(|n| n >= 200), "{doc}");
+    }
+    let stats: Value =
+        serde_json::from_slice(&run(officer(server.addr().port(), "stats", &["--json"])).stdout)
+            .expect("json");
+    assert_eq!(stats["locks_held"], 0, "every cycle let go");
+}
