@@ -264,6 +264,29 @@ fn bad_values_of_every_new_field_get_their_error_code() {
     check(token_zero(op::UNLOCK_TOKEN), ErrorCode::BadValue);
     check(frame(op::UNLOCK_TOKEN, 7, &[0, 0, 0, 1]), ErrorCode::Malformed);
     check(frame(op::UNLOCK_TOKEN, 7, &[0, 0, 0, 0, 0, 0, 0, 1]), ErrorCode::BadName);
+    // Every unknown flag bit, alone or together, is refused, as are modes past 2.
+    check(ext(0x8000, 0, 0, 0, 0), ErrorCode::UnsupportedFlags);
+    check(ext(0xFFFF, 0, 0, 0, 0), ErrorCode::UnsupportedFlags);
+    check(ext(0, 0xFF, 0, 0, 0), ErrorCode::BadValue);
+    check(ext(0, 1, 1, 0, 0), ErrorCode::BadValue);
+    // A payload cut short of its 31 fixed bytes, or with no name after them.
+    let mut short = ext(0, 0, 0, 0, 0);
+    short.truncate(short.len() - 4);
+    let len = (short.len() - 4) as u32;
+    short[..4].copy_from_slice(&len.to_be_bytes());
+    check(short, ErrorCode::Malformed);
+    let mut nameless = ext(0, 0, 0, 0, 0);
+    nameless.truncate(nameless.len() - 3);
+    let len = (nameless.len() - 4) as u32;
+    nameless[..4].copy_from_slice(&len.to_be_bytes());
+    check(nameless, ErrorCode::BadName);
+    // Token 0 names no grant in any request that takes one; names are checked as everywhere.
+    for opcode in [op::DOWNGRADE, op::RENEW, op::CHECK] {
+        check(token_zero(opcode), ErrorCode::BadValue);
+        check(frame(opcode, 7, &[0, 0, 0, 0, 0, 0, 0, 1, 0x01]), ErrorCode::BadName);
+    }
+    check(frame(op::LOCKS_DETAIL, 7, &[0, 0, 0, 0, b'a', 0x7F]), ErrorCode::BadName);
+    check(frame(op::LOCKS_DETAIL, 7, &[0, 0]), ErrorCode::Malformed);
     // Nothing was taken: the name is free.
     let ok = raw.call(&Request::LockExt(LockExtRequest::exclusive("bad")));
     assert!(matches!(ok, Response::Acquired { .. }), "{ok:?}");
