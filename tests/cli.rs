@@ -975,3 +975,21 @@ fn bench_cycles_shared_and_semaphore_locks() {
             .expect("json");
     assert_eq!(stats["locks_held"], 0, "every cycle let go");
 }
+
+#[test]
+fn connections_detail_shows_ids_and_modes() {
+    let server = TestServer::start();
+    let a = client(&server);
+    a.lock("pool", LockOptions::new().permits(2, 5)).unwrap();
+    let id = a.server_info().connection_id;
+    let out = run(officer(server.addr().port(), "connections", &["--detail", "--json"]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let doc: Value = serde_json::from_str(text(&out.stdout).trim()).expect("one JSON document");
+    let conns = doc["connections"].as_array().expect("a list");
+    let mine = conns.iter().find(|c| c["connection_id"] == id).expect("the holder's entry");
+    assert_eq!(mine["held"][0]["name"], "pool");
+    assert_eq!(mine["held"][0]["mode"], "semaphore");
+    assert_eq!(mine["held"][0]["permits"], 2);
+    let table = text(&run(officer(server.addr().port(), "connections", &["-l"])).stdout).to_owned();
+    assert!(table.contains("pool 2 permits"), "{table}");
+}

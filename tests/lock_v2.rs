@@ -696,3 +696,38 @@ fn the_detailed_listing_shows_modes_holders_and_permits() {
     drop((a, b));
     waiting.join().expect("writer thread").expect("writer granted");
 }
+
+/// CONNECTIONS_DETAIL (PROTOCOL.md §3.21, §4.29) is served: each connection with its id (the
+/// one HELLO_OK gave it, which KICK takes), its grants sorted by name with mode, permits and
+/// token, and its waits with their mode.
+#[test]
+fn connections_detail_lists_ids_grants_and_waits_with_their_modes() {
+    use officer::protocol::Mode;
+    let server = TestServer::start();
+    let (a, b, c) = (client(&server), client(&server), client(&server));
+    let users = a.lock("db/users", LockOptions::new().shared()).expect("shared").token();
+    let pool = a.lock("db/pool", LockOptions::new().permits(3, 10)).expect("permits").token();
+    b.lock("jobs/nightly", LockOptions::new()).expect("lock");
+    let c_id = c.server_info().connection_id;
+    let waiter = thread::spawn(move || c.lock("jobs/nightly", LockOptions::new().timeout(WAIT)).map(|_| c));
+    wait_until("the waiter to queue", WAIT, || queue_len(&b, "jobs/nightly") == 2);
+    let listing = b.connections_detail("", 0).expect("connections detail");
+    assert!(!listing.truncated);
+    let of = |id: u64| listing.iter().find(|e| e.connection_id == id).unwrap_or_else(|| panic!("no {id}"));
+    let entry = of(a.server_info().connection_id);
+    let held: Vec<(&str, Mode, u32, u64)> =
+        entry.held.iter().map(|h| (h.name.as_str(), h.mode, h.permits, h.token)).collect();
+    assert_eq!(held, [("db/pool", Mode::Semaphore, 3, pool), ("db/users", Mode::Shared, 0, users)]);
+    assert!(entry.waiting.is_empty());
+    let entry = of(c_id);
+    assert!(entry.held.is_empty());
+    let waits: Vec<(&str, Mode)> = entry.waiting.iter().map(|w| (w.name.as_str(), w.mode)).collect();
+    assert_eq!(waits, [("jobs/nightly", Mode::Exclusive)]);
+    assert_eq!(listing.iter().count(), 3, "one entry per connection");
+    // The prefix matches labels; the page bound holds.
+    let one = b.connections_detail("", 1).expect("one");
+    assert_eq!((one.iter().count(), one.truncated), (1, true));
+    assert_eq!(b.connections_detail("nobody:", 0).expect("none").iter().count(), 0);
+    b.unlock("jobs/nightly").expect("unlock");
+    waiter.join().expect("waiter thread").expect("granted");
+}

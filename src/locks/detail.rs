@@ -1,21 +1,30 @@
-//! The detailed view of one lock for LOCKS_DETAIL (issue 13, PROTOCOL.md §4.28): every holder
-//! with its mode, permits, token, age and end, every waiter with its mode. Read-only; the
+//! The detailed views of LOCKS_DETAIL and CONNECTIONS_DETAIL (issue 13, PROTOCOL.md §4.28,
+//! §4.29): every holder with its mode, permits, token, age and end, every waiter with its mode;
+//! by lock, or by connection with the connection's id (which the server, not the table, knows). Read-only; the
 //! selection of the locks (prefix, page) is the caller's.
 //!
 //! Bounded (README "Limits and guarantees"): a LOCKS_DETAIL answer builds no more than fits
 //! its frame. The bytes of each holder and waiter are counted before it is built, so a name
 //! with a million holders costs at most `max_frame / 27` grant entries, not a million, and an
 //! entry that does not fit whole is left out (the first one is cut), as the encoder would.
+//! CONNECTIONS_DETAIL selects as CONNECTIONS does and builds each connection's grants and waits
+//! within the room the same way.
 
 use super::holders::Holder;
 use super::holders::Mode;
 use super::lease::ms_left;
-use super::listing::Room;
+use super::listing::{has_prefix, smallest, Room};
+use super::session::SessionState;
 use super::store::{Lock, Waiter};
 use super::table::LockTable;
+use super::SessionId;
 use crate::protocol::{
-    self, str16_size, HolderInfo, LockDetail, WaiterInfo, GRANT_FIXED, LIST_COUNT_SIZE, WAIT_FIXED,
+    self, str16_size, AwaitedName, ConnectionDetail, HeldName, HolderInfo, LockDetail, Response, WaiterInfo,
+    GRANT_FIXED, LIST_COUNT_SIZE, WAIT_FIXED,
 };
+
+/// The smallest CONNECTIONS_DETAIL_LIST entry: an empty label, the id and two empty lists.
+const MIN_CONNECTION_DETAIL: usize = 2 + 8 + 2 * LIST_COUNT_SIZE;
 use crate::wheel::Tick;
 
 /// The wire mode and permits of a grant or wait in `mode`.
@@ -147,5 +156,93 @@ impl LockTable {
             holders: lock.holders.iter().map(|h| self.holder_info(now, lock, h)).collect(),
             waiters: lock.waiters.iter().map(|w| self.waiter_info(lock, w)).collect(),
         }
+    }
+
+    /// CONNECTIONS_DETAIL (§3.21): the connections CONNECTIONS would list for `prefix` and
+    /// `max` (sorted by label), each with its id as `id_of` gives it (a connection without one,
+    /// going away, is left out), every grant it holds (sorted by name) and every wait (in the
+    /// order they started), with modes, in a frame of at most `max_frame`: entries whole except
+    /// a first one too large, which is cut, and `truncated` when anything was left out.
+    pub fn connections_detail_within(
+        &self,
+        now: Tick,
+        prefix: &str,
+        max: u32,
+        max_frame: u32,
+        id_of: impl Fn(SessionId) -> Option<u64>,
+    ) -> Response {
+        let mut room = Room::new(max_frame, 1 + LIST_COUNT_SIZE);
+        let cap = self.list_cap(max).min(room.left / MIN_CONNECTION_DETAIL);
+        let matching =
+            self.sessions.iter().filter(|(_, state)| !state.gone && has_prefix(&state.label, prefix));
+        let by_label = |a: &(&SessionId, &SessionState), b: &(&SessionId, &SessionState)| {
+            a.1.label.cmp(&b.1.label).then(a.0.cmp(b.0))
+        };
+        let (found, mut truncated) = smallest(matching, cap, by_label);
+        let mut connections = Vec::with_capacity(found.len());
+        for (&id, state) in found {
+            let Some(connection_id) = id_of(id) else { continue };
+            // Built in a trial room: an entry after the first that does not fit whole is dropped.
+            let mut trial = Room { left: room.left };
+            let Some((entry, cut)) = self.connection_detail(now, id, connection_id, state, &mut trial) else {
+                truncated = true;
+                break;
+            };
+            if cut && !connections.is_empty() {
+                truncated = true;
+                break;
+            }
+            room.left = trial.left;
+            connections.push(entry);
+            if cut {
+                truncated = true;
+                break;
+            }
+        }
+        Response::ConnectionsDetail { connections, truncated }
+    }
+
+    /// One connection's entry within `room`, and whether any of its grants or waits was left
+    /// out; `None` if not even its head fits.
+    fn connection_detail(
+        &self,
+        now: Tick,
+        id: SessionId,
+        connection_id: u64,
+        state: &SessionState,
+        room: &mut Room,
+    ) -> Option<(ConnectionDetail, bool)> {
+        if !room.take(str16_size(&state.label) + 8 + 2 * LIST_COUNT_SIZE) {
+            return None;
+        }
+        // The names (held sorted, waits in order) as CONNECTIONS picks them, within a copy of
+        // the room: their detail entries are larger, so these are all that could fit.
+        let mut names_room = Room { left: room.left };
+        let (held_names, waited_names, mut cut) = self.holdings(id, state, "", usize::MAX, &mut names_room);
+        let mut held = Vec::new();
+        for name in &held_names {
+            let Some(lock) = self.store.find(name).and_then(|key| self.store.get(key)) else { continue };
+            let Some(h) = lock.holders.of(id) else { continue };
+            if !room.take(str16_size(name) + GRANT_FIXED) {
+                cut = true;
+                break;
+            }
+            let info = self.holder_info(now, lock, h);
+            let (mode, permits, token, held_ms, ends_in_ms) =
+                (info.mode, info.permits, info.token, info.held_ms, info.ends_in_ms);
+            held.push(HeldName { name: name.clone(), mode, permits, token, held_ms, ends_in_ms });
+        }
+        let mut waiting = Vec::new();
+        for name in waited_names.iter().take_while(|_| !cut) {
+            let Some(lock) = self.store.find(name).and_then(|key| self.store.get(key)) else { continue };
+            let Some(w) = lock.waiters.iter().find(|w| w.session == id) else { continue };
+            if !room.take(str16_size(name) + WAIT_FIXED) {
+                cut = true;
+                break;
+            }
+            let info = self.waiter_info(lock, w);
+            waiting.push(AwaitedName { name: name.clone(), mode: info.mode, permits: info.permits });
+        }
+        Some((ConnectionDetail { label: state.label.to_string(), connection_id, held, waiting }, cut))
     }
 }

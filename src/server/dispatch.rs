@@ -141,6 +141,9 @@ impl Host for Server {
         if let Request::Kick(victim) = request {
             return self.kick(key, rid, victim, now);
         }
+        if let Request::ConnectionsDetail(list) = request {
+            return self.connections_detail(key, rid, list, now);
+        }
         let Some(conn) = self.conns.get(key) else { return };
         let (sid, admin) = (conn.sid, conn.session.is_admin());
         if let Request::Revoke(revoke) = &request {
@@ -266,9 +269,9 @@ pub(crate) fn run(
             crate::protocol::ErrorCode::BadHandshake,
             "HELLO was already received",
         )),
-        // The server closes connections itself (it takes KICK before `run`), the session answers
-        // ADMIN_AUTH and refuses CONNECTIONS_DETAIL before decoding: refused here too, should
-        // one arrive.
+        // The server closes connections itself (it takes KICK before `run`) and answers
+        // CONNECTIONS_DETAIL itself (it knows the connection ids), the session answers
+        // ADMIN_AUTH: refused here, should one arrive (the loopback host has no ids).
         Request::Kick(_) | Request::AdminAuth(_) | Request::ConnectionsDetail(_) => {
             let e = DecodeError::UnknownOpcode(request.opcode());
             Ran::Reply(Response::error(e.code(), e.to_string()))
