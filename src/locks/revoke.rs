@@ -146,7 +146,7 @@ impl LockTable {
         revoke.count = revoke.count.saturating_add(u32::try_from(victims.len()).unwrap_or(u32::MAX));
         let mut delay = 0;
         for victim in victims.drain(..) {
-            delay = delay.max(self.end_revoked(now, key, &name, &victim, out));
+            delay = delay.max(self.end_revoked(now, &name, &victim, out));
         }
         self.revoked = victims;
         if delay != 0 {
@@ -156,17 +156,10 @@ impl LockTable {
         !victims_left(self)
     }
 
-    /// The bookkeeping of grant `victim` of lock `key`, already out of the lock: out of its
+    /// The bookkeeping of grant `victim` of lock `name`, already out of the lock: out of its
     /// holder's list of holds, its lease state gone, LOST to its holder. Returns its lock-delay.
-    fn end_revoked(
-        &mut self,
-        now: Tick,
-        key: u32,
-        name: &Name,
-        victim: &Holder,
-        out: &mut Vec<Output>,
-    ) -> u32 {
-        self.unlink_links(victim.session, key, victim.held_prev, victim.held_next);
+    fn end_revoked(&mut self, now: Tick, name: &Name, victim: &Holder, out: &mut Vec<Output>) -> u32 {
+        self.unlink_links(victim.session, victim.held_prev, victim.held_next);
         self.counters.lost += 1;
         self.counters.hold_ms.record(now.saturating_sub(victim.since));
         let delay =
