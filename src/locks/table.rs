@@ -11,6 +11,7 @@ use super::holders::{Holder, Mode};
 use super::lease::{Extra, GrantOpts};
 use super::refusal::Refusal;
 use super::release::Release;
+use super::revoke::{Revoke, REVOKE_BATCH};
 use super::session::SessionState;
 use super::store::{Lock, Store, Waiter};
 use super::{LockOpts, Name, Output, SessionId, TableLimits, TableStats};
@@ -58,6 +59,12 @@ pub struct LockTable {
     pub(super) release_batch: usize,
     /// What RESETs and detaches may still release inline until the next release step.
     pub(super) inline_budget: usize,
+    /// REVOKEs of every grant of a name still revoking, oldest first (`revoke`).
+    pub(super) revoking: VecDeque<Revoke>,
+    /// Most grants one REVOKE, or one revoke step, ends.
+    pub(super) revoke_batch: usize,
+    /// Reused buffer for the grants of one revoke batch.
+    pub(super) revoked: Vec<Holder>,
 }
 
 /// The most queue entries a LOCKS entry reports (PROTOCOL.md §4.12).
@@ -131,6 +138,9 @@ impl LockTable {
             expire_batch: EXPIRE_BATCH,
             release_batch: RELEASE_BATCH,
             inline_budget: RELEASE_BATCH,
+            revoking: VecDeque::new(),
+            revoke_batch: REVOKE_BATCH,
+            revoked: Vec::new(),
         }
     }
 
@@ -298,7 +308,17 @@ impl LockTable {
     }
 
     /// Why a new hold or wait by `session` (on a lock with `lock_waiters` waiters) is refused.
+    /// Inline, so that the usual case (no limit set) costs two tests on every LOCK.
+    #[inline]
     fn limit_refusal(&self, session: SessionId, lock_waiters: Option<usize>) -> Option<String> {
+        if self.limits.max_locks_per_conn == 0 && self.limits.max_waiters_per_lock == 0 {
+            return None;
+        }
+        self.limit_message(session, lock_waiters)
+    }
+
+    #[cold]
+    fn limit_message(&self, session: SessionId, lock_waiters: Option<usize>) -> Option<String> {
         let per_conn = self.limits.max_locks_per_conn as usize;
         // The limit is usually off: skip the session lookup then (this is on every LOCK).
         if per_conn != 0 {

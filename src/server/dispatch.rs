@@ -141,6 +141,9 @@ impl Host for Server {
         if let Request::Kick(victim) = request {
             return self.kick(key, rid, victim, now);
         }
+        if let Request::ConnectionsDetail(list) = request {
+            return self.connections_detail(key, rid, list, now);
+        }
         let Some(conn) = self.conns.get(key) else { return };
         let (sid, admin) = (conn.sid, conn.session.is_admin());
         if let Request::Revoke(revoke) = &request {
@@ -266,9 +269,9 @@ pub(crate) fn run(
             crate::protocol::ErrorCode::BadHandshake,
             "HELLO was already received",
         )),
-        // The server closes connections itself (it takes KICK before `run`), the session answers
-        // ADMIN_AUTH and refuses CONNECTIONS_DETAIL before decoding: refused here too, should
-        // one arrive.
+        // The server closes connections itself (it takes KICK before `run`) and answers
+        // CONNECTIONS_DETAIL itself (it knows the connection ids), the session answers
+        // ADMIN_AUTH: refused here, should one arrive (the loopback host has no ids).
         Request::Kick(_) | Request::AdminAuth(_) | Request::ConnectionsDetail(_) => {
             let e = DecodeError::UnknownOpcode(request.opcode());
             Ran::Reply(Response::error(e.code(), e.to_string()))
@@ -300,12 +303,11 @@ fn lock_opts(ext: &LockExtRequest<'_>) -> LockOpts {
 }
 
 /// LOCKS_DETAIL: the locks LOCKS would list (the same selection, order and bound), each in
-/// detail. The frame bound cuts the larger entries again when the answer is encoded, with its
-/// `truncated` flag set (PROTOCOL.md §4.28).
+/// detail, built only as far as the frame bound lets it (PROTOCOL.md §4.28).
 fn locks_detail(table: &LockTable, now: Tick, prefix: &str, max: u32, max_frame: u32) -> Response {
     let Response::Locks { locks, truncated } = table.locks_within(prefix, max, max_frame) else {
         return Response::LocksDetail { locks: Vec::new(), truncated: true };
     };
-    let locks = locks.iter().filter_map(|l| table.lock_detail(now, &l.name)).collect();
-    Response::LocksDetail { locks, truncated }
+    let (locks, cut) = table.locks_detail_within(now, locks.iter().map(|l| l.name.as_str()), max_frame);
+    Response::LocksDetail { locks, truncated: truncated || cut }
 }
