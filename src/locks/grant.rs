@@ -76,7 +76,7 @@ impl LockTable {
         if !self.ready(now, session, out) {
             return;
         }
-        let key = self.store.find(name);
+        let key = self.store.find_name(name);
         let Some((key, lock)) = key.and_then(|k| Some((k, self.store.get_mut(k)?))) else {
             let answer = self.take_lost(session, name, Some(token));
             return reply(
@@ -117,7 +117,7 @@ impl LockTable {
         if !self.ready(now, session, out) {
             return;
         }
-        let lock = self.store.find(name).and_then(|key| self.store.get(key));
+        let lock = self.store.find_name(name).and_then(|key| self.store.get(key));
         let held = lock.is_some_and(|lock| lock.holders.iter().any(|h| h.token == token));
         reply(out, session, request_id, name, Response::Checked { held });
     }

@@ -88,8 +88,16 @@ impl From<&str> for Name {
 }
 
 impl PartialEq for Name {
+    /// Two inline names compare as their whole inline arrays, a fixed-size compare with no
+    /// call: `Name::new` zeroes the bytes past `len`, and nothing mutates them.
+    #[inline]
     fn eq(&self, other: &Name) -> bool {
-        self.as_str() == other.as_str()
+        match (&self.0, &other.0) {
+            (Repr::Inline { len, bytes }, Repr::Inline { len: other_len, bytes: other_bytes }) => {
+                len == other_len && bytes == other_bytes
+            }
+            _ => self.as_str() == other.as_str(),
+        }
     }
 }
 
@@ -156,6 +164,14 @@ mod tests {
         let long = "b".repeat(40);
         let (short, shared) = (Name::new("a"), Name::new(&long));
         assert!(short < shared && Name::new("a") == short && shared == Name::new(&long));
+        // Inline names of different lengths differ, even where one is the other's prefix or
+        // padding would match; inline and shared never hold the same text.
+        let edge = "e".repeat(INLINE);
+        for (a, b) in [("a", "a\0"), ("", "\0"), ("ab", "a"), ("job:1", "job:2"), (&edge[..], &edge[1..])] {
+            assert_ne!(Name::new(a), Name::new(b), "{a:?} {b:?}");
+            assert_eq!(Name::new(a), Name::new(a));
+        }
+        assert_ne!(Name::new(&edge), Name::new(&format!("{edge}e")));
         assert_eq!(hash(&|h| short.hash(h)), hash(&|h| "a".hash(h)));
         assert_eq!(hash(&|h| shared.hash(h)), hash(&|h| long.as_str().hash(h)));
         assert_eq!(std::mem::size_of::<Name>(), 24);

@@ -127,6 +127,16 @@ impl Store {
         self.index.find(hash, |&key| locks.get(key as usize).is_some_and(|l| &*l.name == name)).copied()
     }
 
+    /// `find` of a `Name`, as the table's requests carry one: two inline names compare as
+    /// fixed-size arrays, with no `memcmp` call (see `Name`'s `eq`). For the lookups that
+    /// usually hit (UNLOCK, DOWNGRADE, CHECK); LOCK's, which usually misses, measured cheaper
+    /// through `find_hashed`.
+    pub fn find_name(&self, name: &Name) -> Option<u32> {
+        let locks = &self.locks;
+        let hash = self.hash(name);
+        self.index.find(hash, |&key| locks.get(key as usize).is_some_and(|l| l.name == *name)).copied()
+    }
+
     /// Adds a lock the caller has checked is absent, `hash` being the `hash` of its name;
     /// `None` once keys no longer fit a `u32` (four billion locks), which the caller reports
     /// as a limit. The hash comes from the caller's lookup: hashing the name again here would

@@ -257,7 +257,8 @@ impl LockTable {
             } else {
                 Refusal::ModeConflict.response()
             }
-        } else if self.sessions.get(&session).is_some_and(|state| state.waits_on(key)) {
+        } else if !lock.waiters.is_empty() && self.sessions.get(&session).is_some_and(|s| s.waits_on(key)) {
+            // (A session that waits for the lock is in its queue: an empty one needs no lookup.)
             // The first request keeps waiting with its own timer; this one is answered now.
             self.counters.already_waiting += 1;
             Response::AlreadyWaiting
@@ -368,7 +369,7 @@ impl LockTable {
             }
             self.finish_release(now, session, out);
         }
-        let key = self.store.find(name);
+        let key = self.store.find_name(name);
         let hold = key.and_then(|k| self.store.get(k)).and_then(|lock| lock.holders.of(session));
         let holds = hold.is_some_and(|h| token.is_none_or(|t| t == h.token));
         match key {
