@@ -269,7 +269,14 @@ pub(crate) fn run(
         // The server closes connections itself (it takes KICK before `run`), the session answers
         // ADMIN_AUTH and refuses CONNECTIONS_DETAIL before decoding: refused here too, should
         // one arrive.
-        Request::Kick(_) | Request::AdminAuth(_) | Request::ConnectionsDetail(_) => {
+        // The session serves the session requests (it owns the connection's life); until a
+        // server serves them they are unknown opcodes, as §8 asks.
+        Request::Kick(_)
+        | Request::AdminAuth(_)
+        | Request::ConnectionsDetail(_)
+        | Request::SessionOpen(_)
+        | Request::SessionResume(_)
+        | Request::Goodbye => {
             let e = DecodeError::UnknownOpcode(request.opcode());
             Ran::Reply(Response::error(e.code(), e.to_string()))
         }
