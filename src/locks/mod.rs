@@ -51,6 +51,9 @@ mod refusal;
 mod release;
 mod session;
 mod store;
+mod suspend;
+#[cfg(test)]
+mod suspend_tests;
 mod table;
 #[cfg(test)]
 mod tests;
@@ -62,6 +65,7 @@ pub use histogram::{Histogram, BOUNDS_MS};
 pub use holders::Mode;
 pub use lease::LOST_MEMORY;
 pub use name::Name;
+pub use suspend::{DetachedInfo, SessionStats, DETACHED_SUFFIX};
 pub use table::{LockTable, EXPIRE_BATCH, REFUSAL_QUEUE_MAX, RELEASE_BATCH};
 
 /// Capacities of the table's containers, to check that memory is given back after a burst.

@@ -5,6 +5,7 @@ use hashbrown::{HashMap, HashSet};
 
 use super::lease::LostGrant;
 use super::store::NO_LOCK;
+use super::suspend::Resumable;
 
 /// Sets up to this capacity are never shrunk.
 const SET_SHRINK_FLOOR: usize = 64;
@@ -32,6 +33,8 @@ pub(super) struct SessionState {
     pub releasing: bool,
     /// Grants it lost without asking, oldest first, at most `LOST_MEMORY`.
     pub lost: Vec<LostGrant>,
+    /// Set by SESSION_OPEN: the secret, the grace and, while detached, the outbox (`suspend`).
+    pub resumable: Option<Box<Resumable>>,
 }
 
 impl SessionState {
@@ -46,6 +49,7 @@ impl SessionState {
             gone: false,
             releasing: false,
             lost: Vec::new(),
+            resumable: None,
         }
     }
 

@@ -13,7 +13,7 @@ use super::refusal::Refusal;
 use super::release::Release;
 use super::session::SessionState;
 use super::store::{Lock, Store, Waiter};
-use super::{LockOpts, Name, Output, SessionId, TableLimits, TableStats};
+use super::{LockOpts, Name, Output, SessionId, SessionStats, TableLimits, TableStats};
 use crate::protocol::{ErrorCode, Response};
 use crate::wheel::{Tick, TimerHandle, Wheel};
 
@@ -28,6 +28,8 @@ pub(super) enum Timer {
     Lease { token: u64 },
     /// The lock-delay of lock `lock` ends.
     Delay { lock: u32 },
+    /// The grace of detached `session` ends (`suspend`).
+    Grace { session: SessionId },
 }
 
 /// Named locks with FIFO wait queues; see the module documentation for the guarantees.
@@ -58,6 +60,9 @@ pub struct LockTable {
     pub(super) release_batch: usize,
     /// What RESETs and detaches may still release inline until the next release step.
     pub(super) inline_budget: usize,
+    /// Sessions detached now (`suspend`): while 0, `apply` diverts nothing.
+    pub(super) detached: usize,
+    pub(super) session_stats: SessionStats,
 }
 
 /// The most queue entries a LOCKS entry reports (PROTOCOL.md §4.12).
@@ -131,6 +136,8 @@ impl LockTable {
             expire_batch: EXPIRE_BATCH,
             release_batch: RELEASE_BATCH,
             inline_budget: RELEASE_BATCH,
+            detached: 0,
+            session_stats: SessionStats::default(),
         }
     }
 
@@ -434,6 +441,7 @@ impl LockTable {
                 }
                 Timer::Lease { token } => self.lease_timer(now, token, out),
                 Timer::Delay { lock } => self.delay_end(now, lock, out),
+                Timer::Grace { session } => self.grace_end(now, session, out),
             }
         }
         self.fired = fired;
