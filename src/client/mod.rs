@@ -41,6 +41,8 @@ mod guard;
 mod handshake;
 mod merge;
 pub mod placement;
+mod resume;
+mod session;
 mod shard;
 mod shard_builder;
 mod stream;
@@ -456,7 +458,35 @@ impl Client {
     /// # Ok::<(), officer::client::Error>(())
     /// ```
     pub fn server_info(&self) -> HelloOk {
-        self.slot().hello().clone()
+        self.slot().hello()
+    }
+
+    /// The resumable session of the current connection: its id and the grace the server
+    /// granted, or `None` without one (not asked for with [`ClientBuilder::session_grace`],
+    /// or the server opened none).
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// let client = officer::client::Client::builder().session_grace(Duration::from_secs(10)).connect()?;
+    /// if let Some((id, grace)) = client.session() {
+    ///     println!("session {id}: locks survive a lost connection for {grace:?}");
+    /// }
+    /// # Ok::<(), officer::client::Error>(())
+    /// ```
+    pub fn session(&self) -> Option<(u64, Duration)> {
+        self.slot().session()
+    }
+
+    /// How many times the current connection's session was resumed after its connection
+    /// dropped (0 without a session).
+    ///
+    /// ```no_run
+    /// # let client = officer::client::Client::connect("localhost", 11500)?;
+    /// println!("resumed {} times", client.resumes());
+    /// # Ok::<(), officer::client::Error>(())
+    /// ```
+    pub fn resumes(&self) -> u64 {
+        self.slot().resumes()
     }
 
     /// The namespace given to the builder, if any.

@@ -29,6 +29,8 @@ const RESET: u8 = 2;
 /// One proxied connection: the client's socket, the server's, and how it should end.
 struct Link {
     state: AtomicU8,
+    /// Pumps of this link that have stopped forwarding for a freeze.
+    parked: AtomicUsize,
     pumps: Mutex<Vec<thread::JoinHandle<()>>>,
 }
 
@@ -87,9 +89,16 @@ impl Proxy {
         self.end_all(RESET)
     }
 
-    /// Stops forwarding both ways, holding every socket open (new connections too).
+    /// Stops forwarding both ways, holding every socket open (new connections too). Returns
+    /// once every pump has stopped: a byte written after this is not forwarded until `thaw`.
     pub fn freeze(&self) {
         self.shared.frozen.store(true, Ordering::SeqCst);
+        let links: Vec<Arc<Link>> = self.shared.links.lock().unwrap().clone();
+        for link in links {
+            while link.state.load(Ordering::SeqCst) == OPEN && link.parked.load(Ordering::SeqCst) < 2 {
+                thread::sleep(Duration::from_millis(1));
+            }
+        }
     }
 
     /// Forwards again whatever was held back while frozen.
@@ -155,7 +164,11 @@ fn accept_loop(listener: TcpListener, upstream: SocketAddr, shared: &Arc<Shared>
         };
         let _ = up.set_nodelay(true);
         let _ = down.set_nodelay(true);
-        let link = Arc::new(Link { state: AtomicU8::new(OPEN), pumps: Mutex::new(Vec::new()) });
+        let link = Arc::new(Link {
+            state: AtomicU8::new(OPEN),
+            parked: AtomicUsize::new(0),
+            pumps: Mutex::new(Vec::new()),
+        });
         let pumps = vec![
             pump(clone(&down), clone(&up), Arc::clone(&link), Arc::clone(shared)),
             pump(up, down, Arc::clone(&link), Arc::clone(shared)),
@@ -199,13 +212,22 @@ fn pump(
     from.set_read_timeout(Some(POLL)).expect("proxy read timeout");
     thread::spawn(move || {
         let mut buf = [0u8; 16384];
+        let mut parked = false;
         loop {
             if link.state.load(Ordering::SeqCst) != OPEN {
                 break;
             }
             if shared.frozen.load(Ordering::SeqCst) {
-                thread::sleep(POLL);
+                if !parked {
+                    parked = true;
+                    link.parked.fetch_add(1, Ordering::SeqCst);
+                }
+                thread::sleep(Duration::from_millis(1));
                 continue;
+            }
+            if parked {
+                parked = false;
+                link.parked.fetch_sub(1, Ordering::SeqCst);
             }
             match from.read(&mut buf) {
                 Ok(0) => {
