@@ -364,3 +364,22 @@ fn officer_lock_with_a_session_grace_survives_a_reset_while_the_command_runs() {
     assert!(observer.try_lock("blip/cli").is_ok());
     assert_eq!(proxy.connections(), 2);
 }
+
+#[test]
+fn a_server_that_opens_no_session_leaves_the_client_as_before() {
+    // The default --max-session-grace is 0: SESSION_OK with grace 0.
+    let server = TestServer::start();
+    let proxy = Proxy::start(server.addr());
+    let client = Client::builder()
+        .host("127.0.0.1")
+        .port(proxy.port())
+        .session_grace(GRACE)
+        .connect()
+        .expect("connect");
+    assert_eq!(client.session(), None);
+    let guard = client.lock_guard("blip/nosession", LockOptions::new()).expect("lock");
+    proxy.reset_all();
+    assert!(guard.wait_lost(Some(WAIT)), "without a session the reset loses the lock");
+    assert_eq!(client.resumes(), 0);
+    assert_eq!(proxy.connections(), 1);
+}

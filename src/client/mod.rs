@@ -42,6 +42,8 @@ mod handshake;
 mod merge;
 pub mod placement;
 mod resume;
+#[cfg(test)]
+mod resume_tests;
 mod session;
 mod shard;
 mod shard_builder;

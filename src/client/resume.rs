@@ -142,12 +142,14 @@ impl Conn {
             // sent again from their originals.
             st.pending
                 .retain(|_, p| p.stands_for.is_none() || p.sent.as_ref().is_some_and(|(_, l)| *l == link));
-            let stale: Vec<u32> = st
+            let mut stale: Vec<u32> = st
                 .pending
                 .iter()
                 .filter(|(_, p)| p.sent.as_ref().is_some_and(|(_, l)| *l < link))
                 .map(|(id, _)| *id)
                 .collect();
+            // In the order they were first sent (ids grow), as a caller would expect.
+            stale.sort_unstable();
             let mut out = Vec::new();
             for original in stale {
                 let Some(p) = st.pending.get(&original) else { continue };
