@@ -62,6 +62,8 @@ pub struct LockTable {
     pub(super) inline_budget: usize,
     /// Sessions detached now (`suspend`): while 0, `apply` diverts nothing.
     pub(super) detached: usize,
+    /// Where in the caller's output list `apply`'s outputs not yet diverted begin (`suspend`).
+    pub(super) divert_from: usize,
     pub(super) session_stats: SessionStats,
 }
 
@@ -137,6 +139,7 @@ impl LockTable {
             release_batch: RELEASE_BATCH,
             inline_budget: RELEASE_BATCH,
             detached: 0,
+            divert_from: 0,
             session_stats: SessionStats::default(),
         }
     }
