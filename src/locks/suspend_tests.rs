@@ -285,3 +285,15 @@ fn ten_thousand_graces_ending_together_are_ended_a_batch_per_turn() {
     assert!(granted, "the bystander is granted once its holder's grace ends");
     assert_eq!(t.t.stats().locks_held, 1);
 }
+
+/// The memory README "Limits and guarantees" states for a session: a plain one pays one
+/// pointer; a resumable one a box of at most 96 bytes; a detached one also its grace timer, its
+/// two labels, and at most 3 outputs of at most 128 bytes (plus a TIMED_OUT's queue) per hold
+/// or wait it had.
+#[test]
+fn a_session_costs_what_the_readme_says() {
+    use std::mem::size_of;
+    assert_eq!(size_of::<Option<Box<super::suspend::Resumable>>>(), size_of::<usize>());
+    assert!(size_of::<super::suspend::Resumable>() <= 96, "{}", size_of::<super::suspend::Resumable>());
+    assert!(size_of::<Output>() <= 128, "{}", size_of::<Output>());
+}
