@@ -308,7 +308,17 @@ impl LockTable {
     }
 
     /// Why a new hold or wait by `session` (on a lock with `lock_waiters` waiters) is refused.
+    /// Inline, so that the usual case (no limit set) costs two tests on every LOCK.
+    #[inline]
     fn limit_refusal(&self, session: SessionId, lock_waiters: Option<usize>) -> Option<String> {
+        if self.limits.max_locks_per_conn == 0 && self.limits.max_waiters_per_lock == 0 {
+            return None;
+        }
+        self.limit_message(session, lock_waiters)
+    }
+
+    #[cold]
+    fn limit_message(&self, session: SessionId, lock_waiters: Option<usize>) -> Option<String> {
         let per_conn = self.limits.max_locks_per_conn as usize;
         // The limit is usually off: skip the session lookup then (this is on every LOCK).
         if per_conn != 0 {
