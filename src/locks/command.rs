@@ -82,7 +82,7 @@ pub struct LockOpts {
 impl LockTable {
     /// Applies one command at `now`, pushing the responses it causes, in causal order, to `out`.
     pub fn apply(&mut self, now: Tick, cmd: &Command, out: &mut Vec<Output>) {
-        let start = out.len();
+        self.divert_from = out.len();
         match cmd {
             Command::Attach { session, label } => self.attach(*session, label),
             Command::Lock { session, request_id, name, timeout_ms, queue_max, opts } => {
@@ -120,7 +120,7 @@ impl LockTable {
         }
         // What is addressed to a detached session waits in its outbox for a resume.
         if self.detached != 0 {
-            self.divert_detached(start, out);
+            self.divert_detached(out);
         }
     }
 

@@ -185,6 +185,12 @@ impl Holders {
         if self.used == 0 {
             return None;
         }
+        if self.first.session == session && self.more.is_empty() {
+            // The only grant (every exclusive lock): nothing moves, and an empty `more` has
+            // nothing to give back.
+            self.used = 0;
+            return Some(self.first);
+        }
         let holder = if self.first.session == session {
             let holder = self.first;
             if !self.more.is_empty() {

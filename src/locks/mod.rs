@@ -25,7 +25,7 @@
 //! left for the next call, which the server makes on its next turn.
 //!
 //! Layout: `command` is the way in (`Command`, `LockOpts`, `SessionId`, `Name`, `apply`);
-//! `store` keeps each lock (and its name) once; `holders` who holds a lock, in which mode, and
+//! `store` keeps each lock (and its name) once, `queue` its waiters out of line; `holders` who holds a lock, in which mode, and
 //! what it admits; `session` keeps per-session state; `table` holds the LOCK, UNLOCK and timeout
 //! transitions; `grant` grants in FIFO order, DOWNGRADE and CHECK; `lease` leases, RENEW,
 //! LOST, lock-delay, CONTENDED and REVOKE; `refusal` the refusals of what a LOCK asks for;
@@ -47,6 +47,7 @@ mod listing;
 #[cfg(test)]
 mod mode_tests;
 mod name;
+mod queue;
 mod refusal;
 mod release;
 mod session;

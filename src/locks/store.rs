@@ -1,7 +1,6 @@
 //! Lock storage: every lock lives once in a slab, found by name through a hash index that holds
 //! only slab keys, so each name is stored exactly once (in the lock itself).
 
-use std::collections::VecDeque;
 use std::hash::BuildHasher;
 
 use hashbrown::{DefaultHashBuilder, HashTable};
@@ -9,6 +8,7 @@ use slab::Slab;
 
 use super::holders::{Holder, Holders};
 use super::lease::GrantOpts;
+use super::queue::Queue;
 use super::{Name, SessionId};
 use crate::wheel::{Tick, TimerHandle};
 
@@ -33,14 +33,19 @@ pub(super) struct Waiter {
 }
 
 /// A held lock. A lock without a holder is removed, so `holders` is never empty, except
-/// while a lock-delay runs.
+/// while a lock-delay runs. 120 bytes: what is rare (a wait queue, more than one holder,
+/// lease state) lives out of line, so the common lock stays small in memory and its moves
+/// into and out of the slab stay inline copies (a `memcpy` call above 128 bytes).
 #[derive(Debug)]
 pub(super) struct Lock {
     pub name: Name,
+    /// The hash the store's index files `name` under (set by `Store::insert`): a lock that goes
+    /// and an index that resizes find it without hashing the name again.
+    hash: u64,
     pub holders: Holders,
-    /// Waiting requests in arrival order; `VecDeque::new` does not allocate, so an uncontended
-    /// lock costs no allocation beyond its name.
-    pub waiters: VecDeque<Waiter>,
+    /// Waiting requests in arrival order; boxed on the first wait, so an uncontended lock
+    /// costs no allocation beyond its name.
+    pub waiters: Queue,
     /// While nonzero, a lock-delay runs until this tick (PROTOCOL.md §6.10): the lock grants
     /// nothing, and it is kept even with no holder and no waiter. One compare on the paths
     /// that grant.
@@ -54,7 +59,7 @@ impl Lock {
     /// A lock just granted to `holder`, not yet linked into its list of holds; `limit` is the
     /// semaphore limit, or 0 for a read/write lock.
     pub fn new(name: Name, holder: Holder, limit: u32) -> Lock {
-        Lock { name, holders: Holders::new(holder, limit), waiters: VecDeque::new(), delay_until: 0 }
+        Lock { name, hash: 0, holders: Holders::new(holder, limit), waiters: Queue::new(), delay_until: 0 }
     }
 
     /// Whether the first waiter could be granted now: what must never stay true at rest.
@@ -127,24 +132,24 @@ impl Store {
     /// as a limit. The hash comes from the caller's lookup: hashing the name again here would
     /// cost a second hash on every LOCK of a free name, and would read the lock's name just
     /// after it was moved in, a store-forwarding stall.
-    pub fn insert(&mut self, hash: u64, lock: Lock) -> Option<u32> {
+    pub fn insert(&mut self, hash: u64, mut lock: Lock) -> Option<u32> {
         let key = u32::try_from(self.locks.vacant_key()).ok()?;
         debug_assert_eq!(hash, self.hash(&lock.name));
+        lock.hash = hash;
         self.locks.insert(lock);
-        let (locks, hasher) = (&self.locks, &self.hasher);
-        self.index.insert_unique(hash, key, |&k| rehash(locks, hasher, k));
+        let locks = &self.locks;
+        self.index.insert_unique(hash, key, |&k| rehash(locks, k));
         Some(key)
     }
 
-    pub fn remove(&mut self, key: u32) -> Option<Lock> {
-        // Hashed in place, before the lock moves out: hashing the moved copy read bytes still
-        // in flight from the move, a store-forwarding stall on every lock that goes.
-        let hash = self.hash(&self.locks.get(key as usize)?.name);
-        let lock = self.locks.try_remove(key as usize)?;
+    /// Removes lock `key` and drops it: no caller wants it back, and a lock returned would be
+    /// one more move of it.
+    pub fn remove(&mut self, key: u32) {
+        let Some(hash) = self.locks.get(key as usize).map(|lock| lock.hash) else { return };
         if let Ok(entry) = self.index.find_entry(hash, |&k| k == key) {
             entry.remove();
         }
-        Some(lock)
+        self.locks.try_remove(key as usize);
     }
 
     /// Returns memory once the slab is at most a quarter full; called by housekeeping only,
@@ -165,8 +170,8 @@ impl Store {
         }
         self.locks.shrink_to_fit();
         if self.index.capacity() >= len.saturating_mul(4).max(MIN_SHRINK_CAPACITY) {
-            let (locks, hasher) = (&self.locks, &self.hasher);
-            self.index.shrink_to(len * 2, |&k| rehash(locks, hasher, k));
+            let locks = &self.locks;
+            self.index.shrink_to(len * 2, |&k| rehash(locks, k));
         }
         self.last_try = Some((len, self.locks.capacity()));
         let shrank = self.locks.capacity() < capacity;
@@ -202,6 +207,6 @@ impl Store {
 }
 
 /// The hash of lock `key`'s name, for the index to rehash when it resizes.
-fn rehash(locks: &Slab<Lock>, hasher: &DefaultHashBuilder, key: u32) -> u64 {
-    locks.get(key as usize).map_or(0, |lock| hasher.hash_one(&*lock.name))
+fn rehash(locks: &Slab<Lock>, key: u32) -> u64 {
+    locks.get(key as usize).map_or(0, |lock| lock.hash)
 }

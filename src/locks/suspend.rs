@@ -176,6 +176,9 @@ impl LockTable {
     /// The grace timer of `session` fired: unless it was resumed meanwhile (the timer is then
     /// cancelled, so this is a stale one), the session ends as a lost plain connection does.
     pub(super) fn grace_end(&mut self, now: Tick, session: SessionId, out: &mut Vec<Output>) {
+        // What this command sent it before its grace ended (an earlier timer of the same
+        // batch) was sent while detached: it goes, kept, with the session.
+        self.divert_detached(out);
         if self.take_detached(session).is_some() {
             self.session_stats.expired += 1;
             self.detach(now, session, out);
@@ -199,10 +202,12 @@ impl LockTable {
         Some(detached)
     }
 
-    /// Moves the outputs from `start` on that are addressed to a detached session into its
-    /// outbox, keeping the order of the rest. O(outputs) hash lookups; called only while some
-    /// session is detached.
-    pub(super) fn divert_detached(&mut self, start: usize, out: &mut Vec<Output>) {
+    /// Moves the outputs from `divert_from` on that are addressed to a detached session into
+    /// its outbox, keeping the order of the rest, and marks them all handled. Within one command
+    /// sessions only stop being detached (a `Suspend` outputs nothing), so what was handled
+    /// stays right. O(new outputs) hash lookups; called only while some session is detached.
+    pub(super) fn divert_detached(&mut self, out: &mut Vec<Output>) {
+        let start = self.divert_from.min(out.len());
         if out.len() == start {
             return;
         }
@@ -217,6 +222,27 @@ impl LockTable {
                 None => out.push(output),
             }
         }
+        self.divert_from = out.len();
+    }
+
+    /// Self-check: the detached gauge counts the detached sessions, each with a live grace
+    /// timer for itself at its end. Returns the number of grace timers.
+    pub(super) fn check_detached(&self) -> Result<usize, String> {
+        let mut count = 0;
+        for (&session, state) in &self.sessions {
+            let Some(detached) = state.resumable.as_deref().and_then(|r| r.detached.as_ref()) else {
+                continue;
+            };
+            match self.timers.get(detached.timer) {
+                Some((at, Timer::Grace { session: of })) if at == detached.until && *of == session => {}
+                other => return Err(format!("{session:?} is detached with grace timer {other:?}")),
+            }
+            count += 1;
+        }
+        if count != self.detached {
+            return Err(format!("detached gauge {} for {count} detached sessions", self.detached));
+        }
+        Ok(count)
     }
 
     /// The counters of resumable sessions.

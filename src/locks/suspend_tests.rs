@@ -235,3 +235,65 @@ fn detach_of_a_detached_session_drops_it_and_a_plain_suspend_is_a_detach() {
     assert_eq!(t.t.stats().connections, 0);
     assert!(t.run(5000, Command::Expire).is_empty(), "the grace timer went with the session");
 }
+
+/// A lease and the grace ending in the same `Expire` (the lease's timer first): the LOST was
+/// made while detached, so it goes with the session instead of out to nobody.
+#[test]
+fn what_a_batch_sends_before_the_grace_ends_in_it_goes_with_the_session() {
+    let mut t = T::new();
+    t.attach(1, "a:1");
+    t.open(1, 10);
+    let leased = LockOpts { lease_ms: Some(5), ..LockOpts::default() };
+    t.run(0, lock_with(1, 2, "x", None, leased));
+    t.run(0, suspend(1));
+    assert!(t.run(100, Command::Expire).is_empty(), "LOST, then the grace end: nothing out");
+    assert_eq!(t.t.session_stats().expired, 1);
+    assert_eq!(t.t.check_invariants(), Ok(()));
+}
+
+/// 10,000 sessions detach at once (a partition) and their graces end at the same tick: each
+/// `Expire` ends at most `EXPIRE_BATCH` of them, so a turn of the loop stays bounded and the
+/// bystander waiting behind them is granted only when its holder's grace ends.
+#[test]
+fn ten_thousand_graces_ending_together_are_ended_a_batch_per_turn() {
+    let mut t = T::new();
+    let n = 10_000u64;
+    for s in 1..=n {
+        t.attach(s, "p");
+        t.open(s, 1000);
+        t.run(0, lock(s, 2, &format!("k{s}"), None));
+    }
+    t.attach(n + 1, "bystander");
+    assert!(t.run(0, lock(n + 1, 2, &format!("k{n}"), None)).is_empty());
+    for s in 1..=n {
+        assert!(t.run(5, suspend(s)).is_empty(), "a suspend is O(1) and says nothing");
+    }
+    assert_eq!(t.t.session_stats().detached, n as usize);
+    let mut turns = 0;
+    let mut granted = false;
+    while t.t.session_stats().detached > 0 || t.t.has_pending_releases() {
+        let before = t.t.session_stats().detached;
+        let outputs = t.run(1006, Command::Expire);
+        turns += 1;
+        assert!(before - t.t.session_stats().detached <= EXPIRE_BATCH, "one batch per turn");
+        granted |= outputs
+            .iter()
+            .any(|(s, rid, r)| (*s, *rid) == (n + 1, 2) && matches!(r, Response::Acquired { .. }));
+        assert!(turns <= 100, "never ends");
+    }
+    assert!(turns >= (n as usize).div_ceil(EXPIRE_BATCH), "{turns} turns");
+    assert!(granted, "the bystander is granted once its holder's grace ends");
+    assert_eq!(t.t.stats().locks_held, 1);
+}
+
+/// The memory README "Limits and guarantees" states for a session: a plain one pays one
+/// pointer; a resumable one a box of at most 96 bytes; a detached one also its grace timer, its
+/// two labels, and at most 3 outputs of at most 128 bytes (plus a TIMED_OUT's queue) per hold
+/// or wait it had.
+#[test]
+fn a_session_costs_what_the_readme_says() {
+    use std::mem::size_of;
+    assert_eq!(size_of::<Option<Box<super::suspend::Resumable>>>(), size_of::<usize>());
+    assert!(size_of::<super::suspend::Resumable>() <= 96, "{}", size_of::<super::suspend::Resumable>());
+    assert!(size_of::<Output>() <= 128, "{}", size_of::<Output>());
+}

@@ -62,6 +62,8 @@ pub struct LockTable {
     pub(super) inline_budget: usize,
     /// Sessions detached now (`suspend`): while 0, `apply` diverts nothing.
     pub(super) detached: usize,
+    /// Where in the caller's output list `apply`'s outputs not yet diverted begin (`suspend`).
+    pub(super) divert_from: usize,
     pub(super) session_stats: SessionStats,
 }
 
@@ -137,6 +139,7 @@ impl LockTable {
             release_batch: RELEASE_BATCH,
             inline_budget: RELEASE_BATCH,
             detached: 0,
+            divert_from: 0,
             session_stats: SessionStats::default(),
         }
     }
@@ -305,7 +308,17 @@ impl LockTable {
     }
 
     /// Why a new hold or wait by `session` (on a lock with `lock_waiters` waiters) is refused.
+    /// Inline, so that the usual case (no limit set) costs two tests on every LOCK.
+    #[inline]
     fn limit_refusal(&self, session: SessionId, lock_waiters: Option<usize>) -> Option<String> {
+        if self.limits.max_locks_per_conn == 0 && self.limits.max_waiters_per_lock == 0 {
+            return None;
+        }
+        self.limit_message(session, lock_waiters)
+    }
+
+    #[cold]
+    fn limit_message(&self, session: SessionId, lock_waiters: Option<usize>) -> Option<String> {
         let per_conn = self.limits.max_locks_per_conn as usize;
         // The limit is usually off: skip the session lookup then (this is on every LOCK).
         if per_conn != 0 {
