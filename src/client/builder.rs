@@ -231,7 +231,9 @@ impl ClientBuilder {
 
     /// Whether a call on a broken connection that held no locks (and waited for none) opens
     /// a new connection instead of failing (default: true). A connection that held locks is
-    /// never replaced silently: calls fail until [`Client::reconnect`].
+    /// never replaced silently: calls fail until [`Client::reconnect`]. With a session
+    /// ([`ClientBuilder::session_grace`]) a dropped connection is always resumed, holding locks
+    /// or not; this setting applies once a resume has failed.
     ///
     /// ```
     /// let builder = officer::client::Client::builder().auto_reconnect(false);

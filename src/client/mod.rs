@@ -10,6 +10,9 @@
 //! - `shard`, `shard_builder`: [`ShardedClient`] and [`ShardedBuilder`], names spread over
 //!   several servers; [`placement`] (public, pure: which server a name lives on) and `merge`
 //!   (how listings of several servers become one) hold what an async client can share.
+//! - `session`, `resume`: resumable sessions ([`ClientBuilder::session_grace`]): the messages,
+//!   back-off and how a request sent again is answered, without I/O; and the reconnect-and-resume
+//!   the reader thread runs when a link drops.
 //! - `answer`, `handshake`: what answers mean and the handshake's checks, without I/O; shared
 //!   with [`tokio`] (cargo feature `tokio`), the async client.
 //!
@@ -80,8 +83,10 @@ use conn::{Conn, Track};
 /// Calls block the calling thread only: a thread waiting for a lock does not delay other
 /// threads' calls. When the connection breaks, the server releases its locks; calls then fail
 /// with [`ErrorKind::ConnectionLost`] until [`Client::reconnect`] (a connection that held no
-/// locks is replaced on the next call, see [`ClientBuilder::auto_reconnect`]). Dropping the
-/// client closes the connection.
+/// locks is replaced on the next call, see [`ClientBuilder::auto_reconnect`]). With a
+/// resumable session ([`ClientBuilder::session_grace`]) a broken connection is instead
+/// reconnected and resumed by the client within the grace, locks and waits intact, and only a
+/// failed resume is a lost connection. Dropping the client closes the connection.
 ///
 /// ```no_run
 /// use officer::client::{Client, LockOptions};
@@ -288,7 +293,8 @@ impl Client {
         self.slot().close("closed by disconnect()");
     }
 
-    /// True while the connection is up. A `false` means every lock it held is gone.
+    /// True while the connection is up. A `false` means every lock it held is gone. With a
+    /// session, true also while a dropped connection is being resumed within the grace.
     ///
     /// ```no_run
     /// # let client = officer::client::Client::connect("localhost", 11500)?;
