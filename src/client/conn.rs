@@ -98,6 +98,19 @@ pub(crate) struct LostGrant {
     pub(crate) reason: LostReason,
 }
 
+/// Why a link ended, and whether a session may resume after it.
+struct End {
+    reason: String,
+    resumable: bool,
+}
+
+impl End {
+    /// The link broke (closed, reset, garbage): a session resumes.
+    fn broken(reason: String) -> End {
+        End { reason, resumable: true }
+    }
+}
+
 /// How many notices of each kind are remembered: a client that never looks cannot make the
 /// reader grow without bound (the server keeps as many lost grants, PROTOCOL.md §6.9).
 const NOTICES_KEPT: usize = 64;
@@ -394,9 +407,13 @@ impl Conn {
     fn read_loop(self: Arc<Self>, mut stream: Stream, mut buf: Vec<u8>) {
         let mut replay = None;
         loop {
-            let reason = self.read_link(&mut stream, &mut buf, &mut replay);
-            log::debug!("officer link ended session={:?} reason={reason}", self.session);
-            match self.resume_after(reason) {
+            let end = self.read_link(&mut stream, &mut buf, &mut replay);
+            log::debug!("officer link ended session={:?} reason={}", self.session, end.reason);
+            if !end.resumable {
+                self.fail(&end.reason, false);
+                return;
+            }
+            match self.resume_after(end.reason) {
                 Some(next) => {
                     stream = next.reader;
                     buf = next.leftover;
@@ -414,17 +431,17 @@ impl Conn {
         stream: &mut Stream,
         buf: &mut Vec<u8>,
         replay: &mut Option<super::resume::Replay>,
-    ) -> String {
+    ) -> End {
         let mut chunk = vec![0u8; 16 * 1024];
         loop {
             if let Err(reason) = self.dispatch_all(buf, replay) {
                 return reason;
             }
             match stream.read(&mut chunk) {
-                Ok(0) => return "the server closed the connection".to_owned(),
+                Ok(0) => return End::broken("the server closed the connection".to_owned()),
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return format!("read failed: {e}"),
+                Err(e) => return End::broken(format!("read failed: {e}")),
             }
         }
     }
@@ -434,19 +451,19 @@ impl Conn {
         &self,
         buf: &mut Vec<u8>,
         replay: &mut Option<super::resume::Replay>,
-    ) -> std::result::Result<(), String> {
+    ) -> std::result::Result<(), End> {
         // A resume whose replay is empty (or through) attaches before anything else is read.
         self.attach_when_replayed(replay);
         let mut consumed = 0;
         let result = loop {
             match split_frame(&buf[consumed..], MAX_RESPONSE_FRAME) {
                 Ok(None) => break Ok(()),
-                Err(e) => break Err(format!("bad frame from the server: {e}")),
+                Err(e) => break Err(End::broken(format!("bad frame from the server: {e}"))),
                 Ok(Some((frame, len))) => {
                     consumed += len;
                     let resp = match Response::decode(&frame) {
                         Ok(resp) => resp,
-                        Err(e) => break Err(format!("bad response from the server: {e}")),
+                        Err(e) => break Err(End::broken(format!("bad response from the server: {e}"))),
                     };
                     if let Err(reason) = self.dispatch(frame.request_id, resp) {
                         break Err(reason);
@@ -462,7 +479,7 @@ impl Conn {
         result
     }
 
-    fn dispatch(&self, id: u32, resp: Response) -> std::result::Result<(), String> {
+    fn dispatch(&self, id: u32, resp: Response) -> std::result::Result<(), End> {
         // Notices share request id 0 with SHUTDOWN and fatal errors; their opcode tells them
         // apart (PROTOCOL.md §4.24, §4.25).
         if id == NOTICE_REQUEST_ID && matches!(resp, Response::Lost { .. } | Response::Contended { .. }) {
@@ -470,7 +487,9 @@ impl Conn {
             return Ok(());
         }
         if id == SHUTDOWN_REQUEST_ID {
-            return Err(unsolicited_reason(resp));
+            // The server ended the connection on purpose (shutdown, a fatal error, the session
+            // taken over elsewhere): nothing to resume.
+            return Err(End { reason: unsolicited_reason(resp), resumable: false });
         }
         let mut st = lock(&self.state);
         let Some(mut pending) = st.pending.remove(&id) else {

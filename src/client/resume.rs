@@ -134,7 +134,9 @@ impl Conn {
         {
             let mut st = lock(&self.state);
             if st.lost.is_some() {
-                // Closed while resuming: the new socket goes too.
+                // Closed while resuming: the session ends now rather than after its grace.
+                let id = st.alloc_id();
+                let _ = w.stream.write_all(&session::goodbye_request(id));
                 control.shutdown();
                 return;
             }

@@ -227,3 +227,28 @@ fn a_refused_resume_loses_the_connection_with_its_locks() {
     assert!(err.to_string().contains("bad_session"), "{err}");
     done.recv_timeout(LIMIT).expect("script finished");
 }
+
+#[test]
+fn a_server_shutting_down_ends_the_session_without_a_resume() {
+    let (tx, rx) = mpsc::channel();
+    let (client, done) = session_client(move |listener| {
+        let mut first = open(&listener);
+        let id = first.expect(op::LOCK);
+        first.send(id, &Response::Acquired { token: 2 });
+        first.send(0, &Response::Shutdown { message: "bye".into() });
+        // Handed back so the test can see that nobody dialled again.
+        let _ = tx.send((listener, first));
+    });
+    let guard = client.lock_guard("x", LockOptions::new()).expect("lock");
+    assert!(guard.wait_lost(Some(LIMIT)), "the shutdown was not a loss");
+    let (listener, _first) = rx.recv_timeout(LIMIT).expect("the script's listener");
+    listener.set_nonblocking(true).expect("nonblocking");
+    assert!(
+        matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the client dialled again after a shutdown"
+    );
+    let err = client.ping().unwrap_err();
+    assert!(err.is_connection_lost() && err.to_string().contains("shutting down"), "{err}");
+    assert_eq!(client.resumes(), 0);
+    done.recv_timeout(LIMIT).expect("script finished");
+}
