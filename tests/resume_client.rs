@@ -135,9 +135,11 @@ fn a_holder_keeps_its_lock_and_token_across_a_reset() {
     let client = behind(&proxy, GRACE);
     let guard = client.lock_guard("blip/held", LockOptions::new()).expect("lock");
     let token = guard.token();
+    let reset_at = std::time::Instant::now();
     assert_eq!(proxy.reset_all(), 1);
     // The next call waits for the resume and is answered on the new connection.
     assert_eq!(client.my_locks().expect("my_locks after the reset").held, vec!["blip/held".to_string()]);
+    eprintln!("reset bridged: the next call answered {:?} after the reset", reset_at.elapsed());
     assert_eq!(client.resumes(), 1);
     assert_eq!(proxy.connections(), 2, "one reconnect");
     assert!(client.is_connected());
