@@ -82,6 +82,8 @@ impl Conn {
             }
             match self.try_resume(&session, left.min(self.config.connect_timeout), link + 1) {
                 Ok(next) => {
+                    // Counted before the replay is read, so a caller the replay answers sees it.
+                    self.resumes.fetch_add(1, Ordering::SeqCst);
                     log::debug!("officer session {} resumed, {} replayed", session.id, next.replay.left);
                     return Some(next);
                 }
@@ -181,7 +183,6 @@ impl Conn {
         }
         self.wrote();
         drop(w);
-        self.resumes.fetch_add(1, Ordering::SeqCst);
         self.changed.notify_all();
     }
 }

@@ -169,13 +169,15 @@ fn accept_loop(listener: TcpListener, upstream: SocketAddr, shared: &Arc<Shared>
             parked: AtomicUsize::new(0),
             pumps: Mutex::new(Vec::new()),
         });
+        // Listed before its pumps start, under the list's lock: a reset that follows any byte
+        // forwarded on this link finds it, with its pumps to wait for.
+        let mut links = shared.links.lock().unwrap();
+        links.retain(|l| l.state.load(Ordering::SeqCst) == OPEN);
         let pumps = vec![
             pump(clone(&down), clone(&up), Arc::clone(&link), Arc::clone(shared)),
             pump(up, down, Arc::clone(&link), Arc::clone(shared)),
         ];
         *link.pumps.lock().unwrap() = pumps;
-        let mut links = shared.links.lock().unwrap();
-        links.retain(|l| l.state.load(Ordering::SeqCst) == OPEN);
         links.push(link);
     }
 }
