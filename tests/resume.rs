@@ -277,7 +277,23 @@ fn latency_line(what: &str, samples: &[Duration]) -> String {
 fn a_partition_of_many_sessions_detaches_and_resumes_them_all() {
     let n: usize =
         std::env::var("OFFICER_PARTITION_SESSIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
-    let server = support::process::ServerProcess::spawn(&["--max-session-grace", "600000", "-m", "0"]);
+    let args = ["--max-session-grace", "600000", "-m", "0"];
+    let dir = support::temp_dir();
+    let server = match std::env::var("OFFICER_SERVER_BIN") {
+        // A release server for the figures (`OFFICER_SERVER_BIN=target/release/officer`).
+        Ok(bin) => {
+            let mut child = std::process::Command::new(bin)
+                .args(["run", "-h", "127.0.0.1", "-p", "0", "--state-file"])
+                .arg(support::state_file_in(dir.path()))
+                .args(args)
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn the server");
+            let addr = support::process::read_listening_line(&mut child).expect("its address");
+            support::process::ServerProcess { child, addr: addr.parse().expect("TCP address") }
+        }
+        Err(_) => support::process::ServerProcess::spawn(&args),
+    };
     let addr = server.addr;
     let mut observer = Raw::connect(addr);
     // Baseline: plain connections, released at once when lost.

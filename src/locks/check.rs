@@ -19,13 +19,14 @@ impl LockTable {
     /// invariant is returned as text.
     pub fn check_invariants(&self) -> Result<(), String> {
         let (mut waiters, mut timed) = (0, 0);
+        let mut grants: hashbrown::HashMap<SessionId, usize> = hashbrown::HashMap::new();
         for (key, lock) in self.store.iter_keyed() {
             self.check_grants(lock)?;
             for holder in lock.holders.iter() {
-                let known = self.sessions.get(&holder.session).is_some_and(|state| state.held.contains(&key));
-                if !known {
+                if !self.sessions.contains_key(&holder.session) {
                     return Err(format!("holder {:?} of {:?} does not list it", holder.session, lock.name));
                 }
+                *grants.entry(holder.session).or_default() += 1;
             }
             for waiter in &lock.waiters {
                 waiters += 1;
@@ -47,18 +48,19 @@ impl LockTable {
             }
         }
         for (session, state) in &self.sessions {
-            let held =
-                |key: &u32| self.store.get(*key).is_some_and(|lock| lock.holders.of(*session).is_some());
-            if let Some(key) = state.held.iter().find(|key| !held(key)) {
-                return Err(format!("{session:?} lists lock {key} as held, but does not hold it"));
-            }
             let waits = |key: u32| {
                 self.store.get(key).is_some_and(|lock| lock.waiters.iter().any(|w| w.session == *session))
             };
             if let Some((key, _)) = state.waits().find(|&(key, _)| !waits(key)) {
                 return Err(format!("{session:?} lists a wait on lock {key} that is not queued"));
             }
-            self.check_held_list(*session, state.held_head, state.held_tail, state.held.len())?;
+            // The walk checks that every lock it lists it holds, once; the count that it lists
+            // every grant it has.
+            self.check_held_list(*session, state.held_head, state.held_tail, state.held)?;
+            let granted = grants.get(session).copied().unwrap_or(0);
+            if granted != state.held {
+                return Err(format!("{session:?} has {granted} grants but lists {} holds", state.held));
+            }
         }
         let leased = self.check_extras()?;
         let delayed = self.check_delays()?;
@@ -172,7 +174,11 @@ impl LockTable {
     /// before, the list ends at `tail`, and it has exactly `len` entries.
     fn check_held_list(&self, session: SessionId, head: u32, tail: u32, len: usize) -> Result<(), String> {
         let (mut key, mut prev, mut count) = (head, NO_LOCK, 0);
+        let mut seen = hashbrown::HashSet::new();
         while key != NO_LOCK {
+            if !seen.insert(key) {
+                return Err(format!("{session:?}'s list of holds names lock {key} twice"));
+            }
             let Some(grant) = self.store.get(key).and_then(|lock| lock.holders.of(session)) else {
                 return Err(format!("{session:?}'s list of holds names lock {key}, not held by it"));
             };

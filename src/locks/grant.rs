@@ -217,12 +217,41 @@ impl LockTable {
         if next == NO_LOCK {
             state.held_tail = prev;
         }
-        state.held.remove(&key);
-        // A bulk release empties the set anyway and frees it at the end: rehashing it on the
-        // way down would put O(holds) steps into single release batches.
-        if !state.releasing && !state.gone {
-            state.shrink_if_sparse();
+        state.held = state.held.saturating_sub(1);
+    }
+
+    /// The locks `session` (whose state is `state`) holds, in the order it acquired them: a
+    /// walk of its list of holds, one store lookup per hold (and a scan of each shared lock's
+    /// holders for its grant).
+    pub(super) fn held_keys<'a>(&'a self, session: SessionId, state: &SessionState) -> HeldKeys<'a> {
+        HeldKeys { store: &self.store, session, next: state.held_head, left: state.held }
+    }
+}
+
+/// The iterator of [`LockTable::held_keys`]; it stops after the session's count of holds, so
+/// a broken list could never make it loop.
+pub(super) struct HeldKeys<'a> {
+    store: &'a Store,
+    session: SessionId,
+    next: u32,
+    left: usize,
+}
+
+impl Iterator for HeldKeys<'_> {
+    type Item = u32;
+
+    fn next(&mut self) -> Option<u32> {
+        if self.left == 0 {
+            return None;
         }
+        let key = self.next;
+        let grant = self.store.get(key)?.holders.of(self.session)?;
+        (self.next, self.left) = (grant.held_next, self.left - 1);
+        Some(key)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (0, Some(self.left))
     }
 }
 
@@ -238,7 +267,7 @@ fn link_held(store: &mut Store, state: &mut SessionState, session: SessionId, ke
     if tail == NO_LOCK {
         state.held_head = key;
     }
-    state.held.insert(key);
+    state.held += 1;
     if let Some(prev) = grant_of(store, tail, session) {
         prev.held_next = key;
     }

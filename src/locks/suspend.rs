@@ -255,6 +255,20 @@ impl LockTable {
         self.sessions.get(&session).is_some_and(|state| state.resumable.is_some())
     }
 
+    /// Milliseconds of grace left at `now` to the detached session whose grace ends first;
+    /// `None` when none is detached. One pass over the sessions, no allocation, and none at
+    /// all while nothing is detached (STATS and /metrics ask).
+    pub fn soonest_grace_left(&self, now: Tick) -> Option<u64> {
+        if self.detached == 0 {
+            return None;
+        }
+        let ends = self
+            .sessions
+            .values()
+            .filter_map(|state| Some(state.resumable.as_deref()?.detached.as_ref()?.until));
+        ends.min().map(|until| until.saturating_sub(now))
+    }
+
     /// The detached sessions, soonest grace end first, at most `max`: O(sessions) to find
     /// them, so it serves listings, not the hot path.
     pub fn detached_sessions(&self, now: Tick, max: usize) -> Vec<DetachedInfo> {

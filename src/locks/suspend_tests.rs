@@ -100,6 +100,8 @@ fn a_detached_session_keeps_its_grant_and_is_granted_its_wait_and_told_on_resume
     assert!(t.run(0, lock(1, 3, "wanted", None)).is_empty(), "session 1 waits for `wanted`");
     assert!(t.run(10, suspend(1)).is_empty());
     assert_eq!(t.t.session_stats().detached, 1);
+    assert_eq!(t.t.soonest_grace_left(10), Some(1001), "1000 ms and the tick of slack");
+    assert_eq!(t.t.detached_sessions(20, 5)[0].grace_left_ms, 991);
     // Still held: another LOCK waits behind it (try once: TIMED_OUT, the queue names the holder).
     let probe = t.run(20, lock(3, 1, "held", Some(0)));
     assert_eq!(probe, vec![(3, 1, Response::TimedOut { queue: vec!["a:1 (detached)".into()] })]);
@@ -111,6 +113,7 @@ fn a_detached_session_keeps_its_grant_and_is_granted_its_wait_and_told_on_resume
     let replay = t.run(40, resume(1, 9, 4, SECRET));
     assert_eq!(replay, vec![(1, 9, resumed(1)), (1, 3, Response::Acquired { token: 102 })]);
     assert_eq!(t.t.session_stats().detached, 0);
+    assert_eq!(t.t.soonest_grace_left(40), None);
     // Same token for the lock it held across the loss; the label is the new connection's.
     assert_eq!(t.run(50, lock(1, 10, "held", None)), vec![(1, 10, Response::AlreadyAcquired { token: 100 })]);
     let probe = t.run(50, lock(3, 2, "held", Some(0)));

@@ -181,11 +181,7 @@ impl Server {
     /// while some are detached (STATS and scrapes, never a lock request).
     fn session_figures(&self, now: Tick) -> super::metrics::SessionFigures {
         let stats = self.table.session_stats();
-        let grace_left_min_ms = if stats.detached == 0 {
-            0
-        } else {
-            self.table.detached_sessions(now, 1).first().map_or(0, |d| d.grace_left_ms)
-        };
+        let grace_left_min_ms = self.table.soonest_grace_left(now).unwrap_or(0);
         super::metrics::SessionFigures { stats, grace_left_min_ms }
     }
 
