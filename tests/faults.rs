@@ -6,8 +6,7 @@
 
 mod support;
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -18,6 +17,7 @@ use officer::client::{Client, LockOptions};
 use officer::protocol::{Request, Response};
 use support::frames::{lock_req, token_of};
 use support::process::{wait_until, LockProcess, ServerProcess, OFFICER};
+use support::proxy::Proxy;
 use support::raw::Raw;
 use support::server::TestServer;
 use support::WAIT;
@@ -125,80 +125,6 @@ fn stopped_client_process_is_closed_at_max_idle() {
     drop(waiter);
 }
 
-/// A loopback proxy for one connection that can stop forwarding while keeping both sockets
-/// open: the client thinks it is connected, the server hears nothing.
-struct Proxy {
-    addr: SocketAddr,
-    frozen: Arc<AtomicBool>,
-    stop: Arc<AtomicBool>,
-    threads: Vec<thread::JoinHandle<()>>,
-}
-
-impl Proxy {
-    fn start(upstream: SocketAddr) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
-        let addr = listener.local_addr().unwrap();
-        let frozen = Arc::new(AtomicBool::new(false));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (f, s) = (frozen.clone(), stop.clone());
-        let acceptor = thread::spawn(move || {
-            let (down, _) = listener.accept().expect("proxy accept");
-            let up = TcpStream::connect(upstream).expect("proxy connect");
-            let pumps = [
-                pump(down.try_clone().unwrap(), up.try_clone().unwrap(), f.clone(), s.clone()),
-                pump(up, down, f, s),
-            ];
-            for p in pumps {
-                let _ = p.join();
-            }
-        });
-        Proxy { addr, frozen, stop, threads: vec![acceptor] }
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
-}
-
-/// Copies `from` to `to` until stopped; while frozen it reads nothing and holds both open.
-fn pump(
-    mut from: TcpStream,
-    mut to: TcpStream,
-    frozen: Arc<AtomicBool>,
-    stop: Arc<AtomicBool>,
-) -> thread::JoinHandle<()> {
-    from.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
-    thread::spawn(move || {
-        let mut buf = [0u8; 16384];
-        while !stop.load(Ordering::Relaxed) {
-            if frozen.load(Ordering::Relaxed) {
-                thread::sleep(Duration::from_millis(20));
-                continue;
-            }
-            match from.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    if to.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
-                    ) => {}
-                Err(_) => break,
-            }
-        }
-        let _ = to.shutdown(std::net::Shutdown::Both);
-    })
-}
-
 #[test]
 fn client_behind_a_frozen_proxy_is_closed_at_max_idle() {
     let server = TestServer::start_with(|c| c.max_idle = Some(Duration::from_secs(1)));
@@ -206,14 +132,14 @@ fn client_behind_a_frozen_proxy_is_closed_at_max_idle() {
     let observer = client(port);
     let proxy = Proxy::start(server.addr());
     // The library client pings on its own every third of max-idle, through the proxy.
-    let behind = client(proxy.addr.port());
+    let behind = client(proxy.port());
     behind.lock("proxy/held", LockOptions::new()).expect("lock through the proxy");
     let waiter = lock_in_thread(client(port), "proxy/held");
     wait_until("the waiter to queue", WAIT, || queue_of(&observer, "proxy/held").len() == 2);
     // Proof that the proxied client stays alive on its keep-alive alone while forwarding works.
     thread::sleep(Duration::from_millis(1500));
     assert_eq!(queue_of(&observer, "proxy/held").len(), 2, "closed while the proxy still forwarded");
-    proxy.frozen.store(true, Ordering::Relaxed);
+    proxy.freeze();
     let frozen_at = Instant::now();
     let (waiter, token, granted_at) = waiter.join().expect("waiter");
     let delay = granted_at - frozen_at;

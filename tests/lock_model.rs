@@ -3,10 +3,13 @@
 //! token), RESET, connect, disconnect and the passing of time over 4 connections and 3 names
 //! (two mostly read/write locks, one mostly a semaphore of 3 permits), with leases, hold
 //! budgets, lock-delays and contention notices now and then, RENEW, DOWNGRADE, CHECK and
-//! REVOKE, run against `officer::locks::LockTable` and against a deliberately naive Vec-based
+//! REVOKE, and resumable sessions (issue 14: SESSION_OPEN, a lost connection detaching its
+//! session for a grace, a resume by a new connection or a takeover, the grace running out),
+//! run against `officer::locks::LockTable` and against a deliberately naive Vec-based
 //! reference model written here. After every step both must have answered each connection the
 //! same responses in the same order and agree on holders and queues; over a run every request
-//! gets exactly one answer, except requests of a connection that went away.
+//! gets exactly one answer, except requests of a connection that went away (a detached
+//! session's answers count when its resume replays them).
 //!
 //! The table runs with tiny batches (1 to 3 timeouts per `expire`, 1 to 3 holds per release
 //! step), so RESETs and disconnects are released across several `Step`s with other requests
@@ -27,7 +30,7 @@
 use std::collections::BTreeMap;
 
 use officer::locks::{Command, LockOpts, LockTable, Mode, Name, Output, SessionId, TableLimits, Tick};
-use officer::protocol::{ErrorCode, LockInfo, LostReason, Response, NOTICE_REQUEST_ID};
+use officer::protocol::{ErrorCode, LockInfo, LostReason, Response, Resumed, SessionOk, NOTICE_REQUEST_ID};
 use proptest::prelude::*;
 
 const CONNS: usize = 4;
@@ -85,6 +88,19 @@ enum Op {
     },
     /// One turn of the server's loop (`Expire`: a release step, then an expire) at the same tick.
     Step,
+    /// SESSION_OPEN (issue 14) with this grace (0: no session).
+    OpenSession {
+        conn: usize,
+        grace_ms: u32,
+    },
+    /// The connection is lost: a resumable session is detached for its grace, any other goes.
+    Suspend {
+        conn: usize,
+    },
+    /// A new connection resumes (or, still attached, takes over) the slot's session.
+    Resume {
+        conn: usize,
+    },
 }
 
 /// Which token an UNLOCK carries, picked from the model's state when it is sent.
@@ -143,8 +159,15 @@ fn op_on(names: Vec<usize>) -> impl Strategy<Value = Op> {
         1 => (0..CONNS).prop_map(|conn| Op::Connect { conn }),
         3 => (0..15u64).prop_map(|ms| Op::Advance { ms }),
         3 => Just(Op::Step),
+        2 => (0..CONNS, prop_oneof![1 => Just(0u32), 4 => 1..60u32])
+            .prop_map(|(conn, grace_ms)| Op::OpenSession { conn, grace_ms }),
+        2 => (0..CONNS).prop_map(|conn| Op::Suspend { conn }),
+        2 => (0..CONNS).prop_map(|conn| Op::Resume { conn }),
     ]
 }
+
+/// The secret every session of the model test gets (the server draws one per session).
+const SECRET: [u8; 16] = [7; 16];
 
 /// Mostly neither; leases short enough to end within a run, hold budgets a little longer.
 fn lease() -> impl Strategy<Value = LeaseOpts> {
@@ -270,6 +293,18 @@ struct Conn {
     id: SessionId,
     label: String,
     connected: bool,
+    /// Its grace, when SESSION_OPEN made it resumable.
+    grace: Option<u32>,
+    /// While detached: the label to give back, the grace end and its timer order, and what it
+    /// was sent meanwhile, in order.
+    detached: Option<Detached>,
+}
+
+struct Detached {
+    label: String,
+    until: Tick,
+    seq: u64,
+    outbox: Vec<Output>,
 }
 
 /// A RESET (with its request id) or a disconnect (`None`) whose holds are not all released.
@@ -304,7 +339,7 @@ impl Model {
         let conns = (0..CONNS)
             .map(|c| {
                 let id = SessionId(c as u64 + 1);
-                Conn { id, label: label(c, id), connected: true }
+                Conn { id, label: label(c, id), connected: true, grace: None, detached: None }
             })
             .collect();
         Model {
@@ -330,7 +365,12 @@ impl Model {
     /// Answers `conn`'s request about lock `name` (`None` only for RESET_OK).
     fn reply(&mut self, conn: usize, request_id: u32, name: Option<&str>, response: Response) {
         let lock = name.map(Name::from);
-        self.out.push(Output { session: self.conns[conn].id, request_id, lock, response });
+        let output = Output { session: self.conns[conn].id, request_id, lock, response };
+        // A detached session's outputs wait for its resume (issue 14).
+        match &mut self.conns[conn].detached {
+            Some(detached) => detached.outbox.push(output),
+            None => self.out.push(output),
+        }
     }
 
     fn queue(&self, lock: &Lock) -> Vec<String> {
@@ -636,7 +676,9 @@ impl Model {
 
     /// A disconnect: waits end unanswered, up to a batch of holds goes now, the rest later.
     fn disconnect(&mut self, conn: usize) {
+        self.end_detached(conn);
         self.conns[conn].connected = false;
+        self.conns[conn].grace = None;
         self.lost[conn].clear();
         self.cancel_waits(conn, false);
         if let Some(p) = self.pending.iter_mut().find(|p| p.conn == conn) {
@@ -695,10 +737,12 @@ impl Model {
         let ends = self.locks.iter().flat_map(|l| &l.holders).filter_map(|g| g.ends);
         due.extend(ends.filter(|e| e.at() <= now).map(|e| (e.at(), e.seq)));
         due.extend(self.locks.iter().filter_map(|l| l.delay).filter(|&(at, _)| at <= now));
+        let graces = self.conns.iter().filter_map(|c| c.detached.as_ref());
+        due.extend(graces.filter(|d| d.until <= now).map(|d| (d.until, d.seq)));
         due.sort();
         due.truncate(self.expire_batch);
         for (_, seq) in due {
-            if self.end_lease(seq, now) || self.end_delay(seq, now) {
+            if self.end_lease(seq, now) || self.end_delay(seq, now) || self.end_grace(seq) {
                 continue;
             }
             let Some(i) = self.locks.iter().position(|l| l.waiters.iter().any(|w| w.seq == seq)) else {
@@ -763,6 +807,72 @@ impl Model {
             self.vanish(i, g.conn);
         }
         self.reply(conn, rid, Some(name), Response::Revoked { count: victims.len() as u32 });
+    }
+
+    /// SESSION_OPEN: a fresh connection becomes resumable with `grace_ms` (0: it does not).
+    fn open_session(&mut self, conn: usize, rid: u32, grace_ms: u32) {
+        let response = if self.conns[conn].grace.is_some() || self.count(conn) != 0 {
+            Response::error(ErrorCode::SessionState, "")
+        } else if grace_ms == 0 {
+            Response::SessionOk(SessionOk::NONE)
+        } else {
+            self.conns[conn].grace = Some(grace_ms);
+            let session_id = self.conns[conn].id.0;
+            Response::SessionOk(SessionOk { session_id, secret: SECRET, grace_ms })
+        };
+        self.reply(conn, rid, None, response);
+    }
+
+    /// The connection is lost: detached for its grace (ending one tick late, never early), or,
+    /// without a session, a disconnect.
+    fn suspend(&mut self, conn: usize) {
+        let Some(grace) = self.conns[conn].grace else { return self.disconnect(conn) };
+        if self.conns[conn].detached.is_some() {
+            return;
+        }
+        self.seq += 1;
+        let c = &mut self.conns[conn];
+        let marked = format!("{} (detached)", c.label);
+        let label = std::mem::replace(&mut c.label, marked);
+        c.detached =
+            Some(Detached { label, until: self.now + Tick::from(grace) + 1, seq: self.seq, outbox: vec![] });
+    }
+
+    /// A new connection (session `from`, labelled `label`) resumes `conn`'s session: RESUMED with
+    /// what was kept, in order; an attached session's older connection is told `taken_over`.
+    fn resume(&mut self, conn: usize, rid: u32, label: String) {
+        let grace_ms = self.conns[conn].grace.expect("only resumable sessions are resumed");
+        let session = self.conns[conn].id;
+        let outbox = match self.conns[conn].detached.take() {
+            Some(detached) => detached.outbox,
+            None => {
+                let taken = Response::error(ErrorCode::TakenOver, "");
+                self.out.push(Output { session, request_id: 0, lock: None, response: taken });
+                Vec::new()
+            }
+        };
+        self.conns[conn].label = label;
+        let resumed = Resumed { grace_ms, replayed: outbox.len() as u32 };
+        self.reply(conn, rid, None, Response::Resumed(resumed));
+        self.out.extend(outbox);
+    }
+
+    /// Ends the grace whose timer is `seq`, if there is one: the session goes as a disconnect.
+    fn end_grace(&mut self, seq: u64) -> bool {
+        let Some(conn) = self.conns.iter().position(|c| c.detached.as_ref().is_some_and(|d| d.seq == seq))
+        else {
+            return false;
+        };
+        self.end_detached(conn);
+        self.disconnect(conn);
+        true
+    }
+
+    /// Drops a detached session's kept outputs and gives back its label.
+    fn end_detached(&mut self, conn: usize) {
+        if let Some(detached) = self.conns[conn].detached.take() {
+            self.conns[conn].label = detached.label;
+        }
     }
 
     /// Issue 13's invariants on the model itself, so a wrong model cannot agree with a wrong
@@ -895,7 +1005,24 @@ impl Run {
             | Op::Check { conn, .. }
             | Op::Reset { conn }
             | Op::Disconnect { conn }
+            | Op::OpenSession { conn, .. }
+            | Op::Suspend { conn }
+            | Op::Resume { conn }
                 if !self.model.conns[conn].connected => {}
+            // A detached session has no connection to send on (issue 14); only a resume, or
+            // its end, reaches it.
+            Op::Lock { conn, .. }
+            | Op::Unlock { conn, .. }
+            | Op::Downgrade { conn, .. }
+            | Op::Renew { conn, .. }
+            | Op::Revoke { conn, .. }
+            | Op::Check { conn, .. }
+            | Op::Reset { conn }
+            | Op::OpenSession { conn, .. }
+            | Op::Suspend { conn }
+                if self.model.conns[conn].detached.is_some() => {}
+            // Only a resumable session is resumed; a resume waits for a RESET's release.
+            Op::Resume { conn } if self.model.conns[conn].grace.is_none() || self.model.releasing(conn) => {}
             // The server serves nothing of a connection whose RESET is still releasing.
             Op::Lock { conn, .. }
             | Op::Unlock { conn, .. }
@@ -904,6 +1031,7 @@ impl Run {
             | Op::Revoke { conn, .. }
             | Op::Check { conn, .. }
             | Op::Reset { conn }
+            | Op::OpenSession { conn, .. }
                 if self.model.releasing(conn) =>
             {
                 prop_assert!(self.table.is_releasing(self.model.conns[conn].id));
@@ -995,6 +1123,30 @@ impl Run {
                 self.model.release_step();
                 self.model.expire(now);
             }
+            Op::OpenSession { conn, grace_ms } => {
+                let rid = self.request(conn);
+                let session = self.model.conns[conn].id;
+                let cmd = Command::OpenSession { session, request_id: rid, grace_ms, secret: SECRET };
+                self.table.apply(now, &cmd, &mut out);
+                self.model.open_session(conn, rid, grace_ms);
+            }
+            Op::Suspend { conn } => {
+                self.table.apply(now, &Command::Suspend { session: self.model.conns[conn].id }, &mut out);
+                self.model.suspend(conn);
+            }
+            Op::Resume { conn } => {
+                // A new connection: its own fresh session first, which the resume then replaces.
+                let from = self.table.next_session();
+                prop_assert!(!self.sessions.contains(&from), "{:?} handed out twice", from);
+                self.sessions.push(from);
+                let new_label = label(conn, from);
+                self.table.apply(now, &Command::Attach { session: from, label: new_label.clone() }, &mut out);
+                let rid = self.request(conn);
+                let session = self.model.conns[conn].id;
+                let cmd = Command::Resume { session, request_id: rid, from, secret: SECRET };
+                self.table.apply(now, &cmd, &mut out);
+                self.model.resume(conn, rid, new_label);
+            }
         }
         self.check(op, out)
     }
@@ -1003,11 +1155,17 @@ impl Run {
         let expected = std::mem::take(&mut self.model.out);
         prop_assert_eq!(per_conn(&out), per_conn(&expected), "after {:?}", op);
         for o in &out {
-            let live = self.model.conns.iter().any(|c| c.connected && c.id == o.session);
-            prop_assert!(live, "answer to a departed connection: {:?}", o);
+            let live =
+                self.model.conns.iter().any(|c| c.connected && c.detached.is_none() && c.id == o.session);
+            prop_assert!(live, "answer to a departed or detached connection: {:?}", o);
             if o.request_id == NOTICE_REQUEST_ID {
-                // Unsolicited: answers no request.
-                let notice = matches!(o.response, Response::Lost { .. } | Response::Contended { .. });
+                // Unsolicited: answers no request (TAKEN_OVER goes to a session's older connection).
+                let notice = matches!(
+                    o.response,
+                    Response::Lost { .. }
+                        | Response::Contended { .. }
+                        | Response::Error { code: ErrorCode::TakenOver, .. }
+                );
                 prop_assert!(notice, "notice {:?}", o);
                 continue;
             }
@@ -1050,6 +1208,12 @@ impl Run {
     /// (at most one for connections that went away).
     fn finish(&mut self) -> Result<(), TestCaseError> {
         self.settle()?;
+        // Detached sessions are resumed, so what they were kept is delivered and counted.
+        for conn in 0..CONNS {
+            if self.model.conns[conn].detached.is_some() {
+                self.apply(&Op::Resume { conn })?;
+            }
+        }
         for conn in 0..CONNS {
             self.apply(&Op::Reset { conn })?;
             self.settle()?;

@@ -5,9 +5,9 @@
 use officer::protocol::{
     op, split_frame, validate_name, AwaitedName, ConnectionDetail, ConnectionInfo, DecodeError, ErrorCode,
     Frame, HeldName, Hello, HelloOk, HolderInfo, ListRequest, LockDetail, LockExtRequest, LockInfo,
-    LockRequest, LostReason, Mode, Request, Response, RevokeRequest, TokenRequest, WaiterInfo,
-    DEFAULT_MAX_FRAME, DEFAULT_MAX_NAME, MAGIC, MAX_FRAME_CEILING, MAX_NAME_CEILING, MIN_FRAME_LEN,
-    PROTOCOL_VERSION, SHUTDOWN_REQUEST_ID, TIMEOUT_FOREVER,
+    LockRequest, LostReason, Mode, Request, Response, Resumed, RevokeRequest, SessionOk, SessionOpen,
+    SessionResume, TokenRequest, WaiterInfo, DEFAULT_MAX_FRAME, DEFAULT_MAX_NAME, MAGIC, MAX_FRAME_CEILING,
+    MAX_NAME_CEILING, MIN_FRAME_LEN, PROTOCOL_VERSION, SHUTDOWN_REQUEST_ID, TIMEOUT_FOREVER,
 };
 use proptest::prelude::*;
 
@@ -217,7 +217,7 @@ fn connections_detail_list() -> Response {
 /// What each example of PROTOCOL.md decodes to, by kind and name.
 fn expected_examples() -> Vec<(&'static str, &'static str, Expected)> {
     use Expected::{Reject, Request as Req, Response as Resp};
-    vec![
+    let mut examples = vec![
         ("request", "hello", Req(1, Request::Hello(Hello { version: 1 }))),
         ("request", "ping", Req(2, Request::Ping(&[]))),
         ("request", "handshake_probe", Req(3, Request::Ping(b"\r\n\r\n"))),
@@ -434,7 +434,104 @@ fn expected_examples() -> Vec<(&'static str, &'static str, Expected)> {
         ("reject", "zero_request_id", Reject(DecodeError::ZeroRequestId { opcode: op::PING }, false)),
         ("reject", "unknown_opcode", Reject(DecodeError::UnknownOpcode(0x42), false)),
         ("reject", "reset_trailing", Reject(DecodeError::TrailingBytes { opcode: op::RESET }, false)),
+    ];
+    examples.extend(session_examples());
+    examples
+}
+
+/// The secret of §3.23's and §4.30's examples.
+const SESSION_SECRET: [u8; 16] =
+    [0x3f, 0x9a, 0x0c, 0x51, 0xe2, 0x77, 0xb4, 0x08, 0x91, 0xd6, 0x2c, 0x4e, 0xa3, 0x5b, 0xf0, 0x6d];
+
+/// The examples of resumable sessions (§3.22-§3.24, §4.30-§4.31).
+fn session_examples() -> Vec<(&'static str, &'static str, Expected)> {
+    use Expected::{Reject, Request as Req, Response as Resp};
+    let open = SessionOpen { grace_ms: 10_000, skip_while_detached: false };
+    let resume = SessionResume { session_id: 7, secret: SESSION_SECRET };
+    let ok = SessionOk { session_id: 7, secret: SESSION_SECRET, grace_ms: 10_000 };
+    vec![
+        ("request", "session_open", Req(31, Request::SessionOpen(open))),
+        ("request", "session_resume", Req(2, Request::SessionResume(resume))),
+        ("request", "goodbye", Req(33, Request::Goodbye)),
+        ("response", "session_ok", Resp(31, Response::SessionOk(ok))),
+        ("response", "session_ok_none", Resp(31, Response::SessionOk(SessionOk::NONE))),
+        ("response", "resumed", Resp(2, Response::Resumed(Resumed { grace_ms: 10_000, replayed: 1 }))),
+        ("response", "acquired_replayed", Resp(3, Response::Acquired { token: TOKEN + 1 })),
+        (
+            "response",
+            "error_bad_session",
+            Resp(2, Response::error(ErrorCode::BadSession, "session cannot be resumed")),
+        ),
+        (
+            "response",
+            "error_taken_over",
+            Resp(0, Response::error(ErrorCode::TakenOver, "taken over by another connection")),
+        ),
+        (
+            "reject",
+            "session_open_flags",
+            Reject(DecodeError::NonZeroFlags { opcode: op::SESSION_OPEN, flags: 2 }, false),
+        ),
+        (
+            "reject",
+            "session_resume_zero_id",
+            Reject(
+                DecodeError::BadValue { opcode: op::SESSION_RESUME, field: "session_id", value: 0 },
+                false,
+            ),
+        ),
     ]
+}
+
+/// A session request decoded from a frame built around `payload`, as an owned value.
+#[derive(Debug, PartialEq)]
+enum SessionRequest {
+    Open(SessionOpen),
+    Resume(SessionResume),
+    Goodbye,
+}
+
+fn session_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut bytes = ((payload.len() + 5) as u32).to_be_bytes().to_vec();
+    bytes.push(opcode);
+    bytes.extend_from_slice(&9u32.to_be_bytes());
+    bytes.extend_from_slice(payload);
+    bytes
+}
+
+fn session_request(opcode: u8, payload: &[u8]) -> Result<SessionRequest, DecodeError> {
+    let bytes = session_frame(opcode, payload);
+    match decode_request(&bytes)?.1 {
+        Request::SessionOpen(open) => Ok(SessionRequest::Open(open)),
+        Request::SessionResume(resume) => Ok(SessionRequest::Resume(resume)),
+        Request::Goodbye => Ok(SessionRequest::Goodbye),
+        other => panic!("not a session request: {other:?}"),
+    }
+}
+
+#[test]
+fn session_payloads_are_exact_and_their_flags_reserved() {
+    let open = |payload: &[u8]| session_request(op::SESSION_OPEN, payload);
+    let skip = SessionOpen { grace_ms: 5, skip_while_detached: true };
+    assert_eq!(open(&[0, 1, 0, 0, 0, 5]), Ok(SessionRequest::Open(skip)));
+    assert_eq!(open(&[0, 0, 0, 0, 0]), Err(DecodeError::Truncated { opcode: op::SESSION_OPEN }));
+    assert_eq!(open(&[0, 0, 0, 0, 0, 5, 0]), Err(DecodeError::TrailingBytes { opcode: op::SESSION_OPEN }));
+    let mut resume = vec![0, 0, 0, 0, 0, 0, 0, 9];
+    resume.extend_from_slice(&SESSION_SECRET[..15]);
+    let resume_req = |p: &[u8]| session_request(op::SESSION_RESUME, p);
+    assert_eq!(resume_req(&resume), Err(DecodeError::Truncated { opcode: op::SESSION_RESUME }));
+    resume.extend_from_slice(&SESSION_SECRET[15..]);
+    let want = SessionResume { session_id: 9, secret: SESSION_SECRET };
+    assert_eq!(resume_req(&resume), Ok(SessionRequest::Resume(want)));
+    resume.push(0);
+    assert_eq!(resume_req(&resume), Err(DecodeError::TrailingBytes { opcode: op::SESSION_RESUME }));
+    assert_eq!(session_request(op::GOODBYE, &[]), Ok(SessionRequest::Goodbye));
+    let goodbye = session_request(op::GOODBYE, &[1]);
+    assert_eq!(goodbye, Err(DecodeError::TrailingBytes { opcode: op::GOODBYE }));
+    let short_ok = Response::decode(&one_frame(&session_frame(op::SESSION_OK, &[0; 27])).expect("frame"));
+    assert_eq!(short_ok, Err(DecodeError::Truncated { opcode: op::SESSION_OK }));
+    let long_resumed = Response::decode(&one_frame(&session_frame(op::RESUMED, &[0; 9])).expect("frame"));
+    assert_eq!(long_resumed, Err(DecodeError::TrailingBytes { opcode: op::RESUMED }));
 }
 
 #[test]
@@ -529,6 +626,11 @@ fn doc_covers_every_opcode() {
         op::KICKED,
         op::LOCKS_DETAIL_LIST,
         op::CONNECTIONS_DETAIL_LIST,
+        op::SESSION_OPEN,
+        op::SESSION_RESUME,
+        op::GOODBYE,
+        op::SESSION_OK,
+        op::RESUMED,
         op::ERROR,
     ];
     for code in all {
@@ -938,7 +1040,7 @@ fn texts() -> impl Strategy<Value = Vec<String>> {
 }
 
 fn error_code() -> impl Strategy<Value = ErrorCode> {
-    (0u16..=19).prop_map(|c| ErrorCode::from_u16(if c == 0 { 0xFFFF } else { c }))
+    (0u16..=21).prop_map(|c| ErrorCode::from_u16(if c == 0 { 0xFFFF } else { c }))
 }
 
 fn response() -> impl Strategy<Value = Response> {
@@ -1011,6 +1113,11 @@ fn response() -> impl Strategy<Value = Response> {
         (any::<u64>(), text()).prop_map(|(token, name)| Response::Contended { token, name }),
         any::<u32>().prop_map(|count| Response::Revoked { count }),
         Just(Response::Kicked),
+        (any::<u64>(), any::<[u8; 16]>(), any::<u32>()).prop_map(|(session_id, secret, grace_ms)| {
+            Response::SessionOk(SessionOk { session_id, secret, grace_ms })
+        }),
+        (any::<u32>(), any::<u32>())
+            .prop_map(|(grace_ms, replayed)| Response::Resumed(Resumed { grace_ms, replayed })),
         (proptest::collection::vec(lock_detail, 0..4), any::<bool>())
             .prop_map(|(locks, truncated)| Response::LocksDetail { locks, truncated }),
         (proptest::collection::vec(connection_detail, 0..4), any::<bool>())
@@ -1065,7 +1172,7 @@ proptest! {
     /// `encode_within` never passes the limit, cuts only whole entries (the result still decodes)
     /// and is `encode` byte for byte whenever the frame fits.
     #[test]
-    fn encoding_within_a_limit_fits_and_changes_nothing_that_fits(resp in response(), max_frame in 29u32..400) {
+    fn encoding_within_a_limit_fits_and_changes_nothing_that_fits(resp in response(), max_frame in 33u32..400) {
         if let Response::Lost { name, .. } | Response::Contended { name, .. } = &resp {
             // Their name is never cut: it came in a LOCK_EXT (31 bytes and the name) that fit.
             prop_assume!(5 + 31 + name.len() <= max_frame as usize);
@@ -1508,7 +1615,7 @@ fn response_text_must_be_utf8() {
 
 #[test]
 fn unknown_error_codes_decode_as_unknown() {
-    for code in [0u16, 19, 0x1234, 0xFFFE, 0xFFFF] {
+    for code in [0u16, 22, 0x1234, 0xFFFE, 0xFFFF] {
         let mut payload = code.to_be_bytes().to_vec();
         payload.extend_from_slice(b"later");
         let (_, resp) = decode_response(&raw_frame(op::ERROR, 4, &payload)).expect("valid");
@@ -1538,6 +1645,9 @@ fn error_codes_match_the_table() {
         (16, ErrorCode::Forbidden, "forbidden", false),
         (17, ErrorCode::NotFound, "not_found", false),
         (18, ErrorCode::Kicked, "kicked", true),
+        (19, ErrorCode::BadSession, "bad_session", false),
+        (20, ErrorCode::SessionState, "session_state", false),
+        (21, ErrorCode::TakenOver, "taken_over", true),
     ];
     for (number, code, name, fatal) in table {
         assert_eq!(ErrorCode::from_u16(number), code);

@@ -6,6 +6,10 @@
 //! lock is gone, which the user hears about at once (and the command is sent SIGTERM with
 //! `--kill-on-loss`), and the exit status says so once the command has ended.
 //!
+//! With `--session-grace` the connection has a resumable session: a connection reset while the
+//! command runs is bridged by the client (it reconnects and resumes), and only a lock really
+//! lost (the grace ran out, the lease, an operator) counts as lost here.
+//!
 //! Signals that would kill officer are caught while the command runs (see `SignalRelay`):
 //! officer must outlive the command, or the lock would go while the command still works.
 
@@ -50,10 +54,24 @@ fn renew_interval(lease: Duration) -> Duration {
 
 pub(super) fn run(args: LockArgs) -> i32 {
     // With a list of servers, only the name's server is connected and named in messages.
-    let (client, server) = match args.connect.connect_for_name(&args.name) {
+    let found = match args.session_grace {
+        // The lock outlives a blip of the connection: the client resumes by itself.
+        Some(grace) => {
+            args.connect.connect_session_or_exit(grace).map(|c| (Arc::new(c), args.connect.describe()))
+        }
+        None => args.connect.connect_for_name(&args.name),
+    };
+    let (client, server) = match found {
         Ok(found) => found,
         Err(code) => return code,
     };
+    if args.session_grace.is_some() && client.session().is_none() {
+        eprintln!(
+            "officer: the server at {server} opened no session (see its --max-session-grace); \
+             a lost connection will lose lock {}",
+            shown_name(&args.name)
+        );
+    }
     let opts = lock_options(&args);
     let guard = match client.lock_guard(&args.name, opts) {
         Ok(guard) => guard,

@@ -473,6 +473,24 @@ impl ConnectArgs {
 
     /// The exit status and message for a failed connect: the CLI's words (flags, not library
     /// methods), and 69 only when the server was not reached.
+    /// Like `connect_or_exit`, asking for a resumable session of `grace` (one server only:
+    /// a session lives on one server).
+    fn connect_session_or_exit(&self, grace: Duration) -> Result<Client, i32> {
+        if self.host.as_deref().is_some_and(|h| h.contains(',')) {
+            eprintln!("officer: --session-grace needs one server, not a list");
+            return Err(EXIT_USAGE);
+        }
+        let builder = self.builder_or_exit().map_err(|(code, msg)| {
+            eprintln!("officer: {msg}");
+            code
+        })?;
+        builder.auto_reconnect(false).session_grace(grace).connect().map_err(|e| {
+            let (code, msg) = self.connect_failure(&e);
+            eprintln!("officer: {msg}");
+            code
+        })
+    }
+
     fn connect_failure(&self, e: &Error) -> (i32, String) {
         self.connect_failure_at(&self.describe(), e)
     }
@@ -632,6 +650,12 @@ pub struct LockArgs {
     /// server ended the lease or hold).
     #[arg(long)]
     pub kill_on_loss: bool,
+    /// Keep the lock across a lost connection for this long (`10`, `10s`, `2.5s`, `500ms`):
+    /// officer reconnects and resumes its session while COMMAND runs, and the lock is lost only
+    /// if that fails within the grace. Needs a server started with `--max-session-grace`
+    /// (which caps it); one server, not a list.
+    #[arg(long, value_name = "DURATION", value_parser = parse_grace)]
+    pub session_grace: Option<Duration>,
     /// Run this shell command line with `sh -c` instead of COMMAND (as flock(1) -c).
     #[arg(short = 'c', long = "command", value_name = "SHELL_COMMAND", conflicts_with = "command")]
     pub shell_command: Option<OsString>,
@@ -805,6 +829,14 @@ pub fn read_secret(path: &std::path::Path) -> Result<Vec<u8>, String> {
 }
 
 /// Seconds as a decimal number (`0.5`, `10`), not negative.
+/// A duration in seconds, with an optional `s` or `ms` unit: `10`, `10s`, `2.5s`, `500ms`.
+fn parse_grace(s: &str) -> Result<Duration, String> {
+    match s.strip_suffix("ms") {
+        Some(ms) => parse_secs(ms).map(|d| d / 1000).map_err(|_| format!("{s:?} is not a duration")),
+        None => parse_secs(s.strip_suffix('s').unwrap_or(s)).map_err(|_| format!("{s:?} is not a duration")),
+    }
+}
+
 fn parse_secs(s: &str) -> Result<Duration, String> {
     let secs: f64 = s.parse().map_err(|_| format!("{s:?} is not a number of seconds"))?;
     Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?} is not a usable number of seconds"))

@@ -121,6 +121,10 @@ pub struct RunArgs {
     /// Longest lock-delay, in milliseconds, a client may ask for (a longer one is refused).
     #[arg(long, value_name = "MS", default_value_t = crate::locks::MAX_LOCK_DELAY_MS)]
     max_lock_delay: u32,
+    /// Longest grace, in milliseconds, a resumable session may ask for: its locks outlive a
+    /// lost connection this long (PROTOCOL.md §6.14). 0, the default, opens no session.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    max_session_grace: u32,
 }
 
 /// Background-mode options beside the server flags.
@@ -303,6 +307,7 @@ fn config_from(args: &RunArgs) -> Result<Config, String> {
     config.table.max_locks_per_conn = args.max_locks_per_conn;
     config.table.max_waiters_per_lock = args.max_waiters;
     config.table.max_lock_delay_ms = args.max_lock_delay;
+    config.max_session_grace = Duration::from_millis(args.max_session_grace.into());
     Ok(config)
 }
 

@@ -32,6 +32,24 @@ fn the_command_definition_is_consistent() {
 }
 
 #[test]
+fn session_grace_takes_seconds_with_or_without_a_unit() {
+    for (given, grace) in [("10", 10_000), ("10s", 10_000), ("2.5s", 2_500), ("500ms", 500), ("0.5", 500)] {
+        let ClientCommand::Lock(args) =
+            parse(&["officer", "lock", "--session-grace", given, "n", "--", "true"])
+        else {
+            panic!("not lock");
+        };
+        assert_eq!(args.session_grace, Some(Duration::from_millis(grace)), "{given}");
+    }
+    for bad in ["10m", "s", "-1", "ten"] {
+        assert!(
+            Cli::try_parse_from(["officer", "lock", "--session-grace", bad, "n", "--", "true"]).is_err(),
+            "{bad}"
+        );
+    }
+}
+
+#[test]
 fn lock_takes_flock_style_options_and_the_command() {
     let ClientCommand::Lock(args) = parse(&[
         "officer",

@@ -65,6 +65,8 @@ pub(crate) struct Config {
     pub(crate) connect_timeout: Duration,
     pub(crate) auto_reconnect: bool,
     pub(crate) secret: Option<Vec<u8>>,
+    /// Ask for a resumable session with this grace (`None`: locks belong to the connection).
+    pub(crate) session_grace: Option<Duration>,
 }
 
 impl Config {
@@ -138,6 +140,7 @@ impl ClientBuilder {
                 connect_timeout: DEFAULT_CONNECT_TIMEOUT,
                 auto_reconnect: true,
                 secret: None,
+                session_grace: None,
             },
         }
     }
@@ -228,13 +231,37 @@ impl ClientBuilder {
 
     /// Whether a call on a broken connection that held no locks (and waited for none) opens
     /// a new connection instead of failing (default: true). A connection that held locks is
-    /// never replaced silently: calls fail until [`Client::reconnect`].
+    /// never replaced silently: calls fail until [`Client::reconnect`]. With a session
+    /// ([`ClientBuilder::session_grace`]) a dropped connection is always resumed, holding locks
+    /// or not; this setting applies once a resume has failed.
     ///
     /// ```
     /// let builder = officer::client::Client::builder().auto_reconnect(false);
     /// ```
     pub fn auto_reconnect(mut self, enabled: bool) -> ClientBuilder {
         self.config.auto_reconnect = enabled;
+        self
+    }
+
+    /// Asks the server for a resumable session (PROTOCOL.md §6.14): when the connection drops,
+    /// the server keeps this client's locks and waits for `grace` (at most its
+    /// `--max-session-grace`), and the client reconnects by itself (with back-off, until the
+    /// grace runs out), resumes, and carries on. Guards stay valid and waiting calls keep
+    /// waiting across the blip; an answer the server gave while the client was away comes on
+    /// resume. Only a lock really lost (grace over, lease expired, revoked) is reported, as a
+    /// lost connection or a LOST grant ([`LockGuard::is_lost`](super::LockGuard::is_lost)).
+    ///
+    /// A server that opens no session (maximum 0, or one that predates sessions) leaves the
+    /// connection as without this option: [`Client::session`] says which. With a session the
+    /// keep-alive also treats a ping unanswered for two intervals as a dead connection, and
+    /// closing says GOODBYE, so the server releases at once rather than after the grace.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let builder = officer::client::Client::builder().session_grace(Duration::from_secs(10));
+    /// ```
+    pub fn session_grace(mut self, grace: Duration) -> ClientBuilder {
+        self.config.session_grace = (!grace.is_zero()).then_some(grace);
         self
     }
 

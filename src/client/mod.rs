@@ -10,6 +10,9 @@
 //! - `shard`, `shard_builder`: [`ShardedClient`] and [`ShardedBuilder`], names spread over
 //!   several servers; [`placement`] (public, pure: which server a name lives on) and `merge`
 //!   (how listings of several servers become one) hold what an async client can share.
+//! - `session`, `resume`: resumable sessions ([`ClientBuilder::session_grace`]): the messages,
+//!   back-off and how a request sent again is answered, without I/O; and the reconnect-and-resume
+//!   the reader thread runs when a link drops.
 //! - `answer`, `handshake`: what answers mean and the handshake's checks, without I/O; shared
 //!   with [`tokio`] (cargo feature `tokio`), the async client.
 //!
@@ -41,6 +44,10 @@ mod guard;
 mod handshake;
 mod merge;
 pub mod placement;
+mod resume;
+#[cfg(test)]
+mod resume_tests;
+mod session;
 mod shard;
 mod shard_builder;
 mod stream;
@@ -76,8 +83,10 @@ use conn::{Conn, Track};
 /// Calls block the calling thread only: a thread waiting for a lock does not delay other
 /// threads' calls. When the connection breaks, the server releases its locks; calls then fail
 /// with [`ErrorKind::ConnectionLost`] until [`Client::reconnect`] (a connection that held no
-/// locks is replaced on the next call, see [`ClientBuilder::auto_reconnect`]). Dropping the
-/// client closes the connection.
+/// locks is replaced on the next call, see [`ClientBuilder::auto_reconnect`]). With a
+/// resumable session ([`ClientBuilder::session_grace`]) a broken connection is instead
+/// reconnected and resumed by the client within the grace, locks and waits intact, and only a
+/// failed resume is a lost connection. Dropping the client closes the connection.
 ///
 /// ```no_run
 /// use officer::client::{Client, LockOptions};
@@ -284,7 +293,8 @@ impl Client {
         self.slot().close("closed by disconnect()");
     }
 
-    /// True while the connection is up. A `false` means every lock it held is gone.
+    /// True while the connection is up. A `false` means every lock it held is gone. With a
+    /// session, true also while a dropped connection is being resumed within the grace.
     ///
     /// ```no_run
     /// # let client = officer::client::Client::connect("localhost", 11500)?;
@@ -456,7 +466,35 @@ impl Client {
     /// # Ok::<(), officer::client::Error>(())
     /// ```
     pub fn server_info(&self) -> HelloOk {
-        self.slot().hello().clone()
+        self.slot().hello()
+    }
+
+    /// The resumable session of the current connection: its id and the grace the server
+    /// granted, or `None` without one (not asked for with [`ClientBuilder::session_grace`],
+    /// or the server opened none).
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// let client = officer::client::Client::builder().session_grace(Duration::from_secs(10)).connect()?;
+    /// if let Some((id, grace)) = client.session() {
+    ///     println!("session {id}: locks survive a lost connection for {grace:?}");
+    /// }
+    /// # Ok::<(), officer::client::Error>(())
+    /// ```
+    pub fn session(&self) -> Option<(u64, Duration)> {
+        self.slot().session()
+    }
+
+    /// How many times the current connection's session was resumed after its connection
+    /// dropped (0 without a session).
+    ///
+    /// ```no_run
+    /// # let client = officer::client::Client::connect("localhost", 11500)?;
+    /// println!("resumed {} times", client.resumes());
+    /// # Ok::<(), officer::client::Error>(())
+    /// ```
+    pub fn resumes(&self) -> u64 {
+        self.slot().resumes()
     }
 
     /// The namespace given to the builder, if any.

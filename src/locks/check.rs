@@ -64,9 +64,11 @@ impl LockTable {
         }
         let leased = self.check_extras()?;
         let delayed = self.check_delays()?;
-        if timed + leased + delayed != self.timers.len() {
+        // One grace timer per detached session (issue 14).
+        let graces = self.check_detached()?;
+        if timed + leased + delayed + graces != self.timers.len() {
             return Err(format!(
-                "{} timers for {timed} waiters with a deadline, {leased} grants with an end, {delayed} delays",
+                "{} timers for {timed} waiters with a deadline, {leased} grants with an end, {delayed} delays, {graces} graces",
                 self.timers.len()
             ));
         }

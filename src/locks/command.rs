@@ -4,6 +4,7 @@
 
 use super::table::{LockTable, Terms};
 use super::{Mode, Name, Output};
+use crate::protocol::SESSION_SECRET_LEN;
 use crate::wheel::Tick;
 
 /// A session of the table: opaque, allocated by the table's counter (see
@@ -46,7 +47,17 @@ pub enum Command {
     /// RESET: every wait of the session is cancelled and its holds released, then `ResetOk`.
     Reset { session: SessionId, request_id: u32 },
     /// The session is gone: its waits end unanswered, its holds are released, it is forgotten.
+    /// A detached resumable session goes too, its kept outputs with it.
     Detach { session: SessionId },
+    /// SESSION_OPEN (issue 14): `session` becomes resumable with `grace_ms` (0: it does not) and
+    /// `secret`; answered `SessionOk`, or `SessionState` when it holds or awaits anything.
+    OpenSession { session: SessionId, request_id: u32, grace_ms: u32, secret: [u8; SESSION_SECRET_LEN] },
+    /// The connection of `session` is lost: a resumable session is detached for its grace
+    /// (its outputs kept for a resume); any other is detached as by `Detach`.
+    Suspend { session: SessionId },
+    /// SESSION_RESUME of `session` by the fresh session `from` of a new connection: answered
+    /// `Resumed` to `session` (then the kept outputs), or refused to `from` (`suspend.rs`).
+    Resume { session: SessionId, request_id: u32, from: SessionId, secret: [u8; SESSION_SECRET_LEN] },
     /// One turn of work that was left for later: continue pending RESET and detach releases
     /// (refilling the inline release budget) and REVOKEs of many grants, then time out the waits due by `now`, each
     /// bounded by its batch. The server applies it once per turn of its loop.
@@ -71,6 +82,7 @@ pub struct LockOpts {
 impl LockTable {
     /// Applies one command at `now`, pushing the responses it causes, in causal order, to `out`.
     pub fn apply(&mut self, now: Tick, cmd: &Command, out: &mut Vec<Output>) {
+        self.divert_from = out.len();
         match cmd {
             Command::Attach { session, label } => self.attach(*session, label),
             Command::Lock { session, request_id, name, timeout_ms, queue_max, opts } => {
@@ -93,12 +105,23 @@ impl LockTable {
                 self.check(now, *session, *request_id, name, *token, out)
             }
             Command::Reset { session, request_id } => self.reset(now, *session, *request_id, out),
-            Command::Detach { session } => self.detach(now, *session, out),
+            Command::Detach { session } => self.end_session(now, *session, out),
+            Command::OpenSession { session, request_id, grace_ms, secret } => {
+                self.open_session(*session, *request_id, *grace_ms, *secret, out)
+            }
+            Command::Suspend { session } => self.suspend(now, *session, out),
+            Command::Resume { session, request_id, from, secret } => {
+                self.resume(*session, *request_id, *from, secret, out)
+            }
             Command::Expire => {
                 self.release_step(now, out);
                 self.revoke_step(now, out);
                 self.expire(now, out);
             }
+        }
+        // What is addressed to a detached session waits in its outbox for a resume.
+        if self.detached != 0 {
+            self.divert_detached(out);
         }
     }
 

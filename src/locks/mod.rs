@@ -54,6 +54,9 @@ mod release;
 mod revoke;
 mod session;
 mod store;
+mod suspend;
+#[cfg(test)]
+mod suspend_tests;
 mod table;
 #[cfg(test)]
 mod tests;
@@ -66,6 +69,7 @@ pub use holders::Mode;
 pub use lease::LOST_MEMORY;
 pub use name::Name;
 pub use revoke::REVOKE_BATCH;
+pub use suspend::{DetachedInfo, SessionStats, DETACHED_SUFFIX};
 pub use table::{LockTable, EXPIRE_BATCH, REFUSAL_QUEUE_MAX, RELEASE_BATCH};
 
 /// Capacities of the table's containers, to check that memory is given back after a burst.

@@ -5,6 +5,7 @@ use hashbrown::HashMap;
 
 use super::lease::LostGrant;
 use super::store::NO_LOCK;
+use super::suspend::Resumable;
 
 /// Sets up to this capacity are never shrunk.
 const SET_SHRINK_FLOOR: usize = 64;
@@ -35,6 +36,8 @@ pub(super) struct SessionState {
     pub releasing: bool,
     /// Grants it lost without asking, oldest first, at most `LOST_MEMORY`.
     pub lost: Vec<LostGrant>,
+    /// Set by SESSION_OPEN: the secret, the grace and, while detached, the outbox (`suspend`).
+    pub resumable: Option<Box<Resumable>>,
 }
 
 impl SessionState {
@@ -49,6 +52,7 @@ impl SessionState {
             gone: false,
             releasing: false,
             lost: Vec::new(),
+            resumable: None,
         }
     }
 

@@ -14,7 +14,7 @@ use super::release::Release;
 use super::revoke::{Revoke, REVOKE_BATCH};
 use super::session::SessionState;
 use super::store::{Lock, Store, Waiter};
-use super::{LockOpts, Name, Output, SessionId, TableLimits, TableStats};
+use super::{LockOpts, Name, Output, SessionId, SessionStats, TableLimits, TableStats};
 use crate::protocol::{ErrorCode, Response};
 use crate::wheel::{Tick, TimerHandle, Wheel};
 
@@ -29,6 +29,8 @@ pub(super) enum Timer {
     Lease { token: u64 },
     /// The lock-delay of lock `lock` ends.
     Delay { lock: u32 },
+    /// The grace of detached `session` ends (`suspend`).
+    Grace { session: SessionId },
 }
 
 /// Named locks with FIFO wait queues; see the module documentation for the guarantees.
@@ -65,6 +67,11 @@ pub struct LockTable {
     pub(super) revoke_batch: usize,
     /// Reused buffer for the grants of one revoke batch.
     pub(super) revoked: Vec<Holder>,
+    /// Sessions detached now (`suspend`): while 0, `apply` diverts nothing.
+    pub(super) detached: usize,
+    /// Where in the caller's output list `apply`'s outputs not yet diverted begin (`suspend`).
+    pub(super) divert_from: usize,
+    pub(super) session_stats: SessionStats,
 }
 
 /// The most queue entries a LOCKS entry reports (PROTOCOL.md §4.12).
@@ -141,6 +148,9 @@ impl LockTable {
             revoking: VecDeque::new(),
             revoke_batch: REVOKE_BATCH,
             revoked: Vec::new(),
+            detached: 0,
+            divert_from: 0,
+            session_stats: SessionStats::default(),
         }
     }
 
@@ -455,6 +465,7 @@ impl LockTable {
                 }
                 Timer::Lease { token } => self.lease_timer(now, token, out),
                 Timer::Delay { lock } => self.delay_end(now, lock, out),
+                Timer::Grace { session } => self.grace_end(now, session, out),
             }
         }
         self.fired = fired;

@@ -134,7 +134,7 @@ impl Response {
     /// Appends this response as one frame whose length field is at most `max_frame`, cutting
     /// lists at an entry boundary and text at a character boundary; a listing that lost
     /// entries says so with its `truncated` flag. Identical to [`Response::encode`] when the
-    /// frame fits. Fixed fields are never cut: `max_frame` must be at least 29 (HELLO_OK), which
+    /// frame fits. Fixed fields are never cut: `max_frame` must be at least 33 (SESSION_OK), which
     /// every server limit is (the smallest is 64). Nor is the name of LOST or CONTENDED: it came
     /// in a LOCK_EXT frame, 20 bytes longer than the notice, under the same limit.
     pub fn encode_within(&self, request_id: u32, max_frame: u32, out: &mut Vec<u8>) {

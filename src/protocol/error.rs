@@ -51,6 +51,15 @@ pub enum ErrorCode {
     NotFound = 17,
     /// An operator closed this connection (KICK). Fatal.
     Kicked = 18,
+    /// SESSION_RESUME names no session that can be resumed: no such id, a wrong secret, or the
+    /// grace ran out. One code for all three, so a guesser learns nothing (§3.23).
+    BadSession = 19,
+    /// SESSION_OPEN or SESSION_RESUME on a connection that has a session already, or holds or
+    /// waits for a lock: a session's state is never merged with another's (§3.22).
+    SessionState = 20,
+    /// A SESSION_RESUME on another connection took this connection's session over (the newest
+    /// connection wins, §6.14). Fatal.
+    TakenOver = 21,
     /// A code this version does not know (decoding only; never sent).
     Unknown = 0xFFFF,
 }
@@ -66,6 +75,7 @@ impl ErrorCode {
                 | ErrorCode::BadFrameLength
                 | ErrorCode::AuthFailed
                 | ErrorCode::Kicked
+                | ErrorCode::TakenOver
         )
     }
 
@@ -89,6 +99,9 @@ impl ErrorCode {
             16 => ErrorCode::Forbidden,
             17 => ErrorCode::NotFound,
             18 => ErrorCode::Kicked,
+            19 => ErrorCode::BadSession,
+            20 => ErrorCode::SessionState,
+            21 => ErrorCode::TakenOver,
             _ => ErrorCode::Unknown,
         }
     }
@@ -114,6 +127,9 @@ impl ErrorCode {
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::NotFound => "not_found",
             ErrorCode::Kicked => "kicked",
+            ErrorCode::BadSession => "bad_session",
+            ErrorCode::SessionState => "session_state",
+            ErrorCode::TakenOver => "taken_over",
             ErrorCode::Unknown => "unknown",
         }
     }

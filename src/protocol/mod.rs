@@ -11,6 +11,7 @@ mod error;
 mod frame;
 mod request;
 mod response;
+mod session;
 mod v2;
 mod wire;
 
@@ -22,6 +23,9 @@ pub use error::{DecodeError, ErrorCode};
 pub use frame::{split_frame, Frame, FRAME_HEADER_LEN, LENGTH_PREFIX_LEN, MIN_FRAME_LEN};
 pub use request::{Hello, ListRequest, LockRequest, Request};
 pub use response::{ConnectionInfo, HelloOk, LockInfo, Response, TopEntry, SHUTDOWN_REQUEST_ID};
+pub use session::{
+    secrets_match, Resumed, SessionOk, SessionOpen, SessionResume, SESSION_SECRET_LEN, SKIP_WHILE_DETACHED,
+};
 pub use v2::{LockExtRequest, LostReason, Mode, RevokeRequest, TokenRequest, NOTICE_REQUEST_ID};
 
 /// The four magic bytes that open the handshake payload: `OFCR`.
@@ -69,6 +73,10 @@ pub mod op {
     pub const ADMIN_AUTH: u8 = 0x14;
     pub const LOCKS_DETAIL: u8 = 0x15;
     pub const CONNECTIONS_DETAIL: u8 = 0x16;
+    // Resumable sessions (PROTOCOL.md §3.22-§3.24).
+    pub const SESSION_OPEN: u8 = 0x17;
+    pub const SESSION_RESUME: u8 = 0x18;
+    pub const GOODBYE: u8 = 0x19;
 
     pub const HELLO_OK: u8 = 0x81;
     pub const PONG: u8 = 0x82;
@@ -99,6 +107,9 @@ pub mod op {
     pub const KICKED: u8 = 0x9A;
     pub const LOCKS_DETAIL_LIST: u8 = 0x9B;
     pub const CONNECTIONS_DETAIL_LIST: u8 = 0x9C;
+    // Resumable sessions (PROTOCOL.md §4.30-§4.31).
+    pub const SESSION_OK: u8 = 0x9D;
+    pub const RESUMED: u8 = 0x9E;
     pub const ERROR: u8 = 0xFF;
 
     /// True for the request opcodes of the lock model v2 (§3.12-§3.21): a server that does not

@@ -3,8 +3,8 @@
 
 use super::wire::{begin_frame, end_frame, put_u16, put_u32, put_u64, Reader};
 use super::{
-    op, validate_name, DecodeError, Frame, LockExtRequest, RevokeRequest, TokenRequest, MAGIC,
-    MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, TIMEOUT_FOREVER,
+    op, validate_name, DecodeError, Frame, LockExtRequest, RevokeRequest, SessionOpen, SessionResume,
+    TokenRequest, MAGIC, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, TIMEOUT_FOREVER,
 };
 
 /// HELLO payload (§3.1), exactly 8 bytes: magic `OFCR`, version `u16`, flags `u16` (zero).
@@ -80,6 +80,12 @@ pub enum Request<'a> {
     LocksDetail(ListRequest<'a>),
     /// §3.21: CONNECTIONS with each connection's id and every grant's mode, permits and token.
     ConnectionsDetail(ListRequest<'a>),
+    /// §3.22: make this connection's locks outlive it for a grace period.
+    SessionOpen(SessionOpen),
+    /// §3.23: take over a session whose connection was lost (or is still open: newest wins).
+    SessionResume(SessionResume),
+    /// §3.24: release everything at once, as RESET, then close; no grace.
+    Goodbye,
 }
 
 impl<'a> Request<'a> {
@@ -136,6 +142,17 @@ impl<'a> Request<'a> {
             op::ADMIN_AUTH => Request::AdminAuth(r.rest()),
             op::LOCKS_DETAIL => Request::LocksDetail(list(&mut r, max_name)?),
             op::CONNECTIONS_DETAIL => Request::ConnectionsDetail(list(&mut r, max_name)?),
+            op::SESSION_OPEN => {
+                let open = SessionOpen::decode(&mut r)?;
+                r.finish()?;
+                Request::SessionOpen(open)
+            }
+            op::SESSION_RESUME => {
+                let resume = SessionResume::decode(&mut r)?;
+                r.finish()?;
+                Request::SessionResume(resume)
+            }
+            op::GOODBYE => empty(r, Request::Goodbye)?,
             other => return Err(DecodeError::UnknownOpcode(other)),
         };
         Ok(req)
@@ -166,6 +183,9 @@ impl<'a> Request<'a> {
             Request::AdminAuth(_) => op::ADMIN_AUTH,
             Request::LocksDetail(_) => op::LOCKS_DETAIL,
             Request::ConnectionsDetail(_) => op::CONNECTIONS_DETAIL,
+            Request::SessionOpen(_) => op::SESSION_OPEN,
+            Request::SessionResume(_) => op::SESSION_RESUME,
+            Request::Goodbye => op::GOODBYE,
         }
     }
 
@@ -201,7 +221,9 @@ impl<'a> Request<'a> {
                 put_u32(out, l.max);
                 out.extend_from_slice(l.prefix.as_bytes());
             }
-            Request::Reset | Request::MyLocks | Request::Stats => {}
+            Request::SessionOpen(open) => open.encode(out),
+            Request::SessionResume(resume) => resume.encode(out),
+            Request::Reset | Request::MyLocks | Request::Stats | Request::Goodbye => {}
         }
         end_frame(out, start);
     }

@@ -3,7 +3,9 @@
 
 use super::detail::{connection_detail, lock_detail, put_connection_detail, put_lock_detail};
 use super::wire::{begin_frame, end_frame, put_str16, put_str_list, put_u16, put_u32, put_u64, Reader};
-use super::{op, ConnectionDetail, DecodeError, ErrorCode, Frame, LockDetail, LostReason};
+use super::{
+    op, ConnectionDetail, DecodeError, ErrorCode, Frame, LockDetail, LostReason, Resumed, SessionOk,
+};
 
 /// Request id of frames the server sends on its own (SHUTDOWN, and an ERROR that answers no
 /// readable request); clients never use it (§2.4).
@@ -153,6 +155,10 @@ pub enum Response {
         connections: Vec<ConnectionDetail>,
         truncated: bool,
     },
+    /// §4.30: session_id `u64`, secret 16 bytes, grace_ms `u32` (0: no session was opened).
+    SessionOk(SessionOk),
+    /// §4.31: grace_ms `u32`, replayed `u32`: that many replayed frames follow.
+    Resumed(Resumed),
 }
 
 impl Response {
@@ -199,6 +205,8 @@ impl Response {
             Response::Kicked => op::KICKED,
             Response::LocksDetail { .. } => op::LOCKS_DETAIL_LIST,
             Response::ConnectionsDetail { .. } => op::CONNECTIONS_DETAIL_LIST,
+            Response::SessionOk(_) => op::SESSION_OK,
+            Response::Resumed(_) => op::RESUMED,
         }
     }
 
@@ -284,6 +292,8 @@ impl Response {
                     put_connection_detail(out, conn);
                 }
             }
+            Response::SessionOk(ok) => ok.encode(out),
+            Response::Resumed(resumed) => resumed.encode(out),
             Response::Pong
             | Response::Downgraded
             | Response::Kicked
@@ -398,6 +408,8 @@ impl Response {
                 }
                 Response::ConnectionsDetail { connections, truncated }
             }
+            op::SESSION_OK => Response::SessionOk(SessionOk::decode(&mut r)?),
+            op::RESUMED => Response::Resumed(Resumed::decode(&mut r)?),
             other => return Err(DecodeError::UnknownOpcode(other)),
         };
         r.finish()?;

@@ -77,6 +77,9 @@ pub struct Config {
     /// The secret of ADMIN_AUTH, which gives a connection admin rights (KICK, REVOKE);
     /// `None`: only the server's own user on its UNIX socket has them (PROTOCOL.md §6.12).
     pub admin_secret: Option<Vec<u8>>,
+    /// Longest grace a resumable session gets (SESSION_OPEN asks, this clamps; PROTOCOL.md
+    /// §6.14); zero, the default, opens no session, so a lost connection releases at once.
+    pub max_session_grace: Duration,
 }
 
 impl Config {
@@ -116,6 +119,7 @@ impl Default for Config {
             auth_timeout: Duration::from_secs(5),
             pre_auth_max_frame: 512,
             admin_secret: None,
+            max_session_grace: Duration::ZERO,
         }
     }
 }

@@ -137,9 +137,13 @@ impl Host for Server {
 
     /// Runs one request of a greeted connection (binary or JSON) and sends its answers.
     fn execute(&mut self, key: usize, rid: u32, request: Request<'_>, now: Tick) {
-        // Operators' requests act on connections, which the table does not know.
-        if let Request::Kick(victim) = request {
-            return self.kick(key, rid, victim, now);
+        // Operators' requests act on connections, which the table does not know; so do a
+        // session's takeover and GOODBYE (`resume.rs`).
+        match request {
+            Request::Kick(victim) => return self.kick(key, rid, victim, now),
+            Request::SessionResume(resume) => return self.resume_session(key, rid, resume, now),
+            Request::Goodbye => return self.goodbye(key, rid, now),
+            _ => {}
         }
         if let Request::ConnectionsDetail(list) = request {
             return self.connections_detail(key, rid, list, now);
@@ -262,6 +266,13 @@ pub(crate) fn run(
         }
         Request::Top(max) => Ran::Reply(table.top_within(now, max, max_frame)),
         Request::Stats => Ran::Stats,
+        Request::SessionOpen(open) => match super::resume::open_command(session, rid, &open, config) {
+            Ok(cmd) => {
+                table.apply(now, &cmd, outputs);
+                Ran::Outputs
+            }
+            Err(refusal) => Ran::Reply(refusal),
+        },
         // The session answers these itself (it owns the handshake); kept total for safety.
         Request::Ping(_) => Ran::Reply(Response::Pong),
         Request::Auth(_) => Ran::Reply(Response::AuthOk),
@@ -272,7 +283,13 @@ pub(crate) fn run(
         // The server closes connections itself (it takes KICK before `run`) and answers
         // CONNECTIONS_DETAIL itself (it knows the connection ids), the session answers
         // ADMIN_AUTH: refused here, should one arrive (the loopback host has no ids).
-        Request::Kick(_) | Request::AdminAuth(_) | Request::ConnectionsDetail(_) => {
+        // The server takes SESSION_RESUME and GOODBYE before `run` too (they move or close
+        // connections); a host without connections (the loopback) refuses them.
+        Request::Kick(_)
+        | Request::AdminAuth(_)
+        | Request::ConnectionsDetail(_)
+        | Request::SessionResume(_)
+        | Request::Goodbye => {
             let e = DecodeError::UnknownOpcode(request.opcode());
             Ran::Reply(Response::error(e.code(), e.to_string()))
         }

@@ -247,7 +247,7 @@ impl Server {
             return;
         }
         let mut outputs = std::mem::take(&mut self.outputs);
-        let mut revoked = Vec::new();
+        let (mut revoked, mut goodbyes) = (Vec::new(), Vec::new());
         for out in outputs.drain(..) {
             // Session ids are the table's, not slab keys: one lookup of a u64 per output.
             let Some(key) = self.routes.get(out.session) else { continue };
@@ -263,11 +263,18 @@ impl Server {
                 }
                 continue;
             }
+            // GOODBYE's RESET is answered: the connection ends with it (PROTOCOL.md §3.24).
+            if matches!(out.response, Response::ResetOk) && conn.session.said_goodbye() {
+                goodbyes.push(key);
+            }
             self.send_about(key, out.request_id, out.lock.as_deref(), &out.response);
         }
         self.outputs = outputs;
         for key in revoked {
             self.close(key, CloseReason::Revoked, now);
+        }
+        for key in goodbyes {
+            self.close(key, CloseReason::Goodbye, now);
         }
     }
 
@@ -326,7 +333,14 @@ impl Server {
         let sid = conn.sid;
         info!("connection closed conn={} peer={} reason={}", conn.serial, conn.label, reason.as_str());
         self.stats.count_close(reason);
-        self.table.apply(now, &Command::Detach { session: sid }, &mut self.outputs);
+        // A lost connection detaches a resumable session for its grace (PROTOCOL.md §6.14);
+        // `Suspend` of any other session is `Detach`.
+        let cmd = if reason.is_loss() && !conn.session.said_goodbye() {
+            Command::Suspend { session: sid }
+        } else {
+            Command::Detach { session: sid }
+        };
+        self.table.apply(now, &cmd, &mut self.outputs);
         self.conns.push_closing(key);
         self.deliver_outputs(now);
         // The table never answers a detached session again.

@@ -28,6 +28,7 @@ pub mod loopback;
 mod metrics;
 pub(crate) mod net;
 pub mod pidfile;
+mod resume;
 mod routes;
 mod session;
 mod shutdown;

@@ -32,6 +32,8 @@ pub(super) struct Snapshot {
     pub top: Option<TopLocks>,
     /// The metrics endpoint's own counters; `None` when it is not enabled.
     pub scrapes: Option<ScrapeCounts>,
+    /// Resumable sessions (issue 14), described in `metrics/sessions.rs`.
+    pub sessions: super::metrics::SessionFigures,
 }
 
 /// The server's own counters, kept live on `Server` and copied into a `Snapshot` (the lock
@@ -171,7 +173,16 @@ impl Server {
             },
             top: None,
             scrapes: None,
+            sessions: self.session_figures(now),
         }
+    }
+
+    /// The table's session counters and the soonest grace end: a pass over the sessions only
+    /// while some are detached (STATS and scrapes, never a lock request).
+    fn session_figures(&self, now: Tick) -> super::metrics::SessionFigures {
+        let stats = self.table.session_stats();
+        let grace_left_min_ms = self.table.soonest_grace_left(now).unwrap_or(0);
+        super::metrics::SessionFigures { stats, grace_left_min_ms }
     }
 
     /// Everything `/metrics` shows. The top pass may come from the endpoint's cache (see

@@ -35,6 +35,8 @@ pub(super) fn entries(snap: &Snapshot) -> Vec<(String, u64)> {
         .chain(t.results())
         .chain([("grants_lost", t.lost)]);
     entries.extend(rest.into_iter().chain(traffic).chain(table).map(|(k, v)| (k.to_string(), v)));
+    // Resumable sessions (issue 14): after the table's keys, before the histograms.
+    entries.extend(super::metrics::SESSIONS.iter().map(|n| (n.key.to_string(), (n.value)(&snap.sessions))));
     for (name, h) in [("wait_ms", &t.wait_ms), ("hold_ms", &t.hold_ms)] {
         entries.push((format!("{name}_count"), h.count));
         entries.push((format!("{name}_sum"), h.sum_ms));

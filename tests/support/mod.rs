@@ -8,6 +8,7 @@
 //! - `frames`: frame builders, malformed ones included, and small request/reply helpers.
 //! - `process`: the real binary as child processes (`officer run`, `officer lock`), signals,
 //!   bounded polling, `/proc` probes.
+//! - `proxy`: a loopback fault proxy the test resets, freezes and thaws (`Proxy`).
 //! - `ops`: the binary as an operator drives it (`officer start/stop/status`, guards).
 //! - `rng`: the one seeded RNG of the tests.
 
@@ -18,6 +19,7 @@
 pub mod frames;
 pub mod ops;
 pub mod process;
+pub mod proxy;
 pub mod raw;
 pub mod rng;
 pub mod server;

@@ -20,6 +20,14 @@ pub(in crate::server) fn render(snap: &Snapshot) -> String {
     let mut m = String::with_capacity(8192);
     render_table(&mut m, &snap.table);
     render_connections(&mut m, snap);
+    for n in &super::SESSIONS {
+        let value = (n.value)(&snap.sessions);
+        if n.gauge {
+            gauge(&mut m, n.series, n.help, value);
+        } else {
+            counter(&mut m, n.series, n.help, value);
+        }
+    }
     render_top(&mut m, snap.top.as_ref().unwrap_or(&NO_LOCKS));
     if let Some(scrapes) = &snap.scrapes {
         render_scrapes(&mut m, scrapes);
@@ -254,6 +262,17 @@ mod tests {
                     ("closed", 0),
                 ],
             }),
+            sessions: crate::server::metrics::SessionFigures {
+                stats: crate::locks::SessionStats {
+                    detached: 51,
+                    opened: 53,
+                    resumed: 54,
+                    taken_over: 55,
+                    expired: 56,
+                    resume_failures: 57,
+                },
+                grace_left_min_ms: 52,
+            },
             ..Default::default()
         }
     }
@@ -279,6 +298,13 @@ mod tests {
             "officer_bad_requests_total 24\n",
             "officer_received_bytes_total 25\n",
             "officer_sent_bytes_total 26\n",
+            "officer_sessions_detached 51\n",
+            "officer_session_grace_left_min_milliseconds 52\n",
+            "officer_sessions_opened_total 53\n",
+            "officer_sessions_resumed_total 54\n",
+            "officer_sessions_taken_over_total 55\n",
+            "officer_sessions_expired_total 56\n",
+            "officer_session_resume_failures_total 57\n",
             "officer_oldest_hold_seconds 1.500\n",
             "officer_max_queue_depth 1\n",
             "officer_longest_hold_seconds{name=\"old\"} 1.500\n",
@@ -312,6 +338,13 @@ mod tests {
                 "officer_bad_requests_total counter",
                 "officer_received_bytes_total counter",
                 "officer_sent_bytes_total counter",
+                "officer_sessions_detached gauge",
+                "officer_session_grace_left_min_milliseconds gauge",
+                "officer_sessions_opened_total counter",
+                "officer_sessions_resumed_total counter",
+                "officer_sessions_taken_over_total counter",
+                "officer_sessions_expired_total counter",
+                "officer_session_resume_failures_total counter",
                 "officer_oldest_hold_seconds gauge",
                 "officer_max_queue_depth gauge",
                 "officer_longest_hold_seconds gauge",

@@ -16,6 +16,7 @@
 //! answer: the rendering never reads the server, so it is tested with hand-built snapshots.
 
 mod exposition;
+mod sessions;
 
 use std::io::{ErrorKind, Read, Write};
 
@@ -24,6 +25,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
 
 pub(super) use exposition::render;
+pub(super) use sessions::{SessionFigures, SESSIONS};
 
 use super::snapshot::{ScrapeCounts, TopLocks};
 use super::Server;

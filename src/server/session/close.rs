@@ -36,9 +36,27 @@ close_reasons! {
     Shutdown => "shutdown",
     Kicked => "kicked",
     Revoked => "revoked",
+    Goodbye => "goodbye",
+    TakenOver => "taken_over",
 }
 
 impl CloseReason {
+    /// Whether a close for this reason is the *loss* of the connection, which detaches a
+    /// resumable session for its grace (PROTOCOL.md §6.14); the others end the session: the
+    /// client said GOODBYE, an operator kicked it, the server stops, a grant was revoked from a
+    /// client that cannot be told, or another connection took the session over.
+    pub fn is_loss(self) -> bool {
+        matches!(
+            self,
+            CloseReason::Eof
+                | CloseReason::Error
+                | CloseReason::Idle
+                | CloseReason::Protocol
+                | CloseReason::OutputOverflow
+                | CloseReason::Auth
+        )
+    }
+
     /// How many reasons there are: the length of a counter array indexed by `index`.
     pub(crate) const COUNT: usize = CloseReason::ALL.len();
 

@@ -237,6 +237,8 @@ fn reply_value(response: &Response, name: &str, token: bool) -> Option<Value> {
         | Response::Kicked
         | Response::LocksDetail { .. }
         | Response::ConnectionsDetail { .. } => return None,
+        // Resumable sessions are binary-only (§6.14): a JSON connection never opens one.
+        Response::SessionOk(_) | Response::Resumed(_) => return None,
     };
     Some(value)
 }

@@ -114,8 +114,13 @@ pub struct Session {
     json: Option<json::JsonSession>,
     /// May KICK and REVOKE (PROTOCOL.md §6.12).
     admin: bool,
-    /// Sent a LOCK_EXT: a client that knows the LOST notice (PROTOCOL.md §4.24).
+    /// Sent a LOCK_EXT, SESSION_OPEN or SESSION_RESUME: a client that knows the LOST notice
+    /// (PROTOCOL.md §4.24; sessions came after it, and a resumed session may be told a loss of
+    /// a grant its earlier connection took).
     speaks_v2: bool,
+    /// Sent GOODBYE (§3.24): nothing after it is read, and the close that follows its answer
+    /// ends the session rather than detaching it.
+    goodbye: bool,
 }
 
 impl Session {
@@ -132,6 +137,7 @@ impl Session {
             json: None,
             admin: false,
             speaks_v2: false,
+            goodbye: false,
         }
     }
 
@@ -145,6 +151,11 @@ impl Session {
     /// LOCK_EXT. Any other holder of a revoked grant is closed instead (PROTOCOL.md §6.12).
     pub fn understands_lost(&self) -> bool {
         self.speaks_v2 && self.phase == Phase::Binary
+    }
+
+    /// Whether the client said GOODBYE (PROTOCOL.md §3.24).
+    pub fn said_goodbye(&self) -> bool {
+        self.goodbye
     }
 
     /// Whether the connection may KICK and REVOKE.
@@ -183,6 +194,10 @@ impl Session {
         config: &Config,
         scratch: &'a mut Scratch,
     ) -> Option<Next<'a>> {
+        if self.goodbye {
+            // The server reads no request after GOODBYE (§3.24): its close is coming.
+            return None;
+        }
         match self.phase {
             // The original protocol: served, or refused with one JSON error line.
             Phase::AwaitHello if input.first() == Some(&b'{') => self.begin_json(input, now, config, scratch),
@@ -259,8 +274,12 @@ impl Session {
             Err(e) => return Step::Invalid { rid, code: e.code(), message: e.to_string(), quiet: false },
         };
         debug!("request conn={} request_id={rid} op=0x{:02x}", self.serial, frame.opcode);
-        if let Request::LockExt(_) = request {
-            self.speaks_v2 = true;
+        match request {
+            Request::LockExt(_) | Request::SessionOpen(_) | Request::SessionResume(_) => {
+                self.speaks_v2 = true
+            }
+            Request::Goodbye if self.phase == Phase::Binary => self.goodbye = true,
+            _ => {}
         }
         match (self.phase, request) {
             (Phase::AwaitHello, Request::Hello(hello)) => self.greet(rid, hello.negotiated_version(), config),

@@ -355,3 +355,28 @@ fn a_json_lock_that_asks_for_its_token_gets_it_and_no_other_reply_does() {
         "{\"name\":\"b\",\"result\":\"acquired\"}\n{\"name\":\"a\",\"result\":\"acquired\",\"token\":7}\n";
     assert_eq!(String::from_utf8_lossy(&out), expected);
 }
+
+/// Resumable sessions (PROTOCOL.md §3.22-§3.24): the session requests go to the server like
+/// any other, after AUTH; GOODBYE stops the reading, so nothing behind it is served, and marks
+/// the session so its close ends it instead of detaching it.
+#[test]
+fn session_requests_need_auth_and_nothing_after_goodbye_is_read() {
+    use crate::protocol::{op, SessionOpen, SessionResume};
+    let config = auth_config();
+    let mut session = Session::new(1, false, 0, &config);
+    feed(&mut session, &hello(1), 0, &config);
+    let open = frame(&Request::SessionOpen(SessionOpen { grace_ms: 500, skip_while_detached: false }), 2);
+    let (steps, _) = feed(&mut session, &open, 10, &config);
+    assert!(matches!(&steps[..], [Seen::Reply(2, Response::Error { code: ErrorCode::AuthRequired, .. })]));
+    feed(&mut session, &frame(&Request::Auth(SECRET), 3), 20, &config);
+    let resume = frame(&Request::SessionResume(SessionResume { session_id: 4, secret: [1; 16] }), 4);
+    assert_eq!(feed(&mut session, &resume, 30, &config).0, [Seen::Execute(4, op::SESSION_RESUME)]);
+    assert!(session.understands_lost(), "a client of sessions is told of lost grants");
+    let mut input = frame(&Request::Goodbye, 5);
+    input.extend(frame(&Request::Ping(b""), 6));
+    let (steps, used) = feed(&mut session, &input, 40, &config);
+    assert_eq!(steps, [Seen::Execute(5, op::GOODBYE)]);
+    assert_eq!(used, input.len() - frame(&Request::Ping(b""), 6).len(), "the PING is not read");
+    assert!(session.said_goodbye());
+    assert_eq!(feed(&mut session, &input[used..], 50, &config), (vec![], 0));
+}

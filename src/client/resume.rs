@@ -1,0 +1,188 @@
+//! The I/O of a session's resume (PROTOCOL.md §6.14), run by the connection's reader thread when
+//! a link drops: reconnect with back-off until the grace runs out, present the session's id and
+//! secret, let the replay answer pending requests under their original ids, then send again
+//! what the lost link left unanswered and let callers send on the new link.
+//!
+//! Callers that arrive meanwhile wait in `Conn::register`; callers already waiting keep
+//! waiting. The connection is lost (as without a session, with every lock it held) only when
+//! the grace runs out or the server says the session is gone.
+
+use std::io::Write;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::answer::Track;
+use super::conn::{handshake, lock, read_reply, Conn, Pending, SESSION_ID};
+use super::session::{self, Resent, Session};
+use super::stream::Stream;
+use super::Result;
+use crate::protocol::HelloOk;
+
+/// A resumed link before it is attached: its replay is still being read.
+pub(crate) struct Replay {
+    /// Replayed frames still to come (RESUMED's `replayed`, counted down by the reader).
+    pub(crate) left: u32,
+    attach: Option<Attach>,
+}
+
+/// What attaching a resumed link installs.
+struct Attach {
+    link: u64,
+    writer: Stream,
+    control: Stream,
+    hello: HelloOk,
+}
+
+/// A resumed link for the reader: its socket, the bytes read past RESUMED, and the replay.
+pub(crate) struct NextLink {
+    pub(crate) reader: Stream,
+    pub(crate) leftover: Vec<u8>,
+    pub(crate) replay: Replay,
+}
+
+impl Conn {
+    /// The current link ended for `reason`. Without a session (or after GOODBYE, or when the
+    /// connection was closed) that is the end; with one, reconnects and resumes within the
+    /// grace and returns the new link, or gives up and marks the connection lost.
+    pub(crate) fn resume_after(&self, reason: String) -> Option<NextLink> {
+        let Some(session) = self.session else {
+            self.fail(&reason, false);
+            return None;
+        };
+        let link = {
+            let mut st = lock(&self.state);
+            if st.lost.is_some() {
+                return None;
+            }
+            if st.goodbye {
+                drop(st);
+                self.fail(&reason, true);
+                return None;
+            }
+            st.attached = false;
+            st.link
+        };
+        log::debug!("officer session {} detached, resuming: {reason}", session.id);
+        let deadline = Instant::now() + session.grace;
+        let mut last = reason.clone();
+        for attempt in 0.. {
+            if self.lost().is_some() {
+                return None;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                self.fail(
+                    &format!(
+                        "{reason}; the session was not resumed within its grace of {:?} ({last})",
+                        session.grace
+                    ),
+                    false,
+                );
+                return None;
+            }
+            match self.try_resume(&session, left.min(self.config.connect_timeout), link + 1) {
+                Ok(next) => {
+                    // Counted before the replay is read, so a caller the replay answers sees it.
+                    self.resumes.fetch_add(1, Ordering::SeqCst);
+                    log::debug!("officer session {} resumed, {} replayed", session.id, next.replay.left);
+                    return Some(next);
+                }
+                Err(e) if session::is_gone(&e) => {
+                    self.fail(&format!("{reason}; the session cannot be resumed: {e}"), false);
+                    return None;
+                }
+                Err(e) => last = e.to_string(),
+            }
+            // Wakes early when the client closes meanwhile.
+            self.wait_lost(Some(session::backoff(attempt).min(left)));
+        }
+        None
+    }
+
+    /// One attempt: connect, handshake, SESSION_RESUME, RESUMED; each step within `timeout`.
+    fn try_resume(&self, session: &Session, timeout: Duration, link: u64) -> Result<NextLink> {
+        let mut config = self.config.clone();
+        config.connect_timeout = timeout;
+        let mut stream = Stream::connect(&config.target, timeout)?;
+        let (hello, mut leftover) = handshake(&mut stream, &config)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
+        stream.write_all(&session::resume_request(session, SESSION_ID))?;
+        let resumed = session::resumed(read_reply(&mut stream, &mut leftover, SESSION_ID, None)?)?;
+        stream.set_read_timeout(None)?;
+        stream.set_write_timeout(None)?;
+        let attach = Attach { link, writer: stream.try_clone()?, control: stream.try_clone()?, hello };
+        Ok(NextLink {
+            reader: stream,
+            leftover,
+            replay: Replay { left: resumed.replayed, attach: Some(attach) },
+        })
+    }
+
+    /// Attaches the resumed link once its replay is through: sends again every request a
+    /// lost link left unanswered (PROTOCOL.md §6.14 "Answers in flight"), then lets callers
+    /// send. Done under the writer's lock, so nothing new goes out before the resent requests.
+    pub(crate) fn attach_when_replayed(&self, replay: &mut Option<Replay>) {
+        let Some(r) = replay.as_mut() else { return };
+        if r.left > 0 {
+            return;
+        }
+        let Some(attach) = r.attach.take() else { return };
+        *replay = None;
+        let Attach { link, writer, control, hello } = attach;
+        let mut w = lock(&self.writer);
+        w.stream = writer;
+        w.link = link;
+        {
+            let mut st = lock(&self.state);
+            if st.lost.is_some() {
+                // Closed while resuming: the session ends now rather than after its grace.
+                let id = st.alloc_id();
+                let _ = w.stream.write_all(&session::goodbye_request(id));
+                control.shutdown();
+                return;
+            }
+            // The resends of an earlier resume that this link's loss left unanswered are
+            // sent again from their originals.
+            st.pending
+                .retain(|_, p| p.stands_for.is_none() || p.sent.as_ref().is_some_and(|(_, l)| *l == link));
+            let mut stale: Vec<u32> = st
+                .pending
+                .iter()
+                .filter(|(_, p)| p.sent.as_ref().is_some_and(|(_, l)| *l < link))
+                .map(|(id, _)| *id)
+                .collect();
+            // In the order they were first sent (ids grow), as a caller would expect.
+            stale.sort_unstable();
+            let mut out = Vec::new();
+            for original in stale {
+                let Some(p) = st.pending.get(&original) else { continue };
+                let (frame, tx) = (p.sent.as_ref().map(|(f, _)| f.clone()).unwrap_or_default(), p.tx.clone());
+                let what = match &p.track {
+                    Track::Lock(name) => Resent::Lock { held_before: st.held.contains(name) },
+                    Track::Unlock(name) => Resent::Unlock { held_before: st.held.contains(name) },
+                    Track::None | Track::Reset => Resent::Other,
+                };
+                let id = st.alloc_id();
+                let frame = session::with_request_id(&frame, id);
+                out.extend_from_slice(&frame);
+                let mut resend = Pending::new(tx, Track::None);
+                resend.sent = Some((frame, link));
+                resend.stands_for = Some((original, what));
+                st.pending.insert(id, resend);
+            }
+            if !out.is_empty() && w.stream.write_all(&out).is_err() {
+                // The reader sees the new link fail too, and resumes again.
+                control.shutdown();
+            }
+            log::debug!("officer link {link} attached, {} requests sent again", st.pending.len());
+            *lock(&self.control) = (link, control);
+            *lock(&self.hello) = hello;
+            st.link = link;
+            st.attached = true;
+        }
+        self.wrote();
+        drop(w);
+        self.changed.notify_all();
+    }
+}
