@@ -1,5 +1,6 @@
 //! The async client: tasks of one program share one connection, take turns on a lock with
-//! guards, and give up a wait by dropping it (the server forgets the wait at once).
+//! guards, give up a wait by dropping it (the server forgets the wait at once), and learn from
+//! a guard that the server ended its grant (a lease not renewed).
 //!
 //! ```text
 //! officer run &
@@ -62,5 +63,14 @@ async fn run(host: &str, port: u16) -> Result<(), officer::client::Error> {
     assert!(gave_up.is_err(), "the lock is held");
     println!("gave up waiting; still waiting for: {:?}", impatient.my_locks().await?.waiting);
     holder.unlock("busy").await?;
+
+    // A lease the holder does not renew: the server ends the grant, and the guard's `lost()`
+    // (a future to race the work against) says why.
+    let leased = holder.lock_guard("leased", LockOptions::new().lease(Duration::from_millis(200))).await?;
+    match leased.lost().await {
+        Some(reason) => println!("the server ended the grant: {reason:?}"),
+        None => println!("the connection went, and the lock with it"),
+    }
+    assert!(leased.is_lost());
     Ok(())
 }

@@ -14,7 +14,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use officer::client::tokio::{AsyncClient, AsyncLockGuard, AsyncShardedClient};
-use officer::client::{ErrorKind, LockOptions, ShardedClient};
+use officer::client::{ErrorKind, LockOptions, LostReason, ShardedClient};
 use support::server::TestServer;
 use support::WAIT;
 
@@ -148,9 +148,11 @@ fn reset_and_listings_within_a_namespace() {
         let ns = client_ns(&server, "ns").await;
         let other = client_ns(&server, "other").await;
         assert_eq!(ns.namespace(), Some("ns"));
-        ns.try_lock("a").await.expect("a");
+        assert_eq!(ns.try_lock("a").await.expect("a").name(), "a", "the name without the namespace");
         ns.try_lock("b").await.expect("b");
         other.try_lock("a").await.expect("same name, other namespace");
+        let again = ns.try_lock("a").await.expect("nested");
+        assert!(again.already_acquired() && again.name() == "a");
         let names: Vec<String> = ns.locks().await.expect("locks").iter().map(|l| l.name.clone()).collect();
         assert_eq!(names, ["a", "b"]);
         assert_eq!(ns.locks_matching("b", 0).await.expect("matching").len(), 1);
@@ -431,5 +433,119 @@ fn sharded_places_as_the_blocking_client_and_a_down_server_fails_only_its_names(
                 false => assert!(!relock.expect("the others keep working").already_acquired()),
             }
         }
+    });
+}
+
+#[test]
+fn each_server_answers_per_server_and_reset_reaches_them_all() {
+    let servers: Vec<TestServer> = (0..3).map(|_| TestServer::start()).collect();
+    let addresses: Vec<String> = servers.iter().map(|s| format!("127.0.0.1:{}", s.addr().port())).collect();
+    run(async {
+        let client =
+            AsyncShardedClient::connect(ShardedClient::builder().servers(&addresses)).await.expect("connect");
+        let names: Vec<String> = (0..30).map(|i| format!("fan-{i}")).collect();
+        for name in &names {
+            client.try_lock(name).await.expect("lock");
+        }
+        let held = client.each_server(|c| async move { c.my_locks().await.map(|m| m.held.len()) }).await;
+        let servers_listed: Vec<&str> = held.iter().map(|(a, _)| *a).collect();
+        let in_order: Vec<&str> = client.servers().collect();
+        assert_eq!(servers_listed, in_order, "one answer per server, in server order");
+        let total: usize = held.into_iter().map(|(_, n)| n.expect("my_locks")).sum();
+        assert_eq!(total, names.len(), "each name held on exactly one server");
+
+        client.reset().await.expect("reset");
+        assert!(client.my_locks().await.expect("mine").held.is_empty(), "reset fanned out");
+        for name in &names {
+            assert!(!client.try_lock(name).await.expect("free again").already_acquired());
+        }
+
+        let down = addresses[1].clone();
+        let mut servers = servers;
+        servers.remove(1).stop();
+        let answers = client.each_server(|c| async move { c.ping().await }).await;
+        assert_eq!(answers.len(), 3);
+        for (address, answer) in answers {
+            match address == down {
+                true => assert_eq!(answer.unwrap_err().server_address(), Some(down.as_str())),
+                false => assert!(answer.is_ok(), "{address} still answers"),
+            }
+        }
+    });
+}
+
+#[test]
+fn a_lease_that_runs_out_makes_the_guard_lost() {
+    let server = TestServer::start();
+    run(async {
+        let c = client(&server).await;
+        let opts = LockOptions::new().lease(Duration::from_millis(50));
+        let guard = c.lock_guard("leased", opts).await.expect("lock");
+        assert!(!guard.is_lost() && !guard.is_contended());
+        let reason = tokio::time::timeout(WAIT, guard.lost()).await.expect("LOST within WAIT");
+        assert_eq!(reason, Some(LostReason::LeaseExpired));
+        assert!(guard.is_lost() && guard.wait_lost(Some(Duration::ZERO)).await);
+        assert!(c.is_connected(), "a lost grant is not a lost connection");
+        // The server released it: another connection gets it at once.
+        let other = client(&server).await;
+        assert!(!other.try_lock("leased").await.expect("free").already_acquired());
+        // Releasing it says what happened to it (the answer form of LOST).
+        let e = guard.unlock().await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::GrantLost, "{e}");
+        assert_eq!(e.lost_reason().map(|(reason, _)| reason), Some(LostReason::LeaseExpired));
+    });
+}
+
+#[test]
+fn a_second_task_waiting_makes_the_guard_contended() {
+    let server = TestServer::start();
+    run(async {
+        let (holder, other) = (Arc::new(client(&server).await), Arc::new(client(&server).await));
+        let guard = holder.lock_guard("busy", LockOptions::new().notify_contention()).await.expect("lock");
+        assert!(!guard.is_contended());
+        let waiter = tokio::spawn({
+            let other = Arc::clone(&other);
+            async move { other.lock("busy", LockOptions::new()).await.map(|_| ()) }
+        });
+        wait_until("the holder hears of the waiter", || {
+            let contended = guard.is_contended();
+            async move { contended }
+        })
+        .await;
+        assert!(!guard.is_lost(), "contention is a hint, not a loss");
+        drop(guard);
+        tokio::time::timeout(WAIT, waiter).await.expect("granted within WAIT").expect("task").expect("lock");
+    });
+}
+
+const ADMIN_SECRET: &[u8] = b"an admin secret of 32 bytes or more";
+
+#[test]
+fn a_revoked_grant_makes_the_guard_lost_revoked_and_a_lost_connection_too() {
+    let server = TestServer::start_with(|c| c.admin_secret = Some(ADMIN_SECRET.to_vec()));
+    run(async {
+        let c = client_ns(&server, "ns").await;
+        // A lease makes it a LOCK_EXT grant, which the server can tell of its end.
+        let opts = LockOptions::new().lease(Duration::from_secs(600));
+        let guard = c.lock_guard("rv", opts).await.expect("lock");
+        let mut lost = std::pin::pin!(guard.lost());
+        poll_fn(|cx| {
+            assert!(lost.as_mut().poll(cx).is_pending(), "not lost yet");
+            Poll::Ready(())
+        })
+        .await;
+        let admin = officer::client::Client::connect("127.0.0.1", server.addr().port()).expect("connect");
+        admin.admin_auth(ADMIN_SECRET).expect("admin");
+        assert_eq!(admin.revoke("ns:rv", None).expect("revoke"), 1);
+        let reason = tokio::time::timeout(WAIT, lost).await.expect("LOST within WAIT");
+        assert_eq!(reason, Some(LostReason::Revoked));
+        assert!(guard.is_lost());
+
+        // A guard whose connection goes is lost too, without a reason.
+        let second = c.lock_guard("other", opts).await.expect("lock");
+        assert!(!second.is_lost());
+        c.disconnect();
+        assert_eq!(tokio::time::timeout(WAIT, second.lost()).await.expect("within WAIT"), None);
+        assert!(second.is_lost());
     });
 }

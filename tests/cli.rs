@@ -601,6 +601,29 @@ fn top_shows_the_longest_hold_and_the_deepest_queue() {
 }
 
 #[test]
+fn top_shows_each_ranked_name_s_mode_holders_and_permits() {
+    let server = TestServer::start();
+    let (a, b) = (client(&server), client(&server));
+    a.lock("rw", LockOptions::new().shared()).unwrap();
+    b.lock("rw", LockOptions::new().shared()).unwrap();
+    a.lock("pool", LockOptions::new().permits(2, 5)).unwrap();
+    a.lock("plain", LockOptions::new()).unwrap();
+    let out = run(officer(server.addr().port(), "top", &["-n", "1", "--json"]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let doc: Value = serde_json::from_str(text(&out.stdout).trim()).expect("one JSON document");
+    let mode = |name: &str| {
+        let entries = doc["longest_held"].as_array().expect("a list");
+        entries.iter().find(|e| e["name"] == name).map(|e| e["mode"].clone())
+    };
+    assert_eq!(mode("rw"), Some(Value::from("shared x2")), "{doc}");
+    assert_eq!(mode("pool"), Some(Value::from("semaphore 2/5")), "{doc}");
+    assert_eq!(mode("plain"), Some(Value::from("exclusive")), "{doc}");
+    let screen = run(officer(server.addr().port(), "top", &["-n", "1"]));
+    let screen = text(&screen.stdout);
+    assert!(screen.contains("MODE") && screen.contains("semaphore 2/5"), "{screen}");
+}
+
+#[test]
 fn stats_json_carries_histograms_and_process_numbers() {
     let server = TestServer::start();
     let c = client(&server);
@@ -933,4 +956,40 @@ fn locks_detail_shows_modes_tokens_and_permits() {
         (Some(5), Some(2))
     );
     assert_eq!(doc["locks"][0]["holders"][0]["mode"], "semaphore");
+}
+
+#[test]
+fn bench_cycles_shared_and_semaphore_locks() {
+    let server = TestServer::start();
+    for mode in ["shared", "semaphore"] {
+        let args = ["-c", "4", "-k", "100", "-n", "200", "--warmup", "0", "--lock-mode", mode, "--json"];
+        let out = run(officer(server.addr().port(), "bench", &args));
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let doc: Value = serde_json::from_str(text(&out.stdout).trim()).expect("one JSON document");
+        assert_eq!(doc["mode"], mode);
+        assert_eq!(doc["unexpected"], 0, "every LOCK_EXT acquired and was released: {doc}");
+        assert!(doc["cycles"].as_u64().is_some_and(|n| n >= 200), "{doc}");
+    }
+    let stats: Value =
+        serde_json::from_slice(&run(officer(server.addr().port(), "stats", &["--json"])).stdout)
+            .expect("json");
+    assert_eq!(stats["locks_held"], 0, "every cycle let go");
+}
+
+#[test]
+fn connections_detail_shows_ids_and_modes() {
+    let server = TestServer::start();
+    let a = client(&server);
+    a.lock("pool", LockOptions::new().permits(2, 5)).unwrap();
+    let id = a.server_info().connection_id;
+    let out = run(officer(server.addr().port(), "connections", &["--detail", "--json"]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let doc: Value = serde_json::from_str(text(&out.stdout).trim()).expect("one JSON document");
+    let conns = doc["connections"].as_array().expect("a list");
+    let mine = conns.iter().find(|c| c["connection_id"] == id).expect("the holder's entry");
+    assert_eq!(mine["held"][0]["name"], "pool");
+    assert_eq!(mine["held"][0]["mode"], "semaphore");
+    assert_eq!(mine["held"][0]["permits"], 2);
+    let table = text(&run(officer(server.addr().port(), "connections", &["-l"])).stdout).to_owned();
+    assert!(table.contains("pool 2 permits"), "{table}");
 }

@@ -1,6 +1,8 @@
 //! Fault injection with real processes: clients killed while holding or waiting, clients
 //! frozen (SIGSTOP, or a proxy that stops forwarding) until max-idle closes them, the server
-//! killed with SIGKILL in a loop on one state file, and the server paused past max-idle.
+//! killed with SIGKILL in a loop on one state file, and the server paused past max-idle; and
+//! shared and semaphore names with clients dropping out (readers never beside a writer, never
+//! more permits held than the limit, checked over the holds' intervals).
 
 mod support;
 
@@ -393,4 +395,138 @@ fn running_out_of_descriptors_backs_off_and_recovers() {
     assert!(matches!(hello, Response::HelloOk(_)), "{hello:?}");
     let stats = support::raw::stat(&mut bystander, "accept_errors");
     assert!(stats > 0, "the server never hit EMFILE, so the test proved nothing");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared and semaphore names under faults (issue 13): the same checks with modes
+
+/// One hold as its holder saw it, from `lock` returning to just before it let go (by UNLOCK or
+/// by dropping its connection): inside the server's grant, so holds that overlap here overlapped
+/// there too.
+struct ModeHold {
+    name: &'static str,
+    /// Its share of the name: `WRITER` for an exclusive hold, 1 for a reader, its permits on a
+    /// semaphore.
+    weight: u64,
+    start: Instant,
+    end: Instant,
+}
+
+/// An exclusive hold's weight: more than every reader together.
+const WRITER: u64 = 1 << 20;
+
+/// The checker: at no instant does the weight held of a name pass its capacity (`WRITER` for a
+/// read/write name: one writer alone, or readers only; the limit for a semaphore). A sweep over
+/// the starts and ends; an end and a start at the same instant do not overlap.
+fn most_held_at_once(holds: &[ModeHold], name: &str) -> u64 {
+    let mut events: Vec<(Instant, i64)> = Vec::new();
+    for h in holds.iter().filter(|h| h.name == name) {
+        events.push((h.start, h.weight as i64));
+        events.push((h.end, -(h.weight as i64)));
+    }
+    events.sort_by_key(|&(at, delta)| (at, delta));
+    let (mut held, mut most) = (0i64, 0i64);
+    for (_, delta) in events {
+        held += delta;
+        most = most.max(held);
+    }
+    most as u64
+}
+
+/// 12 clients on a read/write name and a semaphore of 3, a third of them writers or 2-permit
+/// takers; every seventh hold ends by the client dropping its connection instead of UNLOCK, and
+/// the client reconnects. Readers never overlap a writer, at most 3 permits are held at any
+/// instant, and every lock is released at the end. Bounded: 12 x 40 holds.
+#[test]
+fn readers_and_permit_holders_stay_within_bounds_while_clients_drop_out() {
+    const THREADS: u64 = 12;
+    const ROUNDS: usize = 40;
+    const LIMIT: u32 = 3;
+    let server = TestServer::start();
+    let port = server.addr().port();
+    let holds: Vec<ModeHold> = thread::scope(|s| {
+        let workers: Vec<_> = (0..THREADS)
+            .map(|t| {
+                s.spawn(move || {
+                    let mut client = client(port);
+                    let mut rng = support::rng::Rng::new(0xFA17_0000 + t);
+                    let mut holds = Vec::with_capacity(ROUNDS);
+                    for round in 0..ROUNDS {
+                        let heavy = rng.below(3) == 0;
+                        let (name, weight, opts) = if rng.below(2) == 0 {
+                            let opts = if heavy { LockOptions::new() } else { LockOptions::new().shared() };
+                            ("fx/rw", if heavy { WRITER } else { 1 }, opts)
+                        } else {
+                            let permits = if heavy { 2 } else { 1 };
+                            ("fx/sem", u64::from(permits), LockOptions::new().permits(permits, LIMIT))
+                        };
+                        let lock = client.lock(name, opts.timeout(WAIT)).expect("lock");
+                        let start = Instant::now();
+                        thread::yield_now();
+                        let end = Instant::now();
+                        holds.push(ModeHold { name, weight, start, end });
+                        if round % 7 == 6 {
+                            // The connection goes while holding: the server releases it.
+                            drop(client);
+                            client = self::client(port);
+                        } else {
+                            client.unlock_token(name, lock.token()).expect("unlock");
+                        }
+                    }
+                    holds
+                })
+            })
+            .collect();
+        workers.into_iter().flat_map(|w| w.join().expect("worker panicked")).collect()
+    });
+    assert_eq!(holds.len(), THREADS as usize * ROUNDS);
+    let rw = most_held_at_once(&holds, "fx/rw");
+    assert!(rw <= WRITER, "a reader beside a writer, or two writers: {rw}");
+    let sem = most_held_at_once(&holds, "fx/sem");
+    assert!(sem <= u64::from(LIMIT), "{sem} permits held at once, the limit is {LIMIT}");
+    let observer = client(port);
+    wait_until("every hold to be released", WAIT, || observer.locks().expect("locks").is_empty());
+}
+
+#[test]
+fn killed_shared_and_permit_holders_hand_over_promptly() {
+    let server = TestServer::start();
+    let port = server.addr().port();
+    let observer = client(port);
+    let mut readers: Vec<LockProcess> =
+        (0..2).map(|_| LockProcess::spawn(port, "crash/rw", &["-s"], "echo held; exec sleep 60")).collect();
+    let mut permits: Vec<LockProcess> = (0..2)
+        .map(|_| {
+            let args = ["--permits", "1", "--limit", "2"];
+            LockProcess::spawn(port, "crash/sem", &args, "echo held; exec sleep 60")
+        })
+        .collect();
+    for p in readers.iter().chain(&permits) {
+        assert!(p.wait_held(WAIT), "officer lock never ran its command");
+    }
+    let writer = lock_in_thread(client(port), "crash/rw");
+    let taker = thread::spawn(move || {
+        let c = client(port);
+        let token =
+            c.lock("crash/sem", LockOptions::new().permits(2, 2).timeout(WAIT)).expect("permits").token();
+        (c, token)
+    });
+    wait_until("both to queue", WAIT, || {
+        queue_of(&observer, "crash/rw").len() == 3 && queue_of(&observer, "crash/sem").len() == 3
+    });
+    readers[0].crash();
+    permits[0].crash();
+    wait_until("the first crashes to be released", WAIT, || {
+        queue_of(&observer, "crash/rw").len() == 2 && queue_of(&observer, "crash/sem").len() == 2
+    });
+    assert!(!writer.is_finished(), "one reader is left: the writer still waits");
+    assert!(!taker.is_finished(), "one permit is free of the two asked");
+    readers[1].crash();
+    permits[1].crash();
+    let (writer, token, _) = writer.join().expect("writer");
+    let (taker, sem_token) = taker.join().expect("taker");
+    assert!(token > 0 && sem_token > 0);
+    assert_eq!(queue_of(&observer, "crash/rw").len(), 1, "the writer alone");
+    assert_eq!(queue_of(&observer, "crash/sem").len(), 1, "the taker of both permits alone");
+    drop((writer, taker));
 }

@@ -220,6 +220,13 @@ struct Grant {
     notify: bool,
 }
 
+/// The tick a lease, hold budget or lock-delay of `ms` begun at tick `now` ends at: one tick
+/// late, since "at `now`" may mean up to a tick later (PROTOCOL.md §6.9: never early). RENEWED
+/// reports the `ms` left without that tick.
+fn span_end(now: Tick, ms: u32) -> Tick {
+    now + Tick::from(ms) + 1
+}
+
 /// `(lease_ms, max_hold_ms, lock_delay_ms, notify_contention)` of a LOCK.
 type LeaseOpts = (Option<u32>, Option<u32>, u32, bool);
 
@@ -396,7 +403,7 @@ impl Model {
         let token = self.issue_token();
         let ends = (lease_ms.is_some() || max_hold_ms.is_some()).then(|| {
             self.seq += 1;
-            let after = |ms: Option<u32>| ms.map(|ms| self.now + Tick::from(ms));
+            let after = |ms: Option<u32>| ms.map(|ms| span_end(self.now, ms));
             Ends { lease_ms, lease_end: after(lease_ms), hold_end: after(max_hold_ms), seq: self.seq }
         });
         Grant { conn, token, mode, ends, delay, notify }
@@ -540,7 +547,7 @@ impl Model {
     /// nothing until the latest delay's end. `i` is stale afterwards.
     fn vanish(&mut self, i: usize, conn: usize) {
         let delay = self.locks[i].holder(conn).map_or(0, |g| g.delay);
-        let until = self.now + Tick::from(delay);
+        let until = span_end(self.now, delay);
         if delay != 0 && self.locks[i].delay.is_none_or(|(at, _)| at < until) {
             self.seq += 1;
             self.locks[i].delay = Some((until, self.seq));
@@ -585,11 +592,11 @@ impl Model {
             Some(mut ends) => {
                 if let Some(ms) = ends.lease_ms {
                     self.seq += 1;
-                    ends.lease_end = Some(now + Tick::from(ms));
+                    ends.lease_end = Some(span_end(now, ms));
                     ends.seq = self.seq;
                 }
                 self.locks[i].holders[pos].ends = Some(ends);
-                Some((ends.at() - now) as u32)
+                Some((ends.at() - now - 1) as u32)
             }
         };
         self.reply(conn, rid, Some(name), Response::Renewed { ends_in_ms });

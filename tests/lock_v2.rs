@@ -264,6 +264,29 @@ fn bad_values_of_every_new_field_get_their_error_code() {
     check(token_zero(op::UNLOCK_TOKEN), ErrorCode::BadValue);
     check(frame(op::UNLOCK_TOKEN, 7, &[0, 0, 0, 1]), ErrorCode::Malformed);
     check(frame(op::UNLOCK_TOKEN, 7, &[0, 0, 0, 0, 0, 0, 0, 1]), ErrorCode::BadName);
+    // Every unknown flag bit, alone or together, is refused, as are modes past 2.
+    check(ext(0x8000, 0, 0, 0, 0), ErrorCode::UnsupportedFlags);
+    check(ext(0xFFFF, 0, 0, 0, 0), ErrorCode::UnsupportedFlags);
+    check(ext(0, 0xFF, 0, 0, 0), ErrorCode::BadValue);
+    check(ext(0, 1, 1, 0, 0), ErrorCode::BadValue);
+    // A payload cut short of its 31 fixed bytes, or with no name after them.
+    let mut short = ext(0, 0, 0, 0, 0);
+    short.truncate(short.len() - 4);
+    let len = (short.len() - 4) as u32;
+    short[..4].copy_from_slice(&len.to_be_bytes());
+    check(short, ErrorCode::Malformed);
+    let mut nameless = ext(0, 0, 0, 0, 0);
+    nameless.truncate(nameless.len() - 3);
+    let len = (nameless.len() - 4) as u32;
+    nameless[..4].copy_from_slice(&len.to_be_bytes());
+    check(nameless, ErrorCode::BadName);
+    // Token 0 names no grant in any request that takes one; names are checked as everywhere.
+    for opcode in [op::DOWNGRADE, op::RENEW, op::CHECK] {
+        check(token_zero(opcode), ErrorCode::BadValue);
+        check(frame(opcode, 7, &[0, 0, 0, 0, 0, 0, 0, 1, 0x01]), ErrorCode::BadName);
+    }
+    check(frame(op::LOCKS_DETAIL, 7, &[0, 0, 0, 0, b'a', 0x7F]), ErrorCode::BadName);
+    check(frame(op::LOCKS_DETAIL, 7, &[0, 0]), ErrorCode::Malformed);
     // Nothing was taken: the name is free.
     let ok = raw.call(&Request::LockExt(LockExtRequest::exclusive("bad")));
     assert!(matches!(ok, Response::Acquired { .. }), "{ok:?}");
@@ -672,4 +695,39 @@ fn the_detailed_listing_shows_modes_holders_and_permits() {
     assert_eq!(sem.holders[0].mode, Mode::Semaphore);
     drop((a, b));
     waiting.join().expect("writer thread").expect("writer granted");
+}
+
+/// CONNECTIONS_DETAIL (PROTOCOL.md §3.21, §4.29) is served: each connection with its id (the
+/// one HELLO_OK gave it, which KICK takes), its grants sorted by name with mode, permits and
+/// token, and its waits with their mode.
+#[test]
+fn connections_detail_lists_ids_grants_and_waits_with_their_modes() {
+    use officer::protocol::Mode;
+    let server = TestServer::start();
+    let (a, b, c) = (client(&server), client(&server), client(&server));
+    let users = a.lock("db/users", LockOptions::new().shared()).expect("shared").token();
+    let pool = a.lock("db/pool", LockOptions::new().permits(3, 10)).expect("permits").token();
+    b.lock("jobs/nightly", LockOptions::new()).expect("lock");
+    let c_id = c.server_info().connection_id;
+    let waiter = thread::spawn(move || c.lock("jobs/nightly", LockOptions::new().timeout(WAIT)).map(|_| c));
+    wait_until("the waiter to queue", WAIT, || queue_len(&b, "jobs/nightly") == 2);
+    let listing = b.connections_detail("", 0).expect("connections detail");
+    assert!(!listing.truncated);
+    let of = |id: u64| listing.iter().find(|e| e.connection_id == id).unwrap_or_else(|| panic!("no {id}"));
+    let entry = of(a.server_info().connection_id);
+    let held: Vec<(&str, Mode, u32, u64)> =
+        entry.held.iter().map(|h| (h.name.as_str(), h.mode, h.permits, h.token)).collect();
+    assert_eq!(held, [("db/pool", Mode::Semaphore, 3, pool), ("db/users", Mode::Shared, 0, users)]);
+    assert!(entry.waiting.is_empty());
+    let entry = of(c_id);
+    assert!(entry.held.is_empty());
+    let waits: Vec<(&str, Mode)> = entry.waiting.iter().map(|w| (w.name.as_str(), w.mode)).collect();
+    assert_eq!(waits, [("jobs/nightly", Mode::Exclusive)]);
+    assert_eq!(listing.iter().count(), 3, "one entry per connection");
+    // The prefix matches labels; the page bound holds.
+    let one = b.connections_detail("", 1).expect("one");
+    assert_eq!((one.iter().count(), one.truncated), (1, true));
+    assert_eq!(b.connections_detail("nobody:", 0).expect("none").iter().count(), 0);
+    b.unlock("jobs/nightly").expect("unlock");
+    waiter.join().expect("waiter thread").expect("granted");
 }

@@ -491,29 +491,6 @@ fn bad_frames_close_only_the_offender() {
     assert_eq!(queue_of(&mut keeper, "keep"), vec![keeper.label.clone()]);
 }
 
-/// Until the server serves a request of the lock model v2 (PROTOCOL.md §3.12-§3.20), it gets
-/// the answer it got before it was defined, well formed or not: `unknown_opcode`, and the
-/// connection goes on. So no client is granted less than it asked for. (LOCK_EXT, DOWNGRADE,
-/// RENEW, CHECK, UNLOCK_TOKEN, ADMIN_AUTH, KICK, REVOKE and LOCKS_DETAIL are served:
-/// tests/lock_v2.rs.)
-#[test]
-fn v2_requests_are_refused_as_unknown_opcodes() {
-    use officer::protocol::op;
-    let server = TestServer::start();
-    let mut raw = Raw::connect(server.addr());
-    let requests = [Request::ConnectionsDetail(ListRequest { prefix: "", max: 0 })];
-    for request in requests {
-        let id = raw.send(&request);
-        let message = format!("unknown opcode 0x{:02x}", request.opcode());
-        assert_eq!(raw.recv(), (id, Response::error(ErrorCode::UnknownOpcode, message)));
-    }
-    // A malformed one too: its payload is not looked at.
-    raw.send_bytes(&[0, 0, 0, 5, op::CONNECTIONS_DETAIL, 0, 0, 0, 9]).expect("write");
-    assert_eq!(raw.recv(), (9, Response::error(ErrorCode::UnknownOpcode, "unknown opcode 0x16")));
-    // Nothing was taken by them, and the connection goes on.
-    assert!(matches!(raw.call(&lock("a")), Response::Acquired { .. }));
-}
-
 #[test]
 fn fragmented_and_batched_input() {
     let server = TestServer::start();

@@ -7,9 +7,9 @@ use hdrhistogram::Histogram;
 use mio::net::{TcpStream, UnixStream};
 use mio::{Events, Interest, Poll, Token};
 
-use super::{lock_name, process_cpu_time, CycleConfig, CycleReport, Mode, Rng, Target};
+use super::{lock_name, process_cpu_time, CycleConfig, CycleReport, Mode, Rng, Target, SEMAPHORE_LIMIT};
 use crate::protocol::{
-    split_frame, Hello, LockRequest, Request, Response, MAX_FRAME_CEILING, PROTOCOL_VERSION,
+    split_frame, Hello, LockExtRequest, LockRequest, Request, Response, MAX_FRAME_CEILING, PROTOCOL_VERSION,
 };
 use crate::server::net::Stream;
 
@@ -106,6 +106,9 @@ impl BenchConn {
                 Request::Lock(LockRequest { name: &s.name, timeout_ms: None, queue_max: None })
                     .encode(rid, &mut self.outbuf);
             }
+            Mode::Shared => Request::LockExt(LockExtRequest::shared(&s.name)).encode(rid, &mut self.outbuf),
+            Mode::Semaphore => Request::LockExt(LockExtRequest::semaphore(&s.name, 1, SEMAPHORE_LIMIT))
+                .encode(rid, &mut self.outbuf),
             // Same frame size as the LOCK: 10 fixed bytes plus the name.
             Mode::Ping => {
                 Request::Ping(&[0u8; 26][..10 + s.name.len().min(16)]).encode(rid, &mut self.outbuf)
@@ -117,7 +120,9 @@ impl BenchConn {
         let rid = self.request_id(slot);
         let s = &self.slots[slot];
         match mode {
-            Mode::Lock => Request::Unlock(&s.name).encode(rid, &mut self.outbuf),
+            Mode::Lock | Mode::Shared | Mode::Semaphore => {
+                Request::Unlock(&s.name).encode(rid, &mut self.outbuf)
+            }
             Mode::Ping => Request::Ping(&[0u8; 16][..s.name.len().min(16)]).encode(rid, &mut self.outbuf),
         }
     }

@@ -2,7 +2,8 @@
 //!
 //! All connections are driven from one non-blocking mio loop on one thread, so the generator
 //! costs little next to the server on a small machine. A cycle is LOCK of a random name then
-//! UNLOCK of it; `--ping` sends two PINGs of the same sizes instead, which measures the floor
+//! UNLOCK of it (exclusive, or with `--lock-mode` shared or one permit of a semaphore, through
+//! LOCK_EXT); `--ping` sends two PINGs of the same sizes instead, which measures the floor
 //! the event loop and loopback syscalls set. `hold` and `idle` modes measure the server's
 //! memory per held lock and per idle connection from its /proc entry. `bystander` mode runs one
 //! hostile pattern while an unrelated client pings, and reports that client's latency.
@@ -38,7 +39,15 @@ pub enum Mode {
     Lock,
     /// Two PINGs padded to the sizes of LOCK and UNLOCK: the same syscalls, no lock work.
     Ping,
+    /// LOCK_EXT shared of a random name, then UNLOCK it (issue 13).
+    Shared,
+    /// LOCK_EXT of one permit of a semaphore of `SEMAPHORE_LIMIT` on a random name, then UNLOCK.
+    Semaphore,
 }
+
+/// The limit of the semaphores of `Mode::Semaphore`: above 1, so a cycle is a semaphore's
+/// acquire, not an exclusive lock in disguise.
+pub const SEMAPHORE_LIMIT: u32 = 4;
 
 /// Parameters of a cycle run.
 #[derive(Debug, Clone)]

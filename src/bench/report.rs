@@ -63,6 +63,8 @@ impl CycleReport {
         match self.mode {
             Mode::Lock => "lock",
             Mode::Ping => "ping",
+            Mode::Shared => "shared",
+            Mode::Semaphore => "semaphore",
         }
     }
 

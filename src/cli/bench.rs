@@ -16,6 +16,17 @@ pub enum BenchMode {
     Bystander,
 }
 
+/// How a cycle's LOCK holds its name (`--lock-mode`).
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum LockMode {
+    /// LOCK (version 1)
+    Exclusive,
+    /// LOCK_EXT shared
+    Shared,
+    /// LOCK_EXT of 1 permit of a semaphore of 4
+    Semaphore,
+}
+
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
     #[command(flatten)]
@@ -46,6 +57,9 @@ pub struct BenchArgs {
     server_pid: Option<u32>,
     #[arg(long, value_enum, default_value = "cycle")]
     mode: BenchMode,
+    /// Cycle mode: how each LOCK holds its name.
+    #[arg(long, value_enum, default_value = "exclusive", conflicts_with = "ping")]
+    lock_mode: LockMode,
     /// Locks (hold mode), connections (idle mode), or by pattern (bystander mode).
     #[arg(long, default_value_t = 100_000)]
     count: u64,
@@ -97,7 +111,12 @@ pub fn run(args: BenchArgs) -> i32 {
                 duration: args.cycles.is_none().then(|| Duration::from_secs_f64(args.duration)),
                 cycles: args.cycles,
                 warmup: Duration::from_secs_f64(args.warmup),
-                mode: if args.ping { bench::Mode::Ping } else { bench::Mode::Lock },
+                mode: match (args.ping, args.lock_mode) {
+                    (true, _) => bench::Mode::Ping,
+                    (false, LockMode::Exclusive) => bench::Mode::Lock,
+                    (false, LockMode::Shared) => bench::Mode::Shared,
+                    (false, LockMode::Semaphore) => bench::Mode::Semaphore,
+                },
                 server_pid: args.server_pid,
                 seed: 0x9E37_79B9_7F4A_7C15,
             };

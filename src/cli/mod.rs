@@ -701,6 +701,10 @@ pub struct ConnectionsArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Show each connection's id (what `officer kick` takes), each grant's mode, permits and
+    /// fencing token, and each wait's mode (one server at a time).
+    #[arg(short = 'l', long)]
+    pub detail: bool,
     #[command(flatten)]
     pub connect: ConnectArgs,
     #[arg(long, action = clap::ArgAction::Help, help = "Print help")]

@@ -52,7 +52,7 @@ fn locks_detail(args: &LocksArgs) -> i32 {
 }
 
 /// "exclusive", "shared" or "semaphore 2/5" (permits in use of the limit).
-fn lock_kind(lock: &LockDetail) -> String {
+pub(super) fn lock_kind(lock: &LockDetail) -> String {
     match lock.holders.first() {
         _ if lock.limit > 0 => format!("semaphore {}/{}", lock.permits_in_use(), lock.limit),
         Some(h) => h.mode.as_str().to_owned(),
@@ -79,6 +79,9 @@ fn lock_detail_json(lock: &LockDetail) -> Value {
 }
 
 pub(super) fn connections(args: ConnectionsArgs) -> i32 {
+    if args.detail {
+        return connections_detail(&args);
+    }
     if let Some(status) = super::shard::connections(&args) {
         return status;
     }
@@ -93,6 +96,63 @@ pub(super) fn connections(args: ConnectionsArgs) -> i32 {
             table(&["CONNECTION", "HOLDS", "WAITS FOR"], rows, "no connections", listing.truncated)
         },
     )
+}
+
+/// `officer connections --detail`: CONNECTIONS_DETAIL, one row per connection.
+fn connections_detail(args: &ConnectionsArgs) -> i32 {
+    query(
+        &args.connect,
+        |client| client.connections_detail(&args.prefix, args.max),
+        |listing| {
+            if args.json {
+                return json_listing("connections", &listing, connection_detail_json);
+            }
+            let rows = listing.iter().map(|c| {
+                let held: Vec<String> = c
+                    .held
+                    .iter()
+                    .map(|h| format!("{} {} ({})", h.name, grant_mode(h.mode, h.permits), h.token))
+                    .collect();
+                let waiting: Vec<String> = c
+                    .waiting
+                    .iter()
+                    .map(|w| format!("{} {}", w.name, grant_mode(w.mode, w.permits)))
+                    .collect();
+                vec![c.label.clone(), c.connection_id.to_string(), held.join(", "), waiting.join(", ")]
+            });
+            table(
+                &["CONNECTION", "ID", "HOLDS (MODE, TOKEN)", "WAITS FOR"],
+                rows,
+                "no connections",
+                listing.truncated,
+            )
+        },
+    )
+}
+
+/// "exclusive", "shared" or "2 permits".
+fn grant_mode(mode: crate::protocol::Mode, permits: u32) -> String {
+    match mode {
+        crate::protocol::Mode::Semaphore => format!("{permits} permits"),
+        other => other.as_str().to_owned(),
+    }
+}
+
+fn connection_detail_json(conn: &crate::protocol::ConnectionDetail) -> Value {
+    let held: Vec<Value> = conn
+        .held
+        .iter()
+        .map(|h| {
+            json!({ "name": h.name, "mode": h.mode.as_str(), "permits": h.permits, "token": h.token,
+                    "held_ms": h.held_ms, "ends_in_ms": h.ends_in_ms })
+        })
+        .collect();
+    let waiting: Vec<Value> = conn
+        .waiting
+        .iter()
+        .map(|w| json!({ "name": w.name, "mode": w.mode.as_str(), "permits": w.permits }))
+        .collect();
+    json!({ "label": conn.label, "connection_id": conn.connection_id, "held": held, "waiting": waiting })
 }
 
 pub(super) fn stats(args: StatsArgs) -> i32 {

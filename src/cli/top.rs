@@ -1,6 +1,9 @@
 //! `officer top`: a live view of the busiest locks (held longest, most waiters) and the main
-//! counters, refreshed every interval until interrupted (or `--iterations` times).
+//! counters, refreshed every interval until interrupted (or `--iterations` times). Each ranked
+//! name also shows its mode, holder count and permits in use: TOP_LIST cannot say them
+//! (PROTOCOL.md §6.13), so each shown name is asked for by LOCKS_DETAIL, one name each.
 
+use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
@@ -9,12 +12,15 @@ use serde_json::json;
 use super::TopArgs;
 use crate::client::{Client, Stats, Top, TopEntry};
 
+/// What a ranked name is held as, by name: "exclusive", "shared x3", "semaphore 2/5".
+type Modes = HashMap<String, String>;
+
 pub(super) fn run(args: TopArgs) -> i32 {
     if let Some(sharded) = super::shard::top_client(&args.connect) {
         return match sharded {
             Ok(client) => show(
                 &args,
-                |max| Ok((super::shard::top_stats(&client.stats()?), client.top(max)?)),
+                |max| Ok((super::shard::top_stats(&client.stats()?), client.top(max)?, Modes::new())),
                 |e| super::shard::report(&args.connect, e),
             ),
             Err(code) => code,
@@ -30,15 +36,15 @@ pub(super) fn run(args: TopArgs) -> i32 {
 /// Shows what `snapshot` says every interval, as often as asked.
 fn show(
     args: &TopArgs,
-    snapshot: impl Fn(u32) -> crate::client::Result<(Stats, Top)>,
+    snapshot: impl Fn(u32) -> crate::client::Result<(Stats, Top, Modes)>,
     report: impl Fn(&crate::client::Error) -> i32,
 ) -> i32 {
     let clear = std::io::stdout().is_terminal() && !args.json;
     let mut shown = 0u64;
     loop {
         let text = match snapshot(args.max) {
-            Ok((stats, top)) if args.json => json_line(&stats, &top),
-            Ok((stats, top)) => render(&stats, &top, clear),
+            Ok((stats, top, modes)) if args.json => json_line(&stats, &top, &modes),
+            Ok((stats, top, modes)) => render(&stats, &top, &modes, clear),
             Err(e) => return report(&e),
         };
         if std::io::stdout().lock().write_all(text.as_bytes()).is_err() {
@@ -52,11 +58,39 @@ fn show(
     }
 }
 
-fn snapshot(client: &Client, max: u32) -> crate::client::Result<(Stats, Top)> {
-    Ok((client.stats()?, client.top(max)?))
+fn snapshot(client: &Client, max: u32) -> crate::client::Result<(Stats, Top, Modes)> {
+    let (stats, top) = (client.stats()?, client.top(max)?);
+    let modes = modes(client, &top)?;
+    Ok((stats, top, modes))
 }
 
-fn render(stats: &Stats, top: &Top, clear: bool) -> String {
+/// The mode of each ranked name, by one LOCKS_DETAIL each with the name as prefix and a page
+/// of one: the name itself sorts first. A name gone meanwhile has none.
+fn modes(client: &Client, top: &Top) -> crate::client::Result<Modes> {
+    let mut modes = Modes::new();
+    for entry in top.longest_held.iter().chain(&top.deepest_queues) {
+        if modes.contains_key(&entry.name) {
+            continue;
+        }
+        let listing = client.locks_detail(&entry.name, 1)?;
+        if let Some(lock) = listing.items.iter().find(|l| l.name == entry.name) {
+            modes.insert(entry.name.clone(), mode_text(lock));
+        }
+    }
+    Ok(modes)
+}
+
+/// The kind of the lock, with the number of holders of a shared one.
+fn mode_text(lock: &crate::protocol::LockDetail) -> String {
+    let kind = super::show::lock_kind(lock);
+    if kind == "shared" {
+        format!("shared x{}", lock.holders.len())
+    } else {
+        kind
+    }
+}
+
+fn render(stats: &Stats, top: &Top, modes: &Modes, clear: bool) -> String {
     let get = |k: &str| stats.get(k).unwrap_or(0);
     let mut out = String::new();
     if clear {
@@ -70,16 +104,17 @@ fn render(stats: &Stats, top: &Top, clear: bool) -> String {
         get("acquire_rate_per_sec"),
         get("uptime_ms") / 1000
     ));
-    out.push_str(&section("HELD LONGEST", &top.longest_held));
+    out.push_str(&section("HELD LONGEST", &top.longest_held, modes));
     out.push('\n');
-    out.push_str(&section("MOST WAITERS", &top.deepest_queues));
+    out.push_str(&section("MOST WAITERS", &top.deepest_queues, modes));
     out
 }
 
-fn section(title: &str, entries: &[TopEntry]) -> String {
+fn section(title: &str, entries: &[TopEntry], modes: &Modes) -> String {
     let rows = entries.iter().map(|e| {
         vec![
             e.name.clone(),
+            modes.get(&e.name).cloned().unwrap_or_else(|| "-".to_owned()),
             e.holder.clone(),
             format!("{:.1}s", e.held_ms as f64 / 1000.0),
             e.waiters.to_string(),
@@ -87,12 +122,15 @@ fn section(title: &str, entries: &[TopEntry]) -> String {
     });
     format!(
         "{title}\n{}",
-        super::show::table(&["NAME", "HOLDER", "HELD", "WAITERS"], rows, "  (none)", false)
+        super::show::table(&["NAME", "MODE", "HOLDER", "HELD", "WAITERS"], rows, "  (none)", false)
     )
 }
 
-fn json_line(stats: &Stats, top: &Top) -> String {
-    let entry = |e: &TopEntry| json!({"name": e.name, "holder": e.holder, "held_ms": e.held_ms, "waiters": e.waiters});
+fn json_line(stats: &Stats, top: &Top, modes: &Modes) -> String {
+    let entry = |e: &TopEntry| {
+        json!({"name": e.name, "mode": modes.get(&e.name), "holder": e.holder, "held_ms": e.held_ms,
+               "waiters": e.waiters})
+    };
     let doc = json!({
         "connections": stats.get("connections"),
         "locks_held": stats.get("locks_held"),

@@ -26,21 +26,50 @@ pub(crate) enum Track {
     Reset,
 }
 
+/// What an answer does to the set of held locks (see [`Track::effect`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Effect {
+    Keep,
+    /// The tracked name is now held.
+    Insert,
+    /// The tracked name is no longer held.
+    Remove,
+    /// Nothing is held.
+    Clear,
+}
+
 impl Track {
+    /// What the answer `resp` to the request tracked by `self` does to the held set: the one
+    /// statement of these rules, which both clients apply to their own set.
+    pub(crate) fn effect(&self, resp: &Response) -> Effect {
+        match (self, resp) {
+            (Track::Lock(_), Response::Acquired { .. } | Response::AlreadyAcquired { .. }) => Effect::Insert,
+            (Track::Unlock(_), Response::Released) => Effect::Remove,
+            (Track::Reset, Response::ResetOk) => Effect::Clear,
+            // The answer form of LOST: the grant is gone as surely as by the notice.
+            (Track::Unlock(_), Response::Lost { .. }) => Effect::Remove,
+            _ => Effect::Keep,
+        }
+    }
+
+    /// The full name tracked, for a LOCK or UNLOCK.
+    pub(crate) fn name(&self) -> Option<&str> {
+        match self {
+            Track::Lock(name) | Track::Unlock(name) => Some(name),
+            Track::None | Track::Reset => None,
+        }
+    }
+
     /// Updates `held` (full names) for the answer `resp` to the request tracked by `self`.
     pub(crate) fn record(&self, held: &mut BTreeSet<String>, resp: &Response) {
-        match (self, resp) {
-            (Track::Lock(name), Response::Acquired { .. } | Response::AlreadyAcquired { .. }) => {
-                held.insert(name.clone());
+        match (self.effect(resp), self.name()) {
+            (Effect::Insert, Some(name)) => {
+                held.insert(name.to_owned());
             }
-            (Track::Unlock(name), Response::Released) => {
+            (Effect::Remove, Some(name)) => {
                 held.remove(name);
             }
-            (Track::Reset, Response::ResetOk) => held.clear(),
-            // The answer form of LOST: the grant is gone as surely as by the notice.
-            (Track::Unlock(name), Response::Lost { .. }) => {
-                held.remove(name);
-            }
+            (Effect::Clear, _) => held.clear(),
             _ => {}
         }
     }
@@ -115,6 +144,8 @@ pub(crate) fn unlock(name: &str, resp: Response) -> Result<()> {
     match resp {
         Response::Released => Ok(()),
         Response::ReleaseFailed => Err(Error::not_held(name)),
+        // The answer form of LOST (PROTOCOL.md §4.24): the server ended the grant already.
+        Response::Lost { token, reason, .. } => Err(Error::grant_lost(name, token, reason)),
         other => Err(unexpected(&other, "UNLOCK")),
     }
 }

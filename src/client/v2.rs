@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::answer::unexpected;
 use super::conn::Track;
 use super::{Client, Error, Listing, LockDetail, Result};
-use crate::protocol::{ListRequest, Request, Response, RevokeRequest, TokenRequest};
+use crate::protocol::{ConnectionDetail, ListRequest, Request, Response, RevokeRequest, TokenRequest};
 
 impl Client {
     /// Releases this connection's grant of `name` only if its fencing token is `token`, so a
@@ -204,6 +204,44 @@ impl Client {
                 Ok(Listing { items, truncated })
             }
             other => Err(unexpected(&other, "LOCKS_DETAIL")),
+        }
+    }
+
+    /// The connections whose label starts with `prefix` (at most `max`; 0: the server's
+    /// default), each with its connection id (what [`Client::kick`] takes), every grant it holds
+    /// with mode, permits and token, and every wait with its mode. With a namespace, only the
+    /// names inside it (without the prefix) are listed.
+    ///
+    /// ```no_run
+    /// # let client = officer::client::Client::connect("localhost", 11500)?;
+    /// for conn in client.connections_detail("unix:", 0)?.iter() {
+    ///     println!("{} (id {}): holds {}", conn.label, conn.connection_id, conn.held.len());
+    /// }
+    /// # Ok::<(), officer::client::Error>(())
+    /// ```
+    pub fn connections_detail(&self, prefix: &str, max: u32) -> Result<Listing<ConnectionDetail>> {
+        let conn = self.current()?;
+        let request = Request::ConnectionsDetail(ListRequest { prefix, max });
+        match self.call(&conn, &request, Track::None)? {
+            Response::ConnectionsDetail { connections, truncated } => {
+                let inside = |name: &mut String| match self.config.short_name(name) {
+                    Some(short) => {
+                        *name = short.to_owned();
+                        true
+                    }
+                    None => false,
+                };
+                let items = connections
+                    .into_iter()
+                    .map(|mut c| {
+                        c.held.retain_mut(|h| inside(&mut h.name));
+                        c.waiting.retain_mut(|w| inside(&mut w.name));
+                        c
+                    })
+                    .collect();
+                Ok(Listing { items, truncated })
+            }
+            other => Err(unexpected(&other, "CONNECTIONS_DETAIL")),
         }
     }
 }

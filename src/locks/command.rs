@@ -39,8 +39,8 @@ pub enum Command {
     Downgrade { session: SessionId, request_id: u32, name: Name, token: u64 },
     /// RENEW: the lease of the session's grant `token` of `name` starts again from `now`.
     Renew { session: SessionId, request_id: u32, name: Name, token: u64 },
-    /// REVOKE: ends grant `token` of `name` (every grant of it if `None`) with LOST `revoked`
-    /// to its holder; the server checks the session's right to ask first.
+    /// REVOKE: ends grant `token` of `name` (every grant of it if `None`, in batches) with LOST
+    /// `revoked` to its holder; the server checks the session's right to ask first.
     Revoke { session: SessionId, request_id: u32, name: Name, token: Option<u64> },
     /// CHECK: does grant `token` hold `name` now? Any session may ask; nothing changes.
     Check { session: SessionId, request_id: u32, name: Name, token: u64 },
@@ -59,7 +59,7 @@ pub enum Command {
     /// `Resumed` to `session` (then the kept outputs), or refused to `from` (`suspend.rs`).
     Resume { session: SessionId, request_id: u32, from: SessionId, secret: [u8; SESSION_SECRET_LEN] },
     /// One turn of work that was left for later: continue pending RESET and detach releases
-    /// (refilling the inline release budget), then time out the waits due by `now`, each
+    /// (refilling the inline release budget) and REVOKEs of many grants, then time out the waits due by `now`, each
     /// bounded by its batch. The server applies it once per turn of its loop.
     Expire,
 }
@@ -115,6 +115,7 @@ impl LockTable {
             }
             Command::Expire => {
                 self.release_step(now, out);
+                self.revoke_step(now, out);
                 self.expire(now, out);
             }
         }

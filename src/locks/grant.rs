@@ -204,6 +204,12 @@ impl LockTable {
         let Some(grant) = grant_of(&mut self.store, key, session) else { return };
         let (prev, next) =
             (mem::replace(&mut grant.held_prev, NO_LOCK), mem::replace(&mut grant.held_next, NO_LOCK));
+        self.unlink_links(session, prev, next);
+    }
+
+    /// Takes a grant that linked to `prev` and `next` out of the holds of `session`: for a
+    /// grant already taken out of its lock (a REVOKE batch).
+    pub(super) fn unlink_links(&mut self, session: SessionId, prev: u32, next: u32) {
         if let Some(p) = grant_of(&mut self.store, prev, session) {
             p.held_next = next;
         }

@@ -208,6 +208,31 @@ impl Holders {
         Some(holder)
     }
 
+    /// Moves the oldest grants with tokens below `below` into `into`, at most `max`, in token
+    /// order: one shift of the younger grants for the whole batch, not one per grant, so a
+    /// REVOKE step costs O(holders + max), not O(holders x max).
+    pub fn take_oldest(&mut self, below: u64, max: usize, into: &mut Vec<Holder>) {
+        if self.used == 0 || max == 0 || self.first.token >= below {
+            return;
+        }
+        let n = self.more.iter().take(max - 1).take_while(|h| h.token < below).count();
+        into.push(self.first);
+        self.used -= self.first.weight;
+        let end = (n + 1).min(self.more.len());
+        for (i, holder) in self.more.drain(..end).enumerate() {
+            if i < n {
+                self.used -= holder.weight;
+                into.push(holder);
+            } else {
+                // The first grant that stays moves to the inline place.
+                self.first = holder;
+            }
+        }
+        if self.more.is_empty() && self.more.capacity() > MORE_SHRINK_FLOOR {
+            self.more = Vec::new();
+        }
+    }
+
     /// Turns the exclusive grant of `session` into a shared one, keeping its token; false if
     /// `session` holds no exclusive grant.
     pub fn downgrade(&mut self, session: SessionId) -> bool {
@@ -282,6 +307,28 @@ mod tests {
         holders.remove(SessionId(1));
         assert_eq!(holders.used(), 3);
         assert!(holders.admits(2) && !holders.admits(3));
+    }
+
+    #[test]
+    fn the_oldest_grants_below_a_token_are_taken_in_order() {
+        let mut holders = Holders::new(holder(1, 1, 1), 0);
+        for s in 2..=5 {
+            holders.grant(holder(s, s, 1));
+        }
+        let mut taken = Vec::new();
+        holders.take_oldest(5, 2, &mut taken);
+        assert_eq!(taken.iter().map(|h| h.token).collect::<Vec<_>>(), [1, 2], "at most max");
+        assert_eq!((holders.used(), holders.first().token), (3, 3));
+        taken.clear();
+        holders.take_oldest(5, 10, &mut taken);
+        assert_eq!(taken.iter().map(|h| h.token).collect::<Vec<_>>(), [3, 4], "none from `below` on");
+        assert_eq!(holders.iter().map(|h| h.token).collect::<Vec<_>>(), [5]);
+        taken.clear();
+        holders.take_oldest(9, 10, &mut taken);
+        assert!(holders.is_empty() && taken.len() == 1);
+        let mut exclusive = Holders::new(holder(1, 7, X), 0);
+        exclusive.take_oldest(8, 1, &mut taken);
+        assert!(exclusive.is_empty() && exclusive.admits(X));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! one flag test when it ends and nothing else. Each such grant has at most one timer in the
 //! wheel, at the earlier of its two deadlines; it shares the wait timers' `EXPIRE_BATCH`.
 //!
-//! When a grant ends this way, or by revocation, its holder gets an unsolicited LOST (request
+//! When a grant ends this way, or by revocation (`revoke`), its holder gets an unsolicited LOST (request
 //! id `NOTICE_REQUEST_ID`) and the session remembers the loss, so that its next UNLOCK, RENEW
 //! or DOWNGRADE of that grant is answered LOST too, not a puzzling "not held".
 
@@ -77,8 +77,23 @@ pub(super) struct LostGrant {
     pub reason: LostReason,
 }
 
+/// The tick at which a span of `ms` started at `now` is over for certain. Ticks are whole
+/// milliseconds rounded down, so the grant (or renewal, or abnormal end) made "at `now`" may
+/// have happened up to a tick later: ending at `now + ms` could end it up to 1 ms early on the
+/// monotonic clock. One more tick, as the server gives wait timeouts, means a lease, hold
+/// budget or lock-delay never ends before its `ms` have passed (it may last up to 1 ms more).
+pub(super) fn end_after(now: Tick, ms: u32) -> Tick {
+    now.saturating_add(u64::from(ms)).saturating_add(1)
+}
+
+/// The time left until `at` as a client may count on it: the slack tick of [`end_after`] is not
+/// promised, so a RENEW or a listing right after the grant reports the full `ms`.
+pub(super) fn ms_left(now: Tick, at: Tick) -> u32 {
+    u32::try_from(at.saturating_sub(now).saturating_sub(1)).unwrap_or(u32::MAX - 1)
+}
+
 fn after(now: Tick, ms: Option<u32>) -> Option<Tick> {
-    ms.map(|ms| now.saturating_add(u64::from(ms)))
+    ms.map(|ms| end_after(now, ms))
 }
 
 impl LockTable {
@@ -155,20 +170,27 @@ impl LockTable {
         let name = Name::clone(&lock.name);
         self.unlink_held(session, key);
         self.counters.lost += 1;
-        if let Some(state) = self.sessions.get_mut(&session).filter(|state| !state.gone) {
-            if state.lost.len() >= LOST_MEMORY {
-                state.lost.remove(0);
-            }
-            state.lost.push(LostGrant { name: Name::clone(&name), token, reason });
-            let response = Response::Lost { token, reason, name: name.to_string() };
-            out.push(Output {
-                session,
-                request_id: NOTICE_REQUEST_ID,
-                lock: Some(Name::clone(&name)),
-                response,
-            });
-        }
+        self.tell_lost(session, &name, token, reason, out);
         self.end_grant(now, session, key, true, out);
+    }
+
+    /// LOST to the holder of grant `token` of `name`, remembered for its next request about it;
+    /// nothing for a gone session.
+    pub(super) fn tell_lost(
+        &mut self,
+        session: SessionId,
+        name: &Name,
+        token: u64,
+        reason: LostReason,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(state) = self.sessions.get_mut(&session).filter(|state| !state.gone) else { return };
+        if state.lost.len() >= LOST_MEMORY {
+            state.lost.remove(0);
+        }
+        state.lost.push(LostGrant { name: Name::clone(name), token, reason });
+        let response = Response::Lost { token, reason, name: name.to_string() };
+        out.push(Output { session, request_id: NOTICE_REQUEST_ID, lock: Some(Name::clone(name)), response });
     }
 
     /// The grant of `session` on lock `key` ends (it is out of the session's list of holds).
@@ -184,7 +206,7 @@ impl LockTable {
         out: &mut Vec<Output>,
     ) {
         if let Some(delay) = abnormal.then(|| self.lock_delay_of(key, session)).flatten() {
-            self.start_delay(key, now.saturating_add(u64::from(delay)));
+            self.start_delay(key, end_after(now, delay));
         }
         self.hand_over(now, session, key, out);
     }
@@ -196,7 +218,7 @@ impl LockTable {
     }
 
     /// Lock `key` grants nothing until `until` (or a later end it has already).
-    fn start_delay(&mut self, key: u32, until: Tick) {
+    pub(super) fn start_delay(&mut self, key: u32, until: Tick) {
         let Some(lock) = self.store.get_mut(key) else { return };
         if lock.delay_until >= until {
             return;
@@ -255,39 +277,6 @@ impl LockTable {
         }
     }
 
-    /// REVOKE (issue 13, part 7): ends grant `token` of `name`, or every grant of it if `None`,
-    /// each with LOST `revoked` to its holder (as a lease does: a lock-delay starts), then answers
-    /// REVOKED with the count. Only the grants held when it arrives are revoked, not the
-    /// waiters they make room for. Whether the session may revoke is the server's business.
-    pub(super) fn revoke(
-        &mut self,
-        now: Tick,
-        session: SessionId,
-        request_id: u32,
-        name: &Name,
-        token: Option<u64>,
-        out: &mut Vec<Output>,
-    ) {
-        if !self.ready(now, session, out) {
-            return;
-        }
-        let key = self.store.find(name);
-        let victims: Vec<(SessionId, u64)> = key
-            .and_then(|key| self.store.get(key))
-            .map(|lock| {
-                let hit = |h: &&Holder| token.is_none_or(|t| t == h.token);
-                lock.holders.iter().filter(hit).map(|h| (h.session, h.token)).collect()
-            })
-            .unwrap_or_default();
-        if let Some(key) = key {
-            for &(victim, token) in &victims {
-                self.lose(now, victim, key, token, LostReason::Revoked, out);
-            }
-        }
-        let count = u32::try_from(victims.len()).unwrap_or(u32::MAX);
-        reply(out, session, request_id, name, Response::Revoked { count });
-    }
-
     /// The loss `session` remembers of grant `token` (any token if `None`) of `name`, taken:
     /// the answer to its request about that grant is LOST.
     pub(super) fn take_lost(
@@ -334,14 +323,14 @@ impl LockTable {
     fn renew_grant(&mut self, now: Tick, token: u64) -> Response {
         let Some(extra) = self.extras.get_mut(&token) else { return Response::Renewed { ends_in_ms: None } };
         if let Some(ms) = extra.opts.lease_ms {
-            let lease_end = now.saturating_add(u64::from(ms));
+            let lease_end = end_after(now, ms);
             extra.lease_end = Some(extra.hold_end.map_or(lease_end, |hold| lease_end.min(hold)));
             if let Some(timer) = extra.timer.take() {
                 self.timers.cancel(timer);
             }
             extra.timer = extra.ends_at().map(|at| self.timers.insert(at, Timer::Lease { token }));
         }
-        let ends_in = extra.ends_at().map(|at| u32::try_from(at.saturating_sub(now)).unwrap_or(u32::MAX - 1));
+        let ends_in = extra.ends_at().map(|at| ms_left(now, at));
         Response::Renewed { ends_in_ms: ends_in }
     }
 }

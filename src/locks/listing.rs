@@ -38,18 +38,18 @@ const SCAN_STORE_WHEN_HOLDING_ONE_IN: usize = 8;
 const SORT_WAITS_ABOVE: usize = 65_536;
 
 /// The payload bytes a listing may still fill.
-struct Room {
-    left: usize,
+pub(super) struct Room {
+    pub left: usize,
 }
 
 impl Room {
     /// The payload of one `max_frame` frame, less the response's `fixed` fields.
-    fn new(max_frame: u32, fixed: usize) -> Room {
+    pub fn new(max_frame: u32, fixed: usize) -> Room {
         Room { left: (max_frame as usize).saturating_sub(FRAME_HEAD + fixed) }
     }
 
     /// Takes `n` bytes if they are left.
-    fn take(&mut self, n: usize) -> bool {
+    pub fn take(&mut self, n: usize) -> bool {
         let fits = n <= self.left;
         if fits {
             self.left -= n;
@@ -221,7 +221,7 @@ impl LockTable {
 
     /// The names starting with `prefix` that `id` holds (sorted) and awaits (in wait order),
     /// at most `max` of each, held first within `room`; and whether any was left out.
-    fn holdings(
+    pub(super) fn holdings(
         &self,
         id: SessionId,
         state: &SessionState,
@@ -314,7 +314,7 @@ impl LockTable {
 
     /// The most entries a listing asking for `max` may return: `max` 0 means the default, and
     /// the default (unless 0) is also the ceiling.
-    fn list_cap(&self, max: u32) -> usize {
+    pub(super) fn list_cap(&self, max: u32) -> usize {
         let ceiling = match self.limits.list_max_default {
             0 => u32::MAX,
             default => default,
@@ -328,7 +328,7 @@ impl LockTable {
 /// comparison: measured on the project machine, the library's comparison of an empty slice (a
 /// zero-length `memcmp`) costs about 150 ns, which made most of the cost of a listing over a
 /// million locks (170 ms instead of 10 ms).
-fn has_prefix(name: &str, prefix: &str) -> bool {
+pub(super) fn has_prefix(name: &str, prefix: &str) -> bool {
     prefix.is_empty() || name.as_bytes().starts_with(prefix.as_bytes())
 }
 

@@ -20,7 +20,8 @@
 //!   except while its lock-delay runs (§6.10).
 //!
 //! Bounded work (README "Limits and guarantees"): one `Expire` answers at most `EXPIRE_BATCH`
-//! timeouts, one RESET, detach or release step releases at most `RELEASE_BATCH` holds,
+//! timeouts, one RESET, detach or release step releases at most `RELEASE_BATCH` holds, one
+//! REVOKE or revoke step ends at most `REVOKE_BATCH` grants,
 //! and TIMED_OUT / QUEUE_MAXED report at most `REFUSAL_QUEUE_MAX` queue entries; the rest is
 //! left for the next call, which the server makes on its next turn.
 //!
@@ -28,7 +29,7 @@
 //! `store` keeps each lock (and its name) once, `queue` its waiters out of line; `holders` who holds a lock, in which mode, and
 //! what it admits; `session` keeps per-session state; `table` holds the LOCK, UNLOCK and timeout
 //! transitions; `grant` grants in FIFO order, DOWNGRADE and CHECK; `lease` leases, RENEW,
-//! LOST, lock-delay, CONTENDED and REVOKE; `refusal` the refusals of what a LOCK asks for;
+//! LOST, lock-delay and CONTENDED; `revoke` the batched REVOKE; `refusal` the refusals of what a LOCK asks for;
 //! `release` the batched RESET and detach; `listing` and `top` the read-only views and metrics;
 //! `check` a self-check for tests.
 
@@ -50,6 +51,7 @@ mod name;
 mod queue;
 mod refusal;
 mod release;
+mod revoke;
 mod session;
 mod store;
 mod suspend;
@@ -66,6 +68,7 @@ pub use histogram::{Histogram, BOUNDS_MS};
 pub use holders::Mode;
 pub use lease::LOST_MEMORY;
 pub use name::Name;
+pub use revoke::REVOKE_BATCH;
 pub use suspend::{DetachedInfo, SessionStats, DETACHED_SUFFIX};
 pub use table::{LockTable, EXPIRE_BATCH, REFUSAL_QUEUE_MAX, RELEASE_BATCH};
 

@@ -99,19 +99,19 @@ impl LockTable {
     /// Whether RESETs or detaches are still releasing holds: the server then polls
     /// without sleeping and calls a release step (`Command::Expire`) each turn.
     pub fn has_pending_releases(&self) -> bool {
-        !self.releasing.is_empty()
+        !self.releasing.is_empty() || !self.revoking.is_empty()
     }
 
-    /// Whether `session` has a RESET still releasing: the server serves none of its requests
-    /// until it is answered.
+    /// Whether `session` has a RESET still releasing, or a REVOKE still revoking (`revoke`):
+    /// the server serves none of its requests until it is answered.
     pub fn is_releasing(&self, session: SessionId) -> bool {
-        self.sessions.get(&session).is_some_and(|state| state.releasing)
+        self.sessions.get(&session).is_some_and(|state| state.releasing) || self.is_revoking(session)
     }
 
     /// Completes a pending release of `session` now, whatever it costs: only for a caller that
     /// sends requests of a releasing session (the server does not).
     pub(super) fn finish_release(&mut self, now: Tick, session: SessionId, out: &mut Vec<Output>) {
-        if !self.is_releasing(session) {
+        if !self.sessions.get(&session).is_some_and(|state| state.releasing) {
             return;
         }
         let mut budget = usize::MAX;

@@ -11,6 +11,7 @@ use super::holders::{Holder, Mode};
 use super::lease::{Extra, GrantOpts};
 use super::refusal::Refusal;
 use super::release::Release;
+use super::revoke::{Revoke, REVOKE_BATCH};
 use super::session::SessionState;
 use super::store::{Lock, Store, Waiter};
 use super::{LockOpts, Name, Output, SessionId, SessionStats, TableLimits, TableStats};
@@ -65,6 +66,12 @@ pub struct LockTable {
     /// Where in the caller's output list `apply`'s outputs not yet diverted begin (`suspend`).
     pub(super) divert_from: usize,
     pub(super) session_stats: SessionStats,
+    /// REVOKEs of every grant of a name still revoking, oldest first (`revoke`).
+    pub(super) revoking: VecDeque<Revoke>,
+    /// Most grants one REVOKE, or one revoke step, ends.
+    pub(super) revoke_batch: usize,
+    /// Reused buffer for the grants of one revoke batch.
+    pub(super) revoked: Vec<Holder>,
 }
 
 /// The most queue entries a LOCKS entry reports (PROTOCOL.md §4.12).
@@ -141,6 +148,9 @@ impl LockTable {
             detached: 0,
             divert_from: 0,
             session_stats: SessionStats::default(),
+            revoking: VecDeque::new(),
+            revoke_batch: REVOKE_BATCH,
+            revoked: Vec::new(),
         }
     }
 

@@ -11,9 +11,9 @@ use super::wire::{put_str16, put_u32, put_u64, Reader};
 use super::{op, str16_size, DecodeError, Mode, LIST_COUNT_SIZE};
 
 /// Encoded size of a grant entry after its `str16`.
-const GRANT_FIXED: usize = 1 + 4 + 8 + 8 + 4;
+pub const GRANT_FIXED: usize = 1 + 4 + 8 + 8 + 4;
 /// Encoded size of a wait entry after its `str16`.
-const WAIT_FIXED: usize = 1 + 4;
+pub const WAIT_FIXED: usize = 1 + 4;
 
 /// One grant of a lock, in a LOCKS_DETAIL_LIST entry (§4.28).
 #[derive(Debug, Clone, PartialEq, Eq)]

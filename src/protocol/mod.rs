@@ -16,7 +16,9 @@ mod v2;
 mod wire;
 
 pub use bounded::{str16_size, LIST_COUNT_SIZE};
-pub use detail::{AwaitedName, ConnectionDetail, HeldName, HolderInfo, LockDetail, WaiterInfo};
+pub use detail::{
+    AwaitedName, ConnectionDetail, HeldName, HolderInfo, LockDetail, WaiterInfo, GRANT_FIXED, WAIT_FIXED,
+};
 pub use error::{DecodeError, ErrorCode};
 pub use frame::{split_frame, Frame, FRAME_HEADER_LEN, LENGTH_PREFIX_LEN, MIN_FRAME_LEN};
 pub use request::{Hello, ListRequest, LockRequest, Request};

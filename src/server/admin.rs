@@ -2,6 +2,8 @@
 //! admin secret, or the server's own user on its UNIX socket), KICK, which closes another
 //! connection, and the log line of REVOKE (`dispatch::run` checks the rights of both and the
 //! table carries REVOKE out). Each is logged with the admin's connection and what it ends.
+//! Also CONNECTIONS_DETAIL, which anyone may ask: it shows the connection ids KICK takes, which
+//! only the server knows.
 
 use std::os::fd::AsRawFd;
 
@@ -10,7 +12,7 @@ use log::warn;
 use super::net::Stream;
 use super::session::CloseReason;
 use super::Server;
-use crate::protocol::{ErrorCode, Response, RevokeRequest, SHUTDOWN_REQUEST_ID};
+use crate::protocol::{ErrorCode, ListRequest, Response, RevokeRequest, SHUTDOWN_REQUEST_ID};
 use crate::wheel::Tick;
 
 impl Server {
@@ -45,6 +47,18 @@ impl Server {
         let notice = Response::error(ErrorCode::Kicked, "closed by an operator");
         self.send(victim_key, SHUTDOWN_REQUEST_ID, &notice);
         self.close(victim_key, CloseReason::Kicked, now);
+    }
+}
+
+impl Server {
+    /// CONNECTIONS_DETAIL (PROTOCOL.md §3.21) for the connection on `key`: the table's listing,
+    /// each connection with its id (its serial, as HELLO_OK gave it). The selection and the
+    /// frame bound are the table's; each id costs one route lookup.
+    pub(super) fn connections_detail(&mut self, key: usize, rid: u32, list: ListRequest<'_>, now: Tick) {
+        let id_of = |sid| self.routes.get(sid).and_then(|k| self.conns.get(k)).map(|c| c.serial);
+        let max_frame = self.config.max_frame;
+        let response = self.table.connections_detail_within(now, list.prefix, list.max, max_frame, id_of);
+        self.send(key, rid, &response);
     }
 }
 

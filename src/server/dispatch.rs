@@ -143,6 +143,7 @@ impl Host for Server {
             Request::Kick(victim) => return self.kick(key, rid, victim, now),
             Request::SessionResume(resume) => return self.resume_session(key, rid, resume, now),
             Request::Goodbye => return self.goodbye(key, rid, now),
+            Request::ConnectionsDetail(list) => return self.connections_detail(key, rid, list, now),
             _ => {}
         }
         let Some(conn) = self.conns.get(key) else { return };
@@ -277,11 +278,11 @@ pub(crate) fn run(
             crate::protocol::ErrorCode::BadHandshake,
             "HELLO was already received",
         )),
-        // The server closes connections itself (it takes KICK before `run`), the session answers
-        // ADMIN_AUTH and refuses CONNECTIONS_DETAIL before decoding: refused here too, should
-        // one arrive.
-        // The server takes SESSION_RESUME and GOODBYE before `run` too (they move or close
-        // connections); a host without connections (the loopback) refuses them.
+        // The server closes connections itself (it takes KICK before `run`) and answers
+        // CONNECTIONS_DETAIL itself (it knows the connection ids), the session answers
+        // ADMIN_AUTH; the server takes SESSION_RESUME and GOODBYE before `run` too (they move
+        // or close connections): refused here, should one arrive (the loopback host has no
+        // connections).
         Request::Kick(_)
         | Request::AdminAuth(_)
         | Request::ConnectionsDetail(_)
@@ -317,12 +318,11 @@ fn lock_opts(ext: &LockExtRequest<'_>) -> LockOpts {
 }
 
 /// LOCKS_DETAIL: the locks LOCKS would list (the same selection, order and bound), each in
-/// detail. The frame bound cuts the larger entries again when the answer is encoded, with its
-/// `truncated` flag set (PROTOCOL.md §4.28).
+/// detail, built only as far as the frame bound lets it (PROTOCOL.md §4.28).
 fn locks_detail(table: &LockTable, now: Tick, prefix: &str, max: u32, max_frame: u32) -> Response {
     let Response::Locks { locks, truncated } = table.locks_within(prefix, max, max_frame) else {
         return Response::LocksDetail { locks: Vec::new(), truncated: true };
     };
-    let locks = locks.iter().filter_map(|l| table.lock_detail(now, &l.name)).collect();
-    Response::LocksDetail { locks, truncated }
+    let (locks, cut) = table.locks_detail_within(now, locks.iter().map(|l| l.name.as_str()), max_frame);
+    Response::LocksDetail { locks, truncated: truncated || cut }
 }

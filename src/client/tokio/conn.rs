@@ -1,12 +1,18 @@
 //! One async connection, shared by every task of an [`AsyncClient`](super::AsyncClient).
 //!
 //! Requests are multiplexed by request id as in the blocking connection, with tasks instead of
-//! threads: a call registers a one-shot slot under a fresh id and appends its frame to the
+//! threads. A call takes a slot in a slab (its request id is the slot's index past
+//! [`FIRST_ID`], so matching an answer costs an index, not a hash) and appends its frame to the
 //! connection's output buffer in one critical section (so ids and bytes go out in the same
-//! order), then wakes the writer task, which writes whatever has piled up in one `write_all`:
-//! 64 tasks locking at once cost a few writes, not 64. The reader task decodes frames, keeps
-//! the set of held locks ([`Track`]) and fills the slots; a keep-alive task pings when nothing
-//! was written for the interval.
+//! order); the writer task writes whatever has piled up in one `write_all`: 64 tasks locking at
+//! once cost one write, not 64. The reader task decodes every frame of a read under one lock,
+//! keeps the set of held locks ([`Track`]), leaves each answer in its slot and wakes the
+//! callers once the lock is released. A call is a future polling its own slot: no channel, no
+//! allocation besides the name, per request. A keep-alive task pings when nothing was written
+//! for the interval.
+//!
+//! LOST and CONTENDED notices (PROTOCOL.md §4.24, §4.25) are remembered per grant (the newest
+//! [`NOTICES_KEPT`] of each), for the guards' `is_lost`, `lost` and `is_contended`.
 //!
 //! Cancel-safety lives in [`Call`]'s drop: a LOCK whose future is dropped before its answer is
 //! withdrawn with an UNLOCK (PROTOCOL.md §6.4: a waiter's UNLOCK cancels its wait, a holder's
@@ -14,30 +20,48 @@
 //! held with nobody to release it. Queuing a frame never waits, so guards release on drop
 //! without blocking the runtime.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{HashSet, VecDeque};
+use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
+use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use ::tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use ::tokio::sync::{oneshot, watch, Notify};
+use ::tokio::sync::{watch, Notify};
 use ::tokio::task::AbortHandle;
 
 use super::stream;
-use crate::client::answer::{alloc_id, unsolicited_reason, Track};
+use crate::client::answer::{unsolicited_reason, Effect, Track};
 use crate::client::builder::Config;
-use crate::client::conn::Lost;
+use crate::client::conn::{Lost, LostGrant};
 use crate::client::handshake::{FIRST_ID, MAX_RESPONSE_FRAME};
 use crate::client::{Error, Result};
-use crate::protocol::{split_frame, HelloOk, Request, Response, SHUTDOWN_REQUEST_ID};
+use crate::protocol::{split_frame, HelloOk, LostReason, Request, Response, SHUTDOWN_REQUEST_ID};
 
-/// Bytes the reader asks the socket for at a time.
+/// Bytes the reader asks the socket for at a time: also what bounds the frames one critical
+/// section of the reader handles.
 const READ_CHUNK: usize = 16 * 1024;
 
-/// A request waiting for its answer.
-struct Pending {
-    /// `None` for a request nobody awaits (a guard's or a withdrawal's UNLOCK).
-    tx: Option<oneshot::Sender<Response>>,
+/// How many notices of each kind are remembered, as in the blocking client: a client that
+/// never looks cannot make the reader grow without bound.
+pub(crate) const NOTICES_KEPT: usize = 64;
+
+/// Who takes a request's answer.
+enum Waiter {
+    /// Nobody: a guard's or a withdrawal's UNLOCK, or a call dropped before its answer.
+    Nobody,
+    /// The caller's [`Call`], with its waker once it was polled.
+    Caller(Option<Waker>),
+    /// The answer, arrived and not yet taken by the caller.
+    Answered(Response),
+}
+
+/// A request in flight (or answered and not yet taken).
+struct Slot {
+    waiter: Waiter,
     track: Track,
     /// For a LOCK whose caller went away: an UNLOCK already follows it on the wire.
     withdrawn: bool,
@@ -46,17 +70,35 @@ struct Pending {
     orphan: bool,
 }
 
+impl Slot {
+    /// Still awaited by a caller and not yet answered.
+    fn live(&self) -> bool {
+        matches!(self.waiter, Waiter::Caller(_))
+    }
+
+    /// On the wire, answer not yet read.
+    fn in_flight(&self) -> bool {
+        !matches!(self.waiter, Waiter::Answered(_))
+    }
+}
+
 struct State {
-    next_id: u32,
-    pending: HashMap<u32, Pending>,
+    /// Requests by `id - FIRST_ID`; `None` is a free slot, listed in `free`. A slot is reused
+    /// only after its answer was read, so an id is never in flight twice.
+    slots: Vec<Option<Slot>>,
+    free: Vec<usize>,
     /// Full names of the locks held, from the answers read so far.
-    held: BTreeSet<String>,
+    held: HashSet<String, NameHash>,
     lost: Option<Lost>,
     /// Frames queued for the writer task, in request-id order.
     out: Vec<u8>,
     /// The name of each pending LOCK that is `orphan` (once per orphan): an answer about a
-    /// name not in it costs no scan of `pending`.
+    /// name not in it costs no scan of the slots.
     orphans: Vec<String>,
+    /// Grants the server said it ended (LOST notices), newest last, at most `NOTICES_KEPT`.
+    lost_grants: VecDeque<LostGrant>,
+    /// Grants someone started waiting behind (CONTENDED notices), at most `NOTICES_KEPT`.
+    contended: VecDeque<(String, u64)>,
     /// The reader, writer and keep-alive tasks, aborted when the connection ends.
     tasks: Vec<AbortHandle>,
 }
@@ -65,8 +107,10 @@ struct State {
 pub(crate) struct AsyncConn {
     hello: HelloOk,
     state: Mutex<State>,
-    /// Wakes the writer task when `State::out` has bytes (or the connection ended).
+    /// Wakes the writer task when `State::out` turns non-empty (or the connection ended).
     wake_writer: Notify,
+    /// Woken on every LOST notice and when the connection ends, for the guards' `lost`.
+    notices: Notify,
     /// Set when the connection is lost, for cheap checks and for `wait_disconnected`.
     lost_flag: AtomicBool,
     lost_tx: watch::Sender<bool>,
@@ -85,6 +129,14 @@ impl std::fmt::Debug for AsyncConn {
 /// consistent between statements.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Appends `item`, forgetting the oldest past `NOTICES_KEPT`.
+fn remember<T>(list: &mut VecDeque<T>, item: T) {
+    if list.len() == NOTICES_KEPT {
+        list.pop_front();
+    }
+    list.push_back(item);
 }
 
 impl AsyncConn {
@@ -112,15 +164,18 @@ impl AsyncConn {
         let conn = Arc::new(AsyncConn {
             hello,
             state: Mutex::new(State {
-                next_id: FIRST_ID,
-                pending: HashMap::new(),
-                held: BTreeSet::new(),
+                slots: Vec::new(),
+                free: Vec::new(),
+                held: HashSet::with_hasher(NameHash::new()),
                 lost: None,
                 out: Vec::new(),
                 orphans: Vec::new(),
+                lost_grants: VecDeque::new(),
+                contended: VecDeque::new(),
                 tasks: Vec::new(),
             }),
             wake_writer: Notify::new(),
+            notices: Notify::new(),
             lost_flag: AtomicBool::new(false),
             lost_tx: watch::channel(false).0,
             epoch: Instant::now(),
@@ -148,29 +203,26 @@ impl AsyncConn {
         &self.hello
     }
 
-    /// Queues `req` and returns the call awaiting its answer. `lock` is the full name for a
-    /// LOCK, so that dropping the call withdraws it.
+    /// The call that sends `req` and awaits its answer; `lock_name` is the full name for a
+    /// LOCK, so that dropping the call withdraws it. The request is queued when the call is
+    /// first polled, in the same critical section that registers its waker.
     pub(crate) fn start_call<'a>(
         &'a self,
-        req: &Request<'_>,
+        req: Request<'a>,
         track: Track,
         lock_name: Option<&'a str>,
-    ) -> Result<Call<'a>> {
-        let (tx, rx) = oneshot::channel();
-        let id = {
-            let mut st = lock(&self.state);
-            if let Some(lost) = &st.lost {
-                return Err(lost.error());
-            }
-            st.queue(req, Pending { tx: Some(tx), track, withdrawn: false, orphan: false })
-        };
-        self.wake_writer.notify_one();
-        Ok(Call { conn: self, id, rx, lock_name, done: false })
+    ) -> Call<'a> {
+        Call { conn: self, stage: Stage::Unsent(Unsent::Request(req, track)), lock_name }
+    }
+
+    /// The call that sends an UNLOCK of `full` (moved into its tracking, not copied).
+    pub(crate) fn start_unlock(&self, full: String) -> Call<'_> {
+        Call { conn: self, stage: Stage::Unsent(Unsent::Unlock(full)), lock_name: None }
     }
 
     /// Sends `req` and waits for its answer (an ERROR answer is returned as a response).
-    pub(crate) async fn call(&self, req: &Request<'_>, track: Track) -> Result<Response> {
-        self.start_call(req, track, None)?.answer().await
+    pub(crate) async fn call(&self, req: Request<'_>, track: Track) -> Result<Response> {
+        self.start_call(req, track, None).await
     }
 
     /// Queues `req` with nobody awaiting its answer; never waits. On a lost connection there
@@ -178,9 +230,12 @@ impl AsyncConn {
     pub(crate) fn send_detached(&self, req: &Request<'_>, track: Track) {
         let mut st = lock(&self.state);
         if st.lost.is_none() {
-            st.queue(req, Pending { tx: None, track, withdrawn: false, orphan: false });
+            let (_, wake) =
+                st.queue(req, Slot { waiter: Waiter::Nobody, track, withdrawn: false, orphan: false });
             drop(st);
-            self.wake_writer.notify_one();
+            if wake {
+                self.wake_writer.notify_one();
+            }
         }
     }
 
@@ -194,10 +249,32 @@ impl AsyncConn {
         lock(&self.state).lost.clone()
     }
 
-    fn lost_error(&self) -> Error {
-        match &lock(&self.state).lost {
-            Some(lost) => lost.error(),
-            None => Error::protocol("request slot dropped while connected"),
+    /// Why the server ended grant `token` of `full_name` (a LOST notice), if it did.
+    pub(crate) fn grant_lost(&self, full_name: &str, token: u64) -> Option<LostReason> {
+        let st = lock(&self.state);
+        st.lost_grants.iter().find(|g| g.token == token && g.name == full_name).map(|g| g.reason)
+    }
+
+    /// Whether someone started waiting behind grant `token` of `full_name` (CONTENDED).
+    pub(crate) fn contended(&self, full_name: &str, token: u64) -> bool {
+        let st = lock(&self.state);
+        st.contended.iter().any(|(name, t)| *t == token && name == full_name)
+    }
+
+    /// Waits until grant `token` of `full_name` is lost: `Some` with the server's reason for
+    /// a LOST notice, `None` when the connection ended (taking the grant with it).
+    pub(crate) async fn wait_grant_lost(&self, full_name: &str, token: u64) -> Option<LostReason> {
+        loop {
+            // Registered before looking, so a notice between the look and the wait wakes it.
+            let mut notified = pin!(self.notices.notified());
+            notified.as_mut().enable();
+            if let Some(reason) = self.grant_lost(full_name, token) {
+                return Some(reason);
+            }
+            if self.is_lost() {
+                return None;
+            }
+            notified.await;
         }
     }
 
@@ -222,18 +299,29 @@ impl AsyncConn {
         self.fail(reason, true);
     }
 
-    /// Marks the connection lost (the first reason wins), fails every waiting call and aborts
-    /// the tasks, which drops both halves of the socket and so closes it.
+    /// Marks the connection lost (the first reason wins), wakes every waiting call and aborts
+    /// the tasks, which drops both halves of the socket and so closes it. Answers already
+    /// read stay in their slots for their callers; no slot is reused after this.
     fn fail(&self, reason: &str, by_client: bool) {
+        let mut wakers = Vec::new();
         let tasks = {
             let mut st = lock(&self.state);
             if st.lost.is_some() {
                 return;
             }
-            let released = std::mem::take(&mut st.held).into_iter().collect();
+            let mut released: Vec<String> = st.held.drain().collect();
+            released.sort_unstable();
             st.lost = Some(Lost { reason: reason.to_owned(), released, by_client });
-            // Dropping the senders fails every call still waiting.
-            st.pending.clear();
+            for entry in st.slots.iter_mut() {
+                match entry {
+                    Some(Slot { waiter: Waiter::Answered(_), .. }) => {}
+                    Some(Slot { waiter: Waiter::Caller(waker), .. }) => {
+                        wakers.extend(waker.take());
+                        *entry = None;
+                    }
+                    _ => *entry = None,
+                }
+            }
             st.orphans.clear();
             st.out.clear();
             std::mem::take(&mut st.tasks)
@@ -241,6 +329,8 @@ impl AsyncConn {
         self.lost_flag.store(true, Ordering::Release);
         self.lost_tx.send_replace(true);
         self.wake_writer.notify_one();
+        self.notices.notify_waiters();
+        wakers.into_iter().for_each(Waker::wake);
         tasks.iter().for_each(AbortHandle::abort);
     }
 
@@ -251,114 +341,95 @@ impl AsyncConn {
     /// UNLOCK could release a hold or cancel a wait that is somebody's: the LOCK is left an
     /// orphan, withdrawn by the answer that ends that state (`withdraw_orphans`); a grant it
     /// gets meanwhile is released on arrival.
-    fn abandon(&self, id: u32, rx: &mut oneshot::Receiver<Response>, lock_name: Option<&str>) {
-        let mut st = lock(&self.state);
-        // Closed under the state lock, so the reader either delivered the answer already
-        // (taken here) or will find the slot closed (and release a grant itself).
-        rx.close();
-        let Some(full) = lock_name else { return };
-        let delivered = rx.try_recv().ok();
+    fn abandon(&self, idx: usize, lock_name: Option<&str>) {
+        let mut guard = lock(&self.state);
+        let st = &mut *guard;
         if st.lost.is_some() {
+            // The server has released everything; the slot is never reused.
             return;
         }
-        let queued = match delivered {
-            Some(resp) => {
-                let granted = matches!(resp, Response::Acquired { .. });
-                if granted {
+        let answered = match st.slots.get(idx).and_then(Option::as_ref) {
+            None => return,
+            Some(slot) => !slot.in_flight(),
+        };
+        let queued = if answered {
+            let granted = matches!(
+                st.release(idx),
+                Some(Slot { waiter: Waiter::Answered(Response::Acquired { .. }), .. })
+            );
+            match (lock_name, granted) {
+                (Some(full), true) => {
                     st.queue_unlock(full);
+                    true
                 }
-                granted
+                _ => false,
             }
-            None => {
+        } else {
+            if let Some(slot) = st.slots[idx].as_mut() {
+                slot.waiter = Waiter::Nobody;
+                slot.orphan = lock_name.is_some();
+            }
+            match lock_name {
                 // Whether to withdraw it now or once the name is neither held nor awaited by
                 // another caller is one decision, taken in `withdraw_orphans`.
-                let Some(p) = st.pending.get_mut(&id) else { return };
-                p.orphan = true;
-                st.orphans.push(full.to_owned());
-                st.withdraw_orphans(full)
+                Some(full) => {
+                    st.orphans.push(full.to_owned());
+                    st.withdraw_orphans(full)
+                }
+                // Any other answer is dropped when it arrives.
+                None => false,
             }
         };
-        drop(st);
+        drop(guard);
         if queued {
             self.wake_writer.notify_one();
         }
     }
 
-    /// Hands every complete frame in `buf` to its caller; `Err` ends the connection.
-    fn dispatch_all(&self, buf: &mut Vec<u8>) -> std::result::Result<(), String> {
+    /// Hands every complete frame in `buf` to its caller under one lock, then wakes them
+    /// (outside the lock: a waker may run anything); `Err` ends the connection.
+    fn dispatch_all(&self, buf: &mut Vec<u8>, wakers: &mut Vec<Waker>) -> std::result::Result<(), String> {
         let mut consumed = 0;
         let mut queued = false;
-        let result = loop {
-            match split_frame(&buf[consumed..], MAX_RESPONSE_FRAME) {
-                Ok(None) => break Ok(()),
-                Err(e) => break Err(format!("bad frame from the server: {e}")),
-                Ok(Some((frame, len))) => {
-                    consumed += len;
-                    let resp = match Response::decode(&frame) {
-                        Ok(resp) => resp,
-                        Err(e) => break Err(format!("bad response from the server: {e}")),
-                    };
-                    // LOST and CONTENDED notices share request id 0 with fatal frames; the
-                    // async client has no notice API yet, so it only stops counting a lost
-                    // grant as held (PROTOCOL.md §4.24, §4.25).
-                    if resp.is_notice(frame.request_id) {
-                        self.notice(resp);
-                        continue;
+        let mut noticed = false;
+        let result = {
+            let mut st = lock(&self.state);
+            loop {
+                if st.lost.is_some() {
+                    break Ok(());
+                }
+                match split_frame(&buf[consumed..], MAX_RESPONSE_FRAME) {
+                    Ok(None) => break Ok(()),
+                    Err(e) => break Err(format!("bad frame from the server: {e}")),
+                    Ok(Some((frame, len))) => {
+                        consumed += len;
+                        let resp = match Response::decode(&frame) {
+                            Ok(resp) => resp,
+                            Err(e) => break Err(format!("bad response from the server: {e}")),
+                        };
+                        // LOST and CONTENDED notices share request id 0 with fatal frames
+                        // (PROTOCOL.md §4.24, §4.25).
+                        if resp.is_notice(frame.request_id) {
+                            noticed |= st.notice(resp);
+                            continue;
+                        }
+                        if frame.request_id == SHUTDOWN_REQUEST_ID {
+                            break Err(unsolicited_reason(resp));
+                        }
+                        queued |= st.dispatch(frame.request_id, resp, wakers);
                     }
-                    if frame.request_id == SHUTDOWN_REQUEST_ID {
-                        break Err(unsolicited_reason(resp));
-                    }
-                    queued |= self.dispatch(frame.request_id, resp);
                 }
             }
         };
         buf.drain(..consumed);
+        wakers.drain(..).for_each(Waker::wake);
+        if noticed {
+            self.notices.notify_waiters();
+        }
         if queued {
             self.wake_writer.notify_one();
         }
         result
-    }
-
-    /// A LOST notice: the server ended that grant, so the name is no longer held.
-    fn notice(&self, resp: Response) {
-        if let Response::Lost { name, token, reason } = resp {
-            log::debug!("officer grant lost name={name} token={token} reason={}", reason.as_str());
-            lock(&self.state).held.remove(&name);
-        }
-    }
-
-    /// Delivers one answer; true when it queued a frame (the release of an orphaned grant).
-    fn dispatch(&self, id: u32, resp: Response) -> bool {
-        let mut st = lock(&self.state);
-        let Some(Pending { tx, track, withdrawn, orphan }) = st.pending.remove(&id) else {
-            // Not fatal: nothing else is affected.
-            log::debug!("officer response for unknown request id={id}");
-            return false;
-        };
-        if let (true, Track::Lock(full)) = (orphan, &track) {
-            if let Some(at) = st.orphans.iter().position(|n| n == full) {
-                st.orphans.swap_remove(at);
-            }
-        }
-        track.record(&mut st.held, &resp);
-        let unclaimed = match tx {
-            None => Some(resp),
-            Some(tx) => tx.send(resp).err(),
-        };
-        let mut queued = false;
-        // Nobody takes this answer. A fresh grant to a LOCK not yet withdrawn would stay held
-        // with nobody to release it.
-        if let (Track::Lock(full), Some(Response::Acquired { .. })) = (&track, &unclaimed) {
-            if !withdrawn {
-                st.queue_unlock(full);
-                queued = true;
-            }
-        }
-        // This answer may have been what kept an orphaned LOCK of the name from its UNLOCK.
-        if let (false, Track::Lock(full) | Track::Unlock(full)) = (st.orphans.is_empty(), &track) {
-            queued |= st.withdraw_orphans(full);
-        }
-        queued
     }
 
     async fn keep_alive_loop(self: Arc<Self>, interval: Duration) {
@@ -367,7 +438,7 @@ impl AsyncConn {
             let silent =
                 Duration::from_millis(now_ms.saturating_sub(self.last_write_ms.load(Ordering::Relaxed)));
             if silent >= interval {
-                if self.call(&Request::Ping(&[]), Track::None).await.is_err() {
+                if self.call(Request::Ping(&[]), Track::None).await.is_err() {
                     return;
                 }
                 continue;
@@ -382,8 +453,9 @@ impl AsyncConn {
 /// The reader task: every answer to its caller, until the connection ends.
 async fn read_loop<R: AsyncRead + Unpin>(conn: EndOnDrop, mut rd: R, mut buf: Vec<u8>) {
     let conn = &*conn.0;
+    let mut wakers = Vec::new();
     let reason = loop {
-        if let Err(reason) = conn.dispatch_all(&mut buf) {
+        if let Err(reason) = conn.dispatch_all(&mut buf, &mut wakers) {
             break reason;
         }
         buf.reserve(READ_CHUNK);
@@ -411,6 +483,8 @@ async fn write_loop<W: AsyncWrite + Unpin>(conn: EndOnDrop, mut wr: W) {
             std::mem::swap(&mut st.out, &mut batch);
         }
         if batch.is_empty() {
+            // A frame queued after the swap finds `out` empty and notifies: the permit
+            // `notify_one` leaves makes this return at once even if it came first.
             conn.wake_writer.notified().await;
             continue;
         }
@@ -424,40 +498,149 @@ async fn write_loop<W: AsyncWrite + Unpin>(conn: EndOnDrop, mut wr: W) {
 }
 
 impl State {
-    /// Registers `pending` under a fresh id and queues `req`'s frame; registered before the
-    /// bytes can leave, so the answer cannot arrive before its slot exists.
-    fn queue(&mut self, req: &Request<'_>, pending: Pending) -> u32 {
-        let map = &self.pending;
-        let id = alloc_id(&mut self.next_id, |id| map.contains_key(&id));
-        self.pending.insert(id, pending);
-        req.encode(id, &mut self.out);
-        id
+    /// Takes a free slot for `slot` and queues `req`'s frame under its id; registered before
+    /// the bytes can leave, so the answer cannot arrive before its slot exists. Returns the
+    /// slot's index and whether the writer must be woken (`out` was empty: otherwise it was
+    /// woken already for the bytes before).
+    fn queue(&mut self, req: &Request<'_>, slot: Slot) -> (usize, bool) {
+        let (idx, wake) = self.encode(req);
+        self.slots[idx] = Some(slot);
+        (idx, wake)
+    }
+
+    /// Reserves a slot and queues `req`'s frame under its id; the caller fills the slot.
+    fn encode(&mut self, req: &Request<'_>) -> (usize, bool) {
+        let idx = match self.free.pop() {
+            Some(idx) => idx,
+            None => {
+                self.slots.push(None);
+                self.slots.len() - 1
+            }
+        };
+        let wake = self.out.is_empty();
+        // Ids wrap only past four billion requests in flight, far beyond any memory.
+        req.encode(FIRST_ID.wrapping_add(idx as u32), &mut self.out);
+        (idx, wake)
+    }
+
+    /// Frees slot `idx` and returns what it held.
+    fn release(&mut self, idx: usize) -> Option<Slot> {
+        let slot = self.slots.get_mut(idx)?.take()?;
+        self.free.push(idx);
+        Some(slot)
     }
 
     /// Queues an UNLOCK of `full` that nobody awaits.
     fn queue_unlock(&mut self, full: &str) {
-        let unlock =
-            Pending { tx: None, track: Track::Unlock(full.to_owned()), withdrawn: false, orphan: false };
-        self.queue(&Request::Unlock(full), unlock);
+        self.queue_unlock_owned(full.to_owned(), Waiter::Nobody);
+    }
+
+    /// Queues an UNLOCK of `full`, the name moving into its tracking once encoded.
+    fn queue_unlock_owned(&mut self, full: String, waiter: Waiter) -> (usize, bool) {
+        let (idx, wake) = self.encode(&Request::Unlock(&full));
+        let track = Track::Unlock(full);
+        self.slots[idx] = Some(Slot { waiter, track, withdrawn: false, orphan: false });
+        (idx, wake)
+    }
+
+    /// Delivers one answer; true when it queued a frame (the release of an orphaned grant).
+    /// A caller's waker goes to `wakers`.
+    fn dispatch(&mut self, id: u32, resp: Response, wakers: &mut Vec<Waker>) -> bool {
+        let idx = id.wrapping_sub(FIRST_ID) as usize;
+        let Some(slot) = self.slots.get_mut(idx).and_then(Option::as_mut).filter(|s| s.in_flight()) else {
+            // Not fatal: nothing else is affected.
+            log::debug!("officer response for unknown request id={id}");
+            return false;
+        };
+        let track = std::mem::replace(&mut slot.track, Track::None);
+        let (orphan, withdrawn) = (slot.orphan, slot.withdrawn);
+        let effect = track.effect(&resp);
+        let granted = matches!(resp, Response::Acquired { .. });
+        let claimed = match std::mem::replace(&mut slot.waiter, Waiter::Nobody) {
+            Waiter::Caller(waker) => {
+                wakers.extend(waker);
+                slot.waiter = Waiter::Answered(resp);
+                true
+            }
+            _ => {
+                self.release(idx);
+                false
+            }
+        };
+        let mut queued = false;
+        if let Track::Lock(full) = &track {
+            if orphan {
+                if let Some(at) = self.orphans.iter().position(|n| n == full) {
+                    self.orphans.swap_remove(at);
+                }
+            }
+            // Nobody takes this answer. A fresh grant to a LOCK not yet withdrawn would stay
+            // held with nobody to release it.
+            if granted && !claimed && !withdrawn {
+                self.queue_unlock(full);
+                queued = true;
+            }
+        }
+        // The answer's name, needed past its move into `held` only while orphans exist.
+        let orphan_check = match self.orphans.is_empty() {
+            true => None,
+            false => track.name().map(str::to_owned),
+        };
+        self.record(effect, track);
+        // This answer may have been what kept an orphaned LOCK of the name from its UNLOCK.
+        if let Some(full) = orphan_check {
+            queued |= self.withdraw_orphans(&full);
+        }
+        queued
+    }
+
+    /// Applies an answer's effect on the held set, moving the tracked name into it.
+    fn record(&mut self, effect: Effect, track: Track) {
+        match (effect, track) {
+            (Effect::Insert, Track::Lock(name)) => {
+                self.held.insert(name);
+            }
+            (Effect::Remove, Track::Unlock(name)) => {
+                self.held.remove(&name);
+            }
+            (Effect::Clear, _) => self.held.clear(),
+            _ => {}
+        }
+    }
+
+    /// A LOST or CONTENDED notice; true for LOST (the guards' `lost` waits for those).
+    fn notice(&mut self, resp: Response) -> bool {
+        match resp {
+            Response::Lost { name, token, reason } => {
+                log::debug!("officer grant lost name={name} token={token} reason={}", reason.as_str());
+                self.held.remove(&name);
+                remember(&mut self.lost_grants, LostGrant { name, token, reason });
+                true
+            }
+            Response::Contended { name, token } => {
+                remember(&mut self.contended, (name, token));
+                false
+            }
+            _ => false,
+        }
     }
 
     /// Withdraws the orphaned LOCKs of `full` with one UNLOCK (queued after all of them, it
     /// cancels the connection's one wait for the name, or releases its grant), once the
     /// connection does not hold the name and no caller awaits a LOCK of it: until then the
     /// UNLOCK could release a hold or cancel a wait that is somebody's. True when it queued.
-    /// Scans the waiting requests only while an orphan of `full` exists.
+    /// Scans the slots only while an orphan of `full` exists.
     fn withdraw_orphans(&mut self, full: &str) -> bool {
-        let of_name = |p: &Pending| matches!(&p.track, Track::Lock(name) if name == full);
-        let live = |p: &Pending| p.tx.as_ref().is_some_and(|tx| !tx.is_closed());
+        let of_name = |s: &Slot| matches!(&s.track, Track::Lock(name) if name == full);
         if !self.orphans.iter().any(|n| n == full)
             || self.held.contains(full)
-            || self.pending.values().any(|p| of_name(p) && live(p))
+            || self.slots.iter().flatten().any(|s| of_name(s) && s.live())
         {
             return false;
         }
         let mut withdrew = 0;
-        for p in self.pending.values_mut().filter(|p| p.orphan && of_name(p)) {
-            (p.orphan, p.withdrawn) = (false, true);
+        for s in self.slots.iter_mut().flatten().filter(|s| s.orphan && of_name(s)) {
+            (s.orphan, s.withdrawn) = (false, true);
             withdrew += 1;
         }
         self.orphans.retain(|n| n != full);
@@ -479,31 +662,166 @@ impl Drop for EndOnDrop {
     }
 }
 
-/// One request on the wire, awaiting its answer. Dropping it before the answer is taken
-/// abandons it ([`AsyncConn::abandon`]): that is what makes a dropped `lock` future safe.
+/// One request, sent on its first poll, then awaiting its answer: a future that polls its
+/// slot. Dropping it once sent and before the answer is taken abandons it
+/// ([`AsyncConn::abandon`]): that is what makes a dropped `lock` future safe.
 pub(crate) struct Call<'a> {
     conn: &'a AsyncConn,
-    id: u32,
-    rx: oneshot::Receiver<Response>,
+    stage: Stage<'a>,
     /// The full name, for a LOCK.
     lock_name: Option<&'a str>,
-    done: bool,
 }
 
-impl Call<'_> {
+enum Stage<'a> {
+    Unsent(Unsent<'a>),
+    /// Queued in this slot.
+    Sent(usize),
+    Done,
+}
+
+/// A request not yet queued.
+enum Unsent<'a> {
+    Request(Request<'a>, Track),
+    /// An UNLOCK, its name moving into the tracking once encoded.
+    Unlock(String),
+}
+
+impl Future for Call<'_> {
     /// The answer (an ERROR answer too), or the connection-lost error.
-    pub(crate) async fn answer(mut self) -> Result<Response> {
-        let answer = (&mut self.rx).await;
-        self.done = true;
-        // The slot closes without a value only when `fail` dropped it.
-        answer.map_err(|_| self.conn.lost_error())
+    type Output = Result<Response>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<Response>> {
+        let this = &mut *self;
+        let idx = match std::mem::replace(&mut this.stage, Stage::Done) {
+            Stage::Done => return Poll::Ready(Err(Error::protocol("an answered call was polled again"))),
+            Stage::Unsent(unsent) => {
+                let waker = Waiter::Caller(Some(cx.waker().clone()));
+                let (idx, wake) = {
+                    let mut st = lock(&this.conn.state);
+                    if let Some(lost) = &st.lost {
+                        return Poll::Ready(Err(lost.error()));
+                    }
+                    match unsent {
+                        Unsent::Request(req, track) => {
+                            st.queue(&req, Slot { waiter: waker, track, withdrawn: false, orphan: false })
+                        }
+                        Unsent::Unlock(full) => st.queue_unlock_owned(full, waker),
+                    }
+                };
+                this.stage = Stage::Sent(idx);
+                if wake {
+                    this.conn.wake_writer.notify_one();
+                }
+                // The answer cannot be in before the writer ran.
+                return Poll::Pending;
+            }
+            Stage::Sent(idx) => idx,
+        };
+        let mut guard = lock(&this.conn.state);
+        let st = &mut *guard;
+        let answered = match st.slots.get_mut(idx).and_then(Option::as_mut) {
+            Some(Slot { waiter: Waiter::Answered(_), .. }) => true,
+            Some(Slot { waiter: Waiter::Caller(waker), .. }) if st.lost.is_none() => {
+                if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    *waker = Some(cx.waker().clone());
+                }
+                this.stage = Stage::Sent(idx);
+                return Poll::Pending;
+            }
+            _ => false,
+        };
+        if answered {
+            if let Some(Slot { waiter: Waiter::Answered(resp), .. }) = st.release(idx) {
+                return Poll::Ready(Ok(resp));
+            }
+        }
+        // A slot without an answer goes only with the connection.
+        Poll::Ready(Err(match &st.lost {
+            Some(lost) => lost.error(),
+            None => Error::protocol("request slot dropped while connected"),
+        }))
     }
 }
 
 impl Drop for Call<'_> {
     fn drop(&mut self) {
-        if !self.done {
-            self.conn.abandon(self.id, &mut self.rx, self.lock_name);
+        // Unsent: nothing went out. Done: the answer was taken.
+        if let Stage::Sent(idx) = self.stage {
+            self.conn.abandon(idx, self.lock_name);
         }
+    }
+}
+
+/// Hashes the held set's names with a multiply-rotate over 8-byte words and a final mix,
+/// seeded per connection: several times cheaper than SipHash for short names. The names are
+/// the application's own and the server's echoes of them, not an attacker's input.
+#[derive(Clone)]
+struct NameHash(u64);
+
+impl NameHash {
+    fn new() -> NameHash {
+        NameHash(std::collections::hash_map::RandomState::new().build_hasher().finish())
+    }
+}
+
+impl BuildHasher for NameHash {
+    type Hasher = NameHasher;
+
+    fn build_hasher(&self) -> NameHasher {
+        NameHasher(self.0)
+    }
+}
+
+struct NameHasher(u64);
+
+impl NameHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for NameHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut words = bytes.chunks_exact(8);
+        for word in &mut words {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(word);
+            self.add(u64::from_le_bytes(w));
+        }
+        let rest = words.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(w) ^ ((rest.len() as u64) << 59));
+        }
+    }
+
+    fn write_u8(&mut self, byte: u8) {
+        self.add(u64::from(byte));
+    }
+
+    fn finish(&self) -> u64 {
+        // Spreads every input bit over the low bits the table indexes by.
+        let mut x = self.0;
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        x ^ (x >> 33)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_differing_in_any_byte_hash_apart() {
+        let hash = NameHash(7);
+        let h = |s: &str| hash.hash_one(s);
+        assert_ne!(h("bench:0000000001"), h("bench:0000000002"));
+        assert_ne!(h("a"), h("a\0"));
+        assert_ne!(h(""), h("\0"));
+        // The low bits (what a table of 64 buckets uses) differ for names one digit apart.
+        let buckets: HashSet<u64> = (0..64).map(|i| h(&format!("bench:{i:010}")) & 63).collect();
+        assert!(buckets.len() > 32, "names one digit apart crowd into {} of 64 buckets", buckets.len());
     }
 }

@@ -1,4 +1,5 @@
-//! Scoped locking for async code: [`AsyncLockGuard`] (released on drop without blocking) and
+//! Scoped locking for async code: [`AsyncLockGuard`] (released on drop without blocking, and
+//! telling when the server ended the grant: `is_lost`, `lost`, `is_contended`) and
 //! [`AsyncClient::with_lock`].
 //!
 //! As with the blocking guard, a guard unlocks only on the connection that granted the lock:
@@ -7,11 +8,12 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::conn::AsyncConn;
 use super::AsyncClient;
 use crate::client::answer::{self, Track};
-use crate::client::{Acquired, LockOptions, Result};
+use crate::client::{Acquired, LockOptions, LostReason, Result};
 use crate::protocol::Request;
 
 /// A held lock, released when the guard is dropped: drop queues an UNLOCK on the connection's
@@ -86,6 +88,81 @@ impl AsyncLockGuard {
         self.acquired.already_acquired()
     }
 
+    /// True when the server has ended this grant on its own (a LOST notice: its lease ran
+    /// out, its `max_hold` passed, or it was revoked) or the connection is gone: from then on
+    /// the holder must act as if it held nothing. As with the blocking
+    /// [`LockGuard::is_lost`](crate::client::LockGuard::is_lost), the newest
+    /// 64 notices of a connection are remembered.
+    ///
+    /// ```no_run
+    /// # async fn run(client: officer::client::tokio::AsyncClient) -> officer::client::Result<()> {
+    /// use officer::client::LockOptions;
+    /// use std::time::Duration;
+    /// let guard = client.lock_guard("job", LockOptions::new().lease(Duration::from_secs(5))).await?;
+    /// while !guard.is_lost() {
+    ///     // ... one bounded step of work, then renew ...
+    /// #   break;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn is_lost(&self) -> bool {
+        self.conn.is_lost() || self.conn.grant_lost(&self.full_name, self.token()).is_some()
+    }
+
+    /// Completes when the grant is lost (see [`AsyncLockGuard::is_lost`]): with the server's
+    /// reason for a LOST notice, or `None` when the connection ended and took the lock with
+    /// it. Cancel-safe: a watchdog to `select!` against the work done under the lock.
+    ///
+    /// ```no_run
+    /// # async fn run(client: officer::client::tokio::AsyncClient) -> officer::client::Result<()> {
+    /// use officer::client::{LockOptions, LostReason};
+    /// use std::time::Duration;
+    /// let guard = client.lock_guard("job", LockOptions::new().lease(Duration::from_secs(5))).await?;
+    /// match guard.lost().await {
+    ///     Some(LostReason::Revoked) => eprintln!("an operator took the lock away"),
+    ///     Some(reason) => eprintln!("the server ended the grant: {reason:?}"),
+    ///     None => eprintln!("the connection is gone, and the lock with it"),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn lost(&self) -> Option<LostReason> {
+        self.conn.wait_grant_lost(&self.full_name, self.token()).await
+    }
+
+    /// Waits until the grant is lost, at most `timeout` (`None`: forever); true when it was.
+    /// The async form of [`LockGuard::wait_lost`](crate::client::LockGuard::wait_lost).
+    ///
+    /// ```no_run
+    /// # async fn run(client: officer::client::tokio::AsyncClient) -> officer::client::Result<()> {
+    /// use std::time::Duration;
+    /// let guard = client.lock_guard("job", Default::default()).await?;
+    /// assert!(!guard.wait_lost(Some(Duration::from_millis(10))).await);
+    /// # Ok(()) }
+    /// ```
+    pub async fn wait_lost(&self, timeout: Option<Duration>) -> bool {
+        match timeout {
+            None => {
+                self.lost().await;
+                true
+            }
+            Some(t) => ::tokio::time::timeout(t, self.lost()).await.is_ok(),
+        }
+    }
+
+    /// True once the server said that someone waits behind this grant (a grant taken with
+    /// [`LockOptions::notify_contention`]): a hint to finish early.
+    ///
+    /// ```no_run
+    /// # async fn run(client: officer::client::tokio::AsyncClient) -> officer::client::Result<()> {
+    /// use officer::client::LockOptions;
+    /// let guard = client.lock_guard("batch", LockOptions::new().notify_contention()).await?;
+    /// if guard.is_contended() { /* wrap up */ }
+    /// # Ok(()) }
+    /// ```
+    pub fn is_contended(&self) -> bool {
+        self.conn.contended(&self.full_name, self.token())
+    }
+
     /// Releases the lock now and reports failures that drop would swallow: a connection lost
     /// while the guard was held means the critical section may not have been exclusive.
     /// Dropping this future before it completes still releases the lock.
@@ -102,7 +179,7 @@ impl AsyncLockGuard {
         }
         let track = Track::Unlock(self.full_name.clone());
         // Once queued the UNLOCK goes out whether or not this future is awaited to the end.
-        match self.conn.call(&Request::Unlock(&self.full_name), track).await {
+        match self.conn.call(Request::Unlock(&self.full_name), track).await {
             Ok(resp) => answer::unlock(self.acquired.name(), answer::refused(resp)?),
             Err(e) => {
                 // The full name ends with the caller's name; what precedes it is the namespace.

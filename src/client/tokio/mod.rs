@@ -156,17 +156,34 @@ impl AsyncClient {
         }
     }
 
-    async fn call(&self, conn: &AsyncConn, req: &Request<'_>, track: Track) -> Result<Response> {
+    async fn call(&self, conn: &AsyncConn, req: Request<'_>, track: Track) -> Result<Response> {
         self.answered(conn.call(req, track).await)
     }
 
     /// The full name of `name`, checked against the server's naming rules before sending,
     /// because an oversized name would make the server drop the whole connection.
     fn full_name(&self, conn: &AsyncConn, name: &str, allow_empty: bool) -> Result<String> {
-        let full = self.config.full_name(name);
+        // Two copies into one allocation: `format!` costs more than the rest of a request's
+        // building on the hot path.
+        let mut full = String::with_capacity(self.config.prefix.len() + name.len());
+        full.push_str(&self.config.prefix);
+        full.push_str(name);
         validate_name(full.as_bytes(), conn.hello().max_name, allow_empty)
             .map_err(|why| Error::invalid_name(name, why))?;
         Ok(full)
+    }
+
+    /// Sends LOCK on the current connection; the connection, the full name and the answer
+    /// (an ERROR answer as `Err`).
+    async fn lock_answer(&self, name: &str, opts: LockOptions) -> Result<(Arc<AsyncConn>, String, Response)> {
+        let conn = self.current().await?;
+        let full = self.full_name(&conn, name, false)?;
+        let resp = {
+            let req = answer::lock_request(&full, &opts);
+            conn.start_call(req, Track::Lock(full.clone()), Some(&full)).await
+        };
+        let resp = self.answered(resp)?;
+        Ok((conn, full, resp))
     }
 
     /// Locks on the current connection and returns it with the full name, for guards.
@@ -175,17 +192,9 @@ impl AsyncClient {
         name: &str,
         opts: LockOptions,
     ) -> Result<(Arc<AsyncConn>, String, Acquired)> {
-        let conn = self.current().await?;
-        let full = self.full_name(&conn, name, false)?;
-        let resp = {
-            let req = answer::lock_request(&full, &opts);
-            match conn.start_call(&req, Track::Lock(full.clone()), Some(&full)) {
-                Ok(call) => call.answer().await,
-                Err(e) => Err(e),
-            }
-        };
-        let acquired = answer::lock(name, self.answered(resp)?)?;
-        Ok((Arc::clone(&conn), full, acquired))
+        let (conn, full, resp) = self.lock_answer(name, opts).await?;
+        let acquired = answer::lock(name, resp)?;
+        Ok((conn, full, acquired))
     }
 
     /// Acquires `name`, waiting as `opts` says; see [`Client::lock`](crate::client::Client::lock)
@@ -207,7 +216,13 @@ impl AsyncClient {
     /// # Ok(()) }
     /// ```
     pub async fn lock(&self, name: &str, opts: LockOptions) -> Result<Acquired> {
-        self.lock_on(name, opts).await.map(|(_, _, acquired)| acquired)
+        let (_, mut full, resp) = self.lock_answer(name, opts).await?;
+        let granted = matches!(resp, Response::Acquired { .. } | Response::AlreadyAcquired { .. });
+        // A grant's name is the full name without the namespace: that buffer, not a copy.
+        let mut acquired = answer::lock(if granted { "" } else { name }, resp)?;
+        full.drain(..self.config.prefix.len());
+        acquired.name = full;
+        Ok(acquired)
     }
 
     /// Acquires `name` only if it is free (or already held by this connection); otherwise
@@ -240,7 +255,8 @@ impl AsyncClient {
     pub async fn unlock(&self, name: &str) -> Result<()> {
         let conn = self.current().await?;
         let full = self.full_name(&conn, name, false)?;
-        answer::unlock(name, self.call(&conn, &Request::Unlock(&full), Track::Unlock(full.clone())).await?)
+        let resp = conn.start_unlock(full).await;
+        answer::unlock(name, self.answered(resp)?)
     }
 
     /// Releases every lock of this connection and cancels its waits.
@@ -254,7 +270,7 @@ impl AsyncClient {
     /// ```
     pub async fn reset(&self) -> Result<()> {
         let conn = self.current().await?;
-        answer::reset(self.call(&conn, &Request::Reset, Track::Reset).await?)
+        answer::reset(self.call(&conn, Request::Reset, Track::Reset).await?)
     }
 
     /// Closes the connection (the server releases all its locks) and opens a new one. Waiting
@@ -341,7 +357,7 @@ impl AsyncClient {
     pub async fn locks_matching(&self, prefix: &str, max: u32) -> Result<Listing<LockInfo>> {
         let conn = self.current().await?;
         let full = self.full_name(&conn, prefix, true)?;
-        let resp = self.call(&conn, &Request::Locks(ListRequest { prefix: &full, max }), Track::None).await?;
+        let resp = self.call(&conn, Request::Locks(ListRequest { prefix: &full, max }), Track::None).await?;
         answer::locks(&self.config, resp)
     }
 
@@ -371,7 +387,7 @@ impl AsyncClient {
         let conn = self.current().await?;
         validate_name(prefix.as_bytes(), conn.hello().max_name, true)
             .map_err(|why| Error::invalid_name(prefix, why))?;
-        let resp = self.call(&conn, &Request::Connections(ListRequest { prefix, max }), Track::None).await?;
+        let resp = self.call(&conn, Request::Connections(ListRequest { prefix, max }), Track::None).await?;
         answer::connections(&self.config, resp)
     }
 
@@ -386,7 +402,7 @@ impl AsyncClient {
     /// ```
     pub async fn my_locks(&self) -> Result<MyLocks> {
         let conn = self.current().await?;
-        answer::my_locks(&self.config, self.call(&conn, &Request::MyLocks, Track::None).await?)
+        answer::my_locks(&self.config, self.call(&conn, Request::MyLocks, Track::None).await?)
     }
 
     /// The locks this connection holds and waits for whose names start with `prefix`, at
@@ -401,7 +417,7 @@ impl AsyncClient {
         let conn = self.current().await?;
         let full = self.full_name(&conn, prefix, true)?;
         let request = Request::MyLocksMatching(ListRequest { prefix: &full, max });
-        answer::my_locks_matching(&self.config, self.call(&conn, &request, Track::None).await?)
+        answer::my_locks_matching(&self.config, self.call(&conn, request, Track::None).await?)
     }
 
     /// The server's counters.
@@ -413,7 +429,7 @@ impl AsyncClient {
     /// ```
     pub async fn stats(&self) -> Result<Stats> {
         let conn = self.current().await?;
-        answer::stats(self.call(&conn, &Request::Stats, Track::None).await?)
+        answer::stats(self.call(&conn, Request::Stats, Track::None).await?)
     }
 
     /// The busiest locks: held longest, and with the most waiters; at most `max` of each
@@ -428,7 +444,7 @@ impl AsyncClient {
     /// ```
     pub async fn top(&self, max: u32) -> Result<Top> {
         let conn = self.current().await?;
-        answer::top(&self.config, self.call(&conn, &Request::Top(max), Track::None).await?)
+        answer::top(&self.config, self.call(&conn, Request::Top(max), Track::None).await?)
     }
 
     /// Round trip to the server; returns how long it took.
@@ -441,7 +457,7 @@ impl AsyncClient {
     pub async fn ping(&self) -> Result<Duration> {
         let conn = self.current().await?;
         let start = Instant::now();
-        answer::pong(self.call(&conn, &Request::Ping(&[]), Track::None).await?)?;
+        answer::pong(self.call(&conn, Request::Ping(&[]), Track::None).await?)?;
         Ok(start.elapsed())
     }
 

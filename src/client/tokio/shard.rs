@@ -303,6 +303,29 @@ impl AsyncShardedClient {
         self.fan_out(connected_only, f).await.into_iter().map(|(_, r)| r).collect()
     }
 
+    /// Runs `f` with every server's [`AsyncClient`] concurrently (connecting as needed) and
+    /// returns each server's result, failures included and naming their server, in server
+    /// order: for a caller that wants what the reachable servers say while one is down. The
+    /// async form of [`ShardedClient::each_server`](crate::client::ShardedClient::each_server).
+    ///
+    /// ```no_run
+    /// # async fn run(client: officer::client::tokio::AsyncShardedClient) {
+    /// for (server, answer) in client.each_server(|c| async move { c.stats().await }).await {
+    ///     match answer {
+    ///         Ok(stats) => println!("{server}: {:?} locks", stats.get("locks_held")),
+    ///         Err(e) => eprintln!("{e}"),
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub async fn each_server<T, F, Fut>(&self, f: F) -> Vec<(&str, Result<T>)>
+    where
+        F: Fn(Arc<AsyncClient>) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        self.fan_out(false, f).await
+    }
+
     /// Releases every lock and cancels every wait of this client on every server it is
     /// connected to; all are asked even when one fails.
     ///

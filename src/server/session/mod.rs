@@ -258,8 +258,6 @@ impl Session {
 
     fn on_frame<'a>(&mut self, frame: &Frame<'a>, config: &Config) -> Step<'a> {
         let rid = frame.request_id;
-        // Lock model v2 requests the server does not serve yet get the answer they got before
-        // they existed, so no client is granted less than it asked for (PROTOCOL.md §8).
         // Without admin rights an operator's request is refused before anything else is
         // looked at, so it learns nothing, not even whether its payload names anything (§6.12).
         if self.phase == Phase::Binary && !self.admin && matches!(frame.opcode, op::REVOKE | op::KICK) {
@@ -267,11 +265,7 @@ impl Session {
             let response = Response::error(ErrorCode::Forbidden, format!("{what} needs admin rights"));
             return Step::Reply { rid, response };
         }
-        let decoded = if refused_v2(frame.opcode) {
-            Err(DecodeError::UnknownOpcode(frame.opcode))
-        } else {
-            Request::decode(frame, config.max_name)
-        };
+        let decoded = Request::decode(frame, config.max_name);
         let request = match decoded {
             Ok(request) => request,
             Err(e) if e.is_fatal() => return fail(e),
@@ -364,12 +358,6 @@ fn fail(error: DecodeError) -> Step<'static> {
     Step::Close { reason: CloseReason::Protocol, response, cause: Cause::Decode(error) }
 }
 
-/// The lock model v2 requests this server does not serve yet: answered `unknown_opcode`, as
-/// before they were defined (PROTOCOL.md §8).
-fn refused_v2(opcode: u8) -> bool {
-    opcode == op::CONNECTIONS_DETAIL
-}
-
 /// Requests whose answer walks every lock or connection, or every lock of one connection (or
 /// /proc): they count as a whole turn of the connection's budget, so a pipeline of them is
 /// served one per turn of the loop, between everyone else's requests.
@@ -384,6 +372,7 @@ pub(crate) fn scans_the_table(opcode: u8) -> bool {
             | op::STATS
             | op::KICK
             | op::LOCKS_DETAIL
+            | op::CONNECTIONS_DETAIL
     )
 }
 
