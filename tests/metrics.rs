@@ -369,3 +369,31 @@ fn a_stream_of_scrapes_does_not_walk_the_lock_table_each_time() {
         previous = oldest;
     }
 }
+
+/// The gauges by mode (README "Metrics") count what is held: names and grants per mode, and
+/// the permits in use of the semaphores held with their limits summed.
+#[test]
+fn the_gauges_by_mode_count_held_names_grants_and_permits() {
+    use officer::client::{Client, LockOptions};
+    let server = with_metrics(0);
+    let connect = || Client::connect("127.0.0.1", server.addr().port()).expect("connect");
+    let (a, b) = (connect(), connect());
+    a.lock("m/x", LockOptions::try_once()).expect("exclusive");
+    a.lock("m/r", LockOptions::try_once().shared()).expect("reader");
+    b.lock("m/r", LockOptions::try_once().shared()).expect("reader");
+    a.lock("m/p", LockOptions::try_once().permits(2, 5)).expect("permits");
+    b.lock("m/p", LockOptions::try_once().permits(1, 5)).expect("permits");
+    let (_, body) = scrape(server.metrics_addr(), "/metrics");
+    for (line, v) in [
+        ("officer_locks_held_by_mode{mode=\"exclusive\"}", 1.0),
+        ("officer_locks_held_by_mode{mode=\"shared\"}", 1.0),
+        ("officer_locks_held_by_mode{mode=\"semaphore\"}", 1.0),
+        ("officer_grants_by_mode{mode=\"exclusive\"}", 1.0),
+        ("officer_grants_by_mode{mode=\"shared\"}", 2.0),
+        ("officer_grants_by_mode{mode=\"semaphore\"}", 2.0),
+        ("officer_semaphore_permits_in_use", 3.0),
+        ("officer_semaphore_permits_limit", 5.0),
+    ] {
+        assert_eq!(value(&body, line), v, "{line} in\n{body}");
+    }
+}

@@ -235,6 +235,45 @@ fn a_session_is_opened_or_resumed_only_on_a_fresh_connection() {
     assert!(matches!(c.call(&skip), Response::Error { code: ErrorCode::UnsupportedFlags, .. }));
 }
 
+/// What the wire shows of a detached session (README "Resumable sessions", PROTOCOL.md §8: no
+/// message has a field for a session's own remaining grace): CONNECTIONS lists it under its
+/// label marked ` (detached)` with what it holds; CONNECTIONS_DETAIL, whose entries name a
+/// connection id, leaves it out (it has no connection); STATS gives the soonest grace end.
+#[test]
+fn a_detached_session_is_listed_marked_and_stats_give_the_soonest_grace_end() {
+    use officer::protocol::ListRequest;
+    let server = server(u64::from(GRACE_MS));
+    let mut observer = Raw::connect(server.addr());
+    let (mut a, _ok) = open(server.addr(), GRACE_MS);
+    token_of(&a.call(&lock_req("listed")));
+    let label = match a.call(&Request::Connections(ListRequest { prefix: "", max: 0 })) {
+        Response::Connections { connections, .. } => {
+            let mine = connections.iter().find(|c| c.held == ["listed"]).expect("listed");
+            mine.label.clone()
+        }
+        other => panic!("expected CONNECTIONS_LIST, got {other:?}"),
+    };
+    assert_eq!(stat(&mut observer, "session_grace_left_min_ms"), 0, "none detached yet");
+    lose(a, &mut observer, 1);
+    match observer.call(&Request::Connections(ListRequest { prefix: &label, max: 0 })) {
+        Response::Connections { connections, truncated } => {
+            assert!(!truncated);
+            let labels: Vec<&str> = connections.iter().map(|c| c.label.as_str()).collect();
+            assert_eq!(labels, [format!("{label} (detached)")], "{connections:?}");
+            assert_eq!(connections[0].held, ["listed"]);
+        }
+        other => panic!("expected CONNECTIONS_LIST, got {other:?}"),
+    }
+    match observer.call(&Request::ConnectionsDetail(ListRequest { prefix: &label, max: 0 })) {
+        Response::ConnectionsDetail { connections, truncated } => {
+            assert!(connections.is_empty() && !truncated, "{connections:?}");
+        }
+        other => panic!("expected CONNECTIONS_DETAIL_LIST, got {other:?}"),
+    }
+    let left = stat(&mut observer, "session_grace_left_min_ms");
+    assert!(left > 0 && left <= u64::from(GRACE_MS) + 1, "{left}");
+}
+
 /// Runs `work` while a bystander connection pings as fast as it can; returns its latencies,
 /// sorted.
 fn bystander_during(addr: SocketAddr, work: impl FnOnce()) -> Vec<Duration> {

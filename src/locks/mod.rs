@@ -33,6 +33,7 @@
 //! `release` the batched RESET and detach; `listing` and `top` the read-only views and metrics;
 //! `check` a self-check for tests.
 
+mod census;
 mod check;
 mod command;
 #[cfg(test)]
@@ -63,6 +64,7 @@ mod tests;
 mod top;
 
 pub use crate::wheel::Tick;
+pub use census::ModeCensus;
 pub use command::{Command, LockOpts, SessionId};
 pub use histogram::{Histogram, BOUNDS_MS};
 pub use holders::Mode;

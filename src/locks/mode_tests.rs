@@ -300,3 +300,28 @@ fn shared_grants_are_released_in_acquisition_order_by_reset_and_detach() {
     assert_eq!(out, [(3, 1, acquired(10)), (3, 1, acquired(11)), (3, 1, acquired(12))]);
     assert_eq!(t.table.stats().locks_held, 4);
 }
+
+#[test]
+fn the_mode_census_counts_names_grants_and_permits_of_each_mode() {
+    let mut t = T::new();
+    assert_eq!(t.table.mode_census(), ModeCensus::default(), "an empty table");
+    t.lock(0, 1, 1, "x1", X);
+    t.lock(0, 2, 1, "x2", X);
+    t.lock(0, 3, 1, "x2", X);
+    for s in 1..=3 {
+        t.lock(1, s, 2, "r", S);
+    }
+    t.lock(2, 4, 1, "p", permits(2, 5));
+    t.lock(2, 5, 1, "p", permits(1, 5));
+    t.lock(2, 6, 1, "p", permits(3, 5));
+    t.lock(2, 7, 1, "q", permits(1, 2));
+    let census = t.table.mode_census();
+    assert_eq!(census.locks, [2, 1, 2], "x1 x2; r; p q");
+    assert_eq!(census.grants, [2, 3, 3], "a waiter of x2 and of p is no grant");
+    assert_eq!((census.permits_in_use, census.permits_limit), (4, 7), "2 + 1 of 5, 1 of 2");
+    t.unlock(3, 4, 2, "p");
+    t.unlock(3, 1, 3, "x1");
+    let census = t.table.mode_census();
+    assert_eq!((census.locks, census.grants), ([1, 1, 2], [1, 3, 3]), "the waiter of p got 3");
+    assert_eq!(census.permits_in_use, 5);
+}

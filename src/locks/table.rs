@@ -61,17 +61,17 @@ pub struct LockTable {
     pub(super) release_batch: usize,
     /// What RESETs and detaches may still release inline until the next release step.
     pub(super) inline_budget: usize,
+    /// Sessions detached now (`suspend`): while 0, `apply` diverts nothing.
+    pub(super) detached: usize,
+    /// Where in the caller's output list `apply`'s outputs not yet diverted begin (`suspend`).
+    pub(super) divert_from: usize,
+    pub(super) session_stats: SessionStats,
     /// REVOKEs of every grant of a name still revoking, oldest first (`revoke`).
     pub(super) revoking: VecDeque<Revoke>,
     /// Most grants one REVOKE, or one revoke step, ends.
     pub(super) revoke_batch: usize,
     /// Reused buffer for the grants of one revoke batch.
     pub(super) revoked: Vec<Holder>,
-    /// Sessions detached now (`suspend`): while 0, `apply` diverts nothing.
-    pub(super) detached: usize,
-    /// Where in the caller's output list `apply`'s outputs not yet diverted begin (`suspend`).
-    pub(super) divert_from: usize,
-    pub(super) session_stats: SessionStats,
 }
 
 /// The most queue entries a LOCKS entry reports (PROTOCOL.md §4.12).
@@ -145,12 +145,12 @@ impl LockTable {
             expire_batch: EXPIRE_BATCH,
             release_batch: RELEASE_BATCH,
             inline_budget: RELEASE_BATCH,
-            revoking: VecDeque::new(),
-            revoke_batch: REVOKE_BATCH,
-            revoked: Vec::new(),
             detached: 0,
             divert_from: 0,
             session_stats: SessionStats::default(),
+            revoking: VecDeque::new(),
+            revoke_batch: REVOKE_BATCH,
+            revoked: Vec::new(),
         }
     }
 

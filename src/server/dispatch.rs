@@ -143,10 +143,8 @@ impl Host for Server {
             Request::Kick(victim) => return self.kick(key, rid, victim, now),
             Request::SessionResume(resume) => return self.resume_session(key, rid, resume, now),
             Request::Goodbye => return self.goodbye(key, rid, now),
+            Request::ConnectionsDetail(list) => return self.connections_detail(key, rid, list, now),
             _ => {}
-        }
-        if let Request::ConnectionsDetail(list) = request {
-            return self.connections_detail(key, rid, list, now);
         }
         let Some(conn) = self.conns.get(key) else { return };
         let (sid, admin) = (conn.sid, conn.session.is_admin());
@@ -282,9 +280,9 @@ pub(crate) fn run(
         )),
         // The server closes connections itself (it takes KICK before `run`) and answers
         // CONNECTIONS_DETAIL itself (it knows the connection ids), the session answers
-        // ADMIN_AUTH: refused here, should one arrive (the loopback host has no ids).
-        // The server takes SESSION_RESUME and GOODBYE before `run` too (they move or close
-        // connections); a host without connections (the loopback) refuses them.
+        // ADMIN_AUTH; the server takes SESSION_RESUME and GOODBYE before `run` too (they move
+        // or close connections): refused here, should one arrive (the loopback host has no
+        // connections).
         Request::Kick(_)
         | Request::AdminAuth(_)
         | Request::ConnectionsDetail(_)

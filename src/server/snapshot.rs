@@ -144,6 +144,8 @@ pub(super) struct TopLocks {
     pub per_lock: u32,
     pub longest_held: Vec<TopEntry>,
     pub deepest_queues: Vec<TopEntry>,
+    /// Held locks, grants and permits by mode, from the same pass.
+    pub modes: crate::locks::ModeCensus,
 }
 
 /// The metrics endpoint's counters; `dropped` is by reason label, in exposition order.

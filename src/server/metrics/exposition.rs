@@ -7,7 +7,7 @@
 
 use std::fmt::Write as _;
 
-use crate::locks::{Histogram, TableStats};
+use crate::locks::{Histogram, ModeCensus, TableStats};
 use crate::protocol::TopEntry;
 use crate::server::snapshot::{ProcessFigures, ScrapeCounts, Snapshot, TopLocks, TRAFFIC};
 
@@ -39,7 +39,12 @@ pub(in crate::server) fn render(snap: &Snapshot) -> String {
 }
 
 /// What an empty lock table shows.
-const NO_LOCKS: TopLocks = TopLocks { per_lock: 0, longest_held: Vec::new(), deepest_queues: Vec::new() };
+const NO_LOCKS: TopLocks = TopLocks {
+    per_lock: 0,
+    longest_held: Vec::new(),
+    deepest_queues: Vec::new(),
+    modes: ModeCensus { locks: [0; 3], grants: [0; 3], permits_in_use: 0, permits_limit: 0 },
+};
 
 fn render_table(m: &mut String, t: &TableStats) {
     header(m, "officer_lock_results_total", "counter", "Lock and unlock outcomes by result.");
@@ -86,6 +91,22 @@ fn render_top(m: &mut String, top: &TopLocks) {
     gauge(m, "officer_max_queue_depth", "Waiters of the lock with the deepest queue.", deepest.into());
     if top.per_lock > 0 {
         render_per_lock(m, &top.longest_held, &top.deepest_queues);
+    }
+    render_modes(m, &top.modes);
+}
+
+/// The gauges by mode, as `MODES` describes them.
+fn render_modes(m: &mut String, census: &ModeCensus) {
+    for s in &super::MODES {
+        match s.value {
+            super::ModeValue::ByMode(value) => {
+                header(m, s.series, "gauge", s.help);
+                for (mode, v) in ModeCensus::MODES.iter().zip(value(census)) {
+                    let _ = writeln!(m, "{}{{mode=\"{mode}\"}} {v}", s.series);
+                }
+            }
+            super::ModeValue::Total(value) => gauge(m, s.series, s.help, value(census)),
+        }
     }
 }
 
@@ -249,6 +270,12 @@ mod tests {
                 per_lock: 2,
                 longest_held: vec![entry("old", 1500, 0), entry("new", 250, 1)],
                 deepest_queues: vec![entry("new", 250, 1)],
+                modes: ModeCensus {
+                    locks: [61, 62, 63],
+                    grants: [64, 65, 66],
+                    permits_in_use: 67,
+                    permits_limit: 68,
+                },
             }),
             scrapes: Some(ScrapeCounts {
                 served: 41,
@@ -310,6 +337,14 @@ mod tests {
             "officer_longest_hold_seconds{name=\"old\"} 1.500\n",
             "officer_longest_hold_seconds{name=\"new\"} 0.250\n",
             "officer_queue_depth{name=\"new\"} 1\n",
+            "officer_locks_held_by_mode{mode=\"exclusive\"} 61\n",
+            "officer_locks_held_by_mode{mode=\"shared\"} 62\n",
+            "officer_locks_held_by_mode{mode=\"semaphore\"} 63\n",
+            "officer_grants_by_mode{mode=\"exclusive\"} 64\n",
+            "officer_grants_by_mode{mode=\"shared\"} 65\n",
+            "officer_grants_by_mode{mode=\"semaphore\"} 66\n",
+            "officer_semaphore_permits_in_use 67\n",
+            "officer_semaphore_permits_limit 68\n",
             "officer_metrics_scrapes_total 41\n",
             "officer_metrics_table_scans_total 42\n",
             "officer_metrics_scrapes_dropped_total{reason=\"evicted\"} 43\n",
@@ -349,6 +384,10 @@ mod tests {
                 "officer_max_queue_depth gauge",
                 "officer_longest_hold_seconds gauge",
                 "officer_queue_depth gauge",
+                "officer_locks_held_by_mode gauge",
+                "officer_grants_by_mode gauge",
+                "officer_semaphore_permits_in_use gauge",
+                "officer_semaphore_permits_limit gauge",
                 "officer_metrics_scrapes_total counter",
                 "officer_metrics_table_scans_total counter",
                 "officer_metrics_scrapes_dropped_total counter",
@@ -365,7 +404,10 @@ mod tests {
         let snap = Snapshot { top: None, scrapes: None, ..snapshot() };
         let m = render(&snap);
         assert!(
-            m.contains("officer_oldest_hold_seconds 0.000\n") && m.contains("officer_max_queue_depth 0\n"),
+            m.contains("officer_oldest_hold_seconds 0.000\n")
+                && m.contains("officer_max_queue_depth 0\n")
+                && m.contains("officer_locks_held_by_mode{mode=\"shared\"} 0\n")
+                && m.contains("officer_semaphore_permits_in_use 0\n"),
             "{m}"
         );
         for absent in ["officer_longest_hold_seconds", "officer_queue_depth", "officer_metrics_"] {

@@ -16,6 +16,7 @@
 //! answer: the rendering never reads the server, so it is tested with hand-built snapshots.
 
 mod exposition;
+mod modes;
 mod sessions;
 
 use std::io::{ErrorKind, Read, Write};
@@ -25,10 +26,12 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
 
 pub(super) use exposition::render;
+pub(super) use modes::{ModeValue, MODES};
 pub(super) use sessions::{SessionFigures, SESSIONS};
 
 use super::snapshot::{ScrapeCounts, TopLocks};
 use super::Server;
+use crate::locks::ModeCensus;
 use crate::protocol::{Response, TopEntry};
 use crate::wheel::Tick;
 
@@ -93,12 +96,13 @@ impl Dropped {
     }
 }
 
-/// One pass over the lock table for the hold and queue gauges, reused by the scrapes of the
-/// next TOP_REUSE_MS: a stream of scrapes costs at most one O(locks) pass a second.
+/// One pass over the lock table for the hold, queue and mode gauges, reused by the scrapes of
+/// the next TOP_REUSE_MS: a stream of scrapes costs at most one O(locks) pass a second.
 struct TopPass {
     at: Tick,
     longest_held: Vec<TopEntry>,
     deepest_queues: Vec<TopEntry>,
+    modes: ModeCensus,
 }
 
 pub(super) struct Metrics {
@@ -366,38 +370,43 @@ impl Server {
         }
     }
 
-    /// The longest holds and deepest queues `/metrics` shows: from the endpoint's pass when
-    /// it is at most TOP_REUSE_MS old (hold times advanced to `now`; a lock released since may
-    /// still show until the next pass), else from a new pass, which is counted.
+    /// The longest holds, deepest queues and the census by mode `/metrics` shows: from the
+    /// endpoint's pass when it is at most TOP_REUSE_MS old (hold times advanced to `now`; a lock
+    /// released since may still show, and the census be as old, until the next pass), else from
+    /// a new pass, which is counted.
     pub(super) fn top_locks(&mut self, now: Tick) -> TopLocks {
         let per_lock = self.config.metrics_per_lock.min(MAX_PER_LOCK);
         let n = per_lock.max(1);
-        let scan = || match self.table.top(now, n) {
-            Response::Top { longest_held, deepest_queues } => (longest_held, deepest_queues),
-            _ => (Vec::new(), Vec::new()),
+        let scan = || {
+            let modes = self.table.mode_census();
+            match self.table.top(now, n) {
+                Response::Top { longest_held, deepest_queues } => (longest_held, deepest_queues, modes),
+                _ => (Vec::new(), Vec::new(), modes),
+            }
         };
-        let (longest_held, deepest_queues) = match &mut self.metrics {
+        let (longest_held, deepest_queues, modes) = match &mut self.metrics {
             None => scan(),
             Some(metrics) => match metrics.top.as_ref().filter(|p| now < p.at + TOP_REUSE_MS) {
                 Some(pass) => {
                     let age = now.saturating_sub(pass.at);
                     let held =
                         pass.longest_held.iter().map(|e| TopEntry { held_ms: e.held_ms + age, ..e.clone() });
-                    (held.collect(), pass.deepest_queues.clone())
+                    (held.collect(), pass.deepest_queues.clone(), pass.modes)
                 }
                 None => {
-                    let (longest_held, deepest_queues) = scan();
+                    let (longest_held, deepest_queues, modes) = scan();
                     metrics.table_scans += 1;
                     metrics.top = Some(TopPass {
                         at: now,
                         longest_held: longest_held.clone(),
                         deepest_queues: deepest_queues.clone(),
+                        modes,
                     });
-                    (longest_held, deepest_queues)
+                    (longest_held, deepest_queues, modes)
                 }
             },
         };
-        TopLocks { per_lock, longest_held, deepest_queues }
+        TopLocks { per_lock, longest_held, deepest_queues, modes }
     }
 
     /// The endpoint's own counters, when it is enabled.
