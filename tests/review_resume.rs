@@ -212,8 +212,13 @@ fn a_resume_at_the_edge_of_the_grace_is_all_or_nothing() {
         let (mut a, ok) = open(addr, 5);
         let token = token_of(&a.call(&lock_req(&name)));
         let mut b = Raw::connect(addr);
+        let expired = stat(&mut observer, "sessions_expired");
         drop(a);
-        // Whatever the server has noticed by now: still attached, detached, or ended.
+        // Resume only once the server has noticed the loss: the 5 ms grace is then running
+        // (or already over).
+        wait_until("the loss is noticed", WAIT, || {
+            stat(&mut observer, "sessions_detached") == 1 || stat(&mut observer, "sessions_expired") > expired
+        });
         match b.call(&resume_req(&ok)) {
             Response::Resumed(_) => {
                 resumed += 1;
@@ -408,4 +413,41 @@ fn the_json_mode_is_unaffected_by_sessions() {
     wait_until("released at once", WAIT, || stat(&mut observer, "locks_held") == 0);
     assert_eq!(stat(&mut observer, "sessions_detached"), 0);
     assert_eq!(stat(&mut observer, "sessions_opened"), 0);
+}
+
+/// The server dies (its goodbye never reaches the client: the proxy is frozen, then reset) and
+/// a new one starts on the same port: the client's resume finds no such session, so its guard
+/// reports the lock lost rather than believing it still held, and the new server's clients can
+/// take the name.
+#[test]
+fn a_server_restart_reports_the_lock_lost_not_silently_held() {
+    use officer::client::{Client, LockOptions};
+    use officer::server::Listen;
+    let grace = Duration::from_millis(u64::from(GRACE_MS));
+    let first = TestServer::start_with(|c| {
+        c.max_session_grace = grace;
+        c.drain_timeout = Duration::from_millis(100);
+    });
+    let addr = first.addr();
+    let proxy = support::proxy::Proxy::start(addr);
+    let client = Client::builder()
+        .host("127.0.0.1")
+        .port(proxy.port())
+        .session_grace(grace)
+        .connect()
+        .expect("connect through the proxy");
+    assert!(client.session().is_some(), "the session is open");
+    let guard = client.lock_guard("restart/r", LockOptions::new()).expect("lock");
+    proxy.freeze();
+    first.stop();
+    let _second = TestServer::start_with(|c| {
+        c.listen = Listen::Tcp(addr);
+        c.max_session_grace = grace;
+    });
+    proxy.reset_all();
+    proxy.thaw();
+    assert!(guard.wait_lost(Some(WAIT)), "the guard never reported the loss");
+    assert!(guard.is_lost());
+    let observer = Client::connect("127.0.0.1", addr.port()).expect("connect to the new server");
+    observer.try_lock("restart/r").expect("the name is free on the new server");
 }
