@@ -1,7 +1,9 @@
 //! Adversarial review of resumable sessions (issue 14, PROTOCOL.md §6.14) over real sockets:
 //! wrong secrets in bulk, racing resumes of one session, GOODBYE inside a pipeline, a takeover
 //! of a connection mid-pipeline, resumes at the very edge of the grace, a large replay, session
-//! requests in the wrong state, lock-delay after a grace ends, and the JSON mode beside sessions.
+//! requests in the wrong state, lock-delay after a grace ends, the JSON mode beside sessions, a
+//! fatal error as a loss, an expired grace's waits leaving their queues, a wait pending at resume,
+//! and the client across a server restart.
 //! Each test runs its own server on 127.0.0.1:0 and waits on events, never on time. A test that
 //! shows a bug is kept `#[ignore = "BUG: ..."]` so the suite stays green.
 
@@ -452,4 +454,80 @@ fn a_server_restart_reports_the_lock_lost_not_silently_held() {
     assert!(guard.is_lost());
     let observer = Client::connect("127.0.0.1", addr.port()).expect("connect to the new server");
     observer.try_lock("restart/r").expect("the name is free on the new server");
+}
+
+/// A fatal protocol error is a loss like any other (§6.14): the session is detached, not
+/// ended, and a resume finds its lock and token.
+#[test]
+fn a_fatal_error_detaches_the_session_rather_than_ending_it() {
+    let server = server(u64::from(GRACE_MS));
+    let mut observer = Raw::connect(server.addr());
+    let (mut a, ok) = open(server.addr(), GRACE_MS);
+    let token = token_of(&a.call(&lock_req("x")));
+    // A length prefix of 1: shorter than any frame.
+    a.send_bytes(&[0, 0, 0, 1, 0]).expect("write");
+    let (_, closed) = a.wait_closed(WAIT);
+    assert!(closed, "a fatal error closes the connection");
+    wait_until("detached", WAIT, || stat(&mut observer, "sessions_detached") == 1);
+    let mut b = Raw::connect(server.addr());
+    assert!(matches!(b.call(&resume_req(&ok)), Response::Resumed(_)));
+    assert_eq!(b.call(&lock_req("x")), Response::AlreadyAcquired { token });
+}
+
+/// A detached session queued between a holder and another waiter: when its grace ends, its
+/// wait leaves the queue with it, so the holder's release goes to the waiter behind, not to a
+/// ghost; and a grant the detached session got first goes on to that waiter when the grace ends.
+#[test]
+fn an_expired_grace_takes_the_sessions_waits_out_of_the_queues() {
+    let server = server(50);
+    let addr = server.addr();
+    let mut holder = Raw::connect(addr);
+    let first = token_of(&holder.call(&lock_req("q")));
+    token_of(&holder.call(&lock_req("r")));
+    let (mut a, _ok) = open(addr, 50);
+    a.send(&lock_req("q"));
+    a.send(&lock_req("r"));
+    wait_until("the session queues", WAIT, || stat(&mut holder, "waiters") == 2);
+    let mut behind = Raw::connect(addr);
+    let q_rid = behind.send(&lock_req("q"));
+    wait_until("the other waiter queues", WAIT, || stat(&mut holder, "waiters") == 3);
+    drop(a);
+    wait_until("detached", WAIT, || stat(&mut holder, "sessions_detached") == 1);
+    // "r" is granted to the detached session now; "q" stays held until after the grace.
+    assert_eq!(holder.call(&Request::Unlock("r")), Response::Released);
+    wait_until("the grace ends", WAIT, || stat(&mut holder, "sessions_expired") == 1);
+    assert_eq!(holder.call(&Request::Unlock("q")), Response::Released);
+    let (rid, response) = behind.recv();
+    assert_eq!(rid, q_rid);
+    assert!(token_of(&response) > first);
+    let r = token_of(&holder.call(&try_lock_req("r")));
+    assert!(r > first, "the grant held for the session was released when its grace ended");
+    assert_eq!(stat(&mut holder, "waiters"), 0);
+}
+
+/// After a resume, a wait still pending is answered on the new connection under the id it had
+/// on the old one; the client resending that LOCK (its answer might have been lost) is told
+/// ALREADY_WAITING and keeps its place.
+#[test]
+fn a_wait_pending_at_resume_is_answered_later_under_its_first_id() {
+    let server = server(u64::from(GRACE_MS));
+    let addr = server.addr();
+    let mut holder = Raw::connect(addr);
+    let held = token_of(&holder.call(&lock_req("p")));
+    let (mut a, ok) = open(addr, GRACE_MS);
+    let first_rid = a.send(&lock_req("p"));
+    wait_until("the session queues", WAIT, || stat(&mut holder, "waiters") == 1);
+    let mut behind = Raw::connect(addr);
+    behind.send(&lock_req("p"));
+    wait_until("the other waiter queues", WAIT, || stat(&mut holder, "waiters") == 2);
+    drop(a);
+    wait_until("detached", WAIT, || stat(&mut holder, "sessions_detached") == 1);
+    let mut b = Raw::connect(addr);
+    assert_eq!(b.call(&resume_req(&ok)), Response::Resumed(Resumed { grace_ms: GRACE_MS, replayed: 0 }));
+    assert_eq!(b.call(&lock_req("p")), Response::AlreadyWaiting, "the resent LOCK");
+    assert_eq!(holder.call(&Request::Unlock("p")), Response::Released);
+    let (rid, response) = b.recv();
+    assert_eq!(rid, first_rid, "answered under the first LOCK's id");
+    assert!(token_of(&response) > held);
+    assert_eq!(stat(&mut holder, "waiters"), 1, "the other waiter is still behind");
 }
