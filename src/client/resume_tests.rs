@@ -186,6 +186,45 @@ fn requests_whose_answers_were_lost_in_flight_are_answered_after_the_resume() {
 }
 
 #[test]
+fn two_locks_of_one_name_lost_in_flight_make_one_fresh_grant_not_two() {
+    let (client, done) = session_client(|listener| {
+        // Two threads lock the same name; the connection drops before either answer arrives
+        // (the server had granted one and answered the other ALREADY_ACQUIRED).
+        let mut first = open(&listener);
+        let (a, b) = (first.recv(), first.recv());
+        assert_eq!(
+            (a.opcode, b.opcode, a.name.as_str(), b.name.as_str()),
+            (op::LOCK, op::LOCK, "same", "same")
+        );
+        first.cut();
+        let mut second = resume(&listener, 0);
+        let (a, b) = (second.recv(), second.recv());
+        second.send(a.id, &Response::AlreadyAcquired { token: 4 });
+        second.send(b.id, &Response::AlreadyAcquired { token: 4 });
+        let bye = second.expect(op::GOODBYE);
+        second.send(bye, &Response::ResetOk);
+    });
+    let nested: Vec<bool> = thread::scope(|s| {
+        let threads: Vec<_> = (0..2).map(|_| s.spawn(|| client.lock("same", LockOptions::new()))).collect();
+        threads
+            .into_iter()
+            .map(|t| {
+                let guard = t.join().expect("thread").expect("lock");
+                assert_eq!(guard.token(), 4);
+                let nested = guard.already_acquired();
+                // The nested guard must not release the grant the fresh one owns.
+                std::mem::forget(guard);
+                nested
+            })
+            .collect()
+    });
+    let fresh = nested.iter().filter(|n| !**n).count();
+    assert_eq!(fresh, 1, "exactly one caller owns the grant: {nested:?}");
+    drop(client);
+    done.recv_timeout(LIMIT).expect("script finished");
+}
+
+#[test]
 fn a_replayed_answer_reaches_its_caller_and_is_not_sent_again() {
     let (client, done) = session_client(|listener| {
         let mut first = open(&listener);
