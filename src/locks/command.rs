@@ -59,8 +59,8 @@ pub enum Command {
     /// `Resumed` to `session` (then the kept outputs), or refused to `from` (`suspend.rs`).
     Resume { session: SessionId, request_id: u32, from: SessionId, secret: [u8; SESSION_SECRET_LEN] },
     /// One turn of work that was left for later: continue pending RESET and detach releases
-    /// (refilling the inline release budget) and REVOKEs of many grants, then time out the waits due by `now`, each
-    /// bounded by its batch. The server applies it once per turn of its loop.
+    /// (refilling the inline release budget), REVOKEs of many grants and runs of waiters too
+    /// long to grant at once, then time out the waits due by `now`, each bounded by its batch. The server applies it once per turn of its loop.
     Expire,
 }
 
@@ -116,6 +116,7 @@ impl LockTable {
             Command::Expire => {
                 self.release_step(now, out);
                 self.revoke_step(now, out);
+                self.grant_step(now, out);
                 self.expire(now, out);
             }
         }

@@ -138,24 +138,39 @@ impl LockTable {
 
     /// Grants the head of lock `key`'s queue while it fits beside the holders, then removes the
     /// lock if no one holds it. Costs one admission check when nothing fits (every exclusive
-    /// lock with a holder), else O(1) per grant.
+    /// lock with a holder), else O(1) per grant, for at most `GRANT_BATCH` grants: a longer run
+    /// that fits (readers, permits) goes on in the grant steps of the next turns.
     pub(super) fn grant_waiters(&mut self, now: Tick, key: u32, out: &mut Vec<Output>) {
-        let mut granted = false;
+        self.grant_run(now, key, self.grant_batch, out);
+    }
+
+    /// Grants the head of lock `key`'s queue while it fits, at most `limit` waiters; a run cut
+    /// short by the limit puts the lock in `granting`, for the grant step of a later
+    /// `Command::Expire` to go on. Returns the waiters taken off the queue.
+    fn grant_run(&mut self, now: Tick, key: u32, limit: usize, out: &mut Vec<Output>) -> usize {
+        let (mut taken, mut granted) = (0, false);
         loop {
-            let Some(lock) = self.store.get_mut(key) else { return };
+            let Some(lock) = self.store.get_mut(key) else { return taken };
             if lock.delay_until != 0 {
-                return;
+                return taken;
             }
             let Some(head) = lock.waiters.front() else {
                 if lock.holders.is_empty() {
                     self.store.remove(key);
                 }
-                return;
+                return taken;
             };
             if !lock.holders.admits(head.weight) {
                 break;
             }
-            let Some(waiter) = lock.waiters.pop_front() else { return };
+            if taken == limit {
+                // A long run of readers (or of small permit requests) at the head: the rest
+                // wait their turn, still at the head, so no later request passes them.
+                self.granting.push_back(key);
+                break;
+            }
+            taken += 1;
+            let Some(waiter) = lock.waiters.pop_front() else { return taken };
             lock.shrink_queue();
             self.waiters -= 1;
             if let Some(timer) = waiter.timer {
@@ -189,6 +204,25 @@ impl LockTable {
         if granted {
             self.notify_contention(key, out);
         }
+        taken
+    }
+
+    /// One turn's grant step (`Command::Expire`): goes on with the runs `grant_run` cut short,
+    /// at most `grant_batch` waiters in all, oldest run first.
+    pub(super) fn grant_step(&mut self, now: Tick, out: &mut Vec<Output>) {
+        let mut budget = self.grant_batch;
+        while budget > 0 {
+            let Some(key) = self.granting.pop_front() else { break };
+            // A key whose lock went (or was reused) costs one look: only a head that fits is
+            // granted, which is what any lock's queue wants after any change.
+            budget -= self.grant_run(now, key, budget, out).clamp(1, budget);
+        }
+    }
+
+    /// Changes the most waiters one release, or one grant step, grants (at least 1): tests use
+    /// small ones to exercise batching with few waiters.
+    pub fn set_grant_batch(&mut self, batch: usize) {
+        self.grant_batch = batch.max(1);
     }
 
     /// Links lock `key`, just granted to `session`, at the end of its holds.

@@ -72,7 +72,7 @@ pub use lease::LOST_MEMORY;
 pub use name::Name;
 pub use revoke::REVOKE_BATCH;
 pub use suspend::{DetachedInfo, SessionStats, DETACHED_SUFFIX};
-pub use table::{LockTable, EXPIRE_BATCH, REFUSAL_QUEUE_MAX, RELEASE_BATCH};
+pub use table::{LockTable, EXPIRE_BATCH, GRANT_BATCH, REFUSAL_QUEUE_MAX, RELEASE_BATCH};
 
 /// Capacities of the table's containers, to check that memory is given back after a burst.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -325,3 +325,60 @@ fn the_mode_census_counts_names_grants_and_permits_of_each_mode() {
     assert_eq!((census.locks, census.grants), ([1, 1, 2], [1, 3, 3]), "the waiter of p got 3");
     assert_eq!(census.permits_in_use, 5);
 }
+
+#[test]
+fn a_long_run_of_readers_is_granted_in_batches_and_no_later_reader_passes_it() {
+    let mut t = T::new();
+    t.table.set_grant_batch(2);
+    assert_eq!(t.lock(0, 1, 1, "r", X), [(1, 1, acquired(1))]);
+    for s in 2..=6 {
+        assert_eq!(t.lock(1, s, 1, "r", S), []);
+    }
+    assert_eq!(t.lock(2, 7, 1, "r", X), []);
+    assert_eq!(t.lock(2, 8, 1, "r", S), []);
+    let out = t.unlock(3, 1, 2, "r");
+    assert_eq!(out, [(1, 2, Response::Released), (2, 1, acquired(2)), (3, 1, acquired(3))]);
+    assert!(t.table.has_pending_releases(), "the rest of the run is left for the grant step");
+    assert_eq!(t.lock(4, 9, 1, "r", S), [], "a reader arriving meanwhile queues behind the run");
+    assert_eq!(t.apply(5, Command::Expire), [(4, 1, acquired(4)), (5, 1, acquired(5))]);
+    assert_eq!(t.apply(6, Command::Expire), [(6, 1, acquired(6))], "the run ends at the writer");
+    assert!(!t.table.has_pending_releases());
+    assert_eq!(t.apply(7, Command::Expire), []);
+    assert_eq!(t.table.stats().waiters, 3, "the writer and the two readers behind it");
+}
+
+#[test]
+fn one_release_before_thousands_of_readers_grants_at_most_a_batch_per_step() {
+    let mut t = T::new();
+    let n = 2 * GRANT_BATCH as u64 + 500;
+    // Set up without the self-check after every step (it walks the whole table).
+    let mut out = Vec::new();
+    for s in 10..10 + n {
+        t.table.apply(0, &Command::Attach { session: SessionId(s), label: format!("c{s}") }, &mut out);
+    }
+    assert_eq!(t.lock(0, 1, 1, "r", X), [(1, 1, acquired(1))]);
+    for s in 10..10 + n {
+        let cmd = Command::Lock {
+            session: SessionId(s),
+            request_id: 1,
+            name: Name::from("r"),
+            timeout_ms: None,
+            queue_max: None,
+            opts: LockOpts { mode: S, ..LockOpts::default() },
+        };
+        t.table.apply(1, &cmd, &mut out);
+    }
+    assert!(out.is_empty(), "every reader waits behind the writer");
+    let mut granted = t.unlock(2, 1, 2, "r").len() - 1;
+    assert_eq!(granted, GRANT_BATCH);
+    let mut steps = 0;
+    while t.table.has_pending_releases() {
+        let out = t.apply(3, Command::Expire);
+        assert!(out.len() <= GRANT_BATCH, "{} grants in one step", out.len());
+        granted += out.len();
+        steps += 1;
+        assert!(steps <= 3, "it ends");
+    }
+    assert_eq!(granted as u64, n, "every reader is granted");
+    assert_eq!(t.table.stats().waiters, 0);
+}

@@ -96,10 +96,11 @@ impl LockTable {
         self.release_batch - budget
     }
 
-    /// Whether RESETs or detaches are still releasing holds: the server then polls
-    /// without sleeping and calls a release step (`Command::Expire`) each turn.
+    /// Whether RESETs or detaches are still releasing holds, REVOKEs revoking or runs of
+    /// waiters granting: the server then polls without sleeping and applies
+    /// `Command::Expire` each turn.
     pub fn has_pending_releases(&self) -> bool {
-        !self.releasing.is_empty() || !self.revoking.is_empty()
+        !self.releasing.is_empty() || !self.revoking.is_empty() || !self.granting.is_empty()
     }
 
     /// Whether `session` has a RESET still releasing, or a REVOKE still revoking (`revoke`):

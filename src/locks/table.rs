@@ -72,6 +72,10 @@ pub struct LockTable {
     pub(super) revoke_batch: usize,
     /// Reused buffer for the grants of one revoke batch.
     pub(super) revoked: Vec<Holder>,
+    /// Locks whose run of waiters that fit was cut at `grant_batch` (`grant`), oldest first.
+    pub(super) granting: VecDeque<u32>,
+    /// Most waiters one release, or one grant step, grants.
+    pub(super) grant_batch: usize,
 }
 
 /// The most queue entries a LOCKS entry reports (PROTOCOL.md §4.12).
@@ -88,6 +92,11 @@ pub const EXPIRE_BATCH: usize = 1000;
 
 /// The most holds one RESET, detach or release step gives up (PROTOCOL.md §6.5).
 pub const RELEASE_BATCH: usize = 1000;
+
+/// The most waiters one change grants at once (a run of readers or permit takers at the head
+/// of a queue, PROTOCOL.md §6.7); the rest stay at the head and each later turn's grant step
+/// grants this many more.
+pub const GRANT_BATCH: usize = 1000;
 
 /// The `Output` of a response about lock `name`.
 pub(super) fn reply(
@@ -151,6 +160,8 @@ impl LockTable {
             revoking: VecDeque::new(),
             revoke_batch: REVOKE_BATCH,
             revoked: Vec::new(),
+            granting: VecDeque::new(),
+            grant_batch: GRANT_BATCH,
         }
     }
 
