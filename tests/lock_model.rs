@@ -596,7 +596,7 @@ impl Model {
                     ends.seq = self.seq;
                 }
                 self.locks[i].holders[pos].ends = Some(ends);
-                Some((ends.at() - now - 1) as u32)
+                Some(ends.at().saturating_sub(now).saturating_sub(1) as u32)
             }
         };
         self.reply(conn, rid, Some(name), Response::Renewed { ends_in_ms });
@@ -790,21 +790,35 @@ impl Model {
         true
     }
 
-    /// REVOKE: the grants held now (one, or all), each with LOST `revoked`, no lock-delay.
+    /// REVOKE: the grants held now (one, or all), each with LOST `revoked` and its lock-delay,
+    /// all ended before the waiters they made room for are served (one batch: the run never
+    /// holds more than `revoke_batch` grants of a name), so a waiter is never granted between
+    /// two victims, nor while a victim's lock-delay runs.
     fn revoke(&mut self, conn: usize, rid: u32, name: &'static str, token: Option<u64>) {
-        let lock = self.locks.iter().find(|l| l.name == name);
-        let victims: Vec<Grant> = lock
-            .map(|l| l.holders.iter().filter(|g| token.is_none_or(|t| t == g.token)).copied().collect())
+        let i = self.locks.iter().position(|l| l.name == name);
+        let victims: Vec<Grant> = i
+            .map(|i| {
+                self.locks[i].holders.iter().filter(|g| token.is_none_or(|t| t == g.token)).copied().collect()
+            })
             .unwrap_or_default();
         for g in &victims {
-            let Some(i) = self.locks.iter().position(|l| l.name == name) else { break };
             if self.conns[g.conn].connected {
                 self.lost[g.conn].push((name, g.token, LostReason::Revoked));
                 let response =
                     Response::Lost { token: g.token, reason: LostReason::Revoked, name: name.to_owned() };
                 self.reply(g.conn, NOTICE_REQUEST_ID, Some(name), response);
             }
-            self.vanish(i, g.conn);
+        }
+        if let (Some(i), false) = (i, victims.is_empty()) {
+            for g in &victims {
+                let until = span_end(self.now, g.delay);
+                if g.delay != 0 && self.locks[i].delay.is_none_or(|(at, _)| at < until) {
+                    self.seq += 1;
+                    self.locks[i].delay = Some((until, self.seq));
+                }
+                self.locks[i].holders.retain(|h| h.token != g.token);
+            }
+            self.grant(i, 0);
         }
         self.reply(conn, rid, Some(name), Response::Revoked { count: victims.len() as u32 });
     }

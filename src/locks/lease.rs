@@ -235,7 +235,16 @@ impl LockTable {
 
     /// The lock-delay of lock `key` ended: the queue moves on as after a release, and a lock
     /// with no holder and no waiter goes.
+    ///
+    /// A timer that is no longer the lock's is ignored: one `expire` batch takes several timers
+    /// off the wheel before handling them, and a lease ending earlier in the batch may have
+    /// moved the delay later (`start_delay`'s cancel of this timer then came too late). Its
+    /// `delay_until` is past `now` in that case, since a delay starts at least one tick ahead.
     pub(super) fn delay_end(&mut self, now: Tick, key: u32, out: &mut Vec<Output>) {
+        let Some(lock) = self.store.get_mut(key) else { return };
+        if lock.delay_until == 0 || lock.delay_until > now {
+            return;
+        }
         self.delays.remove(&key);
         let Some(lock) = self.store.get_mut(key) else { return };
         lock.delay_until = 0;

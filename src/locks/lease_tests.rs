@@ -219,6 +219,31 @@ fn the_latest_of_several_lock_delays_counts_and_an_idle_delayed_name_is_not_list
     assert_eq!(t.table.stats().locks_held, 0, "the name went with its last grant");
 }
 
+#[test]
+fn a_lease_ending_in_the_same_batch_as_a_delay_keeps_the_name_for_its_own_delay() {
+    // Both timers are due at 11 and leave the wheel together: the lease's end (first, as it
+    // was set first) moves the delay to 42 after the old delay timer was already taken off.
+    // That stale timer must neither end the new delay nor be left to fire on the wheel.
+    let mut t = T::new();
+    let reader = |lease_ms, lock_delay_ms| LockOpts {
+        mode: Mode::Shared,
+        lease_ms,
+        lock_delay_ms,
+        ..LockOpts::default()
+    };
+    assert_eq!(t.lock_opts(0, 1, 1, "z", None, reader(Some(10), 30)).len(), 1);
+    assert_eq!(t.lock_opts(0, 2, 1, "z", None, reader(None, 10)).len(), 1);
+    assert_eq!(t.apply(0, Command::Detach { session: SessionId(2) }), []);
+    assert_eq!(t.lock(1, 3, 1, "z", Mode::Exclusive), []);
+    assert_eq!(
+        t.apply(11, Command::Expire),
+        [(1, NOTICE_REQUEST_ID, lost(1, LostReason::LeaseExpired, "z"))]
+    );
+    assert_eq!(t.apply(41, Command::Expire), [], "the lease's lock-delay runs to 42");
+    assert_eq!(t.apply(42, Command::Expire), [(3, 1, acquired(3))]);
+    assert_eq!(t.table.next_deadline(), None, "no timer is left behind");
+}
+
 fn revoke(t: &mut T, now: Tick, s: u64, name: &str, token: Option<u64>) -> Vec<(u64, u32, Response)> {
     t.apply(now, Command::Revoke { session: SessionId(s), request_id: 9, name: Name::from(name), token })
 }
