@@ -34,7 +34,15 @@ PATTERNS = [
     ("queue-maxed", 5_000, 20_000, "5,000 waiters queued, 20,000 LOCKs answered QUEUE_MAXED"),
     ("disconnect", 1_000_000, 0, "one connection holding 1,000,000 locks disconnects"),
     ("mass-disconnect", 10_000, 0, "10,000 connections holding 10 locks each close together"),
+    ("sessions-detach", 10_000, 0, "10,000 sessions holding 10 locks each lose their connections together"),
+    ("sessions-resume", 10_000, 0, "10,000 detached sessions holding 10 locks each resume together"),
 ]
+
+# Server flags a pattern needs beyond the defaults.
+SERVER_FLAGS = {
+    "sessions-detach": ["--max-session-grace", "600000"],
+    "sessions-resume": ["--max-session-grace", "600000"],
+}
 
 
 def start_server(server_bin, extra=()):
@@ -49,7 +57,7 @@ def start_server(server_bin, extra=()):
 
 
 def run(server_bin, bench_bin, pattern, count, requests):
-    proc, host, port, state = start_server(server_bin)
+    proc, host, port, state = start_server(server_bin, SERVER_FLAGS.get(pattern, ()))
     try:
         out = subprocess.run(
             [bench_bin, "bench", "-h", host, "-p", port, "--server-pid", str(proc.pid), "--json",

@@ -23,7 +23,8 @@ use serde_json::json;
 
 use super::{lock_name, process_rss, Target};
 use crate::protocol::{
-    split_frame, Hello, ListRequest, LockRequest, Request, Response, MAX_FRAME_CEILING, PROTOCOL_VERSION,
+    split_frame, Hello, ListRequest, LockRequest, Request, Response, SessionOpen, SessionResume,
+    MAX_FRAME_CEILING, PROTOCOL_VERSION,
 };
 
 /// What the hostile client does (also `officer bench --pattern`, whose help is these lines).
@@ -44,6 +45,12 @@ pub enum Pattern {
     Disconnect,
     /// --count connections holding 10 locks each disconnect together.
     MassDisconnect,
+    /// A network partition: --count resumable sessions holding 10 locks each lose their
+    /// connections together and are kept detached (the server needs `--max-session-grace`).
+    SessionsDetach,
+    /// The partition heals: --count detached sessions holding 10 locks each are resumed
+    /// together by new connections.
+    SessionsResume,
 }
 
 impl Pattern {
@@ -56,6 +63,8 @@ impl Pattern {
             Pattern::QueueMaxed => "queue-maxed",
             Pattern::Disconnect => "disconnect",
             Pattern::MassDisconnect => "mass-disconnect",
+            Pattern::SessionsDetach => "sessions-detach",
+            Pattern::SessionsResume => "sessions-resume",
         }
     }
 }
@@ -207,6 +216,8 @@ impl Run<'_> {
                 Ok(())
             }
             Pattern::MassDisconnect => self.mass_disconnect(count),
+            Pattern::SessionsDetach => self.partition(count, false),
+            Pattern::SessionsResume => self.partition(count, true),
         }
     }
 
@@ -325,6 +336,85 @@ impl Run<'_> {
         Ok(())
     }
 }
+
+impl Run<'_> {
+    /// `count` sessions holding 10 locks each lose their connections together; with `resume`,
+    /// the measured burst is instead their resumption by `count` new connections, all sent
+    /// before any answer is read, as clients reconnecting after a partition would. Either way
+    /// the sessions are resumed and said GOODBYE to at the end, so their locks go at once.
+    fn partition(&mut self, count: u64, resume: bool) -> io::Result<()> {
+        let mut sessions = Vec::with_capacity(count as usize);
+        let mut peers = Vec::with_capacity(count as usize);
+        for i in 0..count {
+            let mut peer = Peer::connect(&self.config.target, i + 2)?;
+            let mut out = Vec::new();
+            Request::SessionOpen(SessionOpen { grace_ms: PARTITION_GRACE_MS, skip_while_detached: false })
+                .encode(2, &mut out);
+            for j in 0..10 {
+                let name = lock_name(i * 10 + j);
+                Request::Lock(LockRequest { name: &name, timeout_ms: None, queue_max: None })
+                    .encode(3, &mut out);
+            }
+            peer.send(&out)?;
+            peers.push(peer);
+        }
+        for peer in &mut peers {
+            match peer.recv_until(|rid, _| rid == 2)? {
+                (_, Response::SessionOk(ok)) if ok.grace_ms > 0 => sessions.push(ok),
+                (_, other) => {
+                    let why = format!(
+                        "no resumable session (start the server with --max-session-grace): {other:?}"
+                    );
+                    return Err(io::Error::new(ErrorKind::Unsupported, why));
+                }
+            }
+        }
+        wait_stat(self.observer, "locks_held", |v| v >= count * 10, Duration::from_secs(120))?;
+        let started = (!resume).then(|| self.begin());
+        drop(peers);
+        wait_stat(self.observer, "sessions_detached", |v| v == count, Duration::from_secs(120))?;
+        if let Some(started) = started {
+            self.end(started);
+        }
+        // The new connections are made (and greeted) first: the burst is the resumption alone,
+        // not the client's connection set-up.
+        let mut peers = Vec::with_capacity(count as usize);
+        for i in 0..count {
+            // From the next source address: the lost connections' ports are in TIME_WAIT.
+            let mut peer = Peer::connect(&self.config.target, i + 2 + 20_000)?;
+            peer.greet()?;
+            peers.push(peer);
+        }
+        let started = resume.then(|| self.begin());
+        for (peer, ok) in peers.iter_mut().zip(&sessions) {
+            let mut out = Vec::new();
+            Request::SessionResume(SessionResume { session_id: ok.session_id, secret: ok.secret })
+                .encode(4, &mut out);
+            peer.send(&out)?;
+        }
+        for peer in &mut peers {
+            match peer.recv_until(|rid, _| rid == 4)? {
+                (_, Response::Resumed(_)) => {}
+                (_, other) => {
+                    return Err(io::Error::new(ErrorKind::InvalidData, format!("resume: {other:?}")))
+                }
+            }
+        }
+        if let Some(started) = started {
+            self.end(started);
+        }
+        let mut goodbye = Vec::new();
+        Request::Goodbye.encode(5, &mut goodbye);
+        for peer in &mut peers {
+            peer.send(&goodbye)?;
+        }
+        Ok(())
+    }
+}
+
+/// The grace of the partition patterns' sessions: long enough for 10,000 of them to be set up,
+/// lost and resumed on a slow machine (the server grants at most its `--max-session-grace`).
+const PARTITION_GRACE_MS: u32 = 600_000;
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -597,7 +687,11 @@ mod tests {
     /// burst the bystander pinged through. The server runs in this process, so its RSS is ours.
     #[test]
     fn every_pattern_runs_and_reports_the_bystander() {
-        let config = Config { listen: Listen::Tcp("127.0.0.1:0".parse().unwrap()), ..Config::default() };
+        let config = Config {
+            listen: Listen::Tcp("127.0.0.1:0".parse().unwrap()),
+            max_session_grace: Duration::from_secs(600),
+            ..Config::default()
+        };
         let server = Server::bind(config).unwrap();
         let BoundAddr::Tcp(addr) = server.local_addr().clone() else { panic!("tcp") };
         let handle = server.shutdown_handle();
@@ -610,6 +704,8 @@ mod tests {
             (Pattern::QueueMaxed, 10, 100),
             (Pattern::Disconnect, 500, 0),
             (Pattern::MassDisconnect, 20, 0),
+            (Pattern::SessionsDetach, 20, 0),
+            (Pattern::SessionsResume, 20, 0),
         ];
         for (pattern, count, requests) in patterns {
             let report = run_bystander(&BystanderConfig {
