@@ -301,7 +301,10 @@ fn bystander_during(addr: SocketAddr, work: impl FnOnce()) -> Vec<Duration> {
 }
 
 fn latency_line(what: &str, samples: &[Duration]) -> String {
-    let pick = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize];
+    // A loaded machine may let the pinger take no sample at all during a short phase.
+    let pick = |q: f64| {
+        samples.get((samples.len().saturating_sub(1) as f64 * q) as usize).copied().unwrap_or_default()
+    };
     let max = samples.last().copied().unwrap_or_default();
     format!("{what}: {} pings, p50 {:?} p99 {:?} max {:?}", samples.len(), pick(0.5), pick(0.99), max)
 }
