@@ -452,6 +452,14 @@ impl Cluster {
         }
     }
 
+    /// Crashes a node that is not the leader; returns its index.
+    fn crash_a_follower(&mut self) -> usize {
+        let leader = self.leader().expect("a leader");
+        let follower = (0..self.nodes.len()).find(|&i| i != leader).unwrap();
+        self.crash(follower);
+        follower
+    }
+
     fn crash(&mut self, i: usize) {
         let node = &mut self.nodes[i];
         node.raw = None;
@@ -602,9 +610,7 @@ fn crashed_nodes_replay_their_log_to_the_same_table() {
     let started = Instant::now();
     let mut cluster = Cluster::new(seed(0x5eed_0004), Faults { drop_pct: 3, dup_pct: 0 });
     cluster.load(80);
-    let leader = cluster.leader().expect("a leader");
-    let follower = (0..NODES as usize).find(|&i| i != leader).unwrap();
-    cluster.crash(follower);
+    let follower = cluster.crash_a_follower();
     // A crash mid-append: half a record at the end of the follower's log.
     let log = cluster.nodes[follower].dir.join(LOG_FILE);
     let mut file = OpenOptions::new().append(true).open(&log).expect("the log file");
@@ -640,9 +646,7 @@ fn a_corrupt_log_keeps_its_node_down_and_the_majority_goes_on() {
     let started = Instant::now();
     let mut cluster = Cluster::new(seed(0x5eed_0005), Faults::default());
     cluster.load(100);
-    let leader = cluster.leader().expect("a leader");
-    let follower = (0..NODES as usize).find(|&i| i != leader).unwrap();
-    cluster.crash(follower);
+    let follower = cluster.crash_a_follower();
     let log = cluster.nodes[follower].dir.join(LOG_FILE);
     let mut bytes = std::fs::read(&log).expect("the log");
     let middle = bytes.len() / 2;

@@ -109,18 +109,36 @@ impl fmt::Display for EntryError {
 
 impl std::error::Error for EntryError {}
 
+/// The tag byte of each command (the table in the module doc).
+fn tag_of(command: &Command) -> u8 {
+    match command {
+        Command::Attach { .. } => TAG_ATTACH,
+        Command::Lock { .. } => TAG_LOCK,
+        Command::Unlock { .. } => TAG_UNLOCK,
+        Command::Downgrade { .. } => TAG_DOWNGRADE,
+        Command::Renew { .. } => TAG_RENEW,
+        Command::Revoke { .. } => TAG_REVOKE,
+        Command::Check { .. } => TAG_CHECK,
+        Command::Reset { .. } => TAG_RESET,
+        Command::Detach { .. } => TAG_DETACH,
+        Command::OpenSession { .. } => TAG_OPEN_SESSION,
+        Command::Suspend { .. } => TAG_SUSPEND,
+        Command::Resume { .. } => TAG_RESUME,
+        Command::Expire => TAG_EXPIRE,
+    }
+}
+
 /// Appends the encoding of `entry` to `out`. Total: every `Command` has an encoding.
 pub fn encode_entry(entry: &LogCommand, out: &mut Vec<u8>) {
     out.push(ENTRY_VERSION);
     put_varint(out, entry.now);
+    out.push(tag_of(&entry.command));
     match &entry.command {
         Command::Attach { session, label } => {
-            out.push(TAG_ATTACH);
             put_varint(out, session.0);
             put_str(out, label);
         }
         Command::Lock { session, request_id, name, timeout_ms, queue_max, opts } => {
-            out.push(TAG_LOCK);
             put_head(out, *session, *request_id, name);
             let mut flags = 0;
             for (present, flag) in [
@@ -149,59 +167,35 @@ pub fn encode_entry(entry: &LogCommand, out: &mut Vec<u8>) {
             }
             put_varint(out, opts.lock_delay_ms.into());
         }
-        Command::Unlock { session, request_id, name, token } => {
-            out.push(TAG_UNLOCK);
+        Command::Unlock { session, request_id, name, token }
+        | Command::Revoke { session, request_id, name, token } => {
             put_head(out, *session, *request_id, name);
             put_opt(out, *token);
         }
-        Command::Downgrade { session, request_id, name, token } => {
-            out.push(TAG_DOWNGRADE);
-            put_head(out, *session, *request_id, name);
-            put_varint(out, *token);
-        }
-        Command::Renew { session, request_id, name, token } => {
-            out.push(TAG_RENEW);
-            put_head(out, *session, *request_id, name);
-            put_varint(out, *token);
-        }
-        Command::Revoke { session, request_id, name, token } => {
-            out.push(TAG_REVOKE);
-            put_head(out, *session, *request_id, name);
-            put_opt(out, *token);
-        }
-        Command::Check { session, request_id, name, token } => {
-            out.push(TAG_CHECK);
+        Command::Downgrade { session, request_id, name, token }
+        | Command::Renew { session, request_id, name, token }
+        | Command::Check { session, request_id, name, token } => {
             put_head(out, *session, *request_id, name);
             put_varint(out, *token);
         }
         Command::Reset { session, request_id } => {
-            out.push(TAG_RESET);
             put_varint(out, session.0);
             put_varint(out, (*request_id).into());
         }
-        Command::Detach { session } => {
-            out.push(TAG_DETACH);
-            put_varint(out, session.0);
-        }
+        Command::Detach { session } | Command::Suspend { session } => put_varint(out, session.0),
         Command::OpenSession { session, request_id, grace_ms, secret } => {
-            out.push(TAG_OPEN_SESSION);
             put_varint(out, session.0);
             put_varint(out, (*request_id).into());
             put_varint(out, (*grace_ms).into());
             out.extend_from_slice(secret);
         }
-        Command::Suspend { session } => {
-            out.push(TAG_SUSPEND);
-            put_varint(out, session.0);
-        }
         Command::Resume { session, request_id, from, secret } => {
-            out.push(TAG_RESUME);
             put_varint(out, session.0);
             put_varint(out, (*request_id).into());
             put_varint(out, from.0);
             out.extend_from_slice(secret);
         }
-        Command::Expire => out.push(TAG_EXPIRE),
+        Command::Expire => {}
     }
 }
 

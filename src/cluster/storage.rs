@@ -314,10 +314,7 @@ impl DiskStorage {
             )));
         }
         for entry in entries {
-            put_record(&mut self.pending, |b| {
-                b.push(KIND_ENTRY);
-                put_entry(b, entry);
-            })?;
+            entry_record(&mut self.pending, entry)?;
             self.push_entry(entry.clone());
         }
         Ok(())
@@ -345,10 +342,7 @@ impl DiskStorage {
     /// Records the hard state (term, vote, commit). Buffered: see `sync`.
     pub fn set_hard_state(&mut self, hs: &HardState) -> Result<(), StoreError> {
         self.live()?;
-        put_record(&mut self.pending, |b| {
-            b.push(KIND_HARD_STATE);
-            put_hard_state(b, hs);
-        })?;
+        hard_state_record(&mut self.pending, hs)?;
         self.hard_state = hs.clone();
         Ok(())
     }
@@ -364,10 +358,7 @@ impl DiskStorage {
     /// Records the configuration (after a conf change is applied). Buffered: see `sync`.
     pub fn set_conf_state(&mut self, cs: &ConfState) -> Result<(), StoreError> {
         self.live()?;
-        put_record(&mut self.pending, |b| {
-            b.push(KIND_CONF_STATE);
-            put_conf_state(b, cs);
-        })?;
+        conf_state_record(&mut self.pending, cs)?;
         self.conf_state = cs.clone();
         Ok(())
     }
@@ -455,19 +446,10 @@ impl DiskStorage {
                 put_bytes(b, data);
             })?;
         }
-        put_record(&mut buf, |b| {
-            b.push(KIND_HARD_STATE);
-            put_hard_state(b, &self.hard_state);
-        })?;
-        put_record(&mut buf, |b| {
-            b.push(KIND_CONF_STATE);
-            put_conf_state(b, &self.conf_state);
-        })?;
+        hard_state_record(&mut buf, &self.hard_state)?;
+        conf_state_record(&mut buf, &self.conf_state)?;
         for entry in &self.entries {
-            put_record(&mut buf, |b| {
-                b.push(KIND_ENTRY);
-                put_entry(b, entry);
-            })?;
+            entry_record(&mut buf, entry)?;
         }
         let dir = self.path.parent().unwrap_or(Path::new(".")).to_owned();
         let reopened = write_atomically(&dir, &self.path, &buf).and_then(|()| {
@@ -621,6 +603,27 @@ fn put_record(out: &mut Vec<u8>, body: impl FnOnce(&mut Vec<u8>)) -> Result<(), 
     let header_crc = crc32c(&out[at..at + 8]);
     out[at + 8..at + 12].copy_from_slice(&header_crc.to_le_bytes());
     Ok(())
+}
+
+fn entry_record(out: &mut Vec<u8>, e: &Entry) -> Result<(), StoreError> {
+    put_record(out, |b| {
+        b.push(KIND_ENTRY);
+        put_entry(b, e);
+    })
+}
+
+fn hard_state_record(out: &mut Vec<u8>, hs: &HardState) -> Result<(), StoreError> {
+    put_record(out, |b| {
+        b.push(KIND_HARD_STATE);
+        put_hard_state(b, hs);
+    })
+}
+
+fn conf_state_record(out: &mut Vec<u8>, cs: &ConfState) -> Result<(), StoreError> {
+    put_record(out, |b| {
+        b.push(KIND_CONF_STATE);
+        put_conf_state(b, cs);
+    })
 }
 
 fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
