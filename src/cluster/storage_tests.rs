@@ -321,3 +321,125 @@ fn a_stale_temporary_file_is_removed() {
     assert_eq!(s.last_index().unwrap(), 2);
     assert!(!dir.path().join(TMP_FILE).exists());
 }
+
+/// What the log should hold: the reference the property below compares `DiskStorage` with.
+#[derive(Clone, Debug, Default)]
+struct Model {
+    snapshot: (u64, u64),
+    entries: Vec<Entry>,
+    hs: HardState,
+}
+
+impl Model {
+    fn last(&self) -> u64 {
+        self.snapshot.0 + self.entries.len() as u64
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    /// Append `n` entries of `term` starting `back` entries before the end (an overwrite).
+    Append {
+        back: u64,
+        n: u64,
+        term: u64,
+    },
+    HardState {
+        term: u64,
+        vote: u64,
+    },
+    CommitAll,
+    /// Compact to the point `percent` of the way from the snapshot to the commit index.
+    Compact {
+        percent: u64,
+    },
+    Sync,
+    /// Drop the storage without a sync (a crash: what was not synced is gone) and reopen.
+    Crash,
+}
+
+fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+    use proptest::prelude::*;
+    prop_oneof![
+        4 => (0..4u64, 1..5u64, 1..4u64).prop_map(|(back, n, term)| Op::Append { back, n, term }),
+        1 => (0..5u64, 0..4u64).prop_map(|(term, vote)| Op::HardState { term, vote }),
+        1 => Just(Op::CommitAll),
+        1 => (0..=100u64).prop_map(|percent| Op::Compact { percent }),
+        2 => Just(Op::Sync),
+        1 => Just(Op::Crash),
+    ]
+}
+
+fn assert_matches(s: &DiskStorage, m: &Model) {
+    assert_eq!(s.first_index().unwrap(), m.snapshot.0 + 1);
+    assert_eq!(s.last_index().unwrap(), m.last());
+    assert_eq!(s.term(m.snapshot.0).unwrap(), m.snapshot.1);
+    assert_eq!(all(s), m.entries);
+    for e in &m.entries {
+        assert_eq!(s.term(e.index).unwrap(), e.term);
+    }
+    assert_eq!(s.hard_state(), &m.hs);
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// Any sequence of appends (overwrites included), hard states, compactions, syncs and
+    /// crashes: the storage answers as the model does, and a crash loses exactly what was not
+    /// synced.
+    #[test]
+    fn storage_follows_the_model_through_crashes(ops in proptest::collection::vec(op(), 1..40)) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = DiskStorage::open(dir.path()).unwrap();
+        let (mut model, mut durable) = (Model::default(), Model::default());
+        for op in ops {
+            match op {
+                Op::Append { back, n, term } => {
+                    let start = (model.last() + 1).saturating_sub(back).max(model.snapshot.0 + 1);
+                    let batch = entries(start..=start + n - 1, term);
+                    s.append(&batch).unwrap();
+                    model.entries.truncate((start - model.snapshot.0 - 1) as usize);
+                    model.entries.extend(batch);
+                }
+                Op::HardState { term, vote } => {
+                    let h = hs(term, vote, model.hs.commit.min(model.last()));
+                    s.set_hard_state(&h).unwrap();
+                    model.hs = h;
+                }
+                Op::CommitAll => {
+                    s.set_commit(model.last()).unwrap();
+                    model.hs.commit = model.last();
+                }
+                Op::Compact { percent } => {
+                    let (from, to) = (model.snapshot.0, model.hs.commit.min(model.last()));
+                    let index = from + to.saturating_sub(from) * percent / 100;
+                    s.compact(index, index.to_le_bytes().to_vec()).unwrap();
+                    if index > model.snapshot.0 {
+                        let term = model.entries[(index - model.snapshot.0 - 1) as usize].term;
+                        model.entries.drain(..(index - model.snapshot.0) as usize);
+                        model.snapshot = (index, term);
+                    }
+                    durable = model.clone();
+                }
+                Op::Sync => {
+                    s.sync().unwrap();
+                    durable = model.clone();
+                }
+                Op::Crash => {
+                    drop(s);
+                    s = DiskStorage::open(dir.path()).unwrap();
+                    proptest::prop_assert_eq!(s.open_report().torn_bytes, 0);
+                    model = durable.clone();
+                }
+            }
+            assert_matches(&s, &model);
+        }
+        s.sync().unwrap();
+        drop(s);
+        let s = DiskStorage::open(dir.path()).unwrap();
+        assert_matches(&s, &model);
+        if model.snapshot.0 > 0 {
+            proptest::prop_assert_eq!(s.snapshot_data(), &model.snapshot.0.to_le_bytes()[..]);
+        }
+    }
+}
