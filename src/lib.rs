@@ -19,6 +19,8 @@
 //!   (`server/session/`: bytes and `now` in, steps and a deadline out); the loop reads, budgets,
 //!   turns steps into table commands (`server/dispatch.rs`) and writes. Also background mode
 //!   (`start`/`stop`), the pid file, the state file and `/metrics`.
+//! - [`cluster`] (`cluster`, off by default): issue 16's groundwork on raft-rs: the replicated
+//!   log entry (`now` + one `Command`) and the durable raft log storage (docs/CLUSTER.md).
 //! - [`procfs`] (`server`): CPU time, resident memory and open descriptors read from /proc.
 //! - [`cli`] (`cli`): the command-line client subcommands (`officer lock`, `locks`, `top`, ...).
 //! - [`bench`](mod@bench) (`cli`): `officer bench`, a load generator driving many connections
@@ -35,6 +37,8 @@ pub mod bench;
 pub mod cli;
 #[cfg(feature = "client")]
 pub mod client;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 #[cfg(feature = "server")]
 pub mod locks;
 #[cfg(feature = "server")]

@@ -39,6 +39,8 @@ mod command;
 #[cfg(test)]
 mod command_tests;
 mod detail;
+#[cfg(feature = "cluster")]
+mod digest;
 mod grant;
 mod histogram;
 mod holders;

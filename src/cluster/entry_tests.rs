@@ -1,0 +1,200 @@
+use proptest::prelude::*;
+
+use super::*;
+
+fn name() -> impl Strategy<Value = Name> {
+    // Short (inline) and long (shared) names, with multi-byte characters.
+    prop_oneof!["[a-z0-9:]{0,8}", "[a-zé€]{20,40}", ".{0,5}"].prop_map(|s: String| Name::new(&s))
+}
+
+fn session() -> impl Strategy<Value = SessionId> {
+    prop_oneof![0..300u64, any::<u64>()].prop_map(SessionId)
+}
+
+fn mode() -> impl Strategy<Value = Mode> {
+    prop_oneof![
+        Just(Mode::Exclusive),
+        Just(Mode::Shared),
+        (any::<u32>(), any::<u32>()).prop_map(|(count, limit)| Mode::Permits { count, limit }),
+    ]
+}
+
+fn opts() -> impl Strategy<Value = LockOpts> {
+    (mode(), any::<Option<u32>>(), any::<Option<u32>>(), any::<u32>(), any::<bool>()).prop_map(
+        |(mode, lease_ms, max_hold_ms, lock_delay_ms, notify_contention)| LockOpts {
+            mode,
+            lease_ms,
+            max_hold_ms,
+            lock_delay_ms,
+            notify_contention,
+        },
+    )
+}
+
+fn command() -> impl Strategy<Value = Command> {
+    let rid = any::<u32>();
+    prop_oneof![
+        (session(), ".{0,30}").prop_map(|(session, label)| Command::Attach { session, label }),
+        (session(), rid, name(), any::<Option<u32>>(), any::<Option<u32>>(), opts()).prop_map(
+            |(session, request_id, name, timeout_ms, queue_max, opts)| Command::Lock {
+                session,
+                request_id,
+                name,
+                timeout_ms,
+                queue_max,
+                opts
+            }
+        ),
+        (session(), rid, name(), any::<Option<u64>>()).prop_map(|(session, request_id, name, token)| {
+            Command::Unlock { session, request_id, name, token }
+        }),
+        (session(), rid, name(), any::<u64>()).prop_map(|(session, request_id, name, token)| {
+            Command::Downgrade { session, request_id, name, token }
+        }),
+        (session(), rid, name(), any::<u64>()).prop_map(|(session, request_id, name, token)| {
+            Command::Renew { session, request_id, name, token }
+        }),
+        (session(), rid, name(), any::<Option<u64>>()).prop_map(|(session, request_id, name, token)| {
+            Command::Revoke { session, request_id, name, token }
+        }),
+        (session(), rid, name(), any::<u64>()).prop_map(|(session, request_id, name, token)| {
+            Command::Check { session, request_id, name, token }
+        }),
+        (session(), rid).prop_map(|(session, request_id)| Command::Reset { session, request_id }),
+        session().prop_map(|session| Command::Detach { session }),
+        (session(), rid, any::<u32>(), any::<[u8; SESSION_SECRET_LEN]>()).prop_map(
+            |(session, request_id, grace_ms, secret)| Command::OpenSession {
+                session,
+                request_id,
+                grace_ms,
+                secret
+            }
+        ),
+        session().prop_map(|session| Command::Suspend { session }),
+        (session(), rid, session(), any::<[u8; SESSION_SECRET_LEN]>()).prop_map(
+            |(session, request_id, from, secret)| Command::Resume { session, request_id, from, secret }
+        ),
+        Just(Command::Expire),
+    ]
+}
+
+fn entry() -> impl Strategy<Value = LogCommand> {
+    (prop_oneof![0..100_000u64, any::<u64>()], command())
+        .prop_map(|(now, command)| LogCommand { now, command })
+}
+
+fn encoded(entry: &LogCommand) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_entry(entry, &mut out);
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// Every variant, with every optional field present or not, comes back as it went in.
+    #[test]
+    fn round_trip(entry in entry()) {
+        let bytes = encoded(&entry);
+        prop_assert_eq!(decode_entry(&bytes), Ok(entry));
+    }
+
+    /// Every strict prefix of an entry is refused as truncated, never read as a shorter entry.
+    #[test]
+    fn prefixes_are_truncated(entry in entry()) {
+        let bytes = encoded(&entry);
+        for cut in 0..bytes.len() {
+            let err = decode_entry(&bytes[..cut]);
+            prop_assert!(matches!(err, Err(EntryError::Truncated { .. })), "cut {} of {:?}: {:?}", cut, bytes, err);
+        }
+    }
+
+    /// A byte appended to an entry is refused.
+    #[test]
+    fn trailing_byte_is_refused(entry in entry(), extra in any::<u8>()) {
+        let mut bytes = encoded(&entry);
+        bytes.push(extra);
+        prop_assert_eq!(decode_entry(&bytes), Err(EntryError::Trailing(1)));
+    }
+
+    /// Random bytes, and valid entries with one byte changed, never panic: each is an entry
+    /// or a typed error (a peer's bytes cannot take the node down).
+    #[test]
+    fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+        let _ = decode_entry(&bytes);
+        let mut versioned = bytes.clone();
+        versioned.insert(0, ENTRY_VERSION);
+        let _ = decode_entry(&versioned);
+    }
+
+    #[test]
+    fn mutated_entries_never_panic(entry in entry(), at in any::<prop::sample::Index>(), byte in any::<u8>()) {
+        let mut bytes = encoded(&entry);
+        let i = at.index(bytes.len());
+        bytes[i] = byte;
+        if let Ok(decoded) = decode_entry(&bytes) {
+            // What decodes re-encodes to the same bytes, unless a varint was padded.
+            let again = encoded(&decoded);
+            prop_assert!(again.len() <= bytes.len());
+        }
+    }
+}
+
+#[test]
+fn an_entry_is_compact() {
+    let entry = LogCommand {
+        now: 12_345,
+        command: Command::Lock {
+            session: SessionId(7),
+            request_id: 42,
+            name: Name::new("job:1234"),
+            timeout_ms: Some(5000),
+            queue_max: None,
+            opts: LockOpts::default(),
+        },
+    };
+    let bytes = encoded(&entry);
+    // version, now (2), tag, session, request id, name (1 + 8), flags, mode, timeout (2), delay
+    assert_eq!(bytes.len(), 20, "{bytes:?}");
+    assert_eq!(&bytes[..4], &[ENTRY_VERSION, 0xb9, 0x60, TAG_LOCK]);
+    assert_eq!(encoded(&LogCommand { now: 0, command: Command::Expire }), [ENTRY_VERSION, 0, TAG_EXPIRE]);
+}
+
+#[test]
+fn bad_bytes_are_named() {
+    assert_eq!(decode_entry(&[]), Err(EntryError::Truncated { field: "version" }));
+    assert_eq!(decode_entry(&[2, 0, TAG_EXPIRE]), Err(EntryError::Version(2)));
+    assert_eq!(decode_entry(&[ENTRY_VERSION, 0, 99]), Err(EntryError::UnknownTag(99)));
+    assert_eq!(decode_entry(&[ENTRY_VERSION, 0, 0]), Err(EntryError::UnknownTag(0)));
+    // An 11-byte varint, and a 10th byte with bits beyond u64.
+    let mut long = vec![ENTRY_VERSION];
+    long.extend([0xff; 10]);
+    long.push(0);
+    assert_eq!(decode_entry(&long), Err(EntryError::Varint { field: "now" }));
+    let mut wide = vec![ENTRY_VERSION];
+    wide.extend([0xff; 9]);
+    wide.extend([0x02, TAG_EXPIRE]);
+    assert_eq!(decode_entry(&wide), Err(EntryError::Varint { field: "now" }));
+    // u64::MAX itself is fine.
+    let mut max = vec![ENTRY_VERSION];
+    max.extend([0xff; 9]);
+    max.extend([0x01, TAG_EXPIRE]);
+    assert_eq!(decode_entry(&max), Ok(LogCommand { now: u64::MAX, command: Command::Expire }));
+    // A request id beyond u32.
+    let reset = [ENTRY_VERSION, 0, TAG_RESET, 1, 0x80, 0x80, 0x80, 0x80, 0x10];
+    assert_eq!(decode_entry(&reset), Err(EntryError::Varint { field: "request_id" }));
+    // Unlock's presence byte, Lock's flags and mode.
+    let unlock = [ENTRY_VERSION, 0, TAG_UNLOCK, 1, 1, 1, b'a', 2];
+    assert_eq!(decode_entry(&unlock), Err(EntryError::BadFlag { field: "token", byte: 2 }));
+    let lock = [ENTRY_VERSION, 0, TAG_LOCK, 1, 1, 1, b'a', 0x20, 0, 0];
+    assert_eq!(decode_entry(&lock), Err(EntryError::BadFlag { field: "lock flags", byte: 0x20 }));
+    let lock = [ENTRY_VERSION, 0, TAG_LOCK, 1, 1, 1, b'a', 0, 3, 0];
+    assert_eq!(decode_entry(&lock), Err(EntryError::UnknownMode(3)));
+    // A name that is not UTF-8, and a length far beyond the input (no allocation of it).
+    let bad = [ENTRY_VERSION, 0, TAG_CHECK, 1, 1, 1, 0xff, 5];
+    assert_eq!(decode_entry(&bad), Err(EntryError::Utf8 { field: "name" }));
+    let huge = [ENTRY_VERSION, 0, TAG_ATTACH, 1, 0xff, 0xff, 0xff, 0xff, 0x0f];
+    assert_eq!(decode_entry(&huge), Err(EntryError::Truncated { field: "label" }));
+    // Every error reads as a sentence naming the field.
+    assert_eq!(EntryError::Truncated { field: "label" }.to_string(), "log entry ends inside its label");
+}
