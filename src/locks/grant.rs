@@ -13,7 +13,7 @@ use super::lease::GrantOpts;
 use super::refusal::Refusal;
 use super::session::SessionState;
 use super::store::{Store, NO_LOCK};
-use super::table::{reply, LockTable};
+use super::table::{reply, reply_owned, LockTable};
 use super::{LockOpts, Name, Output, SessionId};
 use crate::protocol::Response;
 use crate::wheel::Tick;
@@ -58,7 +58,7 @@ impl LockTable {
             self.start_extra(now, key, session, token, extra);
         }
         self.counters.acquired += 1;
-        reply(out, session, request_id, &name, Response::Acquired { token });
+        reply_owned(out, session, request_id, name, Response::Acquired { token });
     }
 
     /// DOWNGRADE: the exclusive grant `token` of `session` on `name` becomes a shared one, with
@@ -197,11 +197,12 @@ impl LockTable {
             self.counters.grants_after_wait += 1;
             self.counters.wait_time_total_ms += waited;
             self.counters.wait_ms.record(waited);
-            reply(out, waiter.session, waiter.request_id, &name, Response::Acquired { token });
+            reply_owned(out, waiter.session, waiter.request_id, name, Response::Acquired { token });
             granted = true;
         }
-        // New grants with requests still waiting behind them are contended from the start.
-        if granted {
+        // New grants with requests still waiting behind them are contended from the start
+        // (only grants with lease state ask for notices).
+        if granted && !self.extras.is_empty() {
             self.notify_contention(key, out);
         }
         taken
