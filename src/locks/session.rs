@@ -106,7 +106,16 @@ impl SessionState {
     pub fn stop_waiting(&mut self, lock: u32) {
         if self.first_wait.is_some_and(|(first, _)| first == lock) {
             self.first_wait = None;
-        } else if self.more_waits.remove(&lock).is_some() {
+        } else {
+            self.stop_waiting_in_map(lock);
+        }
+    }
+
+    /// `stop_waiting` of a wait that is not the inline one: out of line, so the common one
+    /// inlines to a compare and a store.
+    #[inline(never)]
+    fn stop_waiting_in_map(&mut self, lock: u32) {
+        if self.more_waits.remove(&lock).is_some() {
             self.shrink_if_sparse();
         }
     }
@@ -136,6 +145,8 @@ impl SessionState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::locks::{Command, LockOpts, LockTable, Name, Output, SessionId, TableLimits};
+    use crate::protocol::Response;
 
     fn sorted(state: &SessionState) -> Vec<(u32, u64)> {
         let mut waits: Vec<(u32, u64)> = state.waits().collect();
@@ -174,6 +185,63 @@ mod tests {
         // Empty again: the next wait goes to the slot, with a later sequence.
         state.start_waiting(3);
         assert_eq!(sorted(&state), [(3, 5)]);
+    }
+
+    fn lock(session: u64, request_id: u32, name: &str) -> Command {
+        let (session, name, opts) = (SessionId(session), Name::from(name), LockOpts::default());
+        Command::Lock { session, request_id, name, timeout_ms: None, queue_max: None, opts }
+    }
+
+    fn unlock(session: u64, request_id: u32, name: &str) -> Command {
+        Command::Unlock { session: SessionId(session), request_id, name: Name::from(name), token: None }
+    }
+
+    fn answers(out: &mut Vec<Output>) -> Vec<(u64, u32, Response)> {
+        out.drain(..).map(|o| (o.session.0, o.request_id, o.response)).collect()
+    }
+
+    /// Through the table: waits in the slot and in the map are found by a second LOCK and by
+    /// a waiter's UNLOCK, listed and cancelled in the order they started, whichever holds them,
+    /// also after the slot was emptied by a grant and refilled by a later wait.
+    #[test]
+    fn a_sessions_waits_in_the_slot_and_the_map_end_in_start_order() {
+        let mut t = LockTable::new(1, TableLimits::default());
+        let mut out = Vec::new();
+        for s in 0..2 {
+            t.apply(0, &Command::Attach { session: SessionId(s), label: format!("s{s}") }, &mut out);
+        }
+        for (i, name) in (0..).zip(["a", "b", "c", "d"]) {
+            t.apply(0, &lock(0, i, name), &mut out);
+        }
+        // Session 1 waits on a (the slot), then b and c (the map).
+        for (i, name) in (10..).zip(["a", "b", "c"]) {
+            t.apply(0, &lock(1, i, name), &mut out);
+        }
+        out.clear();
+        t.apply(0, &lock(1, 20, "a"), &mut out);
+        t.apply(0, &lock(1, 21, "c"), &mut out);
+        assert_eq!(answers(&mut out), [(1, 20, Response::AlreadyWaiting), (1, 21, Response::AlreadyWaiting)]);
+        // a is handed over (the slot empties); the wait on d takes the slot, after b and c.
+        t.apply(0, &unlock(0, 30, "a"), &mut out);
+        let token = t.last_token();
+        assert_eq!(answers(&mut out), [(0, 30, Response::Released), (1, 10, Response::Acquired { token })]);
+        t.apply(0, &lock(1, 13, "d"), &mut out);
+        assert!(out.is_empty());
+        t.check_invariants().unwrap();
+        let waiting = ["b", "c", "d"].map(String::from).to_vec();
+        assert_eq!(t.my_locks(SessionId(1)), Response::MyLocks { held: vec!["a".into()], waiting });
+        // Abandoning the map's wait on b: its LOCK is cancelled, then the UNLOCK answered.
+        t.apply(0, &unlock(1, 31, "b"), &mut out);
+        assert_eq!(answers(&mut out), [(1, 11, Response::Cancelled), (1, 31, Response::Released)]);
+        t.apply(0, &lock(1, 22, "b"), &mut out);
+        t.apply(0, &Command::Reset { session: SessionId(1), request_id: 40 }, &mut out);
+        let cancelled = [12, 13, 22].map(|id| (1, id, Response::Cancelled));
+        assert_eq!(answers(&mut out), [&cancelled[..], &[(1, 40, Response::ResetOk)]].concat());
+        t.check_invariants().unwrap();
+        let empty = Response::MyLocks { held: Vec::new(), waiting: Vec::new() };
+        assert_eq!(t.my_locks(SessionId(1)), empty);
+        let state = &t.sessions[&SessionId(1)];
+        assert_eq!((state.count(), state.first_wait, state.more_waits.len()), (0, None, 0));
     }
 
     /// Many waits that come and go: the map gives its memory back once mostly empty.
