@@ -13,7 +13,7 @@ use super::lease::GrantOpts;
 use super::refusal::Refusal;
 use super::session::SessionState;
 use super::store::{Store, NO_LOCK};
-use super::table::{reply, LockTable};
+use super::table::{reply, reply_owned, LockTable};
 use super::{LockOpts, Name, Output, SessionId};
 use crate::protocol::Response;
 use crate::wheel::Tick;
@@ -58,7 +58,7 @@ impl LockTable {
             self.start_extra(now, key, session, token, extra);
         }
         self.counters.acquired += 1;
-        reply(out, session, request_id, &name, Response::Acquired { token });
+        reply_owned(out, session, request_id, name, Response::Acquired { token });
     }
 
     /// DOWNGRADE: the exclusive grant `token` of `session` on `name` becomes a shared one, with
@@ -186,9 +186,11 @@ impl LockTable {
             self.next_token = token.saturating_add(1);
             let mut holder = Holder::new(waiter.session, token, now, waiter.weight);
             holder.extra = waiter.opts.is_some();
+            // Linked at the end of the session's holds as it goes in: no lookup of it after.
+            (holder.held_prev, holder.held_next) = (state.held_tail, NO_LOCK);
             lock.holders.grant(holder);
-            let name = Name::clone(&lock.name);
-            link_held(&mut self.store, state, waiter.session, key);
+            let (name, last) = (Name::clone(&lock.name), lock.waiters.is_empty());
+            append_held(&mut self.store, state, waiter.session, key);
             if let Some(opts) = waiter.opts.as_deref() {
                 self.start_extra(now, key, waiter.session, token, *opts);
             }
@@ -197,11 +199,17 @@ impl LockTable {
             self.counters.grants_after_wait += 1;
             self.counters.wait_time_total_ms += waited;
             self.counters.wait_ms.record(waited);
-            reply(out, waiter.session, waiter.request_id, &name, Response::Acquired { token });
+            reply_owned(out, waiter.session, waiter.request_id, name, Response::Acquired { token });
             granted = true;
+            if last {
+                // The queue is empty and the lock held: the next turn would only find that
+                // out (the usual hand-off of an exclusive lock to its only waiter).
+                break;
+            }
         }
-        // New grants with requests still waiting behind them are contended from the start.
-        if granted {
+        // New grants with requests still waiting behind them are contended from the start
+        // (only grants with lease state ask for notices).
+        if granted && !self.extras.is_empty() {
             self.notify_contention(key, out);
         }
         taken
@@ -303,6 +311,17 @@ fn grant_of(store: &mut Store, key: u32, session: SessionId) -> Option<&mut Hold
 /// Links lock `key` at the end of the holds of `state` (the session of its new grant), in O(1)
 /// for exclusive locks.
 fn link_held(store: &mut Store, state: &mut SessionState, session: SessionId, key: u32) {
+    let tail = state.held_tail;
+    append_held(store, state, session, key);
+    if let Some(grant) = grant_of(store, key, session) {
+        (grant.held_prev, grant.held_next) = (tail, NO_LOCK);
+    }
+}
+
+/// The session's side of `link_held`: lock `key` becomes the last of the holds of `state`,
+/// after the one that was last. The new grant's own links are the caller's (`link_held`, or a
+/// grant made with them set).
+fn append_held(store: &mut Store, state: &mut SessionState, session: SessionId, key: u32) {
     let tail = mem::replace(&mut state.held_tail, key);
     if tail == NO_LOCK {
         state.held_head = key;
@@ -310,8 +329,5 @@ fn link_held(store: &mut Store, state: &mut SessionState, session: SessionId, ke
     state.held += 1;
     if let Some(prev) = grant_of(store, tail, session) {
         prev.held_next = key;
-    }
-    if let Some(grant) = grant_of(store, key, session) {
-        (grant.held_prev, grant.held_next) = (tail, NO_LOCK);
     }
 }

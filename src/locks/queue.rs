@@ -42,6 +42,7 @@ impl Queue {
         self.0.as_deref().unwrap_or(EMPTY).iter()
     }
 
+    #[inline]
     pub fn push_back(&mut self, waiter: Waiter) {
         self.0.get_or_insert_default().push_back(waiter);
     }

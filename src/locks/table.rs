@@ -106,7 +106,20 @@ pub(super) fn reply(
     name: &Name,
     response: Response,
 ) {
-    out.push(Output { session, request_id, lock: Some(Name::clone(name)), response });
+    reply_owned(out, session, request_id, Name::clone(name), response);
+}
+
+/// `reply` with a `Name` the caller already owns (a grant's clone of its lock's name): it moves
+/// into the output, so a grant clones the name once, not twice.
+#[inline]
+pub(super) fn reply_owned(
+    out: &mut Vec<Output>,
+    session: SessionId,
+    request_id: u32,
+    name: Name,
+    response: Response,
+) {
+    out.push(Output { session, request_id, lock: Some(name), response });
 }
 
 /// How a LOCK may wait: the fields of `Command::Lock` besides whom it is from and what it names.
@@ -326,7 +339,10 @@ impl LockTable {
         }
         self.waiters += 1;
         self.counters.queued += 1;
-        self.notify_contention(key, out);
+        // Only a grant with lease state asks for notices: one test on every wait that starts.
+        if !self.extras.is_empty() {
+            self.notify_contention(key, out);
+        }
     }
 
     /// Why a new hold or wait by `session` (on a lock with `lock_waiters` waiters) is refused.
