@@ -16,7 +16,7 @@ use officer::client::{Client, LockOptions};
 use officer::protocol::{Request, Response};
 use support::frames::{hello_frame, lock_req, token_of};
 use support::process::wait_until;
-use support::proxy::Proxy;
+use support::proxy::{client_behind, Proxy};
 use support::raw::Raw;
 use support::server::TestServer;
 use support::WAIT;
@@ -104,15 +104,10 @@ fn direct(server: &TestServer) -> Client {
     Client::connect("127.0.0.1", server.addr().port()).expect("connect")
 }
 
-/// A client behind `proxy` with a session of `grace`.
+/// A client behind `proxy` with a session of `grace`, the grace granted in full.
 fn behind(proxy: &Proxy, grace: Duration) -> Client {
-    let client = Client::builder()
-        .host("127.0.0.1")
-        .port(proxy.port())
-        .session_grace(grace)
-        .connect()
-        .expect("connect through the proxy");
-    assert_eq!(client.session().map(|(_, g)| g), Some(grace), "the server opened the session");
+    let client = client_behind(proxy, grace);
+    assert_eq!(client.session().map(|(_, g)| g), Some(grace), "the server granted the grace asked");
     client
 }
 
