@@ -399,7 +399,8 @@ fn an_async_sharded_client_keeps_its_locks_when_one_shard_is_reset() {
             assert!(observers[at].check(name, guard.token()).expect("check"), "{name} kept its token");
         }
         for (i, address) in addresses.iter().enumerate() {
-            let shard = client.client_for(names.iter().find(|n| client.server_for(n) == address).unwrap());
+            let name = names.iter().find(|n| client.server_for(n) == address).expect("a name per server");
+            let shard = client.client_for(name);
             let resumes = shard.await.expect("shard").resumes();
             assert_eq!(resumes, u64::from(i == 1), "only the cut shard resumed ({address})");
             assert_eq!(proxies[i].connections(), 1 + usize::from(i == 1), "{address}");
@@ -407,5 +408,43 @@ fn an_async_sharded_client_keeps_its_locks_when_one_shard_is_reset() {
         for guard in guards {
             guard.unlock().await.expect("unlock");
         }
+    });
+}
+
+/// A LOCK that never reached the server (held in a frozen proxy, then reset) is sent again
+/// after the resume and queues there as a new wait; that link is reset too. The second resume
+/// must not lose the wait the resend became: its grant, which comes under the resend's id,
+/// still reaches the caller.
+#[test]
+fn a_resent_wait_survives_a_second_reset() {
+    let server = server(GRACE);
+    let observer = direct(&server);
+    let holder = direct(&server);
+    holder.lock("ablip/twice", LockOptions::new()).expect("lock");
+    let proxy = Proxy::start(server.addr());
+    run(async {
+        let client = Arc::new(async_client_behind(&proxy, GRACE).await);
+        proxy.freeze();
+        let c = Arc::clone(&client);
+        let waiting =
+            tokio::spawn(async move { c.lock("ablip/twice", LockOptions::with_timeout(WAIT)).await });
+        // Let the LOCK reach the frozen proxy, then drop it there with the link.
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(queue_of(&observer, "ablip/twice").len(), 1, "the frozen proxy held the LOCK back");
+        proxy.reset_all();
+        proxy.thaw();
+        wait_until("the resent LOCK to queue", || queue_of(&observer, "ablip/twice").len() == 2).await;
+        assert_eq!(client.resumes(), 1);
+        proxy.reset_all();
+        wait_until("the second resume", || client.resumes() == 2).await;
+        // A call after the second resume is answered after the resends it made.
+        client.ping().await.expect("ping");
+        assert_eq!(queue_of(&observer, "ablip/twice").len(), 2, "still one wait for the session");
+        holder.unlock("ablip/twice").expect("unlock");
+        let got = tokio::time::timeout(WAIT, waiting).await.expect("the grant never reached the caller");
+        let acquired = got.expect("waiter task").expect("lock");
+        assert!(observer.check("ablip/twice", acquired.token()).expect("check"));
+        assert_eq!(client.my_locks().await.expect("my_locks").held, vec!["ablip/twice".to_string()]);
     });
 }

@@ -7,6 +7,7 @@
 //! waiting. The connection is lost (as without a session, with every lock it held) only when
 //! the grace runs out or the server says the session is gone.
 
+use std::collections::HashSet;
 use std::io::Write;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -142,14 +143,18 @@ impl Conn {
                 control.shutdown();
                 return;
             }
-            // The resends of an earlier resume that this link's loss left unanswered are
-            // sent again from their originals.
-            st.pending
-                .retain(|_, p| p.stands_for.is_none() || p.sent.as_ref().is_some_and(|(_, l)| *l == link));
+            // A resend of an earlier resume still unanswered may be the wait its original
+            // became on the server (the original never reached it): it is sent again itself,
+            // standing for it, and covers its original, which is not. One whose original was
+            // answered meanwhile is dropped (its answer, if any, went with the lost link).
+            let originals: HashSet<u32> = st.pending.keys().copied().collect();
+            st.pending.retain(|_, p| p.stands_for.is_none_or(|(o, _)| originals.contains(&o)));
+            let covered: HashSet<u32> =
+                st.pending.values().filter_map(|p| p.stands_for.map(|(o, _)| o)).collect();
             let mut stale: Vec<u32> = st
                 .pending
                 .iter()
-                .filter(|(_, p)| p.sent.as_ref().is_some_and(|(_, l)| *l < link))
+                .filter(|(id, p)| !covered.contains(id) && p.sent.as_ref().is_some_and(|(_, l)| *l < link))
                 .map(|(id, _)| *id)
                 .collect();
             // In the order they were first sent (ids grow), as a caller would expect.
@@ -158,10 +163,11 @@ impl Conn {
             for original in stale {
                 let Some(p) = st.pending.get(&original) else { continue };
                 let (frame, tx) = (p.sent.as_ref().map(|(f, _)| f.clone()).unwrap_or_default(), p.tx.clone());
-                let what = match &p.track {
-                    Track::Lock(name) => Resent::Lock { held_before: st.held.contains(name) },
-                    Track::Unlock(name) => Resent::Unlock { held_before: st.held.contains(name) },
-                    Track::None | Track::Reset => Resent::Other,
+                let what = match (&p.stands_for, &p.track) {
+                    (Some((_, what)), _) => *what,
+                    (None, Track::Lock(name)) => Resent::Lock { held_before: st.held.contains(name) },
+                    (None, Track::Unlock(name)) => Resent::Unlock { held_before: st.held.contains(name) },
+                    (None, Track::None | Track::Reset) => Resent::Other,
                 };
                 let id = st.alloc_id();
                 let frame = session::with_request_id(&frame, id);
