@@ -727,20 +727,12 @@ impl State {
         stale.sort_unstable();
         self.out.clear();
         for (seq, original) in stale {
-            let what =
-                match (self.slots[original].as_ref().and_then(|s| s.stands_for), self.root_track(original)) {
-                    (Some((_, _, what)), _) => what,
-                    (None, Some(Track::Lock(name))) => Resent::Lock { held_before: self.held.contains(name) },
-                    (None, Some(Track::Unlock(name))) => {
-                        Resent::Unlock { held_before: self.held.contains(name) }
-                    }
-                    (None, _) => Resent::Other,
-                };
-            let Some(frame) =
-                self.slots[original].as_ref().and_then(|s| s.sent.as_ref()).map(|s| s.frame.clone())
-            else {
-                continue;
+            let Some(slot) = self.slots[original].as_ref() else { continue };
+            let what = match slot.stands_for {
+                Some((_, _, what)) => what,
+                None => Resent::of(&slot.track, |name| self.held.contains(name)),
             };
+            let Some(frame) = slot.sent.as_ref().map(|s| s.frame.clone()) else { continue };
             let idx = self.take_slot();
             let frame = session::with_request_id(&frame, FIRST_ID.wrapping_add(idx as u32));
             self.out.extend_from_slice(&frame);
@@ -841,15 +833,7 @@ impl State {
             log::debug!("officer answer to a resent request whose original is gone");
             return false;
         }
-        // Whether the name is held is read now, not when it was sent again: of two resent
-        // LOCKs of one name, the first ALREADY_ACQUIRED stands for the lost grant and is
-        // recorded held, so the second is the nested one it was (as the blocking client).
-        let what = match (what, self.root_track(original)) {
-            (Resent::Lock { held_before: false }, Some(Track::Lock(name))) if self.held.contains(name) => {
-                Resent::Lock { held_before: true }
-            }
-            (what, _) => what,
-        };
+        let what = what.when_answered(self.root_track(original), |name| self.held.contains(name));
         match session::resent_answer(what, resp) {
             Some(answer) => self.dispatch(FIRST_ID.wrapping_add(original as u32), answer, wakers),
             None => false,

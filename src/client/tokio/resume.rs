@@ -23,7 +23,7 @@ use super::conn::{lock, read_loop, write_loop, AsyncConn, End, EndOnDrop};
 use super::stream::{self, Link};
 use crate::client::builder::Config;
 use crate::client::conn::SESSION_ID;
-use crate::client::session::{self, Session};
+use crate::client::session::{self, Next, Retry, Session};
 use crate::client::{Error, Result};
 
 /// Aborts the link's reader and writer when the driver moves on (or is itself dropped).
@@ -101,35 +101,33 @@ async fn resume_after(conn: &AsyncConn, reason: String) -> Option<Link> {
         st.attached = false;
     }
     log::debug!("officer session {} detached, resuming: {reason}", session.id);
-    let deadline = Instant::now() + session.grace;
-    let mut last = reason.clone();
-    for attempt in 0.. {
+    let mut retry = Retry::new(&session, reason, Instant::now());
+    loop {
         if conn.is_lost() {
             return None;
         }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            let why = format!(
-                "{reason}; the session was not resumed within its grace of {:?} ({last})",
-                session.grace
-            );
-            conn.fail(&why, false);
-            return None;
-        }
         let mut config = conn.config.clone();
-        config.connect_timeout = left.min(conn.config.connect_timeout);
-        match try_resume(conn, &session, &config).await {
-            Ok(next) => return next,
-            Err(e) if session::is_gone(&e) => {
-                conn.fail(&format!("{reason}; the session cannot be resumed: {e}"), false);
+        config.connect_timeout = match retry.next(Instant::now(), conn.config.connect_timeout) {
+            Next::Try(timeout) => timeout,
+            Next::GiveUp(why) => {
+                conn.fail(&why, false);
                 return None;
             }
-            Err(e) => last = e.to_string(),
+        };
+        match try_resume(conn, &session, &config).await {
+            Ok(next) => return next,
+            // Wakes early when the client closes meanwhile.
+            Err(e) => match retry.failed(&e, Instant::now()) {
+                Ok(pause) => {
+                    conn.wait_lost(Some(pause)).await;
+                }
+                Err(why) => {
+                    conn.fail(&why, false);
+                    return None;
+                }
+            },
         }
-        // Wakes early when the client closes meanwhile.
-        conn.wait_lost(Some(session::backoff(attempt).min(left))).await;
     }
-    None
 }
 
 /// One attempt: connect, handshake, SESSION_RESUME, RESUMED, the replay, each within the
