@@ -448,3 +448,87 @@ fn a_resent_wait_survives_a_second_reset() {
         assert_eq!(client.my_locks().await.expect("my_locks").held, vec!["ablip/twice".to_string()]);
     });
 }
+
+/// A guard dropped while the link is down queues its UNLOCK with nowhere to send it: the
+/// resume sends it, so the lock is released then, not kept for the session.
+#[test]
+fn a_guard_dropped_during_the_outage_releases_on_resume() {
+    let server = server(GRACE);
+    let observer = direct(&server);
+    let proxy = Proxy::start(server.addr());
+    run(async {
+        let client = async_client_behind(&proxy, GRACE).await;
+        let guard = client.lock_guard("ablip/guard", LockOptions::new()).await.expect("lock");
+        proxy.refuse(true);
+        proxy.reset_all();
+        wait_until("the server to detach the session", || stat(&observer, "sessions_detached") == 1).await;
+        drop(guard);
+        assert!(observer.try_lock("ablip/guard").unwrap_err().is_timeout(), "kept while detached");
+        proxy.refuse(false);
+        client.ping().await.expect("ping after the resume");
+        assert!(client.resumes() >= 1);
+        assert!(observer.try_lock("ablip/guard").is_ok(), "released by the resent UNLOCK");
+        assert!(client.my_locks().await.expect("my_locks").held.is_empty());
+    });
+}
+
+/// Two tasks of one client lock the same free name; both LOCKs are held back by a frozen proxy
+/// and lost with the link. Both are sent again: exactly one task gets the fresh grant, the
+/// other the nested ALREADY_ACQUIRED, as without the blip.
+#[test]
+fn two_lost_locks_of_one_name_resolve_to_one_grant_and_one_nested() {
+    let server = server(GRACE);
+    let observer = direct(&server);
+    let proxy = Proxy::start(server.addr());
+    run(async {
+        let client = Arc::new(async_client_behind(&proxy, GRACE).await);
+        proxy.freeze();
+        let tasks: Vec<_> = (0..2)
+            .map(|_| {
+                let c = Arc::clone(&client);
+                tokio::spawn(async move { c.lock("ablip/both", LockOptions::with_timeout(WAIT)).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        proxy.reset_all();
+        proxy.thaw();
+        let mut fresh = 0;
+        let mut token = None;
+        for t in tasks {
+            let acquired = t.await.expect("task").expect("lock");
+            fresh += usize::from(!acquired.already_acquired());
+            assert!(token.is_none_or(|t| t == acquired.token()), "one grant, one token");
+            token = Some(acquired.token());
+        }
+        assert_eq!(fresh, 1, "exactly one fresh grant");
+        assert!(observer.check("ablip/both", token.expect("a token")).expect("check"));
+        client.unlock("ablip/both").await.expect("unlock");
+        assert!(observer.try_lock("ablip/both").is_ok(), "one UNLOCK releases it");
+    });
+}
+
+/// A server shutting down ends the session on purpose (SHUTDOWN, id 0): the client does not
+/// try to resume for its grace, and pending futures fail with the connection lost.
+#[test]
+fn a_server_shutdown_ends_the_async_session_at_once() {
+    let server = server(GRACE);
+    let holder = direct(&server);
+    holder.lock("ablip/shutdown", LockOptions::new()).expect("lock");
+    run(async {
+        let client = AsyncClient::builder()
+            .host("127.0.0.1")
+            .port(server.addr().port())
+            .session_grace(GRACE)
+            .connect()
+            .await
+            .expect("connect");
+        assert!(client.session().is_some());
+        let waiting = client.lock("ablip/shutdown", LockOptions::with_timeout(GRACE * 2));
+        let stop = tokio::task::spawn_blocking(move || server.stop());
+        let err = tokio::time::timeout(WAIT, waiting).await.expect("still resuming").unwrap_err();
+        assert!(err.is_connection_lost(), "{err}");
+        assert!(err.to_string().contains("shutting down"), "{err}");
+        assert_eq!(client.resumes(), 0);
+        stop.await.expect("stop");
+    });
+}
