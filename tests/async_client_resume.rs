@@ -54,6 +54,24 @@ async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 
 const GRACE: Duration = Duration::from_secs(30);
 
+/// A client with a session behind `proxy` whose task waits for `name` (held by another
+/// client), then its link reset and new connections refused until `proxy.refuse(false)`:
+/// returned once the server has detached the session, the wait kept in the queue.
+async fn detached_waiter(
+    observer: &Client,
+    proxy: &Proxy,
+    name: &'static str,
+) -> (Arc<AsyncClient>, tokio::task::JoinHandle<officer::client::Result<officer::client::Acquired>>) {
+    let client = Arc::new(async_client_behind(proxy, GRACE).await);
+    let c = Arc::clone(&client);
+    let waiting = tokio::spawn(async move { c.lock(name, LockOptions::with_timeout(WAIT)).await });
+    wait_until("the session's wait to queue", || queue_of(observer, name).len() == 2).await;
+    proxy.refuse(true);
+    proxy.reset_all();
+    wait_until("the server to detach the session", || stat(observer, "sessions_detached") == 1).await;
+    (client, waiting)
+}
+
 #[test]
 fn an_async_holder_keeps_its_lock_and_token_across_a_reset() {
     let server = server(GRACE);
@@ -177,14 +195,7 @@ fn a_lock_future_dropped_during_the_outage_is_withdrawn_on_resume() {
     holder.lock("ablip/dropped", LockOptions::new()).expect("lock");
     let proxy = Proxy::start(server.addr());
     run(async {
-        let client = Arc::new(async_client_behind(&proxy, GRACE).await);
-        let c = Arc::clone(&client);
-        let waiting =
-            tokio::spawn(async move { c.lock("ablip/dropped", LockOptions::with_timeout(WAIT)).await });
-        wait_until("the session's wait to queue", || queue_of(&observer, "ablip/dropped").len() == 2).await;
-        proxy.refuse(true);
-        proxy.reset_all();
-        wait_until("the server to detach the session", || stat(&observer, "sessions_detached") == 1).await;
+        let (client, waiting) = detached_waiter(&observer, &proxy, "ablip/dropped").await;
         // Granted to the detached session, then the future is dropped before it could learn.
         holder.unlock("ablip/dropped").expect("unlock");
         wait_until("the grant to the detached session", || queue_of(&observer, "ablip/dropped").len() == 1)
@@ -215,14 +226,7 @@ fn a_wait_dropped_during_the_outage_leaves_the_queue_on_resume() {
     holder.lock("ablip/cancel", LockOptions::new()).expect("lock");
     let proxy = Proxy::start(server.addr());
     run(async {
-        let client = Arc::new(async_client_behind(&proxy, GRACE).await);
-        let c = Arc::clone(&client);
-        let waiting =
-            tokio::spawn(async move { c.lock("ablip/cancel", LockOptions::with_timeout(WAIT)).await });
-        wait_until("the session's wait to queue", || queue_of(&observer, "ablip/cancel").len() == 2).await;
-        proxy.refuse(true);
-        proxy.reset_all();
-        wait_until("the server to detach the session", || stat(&observer, "sessions_detached") == 1).await;
+        let (client, waiting) = detached_waiter(&observer, &proxy, "ablip/cancel").await;
         waiting.abort();
         assert!(waiting.await.unwrap_err().is_cancelled());
         proxy.refuse(false);
