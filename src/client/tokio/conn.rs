@@ -410,7 +410,7 @@ impl AsyncConn {
             st.orphans.clear();
             st.out.clear();
             let mut tasks = std::mem::take(&mut st.tasks);
-            if goodbye {
+            if goodbye && !tasks.is_empty() {
                 st.goodbye = true;
                 st.out = session::goodbye_request(crate::client::conn::SESSION_ID);
                 // The driver (the first task) is left to write it and see the close.
