@@ -77,11 +77,9 @@ struct Slot {
     /// A LOCK whose caller went away while the connection held the name or another caller
     /// awaited a LOCK of it: its UNLOCK waits until neither is true (`withdraw_orphans`).
     orphan: bool,
-    /// With a session: the request's bytes and order, to send it again after a resume.
+    /// With a session: the request's bytes and order, to send it again after a resume
+    /// (boxed, so a slot without a session costs one pointer more).
     sent: Option<Box<Sent>>,
-    /// A request sent again after a resume: the slot (and its `seq`) of the request it stands
-    /// for, and how its answer reads.
-    stands_for: Option<(usize, u64, Resent)>,
 }
 
 /// A request as it went out, kept by a session's slot until its answer.
@@ -90,12 +88,20 @@ pub(super) struct Sent {
     /// Grows with every request queued: resends go out in the order of the originals, and a
     /// resend's answer reaches its original only if the slot still holds that request.
     seq: u64,
+    /// A request sent again after a resume: the slot (and its `seq`) of the request it stands
+    /// for, and how its answer reads.
+    stands_for: Option<(usize, u64, Resent)>,
 }
 
 impl Slot {
     /// A slot for `waiter`, tracking `track`, its request's bytes in `sent` (with a session).
     fn new(waiter: Waiter, track: Track, sent: Option<Box<Sent>>) -> Slot {
-        Slot { waiter, track, withdrawn: false, orphan: false, sent, stands_for: None }
+        Slot { waiter, track, withdrawn: false, orphan: false, sent }
+    }
+
+    /// For a request sent again after a resume, the request it stands for (see [`Sent`]).
+    fn stands_for(&self) -> Option<(usize, u64, Resent)> {
+        self.sent.as_ref().and_then(|s| s.stands_for)
     }
 
     /// Still awaited by a caller and not yet answered.
@@ -693,7 +699,7 @@ impl State {
     /// `frame` as a session's slot keeps it, numbered after every request before it.
     fn sent(&mut self, frame: Vec<u8>) -> Box<Sent> {
         self.next_seq += 1;
-        Box::new(Sent { frame, seq: self.next_seq })
+        Box::new(Sent { frame, seq: self.next_seq, stands_for: None })
     }
 
     /// Attaches link `link` once a resume's replay is through: sends again every request in
@@ -706,7 +712,7 @@ impl State {
         let mut covered = HashSet::new();
         for (idx, slot) in self.slots.iter().enumerate() {
             let Some(slot) = slot.as_ref().filter(|s| s.in_flight()) else { continue };
-            if let Some((original, seq, _)) = slot.stands_for {
+            if let Some((original, seq, _)) = slot.stands_for() {
                 if self.sent_seq(original) == Some(seq) {
                     covered.insert(original);
                 } else {
@@ -728,7 +734,7 @@ impl State {
         self.out.clear();
         for (seq, original) in stale {
             let Some(slot) = self.slots[original].as_ref() else { continue };
-            let what = match slot.stands_for {
+            let what = match slot.stands_for() {
                 Some((_, _, what)) => what,
                 None => Resent::of(&slot.track, |name| self.held.contains(name)),
             };
@@ -736,9 +742,9 @@ impl State {
             let idx = self.take_slot();
             let frame = session::with_request_id(&frame, FIRST_ID.wrapping_add(idx as u32));
             self.out.extend_from_slice(&frame);
-            let mut resend = Slot::new(Waiter::Nobody, Track::None, Some(self.sent(frame)));
-            resend.stands_for = Some((original, seq, what));
-            self.slots[idx] = Some(resend);
+            let mut sent = self.sent(frame);
+            sent.stands_for = Some((original, seq, what));
+            self.slots[idx] = Some(Slot::new(Waiter::Nobody, Track::None, Some(sent)));
         }
         self.link = link;
         self.attached = true;
@@ -772,7 +778,7 @@ impl State {
             log::debug!("officer response for unknown request id={id}");
             return false;
         };
-        if let Some((original, seq, what)) = slot.stands_for {
+        if let Some((original, seq, what)) = slot.stands_for() {
             self.release(idx);
             return self.resent_answered(original, seq, what, resp, wakers);
         }
@@ -851,7 +857,7 @@ impl State {
     fn root_track(&self, mut idx: usize) -> Option<&Track> {
         for _ in 0..=self.slots.len() {
             let slot = self.slots.get(idx)?.as_ref()?;
-            match slot.stands_for {
+            match slot.stands_for() {
                 Some((original, seq, _)) if self.sent_seq(original) == Some(seq) => idx = original,
                 Some(_) => return None,
                 None => return Some(&slot.track),
