@@ -16,7 +16,7 @@ use officer::client::{Client, LockOptions};
 use officer::protocol::{Request, Response};
 use support::frames::{hello_frame, lock_req, token_of};
 use support::process::wait_until;
-use support::proxy::Proxy;
+use support::proxy::{client_behind, Proxy};
 use support::raw::Raw;
 use support::server::TestServer;
 use support::WAIT;
@@ -104,15 +104,10 @@ fn direct(server: &TestServer) -> Client {
     Client::connect("127.0.0.1", server.addr().port()).expect("connect")
 }
 
-/// A client behind `proxy` with a session of `grace`.
+/// A client behind `proxy` with a session of `grace`, the grace granted in full.
 fn behind(proxy: &Proxy, grace: Duration) -> Client {
-    let client = Client::builder()
-        .host("127.0.0.1")
-        .port(proxy.port())
-        .session_grace(grace)
-        .connect()
-        .expect("connect through the proxy");
-    assert_eq!(client.session().map(|(_, g)| g), Some(grace), "the server opened the session");
+    let client = client_behind(proxy, grace);
+    assert_eq!(client.session().map(|(_, g)| g), Some(grace), "the server granted the grace asked");
     client
 }
 
@@ -324,6 +319,78 @@ fn mutual_exclusion_holds_with_resets_injected_throughout() {
     assert_eq!(grants.len(), (SESSIONS + PLAIN) * ROUNDS);
     assert!(grants.windows(2).all(|p| p[0] < p[1]), "tokens not increasing: {grants:?}");
     assert!(resets > 0 && resumes > 0, "no reset hit a session: the run proved nothing");
+}
+
+/// A LOCK that never reached the server (held in a frozen proxy, then reset) is sent again
+/// after the resume and queues there as a new wait; that link is reset too. The second resume
+/// must not lose the wait the resend became: its grant, which comes under the resend's id,
+/// still reaches the caller.
+#[test]
+fn a_resent_wait_survives_a_second_reset() {
+    let server = server(GRACE);
+    let observer = direct(&server);
+    let holder = direct(&server);
+    holder.lock("blip/twice", LockOptions::new()).expect("lock");
+    let proxy = Proxy::start(server.addr());
+    let client = Arc::new(behind(&proxy, GRACE));
+    proxy.freeze();
+    let c = Arc::clone(&client);
+    let waiting = thread::spawn(move || c.lock("blip/twice", LockOptions::with_timeout(WAIT)));
+    thread::sleep(Duration::from_millis(20));
+    assert_eq!(queue_of(&observer, "blip/twice").len(), 1, "the frozen proxy held the LOCK back");
+    proxy.reset_all();
+    proxy.thaw();
+    wait_until("the resent LOCK to queue", WAIT, || queue_of(&observer, "blip/twice").len() == 2);
+    assert_eq!(client.resumes(), 1);
+    proxy.reset_all();
+    wait_until("the second resume", WAIT, || client.resumes() == 2);
+    client.ping().expect("ping");
+    assert_eq!(queue_of(&observer, "blip/twice").len(), 2, "still one wait for the session");
+    holder.unlock("blip/twice").expect("unlock");
+    let acquired = waiting.join().expect("waiter thread").expect("the grant reached the caller");
+    assert!(observer.check("blip/twice", acquired.token()).expect("check"));
+    assert_eq!(client.my_locks().expect("my_locks").held, vec!["blip/twice".to_string()]);
+}
+
+/// Three servers, one proxy in front of each; a sharded client with sessions over the proxies.
+/// One shard's connection is reset: that session alone resumes, every lock on every server is
+/// still held with its token, and the other shards never reconnected.
+#[test]
+fn a_sharded_client_keeps_its_locks_when_one_shard_is_reset() {
+    let servers: Vec<TestServer> = (0..3).map(|_| server(GRACE)).collect();
+    let proxies: Vec<Proxy> = servers.iter().map(|s| Proxy::start(s.addr())).collect();
+    let addresses: Vec<String> = proxies.iter().map(|p| format!("127.0.0.1:{}", p.port())).collect();
+    let observers: Vec<Client> = servers.iter().map(direct).collect();
+    let client = officer::client::ShardedClient::builder()
+        .servers(&addresses)
+        .session_grace(GRACE)
+        .connect()
+        .expect("connect");
+    let names: Vec<String> = (0..60).map(|i| format!("blip/shard-{i}")).collect();
+    let guards: Vec<_> =
+        names.iter().map(|n| client.lock_guard(n, LockOptions::new()).expect("lock")).collect();
+    let cut = &addresses[1];
+    assert!(names.iter().any(|n| client.server_for(n) == cut), "the cut shard holds some names");
+    assert_eq!(proxies[1].reset_all(), 1);
+    let mut mine = client.my_locks().expect("my_locks after the reset").held;
+    mine.sort();
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(mine, sorted, "every lock still held");
+    for (name, guard) in names.iter().zip(&guards) {
+        let at = addresses.iter().position(|a| a == client.server_for(name)).expect("placed");
+        assert!(!guard.is_lost(), "{name}");
+        assert!(observers[at].check(name, guard.token()).expect("check"), "{name} kept its token");
+    }
+    for (i, address) in addresses.iter().enumerate() {
+        let name = names.iter().find(|n| client.server_for(n) == address).expect("a name per server");
+        let resumes = client.client_for(name).expect("shard").resumes();
+        assert_eq!(resumes, u64::from(i == 1), "only the cut shard resumed ({address})");
+        assert_eq!(proxies[i].connections(), 1 + usize::from(i == 1), "{address}");
+    }
+    for guard in guards {
+        guard.unlock().expect("unlock");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -434,13 +434,7 @@ fn a_server_restart_reports_the_lock_lost_not_silently_held() {
     });
     let addr = first.addr();
     let proxy = support::proxy::Proxy::start(addr);
-    let client = Client::builder()
-        .host("127.0.0.1")
-        .port(proxy.port())
-        .session_grace(grace)
-        .connect()
-        .expect("connect through the proxy");
-    assert!(client.session().is_some(), "the session is open");
+    let client = support::proxy::client_behind(&proxy, grace);
     let guard = client.lock_guard("restart/r", LockOptions::new()).expect("lock");
     proxy.freeze();
     first.stop();

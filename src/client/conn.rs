@@ -498,17 +498,12 @@ impl Conn {
             return Ok(());
         };
         let mut resp = resp;
-        if let Some((original, what)) = pending.stands_for {
-            // Sent again after a resume: its answer may stand for the original's. Whether the
-            // name is held is read now, not when it was sent again: of two resent LOCKs of one
-            // name (two threads, both answers lost), the first ALREADY_ACQUIRED stands for the
-            // grant and is recorded held below, so the second is the nested one it was.
-            let what = match (what, st.pending.get(&original).map(|p| &p.track)) {
-                (Resent::Lock { held_before: false }, Some(Track::Lock(name))) if st.held.contains(name) => {
-                    Resent::Lock { held_before: true }
-                }
-                (what, _) => what,
-            };
+        // A resend of a resend (a second resume) stands for the one before it, down to the
+        // original.
+        while let Some((original, what)) = pending.stands_for {
+            // Sent again after a resume: its answer may stand for the original's, the name's
+            // hold read as of now ([`Resent::when_answered`]).
+            let what = what.when_answered(st.root_track(original), |name| st.held.contains(name));
             let Some(answer) = session::resent_answer(what, resp) else { return Ok(()) };
             let Some(orig) = st.pending.remove(&original) else { return Ok(()) };
             (pending, resp) = (orig, answer);
@@ -635,6 +630,18 @@ impl Conn {
 }
 
 impl State {
+    /// The tracking of the request `id` stands for, following resends of resends.
+    fn root_track(&self, mut id: u32) -> Option<&Track> {
+        for _ in 0..=self.pending.len() {
+            let p = self.pending.get(&id)?;
+            match p.stands_for {
+                Some((original, _)) => id = original,
+                None => return Some(&p.track),
+            }
+        }
+        None
+    }
+
     /// A fresh request id: never 0 (reserved for the server), never one still waiting, and
     /// never one of the handshake's, which a resume's handshake uses again.
     pub(super) fn alloc_id(&mut self) -> u32 {

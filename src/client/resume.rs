@@ -7,13 +7,14 @@
 //! waiting. The connection is lost (as without a session, with every lock it held) only when
 //! the grace runs out or the server says the session is gone.
 
+use std::collections::HashSet;
 use std::io::Write;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::answer::Track;
 use super::conn::{handshake, lock, read_reply, Conn, Pending, SESSION_ID};
-use super::session::{self, Resent, Session};
+use super::session::{self, Next, Resent, Retry, Session};
 use super::stream::Stream;
 use super::Result;
 use crate::protocol::HelloOk;
@@ -63,40 +64,37 @@ impl Conn {
             st.link
         };
         log::debug!("officer session {} detached, resuming: {reason}", session.id);
-        let deadline = Instant::now() + session.grace;
-        let mut last = reason.clone();
-        for attempt in 0.. {
+        let mut retry = Retry::new(&session, reason, Instant::now());
+        loop {
             if self.lost().is_some() {
                 return None;
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                self.fail(
-                    &format!(
-                        "{reason}; the session was not resumed within its grace of {:?} ({last})",
-                        session.grace
-                    ),
-                    false,
-                );
-                return None;
-            }
-            match self.try_resume(&session, left.min(self.config.connect_timeout), link + 1) {
+            let timeout = match retry.next(Instant::now(), self.config.connect_timeout) {
+                Next::Try(timeout) => timeout,
+                Next::GiveUp(why) => {
+                    self.fail(&why, false);
+                    return None;
+                }
+            };
+            match self.try_resume(&session, timeout, link + 1) {
                 Ok(next) => {
                     // Counted before the replay is read, so a caller the replay answers sees it.
                     self.resumes.fetch_add(1, Ordering::SeqCst);
                     log::debug!("officer session {} resumed, {} replayed", session.id, next.replay.left);
                     return Some(next);
                 }
-                Err(e) if session::is_gone(&e) => {
-                    self.fail(&format!("{reason}; the session cannot be resumed: {e}"), false);
-                    return None;
-                }
-                Err(e) => last = e.to_string(),
+                // Wakes early when the client closes meanwhile.
+                Err(e) => match retry.failed(&e, Instant::now()) {
+                    Ok(pause) => {
+                        self.wait_lost(Some(pause));
+                    }
+                    Err(why) => {
+                        self.fail(&why, false);
+                        return None;
+                    }
+                },
             }
-            // Wakes early when the client closes meanwhile.
-            self.wait_lost(Some(session::backoff(attempt).min(left)));
         }
-        None
     }
 
     /// One attempt: connect, handshake, SESSION_RESUME, RESUMED; each step within `timeout`.
@@ -142,14 +140,18 @@ impl Conn {
                 control.shutdown();
                 return;
             }
-            // The resends of an earlier resume that this link's loss left unanswered are
-            // sent again from their originals.
-            st.pending
-                .retain(|_, p| p.stands_for.is_none() || p.sent.as_ref().is_some_and(|(_, l)| *l == link));
+            // A resend of an earlier resume still unanswered may be the wait its original
+            // became on the server (the original never reached it): it is sent again itself,
+            // standing for it, and covers its original, which is not. One whose original was
+            // answered meanwhile is dropped (its answer, if any, went with the lost link).
+            let originals: HashSet<u32> = st.pending.keys().copied().collect();
+            st.pending.retain(|_, p| p.stands_for.is_none_or(|(o, _)| originals.contains(&o)));
+            let covered: HashSet<u32> =
+                st.pending.values().filter_map(|p| p.stands_for.map(|(o, _)| o)).collect();
             let mut stale: Vec<u32> = st
                 .pending
                 .iter()
-                .filter(|(_, p)| p.sent.as_ref().is_some_and(|(_, l)| *l < link))
+                .filter(|(id, p)| !covered.contains(id) && p.sent.as_ref().is_some_and(|(_, l)| *l < link))
                 .map(|(id, _)| *id)
                 .collect();
             // In the order they were first sent (ids grow), as a caller would expect.
@@ -158,10 +160,9 @@ impl Conn {
             for original in stale {
                 let Some(p) = st.pending.get(&original) else { continue };
                 let (frame, tx) = (p.sent.as_ref().map(|(f, _)| f.clone()).unwrap_or_default(), p.tx.clone());
-                let what = match &p.track {
-                    Track::Lock(name) => Resent::Lock { held_before: st.held.contains(name) },
-                    Track::Unlock(name) => Resent::Unlock { held_before: st.held.contains(name) },
-                    Track::None | Track::Reset => Resent::Other,
+                let what = match p.stands_for {
+                    Some((_, what)) => what,
+                    None => Resent::of(&p.track, |name| st.held.contains(name)),
                 };
                 let id = st.alloc_id();
                 let frame = session::with_request_id(&frame, id);

@@ -5,11 +5,14 @@
 //!
 //! The connection (`conn.rs`) does the I/O: it opens the session in its handshake, and when its
 //! socket drops it reconnects, resumes, lets the replay answer what it can under the original
-//! request ids, and sends the rest again through [`resent_answer`].
+//! request ids, and sends the rest again through [`resent_answer`]. Both clients, blocking
+//! (`resume.rs`) and async (`tokio/resume.rs`), take from here the messages, the attempts of a
+//! resume ([`Retry`], handed the time), what each request sent again is ([`Resent::of`]) and
+//! what its answer means, so they resume alike.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use super::answer::unexpected;
+use super::answer::{unexpected, Track};
 use super::{Error, Result};
 use crate::protocol::{ErrorCode, Request, Response, Resumed, SessionOk, SessionOpen, SessionResume};
 
@@ -98,6 +101,62 @@ pub(crate) fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(20u64.saturating_mul(1 << attempt.min(5))).min(Duration::from_millis(500))
 }
 
+/// The attempts of one resume, without I/O or a clock: the caller says when it is (`now`),
+/// tries when told, and reports each failure.
+#[derive(Debug)]
+pub(crate) struct Retry {
+    /// Why the link was lost, for the final error.
+    reason: String,
+    grace: Duration,
+    deadline: Instant,
+    attempt: u32,
+    /// The last attempt's error.
+    last: String,
+}
+
+/// What a resume does next, as [`Retry::next`] says.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Next {
+    /// Try once, each step within this long (what is left of the grace, at most the
+    /// connect timeout).
+    Try(Duration),
+    /// The grace is over: the connection is lost, for this reason.
+    GiveUp(String),
+}
+
+impl Retry {
+    /// A resume of `session` starting at `now`, after the link was lost for `reason`.
+    pub(crate) fn new(session: &Session, reason: String, now: Instant) -> Retry {
+        let last = reason.clone();
+        Retry { reason, grace: session.grace, deadline: now + session.grace, attempt: 0, last }
+    }
+
+    /// The next step at `now`.
+    pub(crate) fn next(&self, now: Instant, connect_timeout: Duration) -> Next {
+        let left = self.deadline.saturating_duration_since(now);
+        if left.is_zero() {
+            return Next::GiveUp(format!(
+                "{}; the session was not resumed within its grace of {:?} ({})",
+                self.reason, self.grace, self.last
+            ));
+        }
+        Next::Try(left.min(connect_timeout))
+    }
+
+    /// The attempt failed at `now` with `e`: `Ok` with the pause before the next one, or
+    /// `Err` with the reason the connection is lost when the session is gone for good
+    /// ([`is_gone`]).
+    pub(crate) fn failed(&mut self, e: &Error, now: Instant) -> std::result::Result<Duration, String> {
+        if is_gone(e) {
+            return Err(format!("{}; the session cannot be resumed: {e}", self.reason));
+        }
+        self.last = e.to_string();
+        let pause = backoff(self.attempt).min(self.deadline.saturating_duration_since(now));
+        self.attempt = self.attempt.saturating_add(1);
+        Ok(pause)
+    }
+}
+
 /// What a request sent again after a resume was, for [`resent_answer`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Resent {
@@ -107,6 +166,31 @@ pub(crate) enum Resent {
     Unlock { held_before: bool },
     /// Anything else: the new answer is the answer.
     Other,
+}
+
+impl Resent {
+    /// What a request tracked by `track` is when it is sent again; `held`: whether the
+    /// client holds a full name now.
+    pub(crate) fn of(track: &Track, held: impl Fn(&str) -> bool) -> Resent {
+        match track {
+            Track::Lock(name) => Resent::Lock { held_before: held(name) },
+            Track::Unlock(name) => Resent::Unlock { held_before: held(name) },
+            Track::None | Track::Reset => Resent::Other,
+        }
+    }
+
+    /// `self` as it reads when its answer comes, for a request tracked by `root` (the
+    /// original): whether the name is held is read then, not when it was sent again. Of two
+    /// resent LOCKs of one name (both answers lost), the first ALREADY_ACQUIRED stands for the
+    /// grant and is recorded held, so the second is the nested one it was.
+    pub(crate) fn when_answered(self, root: Option<&Track>, held: impl Fn(&str) -> bool) -> Resent {
+        match (self, root) {
+            (Resent::Lock { held_before: false }, Some(Track::Lock(name))) if held(name) => {
+                Resent::Lock { held_before: true }
+            }
+            (what, _) => what,
+        }
+    }
 }
 
 /// What to do with `resp`, the answer to a request that the lost connection left unanswered
@@ -179,6 +263,42 @@ mod tests {
         let steps: Vec<u64> = (0..8).map(|a| backoff(a).as_millis() as u64).collect();
         assert_eq!(steps, [20, 40, 80, 160, 320, 500, 500, 500]);
         assert_eq!(backoff(u32::MAX), Duration::from_millis(500));
+    }
+
+    #[test]
+    fn a_resume_tries_within_the_grace_then_gives_up_with_the_last_error() {
+        let t0 = Instant::now();
+        let s = Session { id: 1, secret: [0; 16], grace: Duration::from_millis(1000) };
+        let mut r = Retry::new(&s, "reset".into(), t0);
+        let connect = Duration::from_millis(300);
+        assert_eq!(r.next(t0, connect), Next::Try(connect));
+        let refused = Error::io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert_eq!(r.failed(&refused, t0), Ok(Duration::from_millis(20)));
+        assert_eq!(r.failed(&refused, t0), Ok(Duration::from_millis(40)));
+        // Near the end: each step only within what is left, and the pause no longer.
+        let late = t0 + Duration::from_millis(990);
+        assert_eq!(r.next(late, connect), Next::Try(Duration::from_millis(10)));
+        assert_eq!(r.failed(&refused, late), Ok(Duration::from_millis(10)));
+        let Next::GiveUp(why) = r.next(t0 + Duration::from_millis(1000), connect) else { panic!("tries on") };
+        assert!(why.starts_with("reset; the session was not resumed within its grace of 1s"), "{why}");
+        assert!(why.contains(&refused.to_string()), "{why}");
+        let gone = Error::server(ErrorCode::BadSession, "no such session");
+        let why = r.failed(&gone, t0).unwrap_err();
+        assert!(why.starts_with("reset; the session cannot be resumed"), "{why}");
+    }
+
+    #[test]
+    fn a_resent_lock_reads_held_as_of_its_answer() {
+        let lock = Track::Lock("a".into());
+        let none = |_: &str| false;
+        let all = |_: &str| true;
+        assert_eq!(Resent::of(&lock, none), Resent::Lock { held_before: false });
+        assert_eq!(Resent::of(&Track::Unlock("a".into()), all), Resent::Unlock { held_before: true });
+        assert_eq!(Resent::of(&Track::Reset, all), Resent::Other);
+        let fresh = Resent::Lock { held_before: false };
+        assert_eq!(fresh.when_answered(Some(&lock), all), Resent::Lock { held_before: true });
+        assert_eq!(fresh.when_answered(Some(&lock), none), fresh);
+        assert_eq!(fresh.when_answered(None, all), fresh);
     }
 
     #[test]

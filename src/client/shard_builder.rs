@@ -144,6 +144,20 @@ impl ShardedBuilder {
         self
     }
 
+    /// As [`ClientBuilder::session_grace`], for every server: each connection asks its server
+    /// for a resumable session of `grace`, so when one server's connection drops, that
+    /// session alone is resumed (its locks and waits kept) while the other servers' names
+    /// carry on untouched. A server that is down still fails only its own names.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let builder = officer::client::ShardedClient::builder().session_grace(Duration::from_secs(10));
+    /// ```
+    pub fn session_grace(mut self, grace: Duration) -> ShardedBuilder {
+        self.options = self.options.session_grace(grace);
+        self
+    }
+
     /// As [`ClientBuilder::auth`]: the one secret of every server of the set.
     ///
     /// ```

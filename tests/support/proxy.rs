@@ -7,6 +7,9 @@
 //! a short timeout so it notices a command without being woken; a reset sets `SO_LINGER` 0 on
 //! both sockets and waits for the pumps to drop them, so the last close sends the RST and the
 //! call returns only once it has been sent.
+//!
+//! [`client_behind`] (and, with the `tokio` feature, [`async_client_behind`]) connect a client
+//! with a resumable session through a proxy, the way every resume suite starts.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -32,6 +35,32 @@ struct Link {
     /// Pumps of this link that have stopped forwarding for a freeze.
     parked: AtomicUsize,
     pumps: Mutex<Vec<thread::JoinHandle<()>>>,
+}
+
+/// A blocking client behind `proxy` with a session of `grace`, which the server opened.
+pub fn client_behind(proxy: &Proxy, grace: Duration) -> officer::client::Client {
+    let client = officer::client::Client::builder()
+        .host("127.0.0.1")
+        .port(proxy.port())
+        .session_grace(grace)
+        .connect()
+        .expect("connect through the proxy");
+    assert!(client.session().is_some(), "the server opened no session");
+    client
+}
+
+/// An async client behind `proxy` with a session of `grace`, which the server opened.
+#[cfg(feature = "tokio")]
+pub async fn async_client_behind(proxy: &Proxy, grace: Duration) -> officer::client::tokio::AsyncClient {
+    let client = officer::client::tokio::AsyncClient::builder()
+        .host("127.0.0.1")
+        .port(proxy.port())
+        .session_grace(grace)
+        .connect()
+        .await
+        .expect("connect through the proxy");
+    assert!(client.session().is_some(), "the server opened no session");
+    client
 }
 
 /// What the test controls, shared with the proxy's threads.

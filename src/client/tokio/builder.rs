@@ -122,6 +122,24 @@ impl AsyncClientBuilder {
         self.with(|b| b.auto_reconnect(enabled))
     }
 
+    /// Asks the server for a resumable session with this grace; the same semantics as
+    /// [`ClientBuilder::session_grace`]: when the connection drops, the client reconnects by
+    /// itself (with back-off, until the grace runs out) and resumes, and its guards, pending
+    /// `lock` futures and their places in the queues survive the blip. Only a lock really lost
+    /// (grace over, lease expired, revoked) is reported, through
+    /// [`AsyncLockGuard::is_lost`](super::AsyncLockGuard::is_lost) and
+    /// [`lost`](super::AsyncLockGuard::lost). Dropping a `lock` future during the outage still
+    /// withdraws its wait once resumed; closing the client says GOODBYE, so the server releases
+    /// at once rather than after the grace.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let builder = officer::client::tokio::AsyncClient::builder().session_grace(Duration::from_secs(10));
+    /// ```
+    pub fn session_grace(self, grace: Duration) -> AsyncClientBuilder {
+        self.with(|b| b.session_grace(grace))
+    }
+
     /// The shared secret sent in AUTH when the server asks for authentication.
     ///
     /// ```

@@ -19,6 +19,14 @@
 //! releases), and a grant that reaches no one is released when it arrives, so no lock stays
 //! held with nobody to release it. Queuing a frame never waits, so guards release on drop
 //! without blocking the runtime.
+//!
+//! With a resumable session (`AsyncClientBuilder::session_grace`, PROTOCOL.md §6.14) the
+//! connection is the session, and the socket under it a numbered *link*, as in the blocking
+//! client: a driver task runs each link's reader and writer, and when the link ends it
+//! reconnects and resumes (`resume.rs`) while calls keep waiting in their slots. Each slot then
+//! keeps its request's bytes, so what the lost link left unanswered is sent again under a new
+//! id that stands for the original ([`session::resent_answer`]); the cancel-safety rules above
+//! apply unchanged to the answers that come back.
 
 use std::collections::{HashSet, VecDeque};
 use std::future::Future;
@@ -29,15 +37,16 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use ::tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use ::tokio::io::{AsyncReadExt, AsyncWriteExt};
 use ::tokio::sync::{watch, Notify};
 use ::tokio::task::AbortHandle;
 
-use super::stream;
+use super::stream::{self, Link, Reader, Writer};
 use crate::client::answer::{unsolicited_reason, Effect, Track};
 use crate::client::builder::Config;
 use crate::client::conn::{Lost, LostGrant};
 use crate::client::handshake::{FIRST_ID, MAX_RESPONSE_FRAME};
+use crate::client::session::{self, Resent, Session};
 use crate::client::{Error, Result};
 use crate::protocol::{split_frame, HelloOk, LostReason, Request, Response, SHUTDOWN_REQUEST_ID};
 
@@ -68,9 +77,33 @@ struct Slot {
     /// A LOCK whose caller went away while the connection held the name or another caller
     /// awaited a LOCK of it: its UNLOCK waits until neither is true (`withdraw_orphans`).
     orphan: bool,
+    /// With a session: the request's bytes and order, to send it again after a resume
+    /// (boxed, so a slot without a session costs one pointer more).
+    sent: Option<Box<Sent>>,
+}
+
+/// A request as it went out, kept by a session's slot until its answer.
+pub(super) struct Sent {
+    frame: Vec<u8>,
+    /// Grows with every request queued: resends go out in the order of the originals, and a
+    /// resend's answer reaches its original only if the slot still holds that request.
+    seq: u64,
+    /// A request sent again after a resume: the slot (and its `seq`) of the request it stands
+    /// for, and how its answer reads.
+    stands_for: Option<(usize, u64, Resent)>,
 }
 
 impl Slot {
+    /// A slot for `waiter`, tracking `track`, its request's bytes in `sent` (with a session).
+    fn new(waiter: Waiter, track: Track, sent: Option<Box<Sent>>) -> Slot {
+        Slot { waiter, track, withdrawn: false, orphan: false, sent }
+    }
+
+    /// For a request sent again after a resume, the request it stands for (see [`Sent`]).
+    fn stands_for(&self) -> Option<(usize, u64, Resent)> {
+        self.sent.as_ref().and_then(|s| s.stands_for)
+    }
+
     /// Still awaited by a caller and not yet answered.
     fn live(&self) -> bool {
         matches!(self.waiter, Waiter::Caller(_))
@@ -82,16 +115,16 @@ impl Slot {
     }
 }
 
-struct State {
+pub(super) struct State {
     /// Requests by `id - FIRST_ID`; `None` is a free slot, listed in `free`. A slot is reused
     /// only after its answer was read, so an id is never in flight twice.
     slots: Vec<Option<Slot>>,
     free: Vec<usize>,
     /// Full names of the locks held, from the answers read so far.
     held: HashSet<String, NameHash>,
-    lost: Option<Lost>,
+    pub(super) lost: Option<Lost>,
     /// Frames queued for the writer task, in request-id order.
-    out: Vec<u8>,
+    pub(super) out: Vec<u8>,
     /// The name of each pending LOCK that is `orphan` (once per orphan): an answer about a
     /// name not in it costs no scan of the slots.
     orphans: Vec<String>,
@@ -99,14 +132,39 @@ struct State {
     lost_grants: VecDeque<LostGrant>,
     /// Grants someone started waiting behind (CONTENDED notices), at most `NOTICES_KEPT`.
     contended: VecDeque<(String, u64)>,
-    /// The reader, writer and keep-alive tasks, aborted when the connection ends.
+    /// The driver (which runs each link's reader and writer) and keep-alive tasks, aborted
+    /// when the connection ends.
     tasks: Vec<AbortHandle>,
+    /// A session is open: slots keep their requests' bytes for a resume.
+    session: bool,
+    /// False while a session's link is down and being resumed: requests are kept in their
+    /// slots, not queued, and the resume sends them. Always true without a session.
+    pub(super) attached: bool,
+    /// GOODBYE was queued: the end of the link that follows is not a loss to resume.
+    goodbye: bool,
+    /// The number of the current link (1 for the first socket, one more per resume).
+    pub(super) link: u64,
+    /// The `seq` of the next request queued with a session.
+    next_seq: u64,
 }
 
 /// A live (or lost) connection, shared through `Arc` by the client, its guards and its tasks.
 pub(crate) struct AsyncConn {
+    /// The first link's HELLO_OK: the server's limits, which a resume (to the same server)
+    /// does not change.
     hello: HelloOk,
-    state: Mutex<State>,
+    /// The current link's connection id (a resume brings a new one).
+    connection_id: AtomicU64,
+    /// The resumable session, if the server opened one.
+    pub(super) session: Option<Session>,
+    /// How links are opened: kept for resumes.
+    pub(super) config: Config,
+    /// Resumes that succeeded.
+    pub(super) resumes: AtomicU64,
+    /// The number of a link to end (a keep-alive ping went unanswered on it): the driver
+    /// watches it for the current link.
+    pub(super) kill: watch::Sender<u64>,
+    pub(super) state: Mutex<State>,
     /// Wakes the writer task when `State::out` turns non-empty (or the connection ended).
     wake_writer: Notify,
     /// Woken on every LOST notice and when the connection ends, for the guards' `lost`.
@@ -127,7 +185,7 @@ impl std::fmt::Debug for AsyncConn {
 
 /// Locks a mutex, ignoring poisoning: no user code runs while it is held, and the state stays
 /// consistent between statements.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -140,29 +198,30 @@ fn remember<T>(list: &mut VecDeque<T>, item: T) {
 }
 
 impl AsyncConn {
-    /// Connects, performs the handshake, and spawns the reader, writer and keep-alive tasks
+    /// Connects, performs the handshake (opening a session when the config asks for one),
+    /// and spawns the driver (which runs the link's reader and writer) and keep-alive tasks
     /// on the current runtime.
     pub(crate) async fn open(config: &Config) -> Result<Arc<AsyncConn>> {
-        match stream::connect(config).await? {
-            stream::Connected::Tcp(s, hello, leftover) => {
-                let (rd, wr) = s.into_split();
-                Ok(Self::start(config, hello, leftover, rd, wr))
+        let (hello, mut link) = stream::connect(config).await?;
+        let session = match config.session_grace {
+            Some(grace) => {
+                let ask = session::open_request(grace, crate::client::conn::SESSION_ID);
+                session::opened(stream::exchange(config, &mut link, &ask).await?)?
             }
-            stream::Connected::Unix(s, hello, leftover) => {
-                let (rd, wr) = s.into_split();
-                Ok(Self::start(config, hello, leftover, rd, wr))
-            }
-        }
+            None => None,
+        };
+        Ok(Self::start(config, hello, session, link))
     }
 
-    fn start<R, W>(config: &Config, hello: HelloOk, leftover: Vec<u8>, rd: R, wr: W) -> Arc<AsyncConn>
-    where
-        R: AsyncRead + Unpin + Send + 'static,
-        W: AsyncWrite + Unpin + Send + 'static,
-    {
+    fn start(config: &Config, hello: HelloOk, session: Option<Session>, link: Link) -> Arc<AsyncConn> {
         let interval = config.keep_alive_interval(hello.idle_timeout_ms);
         let conn = Arc::new(AsyncConn {
+            connection_id: AtomicU64::new(hello.connection_id),
             hello,
+            session,
+            config: config.clone(),
+            resumes: AtomicU64::new(0),
+            kill: watch::channel(0).0,
             state: Mutex::new(State {
                 slots: Vec::new(),
                 free: Vec::new(),
@@ -173,6 +232,11 @@ impl AsyncConn {
                 lost_grants: VecDeque::new(),
                 contended: VecDeque::new(),
                 tasks: Vec::new(),
+                session: session.is_some(),
+                attached: true,
+                goodbye: false,
+                link: 1,
+                next_seq: 0,
             }),
             wake_writer: Notify::new(),
             notices: Notify::new(),
@@ -181,10 +245,8 @@ impl AsyncConn {
             epoch: Instant::now(),
             last_write_ms: AtomicU64::new(0),
         });
-        let mut tasks = vec![
-            ::tokio::spawn(read_loop(EndOnDrop(Arc::clone(&conn)), rd, leftover)).abort_handle(),
-            ::tokio::spawn(write_loop(EndOnDrop(Arc::clone(&conn)), wr)).abort_handle(),
-        ];
+        let mut tasks =
+            vec![::tokio::spawn(super::resume::drive(EndOnDrop(Arc::clone(&conn)), link)).abort_handle()];
         if let Some(interval) = interval {
             tasks.push(::tokio::spawn(Arc::clone(&conn).keep_alive_loop(interval)).abort_handle());
         }
@@ -197,6 +259,31 @@ impl AsyncConn {
         }
         drop(st);
         conn
+    }
+
+    /// The server's HELLO_OK: the first link's limits, with the current link's connection id.
+    pub(crate) fn server_info(&self) -> HelloOk {
+        HelloOk { connection_id: self.connection_id.load(Ordering::Relaxed), ..self.hello.clone() }
+    }
+
+    /// The session's id and grace, if the server opened one.
+    pub(crate) fn session(&self) -> Option<(u64, Duration)> {
+        self.session.map(|s| (s.id, s.grace))
+    }
+
+    /// How many times the session was resumed after losing its link.
+    pub(crate) fn resumes(&self) -> u64 {
+        self.resumes.load(Ordering::SeqCst)
+    }
+
+    /// Records the connection id of a resumed link.
+    pub(super) fn set_connection_id(&self, id: u64) {
+        self.connection_id.store(id, Ordering::Relaxed);
+    }
+
+    /// Wakes the writer task for frames queued in `State::out`.
+    pub(super) fn notify_writer(&self) {
+        self.wake_writer.notify_one();
     }
 
     pub(crate) fn hello(&self) -> &HelloOk {
@@ -230,8 +317,7 @@ impl AsyncConn {
     pub(crate) fn send_detached(&self, req: &Request<'_>, track: Track) {
         let mut st = lock(&self.state);
         if st.lost.is_none() {
-            let (_, wake) =
-                st.queue(req, Slot { waiter: Waiter::Nobody, track, withdrawn: false, orphan: false });
+            let (_, wake) = st.queue(req, Waiter::Nobody, track);
             drop(st);
             if wake {
                 self.wake_writer.notify_one();
@@ -302,13 +388,18 @@ impl AsyncConn {
     /// Marks the connection lost (the first reason wins), wakes every waiting call and aborts
     /// the tasks, which drops both halves of the socket and so closes it. Answers already
     /// read stay in their slots for their callers; no slot is reused after this.
-    fn fail(&self, reason: &str, by_client: bool) {
+    ///
+    /// A session closed on purpose while attached says GOODBYE instead (the server then
+    /// releases at once rather than after the grace): the frame is left for the writer, and
+    /// the link's tasks run on until the server closes it (or the connect timeout).
+    pub(super) fn fail(&self, reason: &str, by_client: bool) {
         let mut wakers = Vec::new();
         let tasks = {
             let mut st = lock(&self.state);
             if st.lost.is_some() {
                 return;
             }
+            let goodbye = by_client && st.session && st.attached && !st.goodbye;
             let mut released: Vec<String> = st.held.drain().collect();
             released.sort_unstable();
             st.lost = Some(Lost { reason: reason.to_owned(), released, by_client });
@@ -324,7 +415,14 @@ impl AsyncConn {
             }
             st.orphans.clear();
             st.out.clear();
-            std::mem::take(&mut st.tasks)
+            let mut tasks = std::mem::take(&mut st.tasks);
+            if goodbye && !tasks.is_empty() {
+                st.goodbye = true;
+                st.out = session::goodbye_request(crate::client::conn::SESSION_ID);
+                // The driver (the first task) is left to write it and see the close.
+                tasks.remove(0);
+            }
+            tasks
         };
         self.lost_flag.store(true, Ordering::Release);
         self.lost_tx.send_replace(true);
@@ -388,24 +486,31 @@ impl AsyncConn {
 
     /// Hands every complete frame in `buf` to its caller under one lock, then wakes them
     /// (outside the lock: a waker may run anything); `Err` ends the connection.
-    fn dispatch_all(&self, buf: &mut Vec<u8>, wakers: &mut Vec<Waker>) -> std::result::Result<(), String> {
+    /// At most `*limit` frames are handled (a resume's replay), counted down.
+    pub(super) fn dispatch_all(
+        &self,
+        buf: &mut Vec<u8>,
+        wakers: &mut Vec<Waker>,
+        limit: &mut u64,
+    ) -> std::result::Result<(), End> {
         let mut consumed = 0;
         let mut queued = false;
         let mut noticed = false;
         let result = {
             let mut st = lock(&self.state);
             loop {
-                if st.lost.is_some() {
+                if st.lost.is_some() || *limit == 0 {
                     break Ok(());
                 }
                 match split_frame(&buf[consumed..], MAX_RESPONSE_FRAME) {
                     Ok(None) => break Ok(()),
-                    Err(e) => break Err(format!("bad frame from the server: {e}")),
+                    Err(e) => break Err(End::broken(format!("bad frame from the server: {e}"))),
                     Ok(Some((frame, len))) => {
                         consumed += len;
+                        *limit -= 1;
                         let resp = match Response::decode(&frame) {
                             Ok(resp) => resp,
-                            Err(e) => break Err(format!("bad response from the server: {e}")),
+                            Err(e) => break Err(End::broken(format!("bad response from the server: {e}"))),
                         };
                         // LOST and CONTENDED notices share request id 0 with fatal frames
                         // (PROTOCOL.md §4.24, §4.25).
@@ -414,7 +519,9 @@ impl AsyncConn {
                             continue;
                         }
                         if frame.request_id == SHUTDOWN_REQUEST_ID {
-                            break Err(unsolicited_reason(resp));
+                            // Shutdown, a fatal error, the session taken over elsewhere: the
+                            // server ended it on purpose, nothing to resume.
+                            break Err(End { reason: unsolicited_reason(resp), resumable: false });
                         }
                         queued |= st.dispatch(frame.request_id, resp, wakers);
                     }
@@ -434,12 +541,37 @@ impl AsyncConn {
 
     async fn keep_alive_loop(self: Arc<Self>, interval: Duration) {
         loop {
+            let (attached, link) = {
+                let st = lock(&self.state);
+                (st.attached, st.link)
+            };
+            if !attached {
+                // A resume is under way; it writes, and this task pings again after it.
+                if self.wait_lost(Some(interval)).await {
+                    return;
+                }
+                continue;
+            }
             let now_ms = self.epoch.elapsed().as_millis() as u64;
             let silent =
                 Duration::from_millis(now_ms.saturating_sub(self.last_write_ms.load(Ordering::Relaxed)));
             if silent >= interval {
-                if self.call(Request::Ping(&[]), Track::None).await.is_err() {
-                    return;
+                let ping = self.call(Request::Ping(&[]), Track::None);
+                if self.session.is_none() {
+                    if ping.await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                // A ping unanswered for two intervals means a link that is silently dead (a
+                // frozen path: no RST, no FIN): end it, and the driver resumes on a fresh one.
+                match ::tokio::time::timeout(interval * 2, ping).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(_)) => return,
+                    Err(_) => self.link_failed(
+                        link,
+                        &format!("no answer to a keep-alive ping within {:?}", interval * 2),
+                    ),
                 }
                 continue;
             }
@@ -448,40 +580,59 @@ impl AsyncConn {
             }
         }
     }
+
+    /// Link `link` is broken (a session's keep-alive found it silent): the driver ends it and
+    /// resumes, if it is still the current one.
+    fn link_failed(&self, link: u64, reason: &str) {
+        log::debug!("officer link {link} failed: {reason}");
+        self.kill.send_replace(link);
+    }
 }
 
-/// The reader task: every answer to its caller, until the connection ends.
-async fn read_loop<R: AsyncRead + Unpin>(conn: EndOnDrop, mut rd: R, mut buf: Vec<u8>) {
-    let conn = &*conn.0;
+/// Why a link ended, and whether a session may resume after it.
+pub(super) struct End {
+    pub(super) reason: String,
+    pub(super) resumable: bool,
+}
+
+impl End {
+    /// The link broke (closed, reset, garbage): a session resumes.
+    pub(super) fn broken(reason: String) -> End {
+        End { reason, resumable: true }
+    }
+}
+
+/// A link's reader task: every answer to its caller, until the link ends; returns why.
+pub(super) async fn read_loop(conn: Arc<AsyncConn>, mut rd: Reader, mut buf: Vec<u8>) -> End {
     let mut wakers = Vec::new();
-    let reason = loop {
-        if let Err(reason) = conn.dispatch_all(&mut buf, &mut wakers) {
-            break reason;
+    loop {
+        let mut unlimited = u64::MAX;
+        if let Err(end) = conn.dispatch_all(&mut buf, &mut wakers, &mut unlimited) {
+            return end;
         }
         buf.reserve(READ_CHUNK);
         match rd.read_buf(&mut buf).await {
-            Ok(0) => break "the server closed the connection".to_owned(),
+            Ok(0) => return End::broken("the server closed the connection".to_owned()),
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => break format!("read failed: {e}"),
+            Err(e) => return End::broken(format!("read failed: {e}")),
         }
-    };
-    log::debug!("officer connection ended connection_id={} reason={reason}", conn.hello.connection_id);
-    conn.fail(&reason, false);
+    }
 }
 
-/// The writer task: whatever frames piled up, in one write each time it wakes.
-async fn write_loop<W: AsyncWrite + Unpin>(conn: EndOnDrop, mut wr: W) {
-    let conn = &*conn.0;
+/// A link's writer task: whatever frames piled up, in one write each time it wakes; returns
+/// why it stopped.
+pub(super) async fn write_loop(conn: Arc<AsyncConn>, mut wr: Writer) -> End {
     let mut batch = Vec::new();
     loop {
-        {
+        let goodbye = {
             let mut st = lock(&conn.state);
-            if st.lost.is_some() {
-                return;
+            if st.lost.is_some() && st.out.is_empty() {
+                return End { reason: "closed".to_owned(), resumable: false };
             }
             std::mem::swap(&mut st.out, &mut batch);
-        }
+            st.lost.is_some()
+        };
         if batch.is_empty() {
             // A frame queued after the swap finds `out` empty and notifies: the permit
             // `notify_one` leaves makes this return at once even if it came first.
@@ -489,38 +640,114 @@ async fn write_loop<W: AsyncWrite + Unpin>(conn: EndOnDrop, mut wr: W) {
             continue;
         }
         if let Err(e) = wr.write_all(&batch).await {
-            conn.fail(&format!("write failed: {e}"), false);
-            return;
+            return End::broken(format!("write failed: {e}"));
         }
         conn.last_write_ms.store(conn.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
         batch.clear();
+        if goodbye {
+            // GOODBYE is out: the server answers and closes, which ends the reader. Closing
+            // first could reset the connection before the server read it.
+            ::tokio::time::sleep(conn.config.connect_timeout).await;
+            return End { reason: "closed".to_owned(), resumable: false };
+        }
     }
 }
 
 impl State {
-    /// Takes a free slot for `slot` and queues `req`'s frame under its id; registered before
-    /// the bytes can leave, so the answer cannot arrive before its slot exists. Returns the
-    /// slot's index and whether the writer must be woken (`out` was empty: otherwise it was
-    /// woken already for the bytes before).
-    fn queue(&mut self, req: &Request<'_>, slot: Slot) -> (usize, bool) {
-        let (idx, wake) = self.encode(req);
-        self.slots[idx] = Some(slot);
+    /// Takes a free slot for a request answered to `waiter` and queues `req`'s frame under its
+    /// id; registered before the bytes can leave, so the answer cannot arrive before its slot
+    /// exists. Returns the slot's index and whether the writer must be woken (`out` was
+    /// empty: otherwise it was woken already for the bytes before).
+    fn queue(&mut self, req: &Request<'_>, waiter: Waiter, track: Track) -> (usize, bool) {
+        let (idx, wake, sent) = self.encode(req);
+        self.slots[idx] = Some(Slot::new(waiter, track, sent));
         (idx, wake)
     }
 
-    /// Reserves a slot and queues `req`'s frame under its id; the caller fills the slot.
-    fn encode(&mut self, req: &Request<'_>) -> (usize, bool) {
-        let idx = match self.free.pop() {
+    /// Reserves a slot and queues `req`'s frame under its id; the caller fills the slot. With
+    /// a session the bytes are also kept, for the slot (returned); while detached they are
+    /// only kept, and the resume sends them.
+    fn encode(&mut self, req: &Request<'_>) -> (usize, bool, Option<Box<Sent>>) {
+        let idx = self.take_slot();
+        // Ids wrap only past four billion requests in flight, far beyond any memory.
+        let id = FIRST_ID.wrapping_add(idx as u32);
+        if !self.session {
+            let wake = self.out.is_empty();
+            req.encode(id, &mut self.out);
+            return (idx, wake, None);
+        }
+        let mut frame = Vec::new();
+        req.encode(id, &mut frame);
+        let wake = self.attached && self.out.is_empty();
+        if self.attached {
+            self.out.extend_from_slice(&frame);
+        }
+        (idx, wake, Some(self.sent(frame)))
+    }
+
+    /// A free slot's index (the slab grows when none is free).
+    fn take_slot(&mut self) -> usize {
+        match self.free.pop() {
             Some(idx) => idx,
             None => {
                 self.slots.push(None);
                 self.slots.len() - 1
             }
-        };
-        let wake = self.out.is_empty();
-        // Ids wrap only past four billion requests in flight, far beyond any memory.
-        req.encode(FIRST_ID.wrapping_add(idx as u32), &mut self.out);
-        (idx, wake)
+        }
+    }
+
+    /// `frame` as a session's slot keeps it, numbered after every request before it.
+    fn sent(&mut self, frame: Vec<u8>) -> Box<Sent> {
+        self.next_seq += 1;
+        Box::new(Sent { frame, seq: self.next_seq, stands_for: None })
+    }
+
+    /// Attaches link `link` once a resume's replay is through: sends again every request in
+    /// flight (PROTOCOL.md §6.14 "Answers in flight"), each under a new id that stands for it,
+    /// in the order the originals were queued; what was queued while detached goes out the
+    /// same way. A request that already has a resend in flight is covered by it (that resend
+    /// is sent again instead); a resend whose original was answered meanwhile is dropped.
+    pub(super) fn attach(&mut self, link: u64) {
+        let mut dropped = Vec::new();
+        let mut covered = HashSet::new();
+        for (idx, slot) in self.slots.iter().enumerate() {
+            let Some(slot) = slot.as_ref().filter(|s| s.in_flight()) else { continue };
+            if let Some((original, seq, _)) = slot.stands_for() {
+                if self.sent_seq(original) == Some(seq) {
+                    covered.insert(original);
+                } else {
+                    dropped.push(idx);
+                }
+            }
+        }
+        for idx in dropped {
+            self.release(idx);
+        }
+        let mut stale: Vec<(u64, usize)> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(idx, _)| !covered.contains(idx))
+            .filter_map(|(idx, s)| s.as_ref().filter(|s| s.in_flight())?.sent.as_ref().map(|s| (s.seq, idx)))
+            .collect();
+        stale.sort_unstable();
+        self.out.clear();
+        for (seq, original) in stale {
+            let Some(slot) = self.slots[original].as_ref() else { continue };
+            let what = match slot.stands_for() {
+                Some((_, _, what)) => what,
+                None => Resent::of(&slot.track, |name| self.held.contains(name)),
+            };
+            let Some(frame) = slot.sent.as_ref().map(|s| s.frame.clone()) else { continue };
+            let idx = self.take_slot();
+            let frame = session::with_request_id(&frame, FIRST_ID.wrapping_add(idx as u32));
+            self.out.extend_from_slice(&frame);
+            let mut sent = self.sent(frame);
+            sent.stands_for = Some((original, seq, what));
+            self.slots[idx] = Some(Slot::new(Waiter::Nobody, Track::None, Some(sent)));
+        }
+        self.link = link;
+        self.attached = true;
     }
 
     /// Frees slot `idx` and returns what it held.
@@ -537,9 +764,8 @@ impl State {
 
     /// Queues an UNLOCK of `full`, the name moving into its tracking once encoded.
     fn queue_unlock_owned(&mut self, full: String, waiter: Waiter) -> (usize, bool) {
-        let (idx, wake) = self.encode(&Request::Unlock(&full));
-        let track = Track::Unlock(full);
-        self.slots[idx] = Some(Slot { waiter, track, withdrawn: false, orphan: false });
+        let (idx, wake, sent) = self.encode(&Request::Unlock(&full));
+        self.slots[idx] = Some(Slot::new(waiter, Track::Unlock(full), sent));
         (idx, wake)
     }
 
@@ -552,6 +778,10 @@ impl State {
             log::debug!("officer response for unknown request id={id}");
             return false;
         };
+        if let Some((original, seq, what)) = slot.stands_for() {
+            self.release(idx);
+            return self.resent_answered(original, seq, what, resp, wakers);
+        }
         let track = std::mem::replace(&mut slot.track, Track::None);
         let (orphan, withdrawn) = (slot.orphan, slot.withdrawn);
         let effect = track.effect(&resp);
@@ -592,6 +822,48 @@ impl State {
             queued |= self.withdraw_orphans(&full);
         }
         queued
+    }
+
+    /// The answer `resp` to a request sent again after a resume, standing for slot `original`
+    /// (if it still holds request `seq`): delivered as the original's answer when it is one
+    /// ([`session::resent_answer`]); an ALREADY_WAITING leaves the original waiting.
+    fn resent_answered(
+        &mut self,
+        original: usize,
+        seq: u64,
+        what: Resent,
+        resp: Response,
+        wakers: &mut Vec<Waker>,
+    ) -> bool {
+        if self.sent_seq(original) != Some(seq) {
+            log::debug!("officer answer to a resent request whose original is gone");
+            return false;
+        }
+        let what = what.when_answered(self.root_track(original), |name| self.held.contains(name));
+        match session::resent_answer(what, resp) {
+            Some(answer) => self.dispatch(FIRST_ID.wrapping_add(original as u32), answer, wakers),
+            None => false,
+        }
+    }
+
+    /// The `seq` of the request slot `idx` holds, if it is in flight with a session.
+    fn sent_seq(&self, idx: usize) -> Option<u64> {
+        let slot = self.slots.get(idx)?.as_ref().filter(|s| s.in_flight())?;
+        slot.sent.as_ref().map(|s| s.seq)
+    }
+
+    /// The tracking of the request slot `idx` stands for, following resends of resends (each
+    /// step only to a slot that still holds the request it was sent for).
+    fn root_track(&self, mut idx: usize) -> Option<&Track> {
+        for _ in 0..=self.slots.len() {
+            let slot = self.slots.get(idx)?.as_ref()?;
+            match slot.stands_for() {
+                Some((original, seq, _)) if self.sent_seq(original) == Some(seq) => idx = original,
+                Some(_) => return None,
+                None => return Some(&slot.track),
+            }
+        }
+        None
     }
 
     /// Applies an answer's effect on the held set, moving the tracked name into it.
@@ -654,7 +926,7 @@ impl State {
 /// Ends the connection when the reader's or writer's future is dropped unfinished (aborted,
 /// or its runtime shut down, even before the task first ran), so no call waits for an answer
 /// nobody will read. A no-op after the connection ended, which is how those tasks usually stop.
-struct EndOnDrop(Arc<AsyncConn>);
+pub(super) struct EndOnDrop(pub(super) Arc<AsyncConn>);
 
 impl Drop for EndOnDrop {
     fn drop(&mut self) {
@@ -702,9 +974,7 @@ impl Future for Call<'_> {
                         return Poll::Ready(Err(lost.error()));
                     }
                     match unsent {
-                        Unsent::Request(req, track) => {
-                            st.queue(&req, Slot { waiter: waker, track, withdrawn: false, orphan: false })
-                        }
+                        Unsent::Request(req, track) => st.queue(&req, waker, track),
                         Unsent::Unlock(full) => st.queue_unlock_owned(full, waker),
                     }
                 };

@@ -4,6 +4,9 @@
 //! - `builder`: [`AsyncClientBuilder`], the blocking builder's options.
 //! - `conn`: one connection multiplexing any number of tasks by request id, with a reader, a
 //!   writer and a keep-alive task; where dropped `lock` futures are withdrawn.
+//! - `resume`: the driver task that runs each link, and a resumable session's resume after a
+//!   lost link ([`AsyncClientBuilder::session_grace`]), on the blocking client's `session`
+//!   messages and rules.
 //! - `guard`: [`AsyncLockGuard`] and [`AsyncClient::with_lock`].
 //! - `shard`: [`AsyncShardedClient`], names spread over several servers with the blocking
 //!   sharded client's placement and merging.
@@ -29,6 +32,7 @@
 mod builder;
 mod conn;
 mod guard;
+mod resume;
 mod shard;
 mod stream;
 
@@ -59,7 +63,10 @@ use conn::AsyncConn;
 /// connection breaks, the server releases its locks and calls fail with
 /// [`ErrorKind::ConnectionLost`](crate::client::ErrorKind::ConnectionLost) until
 /// [`AsyncClient::reconnect`] (a connection that held no locks is replaced on the next call,
-/// see [`AsyncClientBuilder::auto_reconnect`]). Dropping the client closes the connection.
+/// see [`AsyncClientBuilder::auto_reconnect`]). With a resumable session
+/// ([`AsyncClientBuilder::session_grace`]) a broken connection is instead reconnected and
+/// resumed by the client within the grace, locks, waits and pending calls intact. Dropping
+/// the client closes the connection.
 ///
 /// ```no_run
 /// # async fn run() -> officer::client::Result<()> {
@@ -469,7 +476,39 @@ impl AsyncClient {
     /// # }
     /// ```
     pub fn server_info(&self) -> HelloOk {
-        self.slot().hello().clone()
+        self.slot().server_info()
+    }
+
+    /// The resumable session of the current connection: its id and the grace the server
+    /// granted, or `None` without one (not asked for with
+    /// [`AsyncClientBuilder::session_grace`], or the server opened none).
+    ///
+    /// ```no_run
+    /// # async fn run() -> officer::client::Result<()> {
+    /// use std::time::Duration;
+    /// let client = officer::client::tokio::AsyncClient::builder()
+    ///     .session_grace(Duration::from_secs(10))
+    ///     .connect()
+    ///     .await?;
+    /// if let Some((id, grace)) = client.session() {
+    ///     println!("session {id}: locks survive a lost connection for {grace:?}");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn session(&self) -> Option<(u64, Duration)> {
+        self.slot().session()
+    }
+
+    /// How many times the current connection's session was resumed after its connection
+    /// dropped (0 without a session).
+    ///
+    /// ```no_run
+    /// # async fn run(client: officer::client::tokio::AsyncClient) {
+    /// println!("resumed {} times", client.resumes());
+    /// # }
+    /// ```
+    pub fn resumes(&self) -> u64 {
+        self.slot().resumes()
     }
 
     /// The namespace given to the builder, if any.

@@ -1,5 +1,7 @@
 //! Connecting with tokio (TCP or a UNIX socket) within the connect timeout, and the handshake
-//! over the new socket, its steps taken from [`handshake`](crate::client::handshake).
+//! over the new socket, its steps taken from [`handshake`](crate::client::handshake); then the
+//! socket as a [`Link`], its two halves boxed so TCP and UNIX links are one type (a resume
+//! replaces one with the other kind never, but the driver need not know which it runs).
 
 use std::io;
 
@@ -12,27 +14,48 @@ use crate::client::handshake::{self, AUTH_ID, HELLO_ID, PROBE_ID};
 use crate::client::Result;
 use crate::protocol::{HelloOk, Response};
 
-/// A socket after a successful handshake, with the server's HELLO_OK and any bytes read past it.
-pub(crate) enum Connected {
-    Tcp(TcpStream, HelloOk, Vec<u8>),
-    Unix(UnixStream, HelloOk, Vec<u8>),
+/// The read half of a link's socket.
+pub(crate) type Reader = Box<dyn AsyncRead + Unpin + Send>;
+/// The write half of a link's socket.
+pub(crate) type Writer = Box<dyn AsyncWrite + Unpin + Send>;
+
+/// A socket after a successful handshake: its halves and any bytes read past the handshake.
+pub(crate) struct Link {
+    pub(crate) rd: Reader,
+    pub(crate) wr: Writer,
+    pub(crate) leftover: Vec<u8>,
 }
 
-/// Connects to the configured target and performs the handshake, each within the connect timeout.
-pub(crate) async fn connect(config: &Config) -> Result<Connected> {
+/// Connects to the configured target and performs the handshake, each within the connect
+/// timeout; the server's HELLO_OK and the link.
+pub(crate) async fn connect(config: &Config) -> Result<(HelloOk, Link)> {
     match &config.target {
         Target::Unix(path) => {
             let mut s =
                 timeout(config.connect_timeout, UnixStream::connect(path)).await.map_err(|_| late())??;
-            let (hello, rest) = shake(&mut s, config).await?;
-            Ok(Connected::Unix(s, hello, rest))
+            let (hello, leftover) = shake(&mut s, config).await?;
+            let (rd, wr) = s.into_split();
+            Ok((hello, Link { rd: Box::new(rd), wr: Box::new(wr), leftover }))
         }
         Target::Tcp { host, port } => {
             let mut s = connect_tcp(config, host, *port).await?;
-            let (hello, rest) = shake(&mut s, config).await?;
-            Ok(Connected::Tcp(s, hello, rest))
+            let (hello, leftover) = shake(&mut s, config).await?;
+            let (rd, wr) = s.into_split();
+            Ok((hello, Link { rd: Box::new(rd), wr: Box::new(wr), leftover }))
         }
     }
+}
+
+/// Sends `frame` (SESSION_OPEN or SESSION_RESUME, under the handshake's
+/// [`SESSION_ID`](crate::client::conn::SESSION_ID)) on a link no task reads yet, and reads its
+/// answer, within the connect timeout.
+pub(crate) async fn exchange(config: &Config, link: &mut Link, frame: &[u8]) -> Result<Response> {
+    let id = crate::client::conn::SESSION_ID;
+    let steps = async {
+        link.wr.write_all(frame).await?;
+        read_reply(&mut link.rd, &mut link.leftover, id, None).await
+    };
+    timeout(config.connect_timeout, steps).await.map_err(|_| handshake::silent())?
 }
 
 /// Tries each resolved address until one answers within the connect timeout.
@@ -80,7 +103,7 @@ async fn handshake_steps<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// Reads until the answer to `id` arrives (see [`handshake::next_reply`] for `first_of`).
-async fn read_reply<S: AsyncRead + Unpin>(
+async fn read_reply<S: AsyncRead + Unpin + ?Sized>(
     s: &mut S,
     buf: &mut Vec<u8>,
     id: u32,
