@@ -13,7 +13,9 @@
 //! 2. the entries committed so far are applied to the table, in log order;
 //! 3. the new entries and the hard state are persisted with ONE fsync
 //!    ([`DiskStorage::persist`]): the group commit, however many proposals the caller made
-//!    since the last `poll`;
+//!    since the last `poll`. A hard state whose term and vote are unchanged (only the commit
+//!    index moved) is recorded without an fsync of its own: it goes to disk with the next one;
+//!    a commit index lost in a crash is learnt again from the leader;
 //! 4. only then the messages that promise what is on disk (votes, append responses) go out;
 //! 5. `advance`: the commit index it reports is recorded (no fsync of its own), its messages go
 //!    out, the entries it committed are applied, then `advance_apply`.
@@ -175,7 +177,11 @@ pub enum Event {
 pub struct NodeStats {
     /// `Ready`s handled, each with at most one fsync.
     pub readies: u64,
-    /// Entries persisted by those readies.
+    /// Those that fsynced (something to persist: entries or a hard state).
+    pub fsyncs: u64,
+    /// Those that persisted entries, and how many entries in all: their ratio is the group
+    /// commit's batch.
+    pub entry_batches: u64,
     pub persisted: u64,
     /// Entries with a command applied to the table.
     pub applied_commands: u64,
@@ -301,9 +307,28 @@ impl Node {
             return Err(NodeError::Unsupported { index, what: "installing a snapshot" });
         }
         self.apply(rd.take_committed_entries(), out)?;
-        self.raw.mut_store().persist(rd.entries(), rd.hs())?;
+        let entries = rd.entries().len() as u64;
+        let store = self.raw.mut_store();
+        let synced = match rd.hs() {
+            // Only the commit index moved: recorded, not fsynced (a lost commit index is learnt
+            // again from the leader), so a leader pays one fsync per batch, not two.
+            Some(hs)
+                if entries == 0
+                    && hs.term == store.hard_state().term
+                    && hs.vote == store.hard_state().vote =>
+            {
+                store.set_commit(hs.commit)?;
+                false
+            }
+            hs => {
+                store.persist(rd.entries(), hs)?;
+                entries > 0 || hs.is_some()
+            }
+        };
         self.stats.readies += 1;
-        self.stats.persisted += rd.entries().len() as u64;
+        self.stats.fsyncs += u64::from(synced);
+        self.stats.entry_batches += u64::from(entries > 0);
+        self.stats.persisted += entries;
         out.extend(rd.take_persisted_messages().into_iter().map(Event::Send));
         let mut light = self.raw.advance(rd);
         if let Some(commit) = light.commit_index() {
@@ -458,3 +483,7 @@ impl Node {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[path = "node_tests.rs"]
+mod tests;
