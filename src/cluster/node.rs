@@ -51,7 +51,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use raft::eraftpb::{EntryType, Message};
+use raft::eraftpb::{EntryType, Message, MessageType};
 use raft::prelude::Entry;
 use raft::{Config, RawNode, StateRole};
 
@@ -126,6 +126,8 @@ pub enum NodeError {
     Unsupported { index: u64, what: &'static str },
     /// A message addressed to another node.
     Misaddressed { to: u64 },
+    /// A proposal sent by a peer: refused (`step`).
+    PeerProposal { from: u64 },
 }
 
 impl fmt::Display for NodeError {
@@ -138,6 +140,9 @@ impl fmt::Display for NodeError {
             }
             NodeError::Unsupported { index, what } => write!(f, "entry {index}: {what} not supported yet"),
             NodeError::Misaddressed { to } => write!(f, "a raft message for node {to}"),
+            NodeError::PeerProposal { from } => {
+                write!(f, "node {from} sent a proposal; proposals never travel")
+            }
         }
     }
 }
@@ -270,9 +275,16 @@ impl Node {
     }
 
     /// A message from a peer. An error refuses only this message: log it and go on.
+    /// Proposals never travel between nodes (`propose` refuses on a follower before raft
+    /// could forward it), so a peer's
+    /// `MsgPropose` is refused: its entries would reach the log without passing `propose`,
+    /// and one that does not decode would stop every node that applies it.
     pub fn step(&mut self, message: Message) -> Result<(), NodeError> {
         if message.to != self.id() {
             return Err(NodeError::Misaddressed { to: message.to });
+        }
+        if message.get_msg_type() == MessageType::MsgPropose {
+            return Err(NodeError::PeerProposal { from: message.from });
         }
         self.raw.step(message).map_err(NodeError::Raft)
     }

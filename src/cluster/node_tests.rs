@@ -1,3 +1,6 @@
+// rust-protobuf messages are built field by field (as raft-rs does).
+#![allow(clippy::field_reassign_with_default)]
+
 use raft::eraftpb::{ConfState, Message};
 
 use super::*;
@@ -149,4 +152,22 @@ fn a_restarted_node_rebuilds_its_table_from_the_log() {
     drain(&mut n);
     assert_eq!((n.digest(), n.applied_index()), (digest, applied + 1));
     assert_eq!(n.table().last_token(), 1);
+}
+
+/// A peer's proposal never reaches the log: not even the leader's, where raft would append it
+/// (junk that does not decode would stop every node once committed).
+#[test]
+fn a_proposal_from_a_peer_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut n = leader(dir.path());
+    let last = n.last_index();
+    let mut m = Message::default();
+    m.set_msg_type(raft::eraftpb::MessageType::MsgPropose);
+    (m.from, m.to) = (2, 1);
+    let mut junk = raft::eraftpb::Entry::default();
+    junk.data = vec![0xff, 0xff].into();
+    m.set_entries(vec![junk].into());
+    assert!(matches!(n.step(m), Err(NodeError::PeerProposal { from: 2 })));
+    drain(&mut n);
+    assert_eq!(n.last_index(), last);
 }

@@ -187,3 +187,14 @@ fn the_documented_handshake() {
     expected.extend_from_slice(&2u64.to_le_bytes());
     assert_eq!(bytes, expected, "{}", hex.join(" "));
 }
+
+/// A body that claims a huge field in a few bytes is an error at once (rust-protobuf reserves
+/// at most 10 MB for a claimed length before it sees the bytes are missing).
+#[test]
+fn a_field_longer_than_its_frame_is_refused() {
+    // Field 12 (context), length-delimited, claiming 2^31 bytes; then field 7 (entries) claiming 10 MB.
+    for body in [&[0x62, 0x80, 0x80, 0x80, 0x80, 0x08, 1, 2][..], &[0x3a, 0x80, 0xad, 0xe2, 0x04, 0x0a]] {
+        let e = decode_frame(&framed(KIND_RAFT, body), MAX_FRAME).unwrap_err();
+        assert!(matches!(e, WireError::Protobuf(_)), "{e}");
+    }
+}
