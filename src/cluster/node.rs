@@ -250,7 +250,7 @@ impl Node {
         let mut ticks = 0;
         while now >= due && ticks < MAX_CATCH_UP_TICKS {
             self.raw.tick();
-            due += self.tick_ms;
+            due = due.saturating_add(self.tick_ms);
             ticks += 1;
         }
         if now >= due {

@@ -147,7 +147,7 @@ pub fn decode_frame(buf: &[u8], max: u32) -> Result<Option<(Frame, usize)>, Wire
     if len == 0 {
         return Err(WireError::Empty);
     }
-    let end = HEADER_LEN + len as usize;
+    let end = HEADER_LEN.saturating_add(len as usize);
     let Some(payload) = buf.get(HEADER_LEN..end) else { return Ok(None) };
     let expected = crc32c(payload);
     if expected != found {
