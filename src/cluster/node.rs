@@ -276,9 +276,8 @@ impl Node {
 
     /// A message from a peer. An error refuses only this message: log it and go on.
     /// Proposals never travel between nodes (`propose` refuses on a follower before raft
-    /// could forward it), so a peer's
-    /// `MsgPropose` is refused: its entries would reach the log without passing `propose`,
-    /// and one that does not decode would stop every node that applies it.
+    /// could forward it), so a peer's `MsgPropose` is refused: its entries would reach the log
+    /// without passing `propose`, and one that does not decode would stop every node.
     pub fn step(&mut self, message: Message) -> Result<(), NodeError> {
         if message.to != self.id() {
             return Err(NodeError::Misaddressed { to: message.to });
