@@ -1,20 +1,26 @@
-//! The determinism proof a replicated officer stands on (issue 16): three raft-rs `RawNode`s in
-//! one process, each over its own `DiskStorage` in a temporary data directory, messages routed
-//! in memory (dropped, duplicated, cut by a partition in some runs), each node applying the
-//! committed entries (`now` + one `Command`) to its own `LockTable`. Contended lock traffic is
-//! proposed to whoever thinks it leads. Asserted:
+//! The determinism proof a replicated officer stands on (issue 16), through the library's
+//! driver: three `officer::cluster::Node`s in one process, each over its own `DiskStorage` in a
+//! temporary data directory, the raft messages their `poll` hands out routed in memory
+//! (dropped, duplicated, cut by a partition in some runs), nodes crashed and restarted from
+//! their data directories. Contended lock traffic is proposed to whoever thinks it leads, each
+//! proposal with a tag; the leader fires its own timers as `Expire` entries. Asserted:
 //! - every node that applies log index i produces exactly the outputs every other node (and the
 //!   leader, which would send them to clients) produced for i, including a node that crashed
 //!   and replays its log from disk into a fresh table;
 //! - tokens strictly increase per name and overall in every node's apply order, across leader
-//!   changes;
-//! - a leader cut off from the majority commits nothing while cut off (so it grants nothing:
-//!   grants are outputs of applied, committed entries) and steps down (check quorum);
-//! - after healing, every node reaches the same table: equal `state_lines()` (the digest hook)
+//!   changes; cluster time (`applied_now`) never goes back on any node, even when the new
+//!   leader's clock is far behind the old one's;
+//! - a proposal is answered at most once, only by the node it was made to, with the outputs
+//!   recorded for its index; after healing every proposal of a node still running is answered
+//!   or dropped;
+//! - a leader cut off from the majority commits nothing and answers nothing while cut off (so
+//!   it answers no grant), steps down (check quorum), and its pending proposals end dropped;
+//! - group commit: the leader's `Ready`s persist several entries per fsync;
+//! - after healing, every node reaches the same table: equal `state_lines()` and `digest()`,
 //!   and every table's `check_invariants()` holds.
 //!
-//! Rounds are bounded (each is one raft tick and 10 ms of the leader's clock); no sleeps, no
-//! sockets, no timed assertions.
+//! Rounds are bounded (each is one raft tick and 10 ms of the clock); no sleeps, no sockets,
+//! no timed assertions.
 #![cfg(feature = "cluster")]
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -23,10 +29,9 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use officer::cluster::raft::eraftpb::{ConfState, Entry, EntryType, Message};
-use officer::cluster::raft::{Config, RawNode, StateRole};
-use officer::cluster::{decode_entry, encode_entry, storage::LOG_FILE, DiskStorage, LogCommand, StoreError};
-use officer::locks::{Command, LockOpts, LockTable, Mode, Name, Output, SessionId, TableLimits};
+use officer::cluster::raft::eraftpb::{ConfState, Message};
+use officer::cluster::{storage::LOG_FILE, DiskStorage, Event, Node, NodeConfig, StoreError};
+use officer::locks::{Command, LockOpts, Mode, Name, Output, SessionId};
 use officer::protocol::Response;
 
 const NODES: u64 = 3;
@@ -60,36 +65,31 @@ impl Rng {
     }
 }
 
-/// What one node applied: its table, and what the tokens it granted were.
-struct Replica {
-    table: LockTable,
-    applied: u64,
-    last_now: u64,
+/// What the checker saw one node apply since it last started.
+#[derive(Default)]
+struct Seen {
     last_token: u64,
     last_token_of: HashMap<String, u64>,
-    /// Entries this replica has applied since it last started.
+    last_now: u64,
+    /// Entries with a command applied since the node last started.
     applied_entries: u64,
 }
 
-impl Replica {
-    fn new() -> Replica {
-        Replica {
-            table: LockTable::new(1, TableLimits::default()),
-            applied: 0,
-            last_now: 0,
-            last_token: 0,
-            last_token_of: HashMap::new(),
-            applied_entries: 0,
-        }
-    }
-}
-
-struct Node {
+/// One member: its data directory, and the node while it runs.
+struct Member {
     id: u64,
     dir: PathBuf,
     /// `None` while the node is down (crashed: its table is gone, its data directory stays).
-    raw: Option<RawNode<DiskStorage>>,
-    replica: Replica,
+    node: Option<Node>,
+    /// Where this node's clock reads 0 in the cluster's time: clocks of different machines.
+    clock_base: u64,
+    seen: Seen,
+}
+
+impl Member {
+    fn node(&self) -> &Node {
+        self.node.as_ref().expect("a running node")
+    }
 }
 
 /// A client of the model: a session id and its next request id.
@@ -108,44 +108,48 @@ struct Faults {
     dup_pct: u64,
 }
 
+/// Where a proposal stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    /// Made to node `.0`, not answered yet.
+    Pending(u64),
+    Answered {
+        node: u64,
+        index: u64,
+    },
+    Dropped(u64),
+    /// Its node crashed before answering.
+    Lost,
+}
+
 struct Cluster {
-    nodes: Vec<Node>,
+    members: Vec<Member>,
     inflight: Vec<Message>,
     /// Directed links that are down.
     cut: HashSet<(u64, u64)>,
     faults: Faults,
     rng: Rng,
     seed: u64,
-    logger: slog::Logger,
     now: u64,
     /// The outputs of each applied log index, from the first node that applied it: every other
     /// application of that index must produce the same.
     outputs: BTreeMap<u64, Vec<Output>>,
+    /// Every proposal by tag.
+    fates: HashMap<u64, Fate>,
+    next_tag: u64,
     clients: Vec<Client>,
     next_session: u64,
     recent_tokens: VecDeque<u64>,
     /// Counts for the report.
     proposed: u64,
-    dropped_proposals: u64,
+    refused_proposals: u64,
     grants: u64,
     leaders_seen: HashSet<(u64, u64)>,
     _tmp: tempfile::TempDir,
 }
 
-fn config(id: u64, applied: u64) -> Config {
-    let cfg = Config {
-        id,
-        election_tick: 10,
-        heartbeat_tick: 2,
-        applied,
-        check_quorum: true,
-        pre_vote: true,
-        max_size_per_msg: 1 << 20,
-        max_inflight_msgs: 256,
-        ..Config::default()
-    };
-    cfg.validate().expect("a valid raft config");
-    cfg
+fn config(id: u64) -> NodeConfig {
+    NodeConfig { tick_ms: MS_PER_ROUND, election_ticks: 10, heartbeat_ticks: 2, ..NodeConfig::new(id) }
 }
 
 fn tokens_of(response: &Response) -> Option<u64> {
@@ -155,99 +159,45 @@ fn tokens_of(response: &Response) -> Option<u64> {
     }
 }
 
-/// Applies committed entries to `replica`, checking them against the outputs already recorded.
-fn apply(
-    node: u64,
-    replica: &mut Replica,
-    entries: Vec<Entry>,
-    outputs: &mut BTreeMap<u64, Vec<Output>>,
-    recent: &mut VecDeque<u64>,
-    grants: &mut u64,
-) {
-    for entry in entries {
-        assert_eq!(entry.get_entry_type(), EntryType::EntryNormal, "no conf changes in this model");
-        assert_eq!(entry.index, replica.applied + 1, "node {node} applies in order");
-        replica.applied = entry.index;
-        if entry.data.is_empty() {
-            continue; // a new leader's empty entry
-        }
-        let LogCommand { now, command } = decode_entry(&entry.data).expect("a committed entry decodes");
-        // The leader's clock, never going back: a deterministic function of the log.
-        let now = now.max(replica.last_now);
-        replica.last_now = now;
-        let mut out = Vec::new();
-        replica.table.apply(now, &command, &mut out);
-        replica.applied_entries += 1;
-        // A resume hands back the outputs kept while the session was detached, old grants
-        // among them: not new grants, so not in the token order.
-        let replay = matches!(command, Command::Resume { .. });
-        for o in out.iter().filter(|_| !replay) {
-            if let (Some(token), Some(name)) = (tokens_of(&o.response), &o.lock) {
-                assert!(
-                    token > replica.last_token,
-                    "node {node}: token {token} after {}",
-                    replica.last_token
-                );
-                replica.last_token = token;
-                let last = replica.last_token_of.entry(name.to_string()).or_insert(0);
-                assert!(token > *last, "node {node}: token {token} of {name:?} after {last}");
-                *last = token;
-            }
-        }
-        match outputs.get(&entry.index) {
-            Some(first) => {
-                assert_eq!(first, &out, "node {node}'s outputs of entry {} ({command:?})", entry.index)
-            }
-            None => {
-                for o in out.iter().filter(|_| !replay) {
-                    if let Some(token) = tokens_of(&o.response) {
-                        *grants += 1;
-                        recent.push_back(token);
-                        if recent.len() > 16 {
-                            recent.pop_front();
-                        }
-                    }
-                }
-                outputs.insert(entry.index, out);
-            }
-        }
-    }
-}
-
 impl Cluster {
     fn new(seed: u64, faults: Faults) -> Cluster {
+        Cluster::with_clocks(seed, faults, [0; NODES as usize])
+    }
+
+    fn with_clocks(seed: u64, faults: Faults, clock_bases: [u64; NODES as usize]) -> Cluster {
         let tmp = tempfile::tempdir().expect("a temporary directory");
-        let logger = slog::Logger::root(slog::Discard, slog::o!());
         let voters = ConfState { voters: (1..=NODES).collect(), ..Default::default() };
-        let nodes = (1..=NODES)
+        let members = (1..=NODES)
             .map(|id| {
                 let dir = tmp.path().join(format!("node{id}"));
                 let mut store = DiskStorage::open(&dir).expect("open a fresh log");
                 store.initialize(&voters).expect("initialize");
-                let raw = RawNode::new(&config(id, 0), store, &logger).expect("a raft node");
-                Node { id, dir, raw: Some(raw), replica: Replica::new() }
+                let node = Node::new(&config(id), store).expect("a node");
+                let clock_base = clock_bases[id as usize - 1];
+                Member { id, dir, node: Some(node), clock_base, seen: Seen::default() }
             })
             .collect();
         let mut cluster = Cluster {
-            nodes,
+            members,
             inflight: Vec::new(),
             cut: HashSet::new(),
             faults,
             rng: Rng(seed | 1),
             seed,
-            logger,
             now: 0,
             outputs: BTreeMap::new(),
+            fates: HashMap::new(),
+            next_tag: 1,
             clients: Vec::new(),
             next_session: 1,
             recent_tokens: VecDeque::new(),
             proposed: 0,
-            dropped_proposals: 0,
+            refused_proposals: 0,
             grants: 0,
             leaders_seen: HashSet::new(),
             _tmp: tmp,
         };
-        cluster.nodes[0].raw.as_mut().unwrap().campaign().expect("campaign");
+        cluster.members[0].node.as_mut().unwrap().campaign().expect("campaign");
         cluster.run_until("a first leader", 100, |c| c.leader().is_some());
         let attach: Vec<Command> = (0..6).map(|_| cluster.new_client()).collect();
         cluster.propose(attach);
@@ -261,29 +211,39 @@ impl Cluster {
         Command::Attach { session: SessionId(session), label: format!("client{session}") }
     }
 
+    /// The time on member `i`'s own clock.
+    fn local_now(&self, i: usize) -> u64 {
+        self.now + self.members[i].clock_base
+    }
+
     /// The nodes that believe they lead (two, briefly, around a partition).
     fn leaders(&self) -> Vec<usize> {
-        (0..self.nodes.len())
-            .filter(|&i| self.nodes[i].raw.as_ref().is_some_and(|r| r.raft.state == StateRole::Leader))
+        (0..self.members.len())
+            .filter(|&i| self.members[i].node.as_ref().is_some_and(Node::is_leader))
             .collect()
     }
 
     /// The leader of the highest term, if any.
     fn leader(&self) -> Option<usize> {
-        self.leaders().into_iter().max_by_key(|&i| self.nodes[i].raw.as_ref().map_or(0, |r| r.raft.term))
+        self.leaders().into_iter().max_by_key(|&i| self.members[i].node().term())
     }
 
-    /// Proposes `commands` at the current time to every node that believes it leads: the one
-    /// that truly leads commits them, a deposed one's copies are never committed.
+    /// Proposes `commands` to every node that believes it leads, each copy with its own tag:
+    /// the one that truly leads commits them, a deposed one's copies are never committed.
     fn propose(&mut self, commands: Vec<Command>) {
         for i in self.leaders() {
-            let raw = self.nodes[i].raw.as_mut().unwrap();
+            let now = self.local_now(i);
+            let member = &mut self.members[i];
+            let node = member.node.as_mut().unwrap();
             for command in &commands {
-                let mut data = Vec::new();
-                encode_entry(&LogCommand { now: self.now, command: command.clone() }, &mut data);
+                let tag = self.next_tag;
+                self.next_tag += 1;
                 self.proposed += 1;
-                if raw.propose(vec![], data).is_err() {
-                    self.dropped_proposals += 1;
+                match node.propose(now, command.clone(), tag) {
+                    Ok(()) => {
+                        self.fates.insert(tag, Fate::Pending(member.id));
+                    }
+                    Err(_) => self.refused_proposals += 1,
                 }
             }
         }
@@ -291,20 +251,21 @@ impl Cluster {
 
     fn round(&mut self) {
         self.now += MS_PER_ROUND;
-        for node in &mut self.nodes {
-            if let Some(raw) = node.raw.as_mut() {
-                raw.tick();
+        for i in 0..self.members.len() {
+            let now = self.local_now(i);
+            if let Some(node) = self.members[i].node.as_mut() {
+                node.tick(now);
             }
         }
         for _ in 0..3 {
             self.deliver();
-            for i in 0..self.nodes.len() {
-                self.handle_ready(i);
+            for i in 0..self.members.len() {
+                self.poll(i);
             }
         }
         for i in self.leaders() {
-            let raw = self.nodes[i].raw.as_ref().unwrap();
-            self.leaders_seen.insert((raw.raft.term, raw.raft.id));
+            let node = self.members[i].node();
+            self.leaders_seen.insert((node.term(), node.id()));
         }
     }
 
@@ -315,38 +276,66 @@ impl Cluster {
                 continue;
             }
             let copies = if self.rng.chance(self.faults.dup_pct) { 2 } else { 1 };
-            if let Some(raw) = self.nodes[(m.to - 1) as usize].raw.as_mut() {
+            if let Some(node) = self.members[(m.to - 1) as usize].node.as_mut() {
                 for _ in 0..copies {
-                    // A step error (a stale or unexpected message) is raft refusing it, not ours.
-                    let _ = raw.step(m.clone());
+                    // A step error (a stale or unexpected message) refuses that message only.
+                    let _ = node.step(m.clone());
                 }
             }
         }
     }
 
-    /// One `Ready`, in raft-rs's order: send what may go at once, apply what is committed,
-    /// persist entries and hard state with one fsync, only then send what needed them on disk,
-    /// advance, and apply what that committed.
-    fn handle_ready(&mut self, i: usize) {
-        let Node { id, raw, replica, .. } = &mut self.nodes[i];
-        let Some(raw) = raw.as_mut() else { return };
-        if !raw.has_ready() {
-            return;
+    /// One `poll` of member `i`, its events checked: messages go in flight, applied entries
+    /// are checked against the recorded outputs and the token order, answers against the
+    /// proposals.
+    fn poll(&mut self, i: usize) {
+        let member = &mut self.members[i];
+        let (id, seen) = (member.id, &mut member.seen);
+        let Some(node) = member.node.as_mut() else { return };
+        let mut events = Vec::new();
+        node.poll(&mut events).expect("poll");
+        assert!(node.applied_now() >= seen.last_now, "node {id}: cluster time went back");
+        seen.last_now = node.applied_now();
+        for event in events {
+            match event {
+                Event::Send(m) => {
+                    assert_eq!(m.from, id);
+                    self.inflight.push(m);
+                }
+                Event::Applied { index, tag, outputs } => {
+                    check_applied(id, &mut self.members[i].seen, index, &outputs);
+                    self.record(index, outputs);
+                    if let Some(tag) = tag {
+                        let fate = self.fates.insert(tag, Fate::Answered { node: id, index });
+                        assert_eq!(fate, Some(Fate::Pending(id)), "node {id} answered tag {tag} at {index}");
+                    }
+                }
+                Event::Dropped { tag } => {
+                    let fate = self.fates.insert(tag, Fate::Dropped(id));
+                    assert_eq!(fate, Some(Fate::Pending(id)), "node {id} dropped tag {tag}");
+                }
+            }
         }
-        let mut rd = raw.ready();
-        self.inflight.extend(rd.take_messages());
-        assert!(rd.snapshot().is_empty(), "no snapshots in this model: nothing is compacted");
-        let (outputs, recent, grants) = (&mut self.outputs, &mut self.recent_tokens, &mut self.grants);
-        apply(*id, replica, rd.take_committed_entries(), outputs, recent, grants);
-        raw.mut_store().persist(rd.entries(), rd.hs()).expect("persist");
-        self.inflight.extend(rd.take_persisted_messages());
-        let mut light = raw.advance(rd);
-        if let Some(commit) = light.commit_index() {
-            raw.mut_store().set_commit(commit).expect("set commit");
+    }
+
+    /// The first application of `index` is the reference; every later one must equal it.
+    fn record(&mut self, index: u64, out: Vec<Output>) {
+        match self.outputs.get(&index) {
+            Some(first) => assert_eq!(first, &out, "the outputs of entry {index}"),
+            None => {
+                let replay = out.iter().any(is_replay);
+                for o in out.iter().filter(|_| !replay) {
+                    if let Some(token) = tokens_of(&o.response) {
+                        self.grants += 1;
+                        self.recent_tokens.push_back(token);
+                        if self.recent_tokens.len() > 16 {
+                            self.recent_tokens.pop_front();
+                        }
+                    }
+                }
+                self.outputs.insert(index, out);
+            }
         }
-        self.inflight.extend(light.take_messages());
-        apply(*id, replica, light.take_committed_entries(), outputs, recent, grants);
-        raw.advance_apply();
     }
 
     fn run_until(&mut self, what: &str, max_rounds: usize, done: impl Fn(&Cluster) -> bool) {
@@ -429,8 +418,7 @@ impl Cluster {
             };
             cmds.push(cmd);
         }
-        // Timers fire on the leader and become entries: one Expire a turn, as the server does.
-        cmds.push(Command::Expire);
+        // No Expire here: the leader's node fires its own timers as entries.
         cmds
     }
 
@@ -443,7 +431,7 @@ impl Cluster {
     }
 
     fn isolate(&mut self, i: usize) {
-        let id = self.nodes[i].id;
+        let id = self.members[i].id;
         for other in 1..=NODES {
             if other != id {
                 self.cut.insert((id, other));
@@ -455,23 +443,29 @@ impl Cluster {
     /// Crashes a node that is not the leader; returns its index.
     fn crash_a_follower(&mut self) -> usize {
         let leader = self.leader().expect("a leader");
-        let follower = (0..self.nodes.len()).find(|&i| i != leader).unwrap();
+        let follower = (0..self.members.len()).find(|&i| i != leader).unwrap();
         self.crash(follower);
         follower
     }
 
+    /// The node is gone with its table and its pending proposals; its data directory stays.
     fn crash(&mut self, i: usize) {
-        let node = &mut self.nodes[i];
-        node.raw = None;
-        node.replica = Replica::new();
+        let member = &mut self.members[i];
+        member.node = None;
+        member.seen = Seen::default();
+        for fate in self.fates.values_mut() {
+            if *fate == Fate::Pending(member.id) {
+                *fate = Fate::Lost;
+            }
+        }
     }
 
     /// Restarts a crashed node from its data directory: raft state from the log, the table
     /// rebuilt by applying the committed entries again from index 1.
     fn restart(&mut self, i: usize) {
-        let node = &mut self.nodes[i];
-        let store = DiskStorage::open(&node.dir).expect("reopen the log");
-        node.raw = Some(RawNode::new(&config(node.id, 0), store, &self.logger).expect("a raft node"));
+        let member = &mut self.members[i];
+        let store = DiskStorage::open(&member.dir).expect("reopen the log");
+        member.node = Some(Node::new(&config(member.id), store).expect("a node"));
     }
 
     /// Heals the network, restarts the nodes that are down, then runs until every node has
@@ -479,8 +473,8 @@ impl Cluster {
     fn converge(&mut self) {
         self.cut.clear();
         self.faults = Faults::default();
-        for i in 0..self.nodes.len() {
-            if self.nodes[i].raw.is_none() {
+        for i in 0..self.members.len() {
+            if self.members[i].node.is_none() {
                 self.restart(i);
             }
         }
@@ -488,56 +482,100 @@ impl Cluster {
     }
 
     /// Runs until every running node has applied the leader's whole log, one last entry from
-    /// the leader committing everything before it.
+    /// the leader committing everything before it; then every proposal of a running node has
+    /// been answered or dropped.
     fn settle(&mut self) {
         self.run_until("leader", 300, |c| c.leader().is_some());
         self.propose(vec![Command::Expire]);
         self.run_until("convergence", 500, |c| {
             let Some(l) = c.leader() else { return false };
-            let raw = c.nodes[l].raw.as_ref().unwrap();
-            let last = raw.raft.raft_log.last_index();
-            raw.raft.raft_log.committed == last && c.running().all(|n| n.replica.applied == last)
+            let leader = c.members[l].node();
+            let last = leader.last_index();
+            leader.commit_index() == last && c.running().all(|n| n.applied_index() == last)
         });
+        let pending: Vec<_> = self.fates.iter().filter(|(_, f)| matches!(f, Fate::Pending(_))).collect();
+        assert!(pending.is_empty(), "proposals neither answered nor dropped: {pending:?}");
     }
 
     fn running(&self) -> impl Iterator<Item = &Node> {
-        self.nodes.iter().filter(|n| n.raw.is_some())
+        self.members.iter().filter_map(|m| m.node.as_ref())
     }
 
     /// The end state: the same table on every running node, each one consistent.
     fn assert_same_tables(&self) {
         let mut running = self.running();
         let first = running.next().expect("a running node");
-        let lines = first.replica.table.state_lines();
-        first.replica.table.check_invariants().unwrap_or_else(|e| panic!("node {}: {e}", first.id));
+        let lines = first.table().state_lines();
+        first.table().check_invariants().unwrap_or_else(|e| panic!("node {}: {e}", first.id()));
         for node in running {
-            node.replica.table.check_invariants().unwrap_or_else(|e| panic!("node {}: {e}", node.id));
+            node.table().check_invariants().unwrap_or_else(|e| panic!("node {}: {e}", node.id()));
             assert_eq!(
-                node.replica.table.state_lines(),
+                node.table().state_lines(),
                 lines,
                 "node {} differs from node {}",
-                node.id,
-                first.id
+                node.id(),
+                first.id()
             );
-            assert_eq!(node.replica.table.digest(), first.replica.table.digest());
+            assert_eq!(node.digest(), first.digest());
         }
     }
 
+    fn count(&self, what: impl Fn(&Fate) -> bool) -> usize {
+        self.fates.values().filter(|f| what(f)).count()
+    }
+
     fn report(&self, run: &str, started: Instant) {
-        let stats = self.nodes[0].replica.table.stats();
+        let leader = self.leader().map(|l| self.members[l].node()).expect("a leader");
+        let stats = leader.table().stats();
+        let node_stats = leader.stats();
         println!(
-            "{run} (seed {}): {} entries applied, {} proposed ({} refused), {} grants ({} table-wide), {} leaders (term, id) seen, {} locks held at the end, {:?}",
+            "{run} (seed {}): {} entries applied, {} proposed ({} refused, {} answered, {} dropped, {} lost in crashes), {} grants ({} table-wide), {} Expire entries from the leader, {} leaders (term, id) seen, {} locks held at the end, leader's group commit {} entries in {} batches ({} fsyncs, {} readies), {:?}",
             self.seed,
             self.outputs.len(),
             self.proposed,
-            self.dropped_proposals,
+            self.refused_proposals,
+            self.count(|f| matches!(f, Fate::Answered { .. })),
+            self.count(|f| matches!(f, Fate::Dropped(_))),
+            self.count(|f| *f == Fate::Lost),
             self.grants,
             stats.acquired,
+            node_stats.expires_proposed,
             self.leaders_seen.len(),
             stats.locks_held,
+            node_stats.persisted,
+            node_stats.entry_batches,
+            node_stats.fsyncs,
+            node_stats.readies,
             started.elapsed()
         );
         assert!(self.grants > 50, "{run}: the load granted {} locks", self.grants);
+    }
+}
+
+/// A resume hands back the outputs kept while the session was detached, old grants among
+/// them: not new grants, so not in the token order.
+fn is_replay(o: &Output) -> bool {
+    matches!(o.response, Response::Resumed(_))
+}
+
+/// One node's application of `index`: tokens strictly increase, per name and overall.
+fn check_applied(node: u64, seen: &mut Seen, index: u64, out: &[Output]) {
+    seen.applied_entries += 1;
+    if out.iter().any(is_replay) {
+        return;
+    }
+    for o in out {
+        if let (Some(token), Some(name)) = (tokens_of(&o.response), &o.lock) {
+            assert!(
+                token > seen.last_token,
+                "node {node} entry {index}: token {token} after {}",
+                seen.last_token
+            );
+            seen.last_token = token;
+            let last = seen.last_token_of.entry(name.to_string()).or_insert(0);
+            assert!(token > *last, "node {node} entry {index}: token {token} of {name:?} after {last}");
+            *last = token;
+        }
     }
 }
 
@@ -548,6 +586,14 @@ fn a_reliable_network_replicates_the_same_table() {
     cluster.load(600);
     cluster.converge();
     cluster.assert_same_tables();
+    // Group commit: one wake-up's proposals are persisted by one Ready, one fsync.
+    let leader = cluster.members[cluster.leader().unwrap()].node().stats();
+    assert!(leader.persisted >= 2 * leader.entry_batches, "{leader:?}");
+    // A commit index alone is not fsynced: the leader's fsyncs are its entry batches (and the
+    // rare term or vote change).
+    assert!(leader.fsyncs * 10 <= leader.entry_batches * 11, "{leader:?}");
+    // The leader's timers became entries (lock waits time out, leases end).
+    assert!(leader.expires_proposed > 10, "{leader:?}");
     cluster.report("reliable", started);
 }
 
@@ -561,44 +607,54 @@ fn drops_and_duplicates_change_nothing() {
     cluster.report("lossy", started);
 }
 
-/// The leader is cut off from both followers: it commits (and so grants) nothing while cut
-/// off, steps down by check quorum, the majority elects a new leader and goes on granting with
-/// higher tokens; after healing the old leader's uncommitted entries are replaced.
+/// The leader is cut off from both followers: it commits and answers nothing while cut off,
+/// steps down by check quorum, the majority elects a new leader and goes on granting with
+/// higher tokens; after healing the old leader's uncommitted entries are replaced and its
+/// proposals dropped. The old leader's clock runs 1000 s ahead of the others': cluster time
+/// does not go back when a node with a slow clock takes over.
 #[test]
 fn an_isolated_leader_commits_nothing_and_a_new_one_takes_over() {
     let started = Instant::now();
-    let mut cluster = Cluster::new(seed(0x5eed_0003), Faults::default());
+    let mut cluster = Cluster::with_clocks(seed(0x5eed_0003), Faults::default(), [1_000_000, 0, 0]);
     cluster.load(100);
     let old = cluster.leader().expect("a leader");
-    let old_term = cluster.nodes[old].raw.as_ref().unwrap().raft.term;
-    let committed = cluster.nodes[old].raw.as_ref().unwrap().raft.raft_log.committed;
-    let grants_before = cluster.grants;
+    let old_id = cluster.members[old].id;
+    let (old_term, committed) =
+        (cluster.members[old].node().term(), cluster.members[old].node().commit_index());
+    let time_at_cut = cluster.members[old].node().applied_now();
+    let answered_by_old =
+        |c: &Cluster| c.count(|f| matches!(f, Fate::Answered { node, .. } if *node == old_id));
+    let (answers_before, grants_before) = (answered_by_old(&cluster), cluster.grants);
     cluster.isolate(old);
     let (mut overlap_rounds, mut stepped_down_after) = (0, None);
     for round in 0..200 {
         let cmds = cluster.workload();
         cluster.propose(cmds);
         cluster.round();
-        let raw = cluster.nodes[old].raw.as_ref().unwrap();
-        assert_eq!(raw.raft.raft_log.committed, committed, "the cut-off leader committed an entry");
-        let leaders = cluster.leaders();
-        if leaders.len() > 1 {
+        let node = cluster.members[old].node();
+        assert_eq!(node.commit_index(), committed, "the cut-off leader committed an entry");
+        assert_eq!(answered_by_old(&cluster), answers_before, "the cut-off leader answered a proposal");
+        if cluster.leaders().len() > 1 {
             overlap_rounds += 1;
         }
-        if raw.raft.state != StateRole::Leader && stepped_down_after.is_none() {
+        if !node.is_leader() && stepped_down_after.is_none() {
             stepped_down_after = Some(round + 1);
         }
     }
     let stepped_down_after = stepped_down_after.expect("check quorum steps the cut-off leader down");
     let new = cluster.leader().expect("the majority elects a leader");
     assert_ne!(new, old);
-    assert!(cluster.nodes[new].raw.as_ref().unwrap().raft.term > old_term);
+    assert!(cluster.members[new].node().term() > old_term);
     assert!(cluster.grants > grants_before, "the majority side went on granting");
+    assert!(cluster.members[new].node().applied_now() > time_at_cut, "cluster time went on");
+    let stranded = cluster.count(|f| *f == Fate::Pending(old_id));
+    assert!(stranded > 0, "the cut-off leader took proposals");
     println!(
-        "partition: the cut-off leader stepped down after {stepped_down_after} ticks; {overlap_rounds} rounds had two nodes in the leader role (the old one committing nothing)"
+        "partition: the cut-off leader stepped down after {stepped_down_after} ticks; {overlap_rounds} rounds had two nodes in the leader role (the old one committing nothing); {stranded} proposals stranded on it"
     );
     cluster.load(100);
     cluster.converge();
+    assert_eq!(answered_by_old(&cluster), answers_before, "a stranded proposal was answered");
     cluster.assert_same_tables();
     cluster.report("partition", started);
 }
@@ -612,16 +668,19 @@ fn crashed_nodes_replay_their_log_to_the_same_table() {
     cluster.load(80);
     let follower = cluster.crash_a_follower();
     // A crash mid-append: half a record at the end of the follower's log.
-    let log = cluster.nodes[follower].dir.join(LOG_FILE);
+    let log = cluster.members[follower].dir.join(LOG_FILE);
     let mut file = OpenOptions::new().append(true).open(&log).expect("the log file");
     file.write_all(&[0x21, 0, 0, 0, 0xde, 0xad]).expect("a torn tail");
     drop(file);
     cluster.load(80);
     cluster.restart(follower);
-    let torn = cluster.nodes[follower].raw.as_ref().unwrap().store().open_report().torn_bytes;
-    assert_eq!(torn, 6);
+    assert_eq!(cluster.members[follower].node().store().open_report().torn_bytes, 6);
     cluster.load(80);
     let leader = cluster.leader().expect("a leader");
+    // Proposals the leader took and had not answered when it died: lost, never answered.
+    let mut cmds = cluster.workload();
+    cmds.push(Command::Expire);
+    cluster.propose(cmds);
     cluster.crash(leader);
     cluster.load(100);
     let new = cluster.leader().expect("a new leader after the crash");
@@ -630,11 +689,13 @@ fn crashed_nodes_replay_their_log_to_the_same_table() {
     cluster.load(60);
     cluster.converge();
     cluster.assert_same_tables();
-    for node in &cluster.nodes {
-        assert_eq!(node.replica.applied, cluster.nodes[new].replica.applied);
+    let applied = cluster.members[new].node().applied_index();
+    for member in &cluster.members {
+        assert_eq!(member.node().applied_index(), applied);
     }
-    let replayed = cluster.nodes[follower].replica.applied_entries;
+    let replayed = cluster.members[follower].seen.applied_entries;
     assert!(replayed > 100, "the restarted follower replayed {replayed} entries");
+    assert!(cluster.count(|f| *f == Fate::Lost) > 0, "the leader's crash lost proposals in flight");
     cluster.report("crash-restart", started);
 }
 
@@ -647,12 +708,12 @@ fn a_corrupt_log_keeps_its_node_down_and_the_majority_goes_on() {
     let mut cluster = Cluster::new(seed(0x5eed_0005), Faults::default());
     cluster.load(100);
     let follower = cluster.crash_a_follower();
-    let log = cluster.nodes[follower].dir.join(LOG_FILE);
+    let log = cluster.members[follower].dir.join(LOG_FILE);
     let mut bytes = std::fs::read(&log).expect("the log");
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x01;
     std::fs::write(&log, &bytes).expect("damage the log");
-    match DiskStorage::open(&cluster.nodes[follower].dir) {
+    match DiskStorage::open(&cluster.members[follower].dir) {
         Err(StoreError::Corrupt { offset, .. }) => assert!(offset as usize <= middle),
         Err(e) => panic!("{e}"),
         Ok(_) => panic!("a log damaged in the middle opened"),

@@ -10,16 +10,27 @@
 //!   before anything is acknowledged, a torn tail is cut back on open, other corruption stops
 //!   the node.
 //!
-//! tests/cluster_model.rs runs three `RawNode`s in one process over these two, each applying
-//! committed entries to its own `LockTable`, and checks that every replica reaches the same table.
+//! - `node`: [`Node`], one sans-IO cluster node (quinn-proto style): a raft-rs `RawNode` over
+//!   `DiskStorage` and the `LockTable` its committed entries build; `tick`, `step`, `propose`,
+//!   and `poll` for one `Ready` (one fsync, messages to send, applied outputs, answered
+//!   proposals). The leader turns its due deadlines into `Expire` entries.
+//! - `wire`: the framing of raft messages between nodes (length, checksum, kind, protobuf) and
+//!   the handshake; a pure decoder with a size cap. Not the client protocol.
+//!
+//! tests/cluster_model.rs runs three `Node`s in one process, messages routed in memory through
+//! drops, duplicates, partitions and crashes, and checks that every replica reaches the same
+//! table.
 //!
 //! [`Command`]: crate::locks::Command
 
 mod crc;
 pub mod entry;
+pub mod node;
 pub mod storage;
+pub mod wire;
 
 pub use entry::{decode_entry, encode_entry, EntryError, LogCommand, ENTRY_VERSION};
+pub use node::{Event, Node, NodeConfig, NodeError, NodeStats, NotLeader};
 pub use storage::{DiskStorage, StoreError};
 
 /// raft-rs as this module uses it, so callers name the same crate version.
