@@ -402,7 +402,7 @@ fn expected_examples() -> Vec<(&'static str, &'static str, Expected)> {
         (
             "reject",
             "lock_ext_flags",
-            Reject(DecodeError::NonZeroFlags { opcode: op::LOCK_EXT, flags: 2 }, false),
+            Reject(DecodeError::NonZeroFlags { opcode: op::LOCK_EXT, flags: 4 }, false),
         ),
         ("reject", "lock_ext_mode", Reject(lock_ext_bad("mode", 3), false)),
         ("reject", "lock_ext_permits_not_semaphore", Reject(lock_ext_bad("permits", 1), false)),
@@ -447,10 +447,16 @@ const SESSION_SECRET: [u8; 16] =
 fn session_examples() -> Vec<(&'static str, &'static str, Expected)> {
     use Expected::{Reject, Request as Req, Response as Resp};
     let open = SessionOpen { grace_ms: 10_000, skip_while_detached: false };
+    let open_skip = SessionOpen { grace_ms: 10_000, skip_while_detached: true };
+    let mut lock_skip = LockExtRequest::exclusive(NIGHTLY);
+    (lock_skip.timeout_ms, lock_skip.skip_while_detached) = (Some(60_000), true);
     let resume = SessionResume { session_id: 7, secret: SESSION_SECRET };
     let ok = SessionOk { session_id: 7, secret: SESSION_SECRET, grace_ms: 10_000 };
     vec![
         ("request", "session_open", Req(31, Request::SessionOpen(open))),
+        ("request", "session_open_skip", Req(31, Request::SessionOpen(open_skip))),
+        ("request", "lock_ext_skip", Req(4, Request::LockExt(lock_skip))),
+        ("response", "error_skipped", Resp(4, Response::error(ErrorCode::Skipped, "skipped while detached"))),
         ("request", "session_resume", Req(2, Request::SessionResume(resume))),
         ("request", "goodbye", Req(33, Request::Goodbye)),
         ("response", "session_ok", Resp(31, Response::SessionOk(ok))),
@@ -873,6 +879,7 @@ struct OwnedLockExt {
     max_hold_ms: Option<u32>,
     lock_delay_ms: u32,
     notify_contention: bool,
+    skip_while_detached: bool,
 }
 
 impl OwnedRequest {
@@ -904,6 +911,7 @@ impl OwnedRequest {
                 max_hold_ms: l.max_hold_ms,
                 lock_delay_ms: l.lock_delay_ms,
                 notify_contention: l.notify_contention,
+                skip_while_detached: l.skip_while_detached,
             }),
             OwnedRequest::Token(opcode, name, token) => token_request(*opcode, name, *token),
             OwnedRequest::Revoke(name, token) => Request::Revoke(RevokeRequest { name, token: *token }),
@@ -973,7 +981,7 @@ fn lock_ext() -> impl Strategy<Value = OwnedLockExt> {
         duration(),
         duration(),
         any::<u32>(),
-        any::<bool>(),
+        any::<(bool, bool)>(),
     )
         .prop_map(
             |(
@@ -984,7 +992,7 @@ fn lock_ext() -> impl Strategy<Value = OwnedLockExt> {
                 lease_ms,
                 max_hold_ms,
                 lock_delay_ms,
-                notify_contention,
+                (notify_contention, skip_while_detached),
             )| {
                 OwnedLockExt {
                     name,
@@ -997,6 +1005,7 @@ fn lock_ext() -> impl Strategy<Value = OwnedLockExt> {
                     max_hold_ms,
                     lock_delay_ms,
                     notify_contention,
+                    skip_while_detached,
                 }
             },
         )
@@ -1615,7 +1624,7 @@ fn response_text_must_be_utf8() {
 
 #[test]
 fn unknown_error_codes_decode_as_unknown() {
-    for code in [0u16, 22, 0x1234, 0xFFFE, 0xFFFF] {
+    for code in [0u16, 23, 0x1234, 0xFFFE, 0xFFFF] {
         let mut payload = code.to_be_bytes().to_vec();
         payload.extend_from_slice(b"later");
         let (_, resp) = decode_response(&raw_frame(op::ERROR, 4, &payload)).expect("valid");
@@ -1721,16 +1730,20 @@ fn lock_ext_values_out_of_range_are_bad_values() {
 
 #[test]
 fn lock_ext_reserved_flags_are_refused_and_bit_0_asks_for_contention_notices() {
-    for flags in [2, 0x0100, 0x8000, u16::MAX] {
+    for flags in [4, 6, 0x0100, 0x8000, u16::MAX] {
         let err = request_err(&raw_frame(op::LOCK_EXT, 3, &lock_ext_payload(flags, 0, 0, 0)));
         assert_eq!(err, DecodeError::NonZeroFlags { opcode: op::LOCK_EXT, flags });
         assert_eq!((err.code(), err.is_fatal()), (ErrorCode::UnsupportedFlags, false));
     }
     let bytes = raw_frame(op::LOCK_EXT, 3, &lock_ext_payload(1, 0, 0, 0));
     let Ok((_, Request::LockExt(l))) = decode_request(&bytes) else { panic!("flag 1 is defined") };
-    assert!(l.notify_contention);
+    assert!(l.notify_contention && !l.skip_while_detached);
+    // Bit 1: skip the wait if its turn comes while the session is detached (§6.14).
+    let bytes = raw_frame(op::LOCK_EXT, 3, &lock_ext_payload(3, 0, 0, 0));
+    let Ok((_, Request::LockExt(l))) = decode_request(&bytes) else { panic!("flag 2 is defined") };
+    assert!(l.notify_contention && l.skip_while_detached);
     // Checked in the order of the fields' purpose: flags, then values, then the name.
-    let mut payload = lock_ext_payload(2, 9, 0, 0);
+    let mut payload = lock_ext_payload(4, 9, 0, 0);
     payload.pop();
     let err = request_err(&raw_frame(op::LOCK_EXT, 3, &payload));
     assert_eq!(err.code(), ErrorCode::UnsupportedFlags);

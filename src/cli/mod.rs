@@ -656,6 +656,11 @@ pub struct LockArgs {
     /// (which caps it); one server, not a list.
     #[arg(long, value_name = "DURATION", value_parser = parse_grace)]
     pub session_grace: Option<Duration>,
+    /// While waiting with --session-grace: if the lock's turn comes while the connection is
+    /// lost, let the next waiter have it instead (officer then exits with the conflict status,
+    /// without running COMMAND), rather than having it held for a client that may be gone.
+    #[arg(long, requires = "session_grace")]
+    pub skip_while_detached: bool,
     /// Run this shell command line with `sh -c` instead of COMMAND (as flock(1) -c).
     #[arg(short = 'c', long = "command", value_name = "SHELL_COMMAND", conflicts_with = "command")]
     pub shell_command: Option<OsString>,

@@ -15,7 +15,7 @@ use super::session::SessionState;
 use super::store::{Store, NO_LOCK};
 use super::table::{reply, LockTable};
 use super::{LockOpts, Name, Output, SessionId};
-use crate::protocol::Response;
+use crate::protocol::{ErrorCode, Response};
 use crate::wheel::Tick;
 
 impl LockTable {
@@ -181,7 +181,14 @@ impl LockTable {
             let Some(state) = self.sessions.get_mut(&waiter.session).filter(|state| !state.gone) else {
                 continue;
             };
-            state.stop_waiting(key);
+            if state.stop_waiting(key) && self.detached != 0 && skipped(state) {
+                // Its session is away and asked not to be granted meanwhile (§6.14): the wait
+                // ends, kept for the replay, and the next waiter is served in this same run.
+                self.session_stats.skipped += 1;
+                let response = Response::error(ErrorCode::Skipped, "skipped while detached");
+                reply(out, waiter.session, waiter.request_id, &lock.name, response);
+                continue;
+            }
             let token = self.next_token;
             self.next_token = token.saturating_add(1);
             let mut holder = Holder::new(waiter.session, token, now, waiter.weight);
@@ -293,6 +300,13 @@ impl Iterator for HeldKeys<'_> {
     fn size_hint(&self) -> (usize, Option<usize>) {
         (0, Some(self.left))
     }
+}
+
+/// Whether a skipping wait of `state` is skipped now: its session is detached. Cold: the
+/// grant path pays only for a bit test while no session is detached.
+#[cold]
+fn skipped(state: &SessionState) -> bool {
+    state.resumable.as_deref().is_some_and(|r| r.is_detached())
 }
 
 /// The grant `session` holds on lock `key`.

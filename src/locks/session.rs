@@ -7,6 +7,9 @@ use super::lease::LostGrant;
 use super::store::NO_LOCK;
 use super::suspend::Resumable;
 
+/// The bit of a wait's sequence number that marks it as skipping while detached.
+const SKIP_BIT: u64 = 1;
+
 /// Sets up to this capacity are never shrunk.
 const SET_SHRINK_FLOOR: usize = 64;
 
@@ -23,6 +26,8 @@ pub(super) struct SessionState {
     /// Awaited locks with the sequence number of their wait. A map, so that a session with
     /// many waits (nothing limits them by default) pays O(1) per wait that ends, not O(waits);
     /// the sequence gives back the order the waits started in when all of them end at once.
+    /// Its lowest bit is the wait's skip flag (`SKIP_BIT`, §6.14), so the flag costs no
+    /// memory and comes back for free when the wait ends; the order is unchanged by it.
     waiting: HashMap<u32, u64>,
     next_wait: u64,
     /// First and last of the holds in acquisition order, linked through the locks
@@ -72,8 +77,9 @@ impl SessionState {
         self.held + self.waiting.len()
     }
 
-    pub fn start_waiting(&mut self, lock: u32) {
-        self.waiting.insert(lock, self.next_wait);
+    /// Records a wait for `lock`; `skip`: it is skipped if its turn comes while detached.
+    pub fn start_waiting(&mut self, lock: u32, skip: bool) {
+        self.waiting.insert(lock, self.next_wait << 1 | u64::from(skip));
         self.next_wait += 1;
     }
 
@@ -81,9 +87,11 @@ impl SessionState {
         self.waiting.contains_key(&lock)
     }
 
-    pub fn stop_waiting(&mut self, lock: u32) {
-        self.waiting.remove(&lock);
+    /// Forgets the wait for `lock`; returns whether it was one that skips while detached.
+    pub fn stop_waiting(&mut self, lock: u32) -> bool {
+        let seq = self.waiting.remove(&lock);
         self.shrink_if_sparse();
+        seq.is_some_and(|seq| seq & SKIP_BIT != 0)
     }
 
     /// The awaited locks with the sequence number of each wait, in no particular order, so a

@@ -25,7 +25,20 @@ use crate::wheel::{Tick, TimerHandle};
 pub(super) struct Resumable {
     secret: [u8; SESSION_SECRET_LEN],
     grace_ms: u32,
+    /// SESSION_OPEN flags bit 0: every wait of the session skips while detached.
+    skip_default: bool,
     detached: Option<Detached>,
+}
+
+impl Resumable {
+    /// Whether a wait of this session starting now skips, given its own ask.
+    pub(super) fn skips(&self, asked: bool) -> bool {
+        asked || self.skip_default
+    }
+
+    pub(super) fn is_detached(&self) -> bool {
+        self.detached.is_some()
+    }
 }
 
 /// A detached session: when its grace ends, and what it was sent meanwhile.
@@ -56,6 +69,8 @@ pub struct SessionStats {
     pub expired: u64,
     /// SESSION_RESUME refused with `bad_session` (monotone): unknown id, wrong secret, ended.
     pub resume_failures: u64,
+    /// Waits skipped, not granted, because their turn came while detached (monotone, §6.14).
+    pub skipped: u64,
 }
 
 /// One detached session, for listings: who, until when.
@@ -71,13 +86,13 @@ pub struct DetachedInfo {
 
 impl LockTable {
     /// SESSION_OPEN: makes `session` resumable with `grace_ms` (the server has clamped it to its
-    /// maximum) and `secret` (the server drew it from the OS). Grace 0 opens nothing.
+    /// maximum), `secret` (the server drew it from the OS) and whether its waits skip while
+    /// detached by default. Grace 0 opens nothing.
     pub(super) fn open_session(
         &mut self,
         session: SessionId,
         request_id: u32,
-        grace_ms: u32,
-        secret: [u8; SESSION_SECRET_LEN],
+        (grace_ms, secret, skip_default): (u32, [u8; SESSION_SECRET_LEN], bool),
         out: &mut Vec<Output>,
     ) {
         let Some(state) = self.sessions.get_mut(&session).filter(|state| !state.gone) else { return };
@@ -88,7 +103,7 @@ impl LockTable {
         } else if grace_ms == 0 {
             Response::SessionOk(SessionOk::NONE)
         } else {
-            state.resumable = Some(Box::new(Resumable { secret, grace_ms, detached: None }));
+            state.resumable = Some(Box::new(Resumable { secret, grace_ms, skip_default, detached: None }));
             self.session_stats.opened += 1;
             Response::SessionOk(SessionOk { session_id: session.0, secret, grace_ms })
         };
