@@ -3,11 +3,12 @@
 //! decoding a stream cut at every byte, and every way a frame can be malformed.
 
 use officer::protocol::{
-    op, split_frame, validate_name, AwaitedName, ConnectionDetail, ConnectionInfo, DecodeError, ErrorCode,
-    Frame, HeldName, Hello, HelloOk, HolderInfo, ListRequest, LockDetail, LockExtRequest, LockInfo,
-    LockRequest, LostReason, Mode, Request, Response, Resumed, RevokeRequest, SessionOk, SessionOpen,
-    SessionResume, TokenRequest, WaiterInfo, DEFAULT_MAX_FRAME, DEFAULT_MAX_NAME, MAGIC, MAX_FRAME_CEILING,
-    MAX_NAME_CEILING, MIN_FRAME_LEN, PROTOCOL_VERSION, SHUTDOWN_REQUEST_ID, TIMEOUT_FOREVER,
+    op, split_frame, validate_name, AwaitedName, ConnectionDetail, ConnectionInfo, DecodeError,
+    DetachedSession, ErrorCode, Frame, HeldName, Hello, HelloOk, HolderInfo, ListRequest, LockDetail,
+    LockExtRequest, LockInfo, LockRequest, LostReason, Mode, Request, Response, Resumed, RevokeRequest,
+    SessionOk, SessionOpen, SessionResume, TokenRequest, WaiterInfo, DEFAULT_MAX_FRAME, DEFAULT_MAX_NAME,
+    MAGIC, MAX_FRAME_CEILING, MAX_NAME_CEILING, MIN_FRAME_LEN, PROTOCOL_VERSION, SHUTDOWN_REQUEST_ID,
+    TIMEOUT_FOREVER,
 };
 use proptest::prelude::*;
 
@@ -458,6 +459,8 @@ fn session_examples() -> Vec<(&'static str, &'static str, Expected)> {
         ("request", "lock_ext_skip", Req(4, Request::LockExt(lock_skip))),
         ("response", "error_skipped", Resp(4, Response::error(ErrorCode::Skipped, "skipped while detached"))),
         ("request", "session_resume", Req(2, Request::SessionResume(resume))),
+        ("request", "sessions", Req(34, Request::Sessions(0))),
+        ("response", "sessions_list", Resp(34, sessions_list())),
         ("request", "goodbye", Req(33, Request::Goodbye)),
         ("response", "session_ok", Resp(31, Response::SessionOk(ok))),
         ("response", "session_ok_none", Resp(31, Response::SessionOk(SessionOk::NONE))),
@@ -487,6 +490,22 @@ fn session_examples() -> Vec<(&'static str, &'static str, Expected)> {
             ),
         ),
     ]
+}
+
+/// §4.32's example: two detached sessions, soonest grace end first.
+fn sessions_list() -> Response {
+    let entry = |label: &str, session_id, grace_left_ms, held, waiting, kept| DetachedSession {
+        label: label.into(),
+        session_id,
+        grace_left_ms,
+        held,
+        waiting,
+        kept,
+    };
+    Response::Sessions {
+        sessions: vec![entry("10.0.0.7:40112", 7, 8500, 2, 1, 1), entry("unix:9", 12, 29_000, 0, 3, 0)],
+        truncated: false,
+    }
 }
 
 /// A session request decoded from a frame built around `payload`, as an owned value.
@@ -864,6 +883,7 @@ enum OwnedRequest {
     AdminAuth(Vec<u8>),
     LocksDetail(String, u32),
     ConnectionsDetail(String, u32),
+    Sessions(u32),
 }
 
 /// The fields of a LOCK_EXT, owned; `as_request` borrows the name.
@@ -918,6 +938,7 @@ impl OwnedRequest {
             OwnedRequest::Kick(id) => Request::Kick(*id),
             OwnedRequest::AdminAuth(secret) => Request::AdminAuth(secret),
             OwnedRequest::LocksDetail(prefix, max) => Request::LocksDetail(ListRequest { prefix, max: *max }),
+            OwnedRequest::Sessions(max) => Request::Sessions(*max),
             OwnedRequest::ConnectionsDetail(prefix, max) => {
                 Request::ConnectionsDetail(ListRequest { prefix, max: *max })
             }
@@ -1026,6 +1047,7 @@ fn request() -> impl Strategy<Value = OwnedRequest> {
         bytes().prop_map(OwnedRequest::AdminAuth),
         (prefix(), any::<u32>()).prop_map(|(p, m)| OwnedRequest::LocksDetail(p, m)),
         (prefix(), any::<u32>()).prop_map(|(p, m)| OwnedRequest::ConnectionsDetail(p, m)),
+        any::<u32>().prop_map(OwnedRequest::Sessions),
         (1..=u16::MAX).prop_map(OwnedRequest::Hello),
         bytes().prop_map(OwnedRequest::Ping),
         (name(), timeout(), queue_max()).prop_map(|(n, t, q)| OwnedRequest::Lock(n, t, q)),
@@ -1049,7 +1071,7 @@ fn texts() -> impl Strategy<Value = Vec<String>> {
 }
 
 fn error_code() -> impl Strategy<Value = ErrorCode> {
-    (0u16..=21).prop_map(|c| ErrorCode::from_u16(if c == 0 { 0xFFFF } else { c }))
+    (0u16..=22).prop_map(|c| ErrorCode::from_u16(if c == 0 { 0xFFFF } else { c }))
 }
 
 fn response() -> impl Strategy<Value = Response> {
@@ -1108,6 +1130,10 @@ fn response() -> impl Strategy<Value = Response> {
         proptest::collection::vec(waiter, 0..4),
     )
         .prop_map(|(name, limit, holders, waiters)| LockDetail { name, limit, holders, waiters });
+    let detached = (text(), any::<u64>(), any::<[u32; 4]>()).prop_map(|(label, session_id, n)| {
+        let [grace_left_ms, held, waiting, kept] = n;
+        DetachedSession { label, session_id, grace_left_ms, held, waiting, kept }
+    });
     // `Other` covers every byte the known reasons do not.
     let reason = any::<u8>().prop_map(LostReason::from_u8);
     let v2 = prop_oneof![
@@ -1131,6 +1157,8 @@ fn response() -> impl Strategy<Value = Response> {
             .prop_map(|(locks, truncated)| Response::LocksDetail { locks, truncated }),
         (proptest::collection::vec(connection_detail, 0..4), any::<bool>())
             .prop_map(|(connections, truncated)| Response::ConnectionsDetail { connections, truncated }),
+        (proptest::collection::vec(detached, 0..4), any::<bool>())
+            .prop_map(|(sessions, truncated)| Response::Sessions { sessions, truncated }),
     ];
     let v1 = prop_oneof![
         hello_ok,

@@ -236,10 +236,11 @@ fn a_session_is_opened_or_resumed_only_on_a_fresh_connection() {
     assert!(matches!(c.call(&skip), Response::SessionOk(ok) if ok.is_open()));
 }
 
-/// What the wire shows of a detached session (README "Resumable sessions", PROTOCOL.md §8: no
-/// message has a field for a session's own remaining grace): CONNECTIONS lists it under its
-/// label marked ` (detached)` with what it holds; CONNECTIONS_DETAIL, whose entries name a
-/// connection id, leaves it out (it has no connection); STATS gives the soonest grace end.
+/// What the connection listings show of a detached session (README "Resumable sessions"):
+/// CONNECTIONS lists it under its label marked ` (detached)` with what it holds;
+/// CONNECTIONS_DETAIL, whose entries name a connection id, leaves it out (it has no
+/// connection); STATS gives the soonest grace end. Each one's own grace is SESSIONS'
+/// (`tests/resume_listing.rs`).
 #[test]
 fn a_detached_session_is_listed_marked_and_stats_give_the_soonest_grace_end() {
     use officer::protocol::ListRequest;

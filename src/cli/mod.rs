@@ -734,6 +734,11 @@ pub struct ConnectionsArgs {
     /// fencing token, and each wait's mode (one server at a time).
     #[arg(short = 'l', long)]
     pub detail: bool,
+    /// List the detached sessions instead (their connection was lost; a resume may still take
+    /// them over): session id, the label they had, holds, waits, frames kept for the replay,
+    /// and the grace left, soonest end first. PREFIX filters their labels (one server at a time).
+    #[arg(short = 'S', long, conflicts_with = "detail")]
+    pub sessions: bool,
     #[command(flatten)]
     pub connect: ConnectArgs,
     #[arg(long, action = clap::ArgAction::Help, help = "Print help")]

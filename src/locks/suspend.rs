@@ -17,7 +17,9 @@
 
 use super::table::{LockTable, Timer};
 use super::{Output, SessionId};
-use crate::protocol::{secrets_match, ErrorCode, Response, Resumed, SessionOk, SESSION_SECRET_LEN};
+use crate::protocol::{
+    secrets_match, DetachedSession, ErrorCode, Response, Resumed, SessionOk, SESSION_SECRET_LEN,
+};
 use crate::wheel::{Tick, TimerHandle};
 
 /// What a resumable session carries beyond a plain one; boxed, so plain sessions pay a pointer.
@@ -82,6 +84,9 @@ pub struct DetachedInfo {
     pub grace_left_ms: u64,
     /// Outputs waiting in its outbox.
     pub kept: usize,
+    /// Grants it holds and waits it has.
+    pub held: usize,
+    pub waiting: usize,
 }
 
 impl LockTable {
@@ -297,11 +302,40 @@ impl LockTable {
                     label: detached.label.to_string(),
                     grace_left_ms: detached.until.saturating_sub(now),
                     kept: detached.outbox.len(),
+                    held: state.held,
+                    waiting: state.count() - state.held,
                 };
                 Some((detached.until, info))
             })
             .collect();
         found.sort_unstable_by_key(|(until, info)| (*until, info.session));
         found.into_iter().take(max).map(|(_, info)| info).collect()
+    }
+
+    /// SESSIONS (PROTOCOL.md §3.25): the detached sessions, soonest grace end first, at most
+    /// `max` (0: the listing default, which is also the ceiling); `truncated` when more are
+    /// detached. The server cuts the list again to its frame (`encode_within`). O(sessions),
+    /// and nothing but a counter test while none is detached.
+    pub fn sessions_within(&self, now: Tick, max: u32) -> Response {
+        if self.detached == 0 {
+            return Response::Sessions { sessions: Vec::new(), truncated: false };
+        }
+        let cap = self.list_cap(max);
+        let mut found = self.detached_sessions(now, cap.saturating_add(1));
+        let truncated = found.len() > cap;
+        found.truncate(cap);
+        let wire = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        let sessions = found
+            .into_iter()
+            .map(|info| DetachedSession {
+                label: info.label,
+                session_id: info.session.0,
+                grace_left_ms: u32::try_from(info.grace_left_ms).unwrap_or(u32::MAX),
+                held: wire(info.held),
+                waiting: wire(info.waiting),
+                kept: wire(info.kept),
+            })
+            .collect();
+        Response::Sessions { sessions, truncated }
     }
 }

@@ -425,3 +425,39 @@ fn a_skipped_last_waiter_removes_the_lock_and_fifo_holds_across_a_skip() {
     assert_eq!(t.t.session_stats().skipped, 2);
     assert_eq!(t.t.check_invariants(), Ok(()));
 }
+
+/// SESSIONS: nothing while none is detached; soonest grace end first with literal ticks,
+/// holds and waits counted, `max` bounding it with `truncated`.
+#[test]
+fn sessions_within_lists_the_detached_soonest_grace_end_first() {
+    let mut t = T::new();
+    for s in 1..=3 {
+        t.attach(s, &format!("a:{s}"));
+    }
+    assert_eq!(t.t.sessions_within(0, 0), Response::Sessions { sessions: vec![], truncated: false });
+    t.open(1, 1000);
+    t.open(2, 500);
+    t.run(0, lock(1, 2, "x", None));
+    t.run(0, lock(3, 1, "y", None));
+    assert!(t.run(0, lock(1, 3, "y", None)).is_empty());
+    t.run(0, lock(2, 2, "z", None));
+    t.run(100, suspend(1));
+    t.run(200, suspend(2));
+    let entry = |label: &str, session_id, grace_left_ms, held, waiting| crate::protocol::DetachedSession {
+        label: label.into(),
+        session_id,
+        grace_left_ms,
+        held,
+        waiting,
+        kept: 0,
+    };
+    // Session 2's grace ends at 701, session 1's at 1101.
+    let both = vec![entry("a:2", 2, 401, 1, 0), entry("a:1", 1, 801, 1, 1)];
+    assert_eq!(t.t.sessions_within(300, 0), Response::Sessions { sessions: both, truncated: false });
+    let first = vec![entry("a:2", 2, 401, 1, 0)];
+    assert_eq!(t.t.sessions_within(300, 1), Response::Sessions { sessions: first, truncated: true });
+    // Session 2's grace ends: only session 1 is left.
+    t.run(701, Command::Expire);
+    let one = vec![entry("a:1", 1, 399, 1, 1)];
+    assert_eq!(t.t.sessions_within(702, 0), Response::Sessions { sessions: one, truncated: false });
+}
