@@ -303,6 +303,10 @@ fn bystander_during(addr: SocketAddr, work: impl FnOnce()) -> Vec<Duration> {
 }
 
 fn latency_line(what: &str, samples: &[Duration]) -> String {
+    // A phase can end before the pinger's first round trip does (a fast machine, a small N).
+    if samples.is_empty() {
+        return format!("{what}: no ping completed within the phase");
+    }
     let pick = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize];
     let max = samples.last().copied().unwrap_or_default();
     format!("{what}: {} pings, p50 {:?} p99 {:?} max {:?}", samples.len(), pick(0.5), pick(0.99), max)

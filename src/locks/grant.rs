@@ -181,7 +181,8 @@ impl LockTable {
             let Some(state) = self.sessions.get_mut(&waiter.session).filter(|state| !state.gone) else {
                 continue;
             };
-            if state.stop_waiting(key) && self.detached != 0 && skipped(state) {
+            let seq = state.stop_waiting(key);
+            if self.detached != 0 && skipped(state, seq) {
                 // Its session is away and asked not to be granted meanwhile (§6.14): the wait
                 // ends, kept for the replay, and the next waiter is served in this same run.
                 self.session_stats.skipped += 1;
@@ -302,11 +303,13 @@ impl Iterator for HeldKeys<'_> {
     }
 }
 
-/// Whether a skipping wait of `state` is skipped now: its session is detached. Cold: the
-/// grant path pays only for a bit test while no session is detached.
+/// Whether the wait `seq` of `state` is skipped now: it asked to skip (its LOCK_EXT flag, or
+/// its session's SESSION_OPEN flag) and its session is detached. Cold: while no session is
+/// detached, the grant path pays one counter test.
 #[cold]
-fn skipped(state: &SessionState) -> bool {
-    state.resumable.as_deref().is_some_and(|r| r.is_detached())
+fn skipped(state: &SessionState, seq: u64) -> bool {
+    (super::session::is_skipping(seq) || state.skip_default)
+        && state.resumable.as_deref().is_some_and(|r| r.is_detached())
 }
 
 /// The grant `session` holds on lock `key`.

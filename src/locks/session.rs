@@ -10,6 +10,11 @@ use super::suspend::Resumable;
 /// The bit of a wait's sequence number that marks it as skipping while detached.
 const SKIP_BIT: u64 = 1;
 
+/// Whether a wait's sequence number (`stop_waiting`) marks it as skipping while detached.
+pub fn is_skipping(seq: u64) -> bool {
+    seq & SKIP_BIT != 0
+}
+
 /// Sets up to this capacity are never shrunk.
 const SET_SHRINK_FLOOR: usize = 64;
 
@@ -43,6 +48,9 @@ pub(super) struct SessionState {
     pub lost: Vec<LostGrant>,
     /// Set by SESSION_OPEN: the secret, the grace and, while detached, the outbox (`suspend`).
     pub resumable: Option<Box<Resumable>>,
+    /// SESSION_OPEN flags bit 0: every wait of the session skips while detached (§6.14); read
+    /// only when a grant finds some session detached.
+    pub skip_default: bool,
 }
 
 impl SessionState {
@@ -58,6 +66,7 @@ impl SessionState {
             releasing: false,
             lost: Vec::new(),
             resumable: None,
+            skip_default: false,
         }
     }
 
@@ -79,19 +88,21 @@ impl SessionState {
 
     /// Records a wait for `lock`; `skip`: it is skipped if its turn comes while detached.
     pub fn start_waiting(&mut self, lock: u32, skip: bool) {
-        self.waiting.insert(lock, self.next_wait << 1 | u64::from(skip));
-        self.next_wait += 1;
+        // Sequence numbers go up by 2, so the skip bit needs no shift.
+        self.waiting.insert(lock, self.next_wait | u64::from(skip));
+        self.next_wait += 2;
     }
 
     pub fn waits_on(&self, lock: u32) -> bool {
         self.waiting.contains_key(&lock)
     }
 
-    /// Forgets the wait for `lock`; returns whether it was one that skips while detached.
-    pub fn stop_waiting(&mut self, lock: u32) -> bool {
+    /// Forgets the wait for `lock`; returns its sequence number (0 if there was none), whose
+    /// [`is_skipping`] says whether it skips while detached.
+    pub fn stop_waiting(&mut self, lock: u32) -> u64 {
         let seq = self.waiting.remove(&lock);
         self.shrink_if_sparse();
-        seq.is_some_and(|seq| seq & SKIP_BIT != 0)
+        seq.unwrap_or(0)
     }
 
     /// The awaited locks with the sequence number of each wait, in no particular order, so a

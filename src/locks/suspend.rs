@@ -18,7 +18,8 @@
 use super::table::{LockTable, Timer};
 use super::{Output, SessionId};
 use crate::protocol::{
-    secrets_match, DetachedSession, ErrorCode, Response, Resumed, SessionOk, SESSION_SECRET_LEN,
+    secrets_match, str16_size, DetachedSession, ErrorCode, Response, Resumed, SessionOk, DETACHED_FIXED,
+    LIST_COUNT_SIZE, MIN_FRAME_LEN, SESSION_SECRET_LEN,
 };
 use crate::wheel::{Tick, TimerHandle};
 
@@ -27,17 +28,10 @@ use crate::wheel::{Tick, TimerHandle};
 pub(super) struct Resumable {
     secret: [u8; SESSION_SECRET_LEN],
     grace_ms: u32,
-    /// SESSION_OPEN flags bit 0: every wait of the session skips while detached.
-    skip_default: bool,
     detached: Option<Detached>,
 }
 
 impl Resumable {
-    /// Whether a wait of this session starting now skips, given its own ask.
-    pub(super) fn skips(&self, asked: bool) -> bool {
-        asked || self.skip_default
-    }
-
     pub(super) fn is_detached(&self) -> bool {
         self.detached.is_some()
     }
@@ -108,7 +102,8 @@ impl LockTable {
         } else if grace_ms == 0 {
             Response::SessionOk(SessionOk::NONE)
         } else {
-            state.resumable = Some(Box::new(Resumable { secret, grace_ms, skip_default, detached: None }));
+            state.resumable = Some(Box::new(Resumable { secret, grace_ms, detached: None }));
+            state.skip_default = skip_default;
             self.session_stats.opened += 1;
             Response::SessionOk(SessionOk { session_id: session.0, secret, grace_ms })
         };
@@ -313,29 +308,45 @@ impl LockTable {
     }
 
     /// SESSIONS (PROTOCOL.md §3.25): the detached sessions, soonest grace end first, at most
-    /// `max` (0: the listing default, which is also the ceiling); `truncated` when more are
-    /// detached. The server cuts the list again to its frame (`encode_within`). O(sessions),
-    /// and nothing but a counter test while none is detached.
-    pub fn sessions_within(&self, now: Tick, max: u32) -> Response {
+    /// `max` (0: the listing default, which is also the ceiling) and as many as fit a frame of
+    /// `max_frame`; `truncated` when any was left out. O(d log d) for d detached sessions (a
+    /// sort of their grace ends), an entry built only for what is sent, and nothing but a
+    /// counter test while none is detached.
+    pub fn sessions_within(&self, now: Tick, max: u32, max_frame: u32) -> Response {
         if self.detached == 0 {
             return Response::Sessions { sessions: Vec::new(), truncated: false };
         }
-        let cap = self.list_cap(max);
-        let mut found = self.detached_sessions(now, cap.saturating_add(1));
-        let truncated = found.len() > cap;
-        found.truncate(cap);
-        let wire = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-        let sessions = found
-            .into_iter()
-            .map(|info| DetachedSession {
-                label: info.label,
-                session_id: info.session.0,
-                grace_left_ms: u32::try_from(info.grace_left_ms).unwrap_or(u32::MAX),
-                held: wire(info.held),
-                waiting: wire(info.waiting),
-                kept: wire(info.kept),
-            })
+        let mut ends: Vec<(Tick, SessionId)> = self
+            .sessions
+            .iter()
+            .filter_map(|(&id, state)| Some((state.resumable.as_deref()?.detached.as_ref()?.until, id)))
             .collect();
+        ends.sort_unstable();
+        let cap = self.list_cap(max);
+        // The frame header, `truncated` and the count come first (§4.32).
+        let mut room = (max_frame as usize).saturating_sub(MIN_FRAME_LEN as usize + 1 + LIST_COUNT_SIZE);
+        let wire = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        let mut sessions = Vec::new();
+        for &(until, id) in &ends {
+            let Some(state) = self.sessions.get(&id) else { continue };
+            let Some(detached) = state.resumable.as_deref().and_then(|r| r.detached.as_ref()) else {
+                continue;
+            };
+            let size = str16_size(&detached.label) + DETACHED_FIXED;
+            if sessions.len() == cap || size > room {
+                break;
+            }
+            room -= size;
+            sessions.push(DetachedSession {
+                label: detached.label.to_string(),
+                session_id: id.0,
+                grace_left_ms: u32::try_from(until.saturating_sub(now)).unwrap_or(u32::MAX),
+                held: wire(state.held),
+                waiting: wire(state.count() - state.held),
+                kept: wire(detached.outbox.len()),
+            });
+        }
+        let truncated = sessions.len() < ends.len();
         Response::Sessions { sessions, truncated }
     }
 }

@@ -434,7 +434,7 @@ fn sessions_within_lists_the_detached_soonest_grace_end_first() {
     for s in 1..=3 {
         t.attach(s, &format!("a:{s}"));
     }
-    assert_eq!(t.t.sessions_within(0, 0), Response::Sessions { sessions: vec![], truncated: false });
+    assert_eq!(t.t.sessions_within(0, 0, 65536), Response::Sessions { sessions: vec![], truncated: false });
     t.open(1, 1000);
     t.open(2, 500);
     t.run(0, lock(1, 2, "x", None));
@@ -453,11 +453,14 @@ fn sessions_within_lists_the_detached_soonest_grace_end_first() {
     };
     // Session 2's grace ends at 701, session 1's at 1101.
     let both = vec![entry("a:2", 2, 401, 1, 0), entry("a:1", 1, 801, 1, 1)];
-    assert_eq!(t.t.sessions_within(300, 0), Response::Sessions { sessions: both, truncated: false });
+    assert_eq!(t.t.sessions_within(300, 0, 65536), Response::Sessions { sessions: both, truncated: false });
     let first = vec![entry("a:2", 2, 401, 1, 0)];
-    assert_eq!(t.t.sessions_within(300, 1), Response::Sessions { sessions: first, truncated: true });
+    assert_eq!(t.t.sessions_within(300, 1, 65536), Response::Sessions { sessions: first, truncated: true });
+    // A frame with room for one entry (5 + 1 + 4 + 2 + 3 + 24 bytes): cut, and it says so.
+    let first = vec![entry("a:2", 2, 401, 1, 0)];
+    assert_eq!(t.t.sessions_within(300, 0, 39), Response::Sessions { sessions: first, truncated: true });
     // Session 2's grace ends: only session 1 is left.
     t.run(701, Command::Expire);
     let one = vec![entry("a:1", 1, 399, 1, 1)];
-    assert_eq!(t.t.sessions_within(702, 0), Response::Sessions { sessions: one, truncated: false });
+    assert_eq!(t.t.sessions_within(702, 0, 65536), Response::Sessions { sessions: one, truncated: false });
 }

@@ -11,7 +11,8 @@ use super::{op, str16_size, DecodeError};
 pub const SESSION_SECRET_LEN: usize = 16;
 
 /// SESSION_OPEN flags bit 0: while the session is detached, a wait whose turn comes is not
-/// granted but ends with TIMED_OUT (replayed on resume), so the name goes to the next waiter.
+/// granted but ends with ERROR `skipped` (replayed on resume), so the name goes to the next
+/// waiter; the default of every wait of the session, as LOCK_EXT flags bit 1 is of one.
 pub const SKIP_WHILE_DETACHED: u16 = 0x0001;
 
 /// SESSION_OPEN payload (§3.22), exactly 6 bytes: flags `u16`, grace_ms `u32`.

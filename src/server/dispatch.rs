@@ -263,7 +263,7 @@ pub(crate) fn run(
             Ran::Reply(table.my_locks_matching(session, list.prefix, list.max, max_frame))
         }
         Request::Top(max) => Ran::Reply(table.top_within(now, max, max_frame)),
-        Request::Sessions(max) => Ran::Reply(table.sessions_within(now, max)),
+        Request::Sessions(max) => Ran::Reply(table.sessions_within(now, max, max_frame)),
         Request::Stats => Ran::Stats,
         Request::SessionOpen(open) => {
             table.apply(now, &super::resume::open_command(session, rid, &open, config), outputs);
