@@ -535,6 +535,26 @@ fn session_request(opcode: u8, payload: &[u8]) -> Result<SessionRequest, DecodeE
 }
 
 #[test]
+fn sessions_payload_is_exactly_a_u32() {
+    assert_eq!(session_frame_decode(&[0, 0, 0, 7]), Ok(Request::Sessions(7)));
+    assert_eq!(session_frame_decode(&[0, 0, 7]), Err(DecodeError::Truncated { opcode: op::SESSIONS }));
+    assert_eq!(
+        session_frame_decode(&[0, 0, 0, 7, 0]),
+        Err(DecodeError::TrailingBytes { opcode: op::SESSIONS })
+    );
+    assert_eq!(ErrorCode::from_u16(22), ErrorCode::Skipped);
+    assert!(!ErrorCode::Skipped.is_fatal());
+}
+
+fn session_frame_decode(payload: &[u8]) -> Result<Request<'static>, DecodeError> {
+    let bytes = session_frame(op::SESSIONS, payload);
+    decode_request(&bytes).map(|(_, req)| match req {
+        Request::Sessions(max) => Request::Sessions(max),
+        other => panic!("not SESSIONS: {other:?}"),
+    })
+}
+
+#[test]
 fn session_payloads_are_exact_and_their_flags_reserved() {
     let open = |payload: &[u8]| session_request(op::SESSION_OPEN, payload);
     let skip = SessionOpen { grace_ms: 5, skip_while_detached: true };

@@ -169,3 +169,22 @@ fn the_clients_skipping_lock_fails_with_skipped_after_the_resume() {
     assert!(client.resumes() >= 1);
     assert!(client.my_locks().expect("my_locks").held.is_empty());
 }
+
+/// The flag on a connection without a session is accepted and changes nothing: such a
+/// connection is never detached, and its wait is granted when its turn comes.
+#[test]
+fn the_skip_flag_without_a_session_changes_nothing() {
+    let server = server();
+    let mut holder = Raw::connect(server.addr());
+    token_of(&holder.call(&lock_req("skip/plain")));
+    let mut plain = Raw::connect(server.addr());
+    let mut ext = LockExtRequest::exclusive("skip/plain");
+    ext.skip_while_detached = true;
+    let rid = plain.send(&Request::LockExt(ext));
+    wait_until("it queues", WAIT, || stat(&mut holder, "waiters") == 1);
+    assert_eq!(holder.call(&Request::Unlock("skip/plain")), Response::Released);
+    let (got, response) = plain.recv();
+    assert_eq!(got, rid);
+    token_of(&response);
+    assert_eq!(stat(&mut holder, "session_waits_skipped"), 0);
+}

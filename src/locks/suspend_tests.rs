@@ -464,3 +464,28 @@ fn sessions_within_lists_the_detached_soonest_grace_end_first() {
     let one = vec![entry("a:1", 1, 399, 1, 1)];
     assert_eq!(t.t.sessions_within(702, 0, 65536), Response::Sessions { sessions: one, truncated: false });
 }
+
+/// A skip counts against the grant batch (PROTOCOL.md §6.7): with a batch of 1, the release
+/// skips the detached head and leaves the next reader at the head for the next grant step,
+/// which serves the run on, one a turn, in FIFO order.
+#[test]
+fn a_skip_counts_against_the_grant_batch_and_the_grant_step_goes_on() {
+    let mut t = T::new();
+    t.t.set_grant_batch(1);
+    for s in 1..=4 {
+        t.attach(s, &format!("a:{s}"));
+    }
+    t.open(1, 1000);
+    let shared = LockOpts { mode: crate::locks::Mode::Shared, ..LockOpts::default() };
+    let shared_skip = LockOpts { mode: crate::locks::Mode::Shared, ..SKIP };
+    t.run(0, lock(4, 1, "rw", None));
+    assert!(t.run(0, lock_with(1, 2, "rw", None, shared_skip)).is_empty());
+    assert!(t.run(0, lock_with(2, 1, "rw", None, shared)).is_empty());
+    assert!(t.run(0, lock_with(3, 1, "rw", None, shared)).is_empty());
+    t.run(10, suspend(1));
+    assert_eq!(t.run(20, unlock(4, 2, "rw")), vec![(4, 2, Response::Released)]);
+    assert_eq!(t.t.session_stats().skipped, 1);
+    assert_eq!(t.run(21, Command::Expire), vec![(2, 1, Response::Acquired { token: 101 })]);
+    assert_eq!(t.run(22, Command::Expire), vec![(3, 1, Response::Acquired { token: 102 })]);
+    assert_eq!(t.t.check_invariants(), Ok(()));
+}
