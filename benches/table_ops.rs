@@ -57,6 +57,7 @@ fn lock_ext(session: u64, rid: u32, ext: &LockExtRequest<'_>) -> Command {
         max_hold_ms: ext.max_hold_ms,
         lock_delay_ms: ext.lock_delay_ms,
         notify_contention: ext.notify_contention,
+        skip_while_detached: ext.skip_while_detached,
     };
     Command::Lock { session: SessionId(session), request_id: rid, name, timeout_ms, queue_max, opts }
 }
@@ -83,6 +84,7 @@ fn ext(name: &str, mode: WireMode) -> LockExtRequest<'_> {
         max_hold_ms: None,
         lock_delay_ms: 0,
         notify_contention: false,
+        skip_while_detached: false,
     }
 }
 

@@ -4,7 +4,8 @@
 //! (two mostly read/write locks, one mostly a semaphore of 3 permits), with leases, hold
 //! budgets, lock-delays and contention notices now and then, RENEW, DOWNGRADE, CHECK and
 //! REVOKE, and resumable sessions (issue 14: SESSION_OPEN, a lost connection detaching its
-//! session for a grace, a resume by a new connection or a takeover, the grace running out),
+//! session for a grace, a resume by a new connection or a takeover, the grace running out,
+//! waits that skip while detached, by their LOCK's flag or their session's default),
 //! run against `officer::locks::LockTable` and against a deliberately naive Vec-based
 //! reference model written here. After every step both must have answered each connection the
 //! same responses in the same order and agree on holders and queues; over a run every request
@@ -46,6 +47,8 @@ enum Op {
         queue_max: Option<u32>,
         mode: Mode,
         lease: LeaseOpts,
+        /// LOCK_EXT flags bit 1: skip the wait if its turn comes while detached.
+        skip: bool,
     },
     Renew {
         conn: usize,
@@ -88,10 +91,12 @@ enum Op {
     },
     /// One turn of the server's loop (`Expire`: a release step, then an expire) at the same tick.
     Step,
-    /// SESSION_OPEN (issue 14) with this grace (0: no session).
+    /// SESSION_OPEN (issue 14) with this grace (0: no session), and with flags bit 0 (every
+    /// wait skips while detached) when `skip`.
     OpenSession {
         conn: usize,
         grace_ms: u32,
+        skip: bool,
     },
     /// The connection is lost: a resumable session is detached for its grace, any other goes.
     Suspend {
@@ -144,9 +149,10 @@ fn op_on(names: Vec<usize>) -> impl Strategy<Value = Op> {
     let token =
         prop_oneof![4 => Just(TokenPick::Without), 1 => Just(TokenPick::Own), 1 => Just(TokenPick::Last)];
     prop_oneof![
-        6 => (0..CONNS, name.clone(), timeout, queue_max, 0..12u32, count, lease()).prop_map(
-            |(conn, name, timeout_ms, queue_max, roll, count, lease)| {
-                Op::Lock { conn, name, timeout_ms, queue_max, mode: mode_for(name, roll, count), lease }
+        6 => (0..CONNS, name.clone(), timeout, queue_max, 0..12u32, count, lease(), 0..3u8).prop_map(
+            |(conn, name, timeout_ms, queue_max, roll, count, lease, skip)| {
+                let (mode, skip) = (mode_for(name, roll, count), skip == 0);
+                Op::Lock { conn, name, timeout_ms, queue_max, mode, lease, skip }
             }
         ),
         1 => (0..CONNS, name.clone(), token.clone()).prop_map(|(conn, name, token)| Op::Renew { conn, name, token }),
@@ -159,8 +165,8 @@ fn op_on(names: Vec<usize>) -> impl Strategy<Value = Op> {
         1 => (0..CONNS).prop_map(|conn| Op::Connect { conn }),
         3 => (0..15u64).prop_map(|ms| Op::Advance { ms }),
         3 => Just(Op::Step),
-        2 => (0..CONNS, prop_oneof![1 => Just(0u32), 4 => 1..60u32])
-            .prop_map(|(conn, grace_ms)| Op::OpenSession { conn, grace_ms }),
+        2 => (0..CONNS, prop_oneof![1 => Just(0u32), 4 => 1..60u32], 0..3u8)
+            .prop_map(|(conn, grace_ms, skip)| Op::OpenSession { conn, grace_ms, skip: skip == 0 }),
         2 => (0..CONNS).prop_map(|conn| Op::Suspend { conn }),
         2 => (0..CONNS).prop_map(|conn| Op::Resume { conn }),
     ]
@@ -204,6 +210,8 @@ struct Waiter {
     deadline: Option<Tick>,
     /// Global arrival order, which is also the order wait timers were created.
     seq: u64,
+    /// Its turn, when its session is detached, skips it (PROTOCOL.md §6.14).
+    skip: bool,
 }
 
 /// One grant.
@@ -295,6 +303,8 @@ struct Conn {
     connected: bool,
     /// Its grace, when SESSION_OPEN made it resumable.
     grace: Option<u32>,
+    /// SESSION_OPEN flags bit 0: every wait of the session skips while detached.
+    skip_default: bool,
     /// While detached: the label to give back, the grace end and its timer order, and what it
     /// was sent meanwhile, in order.
     detached: Option<Detached>,
@@ -339,7 +349,14 @@ impl Model {
         let conns = (0..CONNS)
             .map(|c| {
                 let id = SessionId(c as u64 + 1);
-                Conn { id, label: label(c, id), connected: true, grace: None, detached: None }
+                Conn {
+                    id,
+                    label: label(c, id),
+                    connected: true,
+                    grace: None,
+                    skip_default: false,
+                    detached: None,
+                }
             })
             .collect();
         Model {
@@ -428,6 +445,7 @@ impl Model {
         qmax: Option<u32>,
         mode: Mode,
         lease: LeaseOpts,
+        skip: bool,
     ) {
         self.lost[conn].retain(|&(n, _, _)| n != name);
         if let Mode::Permits { count, limit } = mode {
@@ -483,6 +501,7 @@ impl Model {
                 lease,
                 deadline: timeout.map(|t| now + Tick::from(t)),
                 seq: self.seq,
+                skip: self.conns[conn].grace.is_some() && (skip || self.conns[conn].skip_default),
             };
             self.locks[i].waiters.push(waiter);
             return self.notify(i);
@@ -522,9 +541,15 @@ impl Model {
             && self.locks[i].waiters.first().is_some_and(|w| self.locks[i].fits(w.mode))
         {
             let waiter = self.locks[i].waiters.remove(0);
+            let name = self.locks[i].name;
+            if waiter.skip && self.conns[waiter.conn].detached.is_some() {
+                // Its turn came while its session is away: it leaves ungranted (§6.14).
+                let skipped = Response::error(ErrorCode::Skipped, "");
+                self.reply(waiter.conn, waiter.request_id, Some(name), skipped);
+                continue;
+            }
             let grant = self.new_grant(waiter.conn, waiter.mode, waiter.lease);
             self.locks[i].holders.push(grant);
-            let name = self.locks[i].name;
             self.reply(waiter.conn, waiter.request_id, Some(name), Response::Acquired { token: grant.token });
             granted = true;
         }
@@ -678,7 +703,7 @@ impl Model {
     fn disconnect(&mut self, conn: usize) {
         self.end_detached(conn);
         self.conns[conn].connected = false;
-        self.conns[conn].grace = None;
+        (self.conns[conn].grace, self.conns[conn].skip_default) = (None, false);
         self.lost[conn].clear();
         self.cancel_waits(conn, false);
         if let Some(p) = self.pending.iter_mut().find(|p| p.conn == conn) {
@@ -824,13 +849,13 @@ impl Model {
     }
 
     /// SESSION_OPEN: a fresh connection becomes resumable with `grace_ms` (0: it does not).
-    fn open_session(&mut self, conn: usize, rid: u32, grace_ms: u32) {
+    fn open_session(&mut self, conn: usize, rid: u32, grace_ms: u32, skip: bool) {
         let response = if self.conns[conn].grace.is_some() || self.count(conn) != 0 {
             Response::error(ErrorCode::SessionState, "")
         } else if grace_ms == 0 {
             Response::SessionOk(SessionOk::NONE)
         } else {
-            self.conns[conn].grace = Some(grace_ms);
+            (self.conns[conn].grace, self.conns[conn].skip_default) = (Some(grace_ms), skip);
             let session_id = self.conns[conn].id.0;
             Response::SessionOk(SessionOk { session_id, secret: SECRET, grace_ms })
         };
@@ -1050,16 +1075,23 @@ impl Run {
             {
                 prop_assert!(self.table.is_releasing(self.model.conns[conn].id));
             }
-            Op::Lock { conn, name, timeout_ms, queue_max, mode, lease } => {
+            Op::Lock { conn, name, timeout_ms, queue_max, mode, lease, skip } => {
                 let rid = self.request(conn);
                 let session = self.model.conns[conn].id;
                 let name_arc = Name::from(NAMES[name]);
                 let (lease_ms, max_hold_ms, lock_delay_ms, notify_contention) = lease;
-                let opts = LockOpts { mode, lease_ms, max_hold_ms, lock_delay_ms, notify_contention };
+                let opts = LockOpts {
+                    mode,
+                    lease_ms,
+                    max_hold_ms,
+                    lock_delay_ms,
+                    notify_contention,
+                    skip_while_detached: skip,
+                };
                 let cmd =
                     Command::Lock { session, request_id: rid, name: name_arc, timeout_ms, queue_max, opts };
                 self.table.apply(now, &cmd, &mut out);
-                self.model.lock(now, conn, rid, NAMES[name], timeout_ms, queue_max, mode, lease);
+                self.model.lock(now, conn, rid, NAMES[name], timeout_ms, queue_max, mode, lease, skip);
             }
             Op::Unlock { conn, name, token } => {
                 let rid = self.request(conn);
@@ -1137,12 +1169,19 @@ impl Run {
                 self.model.release_step();
                 self.model.expire(now);
             }
-            Op::OpenSession { conn, grace_ms } => {
+            Op::OpenSession { conn, grace_ms, skip } => {
                 let rid = self.request(conn);
                 let session = self.model.conns[conn].id;
-                let cmd = Command::OpenSession { session, request_id: rid, grace_ms, secret: SECRET };
+                let secret = SECRET;
+                let cmd = Command::OpenSession {
+                    session,
+                    request_id: rid,
+                    grace_ms,
+                    secret,
+                    skip_while_detached: skip,
+                };
                 self.table.apply(now, &cmd, &mut out);
-                self.model.open_session(conn, rid, grace_ms);
+                self.model.open_session(conn, rid, grace_ms, skip);
             }
             Op::Suspend { conn } => {
                 self.table.apply(now, &Command::Suspend { session: self.model.conns[conn].id }, &mut out);

@@ -252,7 +252,7 @@ fn bad_values_of_every_new_field_get_their_error_code() {
         let (id, response) = raw.recv();
         assert_eq!((id, error_code(&response)), (7, code), "{response:?}");
     };
-    check(ext(0x0002, 0, 0, 0, 0), ErrorCode::UnsupportedFlags);
+    check(ext(0x0004, 0, 0, 0, 0), ErrorCode::UnsupportedFlags);
     check(ext(0, 3, 0, 0, 0), ErrorCode::BadValue);
     check(ext(0, 1, 0, 10, 0), ErrorCode::BadValue);
     check(ext(0, 0, 1, 0, 0), ErrorCode::BadValue);

@@ -3,11 +3,12 @@
 //! decoding a stream cut at every byte, and every way a frame can be malformed.
 
 use officer::protocol::{
-    op, split_frame, validate_name, AwaitedName, ConnectionDetail, ConnectionInfo, DecodeError, ErrorCode,
-    Frame, HeldName, Hello, HelloOk, HolderInfo, ListRequest, LockDetail, LockExtRequest, LockInfo,
-    LockRequest, LostReason, Mode, Request, Response, Resumed, RevokeRequest, SessionOk, SessionOpen,
-    SessionResume, TokenRequest, WaiterInfo, DEFAULT_MAX_FRAME, DEFAULT_MAX_NAME, MAGIC, MAX_FRAME_CEILING,
-    MAX_NAME_CEILING, MIN_FRAME_LEN, PROTOCOL_VERSION, SHUTDOWN_REQUEST_ID, TIMEOUT_FOREVER,
+    op, split_frame, validate_name, AwaitedName, ConnectionDetail, ConnectionInfo, DecodeError,
+    DetachedSession, ErrorCode, Frame, HeldName, Hello, HelloOk, HolderInfo, ListRequest, LockDetail,
+    LockExtRequest, LockInfo, LockRequest, LostReason, Mode, Request, Response, Resumed, RevokeRequest,
+    SessionOk, SessionOpen, SessionResume, TokenRequest, WaiterInfo, DEFAULT_MAX_FRAME, DEFAULT_MAX_NAME,
+    MAGIC, MAX_FRAME_CEILING, MAX_NAME_CEILING, MIN_FRAME_LEN, PROTOCOL_VERSION, SHUTDOWN_REQUEST_ID,
+    TIMEOUT_FOREVER,
 };
 use proptest::prelude::*;
 
@@ -402,7 +403,7 @@ fn expected_examples() -> Vec<(&'static str, &'static str, Expected)> {
         (
             "reject",
             "lock_ext_flags",
-            Reject(DecodeError::NonZeroFlags { opcode: op::LOCK_EXT, flags: 2 }, false),
+            Reject(DecodeError::NonZeroFlags { opcode: op::LOCK_EXT, flags: 4 }, false),
         ),
         ("reject", "lock_ext_mode", Reject(lock_ext_bad("mode", 3), false)),
         ("reject", "lock_ext_permits_not_semaphore", Reject(lock_ext_bad("permits", 1), false)),
@@ -447,11 +448,19 @@ const SESSION_SECRET: [u8; 16] =
 fn session_examples() -> Vec<(&'static str, &'static str, Expected)> {
     use Expected::{Reject, Request as Req, Response as Resp};
     let open = SessionOpen { grace_ms: 10_000, skip_while_detached: false };
+    let open_skip = SessionOpen { grace_ms: 10_000, skip_while_detached: true };
+    let mut lock_skip = LockExtRequest::exclusive(NIGHTLY);
+    (lock_skip.timeout_ms, lock_skip.skip_while_detached) = (Some(60_000), true);
     let resume = SessionResume { session_id: 7, secret: SESSION_SECRET };
     let ok = SessionOk { session_id: 7, secret: SESSION_SECRET, grace_ms: 10_000 };
     vec![
         ("request", "session_open", Req(31, Request::SessionOpen(open))),
+        ("request", "session_open_skip", Req(31, Request::SessionOpen(open_skip))),
+        ("request", "lock_ext_skip", Req(4, Request::LockExt(lock_skip))),
+        ("response", "error_skipped", Resp(4, Response::error(ErrorCode::Skipped, "skipped while detached"))),
         ("request", "session_resume", Req(2, Request::SessionResume(resume))),
+        ("request", "sessions", Req(34, Request::Sessions(0))),
+        ("response", "sessions_list", Resp(34, sessions_list())),
         ("request", "goodbye", Req(33, Request::Goodbye)),
         ("response", "session_ok", Resp(31, Response::SessionOk(ok))),
         ("response", "session_ok_none", Resp(31, Response::SessionOk(SessionOk::NONE))),
@@ -483,6 +492,22 @@ fn session_examples() -> Vec<(&'static str, &'static str, Expected)> {
     ]
 }
 
+/// §4.32's example: two detached sessions, soonest grace end first.
+fn sessions_list() -> Response {
+    let entry = |label: &str, session_id, grace_left_ms, held, waiting, kept| DetachedSession {
+        label: label.into(),
+        session_id,
+        grace_left_ms,
+        held,
+        waiting,
+        kept,
+    };
+    Response::Sessions {
+        sessions: vec![entry("10.0.0.7:40112", 7, 8500, 2, 1, 1), entry("unix:9", 12, 29_000, 0, 3, 0)],
+        truncated: false,
+    }
+}
+
 /// A session request decoded from a frame built around `payload`, as an owned value.
 #[derive(Debug, PartialEq)]
 enum SessionRequest {
@@ -507,6 +532,26 @@ fn session_request(opcode: u8, payload: &[u8]) -> Result<SessionRequest, DecodeE
         Request::Goodbye => Ok(SessionRequest::Goodbye),
         other => panic!("not a session request: {other:?}"),
     }
+}
+
+#[test]
+fn sessions_payload_is_exactly_a_u32() {
+    assert_eq!(session_frame_decode(&[0, 0, 0, 7]), Ok(Request::Sessions(7)));
+    assert_eq!(session_frame_decode(&[0, 0, 7]), Err(DecodeError::Truncated { opcode: op::SESSIONS }));
+    assert_eq!(
+        session_frame_decode(&[0, 0, 0, 7, 0]),
+        Err(DecodeError::TrailingBytes { opcode: op::SESSIONS })
+    );
+    assert_eq!(ErrorCode::from_u16(22), ErrorCode::Skipped);
+    assert!(!ErrorCode::Skipped.is_fatal());
+}
+
+fn session_frame_decode(payload: &[u8]) -> Result<Request<'static>, DecodeError> {
+    let bytes = session_frame(op::SESSIONS, payload);
+    decode_request(&bytes).map(|(_, req)| match req {
+        Request::Sessions(max) => Request::Sessions(max),
+        other => panic!("not SESSIONS: {other:?}"),
+    })
 }
 
 #[test]
@@ -858,6 +903,7 @@ enum OwnedRequest {
     AdminAuth(Vec<u8>),
     LocksDetail(String, u32),
     ConnectionsDetail(String, u32),
+    Sessions(u32),
 }
 
 /// The fields of a LOCK_EXT, owned; `as_request` borrows the name.
@@ -873,6 +919,7 @@ struct OwnedLockExt {
     max_hold_ms: Option<u32>,
     lock_delay_ms: u32,
     notify_contention: bool,
+    skip_while_detached: bool,
 }
 
 impl OwnedRequest {
@@ -904,12 +951,14 @@ impl OwnedRequest {
                 max_hold_ms: l.max_hold_ms,
                 lock_delay_ms: l.lock_delay_ms,
                 notify_contention: l.notify_contention,
+                skip_while_detached: l.skip_while_detached,
             }),
             OwnedRequest::Token(opcode, name, token) => token_request(*opcode, name, *token),
             OwnedRequest::Revoke(name, token) => Request::Revoke(RevokeRequest { name, token: *token }),
             OwnedRequest::Kick(id) => Request::Kick(*id),
             OwnedRequest::AdminAuth(secret) => Request::AdminAuth(secret),
             OwnedRequest::LocksDetail(prefix, max) => Request::LocksDetail(ListRequest { prefix, max: *max }),
+            OwnedRequest::Sessions(max) => Request::Sessions(*max),
             OwnedRequest::ConnectionsDetail(prefix, max) => {
                 Request::ConnectionsDetail(ListRequest { prefix, max: *max })
             }
@@ -973,7 +1022,7 @@ fn lock_ext() -> impl Strategy<Value = OwnedLockExt> {
         duration(),
         duration(),
         any::<u32>(),
-        any::<bool>(),
+        any::<(bool, bool)>(),
     )
         .prop_map(
             |(
@@ -984,7 +1033,7 @@ fn lock_ext() -> impl Strategy<Value = OwnedLockExt> {
                 lease_ms,
                 max_hold_ms,
                 lock_delay_ms,
-                notify_contention,
+                (notify_contention, skip_while_detached),
             )| {
                 OwnedLockExt {
                     name,
@@ -997,6 +1046,7 @@ fn lock_ext() -> impl Strategy<Value = OwnedLockExt> {
                     max_hold_ms,
                     lock_delay_ms,
                     notify_contention,
+                    skip_while_detached,
                 }
             },
         )
@@ -1017,6 +1067,7 @@ fn request() -> impl Strategy<Value = OwnedRequest> {
         bytes().prop_map(OwnedRequest::AdminAuth),
         (prefix(), any::<u32>()).prop_map(|(p, m)| OwnedRequest::LocksDetail(p, m)),
         (prefix(), any::<u32>()).prop_map(|(p, m)| OwnedRequest::ConnectionsDetail(p, m)),
+        any::<u32>().prop_map(OwnedRequest::Sessions),
         (1..=u16::MAX).prop_map(OwnedRequest::Hello),
         bytes().prop_map(OwnedRequest::Ping),
         (name(), timeout(), queue_max()).prop_map(|(n, t, q)| OwnedRequest::Lock(n, t, q)),
@@ -1040,7 +1091,7 @@ fn texts() -> impl Strategy<Value = Vec<String>> {
 }
 
 fn error_code() -> impl Strategy<Value = ErrorCode> {
-    (0u16..=21).prop_map(|c| ErrorCode::from_u16(if c == 0 { 0xFFFF } else { c }))
+    (0u16..=22).prop_map(|c| ErrorCode::from_u16(if c == 0 { 0xFFFF } else { c }))
 }
 
 fn response() -> impl Strategy<Value = Response> {
@@ -1099,6 +1150,10 @@ fn response() -> impl Strategy<Value = Response> {
         proptest::collection::vec(waiter, 0..4),
     )
         .prop_map(|(name, limit, holders, waiters)| LockDetail { name, limit, holders, waiters });
+    let detached = (text(), any::<u64>(), any::<[u32; 4]>()).prop_map(|(label, session_id, n)| {
+        let [grace_left_ms, held, waiting, kept] = n;
+        DetachedSession { label, session_id, grace_left_ms, held, waiting, kept }
+    });
     // `Other` covers every byte the known reasons do not.
     let reason = any::<u8>().prop_map(LostReason::from_u8);
     let v2 = prop_oneof![
@@ -1122,6 +1177,8 @@ fn response() -> impl Strategy<Value = Response> {
             .prop_map(|(locks, truncated)| Response::LocksDetail { locks, truncated }),
         (proptest::collection::vec(connection_detail, 0..4), any::<bool>())
             .prop_map(|(connections, truncated)| Response::ConnectionsDetail { connections, truncated }),
+        (proptest::collection::vec(detached, 0..4), any::<bool>())
+            .prop_map(|(sessions, truncated)| Response::Sessions { sessions, truncated }),
     ];
     let v1 = prop_oneof![
         hello_ok,
@@ -1615,7 +1672,7 @@ fn response_text_must_be_utf8() {
 
 #[test]
 fn unknown_error_codes_decode_as_unknown() {
-    for code in [0u16, 22, 0x1234, 0xFFFE, 0xFFFF] {
+    for code in [0u16, 23, 0x1234, 0xFFFE, 0xFFFF] {
         let mut payload = code.to_be_bytes().to_vec();
         payload.extend_from_slice(b"later");
         let (_, resp) = decode_response(&raw_frame(op::ERROR, 4, &payload)).expect("valid");
@@ -1721,16 +1778,20 @@ fn lock_ext_values_out_of_range_are_bad_values() {
 
 #[test]
 fn lock_ext_reserved_flags_are_refused_and_bit_0_asks_for_contention_notices() {
-    for flags in [2, 0x0100, 0x8000, u16::MAX] {
+    for flags in [4, 6, 0x0100, 0x8000, u16::MAX] {
         let err = request_err(&raw_frame(op::LOCK_EXT, 3, &lock_ext_payload(flags, 0, 0, 0)));
         assert_eq!(err, DecodeError::NonZeroFlags { opcode: op::LOCK_EXT, flags });
         assert_eq!((err.code(), err.is_fatal()), (ErrorCode::UnsupportedFlags, false));
     }
     let bytes = raw_frame(op::LOCK_EXT, 3, &lock_ext_payload(1, 0, 0, 0));
     let Ok((_, Request::LockExt(l))) = decode_request(&bytes) else { panic!("flag 1 is defined") };
-    assert!(l.notify_contention);
+    assert!(l.notify_contention && !l.skip_while_detached);
+    // Bit 1: skip the wait if its turn comes while the session is detached (§6.14).
+    let bytes = raw_frame(op::LOCK_EXT, 3, &lock_ext_payload(3, 0, 0, 0));
+    let Ok((_, Request::LockExt(l))) = decode_request(&bytes) else { panic!("flag 2 is defined") };
+    assert!(l.notify_contention && l.skip_while_detached);
     // Checked in the order of the fields' purpose: flags, then values, then the name.
-    let mut payload = lock_ext_payload(2, 9, 0, 0);
+    let mut payload = lock_ext_payload(4, 9, 0, 0);
     payload.pop();
     let err = request_err(&raw_frame(op::LOCK_EXT, 3, &payload));
     assert_eq!(err.code(), ErrorCode::UnsupportedFlags);

@@ -32,7 +32,7 @@ enum Event {
 }
 
 /// The options of the lock request the flags ask for.
-fn lock_options(args: &LockArgs) -> LockOptions {
+pub(super) fn lock_options(args: &LockArgs) -> LockOptions {
     let timeout = if args.nonblock { Some(Duration::ZERO) } else { args.timeout };
     let mut opts = LockOptions { timeout, queue_max: args.queue_max, ..LockOptions::default() };
     if args.shared {
@@ -44,6 +44,7 @@ fn lock_options(args: &LockArgs) -> LockOptions {
     opts.lease = args.lease;
     opts.max_hold = args.max_hold;
     opts.lock_delay = args.lock_delay;
+    opts.skip_while_detached = args.skip_while_detached;
     opts
 }
 
@@ -84,6 +85,14 @@ pub(super) fn run(args: LockArgs) -> i32 {
         Err(e) if e.server_code() == Some(crate::protocol::ErrorCode::LimitExceeded) => {
             eprintln!(
                 "officer: lock {} is busy and its queue is at the server's limit: {e}",
+                shown_name(&args.name)
+            );
+            return args.conflict_exit_code;
+        }
+        Err(e) if e.server_code() == Some(crate::protocol::ErrorCode::Skipped) => {
+            eprintln!(
+                "officer: lock {}: its turn came while the connection was lost, and was skipped \
+                 (--skip-while-detached)",
                 shown_name(&args.name)
             );
             return args.conflict_exit_code;

@@ -656,6 +656,11 @@ pub struct LockArgs {
     /// (which caps it); one server, not a list.
     #[arg(long, value_name = "DURATION", value_parser = parse_grace)]
     pub session_grace: Option<Duration>,
+    /// While waiting with --session-grace: if the lock's turn comes while the connection is
+    /// lost, let the next waiter have it instead (officer then exits with the conflict status,
+    /// without running COMMAND), rather than having it held for a client that may be gone.
+    #[arg(long, requires = "session_grace")]
+    pub skip_while_detached: bool,
     /// Run this shell command line with `sh -c` instead of COMMAND (as flock(1) -c).
     #[arg(short = 'c', long = "command", value_name = "SHELL_COMMAND", conflicts_with = "command")]
     pub shell_command: Option<OsString>,
@@ -729,6 +734,11 @@ pub struct ConnectionsArgs {
     /// fencing token, and each wait's mode (one server at a time).
     #[arg(short = 'l', long)]
     pub detail: bool,
+    /// List the detached sessions instead (their connection was lost; a resume may still take
+    /// them over): session id, the label they had, holds, waits, frames kept for the replay,
+    /// and the grace left, soonest end first. PREFIX filters their labels (one server at a time).
+    #[arg(short = 'S', long, conflicts_with = "detail")]
+    pub sessions: bool,
     #[command(flatten)]
     pub connect: ConnectArgs,
     #[arg(long, action = clap::ArgAction::Help, help = "Print help")]

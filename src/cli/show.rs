@@ -6,7 +6,7 @@ use std::io::Write;
 use serde_json::{json, Map, Value};
 
 use super::{CheckArgs, ConnectionsArgs, LocksArgs, PingArgs, StatsArgs};
-use crate::client::{Client, ConnectionInfo, Listing, LockDetail, LockInfo, Result, Stats};
+use crate::client::{Client, ConnectionInfo, DetachedSession, Listing, LockDetail, LockInfo, Result, Stats};
 
 pub(super) fn locks(args: LocksArgs) -> i32 {
     if args.detail {
@@ -82,6 +82,9 @@ pub(super) fn connections(args: ConnectionsArgs) -> i32 {
     if args.detail {
         return connections_detail(&args);
     }
+    if args.sessions {
+        return detached_sessions(&args);
+    }
     if let Some(status) = super::shard::connections(&args) {
         return status;
     }
@@ -128,6 +131,38 @@ fn connections_detail(args: &ConnectionsArgs) -> i32 {
             )
         },
     )
+}
+
+/// `officer connections --sessions`: SESSIONS, one row per detached session.
+fn detached_sessions(args: &ConnectionsArgs) -> i32 {
+    query(
+        &args.connect,
+        |client| client.detached_sessions(args.max),
+        |mut listing| {
+            listing.items.retain(|s| s.label.starts_with(&args.prefix));
+            if args.json {
+                return json_listing("sessions", &listing, detached_json);
+            }
+            table(
+                &["SESSION", "WAS", "HOLDS", "WAITS", "KEPT", "GRACE LEFT"],
+                listing.iter().map(detached_row),
+                "no detached sessions",
+                listing.truncated,
+            )
+        },
+    )
+}
+
+fn detached_row(s: &DetachedSession) -> Vec<String> {
+    let grace = format!("{:.3} s", f64::from(s.grace_left_ms) / 1000.0);
+    let counts = [s.held, s.waiting, s.kept].map(|n| n.to_string());
+    let [held, waiting, kept] = counts;
+    vec![s.session_id.to_string(), s.label.clone(), held, waiting, kept, grace]
+}
+
+fn detached_json(s: &DetachedSession) -> Value {
+    json!({ "session_id": s.session_id, "label": s.label, "held": s.held, "waiting": s.waiting,
+            "kept": s.kept, "grace_left_ms": s.grace_left_ms })
 }
 
 /// "exclusive", "shared" or "2 permits".

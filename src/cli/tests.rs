@@ -50,6 +50,19 @@ fn session_grace_takes_seconds_with_or_without_a_unit() {
 }
 
 #[test]
+fn skip_while_detached_needs_a_session_grace_and_reaches_the_lock_options() {
+    let ClientCommand::Lock(args) =
+        parse(&["officer", "lock", "--session-grace", "5s", "--skip-while-detached", "n", "--", "true"])
+    else {
+        panic!("not lock");
+    };
+    assert!(args.skip_while_detached);
+    assert!(super::lock::lock_options(&args).skip_while_detached);
+    let alone = ["officer", "lock", "--skip-while-detached", "n", "--", "true"];
+    assert!(Cli::try_parse_from(alone).is_err(), "without --session-grace it means nothing");
+}
+
+#[test]
 fn lock_takes_flock_style_options_and_the_command() {
     let ClientCommand::Lock(args) = parse(&[
         "officer",

@@ -63,7 +63,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 pub use crate::protocol::{
-    ConnectionInfo, HelloOk, HolderInfo, LockDetail, LockInfo, LostReason, Mode, TopEntry, WaiterInfo,
+    ConnectionInfo, DetachedSession, HelloOk, HolderInfo, LockDetail, LockInfo, LostReason, Mode, TopEntry,
+    WaiterInfo,
 };
 pub use builder::{ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HOST, DEFAULT_PORT};
 #[cfg(feature = "cli")]

@@ -38,6 +38,10 @@ pub struct LockOptions {
     pub lock_delay: Option<Duration>,
     /// Ask the server to say when someone starts waiting behind this grant.
     pub notify_contention: bool,
+    /// With a resumable session: if the wait's turn comes while the connection is lost, the
+    /// server skips it instead of granting it (PROTOCOL.md §6.14); the call then fails with
+    /// the server code `skipped`. Without a session it changes nothing.
+    pub skip_while_detached: bool,
 }
 
 /// How a grant holds its name (PROTOCOL.md §6.7, §6.8).
@@ -189,6 +193,20 @@ impl LockOptions {
         self
     }
 
+    /// With a resumable session ([`ClientBuilder::session_grace`](super::ClientBuilder::session_grace)):
+    /// a wait whose turn comes while the connection is lost is skipped, so the name goes to
+    /// the next waiter instead of being held for a client that may not come back in time.
+    /// The call then fails with the server code
+    /// [`ErrorCode::Skipped`](crate::protocol::ErrorCode::Skipped) once the session resumes.
+    ///
+    /// ```
+    /// assert!(officer::client::LockOptions::new().skip_while_detached().skip_while_detached);
+    /// ```
+    pub fn skip_while_detached(mut self) -> LockOptions {
+        self.skip_while_detached = true;
+        self
+    }
+
     /// True when these options ask for nothing the version-1 LOCK cannot say: then the client
     /// sends LOCK, byte for byte as before, which every server understands.
     pub(crate) fn is_v1(&self) -> bool {
@@ -197,6 +215,7 @@ impl LockOptions {
             && self.max_hold.is_none()
             && self.lock_delay.is_none()
             && !self.notify_contention
+            && !self.skip_while_detached
     }
 
     /// The LOCK_EXT request of these options for `name`.
@@ -212,6 +231,7 @@ impl LockOptions {
         req.max_hold_ms = self.max_hold.map(duration_ms);
         req.lock_delay_ms = self.lock_delay.map_or(0, duration_ms);
         req.notify_contention = self.notify_contention;
+        req.skip_while_detached = self.skip_while_detached;
         req
     }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::answer::unexpected;
 use super::conn::Track;
-use super::{Client, Error, Listing, LockDetail, Result};
+use super::{Client, DetachedSession, Error, Listing, LockDetail, Result};
 use crate::protocol::{ConnectionDetail, ListRequest, Request, Response, RevokeRequest, TokenRequest};
 
 impl Client {
@@ -242,6 +242,28 @@ impl Client {
                 Ok(Listing { items, truncated })
             }
             other => Err(unexpected(&other, "CONNECTIONS_DETAIL")),
+        }
+    }
+
+    /// The server's detached sessions (PROTOCOL.md §3.25): those whose connection was lost
+    /// and that a resume may still take over, soonest grace end first, at most `max` (0: the
+    /// server's default), each with its session id, the label it had, how many grants and
+    /// waits it keeps, the frames kept for its replay, and the grace left. The counts are of
+    /// every name, namespace or not. A server without sessions answers `unknown_opcode`
+    /// ([`Error::server_code`]).
+    ///
+    /// ```no_run
+    /// # let client = officer::client::Client::connect("localhost", 11500)?;
+    /// for s in client.detached_sessions(0)?.iter() {
+    ///     println!("{} (session {}): {} ms of grace left", s.label, s.session_id, s.grace_left_ms);
+    /// }
+    /// # Ok::<(), officer::client::Error>(())
+    /// ```
+    pub fn detached_sessions(&self, max: u32) -> Result<Listing<DetachedSession>> {
+        let conn = self.current()?;
+        match self.call(&conn, &Request::Sessions(max), Track::None)? {
+            Response::Sessions { sessions, truncated } => Ok(Listing { items: sessions, truncated }),
+            other => Err(unexpected(&other, "SESSIONS")),
         }
     }
 }

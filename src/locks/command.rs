@@ -51,7 +51,14 @@ pub enum Command {
     Detach { session: SessionId },
     /// SESSION_OPEN (issue 14): `session` becomes resumable with `grace_ms` (0: it does not) and
     /// `secret`; answered `SessionOk`, or `SessionState` when it holds or awaits anything.
-    OpenSession { session: SessionId, request_id: u32, grace_ms: u32, secret: [u8; SESSION_SECRET_LEN] },
+    /// With `skip_while_detached`, every wait of the session skips as `LockOpts` can ask.
+    OpenSession {
+        session: SessionId,
+        request_id: u32,
+        grace_ms: u32,
+        secret: [u8; SESSION_SECRET_LEN],
+        skip_while_detached: bool,
+    },
     /// The connection of `session` is lost: a resumable session is detached for its grace
     /// (its outputs kept for a resume); any other is detached as by `Detach`.
     Suspend { session: SessionId },
@@ -77,6 +84,9 @@ pub struct LockOpts {
     pub lock_delay_ms: u32,
     /// Tell the holder when someone starts waiting behind it.
     pub notify_contention: bool,
+    /// If the wait's turn comes while its session is detached, skip it (ERROR `skipped`)
+    /// rather than grant it (PROTOCOL.md §6.14). Changes nothing for a lock granted at once.
+    pub skip_while_detached: bool,
 }
 
 impl LockTable {
@@ -106,8 +116,9 @@ impl LockTable {
             }
             Command::Reset { session, request_id } => self.reset(now, *session, *request_id, out),
             Command::Detach { session } => self.end_session(now, *session, out),
-            Command::OpenSession { session, request_id, grace_ms, secret } => {
-                self.open_session(*session, *request_id, *grace_ms, *secret, out)
+            Command::OpenSession { session, request_id, grace_ms, secret, skip_while_detached } => {
+                let terms = (*grace_ms, *secret, *skip_while_detached);
+                self.open_session(*session, *request_id, terms, out)
             }
             Command::Suspend { session } => self.suspend(now, *session, out),
             Command::Resume { session, request_id, from, secret } => {

@@ -15,7 +15,7 @@ use super::session::SessionState;
 use super::store::{Store, NO_LOCK};
 use super::table::{reply, reply_owned, LockTable};
 use super::{LockOpts, Name, Output, SessionId};
-use crate::protocol::Response;
+use crate::protocol::{ErrorCode, Response};
 use crate::wheel::Tick;
 
 impl LockTable {
@@ -181,7 +181,15 @@ impl LockTable {
             let Some(state) = self.sessions.get_mut(&waiter.session).filter(|state| !state.gone) else {
                 continue;
             };
-            state.stop_waiting(key);
+            let seq = state.stop_waiting(key);
+            if self.detached != 0 && skipped(state, seq) {
+                // Its session is away and asked not to be granted meanwhile (§6.14): the wait
+                // ends, kept for the replay, and the next waiter is served in this same run.
+                self.session_stats.skipped += 1;
+                let response = Response::error(ErrorCode::Skipped, "skipped while detached");
+                reply(out, waiter.session, waiter.request_id, &lock.name, response);
+                continue;
+            }
             let token = self.next_token;
             self.next_token = token.saturating_add(1);
             let mut holder = Holder::new(waiter.session, token, now, waiter.weight);
@@ -301,6 +309,15 @@ impl Iterator for HeldKeys<'_> {
     fn size_hint(&self) -> (usize, Option<usize>) {
         (0, Some(self.left))
     }
+}
+
+/// Whether the wait `seq` of `state` is skipped now: it asked to skip (its LOCK_EXT flag, or
+/// its session's SESSION_OPEN flag) and its session is detached. Cold: while no session is
+/// detached, the grant path pays one counter test.
+#[cold]
+fn skipped(state: &SessionState, seq: u64) -> bool {
+    (super::session::is_skipping(seq) || state.skip_default)
+        && state.resumable.as_deref().is_some_and(|r| r.is_detached())
 }
 
 /// The grant `session` holds on lock `key`.

@@ -10,6 +10,14 @@ use super::suspend::Resumable;
 /// Sets up to this capacity are never shrunk.
 const SET_SHRINK_FLOOR: usize = 64;
 
+/// The bit of a wait's sequence number that marks it as skipping while detached.
+const SKIP_BIT: u64 = 1;
+
+/// Whether a wait's sequence number (`stop_waiting`) marks it as skipping while detached.
+pub fn is_skipping(seq: u64) -> bool {
+    seq & SKIP_BIT != 0
+}
+
 /// What one session holds and awaits, by lock key.
 #[derive(Debug)]
 pub(super) struct SessionState {
@@ -27,6 +35,8 @@ pub(super) struct SessionState {
     /// with many waits (nothing limits them by default) at O(1) per wait that ends, not
     /// O(waits). The sequence gives back the order the waits started in when all of them end
     /// at once. A lock is in one of the two, never both (a session waits once per lock).
+    /// The sequence's lowest bit is the wait's skip flag (`SKIP_BIT`, §6.14), so the flag
+    /// costs no memory and comes back for free when the wait ends; the order is unchanged by it.
     first_wait: Option<(u32, u64)>,
     more_waits: HashMap<u32, u64>,
     next_wait: u64,
@@ -43,6 +53,9 @@ pub(super) struct SessionState {
     pub lost: Vec<LostGrant>,
     /// Set by SESSION_OPEN: the secret, the grace and, while detached, the outbox (`suspend`).
     pub resumable: Option<Box<Resumable>>,
+    /// SESSION_OPEN flags bit 0: every wait of the session skips while detached (§6.14); read
+    /// only when a grant finds some session detached.
+    pub skip_default: bool,
 }
 
 impl SessionState {
@@ -58,6 +71,7 @@ impl SessionState {
             gone: false,
             releasing: false,
             lost: Vec::new(),
+            skip_default: false,
             resumable: None,
         }
     }
@@ -83,12 +97,14 @@ impl SessionState {
         usize::from(self.first_wait.is_some()) + self.more_waits.len()
     }
 
-    /// Records a wait on `lock`, which the session does not wait for yet.
+    /// Records a wait on `lock`, which the session does not wait for yet; `skip`: it is
+    /// skipped if its turn comes while the session is detached.
     #[inline]
-    pub fn start_waiting(&mut self, lock: u32) {
+    pub fn start_waiting(&mut self, lock: u32, skip: bool) {
         debug_assert!(!self.waits_on(lock), "a second wait of one session on lock {lock}");
-        let seq = self.next_wait;
-        self.next_wait += 1;
+        // Sequence numbers go up by 2, so the skip bit needs no shift.
+        let seq = self.next_wait | u64::from(skip);
+        self.next_wait += 2;
         if self.first_wait.is_none() {
             self.first_wait = Some((lock, seq));
         } else {
@@ -102,22 +118,28 @@ impl SessionState {
             || (!self.more_waits.is_empty() && self.more_waits.contains_key(&lock))
     }
 
+    /// Forgets the wait for `lock`; returns its sequence number (0 if there was none), whose
+    /// [`is_skipping`] says whether it skips while detached.
     #[inline]
-    pub fn stop_waiting(&mut self, lock: u32) {
-        if self.first_wait.is_some_and(|(first, _)| first == lock) {
-            self.first_wait = None;
-        } else {
-            self.stop_waiting_in_map(lock);
+    pub fn stop_waiting(&mut self, lock: u32) -> u64 {
+        match self.first_wait {
+            Some((first, seq)) if first == lock => {
+                self.first_wait = None;
+                seq
+            }
+            _ => self.stop_waiting_in_map(lock),
         }
     }
 
     /// `stop_waiting` of a wait that is not the inline one: out of line, so the common one
     /// inlines to a compare and a store.
     #[inline(never)]
-    fn stop_waiting_in_map(&mut self, lock: u32) {
-        if self.more_waits.remove(&lock).is_some() {
+    fn stop_waiting_in_map(&mut self, lock: u32) -> u64 {
+        let seq = self.more_waits.remove(&lock);
+        if seq.is_some() {
             self.shrink_if_sparse();
         }
+        seq.unwrap_or(0)
     }
 
     /// The awaited locks with the sequence number of each wait, in no particular order, so a
@@ -162,20 +184,20 @@ mod tests {
         assert_eq!((state.waiting(), state.count()), (0, 0));
         assert!(!state.waits_on(0) && !state.waits_on(NO_LOCK));
         state.stop_waiting(7); // not awaited: nothing happens
-        for lock in [5, 3, 9] {
-            state.start_waiting(lock);
+        for (lock, skip) in [(5, false), (3, true), (9, false)] {
+            state.start_waiting(lock, skip);
         }
-        assert_eq!(sorted(&state), [(3, 1), (5, 0), (9, 2)]);
+        assert_eq!(sorted(&state), [(3, 3), (5, 0), (9, 4)], "sequences go up by 2, the skip flag in bit 0");
         assert!(state.waits_on(5) && state.waits_on(3) && state.waits_on(9) && !state.waits_on(4));
         // The slot's wait ends first; the next wait takes the slot, after the map's in order.
-        state.stop_waiting(5);
+        assert!(!is_skipping(state.stop_waiting(5)));
         assert!(!state.waits_on(5) && state.waiting() == 2);
-        state.start_waiting(5);
-        state.start_waiting(1);
+        state.start_waiting(5, true);
+        state.start_waiting(1, false);
         assert_eq!(state.waiting_in_order(), [3, 9, 5, 1]);
         // A map wait ends: the slot stays.
-        state.stop_waiting(9);
-        state.stop_waiting(9);
+        assert_eq!(state.stop_waiting(9), 4);
+        assert_eq!(state.stop_waiting(9), 0, "no longer awaited");
         assert_eq!(state.waiting_in_order(), [3, 5, 1]);
         state.held = 2;
         assert_eq!(state.count(), 5);
@@ -183,8 +205,9 @@ mod tests {
         assert_eq!((state.waiting(), state.waits().count()), (0, 0));
         assert!(!state.waits_on(3) && !state.waits_on(5) && !state.waits_on(1));
         // Empty again: the next wait goes to the slot, with a later sequence.
-        state.start_waiting(3);
-        assert_eq!(sorted(&state), [(3, 5)]);
+        state.start_waiting(3, false);
+        assert_eq!(sorted(&state), [(3, 10)]);
+        assert!(is_skipping(3) && !is_skipping(10));
     }
 
     fn lock(session: u64, request_id: u32, name: &str) -> Command {
@@ -249,7 +272,7 @@ mod tests {
     fn the_map_of_waits_shrinks_once_sparse() {
         let mut state = SessionState::new("t".into());
         for lock in 0..10_000 {
-            state.start_waiting(lock);
+            state.start_waiting(lock, false);
         }
         let peak = state.more_waits.capacity();
         for lock in 0..10_000 {

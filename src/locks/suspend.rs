@@ -17,7 +17,10 @@
 
 use super::table::{LockTable, Timer};
 use super::{Output, SessionId};
-use crate::protocol::{secrets_match, ErrorCode, Response, Resumed, SessionOk, SESSION_SECRET_LEN};
+use crate::protocol::{
+    secrets_match, str16_size, DetachedSession, ErrorCode, Response, Resumed, SessionOk, DETACHED_FIXED,
+    LIST_COUNT_SIZE, MIN_FRAME_LEN, SESSION_SECRET_LEN,
+};
 use crate::wheel::{Tick, TimerHandle};
 
 /// What a resumable session carries beyond a plain one; boxed, so plain sessions pay a pointer.
@@ -26,6 +29,12 @@ pub(super) struct Resumable {
     secret: [u8; SESSION_SECRET_LEN],
     grace_ms: u32,
     detached: Option<Detached>,
+}
+
+impl Resumable {
+    pub(super) fn is_detached(&self) -> bool {
+        self.detached.is_some()
+    }
 }
 
 /// A detached session: when its grace ends, and what it was sent meanwhile.
@@ -56,6 +65,8 @@ pub struct SessionStats {
     pub expired: u64,
     /// SESSION_RESUME refused with `bad_session` (monotone): unknown id, wrong secret, ended.
     pub resume_failures: u64,
+    /// Waits skipped, not granted, because their turn came while detached (monotone, §6.14).
+    pub skipped: u64,
 }
 
 /// One detached session, for listings: who, until when.
@@ -67,17 +78,20 @@ pub struct DetachedInfo {
     pub grace_left_ms: u64,
     /// Outputs waiting in its outbox.
     pub kept: usize,
+    /// Grants it holds and waits it has.
+    pub held: usize,
+    pub waiting: usize,
 }
 
 impl LockTable {
     /// SESSION_OPEN: makes `session` resumable with `grace_ms` (the server has clamped it to its
-    /// maximum) and `secret` (the server drew it from the OS). Grace 0 opens nothing.
+    /// maximum), `secret` (the server drew it from the OS) and whether its waits skip while
+    /// detached by default. Grace 0 opens nothing.
     pub(super) fn open_session(
         &mut self,
         session: SessionId,
         request_id: u32,
-        grace_ms: u32,
-        secret: [u8; SESSION_SECRET_LEN],
+        (grace_ms, secret, skip_default): (u32, [u8; SESSION_SECRET_LEN], bool),
         out: &mut Vec<Output>,
     ) {
         let Some(state) = self.sessions.get_mut(&session).filter(|state| !state.gone) else { return };
@@ -89,6 +103,7 @@ impl LockTable {
             Response::SessionOk(SessionOk::NONE)
         } else {
             state.resumable = Some(Box::new(Resumable { secret, grace_ms, detached: None }));
+            state.skip_default = skip_default;
             self.session_stats.opened += 1;
             Response::SessionOk(SessionOk { session_id: session.0, secret, grace_ms })
         };
@@ -282,11 +297,56 @@ impl LockTable {
                     label: detached.label.to_string(),
                     grace_left_ms: detached.until.saturating_sub(now),
                     kept: detached.outbox.len(),
+                    held: state.held,
+                    waiting: state.count() - state.held,
                 };
                 Some((detached.until, info))
             })
             .collect();
         found.sort_unstable_by_key(|(until, info)| (*until, info.session));
         found.into_iter().take(max).map(|(_, info)| info).collect()
+    }
+
+    /// SESSIONS (PROTOCOL.md §3.25): the detached sessions, soonest grace end first, at most
+    /// `max` (0: the listing default, which is also the ceiling) and as many as fit a frame of
+    /// `max_frame`; `truncated` when any was left out. O(d log d) for d detached sessions (a
+    /// sort of their grace ends), an entry built only for what is sent, and nothing but a
+    /// counter test while none is detached.
+    pub fn sessions_within(&self, now: Tick, max: u32, max_frame: u32) -> Response {
+        if self.detached == 0 {
+            return Response::Sessions { sessions: Vec::new(), truncated: false };
+        }
+        let mut ends: Vec<(Tick, SessionId)> = self
+            .sessions
+            .iter()
+            .filter_map(|(&id, state)| Some((state.resumable.as_deref()?.detached.as_ref()?.until, id)))
+            .collect();
+        ends.sort_unstable();
+        let cap = self.list_cap(max);
+        // The frame header, `truncated` and the count come first (§4.32).
+        let mut room = (max_frame as usize).saturating_sub(MIN_FRAME_LEN as usize + 1 + LIST_COUNT_SIZE);
+        let wire = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        let mut sessions = Vec::new();
+        for &(until, id) in &ends {
+            let Some(state) = self.sessions.get(&id) else { continue };
+            let Some(detached) = state.resumable.as_deref().and_then(|r| r.detached.as_ref()) else {
+                continue;
+            };
+            let size = str16_size(&detached.label) + DETACHED_FIXED;
+            if sessions.len() == cap || size > room {
+                break;
+            }
+            room -= size;
+            sessions.push(DetachedSession {
+                label: detached.label.to_string(),
+                session_id: id.0,
+                grace_left_ms: u32::try_from(until.saturating_sub(now)).unwrap_or(u32::MAX),
+                held: wire(state.held),
+                waiting: wire(state.count() - state.held),
+                kept: wire(detached.outbox.len()),
+            });
+        }
+        let truncated = sessions.len() < ends.len();
+        Response::Sessions { sessions, truncated }
     }
 }

@@ -29,9 +29,16 @@ impl T {
     }
 
     fn open(&mut self, session: u64, grace_ms: u32) -> Vec<(u64, u32, Response)> {
+        self.open_with(session, grace_ms, false)
+    }
+
+    /// SESSION_OPEN, with flags bit 0 (every wait skips while detached) when `skip`.
+    fn open_with(&mut self, session: u64, grace_ms: u32, skip: bool) -> Vec<(u64, u32, Response)> {
+        let session = SessionId(session);
+        let secret = SECRET;
         self.run(
             0,
-            Command::OpenSession { session: SessionId(session), request_id: 1, grace_ms, secret: SECRET },
+            Command::OpenSession { session, request_id: 1, grace_ms, secret, skip_while_detached: skip },
         )
     }
 }
@@ -299,4 +306,186 @@ fn a_session_costs_what_the_readme_says() {
     assert_eq!(size_of::<Option<Box<super::suspend::Resumable>>>(), size_of::<usize>());
     assert!(size_of::<super::suspend::Resumable>() <= 96, "{}", size_of::<super::suspend::Resumable>());
     assert!(size_of::<Output>() <= 128, "{}", size_of::<Output>());
+}
+
+fn skipped(session: u64, request_id: u32) -> (u64, u32, Response) {
+    (session, request_id, Response::error(ErrorCode::Skipped, "skipped while detached"))
+}
+
+const SKIP: LockOpts = LockOpts {
+    mode: crate::locks::Mode::Exclusive,
+    lease_ms: None,
+    max_hold_ms: None,
+    lock_delay_ms: 0,
+    notify_contention: false,
+    skip_while_detached: true,
+};
+
+/// A skipping wait whose turn comes while detached leaves the queue ungranted; the next
+/// waiter is served in the same step, FIFO otherwise unchanged; the `skipped` comes back on
+/// resume under the LOCK's request id; a non-skipping wait of the same session is granted.
+#[test]
+fn a_skipping_wait_whose_turn_comes_while_detached_is_skipped_and_the_next_waiter_served() {
+    let mut t = T::new();
+    for s in 1..=4 {
+        t.attach(s, &format!("a:{s}"));
+    }
+    t.open(1, 1000);
+    assert_eq!(t.run(0, lock(2, 1, "x", None)), vec![(2, 1, Response::Acquired { token: 100 })]);
+    assert_eq!(t.run(0, lock(2, 2, "y", None)), vec![(2, 2, Response::Acquired { token: 101 })]);
+    assert!(t.run(0, lock_with(1, 3, "x", Some(500), SKIP)).is_empty());
+    assert!(t.run(0, lock(3, 1, "x", None)).is_empty(), "session 3 waits behind it");
+    assert!(t.run(0, lock(1, 4, "y", None)).is_empty(), "a wait that did not ask to skip");
+    assert!(t.run(10, suspend(1)).is_empty());
+    // x's turn comes: session 1 is skipped, session 3 granted in the same step.
+    assert_eq!(
+        t.run(20, unlock(2, 5, "x")),
+        vec![(2, 5, Response::Released), (3, 1, Response::Acquired { token: 102 })]
+    );
+    // y's turn comes: granted and kept, as before.
+    assert_eq!(t.run(30, unlock(2, 6, "y")), vec![(2, 6, Response::Released)]);
+    assert_eq!(t.t.session_stats().skipped, 1);
+    assert_eq!(t.t.detached_sessions(30, 10)[0].kept, 2);
+    // The skipped wait's timer went with it: its timeout passes and nothing more is kept.
+    assert!(t.run(600, Command::Expire).is_empty());
+    t.attach(5, "a:5");
+    let replay = t.run(700, resume(1, 9, 5, SECRET));
+    assert_eq!(replay, vec![(1, 9, resumed(2)), skipped(1, 3), (1, 4, Response::Acquired { token: 103 })]);
+    assert_eq!(t.run(700, Command::Expire), vec![]);
+    assert_eq!(t.t.check_invariants(), Ok(()));
+}
+
+/// SESSION_OPEN flags bit 0 makes every wait of the session skip, plain LOCK's too; a skipping
+/// wait whose turn comes while attached is granted; at the head but not fitting, it stays.
+#[test]
+fn the_session_default_skips_plain_locks_and_attached_skipping_waits_are_granted() {
+    let mut t = T::new();
+    for s in 1..=3 {
+        t.attach(s, &format!("a:{s}"));
+    }
+    assert_eq!(
+        t.open_with(1, 1000, true)[0].2,
+        Response::SessionOk(SessionOk { session_id: 1, secret: SECRET, grace_ms: 1000 })
+    );
+    t.run(0, lock(2, 1, "x", None));
+    t.run(0, lock(2, 2, "y", None));
+    assert!(t.run(0, lock(1, 3, "x", None)).is_empty());
+    assert!(t.run(0, lock(1, 4, "y", None)).is_empty());
+    // Attached: the turn of a skipping wait is a grant.
+    assert_eq!(
+        t.run(5, unlock(2, 5, "x")),
+        vec![(2, 5, Response::Released), (1, 3, Response::Acquired { token: 102 })]
+    );
+    // Detached with a wait at the head that does not fit yet: it keeps its place.
+    t.run(10, suspend(1));
+    assert!(t.run(20, lock(3, 1, "y", None)).is_empty());
+    assert!(t.run(30, Command::Expire).is_empty());
+    // Its turn comes: skipped, and the lock goes to session 3 behind it.
+    assert_eq!(
+        t.run(40, unlock(2, 6, "y")),
+        vec![(2, 6, Response::Released), (3, 1, Response::Acquired { token: 103 })]
+    );
+    // The grace runs out: the kept `skipped` goes with the session, its grant of x is released.
+    assert!(t.run(1011, Command::Expire).is_empty());
+    assert_eq!(t.t.session_stats().expired, 1);
+    assert_eq!(t.run(1020, lock(3, 2, "x", Some(0))), vec![(3, 2, Response::Acquired { token: 104 })]);
+}
+
+/// Skipping the last waiter removes a lock no one holds; a skip never grants past a waiter
+/// that does not fit (the writer behind skipped readers waits for the remaining reader).
+#[test]
+fn a_skipped_last_waiter_removes_the_lock_and_fifo_holds_across_a_skip() {
+    let mut t = T::new();
+    for s in 1..=4 {
+        t.attach(s, &format!("a:{s}"));
+    }
+    t.open(1, 1000);
+    t.run(0, lock(2, 1, "solo", None));
+    assert!(t.run(0, lock_with(1, 2, "solo", None, SKIP)).is_empty());
+    let shared = LockOpts { mode: crate::locks::Mode::Shared, ..LockOpts::default() };
+    let shared_skip = LockOpts { mode: crate::locks::Mode::Shared, ..SKIP };
+    t.run(0, lock(2, 3, "rw", None));
+    assert!(t.run(0, lock_with(1, 4, "rw", None, shared_skip)).is_empty());
+    assert!(t.run(0, lock_with(3, 1, "rw", None, shared)).is_empty());
+    assert!(t.run(0, lock(4, 1, "rw", None)).is_empty(), "a writer behind the readers");
+    t.run(10, suspend(1));
+    assert_eq!(t.run(20, unlock(2, 5, "solo")), vec![(2, 5, Response::Released)]);
+    assert_eq!(t.t.locks("", 0), t.t.locks("rw", 0), "`solo` is gone");
+    // rw: session 1's shared wait is skipped, session 3 granted, the writer still waits.
+    assert_eq!(
+        t.run(30, unlock(2, 6, "rw")),
+        vec![(2, 6, Response::Released), (3, 1, Response::Acquired { token: 102 })]
+    );
+    assert_eq!(
+        t.run(40, unlock(3, 2, "rw")),
+        vec![(3, 2, Response::Released), (4, 1, Response::Acquired { token: 103 })]
+    );
+    t.attach(5, "a:5");
+    assert_eq!(t.run(50, resume(1, 9, 5, SECRET)), vec![(1, 9, resumed(2)), skipped(1, 2), skipped(1, 4)]);
+    assert_eq!(t.t.session_stats().skipped, 2);
+    assert_eq!(t.t.check_invariants(), Ok(()));
+}
+
+/// SESSIONS: nothing while none is detached; soonest grace end first with literal ticks,
+/// holds and waits counted, `max` bounding it with `truncated`.
+#[test]
+fn sessions_within_lists_the_detached_soonest_grace_end_first() {
+    let mut t = T::new();
+    for s in 1..=3 {
+        t.attach(s, &format!("a:{s}"));
+    }
+    assert_eq!(t.t.sessions_within(0, 0, 65536), Response::Sessions { sessions: vec![], truncated: false });
+    t.open(1, 1000);
+    t.open(2, 500);
+    t.run(0, lock(1, 2, "x", None));
+    t.run(0, lock(3, 1, "y", None));
+    assert!(t.run(0, lock(1, 3, "y", None)).is_empty());
+    t.run(0, lock(2, 2, "z", None));
+    t.run(100, suspend(1));
+    t.run(200, suspend(2));
+    let entry = |label: &str, session_id, grace_left_ms, held, waiting| crate::protocol::DetachedSession {
+        label: label.into(),
+        session_id,
+        grace_left_ms,
+        held,
+        waiting,
+        kept: 0,
+    };
+    // Session 2's grace ends at 701, session 1's at 1101.
+    let both = vec![entry("a:2", 2, 401, 1, 0), entry("a:1", 1, 801, 1, 1)];
+    assert_eq!(t.t.sessions_within(300, 0, 65536), Response::Sessions { sessions: both, truncated: false });
+    let first = vec![entry("a:2", 2, 401, 1, 0)];
+    assert_eq!(t.t.sessions_within(300, 1, 65536), Response::Sessions { sessions: first, truncated: true });
+    // A frame with room for one entry (5 + 1 + 4 + 2 + 3 + 24 bytes): cut, and it says so.
+    let first = vec![entry("a:2", 2, 401, 1, 0)];
+    assert_eq!(t.t.sessions_within(300, 0, 39), Response::Sessions { sessions: first, truncated: true });
+    // Session 2's grace ends: only session 1 is left.
+    t.run(701, Command::Expire);
+    let one = vec![entry("a:1", 1, 399, 1, 1)];
+    assert_eq!(t.t.sessions_within(702, 0, 65536), Response::Sessions { sessions: one, truncated: false });
+}
+
+/// A skip counts against the grant batch (PROTOCOL.md §6.7): with a batch of 1, the release
+/// skips the detached head and leaves the next reader at the head for the next grant step,
+/// which serves the run on, one a turn, in FIFO order.
+#[test]
+fn a_skip_counts_against_the_grant_batch_and_the_grant_step_goes_on() {
+    let mut t = T::new();
+    t.t.set_grant_batch(1);
+    for s in 1..=4 {
+        t.attach(s, &format!("a:{s}"));
+    }
+    t.open(1, 1000);
+    let shared = LockOpts { mode: crate::locks::Mode::Shared, ..LockOpts::default() };
+    let shared_skip = LockOpts { mode: crate::locks::Mode::Shared, ..SKIP };
+    t.run(0, lock(4, 1, "rw", None));
+    assert!(t.run(0, lock_with(1, 2, "rw", None, shared_skip)).is_empty());
+    assert!(t.run(0, lock_with(2, 1, "rw", None, shared)).is_empty());
+    assert!(t.run(0, lock_with(3, 1, "rw", None, shared)).is_empty());
+    t.run(10, suspend(1));
+    assert_eq!(t.run(20, unlock(4, 2, "rw")), vec![(4, 2, Response::Released)]);
+    assert_eq!(t.t.session_stats().skipped, 1);
+    assert_eq!(t.run(21, Command::Expire), vec![(2, 1, Response::Acquired { token: 101 })]);
+    assert_eq!(t.run(22, Command::Expire), vec![(3, 1, Response::Acquired { token: 102 })]);
+    assert_eq!(t.t.check_invariants(), Ok(()));
 }

@@ -335,7 +335,9 @@ impl LockTable {
             lock.waiters.push_back(Waiter { session, request_id, weight, opts, since: now, deadline, timer });
         }
         if let Some(state) = self.sessions.get_mut(&session) {
-            state.start_waiting(key);
+            // The session's default (`skip_default`) is read at the grant, and only while
+            // some session is detached: a wait that starts pays for no lookup.
+            state.start_waiting(key, terms.opts.skip_while_detached);
         }
         self.waiters += 1;
         self.counters.queued += 1;

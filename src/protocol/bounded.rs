@@ -16,7 +16,7 @@ use super::detail::{
 use super::frame::LENGTH_PREFIX_LEN;
 use super::response::{ConnectionInfo, LockInfo, TopEntry};
 use super::wire::{begin_frame, end_frame, put_str16, put_u16, put_u32, put_u64, str16_len};
-use super::Response;
+use super::{DetachedSession, Response};
 
 /// Encoded size of a `list` count (§2.2).
 pub const LIST_COUNT_SIZE: usize = 4;
@@ -183,6 +183,12 @@ impl Response {
                     b.entries(&conn.held, LIST_COUNT_SIZE, held_sizes, |b, h| put_held(b.out, h));
                     b.entries(&conn.waiting, 0, awaited_sizes, |b, w| put_awaited(b.out, w));
                 });
+                b.out[flag] = (*truncated || b.cut) as u8;
+            }
+            Response::Sessions { sessions, truncated } => {
+                let flag = b.out.len();
+                b.out.push(0);
+                b.entries(sessions, 0, DetachedSession::sizes, |b, s| s.encode(b.out));
                 b.out[flag] = (*truncated || b.cut) as u8;
             }
             Response::MyLocks { held, waiting } => {

@@ -60,6 +60,9 @@ pub enum ErrorCode {
     /// A SESSION_RESUME on another connection took this connection's session over (the newest
     /// connection wins, §6.14). Fatal.
     TakenOver = 21,
+    /// A wait of a detached session whose turn came was skipped, not granted, as its LOCK_EXT
+    /// flags bit 1 or its SESSION_OPEN flags bit 0 asked; replayed on resume (§6.14).
+    Skipped = 22,
     /// A code this version does not know (decoding only; never sent).
     Unknown = 0xFFFF,
 }
@@ -102,6 +105,7 @@ impl ErrorCode {
             19 => ErrorCode::BadSession,
             20 => ErrorCode::SessionState,
             21 => ErrorCode::TakenOver,
+            22 => ErrorCode::Skipped,
             _ => ErrorCode::Unknown,
         }
     }
@@ -130,6 +134,7 @@ impl ErrorCode {
             ErrorCode::BadSession => "bad_session",
             ErrorCode::SessionState => "session_state",
             ErrorCode::TakenOver => "taken_over",
+            ErrorCode::Skipped => "skipped",
             ErrorCode::Unknown => "unknown",
         }
     }

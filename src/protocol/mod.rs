@@ -24,9 +24,12 @@ pub use frame::{split_frame, Frame, FRAME_HEADER_LEN, LENGTH_PREFIX_LEN, MIN_FRA
 pub use request::{Hello, ListRequest, LockRequest, Request};
 pub use response::{ConnectionInfo, HelloOk, LockInfo, Response, TopEntry, SHUTDOWN_REQUEST_ID};
 pub use session::{
-    secrets_match, Resumed, SessionOk, SessionOpen, SessionResume, SESSION_SECRET_LEN, SKIP_WHILE_DETACHED,
+    secrets_match, DetachedSession, Resumed, SessionOk, SessionOpen, SessionResume, DETACHED_FIXED,
+    SESSION_SECRET_LEN, SKIP_WHILE_DETACHED,
 };
-pub use v2::{LockExtRequest, LostReason, Mode, RevokeRequest, TokenRequest, NOTICE_REQUEST_ID};
+pub use v2::{
+    LockExtRequest, LostReason, Mode, RevokeRequest, TokenRequest, EXT_SKIP_WHILE_DETACHED, NOTICE_REQUEST_ID,
+};
 
 /// The four magic bytes that open the handshake payload: `OFCR`.
 pub const MAGIC: [u8; 4] = *b"OFCR";
@@ -77,6 +80,7 @@ pub mod op {
     pub const SESSION_OPEN: u8 = 0x17;
     pub const SESSION_RESUME: u8 = 0x18;
     pub const GOODBYE: u8 = 0x19;
+    pub const SESSIONS: u8 = 0x1A;
 
     pub const HELLO_OK: u8 = 0x81;
     pub const PONG: u8 = 0x82;
@@ -110,6 +114,7 @@ pub mod op {
     // Resumable sessions (PROTOCOL.md §4.30-§4.31).
     pub const SESSION_OK: u8 = 0x9D;
     pub const RESUMED: u8 = 0x9E;
+    pub const SESSIONS_LIST: u8 = 0x9F;
     pub const ERROR: u8 = 0xFF;
 
     /// True for the request opcodes of the lock model v2 (§3.12-§3.21): a server that does not

@@ -86,6 +86,9 @@ pub enum Request<'a> {
     SessionResume(SessionResume),
     /// §3.24: release everything at once, as RESET, then close; no grace.
     Goodbye,
+    /// §3.25: the detached sessions and their remaining grace, at most `max` (0: the server's
+    /// default), soonest grace end first.
+    Sessions(u32),
 }
 
 impl<'a> Request<'a> {
@@ -153,6 +156,11 @@ impl<'a> Request<'a> {
                 Request::SessionResume(resume)
             }
             op::GOODBYE => empty(r, Request::Goodbye)?,
+            op::SESSIONS => {
+                let max = r.u32()?;
+                r.finish()?;
+                Request::Sessions(max)
+            }
             other => return Err(DecodeError::UnknownOpcode(other)),
         };
         Ok(req)
@@ -186,6 +194,7 @@ impl<'a> Request<'a> {
             Request::SessionOpen(_) => op::SESSION_OPEN,
             Request::SessionResume(_) => op::SESSION_RESUME,
             Request::Goodbye => op::GOODBYE,
+            Request::Sessions(_) => op::SESSIONS,
         }
     }
 
@@ -199,7 +208,7 @@ impl<'a> Request<'a> {
                 put_u16(out, 0);
             }
             Request::Ping(pad) | Request::Auth(pad) | Request::AdminAuth(pad) => out.extend_from_slice(pad),
-            Request::Top(max) => put_u32(out, *max),
+            Request::Top(max) | Request::Sessions(max) => put_u32(out, *max),
             Request::Lock(l) => {
                 put_u16(out, 0);
                 put_u32(out, l.timeout_ms.unwrap_or(TIMEOUT_FOREVER));

@@ -4,7 +4,8 @@
 use super::detail::{connection_detail, lock_detail, put_connection_detail, put_lock_detail};
 use super::wire::{begin_frame, end_frame, put_str16, put_str_list, put_u16, put_u32, put_u64, Reader};
 use super::{
-    op, ConnectionDetail, DecodeError, ErrorCode, Frame, LockDetail, LostReason, Resumed, SessionOk,
+    op, ConnectionDetail, DecodeError, DetachedSession, ErrorCode, Frame, LockDetail, LostReason, Resumed,
+    SessionOk,
 };
 
 /// Request id of frames the server sends on its own (SHUTDOWN, and an ERROR that answers no
@@ -159,6 +160,11 @@ pub enum Response {
     SessionOk(SessionOk),
     /// §4.31: grace_ms `u32`, replayed `u32`: that many replayed frames follow.
     Resumed(Resumed),
+    /// §4.32: truncated `u8`, count `u32`, then each `DetachedSession`, soonest grace end first.
+    Sessions {
+        sessions: Vec<DetachedSession>,
+        truncated: bool,
+    },
 }
 
 impl Response {
@@ -207,6 +213,7 @@ impl Response {
             Response::ConnectionsDetail { .. } => op::CONNECTIONS_DETAIL_LIST,
             Response::SessionOk(_) => op::SESSION_OK,
             Response::Resumed(_) => op::RESUMED,
+            Response::Sessions { .. } => op::SESSIONS_LIST,
         }
     }
 
@@ -294,6 +301,13 @@ impl Response {
             }
             Response::SessionOk(ok) => ok.encode(out),
             Response::Resumed(resumed) => resumed.encode(out),
+            Response::Sessions { sessions, truncated } => {
+                out.push(*truncated as u8);
+                put_u32(out, sessions.len() as u32);
+                for session in sessions {
+                    session.encode(out);
+                }
+            }
             Response::Pong
             | Response::Downgraded
             | Response::Kicked
@@ -410,6 +424,15 @@ impl Response {
             }
             op::SESSION_OK => Response::SessionOk(SessionOk::decode(&mut r)?),
             op::RESUMED => Response::Resumed(Resumed::decode(&mut r)?),
+            op::SESSIONS_LIST => {
+                let truncated = r.u8()? != 0;
+                let count = r.u32()?;
+                let mut sessions = Vec::new();
+                for _ in 0..count {
+                    sessions.push(DetachedSession::decode(&mut r)?);
+                }
+                Response::Sessions { sessions, truncated }
+            }
             other => return Err(DecodeError::UnknownOpcode(other)),
         };
         r.finish()?;

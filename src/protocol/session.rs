@@ -3,15 +3,16 @@
 //! secret takes it over. New messages under new opcodes (§8): a client that never sends
 //! SESSION_OPEN sees no byte of difference.
 
-use super::wire::{put_u16, put_u32, put_u64, Reader};
-use super::{op, DecodeError};
+use super::wire::{put_str16, put_u16, put_u32, put_u64, Reader};
+use super::{op, str16_size, DecodeError};
 
 /// Bytes of a session's resume secret: 128 random bits, so guessing one is hopeless and the
 /// server need not slow down wrong guesses (it counts and logs them, §6.14).
 pub const SESSION_SECRET_LEN: usize = 16;
 
 /// SESSION_OPEN flags bit 0: while the session is detached, a wait whose turn comes is not
-/// granted but ends with TIMED_OUT (replayed on resume), so the name goes to the next waiter.
+/// granted but ends with ERROR `skipped` (replayed on resume), so the name goes to the next
+/// waiter; the default of every wait of the session, as LOCK_EXT flags bit 1 is of one.
 pub const SKIP_WHILE_DETACHED: u16 = 0x0001;
 
 /// SESSION_OPEN payload (§3.22), exactly 6 bytes: flags `u16`, grace_ms `u32`.
@@ -128,6 +129,51 @@ impl Resumed {
     pub(crate) fn encode(&self, out: &mut Vec<u8>) {
         put_u32(out, self.grace_ms);
         put_u32(out, self.replayed);
+    }
+}
+
+/// Encoded size of a SESSIONS_LIST entry after its `str16` label: session_id `u64`,
+/// grace_left_ms, held, waiting and kept, each `u32`.
+pub const DETACHED_FIXED: usize = 8 + 4 * 4;
+
+/// One detached session in a SESSIONS_LIST (§4.32): label `str16` (the one it had while
+/// attached), session_id `u64`, grace_left_ms `u32`, held `u32`, waiting `u32`, kept `u32`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DetachedSession {
+    /// The label of its lost connection (listings show it with ` (detached)` meanwhile).
+    pub label: String,
+    /// The session's id, as SESSION_OK gave it (not a connection id: it has no connection).
+    pub session_id: u64,
+    /// Milliseconds until its grace ends and everything it has is released.
+    pub grace_left_ms: u32,
+    /// Grants it holds.
+    pub held: u32,
+    /// Waits it has in queues.
+    pub waiting: u32,
+    /// Frames kept for its replay (§6.14).
+    pub kept: u32,
+}
+
+impl DetachedSession {
+    pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let label = r.str16()?;
+        let session_id = r.u64()?;
+        let (grace_left_ms, held, waiting, kept) = (r.u32()?, r.u32()?, r.u32()?, r.u32()?);
+        Ok(DetachedSession { label, session_id, grace_left_ms, held, waiting, kept })
+    }
+
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+        put_str16(out, &self.label);
+        put_u64(out, self.session_id);
+        for n in [self.grace_left_ms, self.held, self.waiting, self.kept] {
+            put_u32(out, n);
+        }
+    }
+
+    /// The encoded size, for `encode_within`: an entry is never cut, only left out.
+    pub(crate) fn sizes(&self) -> (usize, usize) {
+        let size = str16_size(&self.label) + DETACHED_FIXED;
+        (size, size)
     }
 }
 

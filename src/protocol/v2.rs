@@ -12,6 +12,9 @@ pub const NOTICE_REQUEST_ID: u32 = 0;
 
 /// LOCK_EXT flags bit 0: send CONTENDED when a request starts waiting behind this grant (§6.11).
 pub const NOTIFY_CONTENTION: u16 = 0x0001;
+/// LOCK_EXT flags bit 1: if this wait's turn comes while its session is detached, it is
+/// skipped (ERROR `skipped`, replayed on resume) instead of granted (§6.14).
+pub const EXT_SKIP_WHILE_DETACHED: u16 = 0x0002;
 
 /// How a grant holds its name (§6.7, §6.8). On the wire a `u8`; values above 2 are `bad_value`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -72,6 +75,8 @@ pub struct LockExtRequest<'a> {
     pub lock_delay_ms: u32,
     /// Send CONTENDED when another request starts waiting behind this grant.
     pub notify_contention: bool,
+    /// Flags bit 1: a wait whose turn comes while the session is detached is skipped (§6.14).
+    pub skip_while_detached: bool,
 }
 
 impl<'a> LockExtRequest<'a> {
@@ -102,6 +107,7 @@ impl<'a> LockExtRequest<'a> {
             max_hold_ms: None,
             lock_delay_ms: 0,
             notify_contention: false,
+            skip_while_detached: false,
         }
     }
 
@@ -123,7 +129,7 @@ impl<'a> LockExtRequest<'a> {
         let lease_ms = r.u32()?;
         let max_hold_ms = r.u32()?;
         let lock_delay_ms = r.u32()?;
-        if flags & !NOTIFY_CONTENTION != 0 {
+        if flags & !(NOTIFY_CONTENTION | EXT_SKIP_WHILE_DETACHED) != 0 {
             return Err(DecodeError::NonZeroFlags { opcode: op::LOCK_EXT, flags });
         }
         let bad =
@@ -148,11 +154,13 @@ impl<'a> LockExtRequest<'a> {
             max_hold_ms: (max_hold_ms != 0).then_some(max_hold_ms),
             lock_delay_ms,
             notify_contention: flags & NOTIFY_CONTENTION != 0,
+            skip_while_detached: flags & EXT_SKIP_WHILE_DETACHED != 0,
         })
     }
 
     pub(crate) fn encode(&self, out: &mut Vec<u8>) {
-        put_u16(out, if self.notify_contention { NOTIFY_CONTENTION } else { 0 });
+        let skip = if self.skip_while_detached { EXT_SKIP_WHILE_DETACHED } else { 0 };
+        put_u16(out, if self.notify_contention { NOTIFY_CONTENTION } else { 0 } | skip);
         out.push(self.mode as u8);
         put_u32(out, self.timeout_ms.unwrap_or(TIMEOUT_FOREVER));
         put_u32(out, self.queue_max.unwrap_or(0));

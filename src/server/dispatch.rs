@@ -263,14 +263,12 @@ pub(crate) fn run(
             Ran::Reply(table.my_locks_matching(session, list.prefix, list.max, max_frame))
         }
         Request::Top(max) => Ran::Reply(table.top_within(now, max, max_frame)),
+        Request::Sessions(max) => Ran::Reply(table.sessions_within(now, max, max_frame)),
         Request::Stats => Ran::Stats,
-        Request::SessionOpen(open) => match super::resume::open_command(session, rid, &open, config) {
-            Ok(cmd) => {
-                table.apply(now, &cmd, outputs);
-                Ran::Outputs
-            }
-            Err(refusal) => Ran::Reply(refusal),
-        },
+        Request::SessionOpen(open) => {
+            table.apply(now, &super::resume::open_command(session, rid, &open, config), outputs);
+            Ran::Outputs
+        }
         // The session answers these itself (it owns the handshake); kept total for safety.
         Request::Ping(_) => Ran::Reply(Response::Pong),
         Request::Auth(_) => Ran::Reply(Response::AuthOk),
@@ -314,6 +312,7 @@ fn lock_opts(ext: &LockExtRequest<'_>) -> LockOpts {
         max_hold_ms: ext.max_hold_ms,
         lock_delay_ms: ext.lock_delay_ms,
         notify_contention: ext.notify_contention,
+        skip_while_detached: ext.skip_while_detached,
     }
 }
 

@@ -15,19 +15,15 @@ use crate::protocol::{
 };
 use crate::wheel::Tick;
 
-/// The table command for a SESSION_OPEN, or the refusal to send instead: the skip flag is not
-/// implemented (refused, as §8 asks of a part a server lacks), and a secret the kernel cannot
-/// give opens no session (grace 0) rather than a guessable one.
+/// The table command for a SESSION_OPEN: a secret the kernel
+/// cannot give opens no session (grace 0) rather than a guessable one. The skip flag goes to
+/// the table, as the default of the session's waits (§6.14).
 pub(super) fn open_command(
     session: SessionId,
     request_id: u32,
     open: &SessionOpen,
     config: &Config,
-) -> Result<Command, Response> {
-    if open.skip_while_detached {
-        let message = "SESSION_OPEN flag 0x0001 (skip while detached) is not supported by this server";
-        return Err(Response::error(ErrorCode::UnsupportedFlags, message));
-    }
+) -> Command {
     let max = u32::try_from(config.max_session_grace.as_millis()).unwrap_or(u32::MAX);
     let mut grace_ms = open.grace_ms.min(max);
     let secret = if grace_ms == 0 {
@@ -39,7 +35,8 @@ pub(super) fn open_command(
             [0; SESSION_SECRET_LEN]
         })
     };
-    Ok(Command::OpenSession { session, request_id, grace_ms, secret })
+    let skip_while_detached = open.skip_while_detached;
+    Command::OpenSession { session, request_id, grace_ms, secret, skip_while_detached }
 }
 
 /// 16 bytes from `getrandom(2)`, the kernel's CSPRNG (no new dependency: `libc` is there).

@@ -22,7 +22,7 @@ pub(in crate::server) struct SessionNumber {
     pub value: fn(&SessionFigures) -> u64,
 }
 
-pub(in crate::server) const SESSIONS: [SessionNumber; 7] = [
+pub(in crate::server) const SESSIONS: [SessionNumber; 8] = [
     SessionNumber {
         key: "sessions_detached",
         series: "officer_sessions_detached",
@@ -71,5 +71,12 @@ pub(in crate::server) const SESSIONS: [SessionNumber; 7] = [
         help: "SESSION_RESUME refused: unknown or ended session, or a wrong secret.",
         gauge: false,
         value: |f| f.stats.resume_failures,
+    },
+    SessionNumber {
+        key: "session_waits_skipped",
+        series: "officer_session_waits_skipped_total",
+        help: "Waits of detached sessions skipped, not granted, when their turn came (they asked).",
+        gauge: false,
+        value: |f| f.stats.skipped,
     },
 ];

@@ -238,7 +238,7 @@ fn reply_value(response: &Response, name: &str, token: bool) -> Option<Value> {
         | Response::LocksDetail { .. }
         | Response::ConnectionsDetail { .. } => return None,
         // Resumable sessions are binary-only (§6.14): a JSON connection never opens one.
-        Response::SessionOk(_) | Response::Resumed(_) => return None,
+        Response::SessionOk(_) | Response::Resumed(_) | Response::Sessions { .. } => return None,
     };
     Some(value)
 }

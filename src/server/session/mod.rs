@@ -373,6 +373,7 @@ pub(crate) fn scans_the_table(opcode: u8) -> bool {
             | op::KICK
             | op::LOCKS_DETAIL
             | op::CONNECTIONS_DETAIL
+            | op::SESSIONS
     )
 }
 
