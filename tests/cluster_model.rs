@@ -382,6 +382,7 @@ impl Cluster {
                         max_hold_ms: self.rng.chance(5).then_some(600),
                         lock_delay_ms: if self.rng.chance(5) { 50 } else { 0 },
                         notify_contention: self.rng.chance(10),
+                        skip_while_detached: self.rng.chance(20),
                     };
                     let timeout_ms = (!self.rng.chance(15)).then(|| self.rng.below(400) as u32);
                     let queue_max = self.rng.chance(10).then_some(2);
@@ -396,7 +397,13 @@ impl Cluster {
                     Command::Revoke { session, request_id, name, token: self.rng.chance(50).then_some(token) }
                 }
                 93..=94 => Command::Reset { session, request_id },
-                95..=96 => Command::OpenSession { session, request_id, grace_ms: 300, secret: [c as u8; 16] },
+                95..=96 => Command::OpenSession {
+                    session,
+                    request_id,
+                    grace_ms: 300,
+                    secret: [c as u8; 16],
+                    skip_while_detached: self.rng.chance(30),
+                },
                 97 => {
                     self.clients[c].suspended = true;
                     Command::Suspend { session }

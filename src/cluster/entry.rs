@@ -20,13 +20,13 @@
 //! | 7   | Check       | session, request_id, name, token                                  |
 //! | 8   | Reset       | session, request_id                                               |
 //! | 9   | Detach      | session                                                           |
-//! | 10  | OpenSession | session, request_id, grace_ms, secret                             |
+//! | 10  | OpenSession | session, request_id, grace_ms, skip (1 byte: 0 or 1), secret      |
 //! | 11  | Suspend     | session                                                           |
 //! | 12  | Resume      | session, request_id, from, secret                                 |
 //! | 13  | Expire      | (none)                                                            |
 //!
 //! Lock `flags`: bit 0 timeout_ms present, bit 1 queue_max, bit 2 lease_ms, bit 3 max_hold_ms,
-//! bit 4 notify_contention; other bits are refused. `mode`: 0 exclusive, 1 shared, 2 permits
+//! bit 4 notify_contention, bit 5 skip_while_detached; other bits are refused. `mode`: 0 exclusive, 1 shared, 2 permits
 //! followed by count and limit (varints). An entry is exactly its fields: trailing bytes are
 //! refused. Decoding never panics and never allocates more than the input's length.
 
@@ -58,7 +58,8 @@ const FLAG_QUEUE_MAX: u8 = 1 << 1;
 const FLAG_LEASE: u8 = 1 << 2;
 const FLAG_MAX_HOLD: u8 = 1 << 3;
 const FLAG_NOTIFY: u8 = 1 << 4;
-const FLAGS_KNOWN: u8 = FLAG_TIMEOUT | FLAG_QUEUE_MAX | FLAG_LEASE | FLAG_MAX_HOLD | FLAG_NOTIFY;
+const FLAG_SKIP: u8 = 1 << 5;
+const FLAGS_KNOWN: u8 = FLAG_TIMEOUT | FLAG_QUEUE_MAX | FLAG_LEASE | FLAG_MAX_HOLD | FLAG_NOTIFY | FLAG_SKIP;
 
 const MODE_EXCLUSIVE: u8 = 0;
 const MODE_SHARED: u8 = 1;
@@ -147,6 +148,7 @@ pub fn encode_entry(entry: &LogCommand, out: &mut Vec<u8>) {
                 (opts.lease_ms.is_some(), FLAG_LEASE),
                 (opts.max_hold_ms.is_some(), FLAG_MAX_HOLD),
                 (opts.notify_contention, FLAG_NOTIFY),
+                (opts.skip_while_detached, FLAG_SKIP),
             ] {
                 if present {
                     flags |= flag;
@@ -183,10 +185,11 @@ pub fn encode_entry(entry: &LogCommand, out: &mut Vec<u8>) {
             put_varint(out, (*request_id).into());
         }
         Command::Detach { session } | Command::Suspend { session } => put_varint(out, session.0),
-        Command::OpenSession { session, request_id, grace_ms, secret } => {
+        Command::OpenSession { session, request_id, grace_ms, secret, skip_while_detached } => {
             put_varint(out, session.0);
             put_varint(out, (*request_id).into());
             put_varint(out, (*grace_ms).into());
+            out.push(u8::from(*skip_while_detached));
             out.extend_from_slice(secret);
         }
         Command::Resume { session, request_id, from, secret } => {
@@ -235,6 +238,7 @@ pub fn decode_entry(bytes: &[u8]) -> Result<LogCommand, EntryError> {
                 max_hold_ms,
                 lock_delay_ms,
                 notify_contention: flags & FLAG_NOTIFY != 0,
+                skip_while_detached: flags & FLAG_SKIP != 0,
             };
             Command::Lock { session, request_id, name, timeout_ms, queue_max, opts }
         }
@@ -264,6 +268,11 @@ pub fn decode_entry(bytes: &[u8]) -> Result<LogCommand, EntryError> {
             session: r.session("session")?,
             request_id: r.u32("request_id")?,
             grace_ms: r.u32("grace_ms")?,
+            skip_while_detached: match r.byte("skip")? {
+                0 => false,
+                1 => true,
+                byte => return Err(EntryError::BadFlag { field: "skip", byte }),
+            },
             secret: r.secret()?,
         },
         TAG_SUSPEND => Command::Suspend { session: r.session("session")? },

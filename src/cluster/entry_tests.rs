@@ -20,13 +20,14 @@ fn mode() -> impl Strategy<Value = Mode> {
 }
 
 fn opts() -> impl Strategy<Value = LockOpts> {
-    (mode(), any::<Option<u32>>(), any::<Option<u32>>(), any::<u32>(), any::<bool>()).prop_map(
-        |(mode, lease_ms, max_hold_ms, lock_delay_ms, notify_contention)| LockOpts {
+    (mode(), any::<Option<u32>>(), any::<Option<u32>>(), any::<u32>(), any::<bool>(), any::<bool>()).prop_map(
+        |(mode, lease_ms, max_hold_ms, lock_delay_ms, notify_contention, skip_while_detached)| LockOpts {
             mode,
             lease_ms,
             max_hold_ms,
             lock_delay_ms,
             notify_contention,
+            skip_while_detached,
         },
     )
 }
@@ -62,12 +63,13 @@ fn command() -> impl Strategy<Value = Command> {
         }),
         (session(), rid).prop_map(|(session, request_id)| Command::Reset { session, request_id }),
         session().prop_map(|session| Command::Detach { session }),
-        (session(), rid, any::<u32>(), any::<[u8; SESSION_SECRET_LEN]>()).prop_map(
-            |(session, request_id, grace_ms, secret)| Command::OpenSession {
+        (session(), rid, any::<u32>(), any::<[u8; SESSION_SECRET_LEN]>(), any::<bool>()).prop_map(
+            |(session, request_id, grace_ms, secret, skip_while_detached)| Command::OpenSession {
                 session,
                 request_id,
                 grace_ms,
-                secret
+                secret,
+                skip_while_detached,
             }
         ),
         session().prop_map(|session| Command::Suspend { session }),
@@ -186,10 +188,19 @@ fn bad_bytes_are_named() {
     // Unlock's presence byte, Lock's flags and mode.
     let unlock = [ENTRY_VERSION, 0, TAG_UNLOCK, 1, 1, 1, b'a', 2];
     assert_eq!(decode_entry(&unlock), Err(EntryError::BadFlag { field: "token", byte: 2 }));
-    let lock = [ENTRY_VERSION, 0, TAG_LOCK, 1, 1, 1, b'a', 0x20, 0, 0];
-    assert_eq!(decode_entry(&lock), Err(EntryError::BadFlag { field: "lock flags", byte: 0x20 }));
+    let lock = [ENTRY_VERSION, 0, TAG_LOCK, 1, 1, 1, b'a', 0x40, 0, 0];
+    assert_eq!(decode_entry(&lock), Err(EntryError::BadFlag { field: "lock flags", byte: 0x40 }));
     let lock = [ENTRY_VERSION, 0, TAG_LOCK, 1, 1, 1, b'a', 0, 3, 0];
     assert_eq!(decode_entry(&lock), Err(EntryError::UnknownMode(3)));
+    // OpenSession's skip byte is 0 or 1.
+    let mut open = vec![ENTRY_VERSION, 0, TAG_OPEN_SESSION, 1, 1, 100, 2];
+    open.extend([7; SESSION_SECRET_LEN]);
+    assert_eq!(decode_entry(&open), Err(EntryError::BadFlag { field: "skip", byte: 2 }));
+    open[6] = 1;
+    assert!(matches!(
+        decode_entry(&open),
+        Ok(LogCommand { command: Command::OpenSession { skip_while_detached: true, grace_ms: 100, .. }, .. })
+    ));
     // A name that is not UTF-8, and a length far beyond the input (no allocation of it).
     let bad = [ENTRY_VERSION, 0, TAG_CHECK, 1, 1, 1, 0xff, 5];
     assert_eq!(decode_entry(&bad), Err(EntryError::Utf8 { field: "name" }));
