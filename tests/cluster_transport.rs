@@ -445,3 +445,40 @@ fn reads_take_a_bounded_budget_per_turn_and_go_on_next_turn() {
     assert_eq!(terms, (1..=500).collect::<Vec<_>>(), "all delivered, in order, over many turns");
     assert!(rounds_with_more > 0, "next_wakeup asked for another turn while bytes were left");
 }
+
+#[test]
+fn a_dial_from_the_higher_id_loses_to_the_lower_ids_connection() {
+    let addrs = addresses(2);
+    let mut sides = sides(&addrs);
+    run_until(&mut sides, "connected", |s| all_connected(s));
+    // Node 2 "dials" node 1 (the wrong direction, as a simultaneous dial would): node 1 keeps
+    // the connection it dialed and closes the newcomer.
+    let mut raw = std::net::TcpStream::connect(addrs[0]).expect("connect");
+    let mut bytes = Vec::new();
+    encode_handshake(&Handshake { cluster_id: CLUSTER, node_id: 2 }, &mut bytes);
+    raw.write_all(&bytes).expect("write");
+    until_closed(&mut sides, &mut raw, "the wrong-direction dial");
+    assert_eq!(sides[0].transport.stats().refused, 1);
+    assert_eq!(sides[0].transport.stats().broken, 0, "the dialed connection is kept");
+    assert!(sides[1].transport.send(1, &heartbeat(2, 1, 8)));
+    run_until(&mut sides, "the kept link carries messages", |s| s[0].inbox.iter().any(|(_, m)| m.term == 8));
+}
+
+#[test]
+fn a_burst_of_strangers_is_accepted_over_several_turns_and_refused() {
+    let addrs = addresses(2);
+    let mut side = vec![Side::new(config(2, &addrs), addrs[1])];
+    // More than one turn's accept budget (32), each sending a bad frame.
+    let mut raws: Vec<std::net::TcpStream> = (0..45)
+        .map(|_| {
+            let mut raw = std::net::TcpStream::connect(addrs[1]).expect("connect");
+            raw.write_all(&[0xff; 16]).expect("write");
+            raw
+        })
+        .collect();
+    for raw in raws.iter_mut() {
+        until_closed(&mut side, raw, "a stranger");
+    }
+    let stats = side[0].transport.stats();
+    assert_eq!((stats.accepted, stats.refused), (45, 45), "{stats:?}");
+}

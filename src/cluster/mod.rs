@@ -1,5 +1,5 @@
-//! Issue 16's groundwork: what a replicated officer cluster stands on, with no I/O between
-//! nodes yet (docs/CLUSTER.md). Built with the `cluster` feature (off by default) on TiKV's
+//! Issue 16's groundwork: what a replicated officer cluster stands on, not yet driven by the
+//! server's loop (docs/CLUSTER.md). Built with the `cluster` feature (off by default) on TiKV's
 //! sans-IO `raft` crate (raft-rs): the application ticks, steps, proposes and handles each
 //! `Ready`; the crate never touches a socket, a file or a clock.
 //!

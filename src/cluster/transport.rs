@@ -17,7 +17,9 @@
 //!   bounded (`queue_bytes`): a frame that does not fit, or a peer not connected, is dropped
 //!   and counted (raft retransmits). [`Transport::flush`] writes what is queued.
 //! - Reads take at most `read_budget` bytes per connection per turn; a connection left with
-//!   bytes to read is read again by the next [`Transport::tick`] (`next_wakeup` says so).
+//!   bytes to read is read again by the next [`Transport::tick`] (`next_wakeup` says so); the
+//!   listener accepts at most 32 connections per turn the same way. Before its handshake a
+//!   connection may send only a handshake's 26 bytes: no stranger makes this node buffer more.
 //!   Frames are decoded by the pure [`decode_frame`]; a bad frame, a second handshake or a
 //!   message whose `from` is not the handshake's node closes that connection only.
 //! - [`Transport::poll_inbound`] hands what arrived, [`Transport::take_unreachable`] the
@@ -38,6 +40,9 @@ use super::wire::{decode_frame, encode_handshake, encode_message, Frame, Handsha
 
 /// The length field of a handshake frame: kind and 17 bytes of body.
 const HANDSHAKE_FRAME: u32 = 18;
+
+/// Connections accepted per turn at most (the rest wait for the next `tick`).
+const ACCEPT_BUDGET: usize = 32;
 
 /// How a transport runs. `TransportConfig::new(cluster_id, node_id, peers)` has sensible
 /// defaults.
@@ -108,6 +113,8 @@ pub struct Transport {
     peers: BTreeMap<u64, Peer>,
     /// Connections whose read budget ran out: read again on the next `tick`.
     read_again: Vec<usize>,
+    /// The listener's accept budget ran out: accept again on the next `tick`.
+    accept_again: bool,
     inbound: Vec<(u64, Message)>,
     unreachable: Vec<u64>,
     rng: u64,
@@ -188,6 +195,7 @@ impl Transport {
             conns: Slab::new(),
             peers,
             read_again: Vec::new(),
+            accept_again: false,
             inbound: Vec::new(),
             unreachable: Vec::new(),
             rng,
@@ -235,7 +243,9 @@ impl Transport {
         self.last_now = now;
         let token = event.token();
         if token == self.listener_token {
-            self.accept(registry, now);
+            if !self.accept_again {
+                self.accept(registry, now);
+            }
             return;
         }
         let Some(key) = self.key(token) else { return };
@@ -274,6 +284,9 @@ impl Transport {
         for id in due {
             self.dial(registry, id, now);
         }
+        if std::mem::take(&mut self.accept_again) {
+            self.accept(registry, now);
+        }
         for key in std::mem::take(&mut self.read_again) {
             if self.conns.contains(key) {
                 self.read(registry, key, now);
@@ -293,7 +306,7 @@ impl Transport {
 
     /// When `tick` should run next at the latest.
     pub fn next_wakeup(&self) -> Option<Instant> {
-        if !self.read_again.is_empty() {
+        if !self.read_again.is_empty() || self.accept_again {
             return Some(self.last_now);
         }
         let dials = self.peers.values().filter_map(|p| p.dial_at);
@@ -349,7 +362,7 @@ impl Transport {
     }
 
     fn accept(&mut self, registry: &Registry, now: Instant) {
-        loop {
+        for _ in 0..ACCEPT_BUDGET {
             match self.listener.accept() {
                 Ok((stream, addr)) => {
                     if self.conns.len() >= self.max_conns {
@@ -369,6 +382,7 @@ impl Transport {
                 }
             }
         }
+        self.accept_again = true;
     }
 
     fn insert(
