@@ -1,5 +1,5 @@
-//! Issue 16's groundwork: what a replicated officer cluster stands on, with no I/O between
-//! nodes yet (docs/CLUSTER.md). Built with the `cluster` feature (off by default) on TiKV's
+//! Issue 16's groundwork: what a replicated officer cluster stands on, not yet driven by the
+//! server's loop (docs/CLUSTER.md). Built with the `cluster` feature (off by default) on TiKV's
 //! sans-IO `raft` crate (raft-rs): the application ticks, steps, proposes and handles each
 //! `Ready`; the crate never touches a socket, a file or a clock.
 //!
@@ -16,6 +16,9 @@
 //!   proposals). The leader turns its due deadlines into `Expire` entries.
 //! - `wire`: the framing of raft messages between nodes (length, checksum, kind, protobuf) and
 //!   the handshake; a pure decoder with a size cap. Not the client protocol.
+//! - `transport`: [`Transport`], the node-to-node TCP connections over a mio `Poll` the
+//!   caller owns: dialing with back-off, the handshake checked, bounded send queues that drop
+//!   when full, a read budget per connection per turn.
 //!
 //! tests/cluster_model.rs runs three `Node`s in one process, messages routed in memory through
 //! drops, duplicates, partitions and crashes, and checks that every replica reaches the same
@@ -27,11 +30,13 @@ mod crc;
 pub mod entry;
 pub mod node;
 pub mod storage;
+pub mod transport;
 pub mod wire;
 
 pub use entry::{decode_entry, encode_entry, EntryError, LogCommand, ENTRY_VERSION};
 pub use node::{Event, Node, NodeConfig, NodeError, NodeStats, NotLeader};
 pub use storage::{DiskStorage, StoreError};
+pub use transport::{Transport, TransportConfig, TransportStats};
 
 /// raft-rs as this module uses it, so callers name the same crate version.
 pub use raft;
