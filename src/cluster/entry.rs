@@ -12,11 +12,11 @@
 //! | tag | command     | fields after the tag                                              |
 //! |-----|-------------|-------------------------------------------------------------------|
 //! | 1   | Attach      | session, label                                                    |
-//! | 2   | Lock        | session, request_id, name, flags, mode, [timeout_ms], [queue_max], [lease_ms], [max_hold_ms], lock_delay_ms |
-//! | 3   | Unlock      | session, request_id, name, has_token (0/1), [token]                |
+//! | 2   | Lock        | session, request_id, name, flags, mode, \[timeout_ms\], \[queue_max\], \[lease_ms\], \[max_hold_ms\], lock_delay_ms |
+//! | 3   | Unlock      | session, request_id, name, has_token (0/1), \[token\]                |
 //! | 4   | Downgrade   | session, request_id, name, token                                  |
 //! | 5   | Renew       | session, request_id, name, token                                  |
-//! | 6   | Revoke      | session, request_id, name, has_token (0/1), [token]                |
+//! | 6   | Revoke      | session, request_id, name, has_token (0/1), \[token\]                |
 //! | 7   | Check       | session, request_id, name, token                                  |
 //! | 8   | Reset       | session, request_id                                               |
 //! | 9   | Detach      | session                                                           |
