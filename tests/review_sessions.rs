@@ -483,3 +483,158 @@ fn a_skipping_wait_granted_to_a_frozen_connection_survives_the_takeover() {
     proxy.thaw();
     drop(s);
 }
+
+/// The async client's resume (src/client/tokio/conn.rs, tokio/resume.rs) under many tasks, a
+/// reset mid-flight and futures dropped during a freeze.
+#[cfg(feature = "tokio")]
+mod async_client {
+    use std::collections::HashSet;
+    use std::future::Future;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use officer::client::{Client, LockOptions};
+    use tokio::task::JoinHandle;
+
+    use super::support::proxy::{async_client_behind, Proxy};
+    use super::support::server::TestServer;
+    use super::support::WAIT;
+
+    const GRACE: Duration = Duration::from_secs(30);
+
+    fn run<F: Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime").block_on(f)
+    }
+
+    fn direct(server: &TestServer) -> Client {
+        Client::connect("127.0.0.1", server.addr().port()).expect("connect")
+    }
+
+    fn stat(observer: &Client, key: &str) -> u64 {
+        observer.stats().expect("stats").iter().find(|(k, _)| *k == key).map_or(0, |(_, v)| v)
+    }
+
+    async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + WAIT;
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// 1,000 tasks on one async client with a session, half of them waiting for names a plain
+    /// client holds, the other half granted; the link reset mid-flight (at another point each
+    /// round) and the plain client's names released while it is down. Every task gets exactly
+    /// one grant, never taken for a nested one, no guard is lost, tokens are unique and above
+    /// the plain holder's, the session holds the 1,000 names, and nothing after the unlocks.
+    #[test]
+    fn a_thousand_async_tasks_across_a_reset_get_one_grant_each() {
+        let server = TestServer::start_with(|c| c.max_session_grace = GRACE);
+        let proxy = Proxy::start(server.addr());
+        for (round, at) in [0u64, 100, 300, 500].into_iter().enumerate() {
+            thousand_tasks_round(&server, &proxy, round, at);
+        }
+    }
+
+    /// One round: the reset comes once the server holds `at` of the session's names (of the 500
+    /// it can get before the plain holder lets go).
+    fn thousand_tasks_round(server: &TestServer, proxy: &Proxy, round: usize, at: u64) {
+        const TASKS: usize = 1000;
+        let observer = direct(server);
+        let holder = direct(server);
+        let mut before = Vec::new();
+        for i in (0..TASKS).step_by(2) {
+            before.push(holder.lock(&format!("amany{round}/{i}"), LockOptions::new()).expect("lock").token());
+        }
+        let top = *before.iter().max().expect("tokens");
+        let plain = before.len() as u64;
+        run(async {
+            let client = Arc::new(async_client_behind(proxy, GRACE).await);
+            let (go, _) = tokio::sync::broadcast::channel::<()>(1);
+            let tasks: Vec<JoinHandle<(usize, u64)>> = (0..TASKS)
+                .map(|i| {
+                    let c = Arc::clone(&client);
+                    let mut done = go.subscribe();
+                    tokio::spawn(async move {
+                        let name = format!("amany{round}/{i}");
+                        let guard = c.lock_guard(&name, LockOptions::with_timeout(WAIT)).await.expect("lock");
+                        assert!(!guard.already_acquired(), "{name}: its one grant taken for a nested one");
+                        let token = guard.token();
+                        let _ = done.recv().await;
+                        assert!(!guard.is_lost(), "{name}: a grant lost across the reset");
+                        guard.unlock().await.expect("unlock");
+                        (i, token)
+                    })
+                })
+                .collect();
+            wait_until("the session's first grants", || stat(&observer, "locks_held") >= plain + at).await;
+            assert_eq!(proxy.reset_all(), 1);
+            holder.reset().expect("the holder releases everything");
+            wait_until("the session holds every name", || {
+                stat(&observer, "locks_held") == TASKS as u64 && stat(&observer, "waiters") == 0
+            })
+            .await;
+            let held = client.my_locks().await.expect("my_locks").held;
+            assert_eq!(held.len(), TASKS, "round {round}: the session holds each name once");
+            assert!(client.resumes() >= 1);
+            drop(go);
+            let mut tokens = HashSet::new();
+            for t in tasks {
+                let (i, token) = t.await.expect("task");
+                assert!(tokens.insert(token), "token {token} granted twice");
+                if i % 2 == 0 {
+                    assert!(token > top, "amany{round}/{i}: a token not above the earlier holder's");
+                }
+            }
+            assert_eq!(tokens.len(), TASKS);
+            assert!(client.my_locks().await.expect("my_locks").held.is_empty(), "nothing left held");
+            assert_eq!(stat(&observer, "locks_held"), 0);
+        });
+    }
+
+    /// A `lock` future dropped while its link is frozen, after the server granted it (the
+    /// ACQUIRED stuck in the frozen path), then the link thawed (`reset` false) or reset
+    /// (`reset` true): the grant nobody owns must be released, so the next waiter gets it.
+    fn dropped_during_freeze(reset: bool) {
+        let server = TestServer::start_with(|c| c.max_session_grace = GRACE);
+        let observer = direct(&server);
+        let holder = direct(&server);
+        let name = if reset { "afreeze/reset" } else { "afreeze/thaw" };
+        holder.lock(name, LockOptions::new()).expect("lock");
+        let proxy = Proxy::start(server.addr());
+        run(async {
+            let client = Arc::new(async_client_behind(&proxy, GRACE).await);
+            let c = Arc::clone(&client);
+            let waiting =
+                tokio::spawn(async move { c.lock(name, LockOptions::with_timeout(WAIT)).await.map(|_| ()) });
+            wait_until("the wait queues", || stat(&observer, "waiters") == 1).await;
+            proxy.freeze();
+            holder.unlock(name).expect("unlock");
+            wait_until("granted to the frozen connection", || stat(&observer, "waiters") == 0).await;
+            waiting.abort();
+            assert!(waiting.await.expect_err("aborted").is_cancelled());
+            if reset {
+                proxy.reset_all();
+                proxy.thaw();
+                wait_until("the resume", || client.resumes() >= 1).await;
+            } else {
+                proxy.thaw();
+            }
+            let next = direct(&server);
+            let got =
+                tokio::task::spawn_blocking(move || next.lock(name, LockOptions::with_timeout(WAIT)).is_ok());
+            assert!(got.await.expect("next"), "the dropped future's grant was never released");
+            assert!(client.my_locks().await.expect("my_locks").held.is_empty());
+        });
+    }
+
+    #[test]
+    fn a_lock_future_dropped_during_a_freeze_then_thawed_releases_its_grant() {
+        dropped_during_freeze(false);
+    }
+
+    #[test]
+    fn a_lock_future_dropped_during_a_freeze_then_reset_releases_its_grant() {
+        dropped_during_freeze(true);
+    }
+}
