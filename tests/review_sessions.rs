@@ -177,11 +177,15 @@ fn each_wait_of_a_session_keeps_its_own_skip_flag_inline_or_not() {
         wait_until("it queues", WAIT, || stat(&mut holder, "waiters") == i as u64 + 1);
     }
     lose(s, &mut holder, 1);
+    let (listed, _) = sessions(&mut holder, 0);
+    assert_eq!(listed.iter().map(|e| (e.held, e.waiting, e.kept)).collect::<Vec<_>>(), [(0, 4, 0)]);
     // Turns come in another order than the waits were made.
     for i in [3, 0, 2, 1] {
         assert_eq!(holder.call(&Request::Unlock(&format!("mix/{i}"))), Response::Released);
     }
     wait_until("every turn came", WAIT, || stat(&mut holder, "waiters") == 0);
+    let (listed, _) = sessions(&mut holder, 0);
+    assert_eq!(listed.iter().map(|e| (e.held, e.waiting, e.kept)).collect::<Vec<_>>(), [(2, 0, 4)]);
     let (mut s, replayed) = resume(addr, &ok);
     assert_eq!(replayed, 4);
     for i in [3, 0, 2, 1] {
@@ -628,6 +632,35 @@ mod async_client {
         });
     }
 
+    /// An async client dropped while its session is detached and its resume pending (new
+    /// connections refused): it can say no GOODBYE, but it must not come back either. Once the
+    /// proxy lets connections through again, its lock is released by the grace's end (or a
+    /// resume-and-GOODBYE), never kept by a resume nobody owns.
+    #[test]
+    fn an_async_client_dropped_during_a_pending_resume_leaves_nothing_held() {
+        let grace = Duration::from_millis(800);
+        let server = TestServer::start_with(|c| c.max_session_grace = grace);
+        let observer = direct(&server);
+        let proxy = Proxy::start(server.addr());
+        run(async {
+            let client = async_client_behind(&proxy, grace).await;
+            let guard = client.lock_guard("apending/x", LockOptions::new()).await.expect("lock");
+            proxy.refuse(true);
+            proxy.reset_all();
+            wait_until("the session detaches", || stat(&observer, "sessions_detached") == 1).await;
+            // Let it try to dial at least once (refused), so a resume is in progress.
+            let dialled = proxy.connections();
+            wait_until("a refused redial", || proxy.connections() > dialled).await;
+            drop(guard);
+            drop(client);
+            proxy.refuse(false);
+            wait_until("the lock is released", || stat(&observer, "locks_held") == 0).await;
+            assert_eq!(stat(&observer, "sessions_detached"), 0);
+            assert!(observer.try_lock("apending/x").is_ok(), "a resume nobody owns kept the lock");
+            assert_eq!(proxy.live(), 0, "the dropped client left a connection open");
+        });
+    }
+
     #[test]
     fn a_lock_future_dropped_during_a_freeze_then_thawed_releases_its_grant() {
         dropped_during_freeze(false);
@@ -636,5 +669,146 @@ mod async_client {
     #[test]
     fn a_lock_future_dropped_during_a_freeze_then_reset_releases_its_grant() {
         dropped_during_freeze(true);
+    }
+}
+
+/// A LOCK_EXT payload with any `flags`: exclusive, waiting `timeout_ms`, nothing else set.
+fn lock_ext_payload(flags: u16, timeout_ms: u32, name: &str) -> Vec<u8> {
+    let mut p = flags.to_be_bytes().to_vec();
+    p.push(0);
+    p.extend_from_slice(&timeout_ms.to_be_bytes());
+    p.extend_from_slice(&[0; 24]);
+    p.extend_from_slice(name.as_bytes());
+    p
+}
+
+/// LOCK_EXT flags 0x0003 (contention notice and skip) are both honoured; 0x0004 and 0x8002
+/// (a reserved bit beside the skip bit) are `unsupported_flags`, not fatal, and queue nothing.
+#[test]
+fn the_skip_bit_combines_with_the_contention_bit_and_reserved_bits_are_still_refused() {
+    let server = server_with(|_| {});
+    let addr = server.addr();
+    let mut holder = Raw::connect(addr);
+    token_of(&holder.call(&lock_req("bits/x")));
+    let (mut s, ok) = open(addr, false);
+    for flags in [0x0004u16, 0x8002, 0x0006] {
+        s.send_bytes(&support::frames::frame(0x0D, 5, &lock_ext_payload(flags, u32::MAX, "bits/x")))
+            .expect("write");
+        let (rid, response) = s.recv();
+        assert_eq!(rid, 5);
+        assert!(is_err(&response, ErrorCode::UnsupportedFlags), "flags {flags:#06x}: {response:?}");
+    }
+    assert_eq!(stat(&mut holder, "waiters"), 0, "a refused LOCK_EXT queues nothing");
+    s.send_bytes(&support::frames::frame(0x0D, 6, &lock_ext_payload(0x0003, u32::MAX, "bits/x")))
+        .expect("write");
+    wait_until("it queues", WAIT, || stat(&mut holder, "waiters") == 1);
+    lose(s, &mut holder, 1);
+    assert_eq!(holder.call(&Request::Unlock("bits/x")), Response::Released);
+    wait_until("skipped", WAIT, || stat(&mut holder, "session_waits_skipped") == 1);
+    let (mut s, replayed) = resume(addr, &ok);
+    assert_eq!(replayed, 1);
+    let (rid, response) = s.recv();
+    assert_eq!(rid, 6);
+    assert!(is_err(&response, ErrorCode::Skipped), "{response:?}");
+}
+
+/// SESSION_OPEN with the skip bit and grace 0 opens no session: the bit changes nothing, and
+/// the lock dies with the connection as without sessions.
+#[test]
+fn the_session_skip_bit_with_grace_zero_opens_nothing() {
+    let server = server_with(|_| {});
+    let addr = server.addr();
+    let mut observer = Raw::connect(addr);
+    let mut wire = Raw::connect(addr);
+    match wire.call(&Request::SessionOpen(SessionOpen { grace_ms: 0, skip_while_detached: true })) {
+        Response::SessionOk(ok) => assert!(!ok.is_open(), "{ok:?}"),
+        other => panic!("expected SESSION_OK, got {other:?}"),
+    }
+    token_of(&wire.call(&lock_req("zero/x")));
+    drop(wire);
+    wait_until("the lock dies with its connection", WAIT, || stat(&mut observer, "locks_held") == 0);
+    assert_eq!(stat(&mut observer, "sessions_detached"), 0);
+    assert_eq!(sessions(&mut observer, 0), (vec![], false));
+}
+
+/// A skipped wait's timeout is cancelled with it: once a later wait with the same timeout has
+/// timed out, the replay still holds the one `skipped`, no TIMED_OUT after it.
+#[test]
+fn a_skipped_wait_never_times_out_afterwards() {
+    let server = server_with(|_| {});
+    let addr = server.addr();
+    let mut holder = Raw::connect(addr);
+    token_of(&holder.call(&lock_req("timer/x")));
+    token_of(&holder.call(&lock_req("timer/y")));
+    let (mut s, ok) = open(addr, true);
+    let mut req = LockExtRequest::exclusive("timer/x");
+    req.timeout_ms = Some(300);
+    let rid = s.send(&Request::LockExt(req));
+    wait_until("s queues", WAIT, || stat(&mut holder, "waiters") == 1);
+    lose(s, &mut holder, 1);
+    assert_eq!(holder.call(&Request::Unlock("timer/x")), Response::Released);
+    wait_until("skipped", WAIT, || stat(&mut holder, "session_waits_skipped") == 1);
+    // A witness with the same timeout, started after: when it times out, so would have the skip.
+    let mut witness = Raw::connect(addr);
+    let mut req = LockExtRequest::exclusive("timer/y");
+    req.timeout_ms = Some(300);
+    witness.send(&Request::LockExt(req));
+    assert!(matches!(witness.recv().1, Response::TimedOut { .. }));
+    let (listed, _) = sessions(&mut holder, 0);
+    assert_eq!(listed.iter().map(|e| e.kept).collect::<Vec<_>>(), [1], "{listed:?}");
+    let (mut s, replayed) = resume(addr, &ok);
+    assert_eq!(replayed, 1, "one answer per wait");
+    let (got, response) = s.recv();
+    assert_eq!(got, rid);
+    assert!(is_err(&response, ErrorCode::Skipped), "{response:?}");
+    assert_eq!(s.call(&Request::MyLocks), Response::MyLocks { held: vec![], waiting: vec![] });
+}
+
+/// 1,500 detached sessions, each with a skipping reader queued on one name, then an attached
+/// reader and a writer: the release skips them in runs of the grant batch (1,000, the rest in
+/// the next turn's grant step), then grants the attached reader; the writer still waits, and a
+/// newcomer reader queues behind the writer (FIFO across turns).
+#[test]
+fn fifteen_hundred_skips_run_past_the_grant_batch_and_the_next_reader_is_granted() {
+    const N: usize = 1500;
+    let server = server_with(|_| {});
+    let addr = server.addr();
+    let mut holder = Raw::connect(addr);
+    token_of(&holder.call(&lock_req("batch/x")));
+    let mut oks = Vec::new();
+    for i in 0..N {
+        let (mut s, ok) = open(addr, true);
+        s.send(&Request::LockExt(LockExtRequest::shared("batch/x")));
+        if i % 100 == 99 {
+            wait_until("they queue", WAIT, || stat(&mut holder, "waiters") == i as u64 + 1);
+        }
+        drop(s);
+        oks.push(ok);
+    }
+    wait_until("all detach", WAIT, || stat(&mut holder, "sessions_detached") == N as u64);
+    let mut reader = Raw::connect(addr);
+    let reader_rid = reader.send(&Request::LockExt(LockExtRequest::shared("batch/x")));
+    let mut writer = Raw::connect(addr);
+    writer.send(&lock_req("batch/x"));
+    wait_until("both queue", WAIT, || stat(&mut holder, "waiters") == N as u64 + 2);
+    assert_eq!(holder.call(&Request::Unlock("batch/x")), Response::Released);
+    let mut late = Raw::connect(addr);
+    let late_rid = late.send(&Request::LockExt(LockExtRequest::shared("batch/x")));
+    let (rid, response) = reader.recv();
+    assert_eq!(rid, reader_rid);
+    token_of(&response);
+    wait_until("every skip", WAIT, || stat(&mut holder, "session_waits_skipped") == N as u64);
+    assert_eq!(stat(&mut holder, "waiters"), 2, "the writer, then the late reader, wait");
+    assert_eq!(reader.call(&Request::Unlock("batch/x")), Response::Released);
+    token_of(&writer.recv().1);
+    assert_eq!(writer.call(&Request::Unlock("batch/x")), Response::Released);
+    let (rid, response) = late.recv();
+    assert_eq!(rid, late_rid);
+    token_of(&response);
+    // Each session replays its one skip.
+    for ok in oks.iter().step_by(499) {
+        let (mut s, replayed) = resume(addr, ok);
+        assert_eq!(replayed, 1);
+        assert!(is_err(&s.recv().1, ErrorCode::Skipped));
     }
 }
