@@ -256,9 +256,16 @@ fn a_skipping_wait_whose_turn_comes_at_the_tick_of_its_detach_is_granted_or_skip
     let (mut granted, mut skipped) = (0, 0);
     for round in 0..20u64 {
         let name = format!("tick/{round}");
-        let mut holder = Raw::connect(proxy.addr());
+        // Which of the two the server registered first alternates, so either loss may be
+        // the one it notices first.
+        let (mut holder, (mut s, ok)) = if round % 2 == 0 {
+            let holder = Raw::connect(proxy.addr());
+            (holder, open(proxy.addr(), true))
+        } else {
+            let s = open(proxy.addr(), true);
+            (Raw::connect(proxy.addr()), s)
+        };
         token_of(&holder.call(&lock_req(&name)));
-        let (mut s, ok) = open(proxy.addr(), true);
         let s_rid = s.send(&lock_req(&name));
         wait_until("s queues", WAIT, || stat(&mut observer, "waiters") == 1);
         assert_eq!(proxy.reset_all(), 2);
