@@ -505,6 +505,7 @@ mod async_client {
     use std::time::{Duration, Instant};
 
     use officer::client::{Client, LockOptions};
+    use officer::protocol::ErrorCode;
     use tokio::task::JoinHandle;
 
     use super::support::proxy::{async_client_behind, Proxy};
@@ -668,6 +669,62 @@ mod async_client {
         });
     }
 
+    /// An async `lock` whose wait ended while detached (skipped, or timed out) is answered by
+    /// the replay, and is not sent again after it: a resend would queue a fresh wait whose
+    /// grant no caller owns. The name goes free when the next holder lets go.
+    fn ended_while_detached(skip: bool) {
+        let server = TestServer::start_with(|c| c.max_session_grace = GRACE);
+        let observer = direct(&server);
+        let holder = direct(&server);
+        let name = if skip { "aended/skip" } else { "aended/timeout" };
+        holder.lock(name, LockOptions::new()).expect("lock");
+        let proxy = Proxy::start(server.addr());
+        run(async {
+            let client = Arc::new(async_client_behind(&proxy, GRACE).await);
+            let c = Arc::clone(&client);
+            let opts = if skip {
+                LockOptions::with_timeout(WAIT).skip_while_detached()
+            } else {
+                LockOptions::with_timeout(Duration::from_millis(300))
+            };
+            let waiting = tokio::spawn(async move { c.lock(name, opts).await.map(|_| ()) });
+            wait_until("the wait queues", || stat(&observer, "waiters") == 1).await;
+            proxy.refuse(true);
+            proxy.reset_all();
+            wait_until("the session detaches", || stat(&observer, "sessions_detached") == 1).await;
+            if skip {
+                holder.unlock(name).expect("unlock");
+                wait_until("skipped", || stat(&observer, "session_waits_skipped") == 1).await;
+                holder.lock(name, LockOptions::new()).expect("lock again");
+            } else {
+                wait_until("timed out while detached", || stat(&observer, "waiters") == 0).await;
+            }
+            proxy.refuse(false);
+            let err = waiting.await.expect("task").expect_err("the wait ended while detached");
+            if skip {
+                assert_eq!(err.server_code(), Some(ErrorCode::Skipped), "{err}");
+            } else {
+                assert!(err.is_timeout(), "{err}");
+            }
+            assert!(client.resumes() >= 1);
+            assert_eq!(stat(&observer, "waiters"), 0, "the ended wait was sent again");
+            let mine = client.my_locks().await.expect("my_locks");
+            assert!(mine.held.is_empty() && mine.waiting.is_empty(), "{mine:?}");
+            holder.unlock(name).expect("unlock");
+            assert!(observer.try_lock(name).is_ok(), "granted to a wait nobody owns");
+        });
+    }
+
+    #[test]
+    fn an_async_lock_skipped_while_detached_fails_once_and_is_not_resent() {
+        ended_while_detached(true);
+    }
+
+    #[test]
+    fn an_async_lock_timed_out_while_detached_fails_once_and_is_not_resent() {
+        ended_while_detached(false);
+    }
+
     #[test]
     fn a_lock_future_dropped_during_a_freeze_then_thawed_releases_its_grant() {
         dropped_during_freeze(false);
@@ -818,4 +875,41 @@ fn fifteen_hundred_skips_run_past_the_grant_batch_and_the_next_reader_is_granted
         assert_eq!(replayed, 1);
         assert!(is_err(&s.recv().1, ErrorCode::Skipped));
     }
+}
+
+/// With `max_locks_per_conn` 2, a session whose two waits were both skipped while detached has
+/// its quota back after the resume: two new locks are granted, the third is `limit_exceeded`.
+/// Likewise `max_waiters_per_lock` 1: the skipped wait's place is free for another waiter.
+#[test]
+fn skipped_waits_give_their_quota_back() {
+    let server = server_with(|c| {
+        c.table.max_locks_per_conn = 2;
+        c.table.max_waiters_per_lock = 1;
+    });
+    let addr = server.addr();
+    let mut holder = Raw::connect(addr);
+    token_of(&holder.call(&lock_req("quota/a")));
+    token_of(&holder.call(&lock_req("quota/b")));
+    let (mut s, ok) = open(addr, true);
+    s.send(&lock_req("quota/a"));
+    s.send(&lock_req("quota/b"));
+    wait_until("both queue", WAIT, || stat(&mut holder, "waiters") == 2);
+    lose(s, &mut holder, 1);
+    assert_eq!(holder.call(&Request::Reset), Response::ResetOk);
+    wait_until("both skipped", WAIT, || stat(&mut holder, "session_waits_skipped") == 2);
+    let (mut s, replayed) = resume(addr, &ok);
+    assert_eq!(replayed, 2);
+    for _ in 0..2 {
+        assert!(is_err(&s.recv().1, ErrorCode::Skipped));
+    }
+    token_of(&s.call(&lock_req("quota/a")));
+    token_of(&s.call(&lock_req("quota/c")));
+    let response = s.call(&lock_req("quota/d"));
+    assert!(is_err(&response, ErrorCode::LimitExceeded), "{response:?}");
+    // quota/a: one waiter allowed behind the session's new grant.
+    let mut w = Raw::connect(addr);
+    w.send(&lock_req("quota/a"));
+    wait_until("w queues", WAIT, || stat(&mut holder, "waiters") == 1);
+    let response = Raw::connect(addr).call(&lock_req("quota/a"));
+    assert!(is_err(&response, ErrorCode::LimitExceeded), "{response:?}");
 }
