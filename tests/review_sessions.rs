@@ -913,3 +913,65 @@ fn skipped_waits_give_their_quota_back() {
     let response = Raw::connect(addr).call(&lock_req("quota/a"));
     assert!(is_err(&response, ErrorCode::LimitExceeded), "{response:?}");
 }
+
+/// Sessions over a UNIX socket: SESSIONS lists the `unix:N` label CONNECTIONS showed, and a
+/// resume over UNIX takes the session (and its grant and token) over.
+#[test]
+fn a_unix_socket_session_is_listed_under_its_label_and_resumes() {
+    let dir = support::temp_dir();
+    let path = dir.path().join("officer.sock");
+    let server = server_with(|c| c.listen = officer::server::Listen::Unix(path.clone()));
+    let mut observer = Raw::connect_unix(&path);
+    let (mut s, ok) = open_on(Raw::connect_unix(&path), GRACE_MS, false);
+    let token = token_of(&s.call(&lock_req("unix/x")));
+    let label =
+        match observer.call(&Request::Connections(officer::protocol::ListRequest { prefix: "", max: 0 })) {
+            Response::Connections { connections, .. } => {
+                connections.into_iter().find(|c| c.held == ["unix/x"]).expect("listed").label
+            }
+            other => panic!("expected CONNECTIONS_LIST, got {other:?}"),
+        };
+    assert!(label.starts_with("unix:"), "{label}");
+    lose(s, &mut observer, 1);
+    let (listed, _) = sessions(&mut observer, 0);
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (listed[0].label.as_str(), listed[0].session_id, listed[0].held),
+        (label.as_str(), ok.session_id, 1)
+    );
+    let mut back = Raw::connect_unix(&path);
+    assert!(matches!(back.call(&resume_req(&ok)), Response::Resumed(Resumed { replayed: 0, .. })));
+    assert_eq!(back.call(&lock_req("unix/x")), Response::AlreadyAcquired { token });
+    assert_eq!(sessions(&mut observer, 0), (vec![], false));
+    drop(server);
+}
+
+/// A GOODBYE the old connection sent into a frozen path, delivered only after a resume took
+/// the session over: the old connection is closed (`taken_over`), so the GOODBYE ends nothing;
+/// the new connection keeps the session, its grant and token.
+#[test]
+fn a_stale_goodbye_from_the_taken_over_connection_ends_nothing() {
+    let server = server_with(|_| {});
+    let addr = server.addr();
+    let proxy = Proxy::start(addr);
+    let mut observer = Raw::connect(addr);
+    let (mut old, ok) = open(proxy.addr(), false);
+    let token = token_of(&old.call(&lock_req("stale/x")));
+    proxy.freeze();
+    old.send(&Request::Goodbye);
+    let (mut new, replayed) = resume(addr, &ok);
+    assert_eq!(replayed, 0);
+    proxy.thaw();
+    let (seen, closed) = old.wait_closed(WAIT);
+    assert!(closed, "the old connection is closed");
+    assert!(
+        seen.iter().all(|(_, r)| !matches!(r, Response::ResetOk)),
+        "the stale GOODBYE was served: {seen:?}"
+    );
+    assert!(seen.iter().any(|(rid, r)| *rid == 0 && is_err(r, ErrorCode::TakenOver)), "{seen:?}");
+    assert_eq!(new.call(&lock_req("stale/x")), Response::AlreadyAcquired { token });
+    assert!(matches!(observer.call(&try_lock_req("stale/x")), Response::TimedOut { .. }));
+    // And a real GOODBYE on the new connection ends it at once.
+    assert_eq!(new.call(&Request::Goodbye), Response::ResetOk);
+    token_of(&observer.call(&try_lock_req("stale/x")));
+}
