@@ -725,6 +725,34 @@ mod async_client {
         ended_while_detached(false);
     }
 
+    /// The client asks a 30 s grace of a server whose maximum is 300 ms: it is told 300 ms,
+    /// and with every redial refused it gives up (the guard lost) after the granted grace, not
+    /// the asked one; the name goes to the next waiter.
+    #[test]
+    fn the_async_client_gives_up_at_the_granted_grace_not_the_asked_one() {
+        let server = TestServer::start_with(|c| c.max_session_grace = Duration::from_millis(300));
+        let observer = direct(&server);
+        let proxy = Proxy::start(server.addr());
+        run(async {
+            let client = officer::client::tokio::AsyncClient::builder()
+                .host("127.0.0.1")
+                .port(proxy.port())
+                .session_grace(GRACE)
+                .connect()
+                .await
+                .expect("connect");
+            let (_, granted) = client.session().expect("a session");
+            assert_eq!(granted, Duration::from_millis(300));
+            let guard = client.lock_guard("agrace/x", LockOptions::new()).await.expect("lock");
+            proxy.refuse(true);
+            proxy.reset_all();
+            assert!(guard.wait_lost(Some(WAIT)).await, "still trying after the granted grace");
+            assert!(guard.is_lost());
+            assert!(observer.lock("agrace/x", LockOptions::with_timeout(WAIT)).is_ok());
+            proxy.refuse(false);
+        });
+    }
+
     #[test]
     fn a_lock_future_dropped_during_a_freeze_then_thawed_releases_its_grant() {
         dropped_during_freeze(false);
