@@ -1003,3 +1003,29 @@ fn a_stale_goodbye_from_the_taken_over_connection_ends_nothing() {
     assert_eq!(new.call(&Request::Goodbye), Response::ResetOk);
     token_of(&observer.call(&try_lock_req("stale/x")));
 }
+
+/// A detached session's replay is bounded by its grants and waits (§6.14 "Bounds"): a grant
+/// that asked for CONTENDED, contended again and again by waiters that come and time out while
+/// its session is away, keeps at most one CONTENDED for the replay, not one per waiter.
+#[test]
+fn repeated_contention_while_detached_keeps_one_notice_per_grant() {
+    let server = server_with(|_| {});
+    let addr = server.addr();
+    let mut observer = Raw::connect(addr);
+    let (mut s, ok) = open(addr, false);
+    s.send_bytes(&support::frames::frame(0x0D, 3, &lock_ext_payload(0x0001, 0, "bound/x"))).expect("write");
+    token_of(&s.recv().1);
+    lose(s, &mut observer, 1);
+    for _ in 0..50 {
+        let mut w = Raw::connect(addr);
+        let mut req = LockExtRequest::exclusive("bound/x");
+        req.timeout_ms = Some(1);
+        w.send(&Request::LockExt(req));
+        assert!(matches!(w.recv().1, Response::TimedOut { .. }));
+    }
+    let (listed, _) = sessions(&mut observer, 0);
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].kept, 1, "one CONTENDED, not one per waiter: {listed:?}");
+    let (_, replayed) = resume(addr, &ok);
+    assert_eq!(replayed, 1, "frames replayed for one grant");
+}
