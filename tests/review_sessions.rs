@@ -823,6 +823,16 @@ fn the_session_skip_bit_with_grace_zero_opens_nothing() {
     assert_eq!(sessions(&mut observer, 0), (vec![], false));
 }
 
+/// A fresh connection waits `timeout_ms` for `name` (held by someone else) and is answered
+/// TIMED_OUT.
+fn wait_and_time_out(addr: SocketAddr, name: &str, timeout_ms: u32) {
+    let mut wire = Raw::connect(addr);
+    let mut req = LockExtRequest::exclusive(name);
+    req.timeout_ms = Some(timeout_ms);
+    wire.send(&Request::LockExt(req));
+    assert!(matches!(wire.recv().1, Response::TimedOut { .. }));
+}
+
 /// A skipped wait's timeout is cancelled with it: once a later wait with the same timeout has
 /// timed out, the replay still holds the one `skipped`, no TIMED_OUT after it.
 #[test]
@@ -841,11 +851,7 @@ fn a_skipped_wait_never_times_out_afterwards() {
     assert_eq!(holder.call(&Request::Unlock("timer/x")), Response::Released);
     wait_until("skipped", WAIT, || stat(&mut holder, "session_waits_skipped") == 1);
     // A witness with the same timeout, started after: when it times out, so would have the skip.
-    let mut witness = Raw::connect(addr);
-    let mut req = LockExtRequest::exclusive("timer/y");
-    req.timeout_ms = Some(300);
-    witness.send(&Request::LockExt(req));
-    assert!(matches!(witness.recv().1, Response::TimedOut { .. }));
+    wait_and_time_out(addr, "timer/y", 300);
     let (listed, _) = sessions(&mut holder, 0);
     assert_eq!(listed.iter().map(|e| e.kept).collect::<Vec<_>>(), [1], "{listed:?}");
     let (mut s, replayed) = resume(addr, &ok);
@@ -1017,11 +1023,7 @@ fn repeated_contention_while_detached_keeps_one_notice_per_grant() {
     token_of(&s.recv().1);
     lose(s, &mut observer, 1);
     for _ in 0..50 {
-        let mut w = Raw::connect(addr);
-        let mut req = LockExtRequest::exclusive("bound/x");
-        req.timeout_ms = Some(1);
-        w.send(&Request::LockExt(req));
-        assert!(matches!(w.recv().1, Response::TimedOut { .. }));
+        wait_and_time_out(addr, "bound/x", 1);
     }
     let (listed, _) = sessions(&mut observer, 0);
     assert_eq!(listed.len(), 1);
