@@ -192,7 +192,15 @@ impl Connections {
 
     /// Removes closed connections: a last best-effort write (an ERROR frame), then the socket
     /// and its idle timer.
+    #[inline]
     pub(crate) fn reap(&mut self, registry: &Registry, idle: &mut Wheel<ConnKey>) {
+        // Every turn calls this; nearly every turn closes nothing.
+        if !self.closing.is_empty() {
+            self.reap_closing(registry, idle);
+        }
+    }
+
+    fn reap_closing(&mut self, registry: &Registry, idle: &mut Wheel<ConnKey>) {
         for key in std::mem::take(&mut self.closing) {
             if !self.slab.contains(key) {
                 continue;

@@ -47,6 +47,10 @@ pub(crate) fn drive<H: Host>(
         if !host.may_serve(key) {
             return data.len();
         }
+        if pos == data.len() {
+            // Used up: no input holds a step, so the session need not be asked.
+            break;
+        }
         let Some((session, config)) = host.session(key) else { return data.len() };
         let Some(next) = session.next(&data[pos..], now, config, scratch) else { break };
         pos += next.used;

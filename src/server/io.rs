@@ -175,6 +175,7 @@ impl Server {
     }
 
     /// Decodes what the connection has buffered. Returns false when it must not read more.
+    #[inline]
     fn serve_buffered(&mut self, key: usize, now: Tick, budget: &mut usize) -> bool {
         let Some(conn) = self.conns.get_mut(key).filter(|c| c.closing.is_none()) else { return false };
         if conn.inbuf.is_empty() {
@@ -299,9 +300,10 @@ impl Server {
     /// `max_output` plus one response, however many requests one wake-up serves.
     pub(super) fn within_output_limit(&mut self, key: usize) -> bool {
         let Some(conn) = self.conns.get(key) else { return false };
-        if conn.pending_output() > self.config.max_output {
-            self.flush(key);
+        if conn.pending_output() <= self.config.max_output {
+            return conn.closing.is_none();
         }
+        self.flush(key);
         self.conns.get(key).is_some_and(|c| c.closing.is_none())
     }
 

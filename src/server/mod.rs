@@ -16,6 +16,7 @@
 //! the connection fuzz target.
 
 mod admin;
+mod clock;
 mod config;
 mod conn;
 mod connections;
@@ -40,7 +41,6 @@ mod timers;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
 use mio::{Poll, Token, Waker};
 
@@ -149,7 +149,7 @@ pub struct Server {
     /// Where JSON request lines are parsed (each is served before the next is read).
     line_scratch: session::Scratch,
     config: Config,
-    start: Instant,
+    start: clock::Clock,
     next_serial: u64,
     state: Option<StateFile>,
     stats: ServerStats,
@@ -245,7 +245,7 @@ impl Server {
             idle: Wheel::new(),
             scratch: vec![0; 64 * 1024],
             line_scratch: session::Scratch::default(),
-            start: Instant::now(),
+            start: clock::Clock::start(),
             next_serial: 1,
             state,
             stats: ServerStats::default(),
@@ -290,6 +290,6 @@ impl Server {
     }
 
     fn now(&self) -> Tick {
-        self.start.elapsed().as_millis() as Tick
+        self.start.ticks()
     }
 }

@@ -187,6 +187,7 @@ impl Session {
 
     /// The step for the complete frame or line at the front of `input`, or `None` when the
     /// input holds none yet. JSON requests borrow their names from `scratch`.
+    #[inline]
     pub fn next<'a>(
         &mut self,
         input: &'a [u8],
@@ -228,6 +229,7 @@ impl Session {
         }
     }
 
+    #[inline]
     fn next_frame<'a>(&mut self, input: &'a [u8], now: Tick, config: &Config) -> Option<Next<'a>> {
         let max_frame = match self.phase {
             Phase::AwaitHello => HELLO_FRAME_LEN,
