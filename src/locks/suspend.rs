@@ -125,6 +125,7 @@ impl LockTable {
         let label = std::mem::replace(&mut state.label, marked);
         resumable.detached = Some(Detached { timer, until, label, outbox: Vec::new() });
         self.detached += 1;
+        self.grace_ends.insert((until, session));
     }
 
     /// SESSION_RESUME by the fresh session `from` (a new connection) of `session`. On success
@@ -173,6 +174,7 @@ impl LockTable {
             Some(detached) => {
                 self.timers.cancel(detached.timer);
                 self.detached -= 1;
+                self.grace_ends.remove(&(detached.until, session));
                 detached.outbox
             }
             None => {
@@ -214,6 +216,7 @@ impl LockTable {
         let detached = state.resumable.as_deref_mut()?.detached.take()?;
         state.label = detached.label.clone();
         self.detached -= 1;
+        self.grace_ends.remove(&(detached.until, session));
         Some(detached)
     }
 
@@ -252,10 +255,20 @@ impl LockTable {
                 Some((at, Timer::Grace { session: of })) if at == detached.until && *of == session => {}
                 other => return Err(format!("{session:?} is detached with grace timer {other:?}")),
             }
+            if !self.grace_ends.contains(&(detached.until, session)) {
+                return Err(format!(
+                    "{session:?} is detached until {} but not in the grace ends",
+                    detached.until
+                ));
+            }
             count += 1;
         }
-        if count != self.detached {
-            return Err(format!("detached gauge {} for {count} detached sessions", self.detached));
+        if count != self.detached || self.grace_ends.len() != count {
+            return Err(format!(
+                "detached gauge {} and {} grace ends for {count} detached sessions",
+                self.detached,
+                self.grace_ends.len()
+            ));
         }
         Ok(count)
     }
@@ -271,17 +284,10 @@ impl LockTable {
     }
 
     /// Milliseconds of grace left at `now` to the detached session whose grace ends first;
-    /// `None` when none is detached. One pass over the sessions, no allocation, and none at
-    /// all while nothing is detached (STATS and /metrics ask).
+    /// `None` when none is detached. O(1): the first of the ordered grace ends (STATS and
+    /// /metrics ask; STATS may be asked for on every request).
     pub fn soonest_grace_left(&self, now: Tick) -> Option<u64> {
-        if self.detached == 0 {
-            return None;
-        }
-        let ends = self
-            .sessions
-            .values()
-            .filter_map(|state| Some(state.resumable.as_deref()?.detached.as_ref()?.until));
-        ends.min().map(|until| until.saturating_sub(now))
+        self.grace_ends.first().map(|&(until, _)| until.saturating_sub(now))
     }
 
     /// The detached sessions, soonest grace end first, at most `max`: O(sessions) to find
@@ -309,25 +315,19 @@ impl LockTable {
 
     /// SESSIONS (PROTOCOL.md §3.25): the detached sessions, soonest grace end first, at most
     /// `max` (0: the listing default, which is also the ceiling) and as many as fit a frame of
-    /// `max_frame`; `truncated` when any was left out. O(d log d) for d detached sessions (a
-    /// sort of their grace ends), an entry built only for what is sent, and nothing but a
-    /// counter test while none is detached.
+    /// `max_frame`; `truncated` when any was left out. A walk of the first entries of the
+    /// ordered grace ends (no pass over the sessions, no sort), an entry built only for what is
+    /// sent.
     pub fn sessions_within(&self, now: Tick, max: u32, max_frame: u32) -> Response {
         if self.detached == 0 {
             return Response::Sessions { sessions: Vec::new(), truncated: false };
         }
-        let mut ends: Vec<(Tick, SessionId)> = self
-            .sessions
-            .iter()
-            .filter_map(|(&id, state)| Some((state.resumable.as_deref()?.detached.as_ref()?.until, id)))
-            .collect();
-        ends.sort_unstable();
         let cap = self.list_cap(max);
         // The frame header, `truncated` and the count come first (§4.32).
         let mut room = (max_frame as usize).saturating_sub(MIN_FRAME_LEN as usize + 1 + LIST_COUNT_SIZE);
         let wire = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         let mut sessions = Vec::new();
-        for &(until, id) in &ends {
+        for &(until, id) in &self.grace_ends {
             let Some(state) = self.sessions.get(&id) else { continue };
             let Some(detached) = state.resumable.as_deref().and_then(|r| r.detached.as_ref()) else {
                 continue;
@@ -346,7 +346,7 @@ impl LockTable {
                 kept: wire(detached.outbox.len()),
             });
         }
-        let truncated = sessions.len() < ends.len();
+        let truncated = sessions.len() < self.grace_ends.len();
         Response::Sessions { sessions, truncated }
     }
 }
