@@ -150,6 +150,10 @@ pub struct Server {
     line_scratch: session::Scratch,
     config: Config,
     start: clock::Clock,
+    /// The open descriptor count STATS, `/metrics` and the stats line show, and when it was
+    /// read: counting /proc/self/fd is O(descriptors) (about 5-15 ms at 10,000 connections),
+    /// so it is read at most once a second (`snapshot::OPEN_FDS_MAX_AGE_MS`).
+    open_fds: std::cell::Cell<Option<(Tick, Option<u64>)>>,
     next_serial: u64,
     state: Option<StateFile>,
     stats: ServerStats,
@@ -246,6 +250,7 @@ impl Server {
             scratch: vec![0; 64 * 1024],
             line_scratch: session::Scratch::default(),
             start: clock::Clock::start(),
+            open_fds: std::cell::Cell::new(None),
             next_serial: 1,
             state,
             stats: ServerStats::default(),

@@ -156,6 +156,9 @@ pub(super) struct ScrapeCounts {
     pub dropped: [(&'static str, u64); 6],
 }
 
+/// How old the open descriptor count that STATS and `/metrics` report may be.
+pub(super) const OPEN_FDS_MAX_AGE_MS: Tick = 1000;
+
 impl Server {
     /// The numbers STATS and the `--stats` line report.
     pub(super) fn snapshot(&self, now: Tick) -> Snapshot {
@@ -169,7 +172,7 @@ impl Server {
             acquire_rate_per_sec: self.acquire_rate.per_sec(now, table.acquired),
             table,
             process: ProcessFigures {
-                open_fds: crate::procfs::open_fds(),
+                open_fds: self.open_fds(now),
                 rss: crate::procfs::process_rss(pid),
                 ..ProcessFigures::default()
             },
@@ -179,8 +182,21 @@ impl Server {
         }
     }
 
-    /// The table's session counters and the soonest grace end: a pass over the sessions only
-    /// while some are detached (STATS and scrapes, never a lock request).
+    /// The number of open descriptors, read from /proc at most once per
+    /// `OPEN_FDS_MAX_AGE_MS`: the read is O(descriptors), and STATS may be asked for by every
+    /// connection in every turn.
+    fn open_fds(&self, now: Tick) -> Option<u64> {
+        if let Some((at, fds)) = self.open_fds.get() {
+            if now.saturating_sub(at) < OPEN_FDS_MAX_AGE_MS {
+                return fds;
+            }
+        }
+        let fds = crate::procfs::open_fds();
+        self.open_fds.set(Some((now, fds)));
+        fds
+    }
+
+    /// The table's session counters and the soonest grace end, O(1).
     fn session_figures(&self, now: Tick) -> super::metrics::SessionFigures {
         let stats = self.table.session_stats();
         let grace_left_min_ms = self.table.soonest_grace_left(now).unwrap_or(0);

@@ -88,6 +88,25 @@ mod tests {
         Server::bind(config).unwrap()
     }
 
+    /// Counting /proc/self/fd is O(descriptors): STATS reads it at most once a second, so a
+    /// flood of STATS at 10,000 connections does not list 10,000 entries per request.
+    #[test]
+    fn the_open_descriptor_count_is_read_at_most_once_a_second() {
+        let server = server();
+        let fds = |server: &Server, now| {
+            server.stats_entries(now).into_iter().find(|(k, _)| k == "open_fds").map(|(_, v)| v)
+        };
+        let before = fds(&server, 10).expect("open_fds is readable on Linux");
+        // Many, so that other tests closing their sockets meanwhile cannot hide them.
+        let extra: Vec<std::fs::File> =
+            (0..2000).map(|_| std::fs::File::open("/dev/null").unwrap()).collect();
+        let max_age = crate::server::snapshot::OPEN_FDS_MAX_AGE_MS;
+        assert_eq!(fds(&server, 10 + max_age - 1), Some(before), "the count of the last second is reused");
+        let after = fds(&server, 10 + max_age).expect("read again");
+        assert!(after >= before + 1000, "a second later it is read again: {before} -> {after}");
+        drop(extra);
+    }
+
     #[test]
     fn close_reasons_have_distinct_snake_case_names_and_slots() {
         let mut names: Vec<&str> = CloseReason::ALL.iter().map(|r| r.as_str()).collect();
