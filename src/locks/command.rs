@@ -124,6 +124,13 @@ impl LockTable {
             Command::Resume { session, request_id, from, secret } => {
                 self.resume(*session, *request_id, *from, secret, out)
             }
+            // The server applies it every turn: while nothing is pending and no timer is set
+            // (every plain lock and unlock), it only refills the inline release budget and
+            // moves the wheel's time, as the steps below would, in a few tests (issue 12).
+            Command::Expire if self.nothing_pending() => {
+                self.inline_budget = self.release_batch;
+                self.timers.advance_empty(now);
+            }
             Command::Expire => {
                 self.release_step(now, out);
                 self.revoke_step(now, out);
@@ -135,6 +142,16 @@ impl LockTable {
         if self.detached != 0 {
             self.divert_detached(out);
         }
+    }
+
+    /// No release, revoke or grant run is pending and no timer is set: `Command::Expire` has
+    /// nothing to do but refill the inline budget.
+    #[inline]
+    fn nothing_pending(&self) -> bool {
+        self.timers.is_empty()
+            && self.releasing.is_empty()
+            && self.revoking.is_empty()
+            && self.granting.is_empty()
     }
 
     /// The id the next `Attach` should carry: one above every id the table has seen. A query,
