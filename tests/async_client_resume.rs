@@ -433,8 +433,7 @@ fn a_resent_wait_survives_a_second_reset() {
         let waiting =
             tokio::spawn(async move { c.lock("ablip/twice", LockOptions::with_timeout(WAIT)).await });
         // Let the LOCK reach the frozen proxy, then drop it there with the link.
-        tokio::task::yield_now().await;
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        wait_until("the LOCK reaches the frozen proxy", || proxy.held_bytes() > 0).await;
         assert_eq!(queue_of(&observer, "ablip/twice").len(), 1, "the frozen proxy held the LOCK back");
         proxy.reset_all();
         proxy.thaw();

@@ -336,7 +336,7 @@ fn a_resent_wait_survives_a_second_reset() {
     proxy.freeze();
     let c = Arc::clone(&client);
     let waiting = thread::spawn(move || c.lock("blip/twice", LockOptions::with_timeout(WAIT)));
-    thread::sleep(Duration::from_millis(20));
+    proxy.wait_held(1);
     assert_eq!(queue_of(&observer, "blip/twice").len(), 1, "the frozen proxy held the LOCK back");
     proxy.reset_all();
     proxy.thaw();

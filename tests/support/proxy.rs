@@ -35,6 +35,8 @@ struct Link {
     /// Pumps of this link that have stopped forwarding for a freeze.
     parked: AtomicUsize,
     pumps: Mutex<Vec<thread::JoinHandle<()>>>,
+    /// The client's side, to count what a freeze holds back (`held_bytes`).
+    down: TcpStream,
 }
 
 /// A blocking client behind `proxy` with a session of `grace`, which the server opened.
@@ -130,6 +132,22 @@ impl Proxy {
         }
     }
 
+    /// Bytes the clients have sent that a freeze holds back, unread in the proxy's sockets:
+    /// a test waits on it to know a request reached the frozen proxy.
+    pub fn held_bytes(&self) -> usize {
+        let links = self.shared.links.lock().unwrap();
+        links.iter().filter(|l| l.state.load(Ordering::SeqCst) == OPEN).map(|l| unread(&l.down)).sum()
+    }
+
+    /// Waits until a freeze holds back at least `bytes` from the clients, failing after 10 s.
+    pub fn wait_held(&self, bytes: usize) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while self.held_bytes() < bytes {
+            assert!(std::time::Instant::now() < deadline, "nothing reached the frozen proxy");
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     /// Forwards again whatever was held back while frozen.
     pub fn thaw(&self) {
         self.shared.frozen.store(false, Ordering::SeqCst);
@@ -197,6 +215,7 @@ fn accept_loop(listener: TcpListener, upstream: SocketAddr, shared: &Arc<Shared>
             state: AtomicU8::new(OPEN),
             parked: AtomicUsize::new(0),
             pumps: Mutex::new(Vec::new()),
+            down: clone(&down),
         });
         // Listed before its pumps start, under the list's lock: a reset that follows any byte
         // forwarded on this link finds it, with its pumps to wait for.
@@ -208,6 +227,18 @@ fn accept_loop(listener: TcpListener, upstream: SocketAddr, shared: &Arc<Shared>
         ];
         *link.pumps.lock().unwrap() = pumps;
         links.push(link);
+    }
+}
+
+/// The bytes waiting to be read on `s` (FIONREAD); 0 if it cannot say.
+fn unread(s: &TcpStream) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD on an open socket writes one c_int, which `n` is.
+    let rc = unsafe { libc::ioctl(s.as_raw_fd(), libc::FIONREAD, &mut n) };
+    if rc == 0 {
+        usize::try_from(n).unwrap_or(0)
+    } else {
+        0
     }
 }
 
