@@ -458,6 +458,7 @@ fn session_examples() -> Vec<(&'static str, &'static str, Expected)> {
         ("request", "session_open_skip", Req(31, Request::SessionOpen(open_skip))),
         ("request", "lock_ext_skip", Req(4, Request::LockExt(lock_skip))),
         ("response", "error_skipped", Resp(4, Response::error(ErrorCode::Skipped, "skipped while detached"))),
+        ("response", "error_not_leader", Resp(0, Response::error(ErrorCode::NotLeader, "127.0.0.1:7001"))),
         ("request", "session_resume", Req(2, Request::SessionResume(resume))),
         ("request", "sessions", Req(34, Request::Sessions(0))),
         ("response", "sessions_list", Resp(34, sessions_list())),
@@ -1672,7 +1673,7 @@ fn response_text_must_be_utf8() {
 
 #[test]
 fn unknown_error_codes_decode_as_unknown() {
-    for code in [0u16, 23, 0x1234, 0xFFFE, 0xFFFF] {
+    for code in [0u16, 24, 0x1234, 0xFFFE, 0xFFFF] {
         let mut payload = code.to_be_bytes().to_vec();
         payload.extend_from_slice(b"later");
         let (_, resp) = decode_response(&raw_frame(op::ERROR, 4, &payload)).expect("valid");
@@ -1705,6 +1706,8 @@ fn error_codes_match_the_table() {
         (19, ErrorCode::BadSession, "bad_session", false),
         (20, ErrorCode::SessionState, "session_state", false),
         (21, ErrorCode::TakenOver, "taken_over", true),
+        (22, ErrorCode::Skipped, "skipped", false),
+        (23, ErrorCode::NotLeader, "not_leader", true),
     ];
     for (number, code, name, fatal) in table {
         assert_eq!(ErrorCode::from_u16(number), code);

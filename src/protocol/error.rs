@@ -63,6 +63,10 @@ pub enum ErrorCode {
     /// A wait of a detached session whose turn came was skipped, not granted, as its LOCK_EXT
     /// flags bit 1 or its SESSION_OPEN flags bit 0 asked; replayed on resume (§6.14).
     Skipped = 22,
+    /// Cluster mode: this server is not the cluster's leader. The message is the leader's
+    /// client address (`host:port`), or empty when no leader is known yet: the client
+    /// connects there, or to another server of its list (docs/CLUSTER.md). Fatal.
+    NotLeader = 23,
     /// A code this version does not know (decoding only; never sent).
     Unknown = 0xFFFF,
 }
@@ -79,6 +83,7 @@ impl ErrorCode {
                 | ErrorCode::AuthFailed
                 | ErrorCode::Kicked
                 | ErrorCode::TakenOver
+                | ErrorCode::NotLeader
         )
     }
 
@@ -106,6 +111,7 @@ impl ErrorCode {
             20 => ErrorCode::SessionState,
             21 => ErrorCode::TakenOver,
             22 => ErrorCode::Skipped,
+            23 => ErrorCode::NotLeader,
             _ => ErrorCode::Unknown,
         }
     }
@@ -135,6 +141,7 @@ impl ErrorCode {
             ErrorCode::SessionState => "session_state",
             ErrorCode::TakenOver => "taken_over",
             ErrorCode::Skipped => "skipped",
+            ErrorCode::NotLeader => "not_leader",
             ErrorCode::Unknown => "unknown",
         }
     }
