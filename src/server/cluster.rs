@@ -369,23 +369,31 @@ impl Driver {
 
     /// As a new leader: once the predecessor's entries are applied, the sessions it served
     /// (attached in the table, not served here: `served`) are suspended, a batch per turn.
+    /// A session already resumed here, or whose SESSION_RESUME is in flight, is skipped when
+    /// its turn comes: a Suspend behind its Resume in the log would detach a connected client.
     pub fn suspend_orphans(&mut self, now: Tick, served: impl Fn(SessionId) -> bool) {
         if let Some(at) = self.takeover_at {
             if self.node.applied_index() < at {
                 return;
             }
             self.takeover_at = None;
-            self.orphans =
-                self.node.table().attached_sessions().into_iter().filter(|&s| !served(s)).collect();
+            self.orphans = self.node.table().attached_sessions();
             // Suspended in id order, popped from the end.
             self.orphans.reverse();
             if !self.orphans.is_empty() {
                 info!("cluster: suspending the previous leader's sessions count={}", self.orphans.len());
             }
         }
+        if self.orphans.is_empty() {
+            return;
+        }
+        let resuming: std::collections::HashSet<SessionId> =
+            self.resumes.values().map(|r| r.target).collect();
         for _ in 0..SUSPEND_BATCH {
             let Some(session) = self.orphans.pop() else { break };
-            self.propose(now, Command::Suspend { session });
+            if !served(session) && !resuming.contains(&session) {
+                self.propose(now, Command::Suspend { session });
+            }
         }
     }
 
