@@ -236,9 +236,13 @@ def throughput(args):
             for label, flags in LOADS:
                 rows[(label, "single")].append(bench(args.bin, single.addr, single.proc.pid, flags, args.duration))
                 for attempt in range(3):
-                    row = bench(args.bin, cluster.client[leader], cluster.procs[leader].pid, flags, args.duration)
+                    try:
+                        row = bench(args.bin, cluster.client[leader], cluster.procs[leader].pid, flags, args.duration)
+                    except subprocess.CalledProcessError as e:
+                        row = None
+                        print(f"officer bench failed on the leader: {e.stderr.strip()}", flush=True)
                     now = cluster.leader()
-                    if now == leader:
+                    if now == leader and row:
                         rows[(label, "cluster")].append(row)
                         break
                     print(f"the lead moved from node {leader} to node {now} during {label}: run again", flush=True)
