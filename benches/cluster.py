@@ -149,7 +149,8 @@ class Cluster:
 
     def argv(self, i):
         peers = [a for j in self.ids for a in ("--peer", f"{j}={self.peer[j]}/{self.client[j]}")]
-        return [self.bin, "run", "--listen", self.client[i], "--cluster", "--cluster-id", "1",
+        host, port = self.client[i].rsplit(":", 1)
+        return [self.bin, "run", "-h", host, "-p", port, "--cluster", "--cluster-id", "1",
                 "--node-id", str(i), *peers, "--data-dir", os.path.join(self.dir, f"n{i}"),
                 "--tick-ms", str(self.tick_ms), "-m", "0"]
 
