@@ -279,7 +279,7 @@ def report_throughput(rows, etcd_rows, runs):
         c, c_all = median_row(rows[(label, "cluster")])
         loads = [r["load"] for r in rows[(label, "single")] + rows[(label, "cluster")]]
         bad = sum(r["unexpected"] for r in rows[(label, "single")] + rows[(label, "cluster")])
-        etcd_col = f" {c['cycles_per_sec'] / best_etcd:.0f}x |" if best_etcd else ""
+        etcd_col = f" {c['cycles_per_sec'] / best_etcd:.1f}x |" if best_etcd else ""
         print(f"| {label} | {s['cycles_per_sec']:,.0f} | {c['cycles_per_sec']:,.0f} "
               f"| {c['cycles_per_sec'] / s['cycles_per_sec']:.2f} "
               f"| {s['latency_us']['p50']}/{s['latency_us']['p99']} | {c['latency_us']['p50']}/{c['latency_us']['p99']} "
