@@ -224,6 +224,25 @@ def bench(binary, addr, pid, flags, duration):
     return row
 
 
+def stats(binary, addr):
+    """The node's STATS as a dict of ints (`officer stats`), for the cluster_* counters."""
+    host, port = addr.rsplit(":", 1)
+    out = subprocess.run([binary, "stats", "-h", host, "-p", port], check=True, capture_output=True, text=True).stdout
+    return {k: int(v) for k, v in (line.split() for line in out.splitlines()[1:] if len(line.split()) == 2)
+            if v.isdigit()}
+
+
+def bench_leader(binary, addr, pid, flags, duration):
+    """`bench` against the leader, with its fsyncs per second and entries per fsync over the run."""
+    before, t0 = stats(binary, addr), time.monotonic()
+    row = bench(binary, addr, pid, flags, duration)
+    after, t1 = stats(binary, addr), time.monotonic()
+    fsyncs = after["cluster_fsyncs"] - before["cluster_fsyncs"]
+    row["fsyncs_per_sec"] = fsyncs / (t1 - t0)
+    row["entries_per_fsync"] = (after["cluster_entries_persisted"] - before["cluster_entries_persisted"]) / max(fsyncs, 1)
+    return row
+
+
 def throughput(args):
     cluster = Cluster(args.bin, args.data_root, args.tick)
     single = Single(args.bin, args.data_root)
@@ -238,7 +257,8 @@ def throughput(args):
                 rows[(label, "single")].append(bench(args.bin, single.addr, single.proc.pid, flags, args.duration))
                 for attempt in range(3):
                     try:
-                        row = bench(args.bin, cluster.client[leader], cluster.procs[leader].pid, flags, args.duration)
+                        row = bench_leader(args.bin, cluster.client[leader], cluster.procs[leader].pid, flags,
+                                           args.duration)
                     except subprocess.CalledProcessError as e:
                         row = None
                         print(f"officer bench failed on the leader: {e.stderr.strip()}", flush=True)
@@ -271,9 +291,11 @@ def median_row(runs):
 def report_throughput(rows, etcd_rows, runs):
     best_etcd = max((r["cycles_per_sec"] for r in etcd_rows), default=None)
     print(f"\nofficer bench, median of {runs} runs (cycles/s; latency p50/p99 in us; server CPU us/cycle; load)")
+    print("(leader fsyncs/s and entries/fsync: the leader's STATS cluster_fsyncs and cluster_entries_persisted"
+          " over the bench, warm-up included)")
     print(f"| load | single cycles/s | cluster cycles/s | cluster/single | single p50/p99 | cluster p50/p99 "
-          f"| single CPU | leader CPU |{' cluster/best etcd |' if best_etcd else ''} load |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if best_etcd else "") + "---:|")
+          f"| single CPU | leader CPU | leader fsyncs/s | entries/fsync |{' cluster/best etcd |' if best_etcd else ''} load |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if best_etcd else "") + "---:|")
     for label, _ in LOADS:
         s, s_all = median_row(rows[(label, "single")])
         c, c_all = median_row(rows[(label, "cluster")])
@@ -284,7 +306,7 @@ def report_throughput(rows, etcd_rows, runs):
               f"| {c['cycles_per_sec'] / s['cycles_per_sec']:.2f} "
               f"| {s['latency_us']['p50']}/{s['latency_us']['p99']} | {c['latency_us']['p50']}/{c['latency_us']['p99']} "
               f"| {s.get('server_cpu_us_per_cycle', float('nan')):.2f} | {c.get('server_cpu_us_per_cycle', float('nan')):.2f} "
-              f"|{etcd_col} {min(loads):.1f}-{max(loads):.1f} |"
+              f"| {c['fsyncs_per_sec']:.0f} | {c['entries_per_fsync']:.0f} |{etcd_col} {min(loads):.1f}-{max(loads):.1f} |"
               + (f"  runs single {s_all} cluster {c_all}" if runs > 1 else "")
               + (f"  UNEXPECTED {bad}" if bad else ""), flush=True)
     if etcd_rows:
