@@ -158,6 +158,6 @@ impl AsyncClientBuilder {
     /// # Ok(()) }
     /// ```
     pub async fn connect(self) -> Result<AsyncClient> {
-        AsyncClient::from_config(self.inner.into_config()).await
+        AsyncClient::from_config(self.inner.into_config()?).await
     }
 }
