@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use officer::client::{Client, LockOptions};
 use officer::protocol::{ErrorCode, Response};
+use support::ops::officer;
 use support::proxy::Proxy;
 use support::server::TestServer;
 use support::WAIT;
@@ -336,6 +337,38 @@ fn without_a_session_a_dead_leader_is_reported_and_reconnect_finds_the_next() {
     client.reconnect().expect("reconnect to the next member");
     client.ping().expect("ping the new member");
     assert_eq!(new.connections(), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The command line
+
+#[test]
+fn the_cli_with_cluster_reaches_the_leader_through_a_follower() {
+    let leader = server();
+    let follower = Follower::start(&leader.addr().to_string());
+    let members = format!("{},{}", dead_member(), follower.addr());
+    let out = officer(&["lock", "--cluster", "-h", &members, "cli/held", "--", "true"]);
+    assert_eq!(out.code(), Some(0), "{}", out.both());
+    let out = officer(&["lock", "--cluster", "-h", &members, "--session-grace", "10s", "cli/held", "--", "true"]);
+    assert_eq!(out.code(), Some(0), "{}", out.both());
+    assert_eq!(follower.accepted(), 2);
+    // The list as shards: the follower is one of them, and its refusal is an error.
+    let out = officer(&["ping", "-h", &follower.addr()]);
+    assert_ne!(out.code(), Some(0), "{}", out.both());
+    assert!(out.stderr.contains("not_leader"), "{}", out.both());
+}
+
+#[test]
+fn officer_cluster_in_the_environment_means_the_same_as_the_flag() {
+    let leader = server();
+    let follower = Follower::start(&leader.addr().to_string());
+    let out = support::ops::officer_command()
+        .args(["ping", "-h", &format!("{},{}", follower.addr(), dead_member())])
+        .env("OFFICER_CLUSTER", "1")
+        .output()
+        .expect("run officer ping");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(follower.accepted(), 1);
 }
 
 // ---------------------------------------------------------------------------------------------

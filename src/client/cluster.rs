@@ -214,7 +214,8 @@ mod tests {
         assert_eq!(r.next(), t(1));
         // The second round's pause is longer than the first's.
         r.failed(&t(1), &refused());
-        r.failed(&r.next(), &refused());
+        let second = r.next();
+        r.failed(&second, &refused());
         let target = r.next();
         assert!(r.failed(&target, &refused()).unwrap() > backoff(0));
     }
