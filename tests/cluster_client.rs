@@ -349,7 +349,8 @@ fn the_cli_with_cluster_reaches_the_leader_through_a_follower() {
     let members = format!("{},{}", dead_member(), follower.addr());
     let out = officer(&["lock", "--cluster", "-h", &members, "cli/held", "--", "true"]);
     assert_eq!(out.code(), Some(0), "{}", out.both());
-    let out = officer(&["lock", "--cluster", "-h", &members, "--session-grace", "10s", "cli/held", "--", "true"]);
+    let out =
+        officer(&["lock", "--cluster", "-h", &members, "--session-grace", "10s", "cli/held", "--", "true"]);
     assert_eq!(out.code(), Some(0), "{}", out.both());
     assert_eq!(follower.accepted(), 2);
     // The list as shards: the follower is one of them, and its refusal is an error.

@@ -401,7 +401,8 @@ impl ConnectArgs {
     /// ```
     pub fn is_cluster_from(&self, env: impl Fn(&str) -> Option<String>) -> bool {
         self.cluster
-            || env("OFFICER_CLUSTER").is_some_and(|v| matches!(v.trim(), "1" | "true" | "yes" | "TRUE" | "YES"))
+            || env("OFFICER_CLUSTER")
+                .is_some_and(|v| matches!(v.trim(), "1" | "true" | "yes" | "TRUE" | "YES"))
     }
 
     /// The cluster's members, `host:port` each, when the host list names one cluster

@@ -376,10 +376,10 @@ mod tests {
     fn a_cluster_takes_its_members_and_host_leaves_it() {
         let b = ClientBuilder::new().cluster(["a:1", "b"]);
         let members = b.config.cluster.as_ref().unwrap().list().to_vec();
-        assert_eq!(members, [Target::Tcp { host: "a".into(), port: 1 }, Target::Tcp {
-            host: "b".into(),
-            port: DEFAULT_PORT
-        }]);
+        assert_eq!(
+            members,
+            [Target::Tcp { host: "a".into(), port: 1 }, Target::Tcp { host: "b".into(), port: DEFAULT_PORT }]
+        );
         assert_eq!(b.config.target, members[0]);
         assert!(b.clone().host("c").config.cluster.is_none());
         assert!(b.into_config().is_ok());

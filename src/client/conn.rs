@@ -176,13 +176,17 @@ impl Conn {
     /// the config asks for one), and starts the reader and keep-alive threads.
     pub(crate) fn open(config: &Config) -> Result<Arc<Conn>> {
         match &config.cluster {
-            None => Conn::open_at(config),
-            Some(members) => connect_cluster(config, members, Conn::open_at),
+            None => Conn::open_at(config, config.connect_timeout),
+            // Each attempt gets a share of the connect timeout; the connection keeps it whole.
+            Some(members) => {
+                connect_cluster(config, members, |attempt| Conn::open_at(attempt, config.connect_timeout))
+            }
         }
     }
 
-    /// [`Conn::open`] of `config.target` only.
-    fn open_at(config: &Config) -> Result<Arc<Conn>> {
+    /// [`Conn::open`] of `config.target` only; the connection keeps `connect_timeout` (for
+    /// its resumes and GOODBYE) rather than the attempt's.
+    fn open_at(config: &Config, connect_timeout: Duration) -> Result<Arc<Conn>> {
         let mut stream = Stream::connect(&config.target, config.connect_timeout)?;
         let (hello, mut leftover) = handshake(&mut stream, config)?;
         let session = match config.session_grace {
@@ -209,7 +213,7 @@ impl Conn {
             }),
             changed: Condvar::new(),
             session,
-            config: config.clone(),
+            config: Config { connect_timeout, ..config.clone() },
             resumes: AtomicU64::new(0),
             epoch: Instant::now(),
             last_write_ms: AtomicU64::new(0),

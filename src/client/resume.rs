@@ -119,7 +119,13 @@ impl Conn {
 
     /// One attempt at `target`: connect, handshake, SESSION_RESUME, RESUMED; each step within
     /// `timeout`.
-    fn try_resume(&self, session: &Session, target: &Target, timeout: Duration, link: u64) -> Result<NextLink> {
+    fn try_resume(
+        &self,
+        session: &Session,
+        target: &Target,
+        timeout: Duration,
+        link: u64,
+    ) -> Result<NextLink> {
         let config = self.config.at(target, timeout);
         let mut stream = Stream::connect(&config.target, timeout)?;
         let (hello, mut leftover) = handshake(&mut stream, &config)?;

@@ -208,7 +208,8 @@ async fn open_cluster(config: &Config, members: &Members) -> Result<Arc<AsyncCon
     loop {
         let target = route.next();
         let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
-        let e = match AsyncConn::open_at(&config.at(&target, share.min(left))).await {
+        // Each attempt gets a share of the connect timeout; the connection keeps it whole.
+        let e = match AsyncConn::open_at(&config.at(&target, share.min(left)), config.connect_timeout).await {
             Ok(conn) => {
                 members.set_leader(&target);
                 return Ok(conn);
@@ -234,13 +235,14 @@ impl AsyncConn {
     /// on the current runtime.
     pub(crate) async fn open(config: &Config) -> Result<Arc<AsyncConn>> {
         match &config.cluster {
-            None => Self::open_at(config).await,
+            None => Self::open_at(config, config.connect_timeout).await,
             Some(members) => open_cluster(config, members).await,
         }
     }
 
-    /// [`AsyncConn::open`] of `config.target` only.
-    async fn open_at(config: &Config) -> Result<Arc<AsyncConn>> {
+    /// [`AsyncConn::open`] of `config.target` only; the connection keeps `connect_timeout`
+    /// (for its resumes) rather than the attempt's.
+    async fn open_at(config: &Config, connect_timeout: Duration) -> Result<Arc<AsyncConn>> {
         let (hello, mut link) = stream::connect(config).await?;
         let session = match config.session_grace {
             Some(grace) => {
@@ -249,7 +251,7 @@ impl AsyncConn {
             }
             None => None,
         };
-        Ok(Self::start(config, hello, session, link))
+        Ok(Self::start(&Config { connect_timeout, ..config.clone() }, hello, session, link))
     }
 
     fn start(config: &Config, hello: HelloOk, session: Option<Session>, link: Link) -> Arc<AsyncConn> {

@@ -117,7 +117,9 @@ async fn resume_after(conn: &AsyncConn, reason: String) -> Option<Link> {
             }
         };
         let (target, timeout) = match (&mut route, members) {
-            (Some(route), Some(m)) => (route.next(), timeout.min(m.attempt_timeout(conn.config.connect_timeout))),
+            (Some(route), Some(m)) => {
+                (route.next(), timeout.min(m.attempt_timeout(conn.config.connect_timeout)))
+            }
             _ => (conn.config.target.clone(), timeout),
         };
         match try_resume(conn, &session, &conn.config.at(&target, timeout)).await {
