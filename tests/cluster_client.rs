@@ -108,8 +108,11 @@ fn dead_member() -> String {
 /// the server side closed too, so the server detaches the session).
 struct Deposable {
     addr: SocketAddr,
-    links: Arc<Mutex<Vec<(Arc<Mutex<TcpStream>>, TcpStream)>>>,
+    links: Arc<Mutex<Vec<Link>>>,
 }
+
+/// One proxied connection: the client's socket (written under its lock) and the server's.
+type Link = (Arc<Mutex<TcpStream>>, TcpStream);
 
 impl Deposable {
     fn start(upstream: SocketAddr) -> Deposable {
