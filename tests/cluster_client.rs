@@ -464,3 +464,158 @@ mod async_client {
         assert_eq!(new.connections(), 1);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// A real cluster: three `officer run --cluster` processes
+
+#[cfg(feature = "cluster")]
+mod real_cluster {
+    use super::*;
+    use std::process::{Child, Command, Stdio};
+    use support::process::{read_listening_line, wait_until, OFFICER};
+
+    /// Raft tick of the test clusters: an election in 0.5 to 1 s, fast enough for a test and
+    /// slow enough that a loaded machine does not hold spurious elections.
+    const TICK_MS: &str = "50";
+
+    /// Three members on loopback, each killed (SIGKILL) and reaped on drop.
+    struct Cluster {
+        children: Vec<Option<Child>>,
+        clients: Vec<String>,
+        _dir: tempfile::TempDir,
+    }
+
+    /// A port nothing listens on now (bound, then closed), for a member to listen on.
+    fn free_port() -> u16 {
+        TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    }
+
+    impl Cluster {
+        fn start() -> Cluster {
+            let dir = support::temp_dir();
+            let peers: Vec<u16> = (0..3).map(|_| free_port()).collect();
+            let clients: Vec<u16> = (0..3).map(|_| free_port()).collect();
+            let mut children = Vec::new();
+            for i in 0..3 {
+                let mut command = Command::new(OFFICER);
+                command.args(["run", "-h", "127.0.0.1", "-p", &clients[i].to_string(), "--cluster"]);
+                command.args(["--node-id", &(i + 1).to_string(), "--tick-ms", TICK_MS]);
+                command.args(["--max-session-grace", "60000"]);
+                command.arg("--data-dir").arg(dir.path().join(format!("n{}", i + 1)));
+                for j in 0..3 {
+                    let peer = format!("{}=127.0.0.1:{}/127.0.0.1:{}", j + 1, peers[j], clients[j]);
+                    command.args(["--peer", &peer]);
+                }
+                let mut child =
+                    command.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn a member");
+                read_listening_line(&mut child).expect("a member did not report its address");
+                children.push(Some(child));
+            }
+            let clients = clients.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+            Cluster { children, clients, _dir: dir }
+        }
+
+        /// The index of the member that serves clients now, waiting for an election.
+        fn leader(&self) -> usize {
+            let mut found = None;
+            wait_until("a leader", WAIT, || {
+                found = (0..3).find(|&i| self.children[i].is_some() && self.serves(i));
+                found.is_some()
+            });
+            found.unwrap()
+        }
+
+        /// Whether member `i` answers a plain client (followers refuse with `not_leader`).
+        fn serves(&self, i: usize) -> bool {
+            let (host, port) = self.clients[i].rsplit_once(':').unwrap();
+            let client = Client::builder()
+                .host(host)
+                .port(port.parse().unwrap())
+                .connect_timeout(Duration::from_secs(2));
+            client.connect().is_ok_and(|c| c.ping().is_ok())
+        }
+
+        fn client(&self) -> officer::client::ClientBuilder {
+            Client::builder().cluster(&self.clients).connect_timeout(WAIT)
+        }
+
+        fn kill9(&mut self, i: usize) {
+            if let Some(mut child) = self.children[i].take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+
+    impl Drop for Cluster {
+        fn drop(&mut self) {
+            (0..3).for_each(|i| self.kill9(i));
+        }
+    }
+
+    #[test]
+    fn a_session_keeps_its_lock_when_the_leader_is_killed() {
+        let mut cluster = Cluster::start();
+        let client = cluster.client().session_grace(GRACE).connect().expect("connect to the cluster");
+        assert!(client.session().is_some(), "the cluster opened no session");
+        let guard = client.lock_guard("real/held", LockOptions::new()).expect("lock");
+        let old = cluster.leader();
+        cluster.kill9(old);
+        // Waits for the resume on the new leader, which has the hold.
+        assert!(client.check("real/held", guard.token()).expect("check after the failover"));
+        assert!(client.resumes() >= 1, "no resume");
+        assert!(!guard.is_lost());
+        let new = cluster.leader();
+        assert_ne!(new, old);
+        let later = client.try_lock("real/later").expect("lock on the new leader");
+        assert!(later.token() > guard.token(), "token {} after {}", later.token(), guard.token());
+        // Another client sees the hold on the new leader, and cannot take it.
+        let other = cluster.client().connect().expect("a second client");
+        assert!(other.try_lock("real/held").expect_err("still held").is_timeout());
+        guard.unlock().expect("unlock on the new leader");
+        other.try_lock("real/held").expect("free once unlocked");
+    }
+
+    #[test]
+    fn without_a_session_the_lock_goes_with_the_leader_and_tokens_keep_growing() {
+        let mut cluster = Cluster::start();
+        let client = cluster.client().connect().expect("connect to the cluster");
+        let first = client.try_lock("real/plain").expect("lock").token();
+        let old = cluster.leader();
+        cluster.kill9(old);
+        assert!(client.wait_disconnected(Some(WAIT)), "the loss was not noticed");
+        let err = client.ping().expect_err("the connection is lost");
+        assert!(err.is_connection_lost(), "{err}");
+        assert_eq!(err.released_locks(), ["real/plain"]);
+        client.reconnect().expect("reconnect to the new leader");
+        // The new leader released the plain connection's lock; its token is newer.
+        let again = client.lock("real/plain", LockOptions::with_timeout(WAIT)).expect("lock again").token();
+        assert!(again > first, "token {again} after {first}");
+    }
+
+    #[cfg(feature = "tokio")]
+    #[test]
+    fn an_async_session_keeps_its_lock_when_the_leader_is_killed() {
+        use officer::client::tokio::AsyncClient;
+        let mut cluster = Cluster::start();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let members = cluster.clients.clone();
+        let client = rt.block_on(async {
+            AsyncClient::builder()
+                .cluster(&members)
+                .connect_timeout(WAIT)
+                .session_grace(GRACE)
+                .connect()
+                .await
+        });
+        let client = client.expect("connect to the cluster");
+        let token = rt.block_on(client.try_lock("real/async")).expect("lock").token();
+        let old = cluster.leader();
+        cluster.kill9(old);
+        let held = rt.block_on(client.my_locks()).expect("my locks after the failover").held;
+        assert_eq!(held, ["real/async"]);
+        assert!(client.resumes() >= 1);
+        let later = rt.block_on(client.try_lock("real/async-later")).expect("lock").token();
+        assert!(later > token, "token {later} after {token}");
+    }
+}
