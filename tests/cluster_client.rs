@@ -593,6 +593,27 @@ mod real_cluster {
         assert!(again > first, "token {again} after {first}");
     }
 
+    #[test]
+    fn officer_lock_with_cluster_runs_its_command_under_the_leaders_lock() {
+        let cluster = Cluster::start();
+        let members = cluster.clients.join(",");
+        let out = officer(&[
+            "lock",
+            "--cluster",
+            "-h",
+            &members,
+            "--session-grace",
+            "10s",
+            "real/cli",
+            "--",
+            "true",
+        ]);
+        assert_eq!(out.code(), Some(0), "{}", out.both());
+        // Without --cluster the list is shards, and the followers among them refuse.
+        let out = officer(&["ping", "-h", &members]);
+        assert_ne!(out.code(), Some(0), "{}", out.both());
+    }
+
     #[cfg(feature = "tokio")]
     #[test]
     fn an_async_session_keeps_its_lock_when_the_leader_is_killed() {
