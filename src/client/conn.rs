@@ -666,8 +666,7 @@ impl State {
     }
 }
 
-/// Connects to the leader of the cluster of `members` ([`ClientBuilder::cluster`]
-/// (super::ClientBuilder::cluster)): `attempt` connects to the one member `config` is aimed at,
+/// Connects to the leader of the cluster of `members` (`ClientBuilder::cluster`): `attempt` connects to the one member `config` is aimed at,
 /// and the members are tried as a [`Route`](super::cluster::Route) says, each attempt within
 /// its share of the connect timeout, until one succeeds or the connect timeout has passed.
 /// The member reached is remembered as the leader.
