@@ -412,8 +412,10 @@ impl ConnectArgs {
     /// # use clap::Parser;
     /// # #[derive(Parser)] #[command(disable_help_flag = true)]
     /// # struct Args { #[command(flatten)] connect: officer::cli::ConnectArgs }
-    /// let args = Args::parse_from(["x", "--cluster", "-h", "a,[::1]:9000", "-p", "7"]);
-    /// assert_eq!(args.connect.members_from(|_| None).unwrap()?, ["a:7", "[::1]:9000"]);
+    /// let args = Args::parse_from(["x", "--cluster", "-h", "a,[::1]:9000"]);
+    /// assert_eq!(args.connect.members_from(|_| None).unwrap()?, ["a:11500", "[::1]:9000"]);
+    /// let args = Args::parse_from(["x", "--cluster", "-h", "a", "-p", "7"]);
+    /// assert_eq!(args.connect.members_from(|_| None).unwrap()?, ["a:7"]);
     /// assert!(Args::parse_from(["x", "-h", "a,b"]).connect.members_from(|_| None).is_none());
     /// # Ok::<(), String>(())
     /// ```
