@@ -221,7 +221,8 @@ impl ClientBuilder {
     /// intact. Without one, the lost connection is reported as for one server (its locks are
     /// gone with the old leader), and the next connection goes to the new leader.
     ///
-    /// An empty list, or a member that does not parse, fails at `connect`.
+    /// The leader learnt is shared by the clones of this builder and every client built from
+    /// them. An empty list, or a member that does not parse, fails at `connect`.
     ///
     /// ```
     /// let builder = officer::client::Client::builder()
