@@ -507,3 +507,42 @@ fn top_list(r: &mut Reader<'_>) -> Result<Vec<TopEntry>, DecodeError> {
 fn text(bytes: &[u8]) -> Result<String, DecodeError> {
     std::str::from_utf8(bytes).map(str::to_owned).map_err(|_| DecodeError::TextNotUtf8)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The one-copy frames are the frames the general writer builds field by field, and every
+    /// other response is left to that writer.
+    #[test]
+    fn short_frames_are_byte_for_byte_the_general_ones() {
+        let short = [
+            (Response::Acquired { token: 0x0102_0304_0506_0708 }, Some(0x0102_0304_0506_0708)),
+            (Response::AlreadyAcquired { token: 7 }, Some(7)),
+            (Response::Pong, None),
+            (Response::Downgraded, None),
+            (Response::Kicked, None),
+            (Response::AlreadyWaiting, None),
+            (Response::Cancelled, None),
+            (Response::Released, None),
+            (Response::ReleaseFailed, None),
+            (Response::ResetOk, None),
+            (Response::AuthOk, None),
+        ];
+        for (response, token) in short {
+            let mut expected = Vec::new();
+            let start = begin_frame(&mut expected, response.opcode(), 0xA1B2_C3D4);
+            if let Some(token) = token {
+                put_u64(&mut expected, token);
+            }
+            end_frame(&mut expected, start);
+            let mut out = vec![9];
+            assert!(response.encode_short(0xA1B2_C3D4, &mut out), "{response:?}");
+            assert_eq!(out[1..], expected[..], "{response:?}");
+        }
+        let mut out = Vec::new();
+        assert!(!Response::Revoked { count: 1 }.encode_short(1, &mut out));
+        assert!(!Response::error(ErrorCode::Malformed, "x").encode_short(1, &mut out));
+        assert!(out.is_empty(), "nothing written for the others");
+    }
+}

@@ -367,4 +367,3 @@ impl Server {
         self.conns.reap(self.poll.registry(), &mut self.idle);
     }
 }
-

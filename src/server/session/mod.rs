@@ -222,7 +222,12 @@ impl Session {
                     self.last_active = now;
                     let rid = frame.request_id;
                     debug!("request conn={} request_id={rid} op=0x{:02x}", self.serial, frame.opcode);
-                    return Some(Next { step: Step::Execute { rid, request }, used, request: true, scans: false });
+                    return Some(Next {
+                        step: Step::Execute { rid, request },
+                        used,
+                        request: true,
+                        scans: false,
+                    });
                 }
             }
             Err(_) => {}
