@@ -44,13 +44,12 @@ pub(crate) fn drive<H: Host>(
 ) -> usize {
     let mut pos = 0;
     while *budget > 0 {
-        if pos == data.len() {
-            // Used up: no input holds a step, so neither the output limit nor the session need
-            // be asked (the next request's turn checks the limit before it is served).
-            break;
-        }
         if !host.may_serve(key) {
             return data.len();
+        }
+        if pos == data.len() {
+            // Used up: no input holds a step, so the session need not be asked.
+            break;
         }
         let Some((session, config)) = host.session(key) else { return data.len() };
         let Some(next) = session.next(&data[pos..], now, config, scratch) else { break };
