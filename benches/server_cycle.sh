@@ -6,6 +6,7 @@
 # SERVER_BIN may be an older build (e.g. of 70545c7, before the restructuring) to compare with;
 # CLIENT_BIN defaults to target/release/officer. Deterministic counts, unlike timings on a
 # shared machine (BENCHMARKS.md, "Issue 12: the server middle per request").
+# With CALLGRIND_OUT=FILE the profile is kept there, for `callgrind_annotate FILE`.
 set -eu
 server=$1
 n=${2:-20000}
@@ -27,5 +28,6 @@ callgrind_control -z $vg >/dev/null 2>&1
 callgrind_control -d $vg >/dev/null 2>&1
 sleep 1
 kill -INT $vg; wait $vg || true
+[ -z "${CALLGRIND_OUT:-}" ] || cp "$dir/cg.1" "$CALLGRIND_OUT"
 ir=$(sed -n 's/^summary: *\([0-9]*\).*/\1/p' "$dir/cg.1")
 echo "$ir $n" | awk '{ printf "%.0f user-space instructions per lock/unlock cycle\n", $1 / $2 }'

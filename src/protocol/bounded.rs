@@ -138,6 +138,10 @@ impl Response {
     /// every server limit is (the smallest is 64). Nor is the name of LOST or CONTENDED: it came
     /// in a LOCK_EXT frame, 20 bytes longer than the notice, under the same limit.
     pub fn encode_within(&self, request_id: u32, max_frame: u32, out: &mut Vec<u8>) {
+        // Fixed and tiny: nothing to cut (and this is nearly every answer).
+        if self.encode_short(request_id, out) {
+            return;
+        }
         let start = out.len();
         begin_frame(out, self.opcode(), request_id);
         let end = start + LENGTH_PREFIX_LEN + max_frame as usize;

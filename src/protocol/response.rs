@@ -2,6 +2,7 @@
 //! them rarely with strings (listings, queues) and the client keeps them.
 
 use super::detail::{connection_detail, lock_detail, put_connection_detail, put_lock_detail};
+use super::frame::{FRAME_HEADER_LEN, LENGTH_PREFIX_LEN, MIN_FRAME_LEN};
 use super::wire::{begin_frame, end_frame, put_str16, put_str_list, put_u16, put_u32, put_u64, Reader};
 use super::{
     op, ConnectionDetail, DecodeError, DetachedSession, ErrorCode, Frame, LockDetail, LostReason, Resumed,
@@ -219,6 +220,9 @@ impl Response {
 
     /// Appends this response as one frame to `out`.
     pub fn encode(&self, request_id: u32, out: &mut Vec<u8>) {
+        if self.encode_short(request_id, out) {
+            return;
+        }
         let start = begin_frame(out, self.opcode(), request_id);
         match self {
             Response::HelloOk(h) => {
@@ -319,6 +323,35 @@ impl Response {
             | Response::AuthOk => {}
         }
         end_frame(out, start);
+    }
+
+    /// Appends the frame of a response whose payload is empty or one token (ACQUIRED, RELEASED,
+    /// PONG: most of what the server sends) in one copy of its finished bytes, instead of a
+    /// header, a payload and a back-patched length. False, writing nothing, for the others.
+    #[inline]
+    pub(crate) fn encode_short(&self, request_id: u32, out: &mut Vec<u8>) -> bool {
+        let token = match self {
+            Response::Acquired { token } | Response::AlreadyAcquired { token } => Some(*token),
+            Response::Pong
+            | Response::Downgraded
+            | Response::Kicked
+            | Response::AlreadyWaiting
+            | Response::Cancelled
+            | Response::Released
+            | Response::ReleaseFailed
+            | Response::ResetOk
+            | Response::AuthOk => None,
+            _ => return false,
+        };
+        // Length prefix, opcode, request id, then the token if there is one (§2.1).
+        let mut frame = [0u8; FRAME_HEADER_LEN + 8];
+        let len = if token.is_some() { MIN_FRAME_LEN + 8 } else { MIN_FRAME_LEN };
+        frame[..4].copy_from_slice(&len.to_be_bytes());
+        frame[4] = self.opcode();
+        frame[5..9].copy_from_slice(&request_id.to_be_bytes());
+        frame[9..].copy_from_slice(&token.unwrap_or(0).to_be_bytes());
+        out.extend_from_slice(&frame[..LENGTH_PREFIX_LEN + len as usize]);
+        true
     }
 
     /// Decodes the payload of one response frame. HELLO_OK flag bits other than bit 0 are
@@ -473,4 +506,43 @@ fn top_list(r: &mut Reader<'_>) -> Result<Vec<TopEntry>, DecodeError> {
 
 fn text(bytes: &[u8]) -> Result<String, DecodeError> {
     std::str::from_utf8(bytes).map(str::to_owned).map_err(|_| DecodeError::TextNotUtf8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The one-copy frames are the frames the general writer builds field by field, and every
+    /// other response is left to that writer.
+    #[test]
+    fn short_frames_are_byte_for_byte_the_general_ones() {
+        let short = [
+            (Response::Acquired { token: 0x0102_0304_0506_0708 }, Some(0x0102_0304_0506_0708)),
+            (Response::AlreadyAcquired { token: 7 }, Some(7)),
+            (Response::Pong, None),
+            (Response::Downgraded, None),
+            (Response::Kicked, None),
+            (Response::AlreadyWaiting, None),
+            (Response::Cancelled, None),
+            (Response::Released, None),
+            (Response::ReleaseFailed, None),
+            (Response::ResetOk, None),
+            (Response::AuthOk, None),
+        ];
+        for (response, token) in short {
+            let mut expected = Vec::new();
+            let start = begin_frame(&mut expected, response.opcode(), 0xA1B2_C3D4);
+            if let Some(token) = token {
+                put_u64(&mut expected, token);
+            }
+            end_frame(&mut expected, start);
+            let mut out = vec![9];
+            assert!(response.encode_short(0xA1B2_C3D4, &mut out), "{response:?}");
+            assert_eq!(out[1..], expected[..], "{response:?}");
+        }
+        let mut out = Vec::new();
+        assert!(!Response::Revoked { count: 1 }.encode_short(1, &mut out));
+        assert!(!Response::error(ErrorCode::Malformed, "x").encode_short(1, &mut out));
+        assert!(out.is_empty(), "nothing written for the others");
+    }
 }

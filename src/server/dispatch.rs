@@ -237,6 +237,8 @@ pub(crate) enum Ran {
 /// Turns one request into a lock-table call. Listings are built within one frame (JSON
 /// replies get the same bound on their work), so each costs what it returns plus one pass
 /// over its candidates.
+// Inlined into `execute`: the request is matched where it was built, not copied into a call.
+#[inline]
 pub(crate) fn run<M: StateMachine>(
     table: &mut M,
     now: Tick,

@@ -244,21 +244,27 @@ impl Server {
         let Some(conn) = self.conns.get_mut(key) else { return };
         conn.session.encode_about(request_id, lock, response, self.config.max_frame, &mut conn.outbuf);
         conn.out_recent = true;
+        // Most answers go to a connection already on the dirty list: no second lookup then.
+        if !conn.dirty {
+            self.conns.mark_dirty(key);
+        }
         self.stats.responses += 1;
-        self.mark_dirty(key);
     }
 
     /// Routes the lock table's outputs to their connections; stale ids are dropped.
+    ///
+    /// Each output is encoded straight from the list into its connection's buffer (one slab
+    /// lookup for the checks and the append); the list is cleared in place afterwards, before
+    /// the closes, whose own outputs it then takes.
     pub(super) fn deliver_outputs(&mut self, now: Tick) {
         if self.outputs.is_empty() {
             return;
         }
-        let mut outputs = std::mem::take(&mut self.outputs);
         let (mut revoked, mut goodbyes) = (Vec::new(), Vec::new());
-        for out in outputs.drain(..) {
+        for out in &self.outputs {
             // Session ids are the table's, not slab keys: one lookup of a u64 per output.
             let Some(key) = self.routes.get(out.session) else { continue };
-            let Some(conn) = self.conns.get(key).filter(|c| c.sid == out.session && c.closing.is_none())
+            let Some(conn) = self.conns.get_mut(key).filter(|c| c.sid == out.session && c.closing.is_none())
             else {
                 continue;
             };
@@ -274,9 +280,16 @@ impl Server {
             if matches!(out.response, Response::ResetOk) && conn.session.said_goodbye() {
                 goodbyes.push(key);
             }
-            self.send_about(key, out.request_id, out.lock.as_deref(), &out.response);
+            // What `send_about` does, on the connection already looked up.
+            let (max_frame, lock) = (self.config.max_frame, out.lock.as_deref());
+            conn.session.encode_about(out.request_id, lock, &out.response, max_frame, &mut conn.outbuf);
+            conn.out_recent = true;
+            if !conn.dirty {
+                self.conns.mark_dirty(key);
+            }
+            self.stats.responses += 1;
         }
-        self.outputs = outputs;
+        self.outputs.clear();
         for key in revoked {
             self.close(key, CloseReason::Revoked, now);
         }

@@ -203,8 +203,36 @@ impl Session {
             // The original protocol: served, or refused with one JSON error line.
             Phase::AwaitHello if input.first() == Some(&b'{') => self.begin_json(input, now, config, scratch),
             Phase::Json => self.next_line(input, now, config, scratch),
-            Phase::AwaitHello | Phase::AwaitAuth | Phase::Binary => self.next_frame(input, now, config),
+            Phase::Binary => self.next_binary(input, now, config),
+            Phase::AwaitHello | Phase::AwaitAuth => self.next_frame(input, now, config),
         }
+    }
+
+    /// A greeted binary connection's next frame. LOCK and UNLOCK take a short path (no
+    /// operator check, no handshake match: neither applies to them); anything else, and any
+    /// frame the short path does not accept, goes through `next_frame`, which decides it
+    /// exactly as before.
+    #[inline]
+    fn next_binary<'a>(&mut self, input: &'a [u8], now: Tick, config: &Config) -> Option<Next<'a>> {
+        match split_frame(input, config.max_frame) {
+            Ok(None) => return None,
+            Ok(Some((frame, used))) => {
+                if let Some(request) = Request::decode_hot(&frame, config.max_name) {
+                    // Activity, as in `next_frame`: a complete frame arrived.
+                    self.last_active = now;
+                    let rid = frame.request_id;
+                    debug!("request conn={} request_id={rid} op=0x{:02x}", self.serial, frame.opcode);
+                    return Some(Next {
+                        step: Step::Execute { rid, request },
+                        used,
+                        request: true,
+                        scans: false,
+                    });
+                }
+            }
+            Err(_) => {}
+        }
+        self.next_frame(input, now, config)
     }
 
     /// Appends `response` to `out` in this connection's form: one frame within `max_frame`,
