@@ -462,7 +462,7 @@ fn check_token_order(holds: &[Hold], out: &mut Vec<Violation>) {
 /// received before this one's LOCK was sent. Also finds tokens granted twice.
 fn check_tokens_increase(holds: &[Hold], out: &mut Vec<Violation>) {
     let mut sorted: Vec<&Hold> = holds.iter().collect();
-    sorted.sort_by(|a, b| b.token.cmp(&a.token));
+    sorted.sort_by_key(|h| std::cmp::Reverse(h.token));
     let mut earliest_larger: Option<&Hold> = None;
     let mut i = 0;
     while i < sorted.len() {
@@ -494,7 +494,7 @@ fn check_tokens_increase(holds: &[Hold], out: &mut Vec<Violation>) {
 fn check_fifo(holds: &[Hold], out: &mut Vec<Violation>) {
     for (name, mut list) in by_name(holds) {
         // Descending token: the earliest `queued` among larger tokens, against each LOCK send.
-        list.sort_by(|a, b| b.token.cmp(&a.token));
+        list.sort_by_key(|h| std::cmp::Reverse(h.token));
         let mut earliest: Option<(&Hold, Instant)> = None;
         for h in list {
             if let Some((first, queued)) = earliest {

@@ -18,6 +18,8 @@
 // leaves unused is used by another; the check for helpers no suite uses is done by hand.
 #![allow(dead_code)]
 
+#[cfg(feature = "cluster")]
+pub mod cluster;
 pub mod frames;
 pub mod history;
 pub mod ops;

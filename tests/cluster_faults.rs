@@ -1,0 +1,293 @@
+//! The cluster under faults, judged by its clients' history: a 3-node `officer run --cluster`
+//! (support::cluster) serves contended load (12 clients on 5 names, each looping
+//! lock / hold / unlock with a resumable session, reconnecting to whichever member leads)
+//! while the test injects, in turn: kill -9 of the leader, kill -9 of a follower, a restart of
+//! the whole cluster, a partition isolating the leader with some clients, and a partition of a
+//! follower. Each fault is followed by a wait for an agreed leader and for grants to go on.
+//! Then the history checker (support::history) must find no violation: no two holds of a name
+//! at once, tokens in grant order and increasing across failovers and restarts, no acknowledged
+//! grant lost across a resume, FIFO among fenced waiters.
+//!
+//! Bounded: every wait is a polling loop with a limit, each fault waits for a fixed number of
+//! grants, the load stops once the faults are done.
+
+#![cfg(feature = "cluster")]
+
+mod support;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use support::cluster::{Cluster, Worker, WorkerControl, NODES};
+use support::history::History;
+use support::rng::Rng;
+
+const CLIENTS: u32 = 12;
+const NAMES: [&str; 5] = ["fault/a", "fault/b", "fault/c", "fault/d", "fault/e"];
+/// Raft tick of every node: elections after 10 ticks, so a failover takes about a second.
+const TICK_MS: u32 = 50;
+/// The sessions' grace: long enough for a whole-cluster restart and an election.
+const GRACE_MS: u32 = 30_000;
+/// Grants that must follow each fault (and the start) before the next one.
+const PROGRESS: u64 = 40;
+/// Bound on an election or a node's return after a fault.
+const ELECTION: Duration = Duration::from_secs(30);
+/// Bound on the grants after a fault.
+const PROGRESS_LIMIT: Duration = Duration::from_secs(60);
+
+/// One load client: loops until told to stop. A hold lasts 0-3 ms; one in four is CHECKed
+/// while held, and so is every hold during which the client had to resume its session.
+fn run_worker(mut worker: Worker, control: Arc<WorkerControl>, seed: u64) {
+    let mut rng = Rng::new(seed);
+    while !control.stop.load(Ordering::SeqCst) {
+        let name = NAMES[rng.below(NAMES.len() as u64) as usize];
+        let before = worker.reconnects();
+        let Ok(token) = worker.lock(name) else { continue };
+        thread::sleep(Duration::from_millis(rng.below(4)));
+        if (rng.below(4) == 0 || worker.reconnects() != before) && worker.check(name, token).is_err() {
+            continue;
+        }
+        let _ = worker.unlock(name, token);
+    }
+}
+
+struct Load {
+    controls: Vec<Arc<WorkerControl>>,
+    threads: Vec<thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(cluster: &Cluster, history: &History) -> Load {
+        let mut controls = Vec::new();
+        let mut threads = Vec::new();
+        for c in 0..CLIENTS {
+            let control = Arc::new(WorkerControl::default());
+            let worker = Worker::new(cluster.members(), GRACE_MS, history.recorder(c), Arc::clone(&control));
+            let for_thread = Arc::clone(&control);
+            threads.push(thread::spawn(move || run_worker(worker, for_thread, 0x5eed + u64::from(c))));
+            controls.push(control);
+        }
+        Load { controls, threads }
+    }
+
+    fn grants(&self) -> u64 {
+        self.controls.iter().map(|c| c.stats.grants.load(Ordering::SeqCst)).sum()
+    }
+
+    fn reconnects(&self) -> u64 {
+        self.controls.iter().map(|c| c.stats.reconnects.load(Ordering::SeqCst)).sum()
+    }
+
+    fn redirects(&self) -> u64 {
+        self.controls.iter().map(|c| c.stats.redirects.load(Ordering::SeqCst)).sum()
+    }
+
+    /// Waits for `PROGRESS` more grants, checking the nodes stay up.
+    fn progress(&self, cluster: &mut Cluster, history: &History, after: &str) {
+        let target = self.grants() + PROGRESS;
+        let start = Instant::now();
+        while self.grants() < target {
+            cluster.assert_alive();
+            assert!(
+                !self.threads.iter().any(|t| t.is_finished()),
+                "a load client stopped (panicked) after {after}"
+            );
+            assert!(
+                start.elapsed() < PROGRESS_LIMIT,
+                "only {} of {PROGRESS} grants in {PROGRESS_LIMIT:?} after {after}; last events:\n{}\nnode logs:\n{}",
+                PROGRESS + self.grants() - target,
+                tail(history),
+                (0..NODES).map(|i| format!("node {}:\n{}", i + 1, cluster.log_tail(i))).collect::<Vec<_>>().join("\n")
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stop(self) {
+        for c in &self.controls {
+            c.stop.store(true, Ordering::SeqCst);
+        }
+        for t in self.threads {
+            t.join().expect("a load client panicked");
+        }
+    }
+}
+
+/// The last few events of every client, for the message of a stalled run.
+fn tail(history: &History) -> String {
+    let events = history.events();
+    let mut out = String::new();
+    for c in 0..CLIENTS {
+        let mine: Vec<_> = events.iter().filter(|e| e.client == c).map(|e| (e.op, &e.kind)).collect();
+        out.push_str(&format!("client {c}: {:?}\n", &mine[mine.len().saturating_sub(6)..]));
+    }
+    out
+}
+
+/// Counts of what the run did, printed at the end.
+#[derive(Default)]
+struct Faults {
+    injected: u32,
+    failovers: u32,
+}
+
+impl Faults {
+    /// Records the leader after a fault; a change of leader is a failover.
+    fn leader(&mut self, before: usize, after: usize) -> usize {
+        self.injected += 1;
+        if before != after {
+            self.failovers += 1;
+        }
+        after
+    }
+}
+
+fn other_than(leader: usize) -> usize {
+    (leader + 1) % NODES
+}
+
+#[test]
+fn contended_load_through_crashes_restarts_and_partitions_keeps_every_lock_safe() {
+    let history = History::new();
+    let mut cluster = Cluster::start(TICK_MS, GRACE_MS);
+    let mut leader = cluster.wait_leader(&[], ELECTION);
+    let load = Load::start(&cluster, &history);
+    load.progress(&mut cluster, &history, "the start");
+    let mut faults = Faults::default();
+
+    // 1. kill -9 of the leader: the others elect one, the clients resume there.
+    cluster.kill9(leader);
+    let dead = leader;
+    leader = faults.leader(leader, cluster.wait_leader(&[dead], ELECTION));
+    load.progress(&mut cluster, &history, "kill -9 of the leader");
+    cluster.restart(dead);
+    cluster.wait_follower_of(dead, leader, ELECTION);
+    load.progress(&mut cluster, &history, "the killed leader's restart");
+
+    // 2. kill -9 of a follower: the leader goes on with the other one.
+    let follower = other_than(leader);
+    cluster.kill9(follower);
+    load.progress(&mut cluster, &history, "kill -9 of a follower");
+    cluster.restart(follower);
+    leader = faults.leader(leader, cluster.wait_leader(&[], ELECTION));
+    load.progress(&mut cluster, &history, "the follower's restart");
+
+    // 3. The whole cluster killed and started again from its data directories.
+    cluster.restart_all();
+    leader = faults.leader(leader, cluster.wait_leader(&[], ELECTION));
+    load.progress(&mut cluster, &history, "the restart of the whole cluster");
+
+    // 4. The leader cut off from its peers, with half of the clients still on it: the others
+    // are told to avoid it and go to the new leader; the isolated one can commit nothing.
+    let isolated = leader;
+    for c in load.controls.iter().step_by(2) {
+        c.avoid.store(1 << isolated, Ordering::SeqCst);
+    }
+    cluster.isolate(isolated);
+    leader = faults.leader(leader, cluster.wait_leader(&[isolated], ELECTION));
+    load.progress(&mut cluster, &history, "the partition of the leader");
+    cluster.heal(isolated);
+    cluster.wait_follower_of(isolated, leader, ELECTION);
+    for c in &load.controls {
+        c.avoid.store(0, Ordering::SeqCst);
+    }
+    load.progress(&mut cluster, &history, "the healed partition of the leader");
+
+    // 5. A follower cut off, then back.
+    let follower = other_than(leader);
+    cluster.isolate(follower);
+    load.progress(&mut cluster, &history, "the partition of a follower");
+    cluster.heal(follower);
+    cluster.wait_follower_of(follower, leader, ELECTION);
+    faults.leader(leader, cluster.wait_leader(&[], ELECTION));
+    load.progress(&mut cluster, &history, "the healed partition of a follower");
+
+    let (reconnects, redirects) = (load.reconnects(), load.redirects());
+    load.stop();
+    let report = history.check();
+    println!(
+        "cluster_faults: {} holds ({} with a certain interval, {} fenced waits), {} faults, {} failovers, \
+         {} session resumes ({} by the clients' count), {} abandoned sessions, {} not_leader redirects, \
+         {} violations",
+        report.holds.len(),
+        report.judged_holds(),
+        report.queued_holds(),
+        faults.injected,
+        faults.failovers,
+        report.resumes,
+        reconnects,
+        report.abandoned_sessions,
+        redirects,
+        report.violations.len()
+    );
+    assert!(
+        report.violations.is_empty(),
+        "violations: {:#?}",
+        &report.violations[..report.violations.len().min(20)]
+    );
+    assert!(report.judged_holds() > 200, "too few judged holds for the check to mean much");
+    assert!(faults.failovers >= 2, "the faults caused only {} failovers", faults.failovers);
+    assert!(report.resumes > 0, "no client ever resumed its session");
+}
+
+/// The same load and checker against one plain server behind a proxy that resets every
+/// connection a few times: the workers' resume-and-resend path, judged without a cluster.
+#[test]
+fn resets_of_a_single_server_leave_a_clean_history() {
+    use support::process::ServerProcess;
+    use support::proxy::Proxy;
+
+    let server = ServerProcess::spawn(&["--max-session-grace", &GRACE_MS.to_string()]);
+    let proxy = Proxy::start(server.addr);
+    let history = History::new();
+    let mut controls = Vec::new();
+    let mut threads = Vec::new();
+    for c in 0..CLIENTS {
+        let control = Arc::new(WorkerControl::default());
+        let worker = Worker::new(vec![proxy.addr()], GRACE_MS, history.recorder(c), Arc::clone(&control));
+        let for_thread = Arc::clone(&control);
+        threads.push(thread::spawn(move || run_worker(worker, for_thread, 0xfeed + u64::from(c))));
+        controls.push(control);
+    }
+    let grants = |controls: &[Arc<WorkerControl>]| -> u64 {
+        controls.iter().map(|c| c.stats.grants.load(Ordering::SeqCst)).sum()
+    };
+    let mut resets = 0;
+    for _ in 0..5 {
+        let target = grants(&controls) + PROGRESS;
+        let start = Instant::now();
+        while grants(&controls) < target {
+            assert!(
+                start.elapsed() < PROGRESS_LIMIT,
+                "no progress between resets; last events:\n{}",
+                tail(&history)
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+        resets += proxy.reset_all();
+    }
+    for c in &controls {
+        c.stop.store(true, Ordering::SeqCst);
+    }
+    for t in threads {
+        t.join().expect("a load client panicked");
+    }
+    let report = history.check();
+    println!(
+        "single server: {} holds ({} judged, {} fenced), {resets} connections reset, {} resumes, {} violations",
+        report.holds.len(),
+        report.judged_holds(),
+        report.queued_holds(),
+        report.resumes,
+        report.violations.len()
+    );
+    assert!(
+        report.violations.is_empty(),
+        "violations: {:#?}",
+        &report.violations[..report.violations.len().min(20)]
+    );
+    assert!(report.resumes > 0, "no client resumed");
+    assert_eq!(report.abandoned_sessions, 0, "a session could not be resumed on the same server");
+}
