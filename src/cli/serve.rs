@@ -125,6 +125,61 @@ pub struct RunArgs {
     /// lost connection this long (PROTOCOL.md §6.14). 0, the default, opens no session.
     #[arg(long, value_name = "MS", default_value_t = 0)]
     max_session_grace: u32,
+    #[cfg(feature = "cluster")]
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+/// `officer run --cluster`: one member of a replicated cluster (docs/CLUSTER.md).
+#[cfg(feature = "cluster")]
+#[derive(clap::Args, Debug)]
+pub struct ClusterArgs {
+    /// Run as a member of a raft-replicated cluster (needs --node-id, --peer for every
+    /// member, --data-dir); no state file: tokens come from the replicated log.
+    #[arg(long, requires_all = ["node_id", "data_dir"])]
+    cluster: bool,
+    /// The cluster's id: nodes refuse peers of another.
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "cluster")]
+    cluster_id: u64,
+    /// This node's id among the --peer entries.
+    #[arg(long, value_name = "ID", requires = "cluster")]
+    node_id: Option<u64>,
+    /// A member, this node included: ID=PEER_HOST:PORT/CLIENT_HOST:PORT (repeat per member).
+    /// This node listens for peers on its own PEER address; redirects name CLIENT addresses.
+    #[arg(long = "peer", value_name = "ID=PEER/CLIENT", requires = "cluster")]
+    peers: Vec<String>,
+    /// Where this node keeps its raft log (created if missing).
+    #[arg(long, value_name = "PATH", requires = "cluster")]
+    data_dir: Option<PathBuf>,
+    /// Milliseconds per raft tick: a leader is elected after 10 silent ticks.
+    #[arg(long, value_name = "MS", default_value_t = 100, requires = "cluster",
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    tick_ms: u64,
+}
+
+#[cfg(feature = "cluster")]
+impl ClusterArgs {
+    fn config(&self) -> Result<Option<crate::server::ClusterConfig>, String> {
+        if !self.cluster {
+            return Ok(None);
+        }
+        let mut members = std::collections::BTreeMap::new();
+        for spec in &self.peers {
+            let (id, member) = crate::server::ClusterConfig::parse_member(spec)?;
+            if members.insert(id, member).is_some() {
+                return Err(format!("--peer: node {id} is listed twice"));
+            }
+        }
+        let config = crate::server::ClusterConfig {
+            cluster_id: self.cluster_id,
+            node_id: self.node_id.unwrap_or(0),
+            members,
+            data_dir: self.data_dir.clone().unwrap_or_default(),
+            tick_ms: self.tick_ms,
+        };
+        config.validate()?;
+        Ok(Some(config))
+    }
 }
 
 /// Background-mode options beside the server flags.
@@ -287,10 +342,11 @@ fn config_from(args: &RunArgs) -> Result<Config, String> {
         max_frame: args.max_frame,
         max_name: args.max_name,
         max_output: args.max_output,
-        state_file: Some(match &args.state_file {
-            Some(path) => path.clone(),
-            None => default_state_file()?,
-        }),
+        state_file: match &args.state_file {
+            _ if clustered(args) => None,
+            Some(path) => Some(path.clone()),
+            None => Some(default_state_file()?),
+        },
         pid_file: args.pid_dir.as_ref().map(|d| d.join("officer.pid")),
         stats_interval: args.stats.then(|| Duration::from_secs(5)),
         handle_signals: true,
@@ -308,7 +364,22 @@ fn config_from(args: &RunArgs) -> Result<Config, String> {
     config.table.max_waiters_per_lock = args.max_waiters;
     config.table.max_lock_delay_ms = args.max_lock_delay;
     config.max_session_grace = Duration::from_millis(args.max_session_grace.into());
+    #[cfg(feature = "cluster")]
+    {
+        config.cluster = args.cluster.config()?;
+    }
     Ok(config)
+}
+
+/// Cluster mode keeps no state file: fencing tokens come from the replicated log.
+fn clustered(args: &RunArgs) -> bool {
+    #[cfg(feature = "cluster")]
+    return args.cluster.cluster;
+    #[cfg(not(feature = "cluster"))]
+    {
+        let _ = args;
+        false
+    }
 }
 
 /// `--compat-listen`: a UNIX socket path (it has a '/') or HOST:PORT. The compat listener

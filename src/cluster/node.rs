@@ -386,6 +386,12 @@ impl Node {
         self.applied_now
     }
 
+    /// Cluster time at local `now`: what this node would stamp on an entry now, for reading
+    /// the table between entries (listings' ages and deadlines). Never below what was applied.
+    pub fn cluster_now(&self, now: Tick) -> Tick {
+        now.saturating_add(self.offset).max(self.applied_now).max(self.stamped)
+    }
+
     /// The table's digest (`LockTable::digest`): equal on replicas that applied the same log.
     pub fn digest(&self) -> u64 {
         self.table.digest()

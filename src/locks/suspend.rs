@@ -110,6 +110,20 @@ impl LockTable {
         out.push(Output { session, request_id, lock: None, response });
     }
 
+    /// Every session that is attached (not detached, not gone), in id order: after a
+    /// failover the new leader's server suspends those it does not serve (docs/CLUSTER.md).
+    /// O(sessions), once per takeover.
+    pub fn attached_sessions(&self) -> Vec<SessionId> {
+        let mut sessions: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, state)| !state.gone && state.resumable.as_ref().is_none_or(|r| r.detached.is_none()))
+            .map(|(&id, _)| id)
+            .collect();
+        sessions.sort_unstable();
+        sessions
+    }
+
     /// The connection of `session` is lost: a resumable session is detached for its grace (the
     /// timer ends it one tick late rather than early: `now` is rounded down); any other is
     /// detached for good, as `Command::Detach` does.

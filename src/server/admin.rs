@@ -57,7 +57,7 @@ impl Server {
     pub(super) fn connections_detail(&mut self, key: usize, rid: u32, list: ListRequest<'_>, now: Tick) {
         let id_of = |sid| self.routes.get(sid).and_then(|k| self.conns.get(k)).map(|c| c.serial);
         let max_frame = self.config.max_frame;
-        let response = self.table.connections_detail_within(now, list.prefix, list.max, max_frame, id_of);
+        let response = self.table().connections_detail_within(now, list.prefix, list.max, max_frame, id_of);
         self.send(key, rid, &response);
     }
 }

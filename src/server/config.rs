@@ -80,6 +80,10 @@ pub struct Config {
     /// Longest grace a resumable session gets (SESSION_OPEN asks, this clamps; PROTOCOL.md
     /// §6.14); zero, the default, opens no session, so a lost connection releases at once.
     pub max_session_grace: Duration,
+    /// Cluster mode (`officer run --cluster`): the node, its peers and its data directory;
+    /// `None` is a single server.
+    #[cfg(feature = "cluster")]
+    pub cluster: Option<super::ClusterConfig>,
 }
 
 impl Config {
@@ -120,6 +124,8 @@ impl Default for Config {
             pre_auth_max_frame: 512,
             admin_secret: None,
             max_session_grace: Duration::ZERO,
+            #[cfg(feature = "cluster")]
+            cluster: None,
         }
     }
 }

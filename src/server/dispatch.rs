@@ -111,6 +111,13 @@ fn log_cause<H: Host>(host: &mut H, key: usize, cause: &Cause) {
 impl Server {
     /// Serves the complete frames (or JSON lines) at the front of `data` ([`drive`]).
     pub(super) fn process(&mut self, key: usize, data: &[u8], now: Tick, budget: &mut usize) -> usize {
+        // Cluster mode: only the leader serves; anyone else is sent to it (its first bytes,
+        // normally HELLO, are read and answered with the redirect).
+        #[cfg(feature = "cluster")]
+        if self.cluster.as_ref().is_some_and(|c| !c.is_leader()) {
+            self.redirect(key, now);
+            return data.len();
+        }
         let mut scratch = std::mem::take(&mut self.line_scratch);
         let used = drive(self, key, data, now, budget, &mut scratch);
         self.line_scratch = scratch;
@@ -155,7 +162,14 @@ impl Host for Server {
         if let Request::Revoke(revoke) = &request {
             self.log_revoke(key, revoke);
         }
-        match run(&mut self.table, now, (sid, admin), rid, request, &self.config, &mut self.outputs) {
+        #[cfg(feature = "cluster")]
+        let ran = match self.cluster.as_deref_mut() {
+            Some(cluster) => run(cluster, now, (sid, admin), rid, request, &self.config, &mut self.outputs),
+            None => run(&mut self.table, now, (sid, admin), rid, request, &self.config, &mut self.outputs),
+        };
+        #[cfg(not(feature = "cluster"))]
+        let ran = run(&mut self.table, now, (sid, admin), rid, request, &self.config, &mut self.outputs);
+        match ran {
             Ran::Outputs => self.deliver_outputs(now),
             Ran::Reply(response) => Server::send(self, key, rid, &response),
             Ran::Stats => {
@@ -178,6 +192,31 @@ impl Host for Server {
     }
 }
 
+/// Where [`run`] sends commands and reads listings: the lock table itself, or in cluster mode
+/// the raft node that proposes them and owns the replicated table.
+pub(crate) trait StateMachine {
+    /// Applies (or proposes) `command`; outputs that are ready go to `outputs`.
+    fn apply(&mut self, now: Tick, command: Command, outputs: &mut Vec<Output>);
+    /// The table listings read.
+    fn read(&self) -> &LockTable;
+    /// The table's time at the host's `now` (they differ in cluster mode).
+    fn read_now(&self, now: Tick) -> Tick {
+        now
+    }
+}
+
+impl StateMachine for LockTable {
+    #[inline]
+    fn apply(&mut self, now: Tick, command: Command, outputs: &mut Vec<Output>) {
+        LockTable::apply(self, now, &command, outputs);
+    }
+
+    #[inline]
+    fn read(&self) -> &LockTable {
+        self
+    }
+}
+
 /// What running a request produced.
 pub(crate) enum Ran {
     /// Responses were pushed to the outputs (for this connection and maybe others).
@@ -191,8 +230,8 @@ pub(crate) enum Ran {
 /// Turns one request into a lock-table call. Listings are built within one frame (JSON
 /// replies get the same bound on their work), so each costs what it returns plus one pass
 /// over its candidates.
-pub(crate) fn run(
-    table: &mut LockTable,
+pub(crate) fn run<M: StateMachine>(
+    table: &mut M,
     now: Tick,
     (session, admin): (SessionId, bool),
     rid: u32,
@@ -207,7 +246,7 @@ pub(crate) fn run(
             let (name, queue_max) = (Name::from(lock.name), lock.queue_max);
             let opts = LockOpts::default();
             let cmd = Command::Lock { session, request_id: rid, name, timeout_ms, queue_max, opts };
-            table.apply(now, &cmd, outputs);
+            table.apply(now, cmd, outputs);
             Ran::Outputs
         }
         Request::LockExt(ext) => {
@@ -215,23 +254,23 @@ pub(crate) fn run(
                 (Name::from(ext.name), server_timeout(ext.timeout_ms), ext.queue_max);
             let opts = lock_opts(&ext);
             let cmd = Command::Lock { session, request_id: rid, name, timeout_ms, queue_max, opts };
-            table.apply(now, &cmd, outputs);
+            table.apply(now, cmd, outputs);
             Ran::Outputs
         }
         Request::Unlock(name) => {
             let cmd = Command::Unlock { session, request_id: rid, name: Name::from(name), token: None };
-            table.apply(now, &cmd, outputs);
+            table.apply(now, cmd, outputs);
             Ran::Outputs
         }
         Request::Downgrade(t) => {
             let cmd =
                 Command::Downgrade { session, request_id: rid, name: Name::from(t.name), token: t.token };
-            table.apply(now, &cmd, outputs);
+            table.apply(now, cmd, outputs);
             Ran::Outputs
         }
         Request::Renew(t) => {
             let cmd = Command::Renew { session, request_id: rid, name: Name::from(t.name), token: t.token };
-            table.apply(now, &cmd, outputs);
+            table.apply(now, cmd, outputs);
             Ran::Outputs
         }
         // Operators' requests: only with admin rights (PROTOCOL.md §6.12), checked first.
@@ -241,36 +280,42 @@ pub(crate) fn run(
         }
         Request::Revoke(r) => {
             let cmd = Command::Revoke { session, request_id: rid, name: Name::from(r.name), token: r.token };
-            table.apply(now, &cmd, outputs);
+            table.apply(now, cmd, outputs);
             Ran::Outputs
         }
         Request::Check(t) => {
             let cmd = Command::Check { session, request_id: rid, name: Name::from(t.name), token: t.token };
-            table.apply(now, &cmd, outputs);
+            table.apply(now, cmd, outputs);
             Ran::Outputs
         }
         Request::UnlockToken(t) => {
             let cmd =
                 Command::Unlock { session, request_id: rid, name: Name::from(t.name), token: Some(t.token) };
-            table.apply(now, &cmd, outputs);
+            table.apply(now, cmd, outputs);
             Ran::Outputs
         }
         Request::Reset => {
-            table.apply(now, &Command::Reset { session, request_id: rid }, outputs);
+            table.apply(now, Command::Reset { session, request_id: rid }, outputs);
             Ran::Outputs
         }
-        Request::Locks(list) => Ran::Reply(table.locks_within(list.prefix, list.max, max_frame)),
-        Request::LocksDetail(list) => Ran::Reply(locks_detail(table, now, list.prefix, list.max, max_frame)),
-        Request::Connections(list) => Ran::Reply(table.connections_within(list.prefix, list.max, max_frame)),
-        Request::MyLocks => Ran::Reply(table.my_locks_within(session, max_frame)),
-        Request::MyLocksMatching(list) => {
-            Ran::Reply(table.my_locks_matching(session, list.prefix, list.max, max_frame))
+        Request::Locks(list) => Ran::Reply(table.read().locks_within(list.prefix, list.max, max_frame)),
+        Request::LocksDetail(list) => {
+            Ran::Reply(locks_detail(table.read(), table.read_now(now), list.prefix, list.max, max_frame))
         }
-        Request::Top(max) => Ran::Reply(table.top_within(now, max, max_frame)),
-        Request::Sessions(max) => Ran::Reply(table.sessions_within(now, max, max_frame)),
+        Request::Connections(list) => {
+            Ran::Reply(table.read().connections_within(list.prefix, list.max, max_frame))
+        }
+        Request::MyLocks => Ran::Reply(table.read().my_locks_within(session, max_frame)),
+        Request::MyLocksMatching(list) => {
+            Ran::Reply(table.read().my_locks_matching(session, list.prefix, list.max, max_frame))
+        }
+        Request::Top(max) => Ran::Reply(table.read().top_within(table.read_now(now), max, max_frame)),
+        Request::Sessions(max) => {
+            Ran::Reply(table.read().sessions_within(table.read_now(now), max, max_frame))
+        }
         Request::Stats => Ran::Stats,
         Request::SessionOpen(open) => {
-            table.apply(now, &super::resume::open_command(session, rid, &open, config), outputs);
+            table.apply(now, super::resume::open_command(session, rid, &open, config), outputs);
             Ran::Outputs
         }
         // The session answers these itself (it owns the handshake); kept total for safety.

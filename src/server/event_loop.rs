@@ -49,6 +49,10 @@ impl Server {
                     WAKER => shutdown |= self.shutdown_flag.load(Ordering::SeqCst),
                     SIGNALS => shutdown |= self.take_signals(),
                     METRICS_LISTENER => self.metrics_accept(now),
+                    #[cfg(feature = "cluster")]
+                    token if self.cluster.as_ref().is_some_and(|c| c.owns(token)) => {
+                        self.cluster_event(event)
+                    }
                     Token(key) if key >= METRICS_BASE => self.metrics_event(key - METRICS_BASE, now),
                     Token(key) => {
                         if event.is_writable() {
@@ -75,6 +79,10 @@ impl Server {
                 self.serve_conn(key, now, false);
             }
             self.serve_backlog(now);
+            #[cfg(feature = "cluster")]
+            if self.cluster.is_some() {
+                self.cluster_turn(now)?;
+            }
             self.run_timers(now);
             self.flush_dirty();
             self.reap_closed();
@@ -85,6 +93,10 @@ impl Server {
     /// not at all while work is left over. `now` is the tick of the wake-up just served:
     /// reading the clock again costs more than the few microseconds of lateness it would save.
     fn poll_timeout(&self, now: Tick) -> Option<Duration> {
+        #[cfg(feature = "cluster")]
+        if let Some(cluster) = &self.cluster {
+            return self.cluster_poll_timeout(cluster, now);
+        }
         let leftover = self.conns.has_backlog() || self.table.has_pending_releases();
         if leftover || (self.accept_pending && !self.timers.is_armed(ServerTimer::AcceptResume)) {
             return Some(Duration::ZERO);
@@ -98,8 +110,15 @@ impl Server {
     /// idle connections; what is left stays pending and makes the next poll return at once.
     /// Then the server's own due timers (at most one round of each).
     fn run_timers(&mut self, now: Tick) {
-        self.table.apply(now, &Command::Expire, &mut self.outputs);
-        self.deliver_outputs(now);
+        // In cluster mode the leader's node turns the table's deadlines into log entries.
+        #[cfg(feature = "cluster")]
+        let local = self.cluster.is_none();
+        #[cfg(not(feature = "cluster"))]
+        let local = true;
+        if local {
+            self.table.apply(now, &Command::Expire, &mut self.outputs);
+            self.deliver_outputs(now);
+        }
         self.expire_idle(now);
         while let Some(timer) = self.timers.pop_due(now) {
             self.run_timer(timer, now);
@@ -170,7 +189,7 @@ impl Server {
     /// issue tokens a restart could issue again (the margin is half a block, 2^31 grants).
     fn housekeeping(&mut self, now: Tick) -> bool {
         self.expire_scrapes(now);
-        let acquired = self.table.stats().acquired;
+        let acquired = self.table().stats().acquired;
         self.acquire_rate.sample(now, acquired);
         if let Some(state) = &mut self.state {
             if let Err(msg) = state.maybe_extend(self.table.last_token()) {
@@ -211,7 +230,7 @@ impl Server {
 
 /// The earlier of two deadlines, either of which may be absent (once per turn: cheaper than
 /// a flattened iterator's `min`).
-fn earliest(a: Option<Tick>, b: Option<Tick>) -> Option<Tick> {
+pub(super) fn earliest(a: Option<Tick>, b: Option<Tick>) -> Option<Tick> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, None) => a,

@@ -102,14 +102,14 @@ impl Server {
         if super::admin::same_user(&stream) {
             session.grant_admin();
         }
-        let sid = self.table.next_session();
+        let sid = self.next_session();
         let mut conn = Conn::new(stream, id, sid, serial, label.clone(), session);
         if let Some(deadline) = conn.session.deadline(&self.config) {
             conn.idle_timer = Some(self.idle.insert(deadline, id));
         }
         self.conns.insert(conn);
         self.routes.insert(sid, key);
-        self.table.apply(now, &Command::Attach { session: sid, label }, &mut self.outputs);
+        self.apply(now, Command::Attach { session: sid, label });
         self.stats.accepted += 1;
     }
 
@@ -201,9 +201,15 @@ impl Server {
     /// Whether the connection's requests wait: its RESET is releasing holds across turns
     /// (PROTOCOL.md §6.5). Request loops end the connection's turn when this turns true.
     pub(super) fn holds_back(&self, key: usize) -> bool {
+        // Cluster mode: a SESSION_RESUME not yet committed holds back what follows it, which
+        // must run as the resumed session.
+        #[cfg(feature = "cluster")]
+        if self.cluster.as_ref().is_some_and(|c| c.is_resuming(key)) {
+            return true;
+        }
         // Checked after every request: no lookup at all while nothing is being released.
-        self.table.has_pending_releases()
-            && self.conns.get(key).is_some_and(|c| self.table.is_releasing(c.sid))
+        self.table().has_pending_releases()
+            && self.conns.get(key).is_some_and(|c| self.table().is_releasing(c.sid))
     }
 
     /// Gives each connection left over from the previous wake-up another budget.
@@ -342,7 +348,7 @@ impl Server {
         } else {
             Command::Detach { session: sid }
         };
-        self.table.apply(now, &cmd, &mut self.outputs);
+        self.apply(now, cmd);
         self.conns.push_closing(key);
         self.deliver_outputs(now);
         // The table never answers a detached session again.

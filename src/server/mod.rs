@@ -17,6 +17,8 @@
 
 mod admin;
 mod clock;
+#[cfg(feature = "cluster")]
+mod cluster;
 mod config;
 mod conn;
 mod connections;
@@ -44,9 +46,11 @@ use std::sync::Arc;
 
 use mio::{Poll, Token, Waker};
 
-use crate::locks::{LockTable, Output};
+use crate::locks::{Command, LockTable, Output, SessionId};
 use crate::wheel::{Tick, Wheel};
 
+#[cfg(feature = "cluster")]
+pub use cluster::{ClusterConfig, Member};
 pub use config::{Config, Listen, SocketPerms};
 #[doc(hidden)]
 pub use loopback::Loopback;
@@ -81,6 +85,10 @@ pub enum ServerError {
     PidFile(std::io::Error),
     /// Any other I/O failure of the server itself (poll, signals).
     Io(std::io::Error),
+    /// Cluster mode could not start or must stop: the data directory (corrupt, another
+    /// cluster's), the peer port, or a fatal raft error.
+    #[cfg(feature = "cluster")]
+    Cluster(String),
 }
 
 impl std::fmt::Display for ServerError {
@@ -93,6 +101,8 @@ impl std::fmt::Display for ServerError {
             ServerError::State(e) => write!(f, "{e}"),
             ServerError::PidFile(e) => write!(f, "pid file: {e}"),
             ServerError::Io(e) => write!(f, "server I/O error: {e}"),
+            #[cfg(feature = "cluster")]
+            ServerError::Cluster(e) => write!(f, "cluster: {e}"),
         }
     }
 }
@@ -167,6 +177,12 @@ pub struct Server {
     pid_file: Option<pidfile::PidFile>,
     metrics: Option<metrics::Metrics>,
     metrics_addr: Option<std::net::SocketAddr>,
+    /// Cluster mode: the raft node that owns the replicated table, and its peers.
+    #[cfg(feature = "cluster")]
+    cluster: Option<Box<cluster::Driver>>,
+    /// What a cluster turn hands back (kept for its capacity).
+    #[cfg(feature = "cluster")]
+    cluster_events: Vec<crate::cluster::Event>,
 }
 
 impl Server {
@@ -235,6 +251,14 @@ impl Server {
             None => None,
         };
         let metrics_addr = metrics.as_ref().and_then(metrics::Metrics::local_addr);
+        #[cfg(feature = "cluster")]
+        let cluster = match &config.cluster {
+            Some(cluster) => Some(Box::new(
+                cluster::Driver::open(cluster, config.table, poll.registry())
+                    .map_err(ServerError::Cluster)?,
+            )),
+            None => None,
+        };
         let signals = if config.handle_signals { Some(sys::register_signals(&poll, SIGNALS)?) } else { None };
         Ok(Server {
             poll,
@@ -266,6 +290,10 @@ impl Server {
             pid_file: None,
             metrics,
             metrics_addr,
+            #[cfg(feature = "cluster")]
+            cluster,
+            #[cfg(feature = "cluster")]
+            cluster_events: Vec::new(),
             config,
         })
     }
@@ -296,5 +324,37 @@ impl Server {
 
     fn now(&self) -> Tick {
         self.start.ticks()
+    }
+
+    /// The lock table: the server's own, or in cluster mode the replicated one as far as this
+    /// node has applied the log.
+    #[inline]
+    fn table(&self) -> &LockTable {
+        #[cfg(feature = "cluster")]
+        if let Some(cluster) = &self.cluster {
+            return cluster.table();
+        }
+        &self.table
+    }
+
+    /// Applies a command to the table, its outputs left in `self.outputs`; in cluster mode
+    /// proposes it instead, and its outputs come when it is committed (`cluster_turn`).
+    #[inline]
+    fn apply(&mut self, now: Tick, command: Command) {
+        #[cfg(feature = "cluster")]
+        if let Some(cluster) = &mut self.cluster {
+            cluster.propose(now, command);
+            return;
+        }
+        self.table.apply(now, &command, &mut self.outputs);
+    }
+
+    /// The id of a new connection's session (in cluster mode, unique across leaders).
+    fn next_session(&mut self) -> SessionId {
+        #[cfg(feature = "cluster")]
+        if let Some(cluster) = &mut self.cluster {
+            return cluster.next_session();
+        }
+        self.table.next_session()
     }
 }

@@ -64,16 +64,27 @@ impl Server {
     pub(super) fn resume_session(&mut self, key: usize, rid: u32, resume: SessionResume, now: Tick) {
         let Some(conn) = self.conns.get(key) else { return };
         let (from, target) = (conn.sid, SessionId(resume.session_id));
+        // Cluster mode: answered when committed (`cluster_turn`), the connection held back.
+        #[cfg(feature = "cluster")]
+        if let Some(cluster) = &mut self.cluster {
+            let pending = super::cluster::PendingResume { key, conn: conn.id, from, target };
+            cluster.propose_resume(now, pending, resume.secret, rid);
+            return;
+        }
         let cmd = Command::Resume { session: target, request_id: rid, from, secret: resume.secret };
         self.table.apply(now, &cmd, &mut self.outputs);
+        self.finish_resume(key, from, target, now);
+    }
+
+    /// After the table applied a SESSION_RESUME of connection `key` (its outputs in
+    /// `self.outputs`): on success the route and `sid` move to this connection, after an
+    /// older connection that still had the session is told and closed.
+    pub(super) fn finish_resume(&mut self, key: usize, from: SessionId, target: SessionId, now: Tick) {
         let resumed =
             self.outputs.iter().any(|o| o.session == target && matches!(o.response, Response::Resumed(_)));
         if !resumed {
             if let Some(conn) = self.conns.get(key) {
-                warn!(
-                    "session resume refused conn={} peer={} session={}",
-                    conn.serial, conn.label, resume.session_id
-                );
+                warn!("session resume refused conn={} peer={} session={}", conn.serial, conn.label, target.0);
             }
             return self.deliver_outputs(now);
         }
@@ -113,7 +124,7 @@ impl Server {
     pub(super) fn goodbye(&mut self, key: usize, rid: u32, now: Tick) {
         let Some(conn) = self.conns.get(key) else { return };
         let cmd = Command::Reset { session: conn.sid, request_id: rid };
-        self.table.apply(now, &cmd, &mut self.outputs);
+        self.apply(now, cmd);
         self.deliver_outputs(now);
     }
 }

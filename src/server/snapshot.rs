@@ -162,7 +162,7 @@ pub(super) const OPEN_FDS_MAX_AGE_MS: Tick = 1000;
 impl Server {
     /// The numbers STATS and the `--stats` line report.
     pub(super) fn snapshot(&self, now: Tick) -> Snapshot {
-        let table = self.table.stats();
+        let table = self.table().stats();
         let pid = std::process::id();
         Snapshot {
             uptime_ms: now,
@@ -198,8 +198,8 @@ impl Server {
 
     /// The table's session counters and the soonest grace end, O(1).
     fn session_figures(&self, now: Tick) -> super::metrics::SessionFigures {
-        let stats = self.table.session_stats();
-        let grace_left_min_ms = self.table.soonest_grace_left(now).unwrap_or(0);
+        let stats = self.table().session_stats();
+        let grace_left_min_ms = self.table().soonest_grace_left(now).unwrap_or(0);
         super::metrics::SessionFigures { stats, grace_left_min_ms }
     }
 

@@ -68,12 +68,18 @@ pub(super) fn line(snap: &Snapshot) -> String {
 impl Server {
     /// The STATS response's entries.
     pub(super) fn stats_entries(&self, now: Tick) -> Vec<(String, u64)> {
-        entries(&self.snapshot(now))
+        #[allow(unused_mut)]
+        let mut entries = entries(&self.snapshot(now));
+        #[cfg(feature = "cluster")]
+        if let Some(cluster) = &self.cluster {
+            entries.extend(cluster.stats_entries());
+        }
+        entries
     }
 
     /// The `--stats` log line: the numbers STATS and /metrics report, plus the deepest queues.
     pub(super) fn log_stats(&self, now: Tick) {
-        info!("{} deepest_queues={:?}", line(&self.snapshot(now)), self.table.deepest_queues(3));
+        info!("{} deepest_queues={:?}", line(&self.snapshot(now)), self.table().deepest_queues(3));
     }
 }
 

@@ -377,9 +377,19 @@ impl Server {
     pub(super) fn top_locks(&mut self, now: Tick) -> TopLocks {
         let per_lock = self.config.metrics_per_lock.min(MAX_PER_LOCK);
         let n = per_lock.max(1);
+        let table = {
+            #[cfg(feature = "cluster")]
+            let table = match &self.cluster {
+                Some(cluster) => cluster.table(),
+                None => &self.table,
+            };
+            #[cfg(not(feature = "cluster"))]
+            let table = &self.table;
+            table
+        };
         let scan = || {
-            let modes = self.table.mode_census();
-            match self.table.top(now, n) {
+            let modes = table.mode_census();
+            match table.top(now, n) {
                 Response::Top { longest_held, deepest_queues } => (longest_held, deepest_queues, modes),
                 _ => (Vec::new(), Vec::new(), modes),
             }

@@ -38,13 +38,15 @@ close_reasons! {
     Revoked => "revoked",
     Goodbye => "goodbye",
     TakenOver => "taken_over",
+    NotLeader => "not_leader",
 }
 
 impl CloseReason {
     /// Whether a close for this reason is the *loss* of the connection, which detaches a
     /// resumable session for its grace (PROTOCOL.md §6.14); the others end the session: the
     /// client said GOODBYE, an operator kicked it, the server stops, a grant was revoked from a
-    /// client that cannot be told, or another connection took the session over.
+    /// client that cannot be told, or another connection took the session over. A cluster node that is not the leader
+    /// (`NotLeader`) loses its clients: their sessions carry on at the leader.
     pub fn is_loss(self) -> bool {
         matches!(
             self,
@@ -54,6 +56,7 @@ impl CloseReason {
                 | CloseReason::Protocol
                 | CloseReason::OutputOverflow
                 | CloseReason::Auth
+                | CloseReason::NotLeader
         )
     }
 
