@@ -55,13 +55,17 @@ pub struct Cluster {
     links: Vec<((usize, usize), Proxy)>,
     pub tick_ms: u32,
     pub grace_max_ms: u32,
-    _dir: tempfile::TempDir,
+    /// Data directories and logs; kept (its path printed) when the test fails, for the logs.
+    dir: Option<tempfile::TempDir>,
 }
 
 impl Cluster {
     /// Starts all nodes; does not wait for a leader (`wait_leader`).
     pub fn start(tick_ms: u32, grace_max_ms: u32) -> Cluster {
-        let dir = super::temp_dir();
+        let dir = tempfile::Builder::new()
+            .prefix("cluster-")
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .expect("temp dir");
         let nodes: Vec<Node> = (0..NODES)
             .map(|i| {
                 let data_dir = dir.path().join(format!("n{}", i + 1));
@@ -82,7 +86,7 @@ impl Cluster {
                 links.push(((i, j), Proxy::start(higher.peer)));
             }
         }
-        let mut cluster = Cluster { nodes, links, tick_ms, grace_max_ms, _dir: dir };
+        let mut cluster = Cluster { nodes, links, tick_ms, grace_max_ms, dir: Some(dir) };
         for i in 0..NODES {
             cluster.spawn(i);
         }
@@ -107,8 +111,10 @@ impl Cluster {
         let node = &self.nodes[i];
         let mut args: Vec<String> = vec![
             "run".into(),
-            "--listen".into(),
-            node.client.to_string(),
+            "-h".into(),
+            node.client.ip().to_string(),
+            "-p".into(),
+            node.client.port().to_string(),
             "--cluster".into(),
             "--cluster-id".into(),
             "1".into(),
@@ -124,6 +130,9 @@ impl Cluster {
         args.push(node.data_dir.display().to_string());
         args.push("--tick-ms".into());
         args.push(self.tick_ms.to_string());
+        // Info: the transport's and the driver's lines, which a failure's message shows.
+        args.push("-l".into());
+        args.push("info".into());
         args.push("--max-session-grace".into());
         args.push(self.grace_max_ms.to_string());
         args
@@ -189,6 +198,14 @@ impl Cluster {
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
+    /// Every node's log tail, for a failure's message.
+    pub fn logs(&self) -> String {
+        (0..NODES)
+            .map(|i| format!("--- node {} log:\n{}", i + 1, self.log_tail(i)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// The proxies of the links with node `i` at either end.
     fn links_of(&self, i: usize) -> impl Iterator<Item = &Proxy> {
         self.links.iter().filter(move |((a, b), _)| *a == i || *b == i).map(|(_, p)| p)
@@ -206,6 +223,21 @@ impl Cluster {
     pub fn heal(&self, i: usize) {
         for proxy in self.links_of(i) {
             proxy.refuse(false);
+        }
+    }
+
+    /// Freezes every link with node `i`: the sockets stay open and nothing is forwarded either
+    /// way (a half-open path: no reset tells the nodes anything).
+    pub fn freeze(&self, i: usize) {
+        for proxy in self.links_of(i) {
+            proxy.freeze();
+        }
+    }
+
+    /// Undoes `freeze`: what was held back is forwarded.
+    pub fn thaw(&self, i: usize) {
+        for proxy in self.links_of(i) {
+            proxy.thaw();
         }
     }
 
@@ -229,7 +261,8 @@ impl Cluster {
             let states: Vec<Probe> = (0..NODES).map(|i| self.probe(i)).collect();
             assert!(
                 start.elapsed() < limit,
-                "no agreed leader after {limit:?} (excluding {exclude:?}): {states:?}"
+                "no agreed leader after {limit:?} (excluding {exclude:?}): {states:?}\n{}",
+                self.logs()
             );
             thread::sleep(Duration::from_millis(20));
         }
@@ -258,9 +291,11 @@ impl Cluster {
             }
             assert!(
                 start.elapsed() < limit,
-                "node {} is not a follower of {} after {limit:?}: {p:?}",
+                "node {} is not a follower of {} after {limit:?}: {p:?}; all: {:?}\n{}",
                 i + 1,
-                leader + 1
+                leader + 1,
+                (0..NODES).map(|k| self.probe(k)).collect::<Vec<_>>(),
+                self.logs()
             );
             thread::sleep(Duration::from_millis(20));
         }
@@ -271,6 +306,11 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         for i in 0..NODES {
             self.kill9(i);
+        }
+        if thread::panicking() {
+            if let Some(dir) = self.dir.take() {
+                eprintln!("cluster: the nodes' logs and data are kept in {}", dir.keep().display());
+            }
         }
     }
 }
@@ -506,7 +546,10 @@ impl Worker {
                     self.control.stats.redirects.fetch_add(1, Ordering::SeqCst);
                     if let Some(named) = self.members.iter().position(|m| m.to_string() == message) {
                         if !self.avoided(named) {
+                            // A short pause even so: two members naming each other (one of
+                            // them stale) must not make a busy loop.
                             self.hint = Some(named);
+                            thread::sleep(Duration::from_millis(10));
                             return None;
                         }
                     }
