@@ -21,7 +21,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use support::cluster::{Cluster, Worker, WorkerControl, NODES};
-use support::history::History;
+use support::history::{check, Event, History, Kind, Outcome, Violation};
 use support::rng::Rng;
 
 const CLIENTS: u32 = 12;
@@ -32,6 +32,8 @@ const TICK_MS: u32 = 50;
 const GRACE_MS: u32 = 30_000;
 /// Grants that must follow each fault (and the start) before the next one.
 const PROGRESS: u64 = 100;
+/// Passes of the six faults.
+const ROUNDS: usize = 2;
 /// Bound on an election or a node's return after a fault.
 const ELECTION: Duration = Duration::from_secs(30);
 /// Bound on the grants after a fault.
@@ -155,39 +157,38 @@ fn other_than(leader: usize) -> usize {
     (leader + 1) % NODES
 }
 
-#[test]
-fn contended_load_through_crashes_restarts_and_partitions_keeps_every_lock_safe() {
-    let history = History::new();
-    let mut cluster = Cluster::start(TICK_MS, GRACE_MS);
-    let mut leader = cluster.wait_leader(&[], ELECTION);
-    let load = Load::start(&cluster, &history);
-    load.progress(&mut cluster, &history, "the start");
-    let mut faults = Faults::default();
-
+/// One pass of the six faults, each followed by grants; returns the leader at the end.
+fn round(
+    cluster: &mut Cluster,
+    load: &Load,
+    history: &History,
+    faults: &mut Faults,
+    mut leader: usize,
+) -> usize {
     // 1. kill -9 of the leader: the others elect one, the clients resume there.
     step("kill -9 of the leader", leader);
     cluster.kill9(leader);
     let dead = leader;
     leader = faults.leader(leader, cluster.wait_leader(&[dead], ELECTION));
-    load.progress(&mut cluster, &history, "kill -9 of the leader");
+    load.progress(cluster, history, "kill -9 of the leader");
     cluster.restart(dead);
     cluster.wait_follower_of(dead, leader, ELECTION);
-    load.progress(&mut cluster, &history, "the killed leader's restart");
+    load.progress(cluster, history, "the killed leader's restart");
 
     // 2. kill -9 of a follower: the leader goes on with the other one.
     let follower = other_than(leader);
     step("kill -9 of a follower", follower);
     cluster.kill9(follower);
-    load.progress(&mut cluster, &history, "kill -9 of a follower");
+    load.progress(cluster, history, "kill -9 of a follower");
     cluster.restart(follower);
     leader = faults.leader(leader, cluster.wait_leader(&[], ELECTION));
-    load.progress(&mut cluster, &history, "the follower's restart");
+    load.progress(cluster, history, "the follower's restart");
 
     // 3. The whole cluster killed and started again from its data directories.
     step("restart of the whole cluster, leader was", leader);
     cluster.restart_all();
     leader = faults.leader(leader, cluster.wait_leader(&[], ELECTION));
-    load.progress(&mut cluster, &history, "the restart of the whole cluster");
+    load.progress(cluster, history, "the restart of the whole cluster");
 
     // 4. The leader cut off from its peers, with half of the clients still on it: the others
     // are told to avoid it and go to the new leader; the isolated one can commit nothing.
@@ -198,25 +199,25 @@ fn contended_load_through_crashes_restarts_and_partitions_keeps_every_lock_safe(
     step("isolation of the leader", isolated);
     cluster.isolate(isolated);
     leader = faults.leader(leader, cluster.wait_leader(&[isolated], ELECTION));
-    load.progress(&mut cluster, &history, "the partition of the leader");
+    load.progress(cluster, history, "the partition of the leader");
     step("heal", isolated);
     cluster.heal(isolated);
     cluster.wait_follower_of(isolated, leader, ELECTION);
     for c in &load.controls {
         c.avoid.store(0, Ordering::SeqCst);
     }
-    load.progress(&mut cluster, &history, "the healed partition of the leader");
+    load.progress(cluster, history, "the healed partition of the leader");
 
     // 5. A follower cut off, then back.
     let follower = other_than(leader);
     step("isolation of a follower", follower);
     cluster.isolate(follower);
-    load.progress(&mut cluster, &history, "the partition of a follower");
+    load.progress(cluster, history, "the partition of a follower");
     step("heal", follower);
     cluster.heal(follower);
     cluster.wait_follower_of(follower, leader, ELECTION);
     faults.leader(leader, cluster.wait_leader(&[], ELECTION));
-    load.progress(&mut cluster, &history, "the healed partition of a follower");
+    load.progress(cluster, history, "the healed partition of a follower");
 
     // 6. The leader's links frozen (half-open: nothing forwarded, nothing reset): the others
     // stop hearing it and elect another; thawed, it hears the new term and steps down.
@@ -224,11 +225,26 @@ fn contended_load_through_crashes_restarts_and_partitions_keeps_every_lock_safe(
     step("freeze of the leader's links", frozen);
     cluster.freeze(frozen);
     leader = faults.leader(leader, cluster.wait_leader(&[frozen], ELECTION));
-    load.progress(&mut cluster, &history, "the freeze of the leader's links");
+    load.progress(cluster, history, "the freeze of the leader's links");
     step("thaw", frozen);
     cluster.thaw(frozen);
     cluster.wait_follower_of(frozen, leader, ELECTION);
-    load.progress(&mut cluster, &history, "the thaw of the old leader's links");
+    load.progress(cluster, history, "the thaw of the old leader's links");
+    leader
+}
+
+#[test]
+fn contended_load_through_crashes_restarts_and_partitions_keeps_every_lock_safe() {
+    let history = History::new();
+    let mut cluster = Cluster::start(TICK_MS, GRACE_MS);
+    let mut leader = cluster.wait_leader(&[], ELECTION);
+    let load = Load::start(&cluster, &history);
+    load.progress(&mut cluster, &history, "the start");
+    let mut faults = Faults::default();
+
+    for _ in 0..ROUNDS {
+        leader = round(&mut cluster, &load, &history, &mut faults, leader);
+    }
 
     let (reconnects, redirects) = (load.reconnects(), load.redirects());
     load.stop();
@@ -316,4 +332,31 @@ fn resets_of_a_single_server_leave_a_clean_history() {
     );
     assert!(report.resumes > 0, "no client resumed");
     assert_eq!(report.abandoned_sessions, 0, "a session could not be resumed on the same server");
+    assert_checker_bites(&history.events());
+}
+
+/// The checker is not blind on a real history: one grant given another grant's token, or one
+/// RELEASED turned into RELEASE_FAILED, is found.
+fn assert_checker_bites(events: &[Event]) {
+    let granted: Vec<usize> = (0..events.len())
+        .filter(|&i| matches!(events[i].kind, Kind::Complete(Outcome::Acquired(_))))
+        .collect();
+    assert!(granted.len() > 2, "too few grants to mutate");
+    let mut duplicated = events.to_vec();
+    let Kind::Complete(Outcome::Acquired(token)) = events[granted[0]].kind.clone() else { unreachable!() };
+    duplicated[granted[granted.len() / 2]].kind = Kind::Complete(Outcome::Acquired(token));
+    let found = check(&duplicated).violations;
+    assert!(
+        found.iter().any(|v| matches!(v, Violation::DuplicateToken { .. })),
+        "a duplicated token went unseen"
+    );
+
+    let mut lost = events.to_vec();
+    let released = lost
+        .iter()
+        .rposition(|e| matches!(e.kind, Kind::Complete(Outcome::Released)))
+        .expect("a RELEASED in the history");
+    lost[released].kind = Kind::Complete(Outcome::ReleaseFailed);
+    let found = check(&lost).violations;
+    assert!(found.iter().any(|v| matches!(v, Violation::LostGrant { .. })), "a lost grant went unseen");
 }
