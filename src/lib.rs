@@ -19,8 +19,10 @@
 //!   (`server/session/`: bytes and `now` in, steps and a deadline out); the loop reads, budgets,
 //!   turns steps into table commands (`server/dispatch.rs`) and writes. Also background mode
 //!   (`start`/`stop`), the pid file, the state file and `/metrics`.
-//! - [`cluster`] (`cluster`, off by default): issue 16's groundwork on raft-rs: the replicated
-//!   log entry (`now` + one `Command`) and the durable raft log storage (docs/CLUSTER.md).
+//! - `cluster` (feature `cluster`, off by default): the replicated cluster's parts on raft-rs:
+//!   the log entry (`now` + one `Command`), the durable raft log storage, the sans-IO node and
+//!   the peer transport; `server/cluster.rs` drives them for `officer run --cluster`
+//!   (docs/CLUSTER.md).
 //! - [`procfs`] (`server`): CPU time, resident memory and open descriptors read from /proc.
 //! - [`cli`] (`cli`): the command-line client subcommands (`officer lock`, `locks`, `top`, ...).
 //! - [`bench`](mod@bench) (`cli`): `officer bench`, a load generator driving many connections

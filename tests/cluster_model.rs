@@ -314,6 +314,7 @@ impl Cluster {
                     let fate = self.fates.insert(tag, Fate::Dropped(id));
                     assert_eq!(fate, Some(Fate::Pending(id)), "node {id} dropped tag {tag}");
                 }
+                Event::ReadReady { .. } => panic!("node {id}: the model asks for no read index"),
             }
         }
     }

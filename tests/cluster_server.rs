@@ -191,6 +191,18 @@ fn a_resumable_session_keeps_its_lock_through_a_failover() {
     assert!(matches!(resumed, Response::Resumed(_)), "{resumed:?}");
     let check = again.call(&Request::Check(officer::protocol::TokenRequest { name: "kept", token }));
     assert_eq!(check, Response::Checked { held: true });
+    // Listings go through a read index on the leader: pipelined behind a LOCK of the same
+    // connection, LOCKS sees it (its answer comes after the LOCK's, in order).
+    let id = again.send(&support::frames::lock_req("pipelined"));
+    let listed = again.send(&support::frames::locks_req(""));
+    let (first, acquired) = again.recv();
+    assert_eq!(first, id, "{acquired:?}");
+    let (second, locks) = again.recv();
+    assert_eq!(second, listed);
+    let Response::Locks { locks, .. } = locks else { panic!("{locks:?}") };
+    let names: Vec<&str> = locks.iter().map(|l| l.name.as_str()).collect();
+    assert!(names.contains(&"kept") && names.contains(&"pipelined"), "{names:?}");
+    assert!(support::raw::stat(&mut again, "cluster_reads") >= 1);
     // The plain connection's lock goes once the new leader has suspended its predecessor's
     // sessions: another client gets it.
     let mut other = Raw::connect(cluster.client[new - 1]);

@@ -92,6 +92,8 @@ Server address (client subcommands):
   -h HOST[:PORT], -p PORT      flags win ([V6]:PORT for IPv6, e.g. -h [::1]:11500)
   -h HOST[:PORT],HOST[:PORT]   several servers: each lock name lives on one of them; the
                                listings ask them all (also in OFFICER_HOST, OFFICER_ADDR)
+  --cluster -h HOST[:PORT],... the list is one cluster's members: the client talks to its
+                               leader and follows redirects (also OFFICER_CLUSTER=1)
   OFFICER_HOST, OFFICER_PORT   then these (OFFICER_HOST may also be HOST:PORT)
   OFFICER_ADDR=HOST:PORT       then this, as etcdctl's ETCDCTL_ENDPOINTS
   default                      localhost:11500
@@ -346,6 +348,11 @@ pub struct ConnectArgs {
     /// Authenticate with the secret in this file (as given to `officer run --auth-file`).
     #[arg(long, value_name = "PATH")]
     pub auth_file: Option<PathBuf>,
+    /// The host list is the members of one cluster (`officer run --cluster`), not shards:
+    /// connect to its leader, following the members' redirects, and with --session-grace
+    /// resume on the new leader after a failover [default: $OFFICER_CLUSTER=1].
+    #[arg(long)]
+    pub cluster: bool,
 }
 
 /// The transport of [`ConnectArgs`].
@@ -380,14 +387,66 @@ impl ConnectArgs {
         self.builder_or_exit().map_err(|(_, msg)| msg)
     }
 
+    /// Whether the host list names one cluster's members: `--cluster`, or `OFFICER_CLUSTER`
+    /// set to `1`, `true` or `yes`.
+    ///
+    /// ```
+    /// # use clap::Parser;
+    /// # #[derive(Parser)] #[command(disable_help_flag = true)]
+    /// # struct Args { #[command(flatten)] connect: officer::cli::ConnectArgs }
+    /// let args = Args::parse_from(["x", "-h", "a,b"]);
+    /// assert!(!args.connect.is_cluster_from(|_| None));
+    /// assert!(args.connect.is_cluster_from(|v| (v == "OFFICER_CLUSTER").then(|| "1".to_owned())));
+    /// assert!(Args::parse_from(["x", "--cluster"]).connect.is_cluster_from(|_| None));
+    /// ```
+    pub fn is_cluster_from(&self, env: impl Fn(&str) -> Option<String>) -> bool {
+        self.cluster
+            || env("OFFICER_CLUSTER")
+                .is_some_and(|v| matches!(v.trim(), "1" | "true" | "yes" | "TRUE" | "YES"))
+    }
+
+    /// The cluster's members, `host:port` each, when the host list names one cluster
+    /// ([`ConnectArgs::is_cluster_from`]; a single host is a cluster of one), else `None`.
+    ///
+    /// ```
+    /// # use clap::Parser;
+    /// # #[derive(Parser)] #[command(disable_help_flag = true)]
+    /// # struct Args { #[command(flatten)] connect: officer::cli::ConnectArgs }
+    /// let args = Args::parse_from(["x", "--cluster", "-h", "a,[::1]:9000"]);
+    /// assert_eq!(args.connect.members_from(|_| None).unwrap()?, ["a:11500", "[::1]:9000"]);
+    /// let args = Args::parse_from(["x", "--cluster", "-h", "a", "-p", "7"]);
+    /// assert_eq!(args.connect.members_from(|_| None).unwrap()?, ["a:7"]);
+    /// assert!(Args::parse_from(["x", "-h", "a,b"]).connect.members_from(|_| None).is_none());
+    /// # Ok::<(), String>(())
+    /// ```
+    pub fn members_from(&self, env: impl Fn(&str) -> Option<String>) -> Option<Result<Vec<String>, String>> {
+        if self.socket_type != SocketType::Tcp || !self.is_cluster_from(&env) {
+            return None;
+        }
+        // The list as sharding reads it (ports, layers, errors alike), or the one endpoint.
+        let as_list = ConnectArgs { cluster: false, ..self.clone() };
+        let env_off = |var: &str| if var == "OFFICER_CLUSTER" { None } else { env(var) };
+        let servers = match as_list.servers_from(env_off) {
+            Some(list) => list,
+            None => as_list.endpoint_from(env_off).map(|one| vec![one]),
+        };
+        let shown = |(host, port): (String, u16)| match host.contains(':') {
+            true => format!("[{host}]:{port}"),
+            false => format!("{host}:{port}"),
+        };
+        Some(servers.map(|list| list.into_iter().map(shown).collect()))
+    }
+
     /// [`ConnectArgs::builder`], with the exit status its failure calls for.
     fn builder_or_exit(&self) -> Result<ClientBuilder, (i32, String)> {
-        let mut builder = match self.socket_type {
-            SocketType::Tcp => {
+        let members = self.members_from(|var| std::env::var(var).ok());
+        let mut builder = match (self.socket_type, members) {
+            (_, Some(members)) => Client::builder().cluster(members.map_err(|e| (EXIT_USAGE, e))?),
+            (SocketType::Tcp, None) => {
                 let (host, port) = self.endpoint().map_err(|e| (EXIT_USAGE, e))?;
                 Client::builder().host(host).port(port)
             }
-            SocketType::Unix => Client::builder().unix_socket(&self.socket_file),
+            (SocketType::Unix, None) => Client::builder().unix_socket(&self.socket_file),
         };
         builder = builder.connect_timeout(self.connect_timeout);
         if let Some(ns) = &self.namespace {
@@ -476,8 +535,9 @@ impl ConnectArgs {
     /// Like `connect_or_exit`, asking for a resumable session of `grace` (one server only:
     /// a session lives on one server).
     fn connect_session_or_exit(&self, grace: Duration) -> Result<Client, i32> {
-        if self.host.as_deref().is_some_and(|h| h.contains(',')) {
-            eprintln!("officer: --session-grace needs one server, not a list");
+        let cluster = self.is_cluster_from(|var| std::env::var(var).ok());
+        if !cluster && self.host.as_deref().is_some_and(|h| h.contains(',')) {
+            eprintln!("officer: --session-grace needs one server (or --cluster), not a list");
             return Err(EXIT_USAGE);
         }
         let builder = self.builder_or_exit().map_err(|(code, msg)| {
@@ -653,7 +713,7 @@ pub struct LockArgs {
     /// Keep the lock across a lost connection for this long (`10`, `10s`, `2.5s`, `500ms`):
     /// officer reconnects and resumes its session while COMMAND runs, and the lock is lost only
     /// if that fails within the grace. Needs a server started with `--max-session-grace`
-    /// (which caps it); one server, not a list.
+    /// (which caps it); one server (or one cluster, `--cluster`), not a list of shards.
     #[arg(long, value_name = "DURATION", value_parser = parse_grace)]
     pub session_grace: Option<Duration>,
     /// While waiting with --session-grace: if the lock's turn comes while the connection is

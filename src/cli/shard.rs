@@ -43,7 +43,8 @@ impl ConnectArgs {
         &self,
         env: impl Fn(&str) -> Option<String>,
     ) -> Option<std::result::Result<Vec<(String, u16)>, String>> {
-        if self.socket_type != SocketType::Tcp {
+        // The members of one cluster are not shards (`ConnectArgs::members_from`).
+        if self.socket_type != SocketType::Tcp || self.is_cluster_from(&env) {
             return None;
         }
         let env = |var: &str| env(var).filter(|v| !v.is_empty());

@@ -4,9 +4,11 @@
 //! automatic reconnect after a lock-free loss) opens the next connection the same way.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Client, Result};
+use super::cluster::Members;
+use super::{Client, Error, Result};
 
 /// The default server port, as in the original officer.
 ///
@@ -67,6 +69,9 @@ pub(crate) struct Config {
     pub(crate) secret: Option<Vec<u8>>,
     /// Ask for a resumable session with this grace (`None`: locks belong to the connection).
     pub(crate) session_grace: Option<Duration>,
+    /// The members of the cluster `target` belongs to ([`ClientBuilder::cluster`]); `None`
+    /// for one server.
+    pub(crate) cluster: Option<Arc<Members>>,
 }
 
 impl Config {
@@ -93,6 +98,11 @@ impl Config {
         full.strip_prefix(self.prefix.as_str())
     }
 
+    /// This config aimed at `target` (a member of its cluster), each step within `timeout`.
+    pub(crate) fn at(&self, target: &Target, timeout: Duration) -> Config {
+        Config { target: target.clone(), connect_timeout: timeout, ..self.clone() }
+    }
+
     /// Like `short_name`, but keeps names outside the namespace whole (for error messages).
     pub(crate) fn display_name(&self, full: &str) -> String {
         self.short_name(full).unwrap_or(full).to_owned()
@@ -116,6 +126,8 @@ impl Config {
 #[derive(Debug, Clone)]
 pub struct ClientBuilder {
     config: Config,
+    /// Why the settings cannot connect (a malformed cluster member), reported by `connect`.
+    invalid: Option<String>,
 }
 
 impl Default for ClientBuilder {
@@ -141,7 +153,9 @@ impl ClientBuilder {
                 auto_reconnect: true,
                 secret: None,
                 session_grace: None,
+                cluster: None,
             },
+            invalid: None,
         }
     }
 
@@ -156,6 +170,7 @@ impl ClientBuilder {
             Target::Unix(_) => DEFAULT_PORT,
         };
         self.config.target = Target::Tcp { host: host.into(), port };
+        self.config.cluster = None;
         self
     }
 
@@ -170,6 +185,7 @@ impl ClientBuilder {
             Target::Unix(_) => DEFAULT_HOST.to_owned(),
         };
         self.config.target = Target::Tcp { host, port };
+        self.config.cluster = None;
         self
     }
 
@@ -180,6 +196,54 @@ impl ClientBuilder {
     /// ```
     pub fn unix_socket(mut self, path: impl AsRef<Path>) -> ClientBuilder {
         self.config.target = Target::Unix(path.as_ref().to_owned());
+        self.config.cluster = None;
+        self
+    }
+
+    /// Connects to one cluster (`officer run --cluster`, docs/CLUSTER.md) whose members'
+    /// client addresses are `members` (`host:port`, `[v6]:port`; a host alone takes port
+    /// 11500). These are replicas of one lock table, not shards (for shards see
+    /// [`ShardedClient`](super::ShardedClient)); replaces [`host`](Self::host) and
+    /// [`port`](Self::port).
+    ///
+    /// Connecting tries the members in order, starting at the leader last reached: a member
+    /// that is not the leader answers `not_leader` naming the leader, which is tried next (at
+    /// most 3 redirects in a row, so members naming each other cannot loop); a member that
+    /// refuses, fails or names no leader (an election is under way) gives way to the next.
+    /// Each attempt gets a share of the [connect timeout](Self::connect_timeout) (at least
+    /// 100 ms); after a round over every member the client pauses (20 ms, doubling up to
+    /// 500 ms), and gives up with the last member's error once the connect timeout has
+    /// passed since the first attempt.
+    ///
+    /// With a [session](Self::session_grace), a failover is a blip: when the leader dies or
+    /// hands over (its connections end with `not_leader` naming the new leader), the client
+    /// finds the new leader the same way within the grace and resumes there, holds and waits
+    /// intact. Without one, the lost connection is reported as for one server (its locks are
+    /// gone with the old leader), and the next connection goes to the new leader.
+    ///
+    /// The leader learnt is shared by the clones of this builder and every client built from
+    /// them. An empty list, or a member that does not parse, fails at `connect`.
+    ///
+    /// ```
+    /// let builder = officer::client::Client::builder()
+    ///     .cluster(["10.0.0.1:11500", "10.0.0.2:11500", "10.0.0.3:11500"]);
+    /// ```
+    pub fn cluster<I, S>(mut self, members: I) -> ClientBuilder
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let parsed: std::result::Result<Vec<Target>, String> =
+            members.into_iter().map(|m| super::shard_builder::parse_server(m.as_ref())).collect();
+        match parsed {
+            Ok(list) if list.is_empty() => self.invalid = Some("a cluster needs at least one member".into()),
+            Ok(list) => {
+                self.config.target = list[0].clone();
+                self.config.cluster = Some(Arc::new(Members::new(list)));
+                self.invalid = None;
+            }
+            Err(why) => self.invalid = Some(why),
+        }
         self
     }
 
@@ -282,13 +346,16 @@ impl ClientBuilder {
     /// # Ok::<(), officer::client::Error>(())
     /// ```
     pub fn connect(self) -> Result<Client> {
-        Client::from_config(self.config)
+        Client::from_config(self.into_config()?)
     }
 
-    /// The settings, for a client other than [`Client`] (the async one) built from them.
-    #[cfg(feature = "tokio")]
-    pub(crate) fn into_config(self) -> Config {
-        self.config
+    /// The settings, for [`Client`] or another client (the async one) built from them; fails
+    /// when they are malformed.
+    pub(crate) fn into_config(self) -> Result<Config> {
+        match self.invalid {
+            Some(why) => Err(Error::io(std::io::Error::new(std::io::ErrorKind::InvalidInput, why))),
+            None => Ok(self.config),
+        }
     }
 }
 
@@ -304,6 +371,23 @@ mod tests {
         assert_eq!(b.config.target, Target::Unix("/s".into()));
         let b = b.port(7);
         assert_eq!(b.config.target, Target::Tcp { host: DEFAULT_HOST.into(), port: 7 });
+    }
+
+    #[test]
+    fn a_cluster_takes_its_members_and_host_leaves_it() {
+        let b = ClientBuilder::new().cluster(["a:1", "b"]);
+        let members = b.config.cluster.as_ref().unwrap().list().to_vec();
+        assert_eq!(
+            members,
+            [Target::Tcp { host: "a".into(), port: 1 }, Target::Tcp { host: "b".into(), port: DEFAULT_PORT }]
+        );
+        assert_eq!(b.config.target, members[0]);
+        assert!(b.clone().host("c").config.cluster.is_none());
+        assert!(b.into_config().is_ok());
+        let empty: [&str; 0] = [];
+        assert!(ClientBuilder::new().cluster(empty).into_config().unwrap_err().is_io());
+        let err = ClientBuilder::new().cluster(["a:x"]).into_config().unwrap_err();
+        assert!(err.to_string().contains("\"x\""), "{err}");
     }
 
     #[test]

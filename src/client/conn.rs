@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 pub(crate) use super::answer::Track;
 use super::answer::{alloc_id, unsolicited_reason};
 use super::builder::{Config, Target};
+use super::cluster::{self, Members};
 use super::handshake::{self, AUTH_ID, FIRST_ID, HELLO_ID, MAX_RESPONSE_FRAME, PROBE_ID};
 use super::session::{self, Resent, Session};
 use super::stream::Stream;
@@ -171,9 +172,21 @@ pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Conn {
-    /// Connects, performs the handshake (opening a session when the config asks for one), and
-    /// starts the reader and keep-alive threads.
+    /// Connects (to the leader, for a cluster), performs the handshake (opening a session when
+    /// the config asks for one), and starts the reader and keep-alive threads.
     pub(crate) fn open(config: &Config) -> Result<Arc<Conn>> {
+        match &config.cluster {
+            None => Conn::open_at(config, config.connect_timeout),
+            // Each attempt gets a share of the connect timeout; the connection keeps it whole.
+            Some(members) => {
+                connect_cluster(config, members, |attempt| Conn::open_at(attempt, config.connect_timeout))
+            }
+        }
+    }
+
+    /// [`Conn::open`] of `config.target` only; the connection keeps `connect_timeout` (for
+    /// its resumes and GOODBYE) rather than the attempt's.
+    fn open_at(config: &Config, connect_timeout: Duration) -> Result<Arc<Conn>> {
         let mut stream = Stream::connect(&config.target, config.connect_timeout)?;
         let (hello, mut leftover) = handshake(&mut stream, config)?;
         let session = match config.session_grace {
@@ -200,7 +213,7 @@ impl Conn {
             }),
             changed: Condvar::new(),
             session,
-            config: config.clone(),
+            config: Config { connect_timeout, ..config.clone() },
             resumes: AtomicU64::new(0),
             epoch: Instant::now(),
             last_write_ms: AtomicU64::new(0),
@@ -488,8 +501,11 @@ impl Conn {
         }
         if id == SHUTDOWN_REQUEST_ID {
             // The server ended the connection on purpose (shutdown, a fatal error, the session
-            // taken over elsewhere): nothing to resume.
-            return Err(End { reason: unsolicited_reason(resp), resumable: false });
+            // taken over elsewhere): nothing to resume. In a cluster, though, a leader that
+            // lost its lead (or a member shutting down) is a failover, which a session
+            // resumes on the new leader.
+            let resumable = cluster::is_failover(self.config.cluster.as_deref(), &resp);
+            return Err(End { reason: unsolicited_reason(resp), resumable });
         }
         let mut st = lock(&self.state);
         let Some(mut pending) = st.pending.remove(&id) else {
@@ -647,6 +663,41 @@ impl State {
     pub(super) fn alloc_id(&mut self) -> u32 {
         let pending = &self.pending;
         alloc_id(&mut self.next_id, |id| id < FIRST_ID || pending.contains_key(&id))
+    }
+}
+
+/// Connects to the leader of the cluster of `members` (`ClientBuilder::cluster`): `attempt` connects to the one member `config` is aimed at,
+/// and the members are tried as a [`Route`](super::cluster::Route) says, each attempt within
+/// its share of the connect timeout, until one succeeds or the connect timeout has passed.
+/// The member reached is remembered as the leader.
+pub(crate) fn connect_cluster<T>(
+    config: &Config,
+    members: &Members,
+    mut attempt: impl FnMut(&Config) -> Result<T>,
+) -> Result<T> {
+    let deadline = Instant::now() + config.connect_timeout;
+    let share = members.attempt_timeout(config.connect_timeout);
+    let mut route = members.route();
+    loop {
+        let target = route.next();
+        let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+        let e = match attempt(&config.at(&target, share.min(left))) {
+            Ok(t) => {
+                members.set_leader(&target);
+                return Ok(t);
+            }
+            Err(e) => e,
+        };
+        log::debug!("officer cluster member {target} failed: {e}");
+        if cluster::is_final(&e) {
+            return Err(e.on_server(&target.to_string()));
+        }
+        let pause = route.failed(&target, &e).unwrap_or_default();
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || left <= pause {
+            return Err(e.on_server(&target.to_string()));
+        }
+        thread::sleep(pause);
     }
 }
 

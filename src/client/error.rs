@@ -330,6 +330,16 @@ impl Error {
         }
     }
 
+    /// The message of the server's ERROR answer, if this is one (for `not_leader`, the
+    /// leader's address). Crate-internal: callers read it in the error's `Display`.
+    pub(crate) fn server_message(&self) -> Option<&str> {
+        match &self.repr {
+            Repr::Server { message, .. } => Some(message),
+            Repr::OnServer { inner, .. } => inner.server_message(),
+            _ => None,
+        }
+    }
+
     /// The lock's queue for a timeout or full queue: connection labels, holder first.
     ///
     /// ```no_run

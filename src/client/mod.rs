@@ -10,6 +10,8 @@
 //! - `shard`, `shard_builder`: [`ShardedClient`] and [`ShardedBuilder`], names spread over
 //!   several servers; [`placement`] (public, pure: which server a name lives on) and `merge`
 //!   (how listings of several servers become one) hold what an async client can share.
+//! - `cluster`: the members of one cluster ([`ClientBuilder::cluster`]) and which to try next,
+//!   following `not_leader` redirects, without I/O; shared with the async client.
 //! - `session`, `resume`: resumable sessions ([`ClientBuilder::session_grace`]): the messages,
 //!   back-off and how a request sent again is answered, without I/O; and the reconnect-and-resume
 //!   the reader thread runs when a link drops.
@@ -38,6 +40,7 @@
 
 mod answer;
 mod builder;
+mod cluster;
 mod conn;
 mod error;
 mod guard;

@@ -13,6 +13,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::answer::Track;
+use super::builder::Target;
 use super::conn::{handshake, lock, read_reply, Conn, Pending, SESSION_ID};
 use super::session::{self, Next, Resent, Retry, Session};
 use super::stream::Stream;
@@ -65,6 +66,8 @@ impl Conn {
         };
         log::debug!("officer session {} detached, resuming: {reason}", session.id);
         let mut retry = Retry::new(&session, reason, Instant::now());
+        // A cluster's session resumes on whichever member leads now (`cluster.rs`).
+        let mut route = self.config.cluster.as_ref().map(|m| m.route());
         loop {
             if self.lost().is_some() {
                 return None;
@@ -76,31 +79,54 @@ impl Conn {
                     return None;
                 }
             };
-            match self.try_resume(&session, timeout, link + 1) {
+            let (target, timeout) = match (&mut route, &self.config.cluster) {
+                (Some(route), Some(members)) => {
+                    (route.next(), timeout.min(members.attempt_timeout(self.config.connect_timeout)))
+                }
+                _ => (self.config.target.clone(), timeout),
+            };
+            match self.try_resume(&session, &target, timeout, link + 1) {
                 Ok(next) => {
+                    if let Some(members) = &self.config.cluster {
+                        members.set_leader(&target);
+                    }
                     // Counted before the replay is read, so a caller the replay answers sees it.
                     self.resumes.fetch_add(1, Ordering::SeqCst);
                     log::debug!("officer session {} resumed, {} replayed", session.id, next.replay.left);
                     return Some(next);
                 }
-                // Wakes early when the client closes meanwhile.
-                Err(e) => match retry.failed(&e, Instant::now()) {
-                    Ok(pause) => {
-                        self.wait_lost(Some(pause));
+                Err(e) => {
+                    // The next member of a round (or a named leader) is tried at once.
+                    if let Some(None) = route.as_mut().map(|r| r.failed(&target, &e)) {
+                        if retry.note(&e).is_ok() {
+                            continue;
+                        }
                     }
-                    Err(why) => {
-                        self.fail(&why, false);
-                        return None;
+                    match retry.failed(&e, Instant::now()) {
+                        // Wakes early when the client closes meanwhile.
+                        Ok(pause) => {
+                            self.wait_lost(Some(pause));
+                        }
+                        Err(why) => {
+                            self.fail(&why, false);
+                            return None;
+                        }
                     }
-                },
+                }
             }
         }
     }
 
-    /// One attempt: connect, handshake, SESSION_RESUME, RESUMED; each step within `timeout`.
-    fn try_resume(&self, session: &Session, timeout: Duration, link: u64) -> Result<NextLink> {
-        let mut config = self.config.clone();
-        config.connect_timeout = timeout;
+    /// One attempt at `target`: connect, handshake, SESSION_RESUME, RESUMED; each step within
+    /// `timeout`.
+    fn try_resume(
+        &self,
+        session: &Session,
+        target: &Target,
+        timeout: Duration,
+        link: u64,
+    ) -> Result<NextLink> {
+        let config = self.config.at(target, timeout);
         let mut stream = Stream::connect(&config.target, timeout)?;
         let (hello, mut leftover) = handshake(&mut stream, &config)?;
         stream.set_read_timeout(Some(timeout))?;

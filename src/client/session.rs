@@ -143,14 +143,22 @@ impl Retry {
         Next::Try(left.min(connect_timeout))
     }
 
-    /// The attempt failed at `now` with `e`: `Ok` with the pause before the next one, or
-    /// `Err` with the reason the connection is lost when the session is gone for good
-    /// ([`is_gone`]).
-    pub(crate) fn failed(&mut self, e: &Error, now: Instant) -> std::result::Result<Duration, String> {
+    /// An attempt failed with `e` and the next one follows at once (another member of a
+    /// cluster): `Err` with the reason the connection is lost when the session is gone for
+    /// good ([`is_gone`]), as [`Retry::failed`].
+    pub(crate) fn note(&mut self, e: &Error) -> std::result::Result<(), String> {
         if is_gone(e) {
             return Err(format!("{}; the session cannot be resumed: {e}", self.reason));
         }
         self.last = e.to_string();
+        Ok(())
+    }
+
+    /// The attempt failed at `now` with `e`: `Ok` with the pause before the next one, or
+    /// `Err` with the reason the connection is lost when the session is gone for good
+    /// ([`is_gone`]).
+    pub(crate) fn failed(&mut self, e: &Error, now: Instant) -> std::result::Result<Duration, String> {
+        self.note(e)?;
         let pause = backoff(self.attempt).min(self.deadline.saturating_duration_since(now));
         self.attempt = self.attempt.saturating_add(1);
         Ok(pause)

@@ -221,7 +221,7 @@ fn options_for(options: &ClientBuilder, target: Target) -> ClientBuilder {
 }
 
 /// A server address as [`ShardedBuilder::server`] takes it.
-fn parse_server(s: &str) -> std::result::Result<Target, String> {
+pub(crate) fn parse_server(s: &str) -> std::result::Result<Target, String> {
     if s.starts_with('/') || s.starts_with('.') {
         return Ok(Target::Unix(s.into()));
     }

@@ -175,6 +175,9 @@ pub enum Event {
     Applied { index: u64, tag: Option<u64>, outputs: Vec<Output> },
     /// The proposal `tag` will never commit: its index holds another leader's entry.
     Dropped { tag: u64 },
+    /// The read index asked for with `ctx` ([`Node::read_index`]): once the node has applied
+    /// up to `index`, its table holds every entry committed before the read was asked for.
+    ReadReady { ctx: u64, index: u64 },
 }
 
 /// Counters of what the node did since it started.
@@ -295,6 +298,15 @@ impl Node {
         self.propose_entry(now, &command, Some(tag)).map(|_| ())
     }
 
+    /// Asks for a read index: a quorum round (`ReadOnlyOption::Safe`, raft-rs's default)
+    /// that confirms this node still leads, answered by [`Event::ReadReady`] with `ctx`. A
+    /// read served from the table once `applied_index()` reaches its index is linearizable:
+    /// no leader elected meanwhile can have committed anything it misses. Asked on a node that
+    /// does not lead, raft forwards it to the leader; the server only asks as leader.
+    pub fn read_index(&mut self, ctx: u64) {
+        self.raw.read_index(ctx.to_le_bytes().to_vec());
+    }
+
     /// Starts an election now (tests, and a planned leader transfer).
     pub fn campaign(&mut self) -> Result<(), NodeError> {
         self.raw.campaign().map_err(NodeError::Raft)
@@ -308,11 +320,35 @@ impl Node {
     /// Handles one `Ready` (module documentation), appending what the caller must do to
     /// `out`. `Ok(false)`: nothing was ready. An error is fatal: drop the node.
     pub fn poll(&mut self, out: &mut Vec<Event>) -> Result<bool, NodeError> {
+        let start = out.len();
+        let mut early = Vec::new();
+        let ready = self.poll_sending(out, &mut |message| early.push(Event::Send(message)))?;
+        out.splice(start..start, early);
+        Ok(ready)
+    }
+
+    /// `poll`, with the messages that need nothing on disk handed to `send` at once, before
+    /// the fsync (raft's order allows it: a leader's appends may go out before its own log
+    /// has them, so the followers' fsyncs overlap its own); the rest go to `out` as `poll`
+    /// puts them.
+    pub fn poll_sending(
+        &mut self,
+        out: &mut Vec<Event>,
+        send: &mut dyn FnMut(Message),
+    ) -> Result<bool, NodeError> {
         if !self.raw.has_ready() {
             return Ok(false);
         }
         let mut rd = self.raw.ready();
-        out.extend(rd.take_messages().into_iter().map(Event::Send));
+        for message in rd.take_messages() {
+            send(message);
+        }
+        for read in rd.take_read_states() {
+            // Only `read_index` puts contexts here, always 8 bytes.
+            if let Ok(ctx) = <[u8; 8]>::try_from(read.request_ctx.as_slice()) {
+                out.push(Event::ReadReady { ctx: u64::from_le_bytes(ctx), index: read.index });
+            }
+        }
         if !rd.snapshot().is_empty() {
             let index = rd.snapshot().get_metadata().index;
             return Err(NodeError::Unsupported { index, what: "installing a snapshot" });

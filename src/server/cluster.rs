@@ -27,6 +27,7 @@ use raft::Storage;
 
 use crate::cluster::{DiskStorage, Event, Node, NodeConfig, NodeError, Transport, TransportConfig};
 use crate::locks::{Command, LockTable, Output, SessionId, TableLimits};
+use crate::protocol::{ListRequest, Request};
 use crate::wheel::Tick;
 
 use super::conn::ConnKey;
@@ -111,6 +112,60 @@ pub(super) struct PendingResume {
     pub target: SessionId,
 }
 
+/// A listing in cluster mode: owned, since it is served after a read-index round, not from
+/// the read buffer it was decoded from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Listing {
+    Locks(String, u32),
+    LocksDetail(String, u32),
+    Connections(String, u32),
+    MyLocks,
+    MyLocksMatching(String, u32),
+    Top(u32),
+    Sessions(u32),
+}
+
+impl Listing {
+    /// The listings the table answers (`dispatch::run`); `None` for everything else.
+    pub fn of(request: &Request<'_>) -> Option<Listing> {
+        Some(match request {
+            Request::Locks(l) => Listing::Locks(l.prefix.to_owned(), l.max),
+            Request::LocksDetail(l) => Listing::LocksDetail(l.prefix.to_owned(), l.max),
+            Request::Connections(l) => Listing::Connections(l.prefix.to_owned(), l.max),
+            Request::MyLocks => Listing::MyLocks,
+            Request::MyLocksMatching(l) => Listing::MyLocksMatching(l.prefix.to_owned(), l.max),
+            Request::Top(max) => Listing::Top(*max),
+            Request::Sessions(max) => Listing::Sessions(*max),
+            _ => return None,
+        })
+    }
+
+    pub fn request(&self) -> Request<'_> {
+        fn list<'a>(prefix: &'a str, max: &u32) -> ListRequest<'a> {
+            ListRequest { prefix, max: *max }
+        }
+        match self {
+            Listing::Locks(p, m) => Request::Locks(list(p, m)),
+            Listing::LocksDetail(p, m) => Request::LocksDetail(list(p, m)),
+            Listing::Connections(p, m) => Request::Connections(list(p, m)),
+            Listing::MyLocks => Request::MyLocks,
+            Listing::MyLocksMatching(p, m) => Request::MyLocksMatching(list(p, m)),
+            Listing::Top(max) => Request::Top(*max),
+            Listing::Sessions(max) => Request::Sessions(*max),
+        }
+    }
+}
+
+/// A listing waiting for its read index, then for the table to apply up to it.
+#[derive(Debug)]
+pub(super) struct PendingRead {
+    pub key: usize,
+    pub conn: ConnKey,
+    pub rid: u32,
+    pub listing: Listing,
+    index: Option<u64>,
+}
+
 /// What `turn` saw of this node's role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum RoleChange {
@@ -131,6 +186,9 @@ pub(super) struct Driver {
     last_session: u64,
     resumes: HashMap<u64, PendingResume>,
     resuming: HashMap<usize, u64>,
+    /// Listings by read-index context, oldest first, and how many each connection has.
+    reads: BTreeMap<u64, PendingRead>,
+    reading: HashMap<usize, usize>,
     was_leader: bool,
     /// As a new leader: the log index up to which the predecessor's entries must be applied
     /// before its sessions are known.
@@ -141,6 +199,8 @@ pub(super) struct Driver {
     broken: Vec<u64>,
     /// Proposals refused because this node does not lead (their connections are closed).
     pub refused: u64,
+    /// Listings served after a read index.
+    reads_served: u64,
 }
 
 impl Driver {
@@ -198,12 +258,15 @@ impl Driver {
             last_session: 0,
             resumes: HashMap::new(),
             resuming: HashMap::new(),
+            reads: BTreeMap::new(),
+            reading: HashMap::new(),
             was_leader: false,
             takeover_at: None,
             orphans: Vec::new(),
             inbound: Vec::new(),
             broken: Vec::new(),
             refused: 0,
+            reads_served: 0,
         })
     }
 
@@ -230,6 +293,7 @@ impl Driver {
             ("cluster_entries_persisted", stats.persisted),
             ("cluster_entry_batches", stats.entry_batches),
             ("cluster_proposals_refused", self.refused),
+            ("cluster_reads", self.reads_served),
             ("cluster_peer_frames_dropped", transport.dropped_full + transport.dropped_unconnected),
         ]
         .into_iter()
@@ -287,10 +351,50 @@ impl Driver {
         }
     }
 
-    /// Whether connection `key` waits for its SESSION_RESUME to be applied (its later
-    /// requests are held back meanwhile, like those behind a RESET).
-    pub fn is_resuming(&self, key: usize) -> bool {
-        !self.resuming.is_empty() && self.resuming.contains_key(&key)
+    /// Whether connection `key` waits for its SESSION_RESUME to be applied or for a listing's
+    /// read index (its later requests are held back meanwhile, like those behind a RESET, so
+    /// that they are answered in order and run as the resumed session).
+    pub fn holds_back(&self, key: usize) -> bool {
+        (!self.resuming.is_empty() && self.resuming.contains_key(&key))
+            || (!self.reading.is_empty() && self.reading.contains_key(&key))
+    }
+
+    /// A listing: served once a read-index round confirms the lead and the table has applied
+    /// up to it (`take_ready_reads`).
+    pub fn read(&mut self, key: usize, conn: ConnKey, rid: u32, listing: Listing) {
+        let ctx = self.next_tag;
+        self.next_tag += 1;
+        self.node.read_index(ctx);
+        self.reads.insert(ctx, PendingRead { key, conn, rid, listing, index: None });
+        *self.reading.entry(key).or_default() += 1;
+    }
+
+    fn read_ready(&mut self, ctx: u64, index: u64) {
+        if let Some(read) = self.reads.get_mut(&ctx) {
+            read.index = Some(index);
+        }
+    }
+
+    /// The listings whose read index the table has reached, oldest first.
+    pub fn take_ready_reads(&mut self, out: &mut Vec<PendingRead>) {
+        let applied = self.node.applied_index();
+        let ready: Vec<u64> = self
+            .reads
+            .iter()
+            .filter(|(_, r)| r.index.is_some_and(|i| i <= applied))
+            .map(|(&c, _)| c)
+            .collect();
+        for ctx in ready {
+            let Some(read) = self.reads.remove(&ctx) else { continue };
+            if let std::collections::hash_map::Entry::Occupied(mut n) = self.reading.entry(read.key) {
+                *n.get_mut() -= 1;
+                if *n.get() == 0 {
+                    n.remove();
+                }
+            }
+            self.reads_served += 1;
+            out.push(read);
+        }
     }
 
     /// The resume a tag belongs to, once its entry is applied or dropped.
@@ -323,14 +427,23 @@ impl Driver {
         self.node.tick(now);
         for _ in 0..READIES_PER_TURN {
             let first = out.len();
-            let more = self.node.poll(out)?;
+            let (transport, registry_) = (&mut self.transport, registry);
+            let more = self.node.poll_sending(out, &mut |message| {
+                // Out before the fsync: the followers' fsyncs overlap the leader's own.
+                transport.send(message.to, &message);
+                transport.flush(registry_);
+            })?;
             let mut kept = first;
             for i in first..out.len() {
-                if let Event::Send(message) = &out[i] {
-                    self.transport.send(message.to, message);
-                } else {
-                    out.swap(kept, i);
-                    kept += 1;
+                match &out[i] {
+                    Event::Send(message) => {
+                        self.transport.send(message.to, message);
+                    }
+                    &Event::ReadReady { ctx, index } => self.read_ready(ctx, index),
+                    Event::Applied { .. } | Event::Dropped { .. } => {
+                        out.swap(kept, i);
+                        kept += 1;
+                    }
                 }
             }
             out.truncate(kept);
@@ -363,6 +476,8 @@ impl Driver {
             self.orphans.clear();
             self.resumes.clear();
             self.resuming.clear();
+            self.reads.clear();
+            self.reading.clear();
             RoleChange::Lost
         }
     }
@@ -466,10 +581,11 @@ impl super::Server {
                         cluster.take_resume(tag);
                     }
                 }
-                Event::Send(_) => {}
+                Event::Send(_) | Event::ReadReady { .. } => {}
             }
         }
         self.cluster_events = events;
+        self.serve_reads(now);
         match change {
             RoleChange::Lost => self.redirect_all(now),
             RoleChange::Gained | RoleChange::None => {}
@@ -481,6 +597,38 @@ impl super::Server {
             }
         }
         Ok(())
+    }
+
+    /// Answers the listings whose read index the table has reached, then serves what their
+    /// connections sent after them.
+    fn serve_reads(&mut self, now: Tick) {
+        let mut ready = Vec::new();
+        if let Some(cluster) = self.cluster.as_deref_mut() {
+            cluster.take_ready_reads(&mut ready);
+        }
+        for read in ready {
+            let Some(conn) = self.conns.get(read.key).filter(|c| c.id == read.conn && c.closing.is_none())
+            else {
+                continue;
+            };
+            let who = (conn.sid, conn.session.is_admin());
+            let Some(cluster) = self.cluster.as_deref_mut() else { return };
+            let ran = super::dispatch::run(
+                cluster,
+                now,
+                who,
+                read.rid,
+                read.listing.request(),
+                &self.config,
+                &mut self.outputs,
+            );
+            if let super::dispatch::Ran::Reply(response) = ran {
+                self.send(read.key, read.rid, &response);
+            }
+            if !self.holds_back(read.key) {
+                self.conns.push_backlog(read.key);
+            }
+        }
     }
 
     /// A SESSION_RESUME's entry was applied: finish it as a single server does, unless its

@@ -162,6 +162,13 @@ impl Host for Server {
         if let Request::Revoke(revoke) = &request {
             self.log_revoke(key, revoke);
         }
+        // Cluster mode: listings wait for a read index (docs/CLUSTER.md, "Listings").
+        #[cfg(feature = "cluster")]
+        if let Some(cluster) = self.cluster.as_deref_mut() {
+            if let Some(listing) = super::cluster::Listing::of(&request) {
+                return cluster.read(key, conn.id, rid, listing);
+            }
+        }
         #[cfg(feature = "cluster")]
         let ran = match self.cluster.as_deref_mut() {
             Some(cluster) => run(cluster, now, (sid, admin), rid, request, &self.config, &mut self.outputs),

@@ -204,7 +204,7 @@ impl Server {
         // Cluster mode: a SESSION_RESUME not yet committed holds back what follows it, which
         // must run as the resumed session.
         #[cfg(feature = "cluster")]
-        if self.cluster.as_ref().is_some_and(|c| c.is_resuming(key)) {
+        if self.cluster.as_ref().is_some_and(|c| c.holds_back(key)) {
             return true;
         }
         // Checked after every request: no lookup at all while nothing is being released.

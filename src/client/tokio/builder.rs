@@ -74,6 +74,22 @@ impl AsyncClientBuilder {
         self.with(|b| b.unix_socket(path))
     }
 
+    /// Connects to one cluster whose members' client addresses are `members`, following
+    /// `not_leader` redirects to the leader and resuming a session on the new leader after a
+    /// failover; the same rules as [`ClientBuilder::cluster`].
+    ///
+    /// ```
+    /// let builder = officer::client::tokio::AsyncClient::builder()
+    ///     .cluster(["10.0.0.1:11500", "10.0.0.2:11500", "10.0.0.3:11500"]);
+    /// ```
+    pub fn cluster<I, S>(self, members: I) -> AsyncClientBuilder
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        self.with(|b| b.cluster(members))
+    }
+
     /// Prefixes every lock name with `namespace:`; see [`ClientBuilder::namespace`].
     ///
     /// ```
@@ -158,6 +174,6 @@ impl AsyncClientBuilder {
     /// # Ok(()) }
     /// ```
     pub async fn connect(self) -> Result<AsyncClient> {
-        AsyncClient::from_config(self.inner.into_config()).await
+        AsyncClient::from_config(self.inner.into_config()?).await
     }
 }

@@ -44,6 +44,7 @@ use ::tokio::task::AbortHandle;
 use super::stream::{self, Link, Reader, Writer};
 use crate::client::answer::{unsolicited_reason, Effect, Track};
 use crate::client::builder::Config;
+use crate::client::cluster::{self, Members};
 use crate::client::conn::{Lost, LostGrant};
 use crate::client::handshake::{FIRST_ID, MAX_RESPONSE_FRAME};
 use crate::client::session::{self, Resent, Session};
@@ -197,11 +198,51 @@ fn remember<T>(list: &mut VecDeque<T>, item: T) {
     list.push_back(item);
 }
 
+/// The blocking client's `connect_cluster` with tokio: the members of `members` tried as a
+/// [`Route`](crate::client::cluster::Route) says, each attempt within its share of the connect
+/// timeout, until one is the leader or the connect timeout has passed.
+async fn open_cluster(config: &Config, members: &Members) -> Result<Arc<AsyncConn>> {
+    let deadline = Instant::now() + config.connect_timeout;
+    let share = members.attempt_timeout(config.connect_timeout);
+    let mut route = members.route();
+    loop {
+        let target = route.next();
+        let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+        // Each attempt gets a share of the connect timeout; the connection keeps it whole.
+        let e = match AsyncConn::open_at(&config.at(&target, share.min(left)), config.connect_timeout).await {
+            Ok(conn) => {
+                members.set_leader(&target);
+                return Ok(conn);
+            }
+            Err(e) => e,
+        };
+        log::debug!("officer cluster member {target} failed: {e}");
+        if cluster::is_final(&e) {
+            return Err(e.on_server(&target.to_string()));
+        }
+        let pause = route.failed(&target, &e).unwrap_or_default();
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || left <= pause {
+            return Err(e.on_server(&target.to_string()));
+        }
+        ::tokio::time::sleep(pause).await;
+    }
+}
+
 impl AsyncConn {
     /// Connects, performs the handshake (opening a session when the config asks for one),
     /// and spawns the driver (which runs the link's reader and writer) and keep-alive tasks
     /// on the current runtime.
     pub(crate) async fn open(config: &Config) -> Result<Arc<AsyncConn>> {
+        match &config.cluster {
+            None => Self::open_at(config, config.connect_timeout).await,
+            Some(members) => open_cluster(config, members).await,
+        }
+    }
+
+    /// [`AsyncConn::open`] of `config.target` only; the connection keeps `connect_timeout`
+    /// (for its resumes) rather than the attempt's.
+    async fn open_at(config: &Config, connect_timeout: Duration) -> Result<Arc<AsyncConn>> {
         let (hello, mut link) = stream::connect(config).await?;
         let session = match config.session_grace {
             Some(grace) => {
@@ -210,7 +251,7 @@ impl AsyncConn {
             }
             None => None,
         };
-        Ok(Self::start(config, hello, session, link))
+        Ok(Self::start(&Config { connect_timeout, ..config.clone() }, hello, session, link))
     }
 
     fn start(config: &Config, hello: HelloOk, session: Option<Session>, link: Link) -> Arc<AsyncConn> {
@@ -520,8 +561,11 @@ impl AsyncConn {
                         }
                         if frame.request_id == SHUTDOWN_REQUEST_ID {
                             // Shutdown, a fatal error, the session taken over elsewhere: the
-                            // server ended it on purpose, nothing to resume.
-                            break Err(End { reason: unsolicited_reason(resp), resumable: false });
+                            // server ended it on purpose, nothing to resume; but in a cluster a
+                            // leader that lost its lead (or a member shutting down) is a
+                            // failover, which a session resumes on the new leader.
+                            let resumable = cluster::is_failover(self.config.cluster.as_deref(), &resp);
+                            break Err(End { reason: unsolicited_reason(resp), resumable });
                         }
                         queued |= st.dispatch(frame.request_id, resp, wakers);
                     }

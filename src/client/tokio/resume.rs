@@ -102,30 +102,51 @@ async fn resume_after(conn: &AsyncConn, reason: String) -> Option<Link> {
     }
     log::debug!("officer session {} detached, resuming: {reason}", session.id);
     let mut retry = Retry::new(&session, reason, Instant::now());
+    // A cluster's session resumes on whichever member leads now (`client/cluster.rs`).
+    let members = conn.config.cluster.as_deref();
+    let mut route = members.map(|m| m.route());
     loop {
         if conn.is_lost() {
             return None;
         }
-        let mut config = conn.config.clone();
-        config.connect_timeout = match retry.next(Instant::now(), conn.config.connect_timeout) {
+        let timeout = match retry.next(Instant::now(), conn.config.connect_timeout) {
             Next::Try(timeout) => timeout,
             Next::GiveUp(why) => {
                 conn.fail(&why, false);
                 return None;
             }
         };
-        match try_resume(conn, &session, &config).await {
-            Ok(next) => return next,
-            // Wakes early when the client closes meanwhile.
-            Err(e) => match retry.failed(&e, Instant::now()) {
-                Ok(pause) => {
-                    conn.wait_lost(Some(pause)).await;
+        let (target, timeout) = match (&mut route, members) {
+            (Some(route), Some(m)) => {
+                (route.next(), timeout.min(m.attempt_timeout(conn.config.connect_timeout)))
+            }
+            _ => (conn.config.target.clone(), timeout),
+        };
+        match try_resume(conn, &session, &conn.config.at(&target, timeout)).await {
+            Ok(next) => {
+                if let Some(m) = members {
+                    m.set_leader(&target);
                 }
-                Err(why) => {
-                    conn.fail(&why, false);
-                    return None;
+                return next;
+            }
+            Err(e) => {
+                // The next member of a round (or a named leader) is tried at once.
+                if let Some(None) = route.as_mut().map(|r| r.failed(&target, &e)) {
+                    if retry.note(&e).is_ok() {
+                        continue;
+                    }
                 }
-            },
+                match retry.failed(&e, Instant::now()) {
+                    // Wakes early when the client closes meanwhile.
+                    Ok(pause) => {
+                        conn.wait_lost(Some(pause)).await;
+                    }
+                    Err(why) => {
+                        conn.fail(&why, false);
+                        return None;
+                    }
+                }
+            }
         }
     }
 }
