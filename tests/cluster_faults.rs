@@ -1,6 +1,7 @@
 //! The cluster under faults, judged by its clients' history: a 3-node `officer run --cluster`
-//! (support::cluster) serves contended load (12 clients on 5 names, each looping
-//! lock / hold / unlock with a resumable session, reconnecting to whichever member leads)
+//! (support::cluster) serves contended load (16 clients on 5 names, each looping
+//! lock / hold / unlock with a resumable session, reconnecting to whichever member leads: 12
+//! raw-frame workers whose every reconnect is logged, 4 on the library's cluster client)
 //! while the test injects, in turn and twice over: kill -9 of the leader, kill -9 of a
 //! follower, a restart of the whole cluster, a partition isolating the leader with half of the
 //! clients still on it, a partition of a follower, and a freeze of the leader's links
@@ -24,11 +25,14 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use officer::client::LockOptions;
 use support::cluster::{Cluster, Worker, WorkerControl, NODES};
-use support::history::{check, Event, History, Kind, Outcome, Violation};
+use support::history::{check, Event, History, Kind, Op, Outcome, Recorder, Violation};
 use support::rng::Rng;
 
 const CLIENTS: u32 = 12;
+/// Clients on the library's cluster client, beside the raw ones.
+const LIBRARY_CLIENTS: u32 = 4;
 const NAMES: [&str; 5] = ["fault/a", "fault/b", "fault/c", "fault/d", "fault/e"];
 /// Raft tick of every node: elections after 10 ticks, so a failover takes about a second.
 const TICK_MS: u32 = 50;
@@ -59,6 +63,80 @@ fn run_worker(mut worker: Worker, control: Arc<WorkerControl>, seed: u64) {
     }
 }
 
+/// One load client on the library's cluster client (`ClientBuilder::cluster`, which follows
+/// `not_leader` and resumes its session on the new leader by itself). Its reconnects are
+/// invisible here, so: an error of any call may mean the session is gone, and is logged as a
+/// refused resume (the checker then asserts nothing more about this client's holds); an UNLOCK
+/// answered "not held" is not judged either, since the library may have resent an UNLOCK
+/// served before a loss. A CHECK answered "not held" is judged: the hold was never unlocked.
+fn run_library_client(members: Vec<String>, mut rec: Recorder, control: Arc<WorkerControl>, seed: u64) {
+    let mut rng = Rng::new(seed);
+    let connect = || {
+        officer::client::Client::builder()
+            .cluster(members.iter())
+            .session_grace(Duration::from_millis(GRACE_MS.into()))
+            .connect()
+    };
+    let mut client = None;
+    let started = Instant::now();
+    while !control.stop.load(Ordering::SeqCst) {
+        let Some(c) = client.as_ref() else {
+            match connect() {
+                Ok(c) => client = Some(c),
+                Err(_) => {
+                    assert!(started.elapsed() < PROGRESS_LIMIT * 4, "the library client never connected");
+                    thread::sleep(Duration::from_millis(50));
+                }
+            }
+            continue;
+        };
+        let name = NAMES[rng.below(NAMES.len() as u64) as usize];
+        let op = rec.invoke(Op::Lock { name: name.to_owned() });
+        let token = match c.lock(name, LockOptions::default()) {
+            Ok(a) if a.already_acquired() => {
+                rec.complete(op, Outcome::AlreadyAcquired(a.token()));
+                a.token()
+            }
+            Ok(a) => {
+                rec.complete(op, Outcome::Acquired(a.token()));
+                a.token()
+            }
+            Err(e) => {
+                rec.complete(op, Outcome::Refused(e.to_string()));
+                lost_track(&mut rec, &mut client, &e);
+                continue;
+            }
+        };
+        control.stats.grants.fetch_add(1, Ordering::SeqCst);
+        thread::sleep(Duration::from_millis(rng.below(4)));
+        let op = rec.invoke(Op::Check { name: name.to_owned(), token });
+        match c.check(name, token) {
+            Ok(held) => rec.complete(op, Outcome::Held(held)),
+            Err(e) => {
+                rec.complete(op, Outcome::Refused(e.to_string()));
+                lost_track(&mut rec, &mut client, &e);
+                continue;
+            }
+        }
+        let op = rec.invoke(Op::Unlock { name: name.to_owned(), token });
+        match c.unlock(name) {
+            Ok(()) => rec.complete(op, Outcome::Released),
+            Err(e) => {
+                rec.complete(op, Outcome::Refused(e.to_string()));
+                lost_track(&mut rec, &mut client, &e);
+            }
+        }
+    }
+}
+
+/// After a library error: the session may be gone, so its holds are not judged any more
+/// (logged as a refused resume), and a fresh client is built.
+fn lost_track(rec: &mut Recorder, client: &mut Option<officer::client::Client>, e: &officer::client::Error) {
+    let op = rec.invoke(Op::Resume);
+    rec.complete(op, Outcome::Refused(format!("library error: {e}")));
+    *client = None;
+}
+
 struct Load {
     controls: Vec<Arc<WorkerControl>>,
     threads: Vec<thread::JoinHandle<()>>,
@@ -73,6 +151,16 @@ impl Load {
             let worker = Worker::new(cluster.members(), GRACE_MS, history.recorder(c), Arc::clone(&control));
             let for_thread = Arc::clone(&control);
             threads.push(thread::spawn(move || run_worker(worker, for_thread, 0x5eed + u64::from(c))));
+            controls.push(control);
+        }
+        let members: Vec<String> = cluster.members().iter().map(|m| m.to_string()).collect();
+        for c in 0..LIBRARY_CLIENTS {
+            let control = Arc::new(WorkerControl::default());
+            let (rec, for_thread, members) =
+                (history.recorder(CLIENTS + c), Arc::clone(&control), members.clone());
+            threads.push(thread::spawn(move || {
+                run_library_client(members, rec, for_thread, 0x11b + u64::from(c))
+            }));
             controls.push(control);
         }
         Load { controls, threads }
@@ -125,7 +213,7 @@ impl Load {
 fn tail(history: &History) -> String {
     let events = history.events();
     let mut out = String::new();
-    for c in 0..CLIENTS {
+    for c in 0..CLIENTS + LIBRARY_CLIENTS {
         let mine: Vec<_> = events.iter().filter(|e| e.client == c).map(|e| (e.op, &e.kind)).collect();
         out.push_str(&format!("client {c}: {:?}\n", &mine[mine.len().saturating_sub(6)..]));
     }
@@ -197,7 +285,7 @@ fn round(
     // 4. The leader cut off from its peers, with half of the clients still on it: the others
     // are told to avoid it and go to the new leader; the isolated one can commit nothing.
     let isolated = leader;
-    for c in load.controls.iter().step_by(2) {
+    for c in load.controls[..CLIENTS as usize].iter().step_by(2) {
         c.avoid.store(1 << isolated, Ordering::SeqCst);
     }
     step("isolation of the leader", isolated);
@@ -254,10 +342,11 @@ fn contended_load_through_crashes_restarts_and_partitions_keeps_every_lock_safe(
     load.stop();
     let report = history.check();
     println!(
-        "cluster_faults: {} holds ({} with a certain interval, {} fenced waits), {} faults, {} failovers, \
+        "cluster_faults: {} holds ({} by library clients, {} with a certain interval, {} fenced waits), {} faults, {} failovers, \
          {} session resumes ({} by the clients' count), {} abandoned sessions, {} not_leader redirects, \
          {} violations",
         report.holds.len(),
+        report.holds.iter().filter(|h| h.client >= CLIENTS).count(),
         report.judged_holds(),
         report.queued_holds(),
         faults.injected,
@@ -276,6 +365,7 @@ fn contended_load_through_crashes_restarts_and_partitions_keeps_every_lock_safe(
     assert!(report.judged_holds() > 200, "too few judged holds for the check to mean much");
     assert!(faults.failovers >= 3, "the faults caused only {} failovers", faults.failovers);
     assert!(report.resumes > 0, "no client ever resumed its session");
+    assert!(report.holds.iter().any(|h| h.client >= CLIENTS), "the library clients got no grant");
 }
 
 /// The same load and checker against one plain server behind a proxy that resets every
