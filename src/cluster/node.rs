@@ -73,6 +73,8 @@ pub struct NodeConfig {
     /// The table's first fencing token (the same on every node).
     pub first_token: u64,
     pub limits: TableLimits,
+    /// The most bytes of entries proposed and not yet committed; beyond it `propose` refuses.
+    pub max_uncommitted_bytes: u64,
 }
 
 impl NodeConfig {
@@ -85,6 +87,7 @@ impl NodeConfig {
             heartbeat_ticks: 2,
             first_token: 1,
             limits: TableLimits::default(),
+            max_uncommitted_bytes: MAX_UNCOMMITTED_BYTES,
         }
     }
 
@@ -99,6 +102,9 @@ impl NodeConfig {
             pre_vote: true,
             max_size_per_msg: 1 << 20,
             max_inflight_msgs: 256,
+            // A leader whose followers lag (slow disks, a slow link) refuses proposals beyond
+            // this much uncommitted log rather than grow without bound.
+            max_uncommitted_size: self.max_uncommitted_bytes.max(1 << 20),
             ..Config::default()
         }
     }
@@ -217,6 +223,11 @@ pub struct Node {
     expire_in_flight: Option<(u64, u64)>,
     stats: NodeStats,
 }
+
+/// The default most bytes of entries a leader keeps proposed and not yet committed (at least
+/// `max_size_per_msg`, 1 MiB); beyond it `propose` refuses (the server then answers the client
+/// that the cluster is busy).
+pub const MAX_UNCOMMITTED_BYTES: u64 = 64 << 20;
 
 /// Raft ticks `tick` catches up at most after a stall; beyond that the tick clock restarts
 /// from `now` (a stalled loop must not fire an election's worth of ticks at once).

@@ -56,6 +56,26 @@ fn leader(dir: &std::path::Path) -> Node {
     n
 }
 
+/// A leader whose log is not committing (here: nothing polled) refuses proposals past its
+/// bound of uncommitted bytes, and takes them again once the log has committed.
+#[test]
+fn proposals_past_the_uncommitted_bound_are_refused_until_the_log_commits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut store = DiskStorage::open(tmp.path()).expect("a fresh log");
+    store.initialize(&ConfState { voters: vec![1], ..Default::default() }).expect("initialize");
+    let config = NodeConfig { tick_ms: 10, max_uncommitted_bytes: 1 << 20, ..NodeConfig::new(1) };
+    let mut n = Node::new(&config, store).expect("a node");
+    n.campaign().expect("campaign");
+    drain(&mut n);
+    let long = "n".repeat(1000);
+    let taken =
+        (0..5000u32).take_while(|&i| n.propose(0, lock(1, i + 1, &long, None), u64::from(i)).is_ok()).count();
+    assert!(taken > 100 && taken < 5000, "{taken} proposals of about 1 KB under a 1 MiB bound");
+    assert!(n.propose(0, lock(1, 9999, &long, None), 9999).is_err(), "still full");
+    drain(&mut n);
+    assert!(n.propose(0, lock(1, 10_000, "small", None), 10_000).is_ok(), "committed: room again");
+}
+
 #[test]
 fn proposals_are_answered_by_tag_once_applied_with_one_fsync_per_batch() {
     let dir = tempfile::tempdir().unwrap();

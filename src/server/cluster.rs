@@ -342,13 +342,14 @@ impl Driver {
         }
     }
 
-    /// SESSION_RESUME: proposed, answered when applied (`take_resume`).
-    pub fn propose_resume(&mut self, now: Tick, resume: PendingResume, secret: [u8; 16], rid: u32) {
+    /// SESSION_RESUME: proposed, answered when applied (`take_resume`). False when the
+    /// leader refused it (its uncommitted log is full): the caller answers at once.
+    pub fn propose_resume(&mut self, now: Tick, resume: PendingResume, secret: [u8; 16], rid: u32) -> bool {
         let cmd = Command::Resume { session: resume.target, request_id: rid, from: resume.from, secret };
-        if let Some(tag) = self.propose(now, cmd) {
-            self.resumes.insert(tag, resume);
-            self.resuming.insert(resume.key, tag);
-        }
+        let Some(tag) = self.propose(now, cmd) else { return !self.node.is_leader() };
+        self.resumes.insert(tag, resume);
+        self.resuming.insert(resume.key, tag);
+        true
     }
 
     /// Whether connection `key` waits for its SESSION_RESUME to be applied or for a listing's
@@ -536,8 +537,19 @@ impl Driver {
 }
 
 impl super::dispatch::StateMachine for Driver {
-    fn apply(&mut self, now: Tick, command: Command, _outputs: &mut Vec<Output>) {
-        self.propose(now, command);
+    /// Proposes; a request the leader cannot take (its uncommitted log is at its bound,
+    /// `MAX_UNCOMMITTED_BYTES`) is answered at once with `limit_exceeded`, so no client waits
+    /// for an answer that will never come.
+    fn apply(&mut self, now: Tick, command: Command, outputs: &mut Vec<Output>) {
+        let asker = asker(&command);
+        if self.propose(now, command).is_none() && self.node.is_leader() {
+            if let Some((session, request_id)) = asker {
+                let message = "the cluster has too many uncommitted changes: try again";
+                let response =
+                    crate::protocol::Response::error(crate::protocol::ErrorCode::LimitExceeded, message);
+                outputs.push(Output { session, request_id, lock: None, response });
+            }
+        }
     }
 
     fn read(&self) -> &LockTable {
@@ -546,6 +558,22 @@ impl super::dispatch::StateMachine for Driver {
 
     fn read_now(&self, now: Tick) -> Tick {
         Driver::read_now(self, now)
+    }
+}
+
+/// Who waits for an answer to `command`, if anyone.
+fn asker(command: &Command) -> Option<(SessionId, u32)> {
+    match *command {
+        Command::Lock { session, request_id, .. }
+        | Command::Unlock { session, request_id, .. }
+        | Command::Downgrade { session, request_id, .. }
+        | Command::Renew { session, request_id, .. }
+        | Command::Revoke { session, request_id, .. }
+        | Command::Check { session, request_id, .. }
+        | Command::Reset { session, request_id }
+        | Command::OpenSession { session, request_id, .. } => Some((session, request_id)),
+        Command::Resume { from, request_id, .. } => Some((from, request_id)),
+        Command::Attach { .. } | Command::Detach { .. } | Command::Suspend { .. } | Command::Expire => None,
     }
 }
 

@@ -68,7 +68,10 @@ impl Server {
         #[cfg(feature = "cluster")]
         if let Some(cluster) = &mut self.cluster {
             let pending = super::cluster::PendingResume { key, conn: conn.id, from, target };
-            cluster.propose_resume(now, pending, resume.secret, rid);
+            if !cluster.propose_resume(now, pending, resume.secret, rid) {
+                let message = "the cluster has too many uncommitted changes: try again";
+                self.send(key, rid, &Response::error(ErrorCode::LimitExceeded, message));
+            }
             return;
         }
         let cmd = Command::Resume { session: target, request_id: rid, from, secret: resume.secret };
