@@ -11,12 +11,17 @@
 //! - `proxy`: a loopback fault proxy the test resets, freezes and thaws (`Proxy`).
 //! - `ops`: the binary as an operator drives it (`officer start/stop/status`, guards).
 //! - `rng`: the one seeded RNG of the tests.
+//! - `history`: a recorded history of lock operations and the checker that judges it.
+//! - `cluster` (feature `cluster`): a 3-node `officer run --cluster` behind fault proxies.
 
 // Each test file is its own crate and uses a different part of this module, so what one suite
 // leaves unused is used by another; the check for helpers no suite uses is done by hand.
 #![allow(dead_code)]
 
+#[cfg(feature = "cluster")]
+pub mod cluster;
 pub mod frames;
+pub mod history;
 pub mod ops;
 pub mod process;
 pub mod proxy;

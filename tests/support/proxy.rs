@@ -35,8 +35,10 @@ struct Link {
     /// Pumps of this link that have stopped forwarding for a freeze.
     parked: AtomicUsize,
     pumps: Mutex<Vec<thread::JoinHandle<()>>>,
-    /// The client's side, to count what a freeze holds back (`held_bytes`).
-    down: TcpStream,
+    /// The client's side, to count what a freeze holds back (`held_bytes`). A copy of the
+    /// socket: the pump that ends the link drops it, since while any copy is open the client's
+    /// side is never closed (a client would see a link whose server is gone as open forever).
+    down: Mutex<Option<TcpStream>>,
 }
 
 /// A blocking client behind `proxy` with a session of `grace`, which the server opened.
@@ -136,7 +138,11 @@ impl Proxy {
     /// a test waits on it to know a request reached the frozen proxy.
     pub fn held_bytes(&self) -> usize {
         let links = self.shared.links.lock().unwrap();
-        links.iter().filter(|l| l.state.load(Ordering::SeqCst) == OPEN).map(|l| unread(&l.down)).sum()
+        links
+            .iter()
+            .filter(|l| l.state.load(Ordering::SeqCst) == OPEN)
+            .map(|l| l.down.lock().unwrap().as_ref().map_or(0, unread))
+            .sum()
     }
 
     /// Waits until a freeze holds back at least `bytes` from the clients, failing after 10 s.
@@ -215,7 +221,7 @@ fn accept_loop(listener: TcpListener, upstream: SocketAddr, shared: &Arc<Shared>
             state: AtomicU8::new(OPEN),
             parked: AtomicUsize::new(0),
             pumps: Mutex::new(Vec::new()),
-            down: clone(&down),
+            down: Mutex::new(Some(clone(&down))),
         });
         // Listed before its pumps start, under the list's lock: a reset that follows any byte
         // forwarded on this link finds it, with its pumps to wait for.
@@ -321,5 +327,7 @@ fn pump(
             let _ = to.shutdown(Shutdown::Both);
             let _ = from.shutdown(Shutdown::Both);
         }
+        // The link's own copy of the client's socket goes too, so the last close happens.
+        drop(link.down.lock().unwrap().take());
     })
 }
