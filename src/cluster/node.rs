@@ -331,29 +331,11 @@ impl Node {
     /// Handles one `Ready` (module documentation), appending what the caller must do to
     /// `out`. `Ok(false)`: nothing was ready. An error is fatal: drop the node.
     pub fn poll(&mut self, out: &mut Vec<Event>) -> Result<bool, NodeError> {
-        let start = out.len();
-        let mut early = Vec::new();
-        let ready = self.poll_sending(out, &mut |message| early.push(Event::Send(message)))?;
-        out.splice(start..start, early);
-        Ok(ready)
-    }
-
-    /// `poll`, with the messages that need nothing on disk handed to `send` at once, before
-    /// the fsync (raft's order allows it: a leader's appends may go out before its own log
-    /// has them, so the followers' fsyncs overlap its own); the rest go to `out` as `poll`
-    /// puts them.
-    pub fn poll_sending(
-        &mut self,
-        out: &mut Vec<Event>,
-        send: &mut dyn FnMut(Message),
-    ) -> Result<bool, NodeError> {
         if !self.raw.has_ready() {
             return Ok(false);
         }
         let mut rd = self.raw.ready();
-        for message in rd.take_messages() {
-            send(message);
-        }
+        out.extend(rd.take_messages().into_iter().map(Event::Send));
         for read in rd.take_read_states() {
             // Only `read_index` puts contexts here, always 8 bytes.
             if let Ok(ctx) = <[u8; 8]>::try_from(read.request_ctx.as_slice()) {

@@ -428,12 +428,7 @@ impl Driver {
         self.node.tick(now);
         for _ in 0..READIES_PER_TURN {
             let first = out.len();
-            let (transport, registry_) = (&mut self.transport, registry);
-            let more = self.node.poll_sending(out, &mut |message| {
-                // Out before the fsync: the followers' fsyncs overlap the leader's own.
-                transport.send(message.to, &message);
-                transport.flush(registry_);
-            })?;
+            let more = self.node.poll(out)?;
             let mut kept = first;
             for i in first..out.len() {
                 match &out[i] {
