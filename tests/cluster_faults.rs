@@ -224,8 +224,11 @@ fn tail(history: &History) -> String {
 
 /// Each raw worker's own account of what it holds or waits for, for a stalled run's message.
 fn workers(controls: &[Arc<WorkerControl>]) -> String {
-    let lines: Vec<String> =
-        controls.iter().enumerate().map(|(c, control)| format!("worker {c}: {}", control.describe())).collect();
+    let lines: Vec<String> = controls
+        .iter()
+        .enumerate()
+        .map(|(c, control)| format!("worker {c}: {}", control.describe()))
+        .collect();
     lines.join("\n")
 }
 
@@ -407,13 +410,12 @@ fn contended_load_through_crashes_restarts_and_partitions_keeps_every_lock_safe(
 
 /// The same load and checker against one plain server behind a proxy that resets every
 /// connection a few times: the workers' resume-and-resend path, judged without a cluster.
-// Ignored in CI until the hang below is explained: on a fresh-clone CI run (2026-12-02, 1 run in
-// about 20) every worker waited on LOCK of one name for 60 s, no holder visible to the history,
-// with a 30 s grace, so it is not an abandoned detached session (its grace would have ended).
-// Either a grant whose ACQUIRED the raw `Worker` never matched (its resend and replay paths) or
-// a single-server resume bug (issue 14's path); run it with `--ignored` to chase it.
+// It hung once in CI (every worker waiting on LOCK of one name): a worker whose fence PING
+// failed to send, right after its LOCK, resumed without sending the LOCK again, so a grant
+// whose ACQUIRED died with the connection was held by a worker that still waited for it
+// (`Worker::lock` now resends on every new connection). A stall now fails with each worker's
+// account and the server's listings.
 #[test]
-#[ignore = "hangs about 1 run in 20 (all workers waiting on one name); cause not found yet"]
 fn resets_of_a_single_server_leave_a_clean_history() {
     use support::process::ServerProcess;
     use support::proxy::Proxy;
@@ -452,7 +454,9 @@ fn resets_of_a_single_server_leave_a_clean_history() {
     for c in &controls {
         c.stop.store(true, Ordering::SeqCst);
     }
-    join_within(threads, PROGRESS_LIMIT, || format!("{}\n{}", workers(&controls), server_listing(server.addr)));
+    join_within(threads, PROGRESS_LIMIT, || {
+        format!("{}\n{}", workers(&controls), server_listing(server.addr))
+    });
     let report = history.check();
     println!(
         "single server: {} holds ({} judged, {} fenced), {resets} connections reset, {} resumes, {} violations",

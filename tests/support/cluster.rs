@@ -9,11 +9,11 @@
 //! each member, follows `not_leader`, resumes after a lost connection, resends what was in
 //! flight, and logs every operation into a [`History`](super::history) for the checker.
 
+use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -708,35 +708,42 @@ impl Worker {
     }
 
     /// LOCK `name` (with a fence PING behind it), through reconnects; the token of the grant.
+    ///
+    /// The LOCK is sent again on every new connection of the session until it is answered,
+    /// whatever lost the earlier one (a read, the fence's send, a PING): whether the server saw
+    /// it, and whether an ACQUIRED it wrote reached us, is unknown, and a resend is always
+    /// safe (ALREADY_ACQUIRED with the grant's token, ALREADY_WAITING, or a fresh wait).
     pub fn lock(&mut self, name: &str) -> Result<u64, Abandoned> {
         let deadline = Instant::now() + OP_LIMIT;
         let op = self.rec.invoke(Op::Lock { name: name.to_owned() });
         let mut rids: Vec<u32> = Vec::new();
         let mut fence: Option<(u64, u32)> = None;
         let mut fenced = false;
-        let mut need_send = true;
+        // The connection (`epoch`) the LOCK last went out on.
+        let mut sent_on: Option<u64> = None;
         loop {
             assert!(Instant::now() < deadline, "LOCK {name} not answered in {OP_LIMIT:?}");
             if let Err(a) = self.ensure(deadline) {
                 self.rec.complete(op, Outcome::Abandoned);
                 return Err(a);
             }
-            if need_send {
+            if sent_on != Some(self.epoch) {
                 let req = Request::Lock(LockRequest { name, timeout_ms: None, queue_max: None });
                 let Ok(rid) = self.send(&req) else { continue };
                 rids.push(rid);
-                need_send = false;
-                self.control.set_doing(format!("LOCK {name}: ids {rids:?}, last sent on connection {}", self.epoch));
+                sent_on = Some(self.epoch);
+                self.control
+                    .set_doing(format!("LOCK {name}: ids {rids:?}, last sent on connection {}", self.epoch));
                 if !fenced {
                     fenced = true;
                     let fop = self.rec.invoke(Op::Fence { name: name.to_owned() });
+                    // A failed send loses the connection: the LOCK goes again on the next one.
                     let Ok(frid) = self.send(&Request::Ping(b"")) else { continue };
                     fence = Some((fop, frid));
                 }
             }
             let Ok((rid, response)) = self.next(deadline) else {
                 // The fence's PONG, if still owed, went down with the connection.
-                need_send = true;
                 fence = None;
                 continue;
             };
@@ -791,7 +798,8 @@ impl Worker {
                 return Err(a);
             }
             let Ok(rid) = self.send(&Request::Check(TokenRequest { name, token })) else { continue };
-            self.control.set_doing(format!("CHECK {name} token {token}: id {rid} on connection {}", self.epoch));
+            self.control
+                .set_doing(format!("CHECK {name} token {token}: id {rid} on connection {}", self.epoch));
             while let Ok((r, response)) = self.next(deadline) {
                 if r != rid {
                     continue;
@@ -825,7 +833,8 @@ impl Worker {
                 return Ok(());
             }
             let Ok(rid) = self.send(&Request::Unlock(name)) else { continue };
-            self.control.set_doing(format!("UNLOCK {name} token {token}: id {rid} on connection {}", self.epoch));
+            self.control
+                .set_doing(format!("UNLOCK {name} token {token}: id {rid} on connection {}", self.epoch));
             sent_once = true;
             while let Ok((r, response)) = self.next(deadline) {
                 if r != rid {
@@ -837,6 +846,7 @@ impl Worker {
                     Response::ReleaseFailed | Response::Lost { .. } => Outcome::ReleaseFailed,
                     other => panic!("UNLOCK {name}: unexpected answer {other:?}"),
                 };
+                self.control.set_doing(format!("nothing (last: UNLOCK {name} answered {outcome:?})"));
                 self.rec.complete(op, outcome);
                 return Ok(());
             }
