@@ -190,9 +190,11 @@ impl Load {
             );
             assert!(
                 start.elapsed() < PROGRESS_LIMIT,
-                "only {} of {PROGRESS} grants in {PROGRESS_LIMIT:?} after {after}; last events:\n{}\n{}",
+                "only {} of {PROGRESS} grants in {PROGRESS_LIMIT:?} after {after}; last events:\n{}\n\
+                 the raw workers:\n{}\n{}",
                 PROGRESS + self.grants() - target,
                 tail(history),
+                workers(&self.controls[..CLIENTS as usize]),
                 cluster.logs()
             );
             thread::sleep(Duration::from_millis(20));
@@ -218,6 +220,44 @@ fn tail(history: &History) -> String {
         out.push_str(&format!("client {c}: {:?}\n", &mine[mine.len().saturating_sub(6)..]));
     }
     out
+}
+
+/// Each raw worker's own account of what it holds or waits for, for a stalled run's message.
+fn workers(controls: &[Arc<WorkerControl>]) -> String {
+    let lines: Vec<String> = controls
+        .iter()
+        .enumerate()
+        .map(|(c, control)| format!("worker {c}: {}", control.describe()))
+        .collect();
+    lines.join("\n")
+}
+
+/// What the server says of its locks, connections and detached sessions, asked on a connection
+/// of its own (not through the proxy), for a stalled run's message.
+fn server_listing(addr: std::net::SocketAddr) -> String {
+    let client = match officer::client::Client::builder().host("127.0.0.1").port(addr.port()).connect() {
+        Ok(client) => client,
+        Err(e) => return format!("the server could not be asked: {e}"),
+    };
+    format!(
+        "server locks: {:?}\nserver connections: {:?}\nserver detached sessions: {:?}",
+        client.locks(),
+        client.connections(),
+        client.detached_sessions(0)
+    )
+}
+
+/// Joins the load threads once they have stopped, or fails with `why_stuck()` when one is
+/// still running after `limit`: a stuck worker makes the test fail with its story, not hang.
+fn join_within(threads: Vec<thread::JoinHandle<()>>, limit: Duration, why_stuck: impl Fn() -> String) {
+    let start = Instant::now();
+    while threads.iter().any(|t| !t.is_finished()) {
+        assert!(start.elapsed() < limit, "a load client did not stop in {limit:?}:\n{}", why_stuck());
+        thread::sleep(Duration::from_millis(20));
+    }
+    for t in threads {
+        t.join().expect("a load client panicked");
+    }
 }
 
 /// Counts of what the run did, printed at the end.
@@ -370,13 +410,12 @@ fn contended_load_through_crashes_restarts_and_partitions_keeps_every_lock_safe(
 
 /// The same load and checker against one plain server behind a proxy that resets every
 /// connection a few times: the workers' resume-and-resend path, judged without a cluster.
-// Ignored in CI until the hang below is explained: on a fresh-clone CI run (2026-12-02, 1 run in
-// about 20) every worker waited on LOCK of one name for 60 s, no holder visible to the history,
-// with a 30 s grace, so it is not an abandoned detached session (its grace would have ended).
-// Either a grant whose ACQUIRED the raw `Worker` never matched (its resend and replay paths) or
-// a single-server resume bug (issue 14's path); run it with `--ignored` to chase it.
+// It hung once in CI (every worker waiting on LOCK of one name): a worker whose fence PING
+// failed to send, right after its LOCK, resumed without sending the LOCK again, so a grant
+// whose ACQUIRED died with the connection was held by a worker that still waited for it
+// (`Worker::lock` now resends on every new connection). A stall now fails with each worker's
+// account and the server's listings.
 #[test]
-#[ignore = "hangs about 1 run in 20 (all workers waiting on one name); cause not found yet"]
 fn resets_of_a_single_server_leave_a_clean_history() {
     use support::process::ServerProcess;
     use support::proxy::Proxy;
@@ -403,8 +442,10 @@ fn resets_of_a_single_server_leave_a_clean_history() {
         while grants(&controls) < target {
             assert!(
                 start.elapsed() < PROGRESS_LIMIT,
-                "no progress between resets; last events:\n{}",
-                tail(&history)
+                "no progress between resets; last events:\n{}\nthe workers:\n{}\n{}",
+                tail(&history),
+                workers(&controls),
+                server_listing(server.addr)
             );
             thread::sleep(Duration::from_millis(20));
         }
@@ -413,9 +454,9 @@ fn resets_of_a_single_server_leave_a_clean_history() {
     for c in &controls {
         c.stop.store(true, Ordering::SeqCst);
     }
-    for t in threads {
-        t.join().expect("a load client panicked");
-    }
+    join_within(threads, PROGRESS_LIMIT, || {
+        format!("{}\n{}", workers(&controls), server_listing(server.addr))
+    });
     let report = history.check();
     println!(
         "single server: {} holds ({} judged, {} fenced), {resets} connections reset, {} resumes, {} violations",

@@ -9,12 +9,13 @@
 //! each member, follows `not_leader`, resumes after a lost connection, resends what was in
 //! flight, and logs every operation into a [`History`](super::history) for the checker.
 
+use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -425,12 +426,40 @@ pub struct WorkerStats {
     pub redirects: AtomicU64,
 }
 
-/// Controls a test holds on one worker: the members it must not use (bit i = node i), and stop.
+/// Connection events a worker keeps for a stalled run's message.
+const TRACE_LEN: usize = 12;
+
+/// Controls a test holds on one worker: the members it must not use (bit i = node i), and stop;
+/// and what the worker is doing, so that a stalled run explains itself (`describe`).
 #[derive(Default)]
 pub struct WorkerControl {
     pub avoid: AtomicU64,
     pub stop: AtomicBool,
     pub stats: WorkerStats,
+    /// The operation in progress and what it waits for (request ids, connection).
+    doing: Mutex<String>,
+    /// The last few connection events (losses, resumes, failed sends), oldest first.
+    trace: Mutex<VecDeque<String>>,
+}
+
+impl WorkerControl {
+    fn set_doing(&self, what: String) {
+        *self.doing.lock().unwrap() = what;
+    }
+
+    fn note(&self, what: String) {
+        let mut trace = self.trace.lock().unwrap();
+        if trace.len() == TRACE_LEN {
+            trace.pop_front();
+        }
+        trace.push_back(what);
+    }
+
+    /// The worker's own idea of what it holds or waits for, and its recent connection events.
+    pub fn describe(&self) -> String {
+        let trace: Vec<String> = self.trace.lock().unwrap().iter().cloned().collect();
+        format!("doing: {}; recent: [{}]", self.doing.lock().unwrap(), trace.join("; "))
+    }
 }
 
 /// Why an operation did not finish: the session could not be resumed.
@@ -451,6 +480,9 @@ pub struct Worker {
     replayed: Vec<(u32, Response)>,
     /// Request ids: never reused within a session, since a replay answers under the old ones.
     next_rid: u32,
+    /// Connections the session has had: an operation whose request went out on an earlier one
+    /// does not know whether the server saw it, and sends it again on this one.
+    epoch: u64,
     /// The member the last `not_leader` named.
     hint: Option<usize>,
 }
@@ -471,6 +503,7 @@ impl Worker {
             session: None,
             replayed: Vec::new(),
             next_rid: 1,
+            epoch: 0,
             hint: None,
         }
     }
@@ -499,6 +532,8 @@ impl Worker {
             match self.session {
                 None => {
                     if self.open_session(&mut conn, deadline) {
+                        self.epoch += 1;
+                        self.control.note(format!("session opened on connection {}", self.epoch));
                         self.conn = Some((i, conn));
                         return Ok(());
                     }
@@ -507,6 +542,10 @@ impl Worker {
                     Some(true) => {
                         self.rec.complete(resume_op.expect("resume op"), Outcome::Done);
                         self.control.stats.reconnects.fetch_add(1, Ordering::SeqCst);
+                        self.epoch += 1;
+                        let replayed: Vec<u32> = self.replayed.iter().map(|(r, _)| *r).collect();
+                        self.control
+                            .note(format!("resumed on connection {}, replay ids {replayed:?}", self.epoch));
                         self.conn = Some((i, conn));
                         return Ok(());
                     }
@@ -604,27 +643,41 @@ impl Worker {
         let rid = self.rid();
         let (_, conn) = self.conn.as_mut().ok_or(Lost)?;
         if conn.send(request, rid).is_err() {
+            self.control.note(format!("send of id {rid} failed on connection {}", self.epoch));
             self.conn = None;
             return Err(Lost);
         }
         Ok(rid)
     }
 
+    /// Gives the connection up (it closed, went quiet, or is to be avoided).
+    fn lose(&mut self, why: &str) -> Lost {
+        self.control.note(format!("connection {} lost: {why}", self.epoch));
+        self.conn = None;
+        Lost
+    }
+
     /// The next frame for the current operation: a replayed one first, then the wire. Sends a
     /// PING after `QUIET` of silence and gives the connection up when that goes unanswered
     /// too, or when the test says to avoid this member. Notices and PONGs are handled here.
-    fn next(&mut self) -> Result<(u32, Response), Lost> {
+    /// Past the operation's `deadline` the test fails with what the worker was waiting for
+    /// (a live connection answering PINGs would otherwise keep it waiting for ever).
+    fn next(&mut self, deadline: Instant) -> Result<(u32, Response), Lost> {
         if !self.replayed.is_empty() {
             return Ok(self.replayed.remove(0));
         }
         let mut heard = Instant::now();
         let mut probe: Option<u32> = None;
         loop {
+            assert!(
+                Instant::now() < deadline,
+                "worker stuck for {OP_LIMIT:?} on a live connection: {}",
+                self.control.describe()
+            );
             let (i, conn) = self.conn.as_mut().ok_or(Lost)?;
             let avoided = self.control.avoid.load(Ordering::SeqCst) & (1 << *i) != 0;
             if avoided {
-                self.conn = None;
-                return Err(Lost);
+                return Err(self.lose("avoided"));
             }
             match conn.recv_until(Instant::now() + READ_SLICE) {
                 Read1::Frame(rid, response) => {
@@ -635,8 +688,7 @@ impl Worker {
                     }
                     if let Response::Error { code, .. } = &response {
                         if code.is_fatal() {
-                            self.conn = None;
-                            return Err(Lost);
+                            return Err(self.lose(&format!("fatal {code:?}")));
                         }
                     }
                     if rid == 0 {
@@ -644,52 +696,54 @@ impl Worker {
                     }
                     return Ok((rid, response));
                 }
-                Read1::Closed => {
-                    self.conn = None;
-                    return Err(Lost);
-                }
+                Read1::Closed => return Err(self.lose("closed")),
                 Read1::Quiet if heard.elapsed() < QUIET => {}
                 Read1::Quiet if probe.is_none() => {
                     probe = Some(self.send(&Request::Ping(b""))?);
                     heard = Instant::now();
                 }
-                Read1::Quiet => {
-                    self.conn = None;
-                    return Err(Lost);
-                }
+                Read1::Quiet => return Err(self.lose("PING unanswered")),
             }
         }
     }
 
     /// LOCK `name` (with a fence PING behind it), through reconnects; the token of the grant.
+    ///
+    /// The LOCK is sent again on every new connection of the session until it is answered,
+    /// whatever lost the earlier one (a read, the fence's send, a PING): whether the server saw
+    /// it, and whether an ACQUIRED it wrote reached us, is unknown, and a resend is always
+    /// safe (ALREADY_ACQUIRED with the grant's token, ALREADY_WAITING, or a fresh wait).
     pub fn lock(&mut self, name: &str) -> Result<u64, Abandoned> {
         let deadline = Instant::now() + OP_LIMIT;
         let op = self.rec.invoke(Op::Lock { name: name.to_owned() });
         let mut rids: Vec<u32> = Vec::new();
         let mut fence: Option<(u64, u32)> = None;
         let mut fenced = false;
-        let mut need_send = true;
+        // The connection (`epoch`) the LOCK last went out on.
+        let mut sent_on: Option<u64> = None;
         loop {
             assert!(Instant::now() < deadline, "LOCK {name} not answered in {OP_LIMIT:?}");
             if let Err(a) = self.ensure(deadline) {
                 self.rec.complete(op, Outcome::Abandoned);
                 return Err(a);
             }
-            if need_send {
+            if sent_on != Some(self.epoch) {
                 let req = Request::Lock(LockRequest { name, timeout_ms: None, queue_max: None });
                 let Ok(rid) = self.send(&req) else { continue };
                 rids.push(rid);
-                need_send = false;
+                sent_on = Some(self.epoch);
+                self.control
+                    .set_doing(format!("LOCK {name}: ids {rids:?}, last sent on connection {}", self.epoch));
                 if !fenced {
                     fenced = true;
                     let fop = self.rec.invoke(Op::Fence { name: name.to_owned() });
+                    // A failed send loses the connection: the LOCK goes again on the next one.
                     let Ok(frid) = self.send(&Request::Ping(b"")) else { continue };
                     fence = Some((fop, frid));
                 }
             }
-            let Ok((rid, response)) = self.next() else {
+            let Ok((rid, response)) = self.next(deadline) else {
                 // The fence's PONG, if still owed, went down with the connection.
-                need_send = true;
                 fence = None;
                 continue;
             };
@@ -715,7 +769,8 @@ impl Worker {
             };
             self.rec.complete(op, outcome);
             self.control.stats.grants.fetch_add(1, Ordering::SeqCst);
-            self.drain_fence(fence);
+            self.control.set_doing(format!("holding {name} with token {token}"));
+            self.drain_fence(fence, deadline);
             return Ok(token);
         }
     }
@@ -723,9 +778,9 @@ impl Worker {
     /// After a grant that came before the fence's PONG on the same connection: read that PONG
     /// (the next frame, as one connection answers in order), so that it is not left for the
     /// next operation. A loss just drops it.
-    fn drain_fence(&mut self, fence: Option<(u64, u32)>) {
+    fn drain_fence(&mut self, fence: Option<(u64, u32)>, deadline: Instant) {
         let Some((fop, frid)) = fence else { return };
-        if let Ok((rid, Response::Pong)) = self.next() {
+        if let Ok((rid, Response::Pong)) = self.next(deadline) {
             if rid == frid {
                 self.rec.complete(fop, Outcome::Done);
             }
@@ -743,7 +798,9 @@ impl Worker {
                 return Err(a);
             }
             let Ok(rid) = self.send(&Request::Check(TokenRequest { name, token })) else { continue };
-            while let Ok((r, response)) = self.next() {
+            self.control
+                .set_doing(format!("CHECK {name} token {token}: id {rid} on connection {}", self.epoch));
+            while let Ok((r, response)) = self.next(deadline) {
                 if r != rid {
                     continue;
                 }
@@ -776,8 +833,10 @@ impl Worker {
                 return Ok(());
             }
             let Ok(rid) = self.send(&Request::Unlock(name)) else { continue };
+            self.control
+                .set_doing(format!("UNLOCK {name} token {token}: id {rid} on connection {}", self.epoch));
             sent_once = true;
-            while let Ok((r, response)) = self.next() {
+            while let Ok((r, response)) = self.next(deadline) {
                 if r != rid {
                     continue;
                 }
@@ -787,6 +846,7 @@ impl Worker {
                     Response::ReleaseFailed | Response::Lost { .. } => Outcome::ReleaseFailed,
                     other => panic!("UNLOCK {name}: unexpected answer {other:?}"),
                 };
+                self.control.set_doing(format!("nothing (last: UNLOCK {name} answered {outcome:?})"));
                 self.rec.complete(op, outcome);
                 return Ok(());
             }
