@@ -231,6 +231,35 @@ impl<T> Wheel<T> {
         self.entries.capacity() < capacity
     }
 
+    /// The last tick polled (or advanced to): a wheel rebuilt from `pending_in_order` must be
+    /// advanced here first, so overdue timers land in the due list again.
+    pub fn elapsed(&self) -> Tick {
+        self.elapsed
+    }
+
+    /// Every pending timer with its deadline, in the order polls would fire them: the due list
+    /// first, in its order, then the rest by deadline, equal deadlines in insertion order. A
+    /// fresh wheel advanced to `elapsed` that is given them in this order fires the same
+    /// values in the same order (a snapshot rebuilds the table's wheel so). Equal deadlines
+    /// always share one list (a later insert lands in a lower level only once the higher slot
+    /// holding that deadline has cascaded), so a stable sort by deadline of the lists' entries
+    /// keeps their insertion order. O(timers log timers); for snapshots, never the hot path.
+    pub fn pending_in_order(&self) -> Vec<(Tick, &T)> {
+        let mut due = Vec::new();
+        let mut rest = Vec::new();
+        for (list, head) in self.lists.iter().enumerate() {
+            let into = if list == DUE { &mut due } else { &mut rest };
+            let mut key = head.head;
+            while let Some(entry) = self.entries.get(key) {
+                into.push((entry.deadline, &entry.value));
+                key = entry.next;
+            }
+        }
+        rest.sort_by_key(|&(deadline, _)| deadline);
+        due.extend(rest);
+        due
+    }
+
     /// Slab capacity in timers, for memory tests and metrics.
     pub fn capacity(&self) -> usize {
         self.entries.capacity()

@@ -56,6 +56,10 @@ mod refusal;
 mod release;
 mod revoke;
 mod session;
+#[cfg(feature = "cluster")]
+mod snapshot;
+#[cfg(all(test, feature = "cluster"))]
+mod snapshot_tests;
 mod store;
 mod suspend;
 #[cfg(test)]
@@ -73,6 +77,8 @@ pub use holders::Mode;
 pub use lease::LOST_MEMORY;
 pub use name::Name;
 pub use revoke::REVOKE_BATCH;
+#[cfg(feature = "cluster")]
+pub use snapshot::SnapshotError;
 pub use suspend::{DetachedInfo, SessionStats, DETACHED_SUFFIX};
 pub use table::{LockTable, EXPIRE_BATCH, GRANT_BATCH, REFUSAL_QUEUE_MAX, RELEASE_BATCH};
 

@@ -42,6 +42,12 @@ impl Queue {
         self.0.as_deref().unwrap_or(EMPTY).iter()
     }
 
+    /// The waiters in order, to change in place (a snapshot's decoder gives them their timers).
+    #[cfg(feature = "cluster")]
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Waiter> {
+        self.0.as_deref_mut().into_iter().flat_map(|queue| queue.iter_mut())
+    }
+
     #[inline]
     pub fn push_back(&mut self, waiter: Waiter) {
         self.0.get_or_insert_default().push_back(waiter);

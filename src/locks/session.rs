@@ -37,9 +37,9 @@ pub(super) struct SessionState {
     /// at once. A lock is in one of the two, never both (a session waits once per lock).
     /// The sequence's lowest bit is the wait's skip flag (`SKIP_BIT`, §6.14), so the flag
     /// costs no memory and comes back for free when the wait ends; the order is unchanged by it.
-    first_wait: Option<(u32, u64)>,
-    more_waits: HashMap<u32, u64>,
-    next_wait: u64,
+    pub(super) first_wait: Option<(u32, u64)>,
+    pub(super) more_waits: HashMap<u32, u64>,
+    pub(super) next_wait: u64,
     /// First and last of the holds in acquisition order, linked through the locks
     /// (`Holder::held_prev` / `held_next` of its grant in each); `NO_LOCK` when nothing is held.
     pub held_head: u32,

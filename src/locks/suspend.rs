@@ -26,9 +26,9 @@ use crate::wheel::{Tick, TimerHandle};
 /// What a resumable session carries beyond a plain one; boxed, so plain sessions pay a pointer.
 #[derive(Debug)]
 pub(super) struct Resumable {
-    secret: [u8; SESSION_SECRET_LEN],
-    grace_ms: u32,
-    detached: Option<Detached>,
+    pub(super) secret: [u8; SESSION_SECRET_LEN],
+    pub(super) grace_ms: u32,
+    pub(super) detached: Option<Detached>,
 }
 
 impl Resumable {
@@ -39,12 +39,12 @@ impl Resumable {
 
 /// A detached session: when its grace ends, and what it was sent meanwhile.
 #[derive(Debug)]
-struct Detached {
-    timer: TimerHandle,
-    until: Tick,
+pub(super) struct Detached {
+    pub(super) timer: TimerHandle,
+    pub(super) until: Tick,
     /// The label it had while attached; the listing shows it marked detached meanwhile.
-    label: Box<str>,
-    outbox: Vec<Output>,
+    pub(super) label: Box<str>,
+    pub(super) outbox: Vec<Output>,
 }
 
 /// The suffix listings show after a detached session's label.

@@ -1,0 +1,374 @@
+//! Tests of the snapshot codec (`snapshot.rs`): a restored table behaves as the one encoded
+//! under any later commands (the proptest is the main proof), decoding is total, and a big
+//! table round-trips (its sizes and times are printed, not asserted).
+
+use std::time::Instant;
+
+use proptest::prelude::*;
+
+use super::*;
+
+const NAMES: [&str; 3] = ["a", "b", "sem"];
+const SEM_LIMIT: u32 = 3;
+const SESSIONS: u64 = 4;
+
+fn secret(session: u64) -> [u8; 16] {
+    [session as u8; 16]
+}
+
+/// A command over few names and sessions, with small colliding timeouts, leases, lock-delays
+/// and graces, so timers share deadlines and batches are cut.
+fn command() -> impl Strategy<Value = Command> {
+    let session = (1..=SESSIONS).prop_map(SessionId);
+    let name = (0..NAMES.len()).prop_map(|i| Name::new(NAMES[i]));
+    let token = prop_oneof![2 => Just(None), 3 => (1..30u64).prop_map(Some)];
+    let small = |n: u32| prop_oneof![2 => Just(None), 3 => (1..n).prop_map(Some)];
+    let opts = (
+        0..4u32,
+        1..=SEM_LIMIT,
+        small(12),
+        small(20),
+        prop_oneof![2 => Just(0u32), 1 => 1..10u32],
+        any::<bool>(),
+        any::<bool>(),
+    );
+    let lock = (
+        session.clone(),
+        0..(NAMES.len()),
+        0..100u32,
+        prop_oneof![2 => Just(None), 1 => Just(Some(0)), 3 => (1..12u32).prop_map(Some)],
+        prop_oneof![3 => Just(None), 1 => (1..4u32).prop_map(Some)],
+        opts,
+    )
+        .prop_map(
+            |(
+                session,
+                n,
+                request_id,
+                timeout_ms,
+                queue_max,
+                (m, count, lease_ms, max_hold_ms, lock_delay_ms, notify, skip),
+            )| {
+                let mode = match (n, m) {
+                    (2, _) => Mode::Permits { count, limit: SEM_LIMIT },
+                    (_, 0) => Mode::Shared,
+                    (_, 1) => Mode::Permits { count, limit: SEM_LIMIT }, // a kind mismatch now and then
+                    _ => Mode::Exclusive,
+                };
+                let opts = LockOpts {
+                    mode,
+                    lease_ms,
+                    max_hold_ms,
+                    lock_delay_ms,
+                    notify_contention: notify,
+                    skip_while_detached: skip,
+                };
+                Command::Lock { session, request_id, name: Name::new(NAMES[n]), timeout_ms, queue_max, opts }
+            },
+        );
+    prop_oneof![
+        8 => lock,
+        4 => (session.clone(), 0..100u32, name.clone(), token.clone())
+            .prop_map(|(session, request_id, name, token)| Command::Unlock { session, request_id, name, token }),
+        1 => (session.clone(), 0..100u32, name.clone(), 1..30u64)
+            .prop_map(|(session, request_id, name, token)| Command::Downgrade { session, request_id, name, token }),
+        2 => (session.clone(), 0..100u32, name.clone(), 1..30u64)
+            .prop_map(|(session, request_id, name, token)| Command::Renew { session, request_id, name, token }),
+        1 => (session.clone(), 0..100u32, name.clone(), token)
+            .prop_map(|(session, request_id, name, token)| Command::Revoke { session, request_id, name, token }),
+        1 => (session.clone(), 0..100u32, name, 1..30u64)
+            .prop_map(|(session, request_id, name, token)| Command::Check { session, request_id, name, token }),
+        1 => (session.clone(), 0..100u32).prop_map(|(session, request_id)| Command::Reset { session, request_id }),
+        1 => session.clone().prop_map(|session| Command::Detach { session }),
+        2 => (session.clone(), 0..8u32).prop_map(|(session, n)| Command::Attach { session, label: format!("c{}:{n}", session.0) }),
+        2 => (session.clone(), prop_oneof![1 => Just(0u32), 4 => 1..25u32], any::<bool>())
+            .prop_map(|(session, grace_ms, skip)| Command::OpenSession { session, request_id: 7, grace_ms, secret: secret(session.0), skip_while_detached: skip }),
+        2 => session.clone().prop_map(|session| Command::Suspend { session }),
+        2 => (session.clone(), session, any::<bool>()).prop_map(|(session, from, right)| {
+            let secret = if right { secret(session.0) } else { [0xee; 16] };
+            Command::Resume { session, request_id: 8, from, secret }
+        }),
+        6 => Just(Command::Expire),
+    ]
+}
+
+/// A command and the ticks `now` moves on by before it (often 0, so deadlines collide).
+fn step() -> impl Strategy<Value = (u64, Command)> {
+    (prop_oneof![3 => Just(0u64), 2 => 1..3u64, 1 => 3..15u64], command())
+}
+
+/// Batch sizes: `(expire, release, grant, revoke)`, mostly tiny.
+fn batches() -> impl Strategy<Value = (usize, usize, usize, usize)> {
+    let batch = || prop_oneof![3 => 1..4usize, 1 => Just(1000usize)];
+    (batch(), batch(), batch(), batch())
+}
+
+fn configure(t: &mut LockTable, (expire, release, grant, revoke): (usize, usize, usize, usize)) {
+    // `set_batches` refills the inline release budget, which is state: keep the restored one.
+    let budget = t.inline_budget;
+    t.set_batches(expire, release);
+    t.inline_budget = budget;
+    t.set_grant_batch(grant);
+    t.set_revoke_batch(revoke);
+}
+
+fn snapshot(t: &LockTable) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    t.encode_snapshot(&mut bytes);
+    bytes
+}
+
+/// The error decoding `bytes` gives; a table is a test failure.
+fn refusal(bytes: &[u8]) -> SnapshotError {
+    match LockTable::decode_snapshot(bytes, limits()) {
+        Ok(_) => panic!("{} bytes decoded", bytes.len()),
+        Err(e) => e,
+    }
+}
+
+fn limits() -> TableLimits {
+    TableLimits { max_lock_delay_ms: 100, ..TableLimits::default() }
+}
+
+/// A table that ran `steps` from tick 0; returns it and the tick it reached.
+fn run(steps: &[(u64, Command)], batches: (usize, usize, usize, usize)) -> (LockTable, u64) {
+    let mut t = LockTable::new(1, limits());
+    configure(&mut t, batches);
+    for s in 1..=SESSIONS {
+        t.apply(0, &Command::Attach { session: SessionId(s), label: format!("c{s}") }, &mut Vec::new());
+    }
+    let (mut now, mut out) = (0, Vec::new());
+    for (dt, cmd) in steps {
+        now += dt;
+        t.apply(now, cmd, &mut out);
+    }
+    (t, now)
+}
+
+/// Round-trips `a` and requires the restored table to encode to the same bytes.
+fn restore(a: &LockTable, batches: (usize, usize, usize, usize)) -> LockTable {
+    let bytes = snapshot(a);
+    let mut b = match LockTable::decode_snapshot(&bytes, limits()) {
+        Ok(b) => b,
+        Err(e) => panic!("{e}; state {:#?}", a.state_lines()),
+    };
+    configure(&mut b, batches);
+    assert_eq!(snapshot(&b), bytes, "the restored table encodes to the same bytes");
+    assert_eq!(b.state_lines(), a.state_lines());
+    b
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(400))]
+
+    /// The main proof: a table restored from a snapshot of A and A itself, given the same
+    /// later commands, answer identically at every step and end in the same state.
+    #[test]
+    fn a_restored_table_behaves_as_the_original(
+        batches in batches(),
+        prefix in prop::collection::vec(step(), 0..60),
+        suffix in prop::collection::vec(step(), 1..60),
+    ) {
+        let (mut a, mut now) = run(&prefix, batches);
+        let mut b = restore(&a, batches);
+        let (mut out_a, mut out_b) = (Vec::new(), Vec::new());
+        for (i, (dt, cmd)) in suffix.iter().enumerate() {
+            now += dt;
+            a.apply(now, cmd, &mut out_a);
+            b.apply(now, cmd, &mut out_b);
+            prop_assert_eq!(&out_a, &out_b, "step {} {:?} at {}", i, cmd, now);
+            prop_assert_eq!(a.next_deadline().is_some(), b.next_deadline().is_some());
+            out_a.clear();
+            out_b.clear();
+        }
+        prop_assert_eq!(a.state_lines(), b.state_lines());
+        prop_assert_eq!(a.digest(), b.digest());
+        // (Their snapshots may differ in lock order: A reuses freed slab slots for new locks,
+        // B, whose keys are compacted, appends them; see the report on key order.)
+        b.check_invariants().map_err(TestCaseError::fail)?;
+    }
+
+    /// Flipped bytes of a real snapshot never panic: a table (that passes its self-check) or
+    /// an error.
+    #[test]
+    fn flipped_bytes_never_panic(
+        prefix in prop::collection::vec(step(), 0..40),
+        flips in prop::collection::vec((any::<prop::sample::Index>(), 1..=255u8), 1..4),
+    ) {
+        let (a, _) = run(&prefix, (2, 2, 2, 2));
+        let mut bytes = snapshot(&a);
+        for (at, mask) in flips {
+            let i = at.index(bytes.len());
+            bytes[i] ^= mask;
+        }
+        if let Ok(t) = LockTable::decode_snapshot(&bytes, limits()) {
+            t.check_invariants().map_err(TestCaseError::fail)?;
+        }
+    }
+
+    /// Random bytes never panic either (almost all are errors).
+    #[test]
+    fn random_bytes_never_panic(mut bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+        let _ = LockTable::decode_snapshot(&bytes, limits());
+        if !bytes.is_empty() {
+            bytes[0] = 1; // the version byte right: the rest is read
+        }
+        let _ = LockTable::decode_snapshot(&bytes, limits());
+    }
+}
+
+/// A busy table with holders, waiters, leases, delays, a detached session with kept outputs
+/// and pending batched work.
+fn busy_table() -> LockTable {
+    let mut t = LockTable::new(1, limits());
+    t.set_batches(1, 1);
+    t.set_grant_batch(1);
+    let mut out = Vec::new();
+    let opts = |lease_ms, lock_delay_ms| LockOpts { lease_ms, lock_delay_ms, ..LockOpts::default() };
+    let lock = |session, request_id, name: &str, timeout_ms, opts| Command::Lock {
+        session: SessionId(session),
+        request_id,
+        name: Name::new(name),
+        timeout_ms,
+        queue_max: None,
+        opts,
+    };
+    for s in 1..=4 {
+        t.apply(0, &Command::Attach { session: SessionId(s), label: format!("c{s}") }, &mut out);
+    }
+    t.apply(
+        0,
+        &Command::OpenSession {
+            session: SessionId(4),
+            request_id: 1,
+            grace_ms: 50,
+            secret: secret(4),
+            skip_while_detached: false,
+        },
+        &mut out,
+    );
+    t.apply(1, &lock(1, 1, "a", None, opts(Some(10), 5)), &mut out);
+    t.apply(1, &lock(2, 1, "a", Some(10), LockOpts::default()), &mut out);
+    t.apply(1, &lock(4, 1, "a", Some(10), LockOpts::default()), &mut out);
+    t.apply(2, &lock(1, 2, "b", None, LockOpts { mode: Mode::Shared, ..LockOpts::default() }), &mut out);
+    t.apply(2, &lock(3, 2, "b", None, LockOpts::default()), &mut out);
+    t.apply(2, &lock(4, 2, "b", Some(3), LockOpts::default()), &mut out);
+    t.apply(3, &Command::Suspend { session: SessionId(4) }, &mut out);
+    t.apply(6, &Command::Expire, &mut out);
+    t.apply(6, &Command::Reset { session: SessionId(1), request_id: 9 }, &mut out);
+    t.check_invariants().unwrap();
+    t
+}
+
+#[test]
+fn a_busy_table_round_trips_and_runs_on_the_same() {
+    let a = busy_table();
+    let b = restore(&a, (1, 1, 1, REVOKE_BATCH));
+    assert!(b.state_lines().iter().any(|l| l.contains("(detached)")), "{:#?}", b.state_lines());
+    let (mut a, mut b) = (a, b);
+    let (mut out_a, mut out_b) = (Vec::new(), Vec::new());
+    for now in 6..80 {
+        a.apply(now, &Command::Expire, &mut out_a);
+        b.apply(now, &Command::Expire, &mut out_b);
+        assert_eq!(out_a, out_b, "at {now}");
+    }
+    let resume =
+        Command::Resume { session: SessionId(4), request_id: 5, from: SessionId(3), secret: secret(4) };
+    a.apply(80, &resume, &mut out_a);
+    b.apply(80, &resume, &mut out_b);
+    assert_eq!(out_a, out_b);
+    assert_eq!(a.state_lines(), b.state_lines());
+}
+
+#[test]
+fn every_prefix_and_any_trailing_byte_is_refused() {
+    let bytes = snapshot(&busy_table());
+    for len in 0..bytes.len() {
+        assert!(LockTable::decode_snapshot(&bytes[..len], limits()).is_err(), "prefix of {len} bytes");
+    }
+    let mut longer = bytes.clone();
+    longer.push(0);
+    let err = refusal(&longer);
+    assert!(err.what.contains("trailing"), "{err}");
+    let mut other = bytes;
+    other[0] = 2;
+    assert!(refusal(&other).what.contains("version"));
+}
+
+#[test]
+fn a_huge_count_claims_no_memory() {
+    // An empty table ends in seven zero counts: locks, extras, sessions, timers, releasing,
+    // revoking, granting. Each in turn claims 2^62 items (and one the whole input's worth).
+    let bytes = snapshot(&LockTable::new(1, limits()));
+    assert!(bytes.ends_with(&[0; 7]));
+    for field in 0..7 {
+        for claim in [&[0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x40][..], &[0x7f]] {
+            let mut huge = bytes.clone();
+            let at = bytes.len() - 7 + field;
+            huge.splice(at..=at, claim.iter().copied());
+            let err = refusal(&huge);
+            assert!(err.what.contains("count") || err.what.contains("truncated"), "field {field}: {err}");
+        }
+    }
+    // A varint longer than 64 bits is an error, not a wrap.
+    let mut long = bytes.clone();
+    long.splice(1..2, [0xff; 11]);
+    assert!(refusal(&long).what.contains("varint"));
+}
+
+/// A big table: 100,000 locks with holders, waiters with timers and leases, round-trips.
+/// Prints encode and decode times and bytes per lock; asserts only equality.
+#[test]
+fn a_table_of_100_000_locks_round_trips() {
+    const LOCKS: u32 = 100_000;
+    let mut t = LockTable::new(1, TableLimits::default());
+    let mut out = Vec::new();
+    for s in 1..=3 {
+        t.apply(0, &Command::Attach { session: SessionId(s), label: format!("10.0.0.{s}:4000") }, &mut out);
+    }
+    for i in 0..LOCKS {
+        let name = Name::new(&format!("job:{i:08}"));
+        let lease = LockOpts { lease_ms: (i % 4 == 0).then_some(30_000 + i % 100), ..LockOpts::default() };
+        let lock = |session, timeout_ms, opts| Command::Lock {
+            session: SessionId(session),
+            request_id: i,
+            name: name.clone(),
+            timeout_ms,
+            queue_max: None,
+            opts,
+        };
+        t.apply(1, &lock(1, None, lease), &mut out);
+        if i % 2 == 0 {
+            t.apply(2, &lock(2, Some(10_000 + i % 50), LockOpts::default()), &mut out);
+        }
+        if i % 10 == 0 {
+            t.apply(3, &lock(3, None, LockOpts::default()), &mut out);
+        }
+    }
+    out.clear();
+    let start = Instant::now();
+    let bytes = snapshot(&t);
+    let encoded = start.elapsed();
+    let start = Instant::now();
+    let mut b = LockTable::decode_snapshot(&bytes, TableLimits::default()).expect("decodes");
+    let decoded = start.elapsed();
+    println!(
+        "snapshot of {LOCKS} locks ({} waiters, {} timers): {} bytes, {:.1} bytes/lock, encode {encoded:?}, decode {decoded:?}",
+        t.stats().waiters,
+        t.timers.len(),
+        bytes.len(),
+        bytes.len() as f64 / f64::from(LOCKS)
+    );
+    assert_eq!(snapshot(&b), bytes);
+    assert_eq!(b.state_lines(), t.state_lines());
+    // The same timers fire in the same order.
+    let (mut out_a, mut out_b) = (Vec::new(), Vec::new());
+    for now in [10_010, 10_030, 30_050, 40_000] {
+        t.apply(now, &Command::Expire, &mut out_a);
+        b.apply(now, &Command::Expire, &mut out_b);
+        assert_eq!(out_a, out_b, "at {now}");
+        assert!(!out_a.is_empty() || now == 40_000);
+        out_a.clear();
+        out_b.clear();
+    }
+}
