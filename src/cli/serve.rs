@@ -155,6 +155,11 @@ pub struct ClusterArgs {
     #[arg(long, value_name = "MS", default_value_t = 100, requires = "cluster",
           value_parser = clap::value_parser!(u64).range(1..=10_000))]
     tick_ms: u64,
+    /// Least bytes of log applied between two snapshots of the table (the log is compacted
+    /// to each snapshot); the interval also grows to twice the last snapshot's size.
+    #[arg(long, value_name = "BYTES", default_value_t = crate::cluster::snapshot::SNAPSHOT_MIN_BYTES,
+          requires = "cluster", value_parser = clap::value_parser!(u64).range(1..))]
+    snapshot_min_bytes: u64,
 }
 
 #[cfg(feature = "cluster")]
@@ -176,6 +181,7 @@ impl ClusterArgs {
             members,
             data_dir: self.data_dir.clone().unwrap_or_default(),
             tick_ms: self.tick_ms,
+            snapshot_min_bytes: self.snapshot_min_bytes,
         };
         config.validate()?;
         Ok(Some(config))
@@ -302,13 +308,20 @@ pub fn run(args: RunArgs) -> i32 {
             return 1;
         }
     };
-    println!("officer listening on {}", server.local_addr());
+    let mut ready = format!("officer listening on {}\n", server.local_addr());
     if let Some(addr) = server.compat_addr() {
-        println!("officer compat listener on {addr}");
+        ready.push_str(&format!("officer compat listener on {addr}\n"));
     }
     if let Some(addr) = server.metrics_addr() {
-        println!("officer metrics on http://{addr}/metrics");
+        ready.push_str(&format!("officer metrics on http://{addr}/metrics\n"));
     }
+    // One write, and its failure ignored: a supervisor that reads the first line and closes
+    // the pipe (or no stdout at all) must not stop the server, as `println!` would by
+    // panicking on EPIPE.
+    let mut stdout = std::io::stdout().lock();
+    let _ = std::io::Write::write_all(&mut stdout, ready.as_bytes())
+        .and_then(|()| std::io::Write::flush(&mut stdout));
+    drop(stdout);
     match server.run() {
         Ok(()) => 0,
         Err(e) => {
