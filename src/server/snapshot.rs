@@ -34,6 +34,10 @@ pub(super) struct Snapshot {
     pub scrapes: Option<ScrapeCounts>,
     /// Resumable sessions (issue 14), described in `metrics/sessions.rs`.
     pub sessions: super::metrics::SessionFigures,
+    /// Cluster mode's STATS entries (`cluster_*`, docs/CLUSTER.md), for `/metrics`: the one
+    /// view of a follower, which answers clients only with `not_leader`. Empty on a single
+    /// server.
+    pub cluster: Vec<(String, u64)>,
 }
 
 /// The server's own counters, kept live on `Server` and copied into a `Snapshot` (the lock
@@ -179,7 +183,16 @@ impl Server {
             top: None,
             scrapes: None,
             sessions: self.session_figures(now),
+            cluster: self.cluster_entries(),
         }
+    }
+
+    fn cluster_entries(&self) -> Vec<(String, u64)> {
+        #[cfg(feature = "cluster")]
+        if let Some(cluster) = &self.cluster {
+            return cluster.stats_entries();
+        }
+        Vec::new()
     }
 
     /// The number of open descriptors, read from /proc at most once per

@@ -68,12 +68,9 @@ pub(super) fn line(snap: &Snapshot) -> String {
 impl Server {
     /// The STATS response's entries.
     pub(super) fn stats_entries(&self, now: Tick) -> Vec<(String, u64)> {
-        #[allow(unused_mut)]
-        let mut entries = entries(&self.snapshot(now));
-        #[cfg(feature = "cluster")]
-        if let Some(cluster) = &self.cluster {
-            entries.extend(cluster.stats_entries());
-        }
+        let snap = self.snapshot(now);
+        let mut entries = entries(&snap);
+        entries.extend(snap.cluster);
         entries
     }
 

@@ -29,6 +29,14 @@ pub(in crate::server) fn render(snap: &Snapshot) -> String {
         }
     }
     render_top(&mut m, snap.top.as_ref().unwrap_or(&NO_LOCKS));
+    for (key, value) in &snap.cluster {
+        gauge(
+            &mut m,
+            &format!("officer_{key}"),
+            "Cluster mode: this node's STATS entry of the same name.",
+            *value,
+        );
+    }
     if let Some(scrapes) = &snap.scrapes {
         render_scrapes(&mut m, scrapes);
     }
@@ -301,6 +309,7 @@ mod tests {
                 },
                 grace_left_min_ms: 52,
             },
+            cluster: vec![("cluster_term".to_owned(), 71), ("cluster_snapshots_installed".to_owned(), 72)],
             ..Default::default()
         }
     }
@@ -347,6 +356,8 @@ mod tests {
             "officer_grants_by_mode{mode=\"semaphore\"} 66\n",
             "officer_semaphore_permits_in_use 67\n",
             "officer_semaphore_permits_limit 68\n",
+            "officer_cluster_term 71\n",
+            "officer_cluster_snapshots_installed 72\n",
             "officer_metrics_scrapes_total 41\n",
             "officer_metrics_table_scans_total 42\n",
             "officer_metrics_scrapes_dropped_total{reason=\"evicted\"} 43\n",
@@ -391,6 +402,8 @@ mod tests {
                 "officer_grants_by_mode gauge",
                 "officer_semaphore_permits_in_use gauge",
                 "officer_semaphore_permits_limit gauge",
+                "officer_cluster_term gauge",
+                "officer_cluster_snapshots_installed gauge",
                 "officer_metrics_scrapes_total counter",
                 "officer_metrics_table_scans_total counter",
                 "officer_metrics_scrapes_dropped_total counter",
