@@ -482,3 +482,34 @@ fn a_burst_of_strangers_is_accepted_over_several_turns_and_refused() {
     let stats = side[0].transport.stats();
     assert_eq!((stats.accepted, stats.refused), (45, 45), "{stats:?}");
 }
+
+/// A snapshot larger than both the queue's bound and `MAX_FRAME` goes whole, in one frame,
+/// when the queue was within its bound; a second one behind it is dropped until the first is
+/// written; an append of the same size is refused (only snapshots may exceed `MAX_FRAME`).
+#[test]
+fn a_snapshot_above_the_queue_bound_and_the_frame_cap_goes_whole() {
+    let addrs = addresses(2);
+    let mut sides = sides(&addrs);
+    run_until(&mut sides, "connected", |s| all_connected(s));
+    let size = (officer::cluster::wire::MAX_FRAME as usize) + (4 << 20);
+    let mut snapshot = heartbeat(1, 2, 1);
+    snapshot.set_msg_type(MessageType::MsgSnapshot);
+    let mut body = officer::cluster::raft::eraftpb::Snapshot::default();
+    body.mut_metadata().index = 77;
+    body.data = (0..size).map(|i| (i % 251) as u8).collect::<Vec<u8>>().into();
+    snapshot.set_snapshot(body);
+    assert!(sides[0].transport.send(2, &snapshot), "taken past the queue's bound");
+    assert!(!sides[0].transport.send(2, &snapshot), "a second one waits for the first");
+    let mut append = heartbeat(1, 2, 1);
+    append.set_msg_type(MessageType::MsgAppend);
+    append.entries = vec![Entry { data: vec![1u8; size].into(), ..Default::default() }].into();
+    assert!(!sides[0].transport.send(2, &append), "an append above MAX_FRAME is refused");
+    run_until(&mut sides, "the snapshot delivered", |s| !s[1].inbox.is_empty());
+    let (from, got) = sides[1].inbox.remove(0);
+    assert_eq!((from, got.get_msg_type()), (1, MessageType::MsgSnapshot));
+    assert_eq!(got.get_snapshot().get_metadata().index, 77);
+    assert_eq!(got.get_snapshot().data.len(), size);
+    assert!(got.get_snapshot().data.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
+    assert!(sides[1].transport.is_connected(1), "the link stays up");
+    assert!(sides[0].transport.send(2, &heartbeat(1, 2, 2)), "the queue is free again");
+}

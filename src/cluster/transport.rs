@@ -33,10 +33,13 @@ use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
-use raft::eraftpb::Message;
+use raft::eraftpb::{Message, MessageType};
 use slab::Slab;
 
-use super::wire::{decode_frame, encode_handshake, encode_message, Frame, Handshake, MAX_FRAME};
+use super::wire::{
+    decode_frame, decode_peer_frame, encode_handshake, encode_message, Frame, Handshake, MAX_FRAME,
+    MAX_SNAPSHOT_FRAME,
+};
 
 /// The length field of a handshake frame: kind and 17 bytes of body.
 const HANDSHAKE_FRAME: u32 = 18;
@@ -59,6 +62,8 @@ pub struct TransportConfig {
     pub read_budget: usize,
     /// The decoder's frame cap (at most [`MAX_FRAME`]).
     pub max_frame: u32,
+    /// The decoder's cap for a frame carrying a snapshot (at most [`MAX_SNAPSHOT_FRAME`]).
+    pub max_snapshot_frame: u32,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
     /// An accepted connection that sends no handshake within this is closed.
@@ -75,6 +80,7 @@ impl TransportConfig {
             queue_bytes: 4 << 20,
             read_budget: 256 << 10,
             max_frame: MAX_FRAME,
+            max_snapshot_frame: MAX_SNAPSHOT_FRAME,
             backoff_min: Duration::from_millis(50),
             backoff_max: Duration::from_secs(2),
             handshake_timeout: Duration::from_secs(5),
@@ -331,7 +337,13 @@ impl Transport {
             self.stats.dropped_full += 1; // above MAX_FRAME: it would never fit
             return false;
         }
-        if conn.unsent() > self.config.queue_bytes {
+        // A snapshot is larger than the queue's bound: it is taken when the queue was within
+        // the bound before it, so a peer costs at most the bound plus one snapshot.
+        let snapshot = message.get_msg_type() == MessageType::MsgSnapshot;
+        let before = start - conn.sent;
+        if (snapshot && before > self.config.queue_bytes)
+            || (!snapshot && conn.unsent() > self.config.queue_bytes)
+        {
             conn.out.truncate(start);
             self.stats.dropped_full += 1;
             return false;
@@ -578,8 +590,12 @@ impl Transport {
             let conn = &self.conns[key];
             // Before its handshake a connection may send only a handshake: a stranger's length
             // prefix never makes this node buffer more.
-            let max = if conn.peer.is_some() { self.config.max_frame } else { HANDSHAKE_FRAME };
-            let (frame, used) = match decode_frame(&conn.read[at..], max) {
+            let decoded = if conn.peer.is_some() {
+                decode_peer_frame(&conn.read[at..], self.config.max_frame, self.config.max_snapshot_frame)
+            } else {
+                decode_frame(&conn.read[at..], HANDSHAKE_FRAME)
+            };
+            let (frame, used) = match decoded {
                 Ok(Some(decoded)) => decoded,
                 Ok(None) => break Ok(()),
                 Err(e) => break Err(Close::Refused(e.to_string())),

@@ -21,15 +21,20 @@
 use std::fmt;
 
 use protobuf::Message as _;
-use raft::eraftpb::Message;
+use raft::eraftpb::{Message, MessageType};
 
 use super::crc::crc32c;
 
 /// The handshake's version byte; another version is refused.
 pub const WIRE_VERSION: u8 = 1;
 /// The largest `length` the encoders write and the default cap of the decoder: a raft message
-/// carries at most `max_size_per_msg` (1 MiB) of entries, snapshots will be sent in chunks.
+/// carries at most `max_size_per_msg` (1 MiB) of entries.
 pub const MAX_FRAME: u32 = 16 << 20;
+/// The largest `length` of a frame carrying a `MsgSnapshot`: a snapshot of the table travels
+/// whole, in one frame (not in chunks), so a table whose snapshot is larger cannot be sent to
+/// a lagging follower (docs/CLUSTER.md, "Snapshots"). Only an established peer connection
+/// may send one ([`decode_peer_frame`]).
+pub const MAX_SNAPSHOT_FRAME: u32 = 256 << 20;
 /// The bytes before the kind: length and checksum.
 pub const HEADER_LEN: usize = 8;
 
@@ -104,17 +109,18 @@ pub fn encode_handshake(handshake: &Handshake, out: &mut Vec<u8>) {
     });
 }
 
-/// Appends a raft message frame; a message above [`MAX_FRAME`] is refused and nothing is
-/// appended.
+/// Appends a raft message frame; a message above [`MAX_FRAME`] (a snapshot above
+/// [`MAX_SNAPSHOT_FRAME`]) is refused and nothing is appended.
 pub fn encode_message(message: &Message, out: &mut Vec<u8>) -> Result<(), WireError> {
+    let max = frame_cap(message);
     let start = out.len();
     let mut encoded = Ok(());
     put_frame(out, KIND_RAFT, |out| {
         encoded = message.write_to_vec(out).map_err(|e| WireError::Protobuf(e.to_string()));
     });
     let len = (out.len() - start - HEADER_LEN) as u64;
-    if len > u64::from(MAX_FRAME) {
-        encoded = Err(WireError::TooLarge { len: len.min(u64::from(u32::MAX)) as u32, max: MAX_FRAME });
+    if len > u64::from(max) {
+        encoded = Err(WireError::TooLarge { len: len.min(u64::from(u32::MAX)) as u32, max });
     }
     if encoded.is_err() {
         out.truncate(start);
@@ -162,6 +168,33 @@ pub fn decode_frame(buf: &[u8], max: u32) -> Result<Option<(Frame, usize)>, Wire
         other => return Err(WireError::Kind(other)),
     };
     Ok(Some((frame, end)))
+}
+
+/// [`decode_frame`] for an established peer connection: a frame may be as long as
+/// `max_snapshot` if it carries a `MsgSnapshot`, and at most `max` otherwise.
+pub fn decode_peer_frame(
+    buf: &[u8],
+    max: u32,
+    max_snapshot: u32,
+) -> Result<Option<(Frame, usize)>, WireError> {
+    let decoded = decode_frame(buf, max.max(max_snapshot))?;
+    if let Some((frame, used)) = &decoded {
+        let len = (used - HEADER_LEN) as u32;
+        let snapshot = matches!(frame, Frame::Raft(m) if m.get_msg_type() == MessageType::MsgSnapshot);
+        if len > max && !snapshot {
+            return Err(WireError::TooLarge { len, max });
+        }
+    }
+    Ok(decoded)
+}
+
+/// The most a frame of `message` may take.
+fn frame_cap(message: &Message) -> u32 {
+    if message.get_msg_type() == MessageType::MsgSnapshot {
+        MAX_SNAPSHOT_FRAME
+    } else {
+        MAX_FRAME
+    }
 }
 
 fn decode_handshake(body: &[u8]) -> Result<Handshake, WireError> {

@@ -198,3 +198,41 @@ fn a_field_longer_than_its_frame_is_refused() {
         assert!(matches!(e, WireError::Protobuf(_)), "{e}");
     }
 }
+
+/// Only a snapshot may exceed `max` on an established connection, and none `max_snapshot`.
+#[test]
+fn a_peer_frame_above_the_cap_must_be_a_snapshot() {
+    let mut snapshot = Message::default();
+    snapshot.set_msg_type(MessageType::MsgSnapshot);
+    let mut body = Snapshot::default();
+    body.data = vec![3; 4096].into();
+    snapshot.set_snapshot(body);
+    let frame = frame_of(&snapshot);
+    match decode_peer_frame(&frame, 1024, 8192) {
+        Ok(Some((Frame::Raft(m), used))) => assert_eq!((m, used), (snapshot.clone(), frame.len())),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(decode_peer_frame(&frame, 1024, 2048), Err(WireError::TooLarge { max: 2048, .. })));
+    let mut append = Message::default();
+    append.set_msg_type(MessageType::MsgAppend);
+    append.context = vec![3; 4096].into();
+    assert!(matches!(
+        decode_peer_frame(&frame_of(&append), 1024, 8192),
+        Err(WireError::TooLarge { max: 1024, .. })
+    ));
+    assert!(matches!(decode_peer_frame(&frame_of(&append), 8192, 8192), Ok(Some(_))));
+    // Only a prefix: more bytes needed, whatever the length claims up to the snapshot cap.
+    assert_eq!(decode_peer_frame(&frame[..100], 1024, 8192), Ok(None));
+}
+
+#[test]
+fn encoding_takes_a_snapshot_above_max_frame() {
+    let mut m = Message::default();
+    m.set_msg_type(MessageType::MsgSnapshot);
+    let mut body = Snapshot::default();
+    body.data = vec![0; MAX_FRAME as usize + 10].into();
+    m.set_snapshot(body);
+    let mut out = Vec::new();
+    encode_message(&m, &mut out).expect("a snapshot may exceed MAX_FRAME");
+    assert!(out.len() > MAX_FRAME as usize);
+}
