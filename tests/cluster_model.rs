@@ -29,7 +29,8 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use officer::cluster::raft::eraftpb::{ConfState, Message};
+use officer::cluster::raft::eraftpb::{ConfState, Message, MessageType};
+use officer::cluster::raft::Storage as _;
 use officer::cluster::{storage::LOG_FILE, DiskStorage, Event, Node, NodeConfig, StoreError};
 use officer::locks::{Command, LockOpts, Mode, Name, Output, SessionId};
 use officer::protocol::Response;
@@ -73,6 +74,8 @@ struct Seen {
     last_now: u64,
     /// Entries with a command applied since the node last started.
     applied_entries: u64,
+    /// The index of the last leader's snapshot installed since the node last started.
+    restored_at: u64,
 }
 
 /// One member: its data directory, and the node while it runs.
@@ -145,11 +148,19 @@ struct Cluster {
     refused_proposals: u64,
     grants: u64,
     leaders_seen: HashSet<(u64, u64)>,
+    /// The nodes' `snapshot_min_bytes` (tiny in the snapshot run, so logs compact often).
+    snapshot_min_bytes: u64,
     _tmp: tempfile::TempDir,
 }
 
-fn config(id: u64) -> NodeConfig {
-    NodeConfig { tick_ms: MS_PER_ROUND, election_ticks: 10, heartbeat_ticks: 2, ..NodeConfig::new(id) }
+fn config(id: u64, snapshot_min_bytes: u64) -> NodeConfig {
+    NodeConfig {
+        tick_ms: MS_PER_ROUND,
+        election_ticks: 10,
+        heartbeat_ticks: 2,
+        snapshot_min_bytes,
+        ..NodeConfig::new(id)
+    }
 }
 
 fn tokens_of(response: &Response) -> Option<u64> {
@@ -165,6 +176,15 @@ impl Cluster {
     }
 
     fn with_clocks(seed: u64, faults: Faults, clock_bases: [u64; NODES as usize]) -> Cluster {
+        Cluster::build(seed, faults, clock_bases, NodeConfig::new(1).snapshot_min_bytes)
+    }
+
+    fn build(
+        seed: u64,
+        faults: Faults,
+        clock_bases: [u64; NODES as usize],
+        snapshot_min_bytes: u64,
+    ) -> Cluster {
         let tmp = tempfile::tempdir().expect("a temporary directory");
         let voters = ConfState { voters: (1..=NODES).collect(), ..Default::default() };
         let members = (1..=NODES)
@@ -172,7 +192,7 @@ impl Cluster {
                 let dir = tmp.path().join(format!("node{id}"));
                 let mut store = DiskStorage::open(&dir).expect("open a fresh log");
                 store.initialize(&voters).expect("initialize");
-                let node = Node::new(&config(id), store).expect("a node");
+                let node = Node::new(&config(id, snapshot_min_bytes), store).expect("a node");
                 let clock_base = clock_bases[id as usize - 1];
                 Member { id, dir, node: Some(node), clock_base, seen: Seen::default() }
             })
@@ -195,6 +215,7 @@ impl Cluster {
             refused_proposals: 0,
             grants: 0,
             leaders_seen: HashSet::new(),
+            snapshot_min_bytes,
             _tmp: tmp,
         };
         cluster.members[0].node.as_mut().unwrap().campaign().expect("campaign");
@@ -272,7 +293,15 @@ impl Cluster {
     fn deliver(&mut self) {
         let messages = std::mem::take(&mut self.inflight);
         for m in messages {
-            if self.cut.contains(&(m.from, m.to)) || self.rng.chance(self.faults.drop_pct) {
+            let lost = self.cut.contains(&(m.from, m.to)) || self.rng.chance(self.faults.drop_pct);
+            if m.get_msg_type() == MessageType::MsgSnapshot {
+                // What the server's transport reports: the snapshot left whole, or was lost
+                // (raft then sends another).
+                if let Some(sender) = self.members[(m.from - 1) as usize].node.as_mut() {
+                    sender.report_snapshot(m.to, !lost);
+                }
+            }
+            if lost {
                 continue;
             }
             let copies = if self.rng.chance(self.faults.dup_pct) { 2 } else { 1 };
@@ -315,6 +344,15 @@ impl Cluster {
                     assert_eq!(fate, Some(Fate::Pending(id)), "node {id} dropped tag {tag}");
                 }
                 Event::ReadReady { .. } => panic!("node {id}: the model asks for no read index"),
+                Event::Restored { index } => {
+                    let seen = &mut self.members[i].seen;
+                    assert!(
+                        index > seen.restored_at,
+                        "node {id}: a snapshot at {index} after {}",
+                        seen.restored_at
+                    );
+                    seen.restored_at = index;
+                }
             }
         }
     }
@@ -473,7 +511,7 @@ impl Cluster {
     fn restart(&mut self, i: usize) {
         let member = &mut self.members[i];
         let store = DiskStorage::open(&member.dir).expect("reopen the log");
-        member.node = Some(Node::new(&config(member.id), store).expect("a node"));
+        member.node = Some(Node::new(&config(member.id, self.snapshot_min_bytes), store).expect("a node"));
     }
 
     /// Heals the network, restarts the nodes that are down, then runs until every node has
@@ -732,4 +770,61 @@ fn a_corrupt_log_keeps_its_node_down_and_the_majority_goes_on() {
     cluster.settle();
     cluster.assert_same_tables();
     cluster.report("corrupt follower", started);
+}
+
+/// Logs compact to snapshots every KiB or so. A follower that is down while the leader compacts
+/// past its log, and one cut off meanwhile, catch up from the leader's snapshot into their
+/// tables; a restarted node starts from its own snapshot. Every entry applied after a restore
+/// gives the outputs the nodes that applied the whole log recorded (`record`), and the tables
+/// end equal.
+#[test]
+fn snapshots_compact_the_log_and_catch_up_lagging_nodes() {
+    let started = Instant::now();
+    let mut cluster =
+        Cluster::build(seed(0x5eed_0006), Faults { drop_pct: 2, dup_pct: 1 }, [0; NODES as usize], 1024);
+    cluster.load(150);
+    for node in cluster.running() {
+        let stats = node.stats();
+        assert!(stats.snapshots_taken > 2, "node {}: {stats:?}", node.id());
+        assert!(node.first_index() > 100, "node {}: the log was not compacted", node.id());
+    }
+    // A follower down while the leader compacts past everything it has.
+    let down = cluster.crash_a_follower();
+    let down_last =
+        DiskStorage::open(&cluster.members[down].dir).expect("reopen").last_index().expect("last");
+    cluster.load(150);
+    let leader = cluster.leader().expect("a leader");
+    assert!(cluster.members[leader].node().first_index() > down_last + 1, "the leader kept the entries");
+    cluster.restart(down);
+    let restored_from = cluster.members[down].node().applied_index();
+    assert!(restored_from > 0, "the restarted node starts from its own snapshot");
+    cluster.load(60);
+    assert!(
+        cluster.members[down].seen.restored_at > down_last,
+        "the follower installed the leader's snapshot"
+    );
+    assert!(cluster.members[down].node().stats().snapshots_installed > 0);
+    // A follower cut off, its table kept, while the leader compacts past it.
+    let leader = cluster.leader().expect("a leader");
+    let cut = (0..cluster.members.len()).find(|&i| i != leader && i != down).unwrap();
+    cluster.isolate(cut);
+    let cut_applied = cluster.members[cut].node().applied_index();
+    cluster.load(150);
+    cluster.cut.clear();
+    cluster.load(60);
+    assert!(cluster.members[cut].seen.restored_at > cut_applied, "the cut-off follower installed a snapshot");
+    // The leader restarts from its own snapshot; a new leader goes on.
+    let leader = cluster.leader().expect("a leader");
+    cluster.crash(leader);
+    cluster.load(60);
+    cluster.restart(leader);
+    assert!(cluster.members[leader].node().applied_index() > 0, "restarted from its snapshot");
+    cluster.load(60);
+    cluster.converge();
+    cluster.assert_same_tables();
+    for member in &cluster.members {
+        let node = member.node();
+        assert!(node.store().first_index().expect("first") > 1, "node {}", node.id());
+    }
+    cluster.report("snapshots", started);
 }

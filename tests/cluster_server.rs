@@ -22,7 +22,11 @@ struct Cluster {
     dir: tempfile::TempDir,
     peer: Vec<SocketAddr>,
     client: Vec<SocketAddr>,
+    /// Each member's /metrics address: a follower's one view (it redirects clients).
+    metrics: Vec<SocketAddr>,
     nodes: Vec<Option<Child>>,
+    /// More arguments for every member.
+    extra: Vec<String>,
 }
 
 /// A free loopback port (bound and released: the member binds it again at once).
@@ -34,7 +38,15 @@ impl Cluster {
     fn new() -> Cluster {
         let peer = (0..3).map(|_| free_addr()).collect();
         let client = (0..3).map(|_| free_addr()).collect();
-        Cluster { dir: support::temp_dir(), peer, client, nodes: vec![None, None, None] }
+        let metrics = (0..3).map(|_| free_addr()).collect();
+        Cluster {
+            dir: support::temp_dir(),
+            peer,
+            client,
+            metrics,
+            nodes: vec![None, None, None],
+            extra: Vec::new(),
+        }
     }
 
     fn data_dir(&self, id: usize) -> PathBuf {
@@ -51,6 +63,8 @@ impl Cluster {
             command.args(["--peer", &spec]);
         }
         command.arg("--data-dir").arg(self.data_dir(id));
+        command.arg("--metrics-addr").arg(self.metrics[id - 1].to_string());
+        command.args(&self.extra);
         command
     }
 
@@ -103,6 +117,17 @@ impl Drop for Cluster {
             self.kill9(id);
         }
     }
+}
+
+/// Member `id`'s gauge `officer_NAME` from its /metrics, if it answers.
+fn gauge(cluster: &Cluster, id: usize, name: &str) -> Option<u64> {
+    let mut s = std::net::TcpStream::connect(cluster.metrics[id - 1]).ok()?;
+    s.set_read_timeout(Some(WAIT)).ok()?;
+    std::io::Write::write_all(&mut s, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut s, &mut text).ok()?;
+    let prefix = format!("officer_{name} ");
+    text.lines().find_map(|l| l.strip_prefix(prefix.as_str())?.parse().ok())
 }
 
 /// HELLO to `addr`: `Some(None)` served, `Some(Some(leader))` redirected, `None` not answered.
@@ -255,4 +280,60 @@ fn a_damaged_or_foreign_data_directory_is_refused() {
     assert!(stderr.contains("raft log"), "{stderr}");
     // The two others go on.
     assert!(lock(&mut Raw::connect(cluster.client[cluster.leader() - 1]), "after") > 0);
+}
+
+/// With a small snapshot interval the members compact their logs as they go. A follower
+/// down while the leader compacts past its log catches up from the leader's snapshot (its
+/// /metrics says so); then, with the old leader and the third member killed in turn, the
+/// caught-up member is elected and serves from the restored table: a resumable session's
+/// lock is there, and tokens go on increasing.
+#[test]
+fn a_follower_behind_the_compacted_log_catches_up_from_a_snapshot() {
+    let mut cluster = Cluster::new();
+    cluster.extra = vec!["--snapshot-min-bytes".into(), "2048".into()];
+    cluster.start_all();
+    let leader = cluster.leader();
+    let behind = (1..=3).find(|&id| id != leader).expect("a follower");
+    let third = (1..=3).find(|&id| id != leader && id != behind).expect("another");
+    let mut raw = Raw::connect(cluster.client[leader - 1]);
+    let open = raw.call(&Request::SessionOpen(SessionOpen { grace_ms: 60_000, skip_while_detached: false }));
+    let Response::SessionOk(ok) = open else { panic!("{open:?}") };
+    let kept = lock(&mut raw, "kept");
+    cluster.kill9(behind);
+    let mut last = kept;
+    for i in 0..300 {
+        let name = format!("c{}", i % 10);
+        last = lock(&mut raw, &name);
+        assert_eq!(raw.call(&Request::Unlock(&name)), Response::Released);
+    }
+    let taken = support::raw::stat(&mut raw, "cluster_snapshots_taken");
+    assert!(taken >= 2, "the leader took {taken} snapshots");
+    assert!(support::raw::stat(&mut raw, "cluster_log_first_index") > 100);
+    cluster.start(behind);
+    wait_until("the follower to install the leader's snapshot", WAIT, || {
+        gauge(&cluster, behind, "cluster_snapshots_installed").is_some_and(|n| n >= 1)
+    });
+    // More entries the third member will miss, so that the caught-up one wins the election.
+    let applied = support::raw::stat(&mut raw, "cluster_applied_index");
+    wait_until("the follower to apply the leader's log", WAIT, || {
+        gauge(&cluster, behind, "cluster_applied_index").is_some_and(|n| n >= applied)
+    });
+    cluster.kill9(third);
+    for i in 0..20 {
+        last = lock(&mut raw, &format!("d{i}"));
+    }
+    let applied = support::raw::stat(&mut raw, "cluster_applied_index");
+    wait_until("the follower to apply the last entries", WAIT, || {
+        gauge(&cluster, behind, "cluster_applied_index").is_some_and(|n| n >= applied)
+    });
+    cluster.kill9(leader);
+    cluster.start(third);
+    assert_eq!(cluster.leader(), behind, "the member with the longest log leads");
+    let mut again = Raw::connect(cluster.client[behind - 1]);
+    let resumed =
+        again.call(&Request::SessionResume(SessionResume { session_id: ok.session_id, secret: ok.secret }));
+    assert!(matches!(resumed, Response::Resumed(_)), "{resumed:?}");
+    let check = again.call(&Request::Check(officer::protocol::TokenRequest { name: "kept", token: kept }));
+    assert_eq!(check, Response::Checked { held: true });
+    assert!(lock(&mut again, "after") > last);
 }

@@ -14,6 +14,7 @@
 //!   `DiskStorage` and the `LockTable` its committed entries build; `tick`, `step`, `propose`,
 //!   and `poll` for one `Ready` (one fsync, messages to send, applied outputs, answered
 //!   proposals). The leader turns its due deadlines into `Expire` entries.
+//! - `snapshot`: a snapshot's data (the applied time and the table) and when a node takes one.
 //! - `wire`: the framing of raft messages between nodes (length, checksum, kind, protobuf) and
 //!   the handshake; a pure decoder with a size cap. Not the client protocol.
 //! - `transport`: [`Transport`], the node-to-node TCP connections over a mio `Poll` the
@@ -29,6 +30,7 @@
 mod crc;
 pub mod entry;
 pub mod node;
+pub mod snapshot;
 pub mod storage;
 pub mod transport;
 pub mod wire;

@@ -56,6 +56,7 @@ use raft::prelude::Entry;
 use raft::{Config, RawNode, StateRole};
 
 use super::entry::{decode_entry, encode_entry, EntryError, LogCommand};
+use super::snapshot::{decode_state, encode_state, Policy, RestoreError, SNAPSHOT_MIN_BYTES};
 use super::storage::{DiskStorage, StoreError};
 use crate::locks::{Command, LockTable, Output, TableLimits, Tick};
 
@@ -75,6 +76,8 @@ pub struct NodeConfig {
     pub limits: TableLimits,
     /// The most bytes of entries proposed and not yet committed; beyond it `propose` refuses.
     pub max_uncommitted_bytes: u64,
+    /// The least log bytes applied between two snapshots (`snapshot::Policy`).
+    pub snapshot_min_bytes: u64,
 }
 
 impl NodeConfig {
@@ -88,16 +91,17 @@ impl NodeConfig {
             first_token: 1,
             limits: TableLimits::default(),
             max_uncommitted_bytes: MAX_UNCOMMITTED_BYTES,
+            snapshot_min_bytes: SNAPSHOT_MIN_BYTES,
         }
     }
 
-    fn raft(&self) -> Config {
+    fn raft(&self, applied: u64) -> Config {
         Config {
             id: self.id,
             election_tick: self.election_ticks,
             heartbeat_tick: self.heartbeat_ticks,
-            // The table is rebuilt from the log on every start: apply from the first entry.
-            applied: 0,
+            // The table is restored from the log's snapshot, if any: apply the entries after it.
+            applied,
             check_quorum: true,
             pre_vote: true,
             max_size_per_msg: 1 << 20,
@@ -128,8 +132,10 @@ pub enum NodeError {
     /// A committed entry does not decode: the log is not ours, or a bug; the node must stop
     /// rather than skip it and diverge.
     Entry { index: u64, source: EntryError },
-    /// A committed entry of a kind this build does not apply yet (conf changes, snapshots).
+    /// A committed entry of a kind this build does not apply yet (conf changes).
     Unsupported { index: u64, what: &'static str },
+    /// The snapshot at `index` (the log's own on start, or a leader's) does not restore.
+    Snapshot { index: u64, source: RestoreError },
     /// A message addressed to another node.
     Misaddressed { to: u64 },
     /// A proposal sent by a peer: refused (`step`).
@@ -145,6 +151,9 @@ impl fmt::Display for NodeError {
                 write!(f, "committed entry {index} does not decode: {source}")
             }
             NodeError::Unsupported { index, what } => write!(f, "entry {index}: {what} not supported yet"),
+            NodeError::Snapshot { index, source } => {
+                write!(f, "the snapshot at {index} does not restore: {source}")
+            }
             NodeError::Misaddressed { to } => write!(f, "a raft message for node {to}"),
             NodeError::PeerProposal { from } => {
                 write!(f, "node {from} sent a proposal; proposals never travel")
@@ -159,6 +168,7 @@ impl std::error::Error for NodeError {
             NodeError::Store(e) => Some(e),
             NodeError::Raft(e) => Some(e),
             NodeError::Entry { source, .. } => Some(source),
+            NodeError::Snapshot { source, .. } => Some(source),
             _ => None,
         }
     }
@@ -184,6 +194,9 @@ pub enum Event {
     /// The read index asked for with `ctx` ([`Node::read_index`]): once the node has applied
     /// up to `index`, its table holds every entry committed before the read was asked for.
     ReadReady { ctx: u64, index: u64 },
+    /// A leader's snapshot at `index` replaced the table (this node had fallen behind the
+    /// leader's log). Proposals up to `index` were `Dropped`.
+    Restored { index: u64 },
 }
 
 /// Counters of what the node did since it started.
@@ -201,6 +214,11 @@ pub struct NodeStats {
     pub applied_commands: u64,
     /// `Expire` entries this node proposed as leader.
     pub expires_proposed: u64,
+    /// Snapshots this node took (compacting its log), and leaders' snapshots it installed.
+    pub snapshots_taken: u64,
+    pub snapshots_installed: u64,
+    /// The size of the last snapshot taken or installed (or restored on start).
+    pub snapshot_bytes: u64,
 }
 
 /// A sans-IO cluster node: see the module documentation.
@@ -221,6 +239,9 @@ pub struct Node {
     pending: BTreeMap<u64, (u64, u64)>,
     /// The (term, index) of this leader's `Expire` in flight.
     expire_in_flight: Option<(u64, u64)>,
+    /// When to compact the log next.
+    policy: Policy,
+    limits: TableLimits,
     stats: NodeStats,
 }
 
@@ -235,24 +256,36 @@ const MAX_CATCH_UP_TICKS: u32 = 3;
 
 impl Node {
     /// A node over `store` (opened, and `initialize`d with the voters on first start). Its
-    /// table is empty and is rebuilt by applying the committed log from its first entry.
+    /// table is restored from the log's snapshot, if it has one, and rebuilt by applying the
+    /// committed entries after it. A snapshot that does not restore stops the node.
     pub fn new(config: &NodeConfig, store: DiskStorage) -> Result<Node, NodeError> {
-        let raft_config = config.raft();
+        let applied = store.snapshot_metadata().index;
+        let (applied_now, table, snapshot_len) = if applied == 0 {
+            (0, LockTable::new(config.first_token, config.limits), 0)
+        } else {
+            let data = store.snapshot_data();
+            let (now, table) = decode_state(data, config.limits)
+                .map_err(|source| NodeError::Snapshot { index: applied, source })?;
+            (now, table, data.len())
+        };
+        let raft_config = config.raft(applied);
         raft_config.validate().map_err(NodeError::Raft)?;
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let raw = RawNode::new(&raft_config, store, &logger).map_err(NodeError::Raft)?;
         Ok(Node {
             raw,
-            table: LockTable::new(config.first_token, config.limits),
+            table,
             tick_ms: config.tick_ms.max(1),
             next_tick: None,
-            applied: 0,
-            applied_now: 0,
+            applied,
+            applied_now,
             stamped: 0,
             offset: 0,
             pending: BTreeMap::new(),
             expire_in_flight: None,
-            stats: NodeStats::default(),
+            policy: Policy::new(config.snapshot_min_bytes, snapshot_len as u64),
+            limits: config.limits,
+            stats: NodeStats { snapshot_bytes: snapshot_len as u64, ..NodeStats::default() },
         })
     }
 
@@ -343,8 +376,7 @@ impl Node {
             }
         }
         if !rd.snapshot().is_empty() {
-            let index = rd.snapshot().get_metadata().index;
-            return Err(NodeError::Unsupported { index, what: "installing a snapshot" });
+            self.install(rd.snapshot(), out)?;
         }
         self.apply(rd.take_committed_entries(), out)?;
         let entries = rd.entries().len() as u64;
@@ -377,7 +409,60 @@ impl Node {
         out.extend(light.take_messages().into_iter().map(Event::Send));
         self.apply(light.take_committed_entries(), out)?;
         self.raw.advance_apply();
+        self.maybe_compact()?;
         Ok(true)
+    }
+
+    /// Whether a leader's snapshot sent to `id` left this node: `true` once it was queued
+    /// whole (raft then probes the follower from the snapshot's index; if it never got it,
+    /// raft sends another), `false` if it was dropped (raft sends another).
+    pub fn report_snapshot(&mut self, id: u64, sent: bool) {
+        let status = if sent { raft::SnapshotStatus::Finish } else { raft::SnapshotStatus::Failure };
+        self.raw.report_snapshot(id, status);
+    }
+
+    /// Takes a snapshot and compacts the log up to the applied index, if the policy says so.
+    fn maybe_compact(&mut self) -> Result<(), NodeError> {
+        let store = self.raw.store();
+        if !self.policy.due()
+            || self.applied <= store.snapshot_metadata().index
+            || self.applied > store.hard_state().commit
+        {
+            return Ok(());
+        }
+        let data = encode_state(self.applied_now, &self.table);
+        let len = data.len();
+        self.raw.mut_store().compact(self.applied, data)?;
+        self.policy.taken(len);
+        self.stats.snapshots_taken += 1;
+        self.stats.snapshot_bytes = len as u64;
+        Ok(())
+    }
+
+    /// Installs a leader's snapshot: the table is decoded first, so a snapshot that does not
+    /// restore stops the node before its log is replaced.
+    fn install(&mut self, snapshot: &raft::eraftpb::Snapshot, out: &mut Vec<Event>) -> Result<(), NodeError> {
+        let index = snapshot.get_metadata().index;
+        let (now, table) = decode_state(&snapshot.data, self.limits)
+            .map_err(|source| NodeError::Snapshot { index, source })?;
+        self.raw.mut_store().apply_snapshot(snapshot)?;
+        // Proposals up to the snapshot's index are answered never: their outputs are unknown.
+        while let Some(first) = self.pending.first_entry() {
+            if *first.key() > index {
+                break;
+            }
+            let (_, (_, tag)) = first.remove_entry();
+            out.push(Event::Dropped { tag });
+        }
+        self.table = table;
+        self.applied = index;
+        self.applied_now = now; // the snapshot's, so later entries clamp as on every replica
+        self.expire_in_flight = None;
+        self.policy.taken(snapshot.data.len());
+        self.stats.snapshots_installed += 1;
+        self.stats.snapshot_bytes = snapshot.data.len() as u64;
+        out.push(Event::Restored { index });
+        Ok(())
     }
 
     pub fn id(&self) -> u64 {
@@ -399,6 +484,11 @@ impl Node {
 
     pub fn commit_index(&self) -> u64 {
         self.raw.raft.raft_log.committed
+    }
+
+    /// The first index still in the log (after the last snapshot's).
+    pub fn first_index(&self) -> u64 {
+        self.raw.raft.raft_log.first_index()
     }
 
     pub fn last_index(&self) -> u64 {
@@ -519,6 +609,7 @@ impl Node {
             }
             let LogCommand { now, command } =
                 decode_entry(&entry.data).map_err(|source| NodeError::Entry { index, source })?;
+            self.policy.applied(entry.data.len());
             let now = now.max(self.applied_now);
             self.applied_now = now;
             let mut outputs = Vec::new();

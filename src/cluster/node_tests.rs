@@ -191,3 +191,80 @@ fn a_proposal_from_a_peer_is_refused() {
     drain(&mut n);
     assert_eq!(n.last_index(), last);
 }
+
+/// A node over `dir`'s log with a tiny snapshot interval.
+fn snapshotting(dir: &std::path::Path) -> Node {
+    let store = DiskStorage::open(dir).expect("the log");
+    let config = NodeConfig { tick_ms: 10, snapshot_min_bytes: 256, ..NodeConfig::new(1) };
+    Node::new(&config, store).expect("a node")
+}
+
+/// With a small interval the node compacts its log to snapshots as it applies; a restart
+/// starts from the last snapshot (not from index 1) and reaches the same table, which goes on
+/// granting with the same tokens as the node that never restarted.
+#[test]
+fn a_node_compacts_to_snapshots_and_restarts_from_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let other = tempfile::tempdir().unwrap();
+    drop(leader(dir.path()));
+    drop(leader(other.path()));
+    let run = |n: &mut Node, from: u32, to: u32| {
+        for i in from..to {
+            n.propose(
+                u64::from(i),
+                lock(1 + u64::from(i % 2), i, &format!("n{}", i % 7), Some(50)),
+                100 + u64::from(i),
+            )
+            .unwrap();
+            if i % 3 == 0 {
+                n.propose(u64::from(i), Command::Expire, 10_000 + u64::from(i)).unwrap();
+            }
+            drain(n);
+        }
+    };
+    let (mut n, mut reference) = (snapshotting(dir.path()), snapshotting(other.path()));
+    for node in [&mut n, &mut reference] {
+        node.campaign().unwrap();
+        drain(node);
+        run(node, 0, 60);
+    }
+    let stats = n.stats();
+    assert!(stats.snapshots_taken >= 3, "{stats:?}");
+    assert!(n.first_index() > 2, "the log was compacted: first index {}", n.first_index());
+    let (digest, applied) = (n.digest(), n.applied_index());
+    drop(n);
+    let mut n = snapshotting(dir.path());
+    assert!(n.applied_index() > 1, "restored from a snapshot, not replayed from 1");
+    assert!(n.stats().snapshot_bytes > 0);
+    drain(&mut n);
+    n.campaign().unwrap();
+    drain(&mut n);
+    assert_eq!(n.applied_index(), applied + 1, "the new term's empty entry");
+    assert_eq!(n.digest(), digest);
+    // The restored table and the reference go on alike (the reference took its own new term).
+    reference.campaign().unwrap();
+    drain(&mut reference);
+    run(&mut n, 60, 90);
+    run(&mut reference, 60, 90);
+    assert_eq!(n.table().state_lines(), reference.table().state_lines());
+}
+
+/// A snapshot whose data does not restore stops the node at start with the index named.
+#[test]
+fn a_snapshot_that_does_not_restore_stops_the_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut n = leader(dir.path());
+    n.propose(5, lock(1, 1, "a", None), 3).unwrap();
+    drain(&mut n);
+    drop(n);
+    let mut store = DiskStorage::open(dir.path()).unwrap();
+    let index = store.hard_state().commit;
+    store.compact(index, b"OFSN\x01junk".to_vec()).unwrap();
+    drop(store);
+    let store = DiskStorage::open(dir.path()).unwrap();
+    match Node::new(&NodeConfig::new(1), store) {
+        Err(NodeError::Snapshot { index: at, .. }) => assert_eq!(at, index),
+        Err(e) => panic!("another error: {e}"),
+        Ok(_) => panic!("a node over a snapshot that does not restore"),
+    }
+}

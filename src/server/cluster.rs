@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use log::{debug, info, warn};
 use mio::{Registry, Token};
-use raft::eraftpb::ConfState;
+use raft::eraftpb::{ConfState, MessageType};
 use raft::Storage;
 
 use crate::cluster::{DiskStorage, Event, Node, NodeConfig, NodeError, Transport, TransportConfig};
@@ -71,6 +71,8 @@ pub struct ClusterConfig {
     /// Milliseconds per raft tick: elections after 10 ticks without a leader, heartbeats
     /// every 2.
     pub tick_ms: u64,
+    /// Least log bytes applied between two snapshots (`cluster::snapshot::Policy`).
+    pub snapshot_min_bytes: u64,
 }
 
 impl ClusterConfig {
@@ -229,6 +231,7 @@ impl Driver {
         let mut node_config = NodeConfig::new(config.node_id);
         node_config.tick_ms = config.tick_ms.max(1);
         node_config.limits = limits;
+        node_config.snapshot_min_bytes = config.snapshot_min_bytes;
         let node = Node::new(&node_config, store).map_err(|e| format!("starting raft: {e}"))?;
         let me = &config.members[&config.node_id];
         let listener = mio::net::TcpListener::bind(me.peer)
@@ -295,6 +298,10 @@ impl Driver {
             ("cluster_proposals_refused", self.refused),
             ("cluster_reads", self.reads_served),
             ("cluster_peer_frames_dropped", transport.dropped_full + transport.dropped_unconnected),
+            ("cluster_snapshots_taken", stats.snapshots_taken),
+            ("cluster_snapshots_installed", stats.snapshots_installed),
+            ("cluster_snapshot_bytes", stats.snapshot_bytes),
+            ("cluster_log_first_index", node.first_index()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -424,6 +431,8 @@ impl Driver {
         self.transport.take_unreachable(&mut self.broken);
         for peer in self.broken.drain(..) {
             self.node.report_unreachable(peer);
+            // A snapshot on its way over the broken link is lost: raft sends another.
+            self.node.report_snapshot(peer, false);
         }
         self.node.tick(now);
         for _ in 0..READIES_PER_TURN {
@@ -433,9 +442,18 @@ impl Driver {
             for i in first..out.len() {
                 match &out[i] {
                     Event::Send(message) => {
-                        self.transport.send(message.to, message);
+                        let sent = self.transport.send(message.to, message);
+                        if message.get_msg_type() == MessageType::MsgSnapshot {
+                            debug!(
+                                "snapshot to node {} index={} queued={sent}",
+                                message.to,
+                                message.get_snapshot().get_metadata().index
+                            );
+                            self.node.report_snapshot(message.to, sent);
+                        }
                     }
                     &Event::ReadReady { ctx, index } => self.read_ready(ctx, index),
+                    &Event::Restored { index } => info!("installed the leader's snapshot index={index}"),
                     Event::Applied { .. } | Event::Dropped { .. } => {
                         out.swap(kept, i);
                         kept += 1;
@@ -604,7 +622,7 @@ impl super::Server {
                         cluster.take_resume(tag);
                     }
                 }
-                Event::Send(_) | Event::ReadReady { .. } => {}
+                Event::Send(_) | Event::ReadReady { .. } | Event::Restored { .. } => {}
             }
         }
         self.cluster_events = events;
