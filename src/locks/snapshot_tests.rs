@@ -417,3 +417,55 @@ fn a_table_of_100_000_locks_round_trips() {
         out_b.clear();
     }
 }
+
+/// The one key-order dependence found: `granting` holds slab keys, and an entry can outlive
+/// its lock (the run was cut, then every waiter and holder left before the grant step). A
+/// restored table writes such an entry as a vacant slot; the original keeps the key, and a new
+/// lock that reuses the slot is served by that old entry too. When that new lock's own run is
+/// cut before the grant step, the original grants it one step earlier than the restored table.
+/// Ignored until the table drops a removed lock's keys from `granting` (grant.rs, lead's call).
+#[test]
+#[ignore = "known divergence: a stale key in `granting` serves a new lock in the reused slot"]
+fn a_stale_granting_key_and_a_reused_slot() {
+    let mut a = LockTable::new(1, limits());
+    a.set_grant_batch(1);
+    let mut out = Vec::new();
+    let shared = LockOpts { mode: Mode::Shared, ..LockOpts::default() };
+    let lock = |session, name: &str, opts| Command::Lock {
+        session: SessionId(session),
+        request_id: 1,
+        name: Name::new(name),
+        timeout_ms: None,
+        queue_max: None,
+        opts,
+    };
+    let unlock = |session, name: &str| Command::Unlock {
+        session: SessionId(session),
+        request_id: 2,
+        name: Name::new(name),
+        token: None,
+    };
+    for s in 1..=3 {
+        a.apply(0, &Command::Attach { session: SessionId(s), label: format!("c{s}") }, &mut out);
+    }
+    // "x" is cut: s2 is granted, s3 waits for the grant step; then everyone leaves "x".
+    a.apply(1, &lock(1, "x", LockOpts::default()), &mut out);
+    a.apply(1, &lock(2, "x", shared), &mut out);
+    a.apply(1, &lock(3, "x", shared), &mut out);
+    a.apply(2, &unlock(1, "x"), &mut out);
+    a.apply(2, &unlock(2, "x"), &mut out);
+    a.apply(2, &unlock(3, "x"), &mut out);
+    assert_eq!((a.store.len(), a.granting.len()), (0, 1), "a stale key in granting");
+    let mut b = restore(&a, (EXPIRE_BATCH, RELEASE_BATCH, 1, REVOKE_BATCH));
+    // "y" takes the slot in A; its own run is cut too.
+    let (mut out_a, mut out_b) = (Vec::new(), Vec::new());
+    for cmd in [lock(1, "y", LockOpts::default()), lock(2, "y", shared), lock(3, "y", shared), unlock(1, "y")]
+    {
+        a.apply(3, &cmd, &mut out_a);
+        b.apply(3, &cmd, &mut out_b);
+        assert_eq!(out_a, out_b);
+    }
+    a.apply(4, &Command::Expire, &mut out_a);
+    b.apply(4, &Command::Expire, &mut out_b);
+    assert_eq!(out_a, out_b, "the grant step serves the same waiters");
+}
