@@ -31,6 +31,21 @@
 //! written. The decoder is total: any byte string gives a table or a [`SnapshotError`], never
 //! a panic and never an allocation larger than the input; the table it returns passed
 //! cross-reference checks and `check_invariants`.
+//!
+//! Kept outputs (a detached session's outbox) are written as the response frames the protocol
+//! encodes them to. Timers are written in the order the wheel would fire them and inserted in
+//! that order into a fresh wheel advanced to the encoded wheel's time, so overdue timers left by
+//! a cut `Expire` stay first, in their order. Not written, as not observable: capacities, the
+//! store's index and the housekeeping marks, timer handles and the wheel's generation, the
+//! buffers `expire` and REVOKE reuse (empty between commands).
+//!
+//! Key order: the restored table's slab keys are the positions, so new locks fill it from the
+//! end where the original reuses freed slots. Nothing observable reads the keys (listings
+//! order by name), except one case: an entry of `granting` whose lock went is written as
+//! vacant, while in the original a new lock that takes that slot is served by the old entry
+//! (`a_stale_granting_key_and_a_reused_slot`, ignored, shows it). Batch sizes: `set_batches`
+//! also refills the inline release budget, which is state, so calling it on a restored table
+//! can make it diverge; the cluster node keeps the defaults, and the tests restore the budget.
 
 use std::collections::VecDeque;
 use std::fmt;
