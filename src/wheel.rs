@@ -260,6 +260,15 @@ impl<T> Wheel<T> {
         due
     }
 
+    /// Lowers the bound `next_deadline` reports for the due list to `at` (no effect on an
+    /// empty due list, or above the bound it has): a wheel rebuilt from `pending_in_order`
+    /// reports what the original did, whose bound had not risen as due timers fired.
+    pub fn lower_due_bound(&mut self, at: Tick) {
+        if self.lists[DUE].head != NIL {
+            self.due_min = self.due_min.min(at);
+        }
+    }
+
     /// Slab capacity in timers, for memory tests and metrics.
     pub fn capacity(&self) -> usize {
         self.entries.capacity()

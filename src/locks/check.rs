@@ -133,7 +133,12 @@ impl LockTable {
     fn check_grants(&self, lock: &Lock) -> Result<(), String> {
         let holders = &lock.holders;
         let name = &lock.name;
-        if holders.is_empty() && lock.delay_until == 0 {
+        // (A run cut at the grant batch waits for the grant step, still at the head.)
+        let cut =
+            || self.granting.iter().any(|&key| self.store.get(key).is_some_and(|l| std::ptr::eq(l, lock)));
+        // A cut run may have taken every grant's place (waiters skipped while detached count
+        // towards the batch): its lock has no holder until the grant step, only waiters.
+        if holders.is_empty() && lock.delay_until == 0 && (lock.waiters.is_empty() || !cut()) {
             return Err(format!("lock {name:?} has no holder and no lock-delay"));
         }
         let capacity = if holders.limit() == 0 { u64::from(u32::MAX) } else { u64::from(holders.limit()) };
@@ -164,9 +169,6 @@ impl LockTable {
                 holders.limit()
             ));
         }
-        // (A run cut at the grant batch waits for the grant step, still at the head.)
-        let cut =
-            || self.granting.iter().any(|&key| self.store.get(key).is_some_and(|l| std::ptr::eq(l, lock)));
         if lock.head_admitted() && !cut() {
             return Err(format!("lock {name:?}: the head of the queue fits but waits"));
         }

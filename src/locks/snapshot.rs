@@ -12,13 +12,14 @@
 //! counters (TableStats, histograms as 13 counts, sum, count)  session_stats (7 values)
 //! locks:     n, each: name delay_until limit
 //!            holders: n, each: session token since weight extra:u8 held_prev held_next
+//!                     (n = 0: the last grant, still in the set's inline place: session token since weight extra)
 //!            waiters: n, each: session request_id weight opts:Option<GrantOpts> since deadline:Option
 //! extras:    n (by token), each: token lock session GrantOpts lease_end:Option hold_end:Option notify:u8
 //! sessions:  n (by id), each: id label held first_wait:Option<(lock, seq)> more_waits: n (lock, seq)
 //!            next_wait held_head held_tail gone:u8 releasing:u8 skip_default:u8
 //!            lost: n (name token reason:u8) resumable:Option<(secret:16 bytes, grace_ms,
 //!            detached:Option<(until label outbox: n (session request_id lock:Option<name> frame))>)>
-//! timers:    n in firing order, each: deadline tag fields
+//! timers:    next_deadline:Option, n in firing order, each: deadline tag fields
 //! releasing: n (session reset:Option)   revoking: n (session request_id name below count)
 //! granting:  n (lock or vacant)
 //! ```
@@ -30,6 +31,21 @@
 //! written. The decoder is total: any byte string gives a table or a [`SnapshotError`], never
 //! a panic and never an allocation larger than the input; the table it returns passed
 //! cross-reference checks and `check_invariants`.
+//!
+//! Kept outputs (a detached session's outbox) are written as the response frames the protocol
+//! encodes them to. Timers are written in the order the wheel would fire them and inserted in
+//! that order into a fresh wheel advanced to the encoded wheel's time, so overdue timers left by
+//! a cut `Expire` stay first, in their order. Not written, as not observable: capacities, the
+//! store's index and the housekeeping marks, timer handles and the wheel's generation, the
+//! buffers `expire` and REVOKE reuse (empty between commands).
+//!
+//! Key order: the restored table's slab keys are the positions, so new locks fill it from the
+//! end where the original reuses freed slots. Nothing observable reads the keys (listings
+//! order by name), except one case: an entry of `granting` whose lock went is written as
+//! vacant, while in the original a new lock that takes that slot is served by the old entry
+//! (`a_stale_granting_key_and_a_reused_slot`, ignored, shows it). Batch sizes: `set_batches`
+//! also refills the inline release budget, which is state, so calling it on a restored table
+//! can make it diverge; the cluster node keeps the defaults, and the tests restore the budget.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -290,6 +306,16 @@ impl Writer<'_> {
             self.u(lock.delay_until);
             self.u(u64::from(lock.holders.limit()));
             self.u(lock.holders.len() as u64);
+            if lock.holders.is_empty() {
+                // The grant that went last stays in the set's inline place, and TOP still
+                // shows its holder and age for a lock whose cut grant run left it no holder.
+                let stale = lock.holders.first();
+                self.u(stale.session.0);
+                self.u(stale.token);
+                self.u(stale.since);
+                self.u(u64::from(stale.weight));
+                self.flag(stale.extra);
+            }
             for h in lock.holders.iter() {
                 self.u(h.session.0);
                 self.u(h.token);
@@ -391,6 +417,7 @@ impl Writer<'_> {
     }
 
     fn timers(&mut self, t: &LockTable) {
+        self.opt(t.timers.next_deadline());
         let pending = t.timers.pending_in_order();
         self.u(pending.len() as u64);
         for (deadline, timer) in pending {
@@ -636,13 +663,18 @@ impl<'a> Reader<'a> {
                 None => holders = Some(Holders::new(h, limit)),
             }
         }
-        Ok(holders.unwrap_or_else(|| {
-            // No holder (a lock-delay runs): a set whose only grant went, as the table has it.
-            let placeholder = Holder::new(SessionId(0), 0, 0, 1);
-            let mut set = Holders::new(placeholder, limit);
-            set.remove(placeholder.session);
-            set
-        }))
+        match holders {
+            Some(set) => Ok(set),
+            None => {
+                // No holder (a lock-delay runs, or a cut run waits for its grant step): a set
+                // whose only grant went, that grant still in the inline place, as the table has it.
+                let mut stale = Holder::new(self.session()?, self.u()?, self.u()?, self.u32()?);
+                stale.extra = self.flag()?;
+                let mut set = Holders::new(stale, limit);
+                set.remove(stale.session);
+                Ok(set)
+            }
+        }
     }
 
     fn waiter(&mut self) -> Result<Waiter, SnapshotError> {
@@ -752,6 +784,7 @@ impl<'a> Reader<'a> {
     /// gets two timers, is an error.
     fn timers(&mut self, t: &mut LockTable, locks: usize) -> Result<(), SnapshotError> {
         let mut graces = hashbrown::HashSet::new();
+        let next_deadline = self.opt()?;
         for _ in 0..self.count(3)? {
             let at = self.u()?;
             let timer = match self.byte()? {
@@ -805,6 +838,15 @@ impl<'a> Reader<'a> {
             if !owned {
                 return Err(self.err(format!("timer {timer:?} at {at} has no owner waiting for it")));
             }
+        }
+        if let Some(at) = next_deadline {
+            t.timers.lower_due_bound(at);
+        }
+        if t.timers.next_deadline() != next_deadline {
+            return Err(self.err(format!(
+                "next deadline {:?} of the timers, {next_deadline:?} written",
+                t.timers.next_deadline()
+            )));
         }
         let detached =
             t.sessions.values().filter(|s| s.resumable.as_deref().is_some_and(|r| r.is_detached())).count();

@@ -24,7 +24,7 @@ fn command() -> impl Strategy<Value = Command> {
     let token = prop_oneof![2 => Just(None), 3 => (1..30u64).prop_map(Some)];
     let small = |n: u32| prop_oneof![2 => Just(None), 3 => (1..n).prop_map(Some)];
     let opts = (
-        0..4u32,
+        0..5u32,
         1..=SEM_LIMIT,
         small(12),
         small(20),
@@ -51,8 +51,8 @@ fn command() -> impl Strategy<Value = Command> {
             )| {
                 let mode = match (n, m) {
                     (2, _) => Mode::Permits { count, limit: SEM_LIMIT },
-                    (_, 0) => Mode::Shared,
-                    (_, 1) => Mode::Permits { count, limit: SEM_LIMIT }, // a kind mismatch now and then
+                    (_, 0 | 1) => Mode::Shared,
+                    (_, 2) => Mode::Permits { count, limit: SEM_LIMIT }, // a kind mismatch now and then
                     _ => Mode::Exclusive,
                 };
                 let opts = LockOpts {
@@ -74,7 +74,7 @@ fn command() -> impl Strategy<Value = Command> {
             .prop_map(|(session, request_id, name, token)| Command::Downgrade { session, request_id, name, token }),
         2 => (session.clone(), 0..100u32, name.clone(), 1..30u64)
             .prop_map(|(session, request_id, name, token)| Command::Renew { session, request_id, name, token }),
-        1 => (session.clone(), 0..100u32, name.clone(), token)
+        2 => (session.clone(), 0..100u32, name.clone(), token)
             .prop_map(|(session, request_id, name, token)| Command::Revoke { session, request_id, name, token }),
         1 => (session.clone(), 0..100u32, name, 1..30u64)
             .prop_map(|(session, request_id, name, token)| Command::Check { session, request_id, name, token }),
@@ -88,13 +88,21 @@ fn command() -> impl Strategy<Value = Command> {
             let secret = if right { secret(session.0) } else { [0xee; 16] };
             Command::Resume { session, request_id: 8, from, secret }
         }),
-        6 => Just(Command::Expire),
+        4 => Just(Command::Expire),
     ]
 }
 
-/// A command and the ticks `now` moves on by before it (often 0, so deadlines collide).
-fn step() -> impl Strategy<Value = (u64, Command)> {
-    (prop_oneof![3 => Just(0u64), 2 => 1..3u64, 1 => 3..15u64], command())
+/// A command and the ticks `now` moves on by before it: often 0, so deadlines collide. Never
+/// backwards: cluster replicas apply at a monotone `now` (docs/CLUSTER.md), and the table
+/// itself needs it (a lock-delay timer that fires while the delay ends after `now` is dropped,
+/// and the delay then never ends).
+fn step() -> impl Strategy<Value = (i64, Command)> {
+    (prop_oneof![6 => Just(0i64), 4 => 1..3i64, 2 => 3..15i64], command())
+}
+
+/// `now` moved by `dt`, never below 0.
+fn moved(now: u64, dt: i64) -> u64 {
+    now.saturating_add_signed(dt)
 }
 
 /// Batch sizes: `(expire, release, grant, revoke)`, mostly tiny.
@@ -131,7 +139,7 @@ fn limits() -> TableLimits {
 }
 
 /// A table that ran `steps` from tick 0; returns it and the tick it reached.
-fn run(steps: &[(u64, Command)], batches: (usize, usize, usize, usize)) -> (LockTable, u64) {
+fn run(steps: &[(i64, Command)], batches: (usize, usize, usize, usize)) -> (LockTable, u64) {
     let mut t = LockTable::new(1, limits());
     configure(&mut t, batches);
     for s in 1..=SESSIONS {
@@ -139,10 +147,34 @@ fn run(steps: &[(u64, Command)], batches: (usize, usize, usize, usize)) -> (Lock
     }
     let (mut now, mut out) = (0, Vec::new());
     for (dt, cmd) in steps {
-        now += dt;
+        now = moved(now, *dt);
         t.apply(now, cmd, &mut out);
     }
     (t, now)
+}
+
+/// What the read-only views (listings, TOP, details, census) show: they read the store in
+/// key order, which a restored table does not share, and must not depend on it.
+fn views(t: &LockTable, now: u64) -> Vec<String> {
+    let big = 1 << 20;
+    let mut views = vec![
+        format!("{:?}", t.locks_within("", 0, big)),
+        format!("{:?}", t.connections_within("", 0, big)),
+        format!("{:?}", t.top_within(now, 0, big)),
+        format!("{:?}", t.sessions_within(now, 0, big)),
+        format!("{:?}", t.mode_census()),
+        format!("{:?}", t.longest_holds(10)),
+        format!("{:?}", t.deepest_queues(10)),
+        format!("{:?}", t.locks_detail_within(now, NAMES, big)),
+        format!("{:?}", t.attached_sessions()),
+        format!("{:?}", t.soonest_grace_left(now)),
+    ];
+    for s in 1..=SESSIONS {
+        views.push(format!("{:?}", t.my_locks(SessionId(s))));
+        views.push(format!("{} {}", t.is_releasing(SessionId(s)), t.is_resumable(SessionId(s))));
+    }
+    views.push(format!("{}", t.has_pending_releases()));
+    views
 }
 
 /// Round-trips `a` and requires the restored table to encode to the same bytes.
@@ -161,47 +193,73 @@ fn restore(a: &LockTable, batches: (usize, usize, usize, usize)) -> LockTable {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(400))]
 
-    /// The main proof: a table restored from a snapshot of A and A itself, given the same
-    /// later commands, answer identically at every step and end in the same state.
+    /// The main proof: a table restored from a snapshot and the table it was taken of, given
+    /// the same later commands, answer identically at every step and end in the same state.
+    /// B is restored at many points of one run, from A (whose freed slab slots are reused) or
+    /// from itself (a chain of restores), so snapshots are taken mid-batch, mid-grace, with
+    /// overdue timers left by a cut `Expire`, and so on.
     #[test]
     fn a_restored_table_behaves_as_the_original(
         batches in batches(),
-        prefix in prop::collection::vec(step(), 0..60),
-        suffix in prop::collection::vec(step(), 1..60),
+        steps in prop::collection::vec((step(), prop_oneof![8 => Just(0u8), 1 => Just(1u8), 1 => Just(2u8)]), 1..150),
     ) {
-        let (mut a, mut now) = run(&prefix, batches);
+        let (mut a, mut now) = run(&[], batches);
         let mut b = restore(&a, batches);
         let (mut out_a, mut out_b) = (Vec::new(), Vec::new());
-        for (i, (dt, cmd)) in suffix.iter().enumerate() {
-            now += dt;
+        for (i, ((dt, cmd), restart)) in steps.iter().enumerate() {
+            now = moved(now, *dt);
             a.apply(now, cmd, &mut out_a);
             b.apply(now, cmd, &mut out_b);
             prop_assert_eq!(&out_a, &out_b, "step {} {:?} at {}", i, cmd, now);
-            prop_assert_eq!(a.next_deadline().is_some(), b.next_deadline().is_some());
+            prop_assert_eq!(a.next_deadline(), b.next_deadline(), "step {}", i);
             out_a.clear();
             out_b.clear();
+            // Batched work pending is rare and where a snapshot is most likely wrong: always
+            // restore there.
+            let pending = !a.revoking.is_empty() || !a.granting.is_empty() || !a.releasing.is_empty();
+            match restart {
+                _ if pending => b = restore(&a, batches),
+                1 => b = restore(&a, batches),
+                2 => b = restore(&b, batches),
+                _ => {}
+            }
         }
         prop_assert_eq!(a.state_lines(), b.state_lines());
         prop_assert_eq!(a.digest(), b.digest());
+        prop_assert_eq!(views(&a, now), views(&b, now));
         // (Their snapshots may differ in lock order: A reuses freed slab slots for new locks,
-        // B, whose keys are compacted, appends them; see the report on key order.)
+        // B, whose keys are compacted, appends them; see the module doc of `snapshot`.)
         b.check_invariants().map_err(TestCaseError::fail)?;
     }
 
-    /// Flipped bytes of a real snapshot never panic: a table (that passes its self-check) or
-    /// an error.
+    /// Flipped (dropped, inserted) bytes of a real snapshot never panic: a table or an error. A table decoded from
+    /// them passes its self-check and then runs commands, ends every session and drains its
+    /// timers without a panic (the gauges and links it was rebuilt with hold up).
     #[test]
     fn flipped_bytes_never_panic(
         prefix in prop::collection::vec(step(), 0..40),
         flips in prop::collection::vec((any::<prop::sample::Index>(), 1..=255u8), 1..4),
+        suffix in prop::collection::vec(step(), 0..20),
     ) {
-        let (a, _) = run(&prefix, (2, 2, 2, 2));
+        let (a, now) = run(&prefix, (2, 2, 2, 2));
         let mut bytes = snapshot(&a);
         for (at, mask) in flips {
             let i = at.index(bytes.len());
-            bytes[i] ^= mask;
+            // Mostly a flip; now and then a byte dropped or one put in, which shifts the rest.
+            match mask {
+                1 => {
+                    bytes.remove(i);
+                }
+                2 => bytes.insert(i, 0x81),
+                _ => bytes[i] ^= mask,
+            }
+            if bytes.is_empty() {
+                break;
+            }
         }
-        if let Ok(t) = LockTable::decode_snapshot(&bytes, limits()) {
+        if let Ok(mut t) = LockTable::decode_snapshot(&bytes, limits()) {
+            t.check_invariants().map_err(TestCaseError::fail)?;
+            drain(&mut t, now, &suffix);
             t.check_invariants().map_err(TestCaseError::fail)?;
         }
     }
@@ -214,6 +272,30 @@ proptest! {
             bytes[0] = 1; // the version byte right: the rest is read
         }
         let _ = LockTable::decode_snapshot(&bytes, limits());
+    }
+}
+
+/// Runs `steps` on `t` from `now` (or the wheel's time if later), then ends every session and expires until nothing is
+/// pending (bounded: every step makes progress).
+fn drain(t: &mut LockTable, now: u64, steps: &[(i64, Command)]) {
+    // Time never goes back behind what the table has seen (its wheel's time, maybe flipped).
+    let mut now = now.max(t.timers.elapsed());
+    let mut out = Vec::new();
+    for (dt, cmd) in steps {
+        now = moved(now, *dt);
+        t.apply(now, cmd, &mut out);
+    }
+    let mut sessions: Vec<SessionId> = t.sessions.keys().copied().collect();
+    sessions.sort_unstable();
+    for session in sessions {
+        t.apply(now, &Command::Detach { session }, &mut out);
+    }
+    for _ in 0..10_000 {
+        if t.next_deadline().is_none() && !t.has_pending_releases() {
+            break;
+        }
+        now = t.next_deadline().map_or(now, |at| at.max(now));
+        t.apply(now, &Command::Expire, &mut out);
     }
 }
 
@@ -297,17 +379,18 @@ fn every_prefix_and_any_trailing_byte_is_refused() {
 
 #[test]
 fn a_huge_count_claims_no_memory() {
-    // An empty table ends in seven zero counts: locks, extras, sessions, timers, releasing,
-    // revoking, granting. Each in turn claims 2^62 items (and one the whole input's worth).
+    // An empty table ends in zero counts of locks, extras and sessions, no next deadline, and
+    // zero counts of timers, releases, revokes and cut runs. Each count in turn claims 2^62
+    // items, then 127 (more than the bytes left could hold).
     let bytes = snapshot(&LockTable::new(1, limits()));
-    assert!(bytes.ends_with(&[0; 7]));
-    for field in 0..7 {
+    assert!(bytes.ends_with(&[0; 8]));
+    for field in [0, 1, 2, 4, 5, 6, 7] {
         for claim in [&[0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x40][..], &[0x7f]] {
             let mut huge = bytes.clone();
-            let at = bytes.len() - 7 + field;
+            let at = bytes.len() - 8 + field;
             huge.splice(at..=at, claim.iter().copied());
             let err = refusal(&huge);
-            assert!(err.what.contains("count") || err.what.contains("truncated"), "field {field}: {err}");
+            assert!(err.what.contains("count"), "field {field}: {err}");
         }
     }
     // A varint longer than 64 bits is an error, not a wrap.
@@ -371,4 +454,56 @@ fn a_table_of_100_000_locks_round_trips() {
         out_a.clear();
         out_b.clear();
     }
+}
+
+/// The one key-order dependence found: `granting` holds slab keys, and an entry can outlive
+/// its lock (the run was cut, then every waiter and holder left before the grant step). A
+/// restored table writes such an entry as a vacant slot; the original keeps the key, and a new
+/// lock that reuses the slot is served by that old entry too. When that new lock's own run is
+/// cut before the grant step, the original grants it one step earlier than the restored table.
+/// Ignored until the table drops a removed lock's keys from `granting` (grant.rs, lead's call).
+#[test]
+#[ignore = "known divergence: a stale key in `granting` serves a new lock in the reused slot"]
+fn a_stale_granting_key_and_a_reused_slot() {
+    let mut a = LockTable::new(1, limits());
+    a.set_grant_batch(1);
+    let mut out = Vec::new();
+    let shared = LockOpts { mode: Mode::Shared, ..LockOpts::default() };
+    let lock = |session, name: &str, opts| Command::Lock {
+        session: SessionId(session),
+        request_id: 1,
+        name: Name::new(name),
+        timeout_ms: None,
+        queue_max: None,
+        opts,
+    };
+    let unlock = |session, name: &str| Command::Unlock {
+        session: SessionId(session),
+        request_id: 2,
+        name: Name::new(name),
+        token: None,
+    };
+    for s in 1..=3 {
+        a.apply(0, &Command::Attach { session: SessionId(s), label: format!("c{s}") }, &mut out);
+    }
+    // "x" is cut: s2 is granted, s3 waits for the grant step; then everyone leaves "x".
+    a.apply(1, &lock(1, "x", LockOpts::default()), &mut out);
+    a.apply(1, &lock(2, "x", shared), &mut out);
+    a.apply(1, &lock(3, "x", shared), &mut out);
+    a.apply(2, &unlock(1, "x"), &mut out);
+    a.apply(2, &unlock(2, "x"), &mut out);
+    a.apply(2, &unlock(3, "x"), &mut out);
+    assert_eq!((a.store.len(), a.granting.len()), (0, 1), "a stale key in granting");
+    let mut b = restore(&a, (EXPIRE_BATCH, RELEASE_BATCH, 1, REVOKE_BATCH));
+    // "y" takes the slot in A; its own run is cut too.
+    let (mut out_a, mut out_b) = (Vec::new(), Vec::new());
+    for cmd in [lock(1, "y", LockOpts::default()), lock(2, "y", shared), lock(3, "y", shared), unlock(1, "y")]
+    {
+        a.apply(3, &cmd, &mut out_a);
+        b.apply(3, &cmd, &mut out_b);
+        assert_eq!(out_a, out_b);
+    }
+    a.apply(4, &Command::Expire, &mut out_a);
+    b.apply(4, &Command::Expire, &mut out_b);
+    assert_eq!(out_a, out_b, "the grant step serves the same waiters");
 }
