@@ -1,12 +1,16 @@
-//! The replicated log entry: one owned [`Command`] with the leader's `now`, so that every
-//! replica applies `LockTable::apply(now, &command, out)` with the same arguments.
+//! The replicated log entry: owned [`Command`]s, each with the leader's `now`, so that every
+//! replica applies `LockTable::apply(now, &command, out)` with the same arguments, in order.
 //!
 //! Layout (docs/CLUSTER.md "Entry format"); integers are unsigned LEB128 varints (7 bits a
 //! byte, low group first, at most 10 bytes for a u64, 5 for a u32), strings a varint length
-//! then UTF-8 bytes, a secret its 16 raw bytes:
+//! then UTF-8 bytes, a secret its 16 raw bytes. An entry holds one command (version 1) or
+//! several (version 2, a [`Batch`]: one wake-up's proposals in one raft entry, so raft's cost
+//! per entry, its encoding, copies and bookkeeping, is paid once per batch, not per command):
 //!
 //! ```text
-//! version (1 byte, ENTRY_VERSION) | now (varint) | tag (1 byte) | the variant's fields
+//! version 1 (ENTRY_VERSION)  | item
+//! version 2 (BATCH_VERSION)  | count (varint, >= 2) | item * count
+//! item = now (varint) | tag (1 byte) | the variant's fields
 //! ```
 //!
 //! | tag | command     | fields after the tag                                              |
@@ -38,6 +42,9 @@ use crate::protocol::SESSION_SECRET_LEN;
 /// The version byte every entry starts with. A node refuses an entry of any other version,
 /// so a format change is a new version that old nodes reject loudly instead of misreading.
 pub const ENTRY_VERSION: u8 = 1;
+
+/// The version byte of an entry of several commands (module doc).
+pub const BATCH_VERSION: u8 = 2;
 
 const TAG_ATTACH: u8 = 1;
 const TAG_LOCK: u8 = 2;
@@ -77,8 +84,10 @@ pub struct LogCommand {
 pub enum EntryError {
     /// The input ended inside a field (`field` names it).
     Truncated { field: &'static str },
-    /// The first byte is not [`ENTRY_VERSION`].
+    /// The first byte is neither [`ENTRY_VERSION`] nor [`BATCH_VERSION`].
     Version(u8),
+    /// A batch whose count is below 2, or above what its bytes could hold.
+    Count(u64),
     /// No command has this tag.
     UnknownTag(u8),
     /// A varint longer than its type allows, or with bits beyond it.
@@ -97,7 +106,10 @@ impl fmt::Display for EntryError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             EntryError::Truncated { field } => write!(f, "log entry ends inside its {field}"),
-            EntryError::Version(v) => write!(f, "log entry version {v} (this node reads {ENTRY_VERSION})"),
+            EntryError::Version(v) => {
+                write!(f, "log entry version {v} (this node reads {ENTRY_VERSION} and {BATCH_VERSION})")
+            }
+            EntryError::Count(n) => write!(f, "log entry batch of {n} commands"),
             EntryError::UnknownTag(t) => write!(f, "log entry has unknown command tag {t}"),
             EntryError::Varint { field } => write!(f, "log entry's {field} is an over-long varint"),
             EntryError::BadFlag { field, byte } => write!(f, "log entry's {field} byte is {byte:#04x}"),
@@ -129,9 +141,107 @@ fn tag_of(command: &Command) -> u8 {
     }
 }
 
-/// Appends the encoding of `entry` to `out`. Total: every `Command` has an encoding.
+/// Appends the encoding of `entry` to `out`, as an entry of one command (version 1). Total:
+/// every `Command` has an encoding.
 pub fn encode_entry(entry: &LogCommand, out: &mut Vec<u8>) {
     out.push(ENTRY_VERSION);
+    encode_item(entry, out);
+}
+
+/// Commands gathered for one entry, in proposal order.
+#[derive(Debug, Default)]
+pub struct Batch {
+    items: Vec<u8>,
+    count: u32,
+}
+
+impl Batch {
+    /// Appends a command; returns the bytes it added.
+    pub fn push(&mut self, entry: &LogCommand) -> usize {
+        let before = self.items.len();
+        encode_item(entry, &mut self.items);
+        self.count += 1;
+        self.items.len() - before
+    }
+
+    /// Takes back the last `push`, which added `added` bytes (a proposal refused after all).
+    pub fn pop(&mut self, added: usize) {
+        debug_assert!(self.count > 0 && added <= self.items.len());
+        self.items.truncate(self.items.len().saturating_sub(added));
+        self.count = self.count.saturating_sub(1);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The commands gathered.
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// The size of the entry `take` would return now.
+    pub fn encoded_len(&self) -> usize {
+        match self.count {
+            0 => 0,
+            1 => 1 + self.items.len(),
+            _ => 6 + self.items.len(),
+        }
+    }
+
+    /// The entry's data (version 1 for one command, 2 for more), leaving the batch empty.
+    pub fn take(&mut self) -> Vec<u8> {
+        let mut data = Vec::with_capacity(self.encoded_len());
+        if self.count == 1 {
+            data.push(ENTRY_VERSION);
+        } else {
+            data.push(BATCH_VERSION);
+            put_varint(&mut data, self.count.into());
+        }
+        data.extend_from_slice(&self.items);
+        self.items.clear();
+        self.count = 0;
+        data
+    }
+}
+
+/// Decodes a whole entry of either version, appending its commands to `out` in order. On an
+/// error `out` is left as it was: an entry is applied whole or not at all.
+pub fn decode_entries(bytes: &[u8], out: &mut Vec<LogCommand>) -> Result<(), EntryError> {
+    let mut r = Reader { bytes };
+    match r.byte("version")? {
+        ENTRY_VERSION => {
+            let item = r.item()?;
+            r.end()?;
+            out.push(item);
+            Ok(())
+        }
+        BATCH_VERSION => {
+            let count = r.u64("batch count")?;
+            // Every item is at least 2 bytes (now, tag): a count beyond that is refused before
+            // anything is allocated for it.
+            if count < 2 || count > (r.bytes.len() / 2) as u64 {
+                return Err(EntryError::Count(count));
+            }
+            let start = out.len();
+            out.reserve(count as usize);
+            for _ in 0..count {
+                match r.item() {
+                    Ok(item) => out.push(item),
+                    Err(e) => {
+                        out.truncate(start);
+                        return Err(e);
+                    }
+                }
+            }
+            r.end().inspect_err(|_| out.truncate(start))
+        }
+        other => Err(EntryError::Version(other)),
+    }
+}
+
+/// Appends one item (`now | tag | fields`).
+fn encode_item(entry: &LogCommand, out: &mut Vec<u8>) {
     put_varint(out, entry.now);
     out.push(tag_of(&entry.command));
     match &entry.command {
@@ -202,93 +312,109 @@ pub fn encode_entry(entry: &LogCommand, out: &mut Vec<u8>) {
     }
 }
 
-/// Decodes one whole entry; any byte out of place is an [`EntryError`], never a panic.
+/// Decodes one whole entry of one command (version 1); any byte out of place is an
+/// [`EntryError`], never a panic.
 pub fn decode_entry(bytes: &[u8]) -> Result<LogCommand, EntryError> {
     let mut r = Reader { bytes };
     let version = r.byte("version")?;
     if version != ENTRY_VERSION {
         return Err(EntryError::Version(version));
     }
-    let now = r.u64("now")?;
-    let tag = r.byte("tag")?;
-    let command = match tag {
-        TAG_ATTACH => Command::Attach { session: r.session("session")?, label: r.string("label")? },
-        TAG_LOCK => {
-            let (session, request_id, name) = r.head()?;
-            let flags = r.byte("lock flags")?;
-            if flags & !FLAGS_KNOWN != 0 {
-                return Err(EntryError::BadFlag { field: "lock flags", byte: flags });
-            }
-            let mode = match r.byte("mode")? {
-                MODE_EXCLUSIVE => Mode::Exclusive,
-                MODE_SHARED => Mode::Shared,
-                MODE_PERMITS => {
-                    Mode::Permits { count: r.u32("permit count")?, limit: r.u32("permit limit")? }
+    let item = r.item()?;
+    r.end()?;
+    Ok(item)
+}
+
+impl Reader<'_> {
+    /// One item: `now | tag | fields`.
+    fn item(&mut self) -> Result<LogCommand, EntryError> {
+        let r = self;
+        let now = r.u64("now")?;
+        let tag = r.byte("tag")?;
+        let command = match tag {
+            TAG_ATTACH => Command::Attach { session: r.session("session")?, label: r.string("label")? },
+            TAG_LOCK => {
+                let (session, request_id, name) = r.head()?;
+                let flags = r.byte("lock flags")?;
+                if flags & !FLAGS_KNOWN != 0 {
+                    return Err(EntryError::BadFlag { field: "lock flags", byte: flags });
                 }
-                other => return Err(EntryError::UnknownMode(other)),
-            };
-            let timeout_ms = r.u32_if(flags & FLAG_TIMEOUT != 0, "timeout_ms")?;
-            let queue_max = r.u32_if(flags & FLAG_QUEUE_MAX != 0, "queue_max")?;
-            let lease_ms = r.u32_if(flags & FLAG_LEASE != 0, "lease_ms")?;
-            let max_hold_ms = r.u32_if(flags & FLAG_MAX_HOLD != 0, "max_hold_ms")?;
-            let lock_delay_ms = r.u32("lock_delay_ms")?;
-            let opts = LockOpts {
-                mode,
-                lease_ms,
-                max_hold_ms,
-                lock_delay_ms,
-                notify_contention: flags & FLAG_NOTIFY != 0,
-                skip_while_detached: flags & FLAG_SKIP != 0,
-            };
-            Command::Lock { session, request_id, name, timeout_ms, queue_max, opts }
-        }
-        TAG_UNLOCK => {
-            let (session, request_id, name) = r.head()?;
-            Command::Unlock { session, request_id, name, token: r.opt_u64("token")? }
-        }
-        TAG_DOWNGRADE => {
-            let (session, request_id, name) = r.head()?;
-            Command::Downgrade { session, request_id, name, token: r.u64("token")? }
-        }
-        TAG_RENEW => {
-            let (session, request_id, name) = r.head()?;
-            Command::Renew { session, request_id, name, token: r.u64("token")? }
-        }
-        TAG_REVOKE => {
-            let (session, request_id, name) = r.head()?;
-            Command::Revoke { session, request_id, name, token: r.opt_u64("token")? }
-        }
-        TAG_CHECK => {
-            let (session, request_id, name) = r.head()?;
-            Command::Check { session, request_id, name, token: r.u64("token")? }
-        }
-        TAG_RESET => Command::Reset { session: r.session("session")?, request_id: r.u32("request_id")? },
-        TAG_DETACH => Command::Detach { session: r.session("session")? },
-        TAG_OPEN_SESSION => Command::OpenSession {
-            session: r.session("session")?,
-            request_id: r.u32("request_id")?,
-            grace_ms: r.u32("grace_ms")?,
-            skip_while_detached: match r.byte("skip")? {
-                0 => false,
-                1 => true,
-                byte => return Err(EntryError::BadFlag { field: "skip", byte }),
+                let mode = match r.byte("mode")? {
+                    MODE_EXCLUSIVE => Mode::Exclusive,
+                    MODE_SHARED => Mode::Shared,
+                    MODE_PERMITS => {
+                        Mode::Permits { count: r.u32("permit count")?, limit: r.u32("permit limit")? }
+                    }
+                    other => return Err(EntryError::UnknownMode(other)),
+                };
+                let timeout_ms = r.u32_if(flags & FLAG_TIMEOUT != 0, "timeout_ms")?;
+                let queue_max = r.u32_if(flags & FLAG_QUEUE_MAX != 0, "queue_max")?;
+                let lease_ms = r.u32_if(flags & FLAG_LEASE != 0, "lease_ms")?;
+                let max_hold_ms = r.u32_if(flags & FLAG_MAX_HOLD != 0, "max_hold_ms")?;
+                let lock_delay_ms = r.u32("lock_delay_ms")?;
+                let opts = LockOpts {
+                    mode,
+                    lease_ms,
+                    max_hold_ms,
+                    lock_delay_ms,
+                    notify_contention: flags & FLAG_NOTIFY != 0,
+                    skip_while_detached: flags & FLAG_SKIP != 0,
+                };
+                Command::Lock { session, request_id, name, timeout_ms, queue_max, opts }
+            }
+            TAG_UNLOCK => {
+                let (session, request_id, name) = r.head()?;
+                Command::Unlock { session, request_id, name, token: r.opt_u64("token")? }
+            }
+            TAG_DOWNGRADE => {
+                let (session, request_id, name) = r.head()?;
+                Command::Downgrade { session, request_id, name, token: r.u64("token")? }
+            }
+            TAG_RENEW => {
+                let (session, request_id, name) = r.head()?;
+                Command::Renew { session, request_id, name, token: r.u64("token")? }
+            }
+            TAG_REVOKE => {
+                let (session, request_id, name) = r.head()?;
+                Command::Revoke { session, request_id, name, token: r.opt_u64("token")? }
+            }
+            TAG_CHECK => {
+                let (session, request_id, name) = r.head()?;
+                Command::Check { session, request_id, name, token: r.u64("token")? }
+            }
+            TAG_RESET => Command::Reset { session: r.session("session")?, request_id: r.u32("request_id")? },
+            TAG_DETACH => Command::Detach { session: r.session("session")? },
+            TAG_OPEN_SESSION => Command::OpenSession {
+                session: r.session("session")?,
+                request_id: r.u32("request_id")?,
+                grace_ms: r.u32("grace_ms")?,
+                skip_while_detached: match r.byte("skip")? {
+                    0 => false,
+                    1 => true,
+                    byte => return Err(EntryError::BadFlag { field: "skip", byte }),
+                },
+                secret: r.secret()?,
             },
-            secret: r.secret()?,
-        },
-        TAG_SUSPEND => Command::Suspend { session: r.session("session")? },
-        TAG_RESUME => Command::Resume {
-            session: r.session("session")?,
-            request_id: r.u32("request_id")?,
-            from: r.session("from")?,
-            secret: r.secret()?,
-        },
-        TAG_EXPIRE => Command::Expire,
-        other => return Err(EntryError::UnknownTag(other)),
-    };
-    if !r.bytes.is_empty() {
-        return Err(EntryError::Trailing(r.bytes.len()));
+            TAG_SUSPEND => Command::Suspend { session: r.session("session")? },
+            TAG_RESUME => Command::Resume {
+                session: r.session("session")?,
+                request_id: r.u32("request_id")?,
+                from: r.session("from")?,
+                secret: r.secret()?,
+            },
+            TAG_EXPIRE => Command::Expire,
+            other => return Err(EntryError::UnknownTag(other)),
+        };
+        Ok(LogCommand { now, command })
     }
-    Ok(LogCommand { now, command })
+
+    /// Refuses bytes after the last field.
+    fn end(&self) -> Result<(), EntryError> {
+        match self.bytes.len() {
+            0 => Ok(()),
+            n => Err(EntryError::Trailing(n)),
+        }
+    }
 }
 
 fn put_varint(out: &mut Vec<u8>, mut value: u64) {

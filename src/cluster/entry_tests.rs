@@ -209,3 +209,119 @@ fn bad_bytes_are_named() {
     // Every error reads as a sentence naming the field.
     assert_eq!(EntryError::Truncated { field: "label" }.to_string(), "log entry ends inside its label");
 }
+
+fn batched(entries: &[LogCommand]) -> Vec<u8> {
+    let mut batch = Batch::default();
+    for entry in entries {
+        batch.push(entry);
+    }
+    let len = batch.encoded_len();
+    let data = batch.take();
+    assert!(data.len() <= len, "encoded_len {len} under the real {}", data.len());
+    assert!(batch.is_empty() && batch.encoded_len() == 0);
+    data
+}
+
+fn decoded(bytes: &[u8]) -> Result<Vec<LogCommand>, EntryError> {
+    let mut out = Vec::new();
+    decode_entries(bytes, &mut out).map(|()| out)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(500))]
+
+    /// A batch of one is a version 1 entry (old readers read it); of more, version 2; both
+    /// decode to the commands in the order they were pushed.
+    #[test]
+    fn batch_round_trip(entries in proptest::collection::vec(entry(), 1..20)) {
+        let bytes = batched(&entries);
+        if entries.len() == 1 {
+            prop_assert_eq!(&bytes, &encoded(&entries[0]));
+        } else {
+            prop_assert_eq!(bytes[0], BATCH_VERSION);
+        }
+        prop_assert_eq!(decoded(&bytes), Ok(entries));
+    }
+
+    /// Every strict prefix of a batch is refused (never read as a shorter batch), a trailing
+    /// byte is refused, and a refused batch leaves what was already decoded untouched.
+    #[test]
+    fn batch_prefixes_and_trailing_are_refused(entries in proptest::collection::vec(entry(), 2..6), extra in any::<u8>()) {
+        let bytes = batched(&entries);
+        let before = vec![LogCommand { now: 1, command: Command::Expire }];
+        for cut in 0..bytes.len() {
+            let mut out = before.clone();
+            let err = decode_entries(&bytes[..cut], &mut out);
+            prop_assert!(
+                matches!(err, Err(EntryError::Truncated { .. }) | Err(EntryError::Count(_))),
+                "cut {} of {:?}: {:?}", cut, bytes, err
+            );
+            prop_assert_eq!(&out, &before);
+        }
+        let mut long = bytes.clone();
+        long.push(extra);
+        let mut out = before.clone();
+        prop_assert_eq!(decode_entries(&long, &mut out), Err(EntryError::Trailing(1)));
+        prop_assert_eq!(&out, &before);
+    }
+
+    /// Random bytes behind either version byte, and batches with one byte changed, never panic.
+    #[test]
+    fn random_batches_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64), at in any::<prop::sample::Index>(), byte in any::<u8>(), entries in proptest::collection::vec(entry(), 2..5)) {
+        let _ = decoded(&bytes);
+        let mut versioned = bytes.clone();
+        versioned.insert(0, BATCH_VERSION);
+        let _ = decoded(&versioned);
+        let mut mutated = batched(&entries);
+        let i = at.index(mutated.len());
+        mutated[i] = byte;
+        if let Ok(commands) = decoded(&mutated) {
+            prop_assert!(!commands.is_empty());
+        }
+    }
+}
+
+#[test]
+fn a_batch_count_is_checked() {
+    let expire = [0, TAG_EXPIRE];
+    let with_count = |count: &[u8], items: usize| {
+        let mut bytes = vec![BATCH_VERSION];
+        bytes.extend_from_slice(count);
+        for _ in 0..items {
+            bytes.extend_from_slice(&expire);
+        }
+        bytes
+    };
+    // A batch holds at least two commands: one is written as version 1.
+    assert_eq!(decoded(&with_count(&[0], 0)), Err(EntryError::Count(0)));
+    assert_eq!(decoded(&with_count(&[1], 1)), Err(EntryError::Count(1)));
+    // A count beyond what the bytes could hold is refused before anything is reserved for it.
+    assert_eq!(decoded(&with_count(&[3], 2)), Err(EntryError::Count(3)));
+    let huge = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01];
+    assert_eq!(decoded(&with_count(&huge, 4)), Err(EntryError::Count(u64::MAX)));
+    // A count that fits but items that end early.
+    let mut short = with_count(&[3], 2);
+    short.push(0);
+    short.push(0);
+    assert_eq!(decoded(&short), Err(EntryError::UnknownTag(0)));
+    // Two Expires, and the v1-only reader refusing the batch by its version.
+    let two = with_count(&[2], 2);
+    assert_eq!(decoded(&two), Ok(vec![LogCommand { now: 0, command: Command::Expire }; 2]));
+    assert_eq!(decode_entry(&two), Err(EntryError::Version(BATCH_VERSION)));
+    assert_eq!(decoded(&[3, 0, TAG_EXPIRE]), Err(EntryError::Version(3)));
+    assert_eq!(EntryError::Count(1).to_string(), "log entry batch of 1 commands");
+}
+
+#[test]
+fn a_popped_push_leaves_the_batch_as_it_was() {
+    let a = LogCommand { now: 5, command: Command::Detach { session: SessionId(3) } };
+    let b = LogCommand { now: 6, command: Command::Reset { session: SessionId(4), request_id: 9 } };
+    let mut batch = Batch::default();
+    batch.push(&a);
+    let len = batch.encoded_len();
+    let added = batch.push(&b);
+    assert_eq!(batch.count(), 2);
+    batch.pop(added);
+    assert_eq!((batch.count(), batch.encoded_len()), (1, len));
+    assert_eq!(batch.take(), encoded(&a));
+}

@@ -35,7 +35,9 @@ pub mod storage;
 pub mod transport;
 pub mod wire;
 
-pub use entry::{decode_entry, encode_entry, EntryError, LogCommand, ENTRY_VERSION};
+pub use entry::{
+    decode_entries, decode_entry, encode_entry, Batch, EntryError, LogCommand, BATCH_VERSION, ENTRY_VERSION,
+};
 pub use node::{Event, Node, NodeConfig, NodeError, NodeStats, NotLeader};
 pub use storage::{DiskStorage, StoreError};
 pub use transport::{Transport, TransportConfig, TransportStats};
