@@ -25,6 +25,21 @@
 //! out to hold another term's entry (this node lost the leadership before it committed), the
 //! proposal is [`Event::Dropped`] and never applied.
 //!
+//! # Several commands per entry
+//!
+//! `propose` does not hand each command to raft: it appends it to a [`Batch`], and the batch
+//! becomes ONE raft entry (`entry.rs`, version 2) when the caller next steps a message, ticks,
+//! asks for a read index, campaigns or polls, or when it reaches [`MAX_BATCH_BYTES`]. raft's
+//! cost per entry (the entry's protobuf encoding for the log and for each follower, its copies,
+//! its bookkeeping) is then paid once per wake-up, not once per command: that, not locking, is
+//! what bounded a leader's pipelined throughput (BENCHMARKS.md, "What bounds the cluster").
+//! Commands keep their proposal order inside the entry and each keeps its own `now`, so the
+//! table applies exactly what it would have applied one entry at a time. Flushing before any
+//! other call into raft means raft never sees a state change between a proposal and its
+//! entry: a refusal is decided in `propose` itself (the uncommitted bound is checked there
+//! against `raft.uncommitted_size()`, exactly as raft would check the batch), so the caller
+//! can still answer a refused client at once.
+//!
 //! # Time
 //!
 //! A replica never fires a timer: the table changes only by committed entries. The leader
@@ -55,7 +70,7 @@ use raft::eraftpb::{EntryType, Message, MessageType};
 use raft::prelude::Entry;
 use raft::{Config, RawNode, StateRole};
 
-use super::entry::{decode_entry, encode_entry, EntryError, LogCommand};
+use super::entry::{decode_entries, encode_entry, Batch, EntryError, LogCommand};
 use super::snapshot::{decode_state, encode_state, Policy, RestoreError, SNAPSHOT_MIN_BYTES};
 use super::storage::{DiskStorage, StoreError};
 use crate::locks::{Command, LockTable, Output, TableLimits, Tick};
@@ -95,6 +110,11 @@ impl NodeConfig {
         }
     }
 
+    /// The uncommitted bound raft is given (at least `max_size_per_msg`).
+    fn max_uncommitted(&self) -> u64 {
+        self.max_uncommitted_bytes.max(1 << 20)
+    }
+
     fn raft(&self, applied: u64) -> Config {
         Config {
             id: self.id,
@@ -108,7 +128,7 @@ impl NodeConfig {
             max_inflight_msgs: 256,
             // A leader whose followers lag (slow disks, a slow link) refuses proposals beyond
             // this much uncommitted log rather than grow without bound.
-            max_uncommitted_size: self.max_uncommitted_bytes.max(1 << 20),
+            max_uncommitted_size: self.max_uncommitted(),
             ..Config::default()
         }
     }
@@ -185,10 +205,11 @@ impl From<StoreError> for NodeError {
 pub enum Event {
     /// Send this raft message to node `message.to` (losing it is fine: raft retries).
     Send(Message),
-    /// The committed entry `index` was applied; `outputs` are the table's responses, addressed
-    /// by session. `tag` is the caller's, when this node proposed the entry in the term that
-    /// committed it. Every node applies every entry; only the leader's caller sends them.
-    Applied { index: u64, tag: Option<u64>, outputs: Vec<Output> },
+    /// The command at `position` of the committed entry `index` was applied; `outputs` are the
+    /// table's responses, addressed by session. `tag` is the caller's, when this node proposed
+    /// the command in the term that committed it. Every node applies every entry; only the
+    /// leader's caller sends them.
+    Applied { index: u64, position: u32, tag: Option<u64>, outputs: Vec<Output> },
     /// The proposal `tag` will never commit: its index holds another leader's entry.
     Dropped { tag: u64 },
     /// The read index asked for with `ctx` ([`Node::read_index`]): once the node has applied
@@ -210,8 +231,10 @@ pub struct NodeStats {
     /// commit's batch.
     pub entry_batches: u64,
     pub persisted: u64,
-    /// Entries with a command applied to the table.
+    /// Commands applied to the table, and the entries that carried them: their ratio is the
+    /// batch of commands per entry.
     pub applied_commands: u64,
+    pub applied_entries: u64,
     /// `Expire` entries this node proposed as leader.
     pub expires_proposed: u64,
     /// Snapshots this node took (compacting its log), and leaders' snapshots it installed.
@@ -235,8 +258,18 @@ pub struct Node {
     /// cluster time.
     stamped: Tick,
     offset: Tick,
-    /// Tagged proposals not yet applied: index -> (term, tag).
-    pending: BTreeMap<u64, (u64, u64)>,
+    /// Tagged proposals not yet applied: index -> (term, the tag of each position).
+    pending: BTreeMap<u64, (u64, Vec<u64>)>,
+    /// Commands proposed and not yet handed to raft, and their tags.
+    batch: Batch,
+    batch_tags: Vec<u64>,
+    /// Tags of a batch raft refused after `propose` took them (not expected: refusals are
+    /// decided in `propose`), reported `Dropped` by the next `poll`.
+    refused: Vec<u64>,
+    /// The uncommitted bound raft enforces, checked in `propose`.
+    max_uncommitted: usize,
+    /// Scratch for decoding an entry's commands.
+    decoded: Vec<LogCommand>,
     /// The (term, index) of this leader's `Expire` in flight.
     expire_in_flight: Option<(u64, u64)>,
     /// When to compact the log next.
@@ -249,6 +282,11 @@ pub struct Node {
 /// `max_size_per_msg`, 1 MiB); beyond it `propose` refuses (the server then answers the client
 /// that the cluster is busy).
 pub const MAX_UNCOMMITTED_BYTES: u64 = 64 << 20;
+
+/// A batch of proposals becomes an entry once it is this large, so that one entry stays well
+/// under raft's 1 MiB message size and one apply is a bounded amount of work (about 10,000
+/// commands at the typical 25 bytes each).
+pub const MAX_BATCH_BYTES: usize = 256 << 10;
 
 /// Raft ticks `tick` catches up at most after a stall; beyond that the tick clock restarts
 /// from `now` (a stalled loop must not fire an election's worth of ticks at once).
@@ -282,6 +320,11 @@ impl Node {
             stamped: 0,
             offset: 0,
             pending: BTreeMap::new(),
+            batch: Batch::default(),
+            batch_tags: Vec::new(),
+            refused: Vec::new(),
+            max_uncommitted: usize::try_from(config.max_uncommitted()).unwrap_or(usize::MAX),
+            decoded: Vec::new(),
             expire_in_flight: None,
             policy: Policy::new(config.snapshot_min_bytes, snapshot_len as u64),
             limits: config.limits,
@@ -292,6 +335,7 @@ impl Node {
     /// Time passes: raft ticks once per `tick_ms` elapsed, and a leader proposes an `Expire`
     /// when a deadline of its table is due (or a release batch is pending).
     pub fn tick(&mut self, now: Tick) {
+        self.flush();
         let next = *self.next_tick.get_or_insert(now.saturating_add(self.tick_ms));
         let mut due = next;
         let mut ticks = 0;
@@ -332,14 +376,50 @@ impl Node {
         if message.get_msg_type() == MessageType::MsgPropose {
             return Err(NodeError::PeerProposal { from: message.from });
         }
+        self.flush();
         self.raw.step(message).map_err(NodeError::Raft)
     }
 
     /// Proposes a client's command, stamped with `now`. It is answered by an
     /// [`Event::Applied`] with `tag` once committed, or [`Event::Dropped`]. Proposals made
-    /// between two `poll`s are persisted with one fsync.
+    /// between two `poll`s share one entry (module documentation) and one fsync.
+    ///
+    /// Refused (`NotLeader`) on a node that does not lead, while a leader transfer is under way,
+    /// and when the entry would take the uncommitted log past its bound (raft's rule: at least
+    /// one entry is always let through).
     pub fn propose(&mut self, now: Tick, command: Command, tag: u64) -> Result<(), NotLeader> {
-        self.propose_entry(now, &command, Some(tag)).map(|_| ())
+        let not_leader = NotLeader { leader: self.leader_id().filter(|&id| id != self.id()) };
+        if !self.is_leader() || self.raw.raft.lead_transferee.is_some() {
+            return Err(not_leader);
+        }
+        let now = self.stamp(now);
+        let added = self.batch.push(&LogCommand { now, command });
+        let uncommitted = self.raw.raft.uncommitted_size();
+        if uncommitted > 0 && uncommitted.saturating_add(self.batch.encoded_len()) > self.max_uncommitted {
+            self.batch.pop(added);
+            return Err(not_leader);
+        }
+        self.batch_tags.push(tag);
+        if self.batch.encoded_len() >= MAX_BATCH_BYTES {
+            self.flush();
+        }
+        Ok(())
+    }
+
+    /// Hands the batch to raft as one entry.
+    fn flush(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let data = self.batch.take();
+        let tags = std::mem::take(&mut self.batch_tags);
+        match self.raw.propose(Vec::new(), data) {
+            Ok(()) => {
+                let index = self.last_index();
+                self.pending.insert(index, (self.term(), tags));
+            }
+            Err(_) => self.refused.extend(tags),
+        }
     }
 
     /// Asks for a read index: a quorum round (`ReadOnlyOption::Safe`, raft-rs's default)
@@ -348,11 +428,13 @@ impl Node {
     /// no leader elected meanwhile can have committed anything it misses. Asked on a node that
     /// does not lead, raft forwards it to the leader; the server only asks as leader.
     pub fn read_index(&mut self, ctx: u64) {
+        self.flush();
         self.raw.read_index(ctx.to_le_bytes().to_vec());
     }
 
     /// Starts an election now (tests, and a planned leader transfer).
     pub fn campaign(&mut self) -> Result<(), NodeError> {
+        self.flush();
         self.raw.campaign().map_err(NodeError::Raft)
     }
 
@@ -364,8 +446,11 @@ impl Node {
     /// Handles one `Ready` (module documentation), appending what the caller must do to
     /// `out`. `Ok(false)`: nothing was ready. An error is fatal: drop the node.
     pub fn poll(&mut self, out: &mut Vec<Event>) -> Result<bool, NodeError> {
+        self.flush();
+        let refused = !self.refused.is_empty();
+        out.extend(self.refused.drain(..).map(|tag| Event::Dropped { tag }));
         if !self.raw.has_ready() {
-            return Ok(false);
+            return Ok(refused);
         }
         let mut rd = self.raw.ready();
         out.extend(rd.take_messages().into_iter().map(Event::Send));
@@ -451,8 +536,8 @@ impl Node {
             if *first.key() > index {
                 break;
             }
-            let (_, (_, tag)) = first.remove_entry();
-            out.push(Event::Dropped { tag });
+            let (_, (_, tags)) = first.remove_entry();
+            out.extend(tags.into_iter().map(|tag| Event::Dropped { tag }));
         }
         self.table = table;
         self.applied = index;
@@ -491,8 +576,14 @@ impl Node {
         self.raw.raft.raft_log.first_index()
     }
 
+    /// The last index in the log: proposals still in the batch are not in it yet.
     pub fn last_index(&self) -> u64 {
         self.raw.raft.raft_log.last_index()
+    }
+
+    /// Commands proposed since the last flush, not yet in the log (module doc).
+    pub fn batched(&self) -> u32 {
+        self.batch.count()
     }
 
     /// The last log index applied to the table.
@@ -539,21 +630,16 @@ impl Node {
         self.stamped
     }
 
-    fn propose_entry(&mut self, now: Tick, command: &Command, tag: Option<u64>) -> Result<u64, NotLeader> {
-        let not_leader = NotLeader { leader: self.leader_id().filter(|&id| id != self.id()) };
-        if !self.is_leader() {
-            return Err(not_leader);
-        }
+    /// Proposes an `Expire` as an entry of its own (after the batch, so in proposal order):
+    /// its index is what `expire_in_flight` waits for. Its index, or `None` if raft refused.
+    fn propose_expire(&mut self, now: Tick) -> Option<u64> {
+        self.flush();
         let now = self.stamp(now);
         let mut data = Vec::new();
-        encode_entry(&LogCommand { now, command: command.clone() }, &mut data);
-        // Refused while a leader transfer is under way (or the proposal is too large).
-        self.raw.propose(Vec::new(), data).map_err(|_| not_leader)?;
-        let index = self.last_index();
-        if let Some(tag) = tag {
-            self.pending.insert(index, (self.term(), tag));
-        }
-        Ok(index)
+        encode_entry(&LogCommand { now, command: Command::Expire }, &mut data);
+        // Refused while a leader transfer is under way (or the log is at its bound).
+        self.raw.propose(Vec::new(), data).ok()?;
+        Some(self.last_index())
     }
 
     /// The leader's timers, as one `Expire` entry at a time.
@@ -572,7 +658,7 @@ impl Node {
         let due =
             self.table.has_pending_releases() || self.table.next_deadline().is_some_and(|d| d <= cluster_now);
         if due {
-            if let Ok(index) = self.propose_entry(now, &Command::Expire, None) {
+            if let Some(index) = self.propose_expire(now) {
                 self.expire_in_flight = Some((self.term(), index));
                 self.stats.expires_proposed += 1;
             }
@@ -586,16 +672,16 @@ impl Node {
             debug_assert_eq!(index, self.applied + 1, "raft hands committed entries in order");
             self.applied = index;
             // A proposal at an index up to this one is answered now or never.
-            let mut mine = None;
+            let mut mine = Vec::new();
             while let Some(first) = self.pending.first_entry() {
                 if *first.key() > index {
                     break;
                 }
-                let (at, (term, tag)) = first.remove_entry();
+                let (at, (term, tags)) = first.remove_entry();
                 if at == index && term == entry.term {
-                    mine = Some(tag);
+                    mine = tags;
                 } else {
-                    out.push(Event::Dropped { tag });
+                    out.extend(tags.into_iter().map(|tag| Event::Dropped { tag }));
                 }
             }
             match entry.get_entry_type() {
@@ -607,15 +693,22 @@ impl Node {
             if entry.data.is_empty() {
                 continue; // a new leader's empty entry
             }
-            let LogCommand { now, command } =
-                decode_entry(&entry.data).map_err(|source| NodeError::Entry { index, source })?;
+            let mut decoded = std::mem::take(&mut self.decoded);
+            decode_entries(&entry.data, &mut decoded).map_err(|source| NodeError::Entry { index, source })?;
             self.policy.applied(entry.data.len());
-            let now = now.max(self.applied_now);
-            self.applied_now = now;
-            let mut outputs = Vec::new();
-            self.table.apply(now, &command, &mut outputs);
-            self.stats.applied_commands += 1;
-            out.push(Event::Applied { index, tag: mine, outputs });
+            self.stats.applied_entries += 1;
+            let mut tags = mine.into_iter();
+            for (position, LogCommand { now, command }) in decoded.drain(..).enumerate() {
+                let now = now.max(self.applied_now);
+                self.applied_now = now;
+                let mut outputs = Vec::new();
+                self.table.apply(now, &command, &mut outputs);
+                self.stats.applied_commands += 1;
+                out.push(Event::Applied { index, position: position as u32, tag: tags.next(), outputs });
+            }
+            self.decoded = decoded;
+            // More tags than commands is a bug, never a silence: their proposers hear Dropped.
+            out.extend(tags.map(|tag| Event::Dropped { tag }));
         }
         Ok(())
     }

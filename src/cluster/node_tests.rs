@@ -106,6 +106,82 @@ fn proposals_are_answered_by_tag_once_applied_with_one_fsync_per_batch() {
     assert_eq!(n.applied_index(), n.commit_index());
 }
 
+/// Proposals made between two polls become one raft entry, applied command by command in
+/// proposal order: one index, positions 0, 1, 2.
+#[test]
+fn proposals_between_polls_share_one_entry_in_proposal_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut n = leader(dir.path());
+    let (before, last) = (n.stats(), n.last_index());
+    n.propose(5, lock(1, 1, "a", None), 10).unwrap();
+    n.propose(
+        5,
+        Command::Unlock { session: SessionId(1), request_id: 2, name: Name::new("a"), token: None },
+        11,
+    )
+    .unwrap();
+    n.propose(5, lock(2, 1, "a", None), 12).unwrap();
+    assert_eq!(n.last_index(), last, "nothing reaches raft before the flush");
+    let events = drain(&mut n);
+    let applied: Vec<(u64, u32, Option<u64>)> = events
+        .iter()
+        .map(|e| match e {
+            Event::Applied { index, position, tag, .. } => (*index, *position, *tag),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let index = last + 1;
+    assert_eq!(applied, [(index, 0, Some(10)), (index, 1, Some(11)), (index, 2, Some(12))]);
+    // The unlock ran between the two locks: the second lock is granted token 2 at once.
+    let Event::Applied { outputs, .. } = &events[2] else { unreachable!() };
+    assert!(matches!(outputs[..], [Output { response: Response::Acquired { token: 2 }, .. }]), "{outputs:?}");
+    let after = n.stats();
+    assert_eq!(
+        (after.applied_entries - before.applied_entries, after.applied_commands - before.applied_commands),
+        (1, 3)
+    );
+    assert_eq!(n.last_index(), index);
+}
+
+/// The batch reaches raft before anything else does (a tick, a read index, a step), so raft's
+/// state never changes between a proposal and its entry; and a batch is cut at
+/// `MAX_BATCH_BYTES`.
+#[test]
+fn a_batch_is_flushed_before_raft_sees_anything_else_and_cut_when_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut n = leader(dir.path());
+    let last = n.last_index();
+    n.propose(5, lock(1, 1, "a", None), 1).unwrap();
+    n.tick(6);
+    assert_eq!(n.last_index(), last + 1, "tick flushed");
+    n.propose(6, lock(1, 2, "b", None), 2).unwrap();
+    n.read_index(7);
+    assert_eq!(n.last_index(), last + 2, "read_index flushed");
+    n.propose(6, lock(1, 3, "c", None), 3).unwrap();
+    let mut stale = Message::default();
+    stale.set_msg_type(raft::eraftpb::MessageType::MsgHeartbeatResponse);
+    // From a node outside the configuration: raft refuses it, but only after the flush.
+    (stale.from, stale.to, stale.term) = (9, 1, n.term());
+    assert!(matches!(n.step(stale), Err(NodeError::Raft(raft::Error::StepPeerNotFound))));
+    assert_eq!(n.last_index(), last + 3, "step flushed");
+    drain(&mut n);
+    let before = n.stats();
+    let long = "n".repeat(1000);
+    let proposals = (MAX_BATCH_BYTES / 1000 + 20) as u32;
+    for i in 0..proposals {
+        n.propose(8, lock(2, i + 1, &long, None), u64::from(100 + i)).unwrap();
+    }
+    let events = drain(&mut n);
+    let after = n.stats();
+    assert_eq!(after.applied_commands - before.applied_commands, u64::from(proposals));
+    assert_eq!(after.applied_entries - before.applied_entries, 2, "one full batch and the rest");
+    let tags: Vec<Option<u64>> = events
+        .iter()
+        .filter_map(|e| if let Event::Applied { tag, .. } = e { Some(*tag) } else { None })
+        .collect();
+    assert_eq!(tags, (0..proposals).map(|i| Some(u64::from(100 + i))).collect::<Vec<_>>());
+}
+
 #[test]
 fn a_follower_refuses_proposals_and_misaddressed_messages() {
     let dir = tempfile::tempdir().unwrap();

@@ -295,6 +295,8 @@ impl Driver {
             ("cluster_fsyncs", stats.fsyncs),
             ("cluster_entries_persisted", stats.persisted),
             ("cluster_entry_batches", stats.entry_batches),
+            ("cluster_entries_applied", stats.applied_entries),
+            ("cluster_commands_applied", stats.applied_commands),
             ("cluster_proposals_refused", self.refused),
             ("cluster_reads", self.reads_served),
             ("cluster_peer_frames_dropped", transport.dropped_full + transport.dropped_unconnected),
