@@ -240,6 +240,10 @@ def bench_leader(binary, addr, pid, flags, duration):
     fsyncs = after["cluster_fsyncs"] - before["cluster_fsyncs"]
     row["fsyncs_per_sec"] = fsyncs / (t1 - t0)
     row["entries_per_fsync"] = (after["cluster_entries_persisted"] - before["cluster_entries_persisted"]) / max(fsyncs, 1)
+    # Commands per applied entry (a server before batching has no such counters: nan).
+    entries = after.get("cluster_entries_applied", 0) - before.get("cluster_entries_applied", 0)
+    commands = after.get("cluster_commands_applied", 0) - before.get("cluster_commands_applied", 0)
+    row["commands_per_entry"] = commands / entries if entries else float("nan")
     return row
 
 
@@ -291,11 +295,13 @@ def median_row(runs):
 def report_throughput(rows, etcd_rows, runs):
     best_etcd = max((r["cycles_per_sec"] for r in etcd_rows), default=None)
     print(f"\nofficer bench, median of {runs} runs (cycles/s; latency p50/p99 in us; server CPU us/cycle; load)")
-    print("(leader fsyncs/s and entries/fsync: the leader's STATS cluster_fsyncs and cluster_entries_persisted"
-          " over the bench, warm-up included)")
+    print("(leader fsyncs/s, entries/fsync and commands/entry: the leader's STATS cluster_fsyncs,"
+          " cluster_entries_persisted, cluster_entries_applied and cluster_commands_applied over the bench,"
+          " warm-up included)")
     print(f"| load | single cycles/s | cluster cycles/s | cluster/single | single p50/p99 | cluster p50/p99 "
-          f"| single CPU | leader CPU | leader fsyncs/s | entries/fsync |{' cluster/best etcd |' if best_etcd else ''} load |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if best_etcd else "") + "---:|")
+          f"| single CPU | leader CPU | leader fsyncs/s | entries/fsync | commands/entry |"
+          f"{' cluster/best etcd |' if best_etcd else ''} load |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if best_etcd else "") + "---:|")
     for label, _ in LOADS:
         s, s_all = median_row(rows[(label, "single")])
         c, c_all = median_row(rows[(label, "cluster")])
@@ -306,7 +312,7 @@ def report_throughput(rows, etcd_rows, runs):
               f"| {c['cycles_per_sec'] / s['cycles_per_sec']:.2f} "
               f"| {s['latency_us']['p50']}/{s['latency_us']['p99']} | {c['latency_us']['p50']}/{c['latency_us']['p99']} "
               f"| {s.get('server_cpu_us_per_cycle', float('nan')):.2f} | {c.get('server_cpu_us_per_cycle', float('nan')):.2f} "
-              f"| {c['fsyncs_per_sec']:.0f} | {c['entries_per_fsync']:.0f} |{etcd_col} {min(loads):.1f}-{max(loads):.1f} |"
+              f"| {c['fsyncs_per_sec']:.0f} | {c['entries_per_fsync']:.0f} | {c['commands_per_entry']:.1f} |{etcd_col} {min(loads):.1f}-{max(loads):.1f} |"
               + (f"  runs single {s_all} cluster {c_all}" if runs > 1 else "")
               + (f"  UNEXPECTED {bad}" if bad else ""), flush=True)
     if etcd_rows:
