@@ -41,11 +41,11 @@
 //!
 //! Key order: the restored table's slab keys are the positions, so new locks fill it from the
 //! end where the original reuses freed slots. Nothing observable reads the keys (listings
-//! order by name), except one case: an entry of `granting` whose lock went is written as
-//! vacant, while in the original a new lock that takes that slot is served by the old entry
-//! (`a_stale_granting_key_and_a_reused_slot`, ignored, shows it). Batch sizes: `set_batches`
-//! also refills the inline release budget, which is state, so calling it on a restored table
-//! can make it diverge; the cluster node keeps the defaults, and the tests restore the budget.
+//! order by name): `granting`, the one structure of keys, loses a lock's keys when the lock
+//! goes (`a_stale_granting_key_and_a_reused_slot`); a vacant entry is still read, from a
+//! snapshot written before that, and costs the grant step one look as it did. Batch sizes are
+//! configuration: `set_batches` on a restored table leaves its inline release budget (state)
+//! as restored, so a table configured like the original stays in step with it.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -130,8 +130,8 @@ impl LockTable {
 
     /// Rebuilds a table from `encode_snapshot`'s bytes. `limits` as for `LockTable::new`
     /// (limits are configuration, not state: they are not serialized). Batch sizes are the
-    /// defaults, as after `new` (the caller may call `set_batches`, which also refills the
-    /// inline release budget; see [`LockTable::set_batches`]).
+    /// defaults, as after `new`; the caller may call `set_batches`, which keeps the restored
+    /// inline release budget.
     pub fn decode_snapshot(bytes: &[u8], limits: TableLimits) -> Result<LockTable, SnapshotError> {
         let mut r = Reader { bytes, at: 0 };
         let version = r.byte()?;

@@ -183,11 +183,14 @@ impl LockTable {
     }
 
     /// Changes the batch sizes (each at least 1): tests and benchmarks use small ones to
-    /// exercise batching with few locks.
+    /// exercise batching with few locks. The turn's inline release budget is state (a
+    /// snapshot carries it), so it is only cut down to the new batch, never refilled: a
+    /// restored table configured like the original keeps the original's budget. A larger
+    /// batch takes effect at the next turn's refill.
     pub fn set_batches(&mut self, expire_batch: usize, release_batch: usize) {
         self.expire_batch = expire_batch.max(1);
         self.release_batch = release_batch.max(1);
-        self.inline_budget = self.release_batch;
+        self.inline_budget = self.inline_budget.min(self.release_batch);
     }
 
     /// ATTACH: registers a session under its listing label (`ip:port` or `unix:N`), or
