@@ -486,13 +486,16 @@ fn two_lost_locks_of_one_name_resolve_to_one_grant_and_one_nested() {
     run(async {
         let client = Arc::new(async_client_behind(&proxy, GRACE).await);
         proxy.freeze();
-        let tasks: Vec<_> = (0..2)
-            .map(|_| {
-                let c = Arc::clone(&client);
-                tokio::spawn(async move { c.lock("ablip/both", LockOptions::with_timeout(WAIT)).await })
-            })
-            .collect();
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // The two LOCKs are the same frame: once the first is held back its size says when the
+        // second is too, so the link is reset with both in the proxy, not after a guessed pause.
+        let lock = |c: Arc<AsyncClient>| {
+            tokio::spawn(async move { c.lock("ablip/both", LockOptions::with_timeout(WAIT)).await })
+        };
+        let mut tasks = vec![lock(Arc::clone(&client))];
+        wait_until("the first LOCK reaches the frozen proxy", || proxy.held_bytes() > 0).await;
+        let one = proxy.held_bytes();
+        tasks.push(lock(Arc::clone(&client)));
+        wait_until("the second LOCK reaches the frozen proxy", || proxy.held_bytes() >= 2 * one).await;
         proxy.reset_all();
         proxy.thaw();
         let mut fresh = 0;
