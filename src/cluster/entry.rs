@@ -180,7 +180,8 @@ impl Batch {
         self.count
     }
 
-    /// The size of the entry `take` would return now.
+    /// At most the size of the entry `take` would return now (exact for one command; for more,
+    /// the count's varint is taken at its longest, 5 bytes), the figure the bounds check.
     pub fn encoded_len(&self) -> usize {
         match self.count {
             0 => 0,

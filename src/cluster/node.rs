@@ -388,22 +388,26 @@ impl Node {
     /// and when the entry would take the uncommitted log past its bound (raft's rule: at least
     /// one entry is always let through).
     pub fn propose(&mut self, now: Tick, command: Command, tag: u64) -> Result<(), NotLeader> {
-        let not_leader = NotLeader { leader: self.leader_id().filter(|&id| id != self.id()) };
         if !self.is_leader() || self.raw.raft.lead_transferee.is_some() {
-            return Err(not_leader);
+            return Err(self.not_leader());
         }
         let now = self.stamp(now);
         let added = self.batch.push(&LogCommand { now, command });
         let uncommitted = self.raw.raft.uncommitted_size();
         if uncommitted > 0 && uncommitted.saturating_add(self.batch.encoded_len()) > self.max_uncommitted {
             self.batch.pop(added);
-            return Err(not_leader);
+            return Err(self.not_leader());
         }
         self.batch_tags.push(tag);
         if self.batch.encoded_len() >= MAX_BATCH_BYTES {
             self.flush();
         }
         Ok(())
+    }
+
+    /// A refusal naming the leader this node knows, if another.
+    fn not_leader(&self) -> NotLeader {
+        NotLeader { leader: self.leader_id().filter(|&id| id != self.id()) }
     }
 
     /// Hands the batch to raft as one entry.
